@@ -1,0 +1,126 @@
+//! JSON views under the reserved `/_lb/` prefix, built from one snapshot.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use crate::state::{Shared, Snapshot, Vacancy};
+use crate::supervisor::Handle;
+
+#[derive(Serialize)]
+struct RingInfo<'a> {
+    slots: u32,
+    virtual_nodes: u32,
+    probing: String,
+    hash: &'a str,
+}
+
+fn ring_info(snapshot: &Snapshot) -> RingInfo<'_> {
+    let p = snapshot.ring.params();
+    RingInfo {
+        slots: p.slots,
+        virtual_nodes: p.virtual_nodes,
+        probing: p.probing.to_string(),
+        hash: snapshot.ring.hash().name(),
+    }
+}
+
+/// `GET /_lb/status`: replicas with health and supervisor handles, vacancies, ring parameters
+/// and where the configuration came from.
+pub fn status(shared: &Shared) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Replica<'a> {
+        hostname: &'a str,
+        id: u64,
+        address: String,
+        healthy: bool,
+        missed_heartbeats: u32,
+        handle: &'a Handle,
+        in_flight: usize,
+        requests: u64,
+    }
+    #[derive(Serialize)]
+    struct Config {
+        path: String,
+    }
+    #[derive(Serialize)]
+    struct Status<'a> {
+        listen: String,
+        supervisor: &'a str,
+        uptime_ms: u128,
+        #[serde(rename = "N")]
+        n: usize,
+        replicas: Vec<Replica<'a>>,
+        vacancies: &'a [Vacancy],
+        ring: RingInfo<'a>,
+        config: Config,
+    }
+    let snapshot = shared.snapshot.load();
+    let replicas = snapshot
+        .backends
+        .iter()
+        .map(|b| {
+            let missed = b.missed.load(Ordering::Relaxed);
+            Replica {
+                hostname: &b.hostname,
+                id: b.id,
+                address: b.addr.to_string(),
+                healthy: missed == 0,
+                missed_heartbeats: missed,
+                handle: &b.handle,
+                in_flight: b.in_flight.load(Ordering::Relaxed),
+                requests: b.requests.load(Ordering::Relaxed),
+            }
+        })
+        .collect();
+    let status = Status {
+        listen: shared.meta.listen.to_string(),
+        supervisor: shared.meta.supervisor,
+        uptime_ms: shared.meta.started.elapsed().as_millis(),
+        n: snapshot.backends.len(),
+        replicas,
+        vacancies: &snapshot.vacancies,
+        ring: ring_info(&snapshot),
+        config: Config {
+            path: shared.meta.config_source.to_string(),
+        },
+    };
+    serde_json::to_vec(&status).expect("status serializes")
+}
+
+/// `GET /_lb/ring`: parameters, each replica's virtual-node slots and the owner of every slot.
+pub fn ring(snapshot: &Snapshot) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Member<'a> {
+        hostname: &'a str,
+        id: u64,
+        slots: &'a [u32],
+    }
+    #[derive(Serialize)]
+    struct RingView<'a> {
+        #[serde(flatten)]
+        info: RingInfo<'a>,
+        replicas: Vec<Member<'a>>,
+        owners: Vec<&'a str>,
+    }
+    let view = RingView {
+        info: ring_info(snapshot),
+        replicas: snapshot
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(k, b)| Member {
+                hostname: &b.hostname,
+                id: b.id,
+                slots: snapshot.ring.virtual_slots(k),
+            })
+            .collect(),
+        owners: snapshot
+            .ring
+            .owners()
+            .iter()
+            .map(|&k| snapshot.backends[k as usize].hostname.as_str())
+            .collect(),
+    };
+    serde_json::to_vec(&view).expect("ring serializes")
+}

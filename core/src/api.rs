@@ -1,0 +1,259 @@
+//! The REST contract (SPEC §3): request bodies of `/add` and `/rm`, and the JSON every endpoint
+//! answers with, byte-compatible with the assignment's Python reference.
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::check_hostname;
+
+/// Most replicas one `/add` or `/rm` may name in `n`.
+pub const MAX_BATCH: u64 = 64;
+/// Largest accepted request body for `/add` and `/rm`.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Which scaling endpoint a body is for (their error messages differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// `POST /add`
+    Add,
+    /// `DELETE /rm`
+    Remove,
+}
+
+/// A validated `/add` or `/rm` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleRequest {
+    /// How many replicas to add or remove.
+    pub n: usize,
+    /// Names to use (add) or to remove; at most `n`, distinct and well-formed.
+    pub hostnames: Vec<String>,
+}
+
+/// An error answer, in the `{"message": "<Error> …", "status": "failure"}` shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is wrong; nothing changed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 405: wrong method for an endpoint of the load balancer.
+    #[error("{path} accepts {allowed} only")]
+    MethodNotAllowed {
+        /// The endpoint.
+        path: &'static str,
+        /// The method it accepts.
+        allowed: &'static str,
+    },
+    /// 404: an unknown `/_lb/` endpoint.
+    #[error("'{0}' is not an endpoint of the load balancer")]
+    NotFound(String),
+    /// 413: body over [`MAX_BODY`].
+    #[error("request body is larger than {MAX_BODY} bytes")]
+    PayloadTooLarge,
+    /// 500: the load balancer could not do it (e.g. a replica did not start); nothing changed.
+    #[error("{0}")]
+    Internal(String),
+    /// 502: the chosen replica did not answer.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 503: no replica to send the request to, or the load balancer is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The JSON body: `{"message": "<Error> …", "status": "failure"}`.
+    pub fn body(&self) -> Bytes {
+        #[derive(Serialize)]
+        struct Failure<'a> {
+            message: &'a str,
+            status: &'static str,
+        }
+        let message = format!("<Error> {self}");
+        Bytes::from(server::json::to_vec(&Failure {
+            message: &message,
+            status: "failure",
+        }))
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+/// `{"message": {"N": …, "replicas": […]}, "status": "successful"}` for `/rep`, `/add` and `/rm`.
+pub fn replicas_body<'a>(hostnames: impl IntoIterator<Item = &'a str>) -> Bytes {
+    #[derive(Serialize)]
+    struct Message<'a> {
+        #[serde(rename = "N")]
+        n: usize,
+        replicas: Vec<&'a str>,
+    }
+    #[derive(Serialize)]
+    struct Success<'a> {
+        message: Message<'a>,
+        status: &'static str,
+    }
+    let replicas: Vec<&str> = hostnames.into_iter().collect();
+    Bytes::from(server::json::to_vec(&Success {
+        message: Message {
+            n: replicas.len(),
+            replicas,
+        },
+        status: "successful",
+    }))
+}
+
+/// Validate an `/add` or `/rm` body: everything that can be checked without knowing the current
+/// replicas. (Names already present, unknown names and `n` > N are the controller's checks.)
+pub fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(bad(
+            r#"request body must be a JSON object such as {"n": 2, "hostnames": ["S5", "S6"]}"#,
+        ));
+    };
+    if let Some(key) = fields.keys().find(|k| *k != "n" && *k != "hostnames") {
+        return Err(bad(format!(
+            "unknown field '{key}'; the body takes 'n' and optionally 'hostnames'"
+        )));
+    }
+    let n = match fields.get("n") {
+        None => return Err(bad("field 'n' is required")),
+        Some(Value::Number(num)) => match (num.as_i64(), num.as_u64()) {
+            (_, Some(n)) => i128::from(n),
+            (Some(n), None) => i128::from(n),
+            _ => return Err(bad(format!("'n' must be an integer, got {num}"))),
+        },
+        Some(other) => return Err(bad(format!("'n' must be an integer, got {other}"))),
+    };
+    if n < 1 {
+        return Err(bad(format!("'n' must be at least 1, got {n}")));
+    }
+    if n > i128::from(MAX_BATCH) {
+        return Err(bad(format!(
+            "'n' must be at most {MAX_BATCH} per request, got {n}"
+        )));
+    }
+    let n = n as usize;
+    let hostnames: Vec<String> = match fields.get("hostnames") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(bad(format!(
+                    "'hostnames' must be a list of strings, found {other}"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(bad(format!(
+                "'hostnames' must be a list of strings, got {other}"
+            )))
+        }
+    };
+    if hostnames.len() > n {
+        return Err(bad(match scale {
+            Scale::Add => "Length of hostname list is more than newly added instances",
+            Scale::Remove => "Length of hostname list is more than removable instances",
+        }));
+    }
+    for (i, name) in hostnames.iter().enumerate() {
+        check_hostname(name).map_err(bad)?;
+        if hostnames[..i].contains(name) {
+            return Err(bad(format!(
+                "hostname '{name}' appears more than once in 'hostnames'"
+            )));
+        }
+    }
+    Ok(ScaleRequest { n, hostnames })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str, scale: Scale) -> String {
+        match parse_scale(body.as_bytes(), scale) {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("expected 400 for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_spec_examples() {
+        let add = parse_scale(
+            br#"{"n": 4, "hostnames": ["S5", "S4", "S10", "S11"]}"#,
+            Scale::Add,
+        )
+        .unwrap();
+        assert_eq!(add.n, 4);
+        assert_eq!(add.hostnames, ["S5", "S4", "S10", "S11"]);
+        let rm = parse_scale(br#"{"n": 3}"#, Scale::Remove).unwrap();
+        assert_eq!((rm.n, rm.hostnames.len()), (3, 0));
+    }
+
+    #[test]
+    fn spec_error_messages_are_exact() {
+        let body =
+            ApiError::BadRequest(err(r#"{"n": 1, "hostnames": ["a", "b"]}"#, Scale::Add)).body();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"message": "<Error> Length of hostname list is more than newly added instances", "status": "failure"}"#
+        );
+        assert_eq!(
+            err(r#"{"n": 1, "hostnames": ["a", "b"]}"#, Scale::Remove),
+            "Length of hostname list is more than removable instances"
+        );
+    }
+
+    #[test]
+    fn open_cases_are_refused_with_a_reason() {
+        for (body, needle) in [
+            ("not json", "not valid JSON"),
+            ("[1]", "JSON object"),
+            (r#"{"n": "2"}"#, "integer"),
+            (r#"{"n": 2.5}"#, "integer"),
+            (r#"{"n": true}"#, "integer"),
+            (r#"{"n": 0}"#, "at least 1"),
+            (r#"{"n": -3}"#, "at least 1"),
+            (r#"{"n": 65}"#, "at most 64"),
+            (r#"{"n": 99999999999999999999}"#, "integer"),
+            (r#"{}"#, "required"),
+            (r#"{"n": 1, "hostname": ["a"]}"#, "unknown field 'hostname'"),
+            (r#"{"n": 1, "hostnames": "a"}"#, "list of strings"),
+            (r#"{"n": 2, "hostnames": ["a", 3]}"#, "list of strings"),
+            (r#"{"n": 2, "hostnames": ["a", "a"]}"#, "more than once"),
+            (r#"{"n": 1, "hostnames": [""]}"#, "1 to 63"),
+            (r#"{"n": 1, "hostnames": ["a/b"]}"#, "'/'"),
+        ] {
+            let m = err(body, Scale::Add);
+            assert!(m.contains(needle), "{body}: {m}");
+        }
+    }
+
+    #[test]
+    fn replicas_body_is_byte_exact() {
+        let body = replicas_body(["Server 1", "Server 2", "Server 3"]);
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"message": {"N": 3, "replicas": ["Server 1", "Server 2", "Server 3"]}, "status": "successful"}"#
+        );
+    }
+}

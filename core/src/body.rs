@@ -1,0 +1,69 @@
+//! The response body type of the load balancer: either its own small JSON answer or a replica's
+//! response streamed through, which keeps the request counted as in flight until it is done.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::state::InFlight;
+
+/// A response body (no boxing, no dynamic dispatch).
+#[derive(Debug)]
+pub enum LbBody {
+    /// A complete body held in memory; `None` once sent.
+    Full(Option<Bytes>),
+    /// A replica's body, streamed.
+    Proxied {
+        /// The replica's body.
+        body: Incoming,
+        /// Dropped when the body is done (or the client goes away).
+        in_flight: InFlight,
+    },
+}
+
+impl LbBody {
+    /// A body with these bytes.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        LbBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        LbBody::Full(None)
+    }
+}
+
+impl Body for LbBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            LbBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            LbBody::Proxied { body, .. } => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            LbBody::Full(bytes) => bytes.is_none(),
+            LbBody::Proxied { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            LbBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            LbBody::Proxied { body, .. } => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Heartbeats: `GET /heartbeat` to every replica in the ring every `interval_ms`.
+//!
+//! After `fall` misses in a row the controller is told the replica is dead; what happens next is
+//! the controller's decision.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::HealthSection;
+use crate::controller::{Command, ControllerHandle};
+use crate::state::Shared;
+
+/// HTTP client for heartbeats (its own pool, so heartbeats never queue behind proxied traffic).
+#[derive(Clone, Debug)]
+pub struct Prober {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Prober {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+        }
+    }
+}
+
+impl Prober {
+    /// One heartbeat: `Ok` if `GET /heartbeat` answered 200 within `timeout`.
+    pub async fn beat(&self, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+        let uri = format!("http://{addr}/heartbeat");
+        let req = hyper::Request::get(uri)
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Ok(Err(e)) => Err(format!("request failed: {e}")),
+            Ok(Ok(resp)) if resp.status() == hyper::StatusCode::OK => Ok(()),
+            Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
+        }
+    }
+
+    /// Poll until the first successful heartbeat or until `deadline` passes.
+    pub async fn wait_alive(&self, addr: SocketAddr, deadline: Duration) -> Result<(), String> {
+        let start = tokio::time::Instant::now();
+        let mut last = String::from("no attempt");
+        while start.elapsed() < deadline {
+            let left = deadline.saturating_sub(start.elapsed());
+            match self.beat(addr, left.min(Duration::from_secs(1))).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+        }
+        Err(format!(
+            "did not answer its first heartbeat within {} ms (last: {last})",
+            deadline.as_millis()
+        ))
+    }
+}
+
+/// Run heartbeats forever over whatever the current snapshot holds.
+pub async fn run(
+    shared: Arc<Shared>,
+    settings: HealthSection,
+    controller: ControllerHandle,
+    prober: Prober,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(settings.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timeout = Duration::from_millis(settings.timeout_ms);
+    loop {
+        tick.tick().await;
+        let snapshot = shared.snapshot.load_full();
+        let beats = snapshot.backends.iter().map(|b| {
+            let prober = &prober;
+            async move { (b, prober.beat(b.addr, timeout).await) }
+        });
+        for (backend, result) in futures_util::future::join_all(beats).await {
+            match result {
+                Ok(()) => backend.missed.store(0, Ordering::Relaxed),
+                Err(reason) => {
+                    let missed = backend.missed.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(hostname = %backend.hostname, missed, %reason, "heartbeat missed");
+                    if missed >= settings.fall
+                        && !backend.reported_dead.swap(true, Ordering::Relaxed)
+                    {
+                        controller.send(Command::ReplicaFailed {
+                            id: backend.id,
+                            handle: backend.handle.clone(),
+                            reason: format!("{missed} heartbeats missed ({reason})"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! `lb`: a consistent-hashing HTTP load balancer.
+//!
+//! - [`ring`] and [`hash`] — the assignment's ring, pure data and functions.
+//! - [`config`] — `lb.toml`.
+//! - [`controller`] — the one writer of the replica set; publishes [`state::Snapshot`]s.
+//! - [`supervisor`] — runs replicas (local processes; Docker later).
+//! - [`health`] — heartbeats.
+//! - [`proxy`], [`api`], [`admin`], [`body`] — the HTTP front.
+
+pub mod admin;
+pub mod api;
+pub mod body;
+pub mod config;
+pub mod controller;
+pub mod hash;
+pub mod health;
+pub mod proxy;
+pub mod ring;
+pub mod state;
+pub mod supervisor;

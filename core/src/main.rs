@@ -1,0 +1,135 @@
+//! `lb`: run the load balancer, validate a configuration, or run as a replica.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use lb::config::{Config, SupervisorKind, DEFAULT_PATH};
+use lb::controller::{Command, Controller};
+use lb::health::{self, Prober};
+use lb::proxy::{self, App};
+use lb::state::Meta;
+use lb::supervisor::{ProcessSupervisor, Supervisor};
+
+/// Consistent-hashing HTTP load balancer.
+#[derive(Parser, Debug)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Configuration file. When the default path does not exist, the embedded default is used.
+    #[arg(long, default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    /// Listen on this address instead of the configuration's `listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Validate a configuration file without starting anything.
+    Check {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Run as a replica (what the process supervisor starts).
+    #[command(hide = true)]
+    Replica(server::ServerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Cmd::Replica(args)) => server::run(args),
+        Some(Cmd::Check { path }) => check(&path),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(run(cli.config, cli.listen))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let p = config.ring_params();
+    println!(
+        "{}: ok ({} replicas, {} slots, {} virtual nodes, {} probing, hash {:?})",
+        path.display(),
+        config.replicas.len(),
+        p.slots,
+        p.virtual_nodes,
+        p.probing,
+        config.ring.hash.get_ref()
+    );
+    Ok(())
+}
+
+async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let (config, source) = Config::load_or_embedded(&config_path)?;
+    tracing::info!(config = %source, "configuration loaded");
+    let listen = listen.unwrap_or(config.listen);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+
+    let hash = lb::hash::builtin(config.ring.hash.get_ref())
+        .context("validated configuration names a known hash")?;
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let supervisor: Arc<dyn Supervisor> = match config.supervisor.kind {
+        SupervisorKind::Process => Arc::new(
+            ProcessSupervisor::new(&config.supervisor.command, events_tx)
+                .context("cannot set up the process supervisor")?,
+        ),
+    };
+    let meta = Meta {
+        config_source: source,
+        listen: local,
+        supervisor: supervisor.kind(),
+        started: Instant::now(),
+    };
+    let (mut controller, shared, handle) = Controller::new(&config, hash, supervisor, meta);
+    controller.start(&config).await;
+    let forward = handle.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            forward.send(Command::Supervisor(event));
+        }
+    });
+    tokio::spawn(controller.run());
+    tokio::spawn(health::run(
+        Arc::clone(&shared),
+        config.health,
+        handle.clone(),
+        Prober::default(),
+    ));
+
+    let app = Arc::new(App::new(shared, handle.clone()));
+    // Tests and scripts wait for this line.
+    println!("lb listening on http://{local}");
+    proxy::serve(listener, app, server::shutdown_signal()).await;
+    tracing::info!("shutting down: stopping replicas");
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! The HTTP front: the load balancer's own endpoints (`/rep`, `/add`, `/rm`, `/_lb/…`) and the
+//! proxy path that sends every other request to the replica the ring picks.
+//!
+//! The hot path loads one snapshot (no lock), hashes the request id, indexes the owner table and
+//! forwards the request over a pooled keep-alive connection, streaming the response back.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::admin;
+use crate::api::{self, ApiError, Scale};
+use crate::body::LbBody;
+use crate::controller::ControllerHandle;
+use crate::hash::request_id_from_header;
+use crate::state::Shared;
+
+/// The header whose value routes a request.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Everything a connection needs to answer requests.
+pub struct App {
+    shared: Arc<Shared>,
+    controller: ControllerHandle,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl App {
+    /// An app over `shared` that sends changes to `controller`.
+    pub fn new(shared: Arc<Shared>, controller: ControllerHandle) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        App {
+            shared,
+            controller,
+            client,
+        }
+    }
+
+    /// Answer one request.
+    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<LbBody> {
+        let result = match req.uri().path() {
+            "/rep" => self.rep(req.method()),
+            "/add" => self.scale(req, Scale::Add).await,
+            "/rm" => self.scale(req, Scale::Remove).await,
+            path if path == "/_lb" || path.starts_with("/_lb/") => self.admin(&req),
+            _ => return self.proxy(req, remote).await,
+        };
+        result.unwrap_or_else(|e| error_response(&e))
+    }
+
+    fn rep(&self, method: &Method) -> Result<Response<LbBody>, ApiError> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(ApiError::MethodNotAllowed {
+                path: "/rep",
+                allowed: "GET",
+            });
+        }
+        let snapshot = self.shared.snapshot.load();
+        let body = api::replicas_body(snapshot.backends.iter().map(|b| b.hostname.as_str()));
+        Ok(json_response(StatusCode::OK, body))
+    }
+
+    async fn scale(
+        &self,
+        req: Request<Incoming>,
+        scale: Scale,
+    ) -> Result<Response<LbBody>, ApiError> {
+        let (path, method, allowed) = match scale {
+            Scale::Add => ("/add", Method::POST, "POST"),
+            Scale::Remove => ("/rm", Method::DELETE, "DELETE"),
+        };
+        if req.method() != method {
+            return Err(ApiError::MethodNotAllowed { path, allowed });
+        }
+        let body = read_body(req).await?;
+        let request = api::parse_scale(&body, scale)?;
+        let hostnames = match scale {
+            Scale::Add => self.controller.add(request).await?,
+            Scale::Remove => self.controller.remove(request).await?,
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            api::replicas_body(hostnames.iter().map(String::as_str)),
+        ))
+    }
+
+    fn admin(&self, req: &Request<Incoming>) -> Result<Response<LbBody>, ApiError> {
+        let path = req.uri().path();
+        let endpoint: fn(&App) -> Vec<u8> = match path {
+            "/_lb/status" => |app| admin::status(&app.shared),
+            "/_lb/ring" => |app| admin::ring(&app.shared.snapshot.load()),
+            _ => return Err(ApiError::NotFound(path.to_owned())),
+        };
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(ApiError::MethodNotAllowed {
+                path: "/_lb/",
+                allowed: "GET",
+            });
+        }
+        Ok(json_response(StatusCode::OK, Bytes::from(endpoint(self))))
+    }
+
+    async fn proxy(&self, mut req: Request<Incoming>, remote: SocketAddr) -> Response<LbBody> {
+        let backend = {
+            let snapshot = self.shared.snapshot.load();
+            let id = match req.headers().get(REQUEST_ID) {
+                Some(value) => request_id_from_header(value.as_bytes()),
+                None => fastrand::u64(100_000..=999_999),
+            };
+            match snapshot.ring.lookup(id) {
+                Some(member) => Arc::clone(&snapshot.backends[member]),
+                None => {
+                    return error_response(&ApiError::Unavailable(
+                        "no replica is available to serve the request".into(),
+                    ))
+                }
+            }
+        };
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(backend.authority.clone());
+        parts.path_and_query = Some(path_and_query.clone());
+        *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        append_forwarded_for(headers, remote);
+
+        let in_flight = backend.begin_request();
+        match self.client.request(req).await {
+            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+                error_response(&ApiError::BadRequest(format!(
+                    "'{}' endpoint does not exist in server replicas",
+                    path_and_query.path()
+                )))
+            }
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, LbBody::Proxied { body, in_flight })
+            }
+            Err(e) => error_response(&ApiError::BadGateway(format!(
+                "replica '{}' did not answer: {}",
+                backend.hostname,
+                error_chain(&e)
+            ))),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let too_long = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|len| len > api::MAX_BODY as u64);
+    if too_long {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    match Limited::new(req.into_body(), api::MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// Remove headers that describe one connection, not the message (RFC 9110 §7.6.1).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.remove(header::CONNECTION) {
+        if let Ok(list) = connection.to_str() {
+            for name in list.split(',') {
+                if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+    for name in [
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, remote: SocketAddr) {
+    if let Ok(value) = HeaderValue::from_str(&remote.ip().to_string()) {
+        headers.append(X_FORWARDED_FOR, value);
+    }
+}
+
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<LbBody> {
+    let mut resp = Response::new(LbBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_response(error: &ApiError) -> Response<LbBody> {
+    let mut resp = json_response(error.status(), error.body());
+    if let ApiError::MethodNotAllowed { allowed, .. } = error {
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    }
+    resp
+}
+
+/// Accept connections on `listener` and serve them with `app` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Typically EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let app = Arc::clone(&app);
+                async move { Ok::<_, Infallible>(app.handle(req, remote).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
