@@ -1,0 +1,277 @@
+//! Test harness: runs the real `lb` binary on a free loopback port with a given configuration and
+//! talks HTTP to it.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// Three replicas, fast heartbeats: the configuration most tests use.
+pub const THREE: &str = r#"
+[health]
+interval_ms = 100
+timeout_ms = 200
+fall = 2
+[[replicas]]
+hostname = "Server 1"
+id = 1
+[[replicas]]
+hostname = "Server 2"
+id = 2
+[[replicas]]
+hostname = "Server 3"
+id = 3
+"#;
+
+/// A running `lb` process.
+pub struct Lb {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The configuration file it was started with.
+    pub config: PathBuf,
+    dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+fn drain(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
+impl Lb {
+    /// Start `lb` with `config` (TOML text) on 127.0.0.1:0 and wait until it listens.
+    pub fn start(config: &str) -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
+        command.arg("--config").arg(&path);
+        Lb::spawn(command, dir, path)
+    }
+
+    /// Start `lb` with no `--config` in an empty working directory: it runs on its embedded
+    /// default configuration.
+    pub fn start_embedded() -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
+        command.current_dir(dir.path());
+        Lb::spawn(command, dir, PathBuf::from("(embedded default)"))
+    }
+
+    fn spawn(mut command: Command, dir: tempfile::TempDir, path: PathBuf) -> Lb {
+        let mut child = command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run lb");
+        let log = Arc::new(Mutex::new(String::new()));
+        drain(child.stderr.take().unwrap(), Arc::clone(&log));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("lb listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("lb did not start; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Lb {
+            child,
+            addr,
+            config: path,
+            dir,
+            log,
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        }
+    }
+
+    /// The `lb` process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything `lb` logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Send a request with optional body and headers.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .expect("answer within 30 s")
+            .expect("request succeeds");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send("GET", path, b"", &[]).await
+    }
+
+    /// `GET /rep` → (N, replicas).
+    pub async fn rep(&self) -> (u64, Vec<String>) {
+        let a = self.get("/rep").await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let v = a.json();
+        assert_eq!(v["status"], "successful");
+        let names = v["message"]["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect();
+        (v["message"]["N"].as_u64().unwrap(), names)
+    }
+
+    pub async fn status(&self) -> Value {
+        let a = self.get("/_lb/status").await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.json()
+    }
+
+    /// Pids of the replicas, from `/_lb/status`.
+    pub async fn replica_pids(&self) -> Vec<(String, u32)> {
+        self.status().await["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["hostname"].as_str().unwrap().to_owned(),
+                    r["handle"]["pid"].as_u64().unwrap() as u32,
+                )
+            })
+            .collect()
+    }
+
+    /// The hostname in a `/home` answer.
+    pub async fn home(&self, headers: &[(&str, &str)]) -> String {
+        let a = self.send("GET", "/home", b"", headers).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        served_by(&a.body)
+    }
+}
+
+/// The replica name in a `/home` body.
+pub fn served_by(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap();
+    v["message"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Hello from Server: ")
+        .unwrap_or_else(|| panic!("unexpected /home body {body}"))
+        .to_owned()
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- lb log ----\n{}", self.log());
+        }
+        let _ = &self.dir;
+    }
+}
+
+/// True while `pid` is a live (not zombie) process.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Poll `check` every 20 ms until it returns `Some` or `limit` passes.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

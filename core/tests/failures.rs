@@ -1,0 +1,149 @@
+//! Replicas that die or hang are replaced with the same server id; replicas never outlive the
+//! load balancer; a replica that cannot start is rolled back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{alive, eventually, Lb, THREE};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_replica_is_replaced_with_a_new_name_and_the_same_id() {
+    let lb = Lb::start(THREE);
+    let ring_before = lb.get("/_lb/ring").await.json();
+    let (victim, pid) = lb.replica_pids().await.remove(1);
+    // SAFETY: signalling a replica process this test's lb started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let names = eventually(
+        Duration::from_secs(10),
+        "N back to 3 without the victim",
+        || async {
+            let (n, names) = lb.rep().await;
+            (n == 3 && !names.contains(&victim)).then_some(names)
+        },
+    )
+    .await;
+    assert_eq!(names[0], "Server 1");
+    assert_eq!(names[2], "Server 3");
+    let replacement = &names[1];
+    // Same server id, so the same virtual-node slots: no other replica's keys moved.
+    let ring_after = lb.get("/_lb/ring").await.json();
+    assert_eq!(ring_after["replicas"][1]["id"], 2);
+    assert_eq!(
+        ring_after["replicas"][1]["slots"],
+        ring_before["replicas"][1]["slots"]
+    );
+    assert_eq!(ring_after["replicas"][1]["hostname"], replacement.as_str());
+    for id in 0..200u32 {
+        let id = id.to_string();
+        let got = lb.home(&[("X-Request-Id", &id)]).await;
+        assert!(names.contains(&got), "{got}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn home_keeps_answering_while_a_replica_is_killed() {
+    let lb = Lb::start(THREE);
+    let (_, pid) = lb.replica_pids().await.remove(0);
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for i in 0..600u32 {
+        if i == 100 {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let a = lb.get("/home").await;
+        if a.status == 200 {
+            ok += 1;
+        } else {
+            failed.push((a.status, a.body));
+        }
+    }
+    // The LB learns of the exit at once and takes the replica out of the ring; at most the
+    // requests already on their way to it can fail.
+    assert!(failed.len() <= 3, "{} failed: {failed:?}", failed.len());
+    assert_eq!(ok + failed.len(), 600);
+    let (n, _) = eventually(Duration::from_secs(10), "N back to 3", || async {
+        let rep = lb.rep().await;
+        (rep.0 == 3).then_some(rep)
+    })
+    .await;
+    assert_eq!(n, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hung_replica_is_found_by_heartbeats_and_replaced() {
+    let lb = Lb::start(THREE);
+    let (victim, pid) = lb.replica_pids().await.remove(2);
+    // A stopped process keeps its socket open but answers nothing: only heartbeats notice.
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let names = eventually(
+        Duration::from_secs(15),
+        "the hung replica replaced",
+        || async {
+            let (n, names) = lb.rep().await;
+            (n == 3 && !names.contains(&victim)).then_some(names)
+        },
+    )
+    .await;
+    assert_eq!(&names[..2], ["Server 1", "Server 2"]);
+    eventually(
+        Duration::from_secs(15),
+        "the hung process stopped",
+        || async { (!alive(pid)).then_some(()) },
+    )
+    .await;
+    assert!(lb.log().contains("heartbeats missed"), "{}", lb.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_die_with_the_load_balancer() {
+    let mut lb = Lb::start(THREE);
+    let pids = lb.replica_pids().await;
+    assert_eq!(pids.len(), 3);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(lb.pid() as i32, libc::SIGKILL) };
+    eventually(Duration::from_secs(10), "every replica gone", || async {
+        pids.iter().all(|(_, pid)| !alive(*pid)).then_some(())
+    })
+    .await;
+    lb.addr = "127.0.0.1:9".parse().unwrap(); // nothing to talk to any more
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_stops_replicas() {
+    let lb = Lb::start(THREE);
+    let pids = lb.replica_pids().await;
+    drop(lb); // SIGTERM, waits for exit
+    for (name, pid) in pids {
+        assert!(!alive(pid), "{name} (pid {pid}) outlived lb");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replica_that_never_answers_is_rolled_back() {
+    // A "replica" that runs but never listens: sh ignores the arguments lb appends.
+    let lb = Lb::start(
+        r#"
+[health]
+start_timeout_ms = 300
+[supervisor]
+command = ["sh", "-c", "exec sleep 30", "replica"]
+"#,
+    );
+    let a = lb
+        .send("POST", "/add", br#"{"n": 2, "hostnames": ["A"]}"#, &[])
+        .await;
+    assert_eq!(a.status, 500, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["status"], "failure");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("did not answer its first heartbeat"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was added"), "{message}");
+    assert_eq!(lb.rep().await, (0, vec![]));
+    assert_eq!(lb.status().await["replicas"], serde_json::json!([]));
+}
