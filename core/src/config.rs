@@ -200,10 +200,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        Config::parse(&text)
     }
 
     /// Load `path`, or the embedded default when `path` is the default path and does not exist.

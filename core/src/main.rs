@@ -64,7 +64,7 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let config = Config::load(path).with_context(|| path.display().to_string())?;
     let p = config.ring_params();
     println!(
         "{}: ok ({} replicas, {} slots, {} virtual nodes, {} probing, hash {:?})",
@@ -86,7 +86,8 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let (config, source) = Config::load_or_embedded(&config_path)?;
+    let (config, source) = Config::load_or_embedded(&config_path)
+        .with_context(|| config_path.display().to_string())?;
     tracing::info!(config = %source, "configuration loaded");
     let listen = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(listen)
