@@ -146,7 +146,7 @@ pub struct ReplicaEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the file")]
     Io {
         /// The file.
         path: PathBuf,
