@@ -182,22 +182,45 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Largest oversized body that is read and discarded before answering 413, so that the client
+/// finishes sending and reads the answer (like nginx's lingering close). Past this the answer is
+/// sent at once and the connection closed.
+const DISCARD_LIMIT: usize = 1 << 20;
+/// How long discarding an oversized body may take.
+const DISCARD_TIME: Duration = Duration::from_secs(2);
+
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let too_long = req
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|len| len > api::MAX_BODY as u64);
-    if too_long {
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let body = req.into_body();
+    if declared.is_some_and(|len| len > api::MAX_BODY as u64) {
+        if declared.is_some_and(|len| len <= DISCARD_LIMIT as u64) {
+            discard(body).await;
+        }
         return Err(ApiError::PayloadTooLarge);
     }
-    match Limited::new(req.into_body(), api::MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge),
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "could not read the request body: {e}"
-        ))),
+    let mut body = body;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if collected.len() + data.len() > api::MAX_BODY {
+                discard(body).await;
+                return Err(ApiError::PayloadTooLarge);
+            }
+            collected.extend_from_slice(data);
+        }
     }
+    Ok(collected.freeze())
+}
+
+/// Read and drop up to [`DISCARD_LIMIT`] more bytes of `body`, for at most [`DISCARD_TIME`].
+async fn discard(body: Incoming) {
+    let limited = Limited::new(body, DISCARD_LIMIT);
+    let _ = tokio::time::timeout(DISCARD_TIME, limited.collect()).await;
 }
 
 /// Remove headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -242,9 +265,17 @@ fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<LbBody>
 
 fn error_response(error: &ApiError) -> Response<LbBody> {
     let mut resp = json_response(error.status(), error.body());
-    if let ApiError::MethodNotAllowed { allowed, .. } = error {
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    match error {
+        ApiError::MethodNotAllowed { allowed, .. } => {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allowed));
+        }
+        // The rest of the body may be unread: do not reuse the connection.
+        ApiError::PayloadTooLarge => {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
     }
     resp
 }
