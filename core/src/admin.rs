@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use crate::state::{Shared, Snapshot, Vacancy};
+use crate::state::{ConfigStatus, Shared, Snapshot, Vacancy};
 use crate::supervisor::Handle;
 
 #[derive(Serialize)]
@@ -40,10 +40,6 @@ pub fn status(shared: &Shared) -> Vec<u8> {
         requests: u64,
     }
     #[derive(Serialize)]
-    struct Config {
-        path: String,
-    }
-    #[derive(Serialize)]
     struct Status<'a> {
         listen: String,
         supervisor: &'a str,
@@ -53,9 +49,10 @@ pub fn status(shared: &Shared) -> Vec<u8> {
         replicas: Vec<Replica<'a>>,
         vacancies: &'a [Vacancy],
         ring: RingInfo<'a>,
-        config: Config,
+        config: &'a ConfigStatus,
     }
     let snapshot = shared.snapshot.load();
+    let config = shared.config.load();
     let replicas = snapshot
         .backends
         .iter()
@@ -81,9 +78,7 @@ pub fn status(shared: &Shared) -> Vec<u8> {
         replicas,
         vacancies: &snapshot.vacancies,
         ring: ring_info(&snapshot),
-        config: Config {
-            path: shared.meta.config_source.to_string(),
-        },
+        config: &config,
     };
     serde_json::to_vec(&status).expect("status serializes")
 }

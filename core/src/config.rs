@@ -122,7 +122,7 @@ pub enum SupervisorKind {
 }
 
 /// `[supervisor]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisorSection {
     /// Which supervisor.
@@ -168,6 +168,17 @@ pub enum ConfigError {
     },
 }
 
+/// A configuration with its origin and the exact text it was parsed from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The parsed configuration.
+    pub config: Config,
+    /// Where it came from.
+    pub source: Source,
+    /// Its text.
+    pub text: String,
+}
+
 /// Where a configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -204,11 +215,23 @@ impl Config {
     }
 
     /// Load `path`, or the embedded default when `path` is the default path and does not exist.
-    pub fn load_or_embedded(path: &Path) -> Result<(Config, Source), ConfigError> {
+    pub fn load_or_embedded(path: &Path) -> Result<Loaded, ConfigError> {
         if path == Path::new(DEFAULT_PATH) && !path.exists() {
-            return Ok((Config::parse(EMBEDDED)?, Source::Embedded));
+            return Ok(Loaded {
+                config: Config::parse(EMBEDDED)?,
+                source: Source::Embedded,
+                text: EMBEDDED.to_owned(),
+            });
         }
-        Ok((Config::load(path)?, Source::File(path.to_owned())))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Loaded {
+            config: Config::parse(&text)?,
+            source: Source::File(path.to_owned()),
+            text,
+        })
     }
 
     /// The ring parameters.

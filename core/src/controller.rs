@@ -1,25 +1,28 @@
 //! The controller: the one writer of the load balancer's desired state.
 //!
-//! It owns the replica set and the ring parameters. REST handlers, the health checker and the
-//! supervisor send it [`Command`]s; it applies them one at a time and publishes a new immutable
-//! [`Snapshot`] for readers. Nothing else mutates the replica set.
+//! It owns the replica set, the ring parameters and the configuration file. REST handlers, the
+//! file watcher, the health checker and the supervisor send it [`Command`]s; it applies them one
+//! at a time, publishes a new immutable [`Snapshot`] for readers, and writes replica changes back
+//! to `lb.toml`. Nothing else mutates the replica set.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::{ApiError, ScaleRequest};
-use crate::config::{Config, HealthSection};
-use crate::hash::RingHash;
+use crate::config::{Config, HealthSection, Loaded, Source};
+use crate::hash::{self, RingHash};
 use crate::health::Prober;
+use crate::persist;
 use crate::ring::{Ring, RingParams};
-use crate::state::{Backend, Shared, Snapshot, Vacancy};
+use crate::state::{timestamp, Backend, ConfigStatus, Issue, Meta, Shared, Snapshot, Vacancy};
 use crate::supervisor::{Handle, ReplicaSpec, Supervisor, SupervisorEvent};
 
-/// Longest wait between two attempts to replace a dead replica.
+/// Longest wait between two attempts to fill a vacancy.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The reply to `/add` and `/rm`: the hostnames in the ring afterwards, or why nothing changed.
@@ -41,6 +44,11 @@ pub enum Command {
         request: ScaleRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<ScaleReply>,
+    },
+    /// The configuration file changed (its new text, or why it could not be read).
+    FileChanged {
+        /// The file's content.
+        text: Result<String, String>,
     },
     /// The health checker gave up on a replica.
     ReplicaFailed {
@@ -106,6 +114,13 @@ impl ControllerHandle {
     }
 }
 
+/// The configuration file being followed.
+struct ConfigFile {
+    path: PathBuf,
+    /// The text last applied or written: the same text again is not a change.
+    last_text: String,
+}
+
 /// Owns the replica set. Build with [`Controller::new`], fill with [`Controller::start`], then
 /// [`Controller::run`] it on its own task.
 pub struct Controller {
@@ -114,30 +129,49 @@ pub struct Controller {
     prober: Prober,
     params: RingParams,
     hash: Arc<dyn RingHash>,
-    health: HealthSection,
+    health: watch::Sender<HealthSection>,
     replicas: BTreeMap<u64, Arc<Backend>>,
     vacancies: BTreeMap<u64, Vacancy>,
+    file: Option<ConfigFile>,
+    /// The configuration the process started with (for fields that need a restart).
+    startup: Config,
     tx: mpsc::UnboundedSender<Command>,
     rx: mpsc::UnboundedReceiver<Command>,
 }
 
 impl Controller {
-    /// A controller for `config` with no replica running yet, the shared state its readers use,
+    /// A controller for `loaded` with no replica running yet, the shared state its readers use,
     /// and a handle to command it.
     pub fn new(
-        config: &Config,
-        hash: Arc<dyn RingHash>,
+        loaded: &Loaded,
         supervisor: Arc<dyn Supervisor>,
-        meta: crate::state::Meta,
-    ) -> (Controller, Arc<Shared>, ControllerHandle) {
+        meta: Meta,
+    ) -> Result<(Controller, Arc<Shared>, ControllerHandle), ApiError> {
+        let config = &loaded.config;
+        let hash = hash::builtin(config.ring.hash.get_ref()).ok_or_else(|| {
+            ApiError::Internal(format!("unknown hash {:?}", config.ring.hash.get_ref()))
+        })?;
         let params = config.ring_params();
         let empty = Ring::build(params, Arc::clone(&hash), &[])
-            .expect("an empty ring with validated parameters builds");
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let file = match &loaded.source {
+            Source::File(path) => Some(ConfigFile {
+                path: path.clone(),
+                last_text: loaded.text.clone(),
+            }),
+            Source::Embedded => None,
+        };
         let shared = Arc::new(Shared {
-            snapshot: arc_swap::ArcSwap::from_pointee(Snapshot {
+            snapshot: ArcSwap::from_pointee(Snapshot {
                 ring: empty,
                 backends: Vec::new(),
                 vacancies: Vec::new(),
+            }),
+            config: ArcSwap::from_pointee(ConfigStatus {
+                path: loaded.source.to_string(),
+                live: file.is_some(),
+                last_applied: Some(timestamp()),
+                ..ConfigStatus::default()
             }),
             meta,
         });
@@ -148,19 +182,31 @@ impl Controller {
             prober: Prober::default(),
             params,
             hash,
-            health: config.health,
+            health: watch::Sender::new(config.health),
             replicas: BTreeMap::new(),
             vacancies: BTreeMap::new(),
+            file,
+            startup: config.clone(),
             tx: tx.clone(),
             rx,
         };
-        (controller, shared, ControllerHandle { tx })
+        Ok((controller, shared, ControllerHandle { tx }))
+    }
+
+    /// Heartbeat settings, updated when the file changes them.
+    pub fn health_settings(&self) -> watch::Receiver<HealthSection> {
+        self.health.subscribe()
+    }
+
+    fn settings(&self) -> HealthSection {
+        *self.health.borrow()
     }
 
     /// Start the configured replicas and wait for their first heartbeats. A replica that does not
     /// come up leaves a vacancy that is retried with backoff once the controller runs.
-    pub async fn start(&mut self, config: &Config) {
-        let specs: Vec<ReplicaSpec> = config
+    pub async fn start(&mut self) {
+        let specs = self
+            .startup
             .replicas
             .iter()
             .map(|r| ReplicaSpec {
@@ -168,27 +214,7 @@ impl Controller {
                 id: *r.id.get_ref(),
             })
             .collect();
-        let results = self.launch_all(specs.clone()).await;
-        for (spec, result) in specs.into_iter().zip(results) {
-            match result {
-                Ok(backend) => {
-                    self.replicas.insert(spec.id, backend);
-                }
-                Err(reason) => {
-                    tracing::error!(hostname = %spec.hostname, %reason, "replica did not start");
-                    self.vacancies.insert(
-                        spec.id,
-                        Vacancy {
-                            id: spec.id,
-                            previous_hostname: spec.hostname,
-                            failed_attempts: 1,
-                            reason,
-                        },
-                    );
-                    self.schedule_respawn(spec.id, 1);
-                }
-            }
-        }
+        self.launch_into_ring(specs).await;
         self.publish();
     }
 
@@ -198,9 +224,17 @@ impl Controller {
             match command {
                 Command::Add { request, reply } => {
                     let result = self.add(request).await;
+                    if result.is_ok() {
+                        self.write_back();
+                    }
                     let _ = reply.send(result);
                 }
-                Command::Remove { request, reply } => self.remove(request, reply),
+                Command::Remove { request, reply } => {
+                    if self.remove(request, reply) {
+                        self.write_back();
+                    }
+                }
+                Command::FileChanged { text } => self.file_changed(text).await,
                 Command::ReplicaFailed { id, handle, reason } => {
                     self.replica_failed(id, &handle, reason).await;
                 }
@@ -215,7 +249,10 @@ impl Controller {
                             .await;
                     }
                 }
-                Command::Respawn { id } => self.respawn(id).await,
+                Command::Respawn { id } => {
+                    self.respawn(id).await;
+                    self.write_back();
+                }
                 Command::Shutdown { reply } => {
                     self.supervisor.stop_all().await;
                     let _ = reply.send(());
@@ -229,11 +266,13 @@ impl Controller {
         self.replicas.values().map(|b| b.hostname.clone()).collect()
     }
 
+    /// Whether a running replica or a pending vacancy uses `name`.
     fn name_taken(&self, name: &str) -> bool {
         self.replicas.values().any(|b| b.hostname == name)
+            || self.vacancies.values().any(|v| v.hostname == name)
     }
 
-    /// A random hostname no replica has (the assignment's naming for replacements).
+    /// A random hostname nobody uses (the assignment's naming for replacements).
     fn random_hostname(&self, also_taken: &[String]) -> String {
         loop {
             let name = format!("S{}", fastrand::u32(100_000..1_000_000));
@@ -259,6 +298,50 @@ impl Controller {
         }
     }
 
+    fn update_config_status(&self, change: impl FnOnce(&mut ConfigStatus)) {
+        let mut status = ConfigStatus::clone(&self.shared.config.load());
+        change(&mut status);
+        self.shared.config.store(Arc::new(status));
+    }
+
+    /// Write the replica list (running replicas and vacancies) back to the file, if there is one.
+    fn write_back(&mut self) {
+        let Some(file) = &mut self.file else {
+            return;
+        };
+        let mut entries: Vec<(u64, &str)> = self
+            .replicas
+            .values()
+            .map(|b| (b.id, b.hostname.as_str()))
+            .chain(self.vacancies.values().map(|v| (v.id, v.hostname.as_str())))
+            .collect();
+        entries.sort_unstable();
+        let result = std::fs::read_to_string(&file.path)
+            .map_err(persist::PersistError::from)
+            .and_then(|text| {
+                let new = persist::with_replicas(&text, &entries)?;
+                if new != text {
+                    persist::write_atomic(&file.path, &new)?;
+                }
+                Ok(new)
+            });
+        let error = match result {
+            Ok(text) => {
+                file.last_text = text;
+                None
+            }
+            Err(e) => {
+                let message = format!(
+                    "could not write the replica list back to {}: {e}",
+                    file.path.display()
+                );
+                tracing::error!("{message}");
+                Some(Issue::now(message))
+            }
+        };
+        self.update_config_status(|s| s.write_error = error);
+    }
+
     async fn launch_all(&self, specs: Vec<ReplicaSpec>) -> Vec<Result<Arc<Backend>, String>> {
         let launches = specs.into_iter().map(|spec| self.launch(spec));
         futures_util::future::join_all(launches).await
@@ -271,7 +354,7 @@ impl Controller {
             .start(&spec)
             .await
             .map_err(|e| e.to_string())?;
-        let deadline = Duration::from_millis(self.health.start_timeout_ms);
+        let deadline = Duration::from_millis(self.settings().start_timeout_ms);
         if let Err(e) = self.prober.wait_alive(started.addr, deadline).await {
             let _ = self.supervisor.stop(&started.handle).await;
             return Err(format!("replica '{}' {e}", spec.hostname));
@@ -282,6 +365,32 @@ impl Controller {
             started.addr,
             started.handle,
         )))
+    }
+
+    /// Start replicas the configuration asks for; those that fail become vacancies (retried).
+    async fn launch_into_ring(&mut self, specs: Vec<ReplicaSpec>) {
+        let results = self.launch_all(specs.clone()).await;
+        for (spec, result) in specs.into_iter().zip(results) {
+            match result {
+                Ok(backend) => {
+                    tracing::info!(hostname = %backend.hostname, id = backend.id, "replica up");
+                    self.replicas.insert(spec.id, backend);
+                }
+                Err(reason) => {
+                    tracing::error!(hostname = %spec.hostname, %reason, "replica did not start");
+                    self.vacancies.insert(
+                        spec.id,
+                        Vacancy {
+                            id: spec.id,
+                            hostname: spec.hostname,
+                            failed_attempts: 1,
+                            reason,
+                        },
+                    );
+                    self.schedule_respawn(spec.id, 1);
+                }
+            }
+        }
     }
 
     async fn add(&mut self, request: ScaleRequest) -> ScaleReply {
@@ -352,9 +461,11 @@ impl Controller {
     }
 
     /// Take replicas out of the ring at once; drain and stop them on another task, which answers.
-    fn remove(&mut self, request: ScaleRequest, reply: oneshot::Sender<ScaleReply>) {
+    /// Returns whether anything was removed.
+    fn remove(&mut self, request: ScaleRequest, reply: oneshot::Sender<ScaleReply>) -> bool {
         let refuse = |reply: oneshot::Sender<ScaleReply>, message: String| {
             let _ = reply.send(Err(ApiError::BadRequest(message)));
+            false
         };
         if request.n > self.replicas.len() {
             return refuse(
@@ -366,7 +477,11 @@ impl Controller {
                 ),
             );
         }
-        if let Some(name) = request.hostnames.iter().find(|n| !self.name_taken(n)) {
+        let unknown = request
+            .hostnames
+            .iter()
+            .find(|n| !self.replicas.values().any(|b| &&b.hostname == n));
+        if let Some(name) = unknown {
             return refuse(
                 reply,
                 format!(
@@ -395,20 +510,33 @@ impl Controller {
             .collect();
         self.publish();
         let remaining = self.hostnames();
-        let supervisor = Arc::clone(&self.supervisor);
-        let drain = Duration::from_millis(self.health.drain_timeout_ms);
+        let done = self.retire(removed);
         tokio::spawn(async move {
-            let stops = removed.iter().map(|backend| {
+            let _ = done.await;
+            let _ = reply.send(Ok(remaining));
+        });
+        true
+    }
+
+    /// Drain and stop replicas already out of the ring, on another task. The returned receiver
+    /// completes when they are stopped.
+    fn retire(&self, removed: Vec<Arc<Backend>>) -> oneshot::Receiver<()> {
+        let supervisor = Arc::clone(&self.supervisor);
+        let drain = Duration::from_millis(self.settings().drain_timeout_ms);
+        let (done, finished) = oneshot::channel();
+        tokio::spawn(async move {
+            let stops = removed.into_iter().map(|backend| {
                 let supervisor = &supervisor;
                 async move {
-                    drain_requests(backend, drain).await;
+                    drain_requests(&backend, drain).await;
                     let _ = supervisor.stop(&backend.handle).await;
                     tracing::info!(hostname = %backend.hostname, id = backend.id, "replica removed");
                 }
             });
             futures_util::future::join_all(stops).await;
-            let _ = reply.send(Ok(remaining));
+            let _ = done.send(());
         });
+        finished
     }
 
     async fn replica_failed(&mut self, id: u64, handle: &Handle, reason: String) {
@@ -417,14 +545,17 @@ impl Controller {
             return; // an earlier incarnation, or already removed
         }
         let dead = self.replicas.remove(&id).expect("checked above");
-        tracing::warn!(hostname = %dead.hostname, id, %reason, "replica failed; replacing it");
+        // The assignment gives the replacement a new random hostname; it keeps the server id,
+        // so its virtual nodes land on the same slots and no other replica's keys move.
+        let hostname = self.random_hostname(&[]);
+        tracing::warn!(hostname = %dead.hostname, id, %reason, replacement = %hostname, "replica failed; replacing it");
         self.vacancies.insert(
             id,
             Vacancy {
                 id,
-                previous_hostname: dead.hostname.clone(),
+                hostname,
                 failed_attempts: 0,
-                reason,
+                reason: format!("'{}' {reason}", dead.hostname),
             },
         );
         // Out of the ring at once, so its keys go to its clockwise neighbours meanwhile.
@@ -434,23 +565,22 @@ impl Controller {
             let _ = supervisor.stop(&dead.handle).await;
         });
         self.respawn(id).await;
+        self.write_back();
     }
 
-    /// Start a replacement for a vacant id: a new random hostname, the same server id.
+    /// Try to fill a vacant id.
     async fn respawn(&mut self, id: u64) {
-        if !self.vacancies.contains_key(&id) {
-            return;
-        }
-        let hostname = self.random_hostname(&[]);
-        match self.launch(ReplicaSpec { hostname, id }).await {
+        let Some(vacancy) = self.vacancies.get(&id) else {
+            return; // filled, or removed from the configuration meanwhile
+        };
+        let spec = ReplicaSpec {
+            hostname: vacancy.hostname.clone(),
+            id,
+        };
+        match self.launch(spec).await {
             Ok(backend) => {
-                let vacancy = self.vacancies.remove(&id).expect("checked above");
-                tracing::info!(
-                    old = %vacancy.previous_hostname,
-                    new = %backend.hostname,
-                    id,
-                    "replica replaced"
-                );
+                self.vacancies.remove(&id);
+                tracing::info!(hostname = %backend.hostname, id, "vacancy filled");
                 self.replicas.insert(id, backend);
             }
             Err(reason) => {
@@ -458,7 +588,7 @@ impl Controller {
                 vacancy.failed_attempts += 1;
                 vacancy.reason = reason;
                 let attempts = vacancy.failed_attempts;
-                tracing::error!(id, attempts, reason = %vacancy.reason, "replacement failed");
+                tracing::error!(id, attempts, reason = %vacancy.reason, "replica start failed; will retry");
                 self.schedule_respawn(id, attempts);
             }
         }
@@ -475,12 +605,104 @@ impl Controller {
             let _ = tx.send(Command::Respawn { id });
         });
     }
+
+    /// The file changed: validate it whole, then apply the difference, or keep what runs.
+    async fn file_changed(&mut self, text: Result<String, String>) {
+        let Some(file) = &mut self.file else {
+            return;
+        };
+        let text = match text {
+            Ok(text) => text,
+            Err(e) => {
+                let message = format!("cannot read {}: {e}", file.path.display());
+                tracing::error!("{message}; keeping the running configuration");
+                self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+                return;
+            }
+        };
+        if text == file.last_text {
+            return; // our own write, or saved without changes
+        }
+        file.last_text = text.clone();
+        let path = file.path.display().to_string();
+        let config = match Config::parse(&text) {
+            Ok(config) => config,
+            Err(e) => {
+                let message = format!("{path}: {e}");
+                tracing::error!("{message}; keeping the running configuration");
+                self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+                return;
+            }
+        };
+        self.apply(config).await;
+    }
+
+    /// Make the running state match a validated configuration.
+    async fn apply(&mut self, config: Config) {
+        let Some(hash) = hash::builtin(config.ring.hash.get_ref()) else {
+            return; // validated: cannot happen
+        };
+        let mut needs_restart = Vec::new();
+        if config.listen != self.startup.listen {
+            needs_restart.push("listen".to_owned());
+        }
+        if config.supervisor != self.startup.supervisor {
+            needs_restart.push("supervisor".to_owned());
+        }
+        for field in &needs_restart {
+            tracing::warn!(field, "changed in the file; takes effect after a restart");
+        }
+        self.health.send_replace(config.health);
+
+        // Replicas are matched by server id and hostname: anything else is a different replica.
+        let desired: BTreeMap<u64, String> = config
+            .replicas
+            .iter()
+            .map(|r| (*r.id.get_ref(), r.hostname.get_ref().clone()))
+            .collect();
+        let stale: Vec<u64> = self
+            .replicas
+            .values()
+            .filter(|b| desired.get(&b.id) != Some(&b.hostname))
+            .map(|b| b.id)
+            .collect();
+        let removed: Vec<Arc<Backend>> = stale
+            .iter()
+            .filter_map(|id| self.replicas.remove(id))
+            .collect();
+        self.vacancies
+            .retain(|id, v| desired.get(id) == Some(&v.hostname));
+        let new: Vec<ReplicaSpec> = desired
+            .into_iter()
+            .filter(|(id, _)| !self.replicas.contains_key(id) && !self.vacancies.contains_key(id))
+            .map(|(id, hostname)| ReplicaSpec { hostname, id })
+            .collect();
+
+        // Ring parameters and hash swap with the remaining replicas in one store; new replicas
+        // join only after their first heartbeat.
+        self.params = config.ring_params();
+        self.hash = hash;
+        self.publish();
+        for backend in &removed {
+            tracing::info!(hostname = %backend.hostname, id = backend.id, "removed by the configuration file");
+        }
+        drop(self.retire(removed));
+        self.launch_into_ring(new).await;
+        self.publish();
+        tracing::info!("configuration file applied");
+        self.update_config_status(|s| {
+            s.last_applied = Some(timestamp());
+            s.last_error = None;
+            s.needs_restart = needs_restart;
+        });
+    }
 }
 
-/// Wait until no request is in flight to `backend`, or `limit` passes.
-async fn drain_requests(backend: &Backend, limit: Duration) {
+/// Wait until nothing but the caller holds `backend` — no snapshot that could route to it, no
+/// request in flight to it — or until `limit` passes.
+async fn drain_requests(backend: &Arc<Backend>, limit: Duration) {
     let start = tokio::time::Instant::now();
-    while backend.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < limit {
+    while Arc::strong_count(backend) > 1 && start.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

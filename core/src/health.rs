@@ -13,6 +13,7 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
 
 use crate::config::HealthSection;
 use crate::controller::{Command, ControllerHandle};
@@ -70,18 +71,17 @@ impl Prober {
     }
 }
 
-/// Run heartbeats forever over whatever the current snapshot holds.
+/// Run heartbeats forever over whatever the current snapshot holds, with the current settings.
 pub async fn run(
     shared: Arc<Shared>,
-    settings: HealthSection,
+    settings: watch::Receiver<HealthSection>,
     controller: ControllerHandle,
     prober: Prober,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(settings.interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let timeout = Duration::from_millis(settings.timeout_ms);
     loop {
-        tick.tick().await;
+        let settings = *settings.borrow();
+        let round = tokio::time::Instant::now();
+        let timeout = Duration::from_millis(settings.timeout_ms);
         let snapshot = shared.snapshot.load_full();
         let beats = snapshot.backends.iter().map(|b| {
             let prober = &prober;
@@ -105,5 +105,7 @@ pub async fn run(
                 }
             }
         }
+        drop(snapshot);
+        tokio::time::sleep_until(round + Duration::from_millis(settings.interval_ms)).await;
     }
 }

@@ -1,7 +1,7 @@
 //! `lb`: a consistent-hashing HTTP load balancer.
 //!
 //! - [`ring`] and [`hash`] — the assignment's ring, pure data and functions.
-//! - [`config`] — `lb.toml`.
+//! - [`config`] — `lb.toml`; [`watch`] follows it, [`persist`] writes replica changes back.
 //! - [`controller`] — the one writer of the replica set; publishes [`state::Snapshot`]s.
 //! - [`supervisor`] — runs replicas (local processes; Docker later).
 //! - [`health`] — heartbeats.
@@ -14,7 +14,9 @@ pub mod config;
 pub mod controller;
 pub mod hash;
 pub mod health;
+pub mod persist;
 pub mod proxy;
 pub mod ring;
 pub mod state;
 pub mod supervisor;
+pub mod watch;

@@ -10,12 +10,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use lb::config::{Config, SupervisorKind, DEFAULT_PATH};
+use lb::config::{Config, Source, SupervisorKind, DEFAULT_PATH};
 use lb::controller::{Command, Controller};
 use lb::health::{self, Prober};
 use lb::proxy::{self, App};
 use lb::state::Meta;
 use lb::supervisor::{ProcessSupervisor, Supervisor};
+use lb::watch;
 
 /// Consistent-hashing HTTP load balancer.
 #[derive(Parser, Debug)]
@@ -86,17 +87,16 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let (config, source) = Config::load_or_embedded(&config_path)
+    let loaded = Config::load_or_embedded(&config_path)
         .with_context(|| config_path.display().to_string())?;
-    tracing::info!(config = %source, "configuration loaded");
+    let config = &loaded.config;
+    tracing::info!(config = %loaded.source, "configuration loaded");
     let listen = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
 
-    let hash = lb::hash::builtin(config.ring.hash.get_ref())
-        .context("validated configuration names a known hash")?;
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let supervisor: Arc<dyn Supervisor> = match config.supervisor.kind {
         SupervisorKind::Process => Arc::new(
@@ -105,13 +105,17 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         ),
     };
     let meta = Meta {
-        config_source: source,
         listen: local,
         supervisor: supervisor.kind(),
         started: Instant::now(),
     };
-    let (mut controller, shared, handle) = Controller::new(&config, hash, supervisor, meta);
-    controller.start(&config).await;
+    let (mut controller, shared, handle) = Controller::new(&loaded, supervisor, meta)?;
+    controller.start().await;
+    let health_settings = controller.health_settings();
+    if let Source::File(path) = &loaded.source {
+        watch::spawn(path.clone(), handle.clone())?;
+        tracing::info!(path = %path.display(), "following the configuration file");
+    }
     let forward = handle.clone();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
@@ -121,7 +125,7 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
     tokio::spawn(controller.run());
     tokio::spawn(health::run(
         Arc::clone(&shared),
-        config.health,
+        health_settings,
         handle.clone(),
         Prober::default(),
     ));

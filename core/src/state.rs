@@ -10,7 +10,6 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 use serde::Serialize;
 
-use crate::config::Source;
 use crate::ring::Ring;
 use crate::supervisor::Handle;
 
@@ -73,17 +72,59 @@ impl Drop for InFlight {
     }
 }
 
-/// An id whose replica died and has not been replaced yet.
+/// A server id that should have a replica but has none running: its replica died, or it did not
+/// start. It is retried with backoff.
 #[derive(Debug, Clone, Serialize)]
 pub struct Vacancy {
-    /// The server id the replacement will get.
+    /// The server id the replica will get.
     pub id: u64,
-    /// Hostname of the replica that died.
-    pub previous_hostname: String,
-    /// Replacement attempts that failed so far.
+    /// The hostname the next attempt uses (a dead replica's replacement gets a new random one).
+    pub hostname: String,
+    /// Attempts that failed so far.
     pub failed_attempts: u32,
-    /// Why the last replica or attempt failed.
+    /// Why the replica died or the last attempt failed.
     pub reason: String,
+}
+
+/// A problem with the configuration file, and when it was seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct Issue {
+    /// What went wrong.
+    pub message: String,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+}
+
+impl Issue {
+    /// An issue seen now.
+    pub fn now(message: impl Into<String>) -> Self {
+        Issue {
+            message: message.into(),
+            at: timestamp(),
+        }
+    }
+}
+
+/// The current time, RFC 3339 in UTC with milliseconds.
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// How the configuration file is being followed (shown in `/_lb/status`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigStatus {
+    /// The file, or "(embedded default)".
+    pub path: String,
+    /// Whether changes to the file are followed and replica changes written back to it.
+    pub live: bool,
+    /// When the file was last applied.
+    pub last_applied: Option<String>,
+    /// Why the latest version of the file was refused (the previous one keeps running).
+    pub last_error: Option<Issue>,
+    /// Fields changed in the file that take effect only after a restart.
+    pub needs_restart: Vec<String>,
+    /// Why the replica list could not be written back, if the last attempt failed.
+    pub write_error: Option<Issue>,
 }
 
 /// One consistent view of the ring and its replicas.
@@ -100,8 +141,6 @@ pub struct Snapshot {
 /// Facts fixed for the life of the process.
 #[derive(Debug)]
 pub struct Meta {
-    /// Where the configuration came from.
-    pub config_source: Source,
     /// Address the proxy listens on.
     pub listen: SocketAddr,
     /// The supervisor's kind.
@@ -115,6 +154,8 @@ pub struct Meta {
 pub struct Shared {
     /// The current snapshot (swapped whole by the controller).
     pub snapshot: ArcSwap<Snapshot>,
+    /// The configuration file's state (swapped whole by the controller).
+    pub config: ArcSwap<ConfigStatus>,
     /// Fixed facts.
     pub meta: Meta,
 }

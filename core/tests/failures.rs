@@ -147,3 +147,68 @@ command = ["sh", "-c", "exec sleep 30", "replica"]
     assert_eq!(lb.rep().await, (0, vec![]));
     assert_eq!(lb.status().await["replicas"], serde_json::json!([]));
 }
+
+/// `/rm` takes a replica out of the ring at once but stops it only after the requests already
+/// sent to it have finished. The fixture replica takes 600 ms per `/home` and dies on SIGTERM
+/// without finishing anything, so any request not drained would fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn rm_lets_in_flight_requests_finish() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/slow_replica.py"
+    );
+    let lb = std::sync::Arc::new(Lb::start(&format!(
+        r#"
+[supervisor]
+command = ["python3", "{fixture}"]
+[[replicas]]
+hostname = "Slow 1"
+id = 1
+[[replicas]]
+hostname = "Slow 2"
+id = 2
+"#
+    )));
+    // Request ids the ring sends to "Slow 1".
+    let ring = lb.get("/_lb/ring").await.json();
+    let owners = ring["owners"].as_array().unwrap();
+    let ids: Vec<String> = (0..10_000u64)
+        .filter(|id| {
+            use lb::hash::RingHash;
+            owners[(lb::hash::SpecHash.request(*id) % 512) as usize] == "Slow 1"
+        })
+        .take(8)
+        .map(|id| id.to_string())
+        .collect();
+    assert_eq!(ids.len(), 8);
+    let requests: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let lb = std::sync::Arc::clone(&lb);
+            tokio::spawn(
+                async move { lb.send("GET", "/home", b"", &[("X-Request-Id", &id)]).await },
+            )
+        })
+        .collect();
+    // Remove "Slow 1" once all eight are in flight to it.
+    eventually(Duration::from_secs(10), "8 requests in flight", || async {
+        let s = lb.status().await;
+        (s["replicas"][0]["in_flight"] == 8).then_some(())
+    })
+    .await;
+    let rm = lb
+        .send(
+            "DELETE",
+            "/rm",
+            br#"{"n": 1, "hostnames": ["Slow 1"]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(rm.status, 200, "{}", rm.body);
+    for request in requests {
+        let a = request.await.unwrap();
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(common::served_by(&a.body), "Slow 1");
+    }
+    assert_eq!(lb.rep().await, (1, vec!["Slow 2".to_owned()]));
+}

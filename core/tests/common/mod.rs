@@ -40,7 +40,7 @@ pub struct Lb {
     pub addr: SocketAddr,
     /// The configuration file it was started with.
     pub config: PathBuf,
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     log: Arc<Mutex<String>>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -78,7 +78,14 @@ impl Lb {
         std::fs::write(&path, config).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
         command.arg("--config").arg(&path);
-        Lb::spawn(command, dir, path)
+        Lb::spawn(command, Some(dir), path)
+    }
+
+    /// Start `lb` on a configuration file the caller owns (it may be a symlink).
+    pub fn start_file(path: &std::path::Path) -> Lb {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
+        command.arg("--config").arg(path);
+        Lb::spawn(command, None, path.to_owned())
     }
 
     /// Start `lb` with no `--config` in an empty working directory: it runs on its embedded
@@ -87,10 +94,10 @@ impl Lb {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
         command.current_dir(dir.path());
-        Lb::spawn(command, dir, PathBuf::from("(embedded default)"))
+        Lb::spawn(command, Some(dir), PathBuf::from("(embedded default)"))
     }
 
-    fn spawn(mut command: Command, dir: tempfile::TempDir, path: PathBuf) -> Lb {
+    fn spawn(mut command: Command, dir: Option<tempfile::TempDir>, path: PathBuf) -> Lb {
         let mut child = command
             .arg("--listen")
             .arg("127.0.0.1:0")

@@ -1,0 +1,207 @@
+//! Writing the replica list back to `lb.toml`, keeping the user's comments and layout.
+//!
+//! Only the `[[replicas]]` array changes: entries that still exist keep their tables (and the
+//! comments around them), a replaced replica gets its new hostname in place, removed ones
+//! disappear and new ones are appended. The file is replaced atomically: a temporary file in the
+//! same directory, fsync, rename.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
+
+/// Why the replica list could not be written back.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// The file on disk is not valid TOML right now (e.g. mid-edit): it is left alone.
+    #[error("the file is not valid TOML, so it was left as it is: {0}")]
+    NotToml(#[from] toml_edit::TomlError),
+    /// Reading or writing failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `text` with its `[[replicas]]` set to `replicas` (server id, hostname), in that order for new
+/// entries; everything else untouched.
+pub fn with_replicas(text: &str, replicas: &[(u64, &str)]) -> Result<String, PersistError> {
+    let mut doc: DocumentMut = text.parse()?;
+    let Some(tables) = doc
+        .get_mut("replicas")
+        .and_then(Item::as_array_of_tables_mut)
+    else {
+        // Absent, or written as an inline array: write it as [[replicas]] tables.
+        let mut tables = ArrayOfTables::new();
+        for &(id, hostname) in replicas {
+            tables.push(entry(id, hostname));
+        }
+        doc.insert("replicas", Item::ArrayOfTables(tables));
+        return Ok(doc.to_string());
+    };
+    let wanted = |id: i64| replicas.iter().find(|(i, _)| i64::try_from(*i) == Ok(id));
+    let mut kept = Vec::new();
+    for index in (0..tables.len()).rev() {
+        let table = tables.get_mut(index).expect("index below len");
+        let id = table.get("id").and_then(Item::as_integer);
+        match id.and_then(wanted) {
+            Some(&(id, hostname)) if !kept.contains(&id) => {
+                kept.push(id);
+                let same = table.get("hostname").and_then(Item::as_str) == Some(hostname);
+                if !same {
+                    let decor = table
+                        .get("hostname")
+                        .and_then(Item::as_value)
+                        .map(|v| v.decor().clone());
+                    let mut new = toml_edit::Value::from(hostname);
+                    if let Some(decor) = decor {
+                        *new.decor_mut() = decor;
+                    }
+                    table.insert("hostname", Item::Value(new));
+                }
+            }
+            _ => tables.remove(index),
+        }
+    }
+    for &(id, hostname) in replicas {
+        if !kept.contains(&id) {
+            tables.push(entry(id, hostname));
+        }
+    }
+    Ok(doc.to_string())
+}
+
+fn entry(id: u64, hostname: &str) -> Table {
+    let mut table = Table::new();
+    table.insert("hostname", value(hostname));
+    table.insert("id", value(i64::try_from(id).unwrap_or(i64::MAX)));
+    table
+}
+
+/// Replace the file at `path` with `text` atomically. A symlink is followed and its target
+/// replaced, so the link itself stays a link.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let target = fs::canonicalize(path)?;
+    let dir = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("the file has no directory"))?;
+    let name = target
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.lb-{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        if let Ok(meta) = fs::metadata(&target) {
+            file.set_permissions(meta.permissions())?;
+        }
+        file.sync_all()?;
+        fs::rename(&tmp, &target)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const FILE: &str = r#"# my load balancer
+listen = "127.0.0.1:5000"
+
+[ring]
+slots = 512 # M
+
+# the first one
+[[replicas]]
+hostname = "Server 1"   # keep me
+id = 1
+
+# the second one
+[[replicas]]
+hostname = "Server 2"
+id = 2
+"#;
+
+    fn replicas_of(text: &str) -> Vec<(u64, String)> {
+        Config::parse(text)
+            .unwrap()
+            .replicas
+            .iter()
+            .map(|r| (*r.id.get_ref(), r.hostname.get_ref().clone()))
+            .collect()
+    }
+
+    #[test]
+    fn adding_keeps_comments_and_appends() {
+        let out = with_replicas(FILE, &[(1, "Server 1"), (2, "Server 2"), (3, "S5")]).unwrap();
+        assert!(out.starts_with(FILE), "{out}");
+        assert_eq!(
+            replicas_of(&out),
+            [
+                (1, "Server 1".into()),
+                (2, "Server 2".into()),
+                (3, "S5".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn unchanged_list_gives_identical_text() {
+        assert_eq!(
+            with_replicas(FILE, &[(1, "Server 1"), (2, "Server 2")]).unwrap(),
+            FILE
+        );
+    }
+
+    #[test]
+    fn replacing_renames_in_place_and_removing_drops_the_table() {
+        let out = with_replicas(FILE, &[(1, "S123456")]).unwrap();
+        assert!(out.contains("hostname = \"S123456\"   # keep me"), "{out}");
+        assert!(out.contains("# the first one"), "{out}");
+        assert!(!out.contains("Server 2"), "{out}");
+        assert!(out.contains("slots = 512 # M"), "{out}");
+        assert_eq!(replicas_of(&out), [(1, "S123456".into())]);
+    }
+
+    #[test]
+    fn no_replicas_section_or_inline_array() {
+        let out = with_replicas("[ring]\nslots = 64\n", &[(1, "A"), (2, "B")]).unwrap();
+        assert_eq!(replicas_of(&out), [(1, "A".into()), (2, "B".into())]);
+        let inline = "replicas = [{ hostname = \"X\", id = 7 }]\n";
+        let out = with_replicas(inline, &[(7, "X"), (8, "Y")]).unwrap();
+        assert_eq!(replicas_of(&out), [(7, "X".into()), (8, "Y".into())]);
+    }
+
+    #[test]
+    fn invalid_toml_is_refused() {
+        assert!(matches!(
+            with_replicas("[ring\n", &[(1, "A")]),
+            Err(PersistError::NotToml(_))
+        ));
+    }
+
+    #[test]
+    fn atomic_write_follows_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.toml");
+        let link = dir.path().join("lb.toml");
+        fs::write(&real, "old").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomic(&link, "new").unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(&real).unwrap(), "new");
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 2, "temporary file left behind");
+    }
+}
