@@ -119,3 +119,56 @@ pub fn ring(snapshot: &Snapshot) -> Vec<u8> {
     };
     serde_json::to_vec(&view).expect("ring serializes")
 }
+
+/// `GET /_lb/plugins`: the compiled-in hashes and every plugin file in the search path (loaded
+/// and self-checked), with the one the ring uses marked active. Reads files: call it off the
+/// async workers.
+pub fn plugins(shared: &Shared) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Entry {
+        #[serde(flatten)]
+        info: crate::plugin::PluginInfo,
+        builtin: bool,
+        active: bool,
+    }
+    #[derive(Serialize)]
+    struct Plugins {
+        active: String,
+        abi_version: u32,
+        search_path: Vec<std::path::PathBuf>,
+        plugins: Vec<Entry>,
+    }
+    let active = shared.snapshot.load().ring.hash().name().to_owned();
+    let search_path = shared.config.load().plugin_dirs.clone();
+    let builtin = crate::hash::BUILTIN_HASHES
+        .iter()
+        .map(|&name| crate::plugin::PluginInfo {
+            name: name.to_owned(),
+            description: Some("compiled into lb".to_owned()),
+            abi_version: None,
+            path: None,
+            error: None,
+        })
+        .map(|info| (info, true));
+    let found = crate::plugin::list(&search_path)
+        .into_iter()
+        .map(|info| (info, false));
+    let plugins = builtin
+        .chain(found)
+        .map(|(info, builtin)| Entry {
+            // Compiled-in names win over plugin files of the same name.
+            active: info.name == active
+                && (builtin || crate::hash::builtin(&info.name).is_none())
+                && info.error.is_none(),
+            info,
+            builtin,
+        })
+        .collect();
+    let view = Plugins {
+        active,
+        abi_version: lb_plugin_abi::ABI_VERSION,
+        search_path,
+        plugins,
+    };
+    serde_json::to_vec(&view).expect("plugins serialize")
+}

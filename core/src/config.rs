@@ -6,12 +6,14 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::hash;
-use crate::ring::{Probing, Ring, RingParams};
+use crate::hash::{self, RingHash};
+use crate::plugin;
+use crate::ring::{Probing, Ring, RingError, RingParams};
 
 /// The configuration compiled into `lb`, used when the default `config/lb.toml` does not exist.
 pub const EMBEDDED: &str = include_str!("../../config/lb.toml");
@@ -38,9 +40,26 @@ pub struct Config {
     /// How replicas are run.
     #[serde(default)]
     pub supervisor: SupervisorSection,
+    /// Where hash plugins are looked up.
+    #[serde(default)]
+    pub plugins: PluginsSection,
     /// The replicas, each with its hostname and server id.
     #[serde(default)]
     pub replicas: Vec<ReplicaEntry>,
+    /// The text this was parsed from (for line and column of later errors).
+    #[serde(skip)]
+    text: String,
+    /// The directory relative paths in the file are relative to.
+    #[serde(skip)]
+    base_dir: PathBuf,
+}
+
+/// `[plugins]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsSection {
+    /// Directories searched first for `liblb_hash_NAME.so` (relative to the file's directory).
+    pub dirs: Vec<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -198,11 +217,60 @@ impl std::fmt::Display for Source {
 }
 
 impl Config {
-    /// Parse and validate `text`.
+    /// Parse and validate `text`: everything but the hash functions, which may be a plugin that
+    /// only [`Config::resolve_hash`] can load. Relative paths are relative to the working
+    /// directory.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        config.validate(text)?;
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.text = text.to_owned();
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Parse `text` read from `path` (relative paths in it are relative to its directory).
+    pub fn parse_file(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::parse(text)?;
+        if let Some(dir) = path.parent() {
+            config.base_dir = dir.to_path_buf();
+        }
+        Ok(config)
+    }
+
+    /// The plugin search path: `[plugins] dirs`, then the defaults of [`plugin::search_path`].
+    pub fn plugin_dirs(&self) -> Vec<PathBuf> {
+        let configured: Vec<PathBuf> = self
+            .plugins
+            .dirs
+            .iter()
+            .map(|d| self.base_dir.join(d))
+            .collect();
+        plugin::search_path(&configured)
+    }
+
+    /// The hash functions `[ring] hash` names — compiled in, or a plugin loaded from the plugin
+    /// search path — checked by building the configured ring with them.
+    pub fn resolve_hash(&self) -> Result<Arc<dyn RingHash>, ConfigError> {
+        let name = self.ring.hash.get_ref();
+        let hash = plugin::resolve_any(name, &self.plugin_dirs())
+            .map_err(|e| self.at(self.ring.hash.span(), e.to_string()))?;
+        Ring::build(self.ring_params(), Arc::clone(&hash), &self.replica_ids())
+            .map_err(|e| self.at(self.ring.virtual_nodes.span(), e.to_string()))?;
+        Ok(hash)
+    }
+
+    fn replica_ids(&self) -> Vec<u64> {
+        self.replicas.iter().map(|r| *r.id.get_ref()).collect()
+    }
+
+    /// An error at `span` of the text.
+    fn at(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
+        let (line, column) = line_column(&self.text, span.start);
+        ConfigError::Invalid {
+            line,
+            column,
+            message,
+        }
     }
 
     /// Read, parse and validate the file at `path`.
@@ -211,7 +279,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text)
+        Config::parse_file(&text, path)
     }
 
     /// Load `path`, or the embedded default when `path` is the default path and does not exist.
@@ -228,7 +296,7 @@ impl Config {
             source,
         })?;
         Ok(Loaded {
-            config: Config::parse(&text)?,
+            config: Config::parse_file(&text, path)?,
             source: Source::File(path.to_owned()),
             text,
         })
@@ -239,38 +307,31 @@ impl Config {
         self.ring.params()
     }
 
-    fn validate(&self, text: &str) -> Result<(), ConfigError> {
-        let at = |span: std::ops::Range<usize>, message: String| {
-            let (line, column) = line_column(text, span.start);
-            ConfigError::Invalid {
-                line,
-                column,
-                message,
-            }
-        };
+    fn validate(&self) -> Result<(), ConfigError> {
         let slots = *self.ring.slots.get_ref();
         if slots == 0 || slots > MAX_SLOTS {
-            return Err(at(
+            return Err(self.at(
                 self.ring.slots.span(),
                 format!("ring.slots must be between 1 and {MAX_SLOTS}, not {slots}"),
             ));
         }
         if *self.ring.virtual_nodes.get_ref() == 0 {
-            return Err(at(
+            return Err(self.at(
                 self.ring.virtual_nodes.span(),
                 "ring.virtual_nodes must be at least 1".into(),
             ));
         }
-        let hash = hash::builtin(self.ring.hash.get_ref()).ok_or_else(|| {
-            at(
+        let name = self.ring.hash.get_ref();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.at(
                 self.ring.hash.span(),
-                format!(
-                    "unknown hash {:?}; available: {}",
-                    self.ring.hash.get_ref(),
-                    hash::BUILTIN_HASHES.join(", ")
-                ),
-            )
-        })?;
+                format!("hash {name:?} must be a name of letters, digits, '-' and '_'"),
+            ));
+        }
         let h = &self.health;
         if h.interval_ms < 10 || h.timeout_ms == 0 || h.fall == 0 || h.start_timeout_ms < 100 {
             return Err(ConfigError::Parse(
@@ -282,26 +343,39 @@ impl Config {
         let mut ids = HashSet::new();
         for r in &self.replicas {
             if let Err(why) = check_hostname(r.hostname.get_ref()) {
-                return Err(at(r.hostname.span(), why));
+                return Err(self.at(r.hostname.span(), why));
             }
             if !names.insert(r.hostname.get_ref()) {
-                return Err(at(
+                return Err(self.at(
                     r.hostname.span(),
                     format!("duplicate hostname {:?}", r.hostname.get_ref()),
                 ));
             }
             if *r.id.get_ref() == 0 {
-                return Err(at(r.id.span(), "replica ids start at 1".into()));
+                return Err(self.at(r.id.span(), "replica ids start at 1".into()));
             }
             if !ids.insert(*r.id.get_ref()) {
-                return Err(at(r.id.span(), format!("duplicate id {}", r.id.get_ref())));
+                return Err(self.at(r.id.span(), format!("duplicate id {}", r.id.get_ref())));
             }
         }
-        let ids: Vec<u64> = self.replicas.iter().map(|r| *r.id.get_ref()).collect();
-        Ring::build(self.ring_params(), hash, &ids)
-            .map_err(|e| at(self.ring.virtual_nodes.span(), e.to_string()))?;
-        Ok(())
+        // K·N ≤ M needs no hash; with a compiled-in hash the whole ring is checked right away.
+        let capacity = match hash::builtin(name) {
+            Some(hash) => Ring::build(self.ring_params(), hash, &self.replica_ids()).map(drop),
+            None => check_capacity(self.ring_params(), self.replicas.len()),
+        };
+        capacity.map_err(|e| self.at(self.ring.virtual_nodes.span(), e.to_string()))
     }
+}
+
+fn check_capacity(params: RingParams, replicas: usize) -> Result<(), RingError> {
+    if replicas as u128 * u128::from(params.virtual_nodes) > u128::from(params.slots) {
+        return Err(RingError::TooManyVirtualNodes {
+            replicas,
+            virtual_nodes: params.virtual_nodes,
+            slots: params.slots,
+        });
+    }
+    Ok(())
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -402,10 +476,15 @@ mod tests {
         assert!(err.contains("slotz"), "{err}");
         let err = Config::parse("[ring\n").unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
-        let err = Config::parse("[ring]\nhash = \"nope\"\n")
+        let err = Config::parse("[ring]\nhash = \"no/pe\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("line 2") && err.contains("nope"), "{err}");
+        assert!(err.contains("line 2") && err.contains("no/pe"), "{err}");
+        // An unknown plugin name is only found out when it is resolved.
+        let config = Config::parse("[ring]\nvirtual_nodes = 3\nhash = \"nope\"\n").unwrap();
+        let err = config.resolve_hash().unwrap_err().to_string();
+        assert!(err.contains("line 3, column 8"), "{err}");
+        assert!(err.contains("liblb_hash_nope.so"), "{err}");
         let err = Config::parse("[supervisor]\nkind = \"kubernetes\"\n")
             .unwrap_err()
             .to_string();

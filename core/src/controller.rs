@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::{ApiError, ScaleRequest};
 use crate::config::{Config, HealthSection, Loaded, Source};
-use crate::hash::{self, RingHash};
+use crate::hash::RingHash;
 use crate::health::Prober;
 use crate::persist;
-use crate::ring::{Ring, RingParams};
+use crate::ring::{Ring, RingError, RingParams};
 use crate::state::{timestamp, Backend, ConfigStatus, Issue, Meta, Shared, Snapshot, Vacancy};
 use crate::supervisor::{Handle, ReplicaSpec, Supervisor, SupervisorEvent};
 
@@ -45,11 +45,8 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<ScaleReply>,
     },
-    /// The configuration file changed (its new text, or why it could not be read).
-    FileChanged {
-        /// The file's content.
-        text: Result<String, String>,
-    },
+    /// The configuration file may have changed: read it and apply it if it did.
+    FileChanged,
     /// The health checker gave up on a replica.
     ReplicaFailed {
         /// Its server id.
@@ -144,16 +141,13 @@ impl Controller {
     /// and a handle to command it.
     pub fn new(
         loaded: &Loaded,
+        hash: Arc<dyn RingHash>,
         supervisor: Arc<dyn Supervisor>,
         meta: Meta,
-    ) -> Result<(Controller, Arc<Shared>, ControllerHandle), ApiError> {
+    ) -> Result<(Controller, Arc<Shared>, ControllerHandle), RingError> {
         let config = &loaded.config;
-        let hash = hash::builtin(config.ring.hash.get_ref()).ok_or_else(|| {
-            ApiError::Internal(format!("unknown hash {:?}", config.ring.hash.get_ref()))
-        })?;
         let params = config.ring_params();
-        let empty = Ring::build(params, Arc::clone(&hash), &[])
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let empty = Ring::build(params, Arc::clone(&hash), &[])?;
         let file = match &loaded.source {
             Source::File(path) => Some(ConfigFile {
                 path: path.clone(),
@@ -170,6 +164,7 @@ impl Controller {
             config: ArcSwap::from_pointee(ConfigStatus {
                 path: loaded.source.to_string(),
                 live: file.is_some(),
+                plugin_dirs: config.plugin_dirs(),
                 last_applied: Some(timestamp()),
                 ..ConfigStatus::default()
             }),
@@ -234,7 +229,7 @@ impl Controller {
                         self.write_back();
                     }
                 }
-                Command::FileChanged { text } => self.file_changed(text).await,
+                Command::FileChanged => self.file_changed().await,
                 Command::ReplicaFailed { id, handle, reason } => {
                     self.replica_failed(id, &handle, reason).await;
                 }
@@ -323,11 +318,15 @@ impl Controller {
                 if new != text {
                     persist::write_atomic(&file.path, &new)?;
                 }
-                Ok(new)
+                Ok((text, new))
             });
         let error = match result {
-            Ok(text) => {
-                file.last_text = text;
+            Ok((on_disk, written)) => {
+                // Only our own change is known to be applied. If the file also holds an edit we
+                // have not applied yet, leave it to be read and applied like any other change.
+                if on_disk == file.last_text {
+                    file.last_text = written;
+                }
                 None
             }
             Err(e) => {
@@ -607,11 +606,11 @@ impl Controller {
     }
 
     /// The file changed: validate it whole, then apply the difference, or keep what runs.
-    async fn file_changed(&mut self, text: Result<String, String>) {
+    async fn file_changed(&mut self) {
         let Some(file) = &mut self.file else {
             return;
         };
-        let text = match text {
+        let text = match tokio::fs::read_to_string(&file.path).await {
             Ok(text) => text,
             Err(e) => {
                 let message = format!("cannot read {}: {e}", file.path.display());
@@ -624,8 +623,20 @@ impl Controller {
             return; // our own write, or saved without changes
         }
         file.last_text = text.clone();
+        if text.trim().is_empty() {
+            // Valid TOML meaning "no replicas", but far more likely a save in progress or a full
+            // disk than a wish to stop everything.
+            let message = format!(
+                "{} is empty; keeping the running configuration (to remove every replica, \
+                 leave the other settings in the file)",
+                file.path.display()
+            );
+            tracing::error!("{message}");
+            self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+            return;
+        }
         let path = file.path.display().to_string();
-        let config = match Config::parse(&text) {
+        let config = match Config::parse_file(&text, &file.path) {
             Ok(config) => config,
             Err(e) => {
                 let message = format!("{path}: {e}");
@@ -639,8 +650,23 @@ impl Controller {
 
     /// Make the running state match a validated configuration.
     async fn apply(&mut self, config: Config) {
-        let Some(hash) = hash::builtin(config.ring.hash.get_ref()) else {
-            return; // validated: cannot happen
+        // Loading a plugin reads files and runs its self-check: not on the async workers.
+        let resolved = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || config.resolve_hash()).await
+        };
+        let hash = match resolved {
+            Ok(Ok(hash)) => hash,
+            Ok(Err(e)) => {
+                let message = format!("{}: {e}", self.shared.config.load().path);
+                tracing::error!("{message}; keeping the running configuration");
+                self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "resolving the hash failed");
+                return;
+            }
         };
         let mut needs_restart = Vec::new();
         if config.listen != self.startup.listen {
@@ -690,10 +716,12 @@ impl Controller {
         self.launch_into_ring(new).await;
         self.publish();
         tracing::info!("configuration file applied");
+        let plugin_dirs = config.plugin_dirs();
         self.update_config_status(|s| {
             s.last_applied = Some(timestamp());
             s.last_error = None;
             s.needs_restart = needs_restart;
+            s.plugin_dirs = plugin_dirs;
         });
     }
 }

@@ -17,8 +17,23 @@ pub trait RingHash: Send + Sync + Debug {
     fn name(&self) -> &str;
     /// H(r).
     fn request(&self, request_id: u64) -> u64;
-    /// Φ(i, j).
-    fn virtual_node(&self, server_id: u64, replica: u64) -> u64;
+    /// Φ(i, j). Fallible because a plugin's Φ may fail (panic); a ring is never built from a
+    /// failed Φ.
+    fn virtual_node(&self, server_id: u64, replica: u64) -> Result<u64, HashError>;
+}
+
+/// A hash function failed to produce a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("hash {hash:?} failed for Φ({server_id}, {replica}): {reason}")]
+pub struct HashError {
+    /// The hash's name.
+    pub hash: String,
+    /// `i`.
+    pub server_id: u64,
+    /// `j`.
+    pub replica: u64,
+    /// What went wrong.
+    pub reason: String,
 }
 
 /// The assignment's functions (wrapping u64).
@@ -46,12 +61,12 @@ impl RingHash for SpecHash {
     }
 
     #[inline]
-    fn virtual_node(&self, server_id: u64, replica: u64) -> u64 {
+    fn virtual_node(&self, server_id: u64, replica: u64) -> Result<u64, HashError> {
         let (i, j) = (server_id, replica);
-        i.wrapping_mul(i)
+        Ok(i.wrapping_mul(i)
             .wrapping_add(j.wrapping_mul(j))
             .wrapping_add(j.wrapping_mul(2))
-            .wrapping_add(25)
+            .wrapping_add(25))
     }
 }
 
@@ -127,11 +142,11 @@ mod tests {
     fn spec_virtual_node_hash_small_values() {
         let h = SpecHash;
         // Φ(i, j) = i² + j² + 2j + 25
-        assert_eq!(h.virtual_node(1, 0), 26); // 1 + 0 + 0 + 25
-        assert_eq!(h.virtual_node(1, 8), 106); // 1 + 64 + 16 + 25
-        assert_eq!(h.virtual_node(2, 0), 29); // 4 + 0 + 0 + 25
-        assert_eq!(h.virtual_node(3, 1), 37); // 9 + 1 + 2 + 25
-        assert_eq!(h.virtual_node(2, 8), 109); // 4 + 64 + 16 + 25
+        assert_eq!(h.virtual_node(1, 0).unwrap(), 26); // 1 + 0 + 0 + 25
+        assert_eq!(h.virtual_node(1, 8).unwrap(), 106); // 1 + 64 + 16 + 25
+        assert_eq!(h.virtual_node(2, 0).unwrap(), 29); // 4 + 0 + 0 + 25
+        assert_eq!(h.virtual_node(3, 1).unwrap(), 37); // 9 + 1 + 2 + 25
+        assert_eq!(h.virtual_node(2, 8).unwrap(), 109); // 4 + 64 + 16 + 25
     }
 
     #[test]
@@ -140,10 +155,10 @@ mod tests {
         // u64::MAX ≡ −1 (mod 2⁶⁴): H(−1) = 1 − 2 + 17 = 16.
         assert_eq!(h.request(u64::MAX), 16);
         // Φ(−1, −1) = 1 + 1 − 2 + 25 = 25.
-        assert_eq!(h.virtual_node(u64::MAX, u64::MAX), 25);
+        assert_eq!(h.virtual_node(u64::MAX, u64::MAX).unwrap(), 25);
         // Φ(−1, 0) = 1 + 25 = 26; Φ(0, −1) = 1 − 2 + 25 = 24.
-        assert_eq!(h.virtual_node(u64::MAX, 0), 26);
-        assert_eq!(h.virtual_node(0, u64::MAX), 24);
+        assert_eq!(h.virtual_node(u64::MAX, 0).unwrap(), 26);
+        assert_eq!(h.virtual_node(0, u64::MAX).unwrap(), 24);
         // H(2³²) = 2⁶⁴ + 2³³ + 17 ≡ 2³³ + 17 (mod 2⁶⁴).
         assert_eq!(h.request(1 << 32), (1 << 33) + 17);
         // H(2³² − 1) is still exact: (2³² − 1)² + 2(2³² − 1) + 17 = 2⁶⁴ − 2³³ + 1 + 2³³ − 2 + 17

@@ -1,6 +1,7 @@
 //! `lb`: a consistent-hashing HTTP load balancer.
 //!
-//! - [`ring`] and [`hash`] — the assignment's ring, pure data and functions.
+//! - [`ring`] and [`hash`] — the assignment's ring, pure data and functions; [`plugin`] loads
+//!   other hash functions from shared libraries.
 //! - [`config`] — `lb.toml`; [`watch`] follows it, [`persist`] writes replica changes back.
 //! - [`controller`] — the one writer of the replica set; publishes [`state::Snapshot`]s.
 //! - [`supervisor`] — runs replicas (local processes; Docker later).
@@ -15,6 +16,7 @@ pub mod controller;
 pub mod hash;
 pub mod health;
 pub mod persist;
+pub mod plugin;
 pub mod proxy;
 pub mod ring;
 pub mod state;

@@ -14,6 +14,7 @@ use lb::config::{Config, Source, SupervisorKind, DEFAULT_PATH};
 use lb::controller::{Command, Controller};
 use lb::health::{self, Prober};
 use lb::proxy::{self, App};
+use lb::ring::{Probing, Ring, RingParams};
 use lb::state::Meta;
 use lb::supervisor::{ProcessSupervisor, Supervisor};
 use lb::watch;
@@ -39,9 +40,33 @@ enum Cmd {
         /// The file.
         path: PathBuf,
     },
+    /// Show how a ring shares slots and request ids among replicas 1..=N, for any hash.
+    Share(ShareArgs),
     /// Run as a replica (what the process supervisor starts).
     #[command(hide = true)]
     Replica(server::ServerArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ShareArgs {
+    /// Hash functions: "spec" or a plugin name.
+    #[arg(long, default_value = "spec")]
+    hash: String,
+    /// Number of replicas (server ids 1..=N).
+    #[arg(long, short = 'n', default_value_t = 3)]
+    replicas: u64,
+    /// M.
+    #[arg(long, default_value_t = 512)]
+    slots: u32,
+    /// K.
+    #[arg(long, default_value_t = 9)]
+    virtual_nodes: u32,
+    /// linear or quadratic.
+    #[arg(long, default_value = "linear")]
+    probing: String,
+    /// Extra plugin directory (searched before the defaults); may be repeated.
+    #[arg(long)]
+    plugin_dir: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +74,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Cmd::Replica(args)) => server::run(args),
         Some(Cmd::Check { path }) => check(&path),
+        Some(Cmd::Share(args)) => share(&args),
         None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -66,6 +92,9 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path).with_context(|| path.display().to_string())?;
+    config
+        .resolve_hash()
+        .with_context(|| path.display().to_string())?;
     let p = config.ring_params();
     println!(
         "{}: ok ({} replicas, {} slots, {} virtual nodes, {} probing, hash {:?})",
@@ -75,6 +104,60 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         p.virtual_nodes,
         p.probing,
         config.ring.hash.get_ref()
+    );
+    Ok(())
+}
+
+fn share(args: &ShareArgs) -> anyhow::Result<()> {
+    let probing = match args.probing.as_str() {
+        "linear" => Probing::Linear,
+        "quadratic" => Probing::Quadratic,
+        other => anyhow::bail!("probing must be linear or quadratic, not {other:?}"),
+    };
+    let params = RingParams {
+        slots: args.slots,
+        virtual_nodes: args.virtual_nodes,
+        probing,
+    };
+    let hash = lb::plugin::resolve_any(&args.hash, &lb::plugin::search_path(&args.plugin_dir))?;
+    let ids: Vec<u64> = (1..=args.replicas).collect();
+    let ring = Ring::build(params, Arc::clone(&hash), &ids)?;
+    let slots = ring.slot_counts();
+    // The assignment's request ids: every 6-digit number.
+    let mut requests = vec![0u64; ids.len()];
+    for r in 100_000..=999_999u64 {
+        if let Some(member) = ring.lookup(r) {
+            requests[member] += 1;
+        }
+    }
+    let total_requests: u64 = requests.iter().sum();
+    println!(
+        "hash {} — M = {}, K = {}, {} probing, N = {} (server ids 1..={})",
+        hash.name(),
+        params.slots,
+        params.virtual_nodes,
+        params.probing,
+        ids.len(),
+        ids.len()
+    );
+    println!("server id  slots  share of slots  share of request ids 100000..=999999");
+    for (k, id) in ids.iter().enumerate() {
+        println!(
+            "{id:>9}  {:>5}  {:>13.1}%  {:>13.1}%",
+            slots[k],
+            100.0 * f64::from(slots[k]) / f64::from(params.slots),
+            100.0 * requests[k] as f64 / total_requests as f64
+        );
+    }
+    let shares: Vec<f64> = slots.iter().map(|&s| f64::from(s)).collect();
+    let mean = shares.iter().sum::<f64>() / shares.len() as f64;
+    let max = shares.iter().copied().fold(0.0, f64::max);
+    let cv = (shares.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / shares.len() as f64).sqrt()
+        / mean;
+    println!(
+        "slots: max/avg {:.2}, coefficient of variation {:.2}",
+        max / mean,
+        cv
     );
     Ok(())
 }
@@ -109,7 +192,11 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         supervisor: supervisor.kind(),
         started: Instant::now(),
     };
-    let (mut controller, shared, handle) = Controller::new(&loaded, supervisor, meta)?;
+    let hash = config
+        .resolve_hash()
+        .with_context(|| loaded.source.to_string())?;
+    tracing::info!(hash = hash.name(), "ring hash functions");
+    let (mut controller, shared, handle) = Controller::new(&loaded, hash, supervisor, meta)?;
     controller.start().await;
     let health_settings = controller.health_settings();
     if let Source::File(path) = &loaded.source {

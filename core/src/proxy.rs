@@ -61,6 +61,7 @@ impl App {
             "/rep" => self.rep(req.method()),
             "/add" => self.scale(req, Scale::Add).await,
             "/rm" => self.scale(req, Scale::Remove).await,
+            "/_lb/plugins" => self.plugins(req.method()).await,
             path if path == "/_lb" || path.starts_with("/_lb/") => self.admin(&req),
             _ => return self.proxy(req, remote).await,
         };
@@ -101,6 +102,20 @@ impl App {
             StatusCode::OK,
             api::replicas_body(hostnames.iter().map(String::as_str)),
         ))
+    }
+
+    async fn plugins(&self, method: &Method) -> Result<Response<LbBody>, ApiError> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(ApiError::MethodNotAllowed {
+                path: "/_lb/plugins",
+                allowed: "GET",
+            });
+        }
+        let shared = Arc::clone(&self.shared);
+        let body = tokio::task::spawn_blocking(move || admin::plugins(&shared))
+            .await
+            .map_err(|e| ApiError::Internal(format!("listing plugins failed: {e}")))?;
+        Ok(json_response(StatusCode::OK, body))
     }
 
     fn admin(&self, req: &Request<Incoming>) -> Result<Response<LbBody>, ApiError> {

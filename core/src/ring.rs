@@ -15,7 +15,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::hash::RingHash;
+use crate::hash::{HashError, RingHash};
 
 /// Default number of slots `M`.
 const DEFAULT_SLOTS: u32 = 512;
@@ -120,6 +120,9 @@ pub enum RingError {
         /// Index `j` of that virtual node.
         replica: u32,
     },
+    /// Φ failed (a plugin panicked).
+    #[error(transparent)]
+    Hash(#[from] HashError),
 }
 
 /// `N·K` without overflow, for error messages.
@@ -204,7 +207,7 @@ impl Ring {
         for &member in &order {
             let server_id = server_ids[member];
             for j in 0..params.virtual_nodes {
-                let home = hash.virtual_node(server_id, u64::from(j)) % m;
+                let home = hash.virtual_node(server_id, u64::from(j))? % m;
                 let slot = place(&mut table, home, params.probing, member as u32).ok_or(
                     RingError::ProbeExhausted {
                         server_id,
@@ -286,6 +289,15 @@ impl Ring {
     pub fn owners(&self) -> &[u32] {
         &self.owners
     }
+
+    /// Per member, how many slots it serves (sums to `M` unless the ring is empty).
+    pub fn slot_counts(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.len()];
+        for &member in &self.owners {
+            counts[member as usize] += 1;
+        }
+        counts
+    }
 }
 
 /// Place one virtual node wanting slot `home` (< M): probe `home + offset(k)` for `k = 0..M` and
@@ -355,8 +367,8 @@ mod tests {
         fn request(&self, request_id: u64) -> u64 {
             request_id
         }
-        fn virtual_node(&self, _server_id: u64, _replica: u64) -> u64 {
-            0
+        fn virtual_node(&self, _server_id: u64, _replica: u64) -> Result<u64, HashError> {
+            Ok(0)
         }
     }
 
@@ -513,6 +525,56 @@ mod tests {
     }
 
     // ---- capacity and probe exhaustion ----------------------------------------------------
+
+    /// Φ that fails for server 2: building must fail with that error, not place anything.
+    #[derive(Debug)]
+    struct FailsForServer2;
+
+    impl RingHash for FailsForServer2 {
+        fn name(&self) -> &str {
+            "fails-for-2"
+        }
+        fn request(&self, request_id: u64) -> u64 {
+            request_id
+        }
+        fn virtual_node(&self, server_id: u64, replica: u64) -> Result<u64, HashError> {
+            if server_id == 2 {
+                return Err(HashError {
+                    hash: self.name().into(),
+                    server_id,
+                    replica,
+                    reason: "panicked".into(),
+                });
+            }
+            Ok(server_id * 10 + replica)
+        }
+    }
+
+    #[test]
+    fn failing_virtual_node_hash_fails_the_build() {
+        let hash: Arc<dyn RingHash> = Arc::new(FailsForServer2);
+        let ok = Ring::build(params(64, 2, Probing::Linear), Arc::clone(&hash), &[1, 3]).unwrap();
+        assert_eq!(ok.virtual_slots(1), [30, 31]);
+        let err = Ring::build(params(64, 2, Probing::Linear), hash, &[1, 2, 3]).unwrap_err();
+        match err {
+            RingError::Hash(e) => assert_eq!((e.server_id, e.replica), (2, 0)),
+            other => panic!("expected a hash error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slot_counts_of_the_spec_example() {
+        // Virtual nodes in slot order, and the arc each one serves (previous node + 1 ..= itself):
+        // 26 S1 115..=511 + 0..=26 (424) | 29 S1 3 | 30 S2 1 | 32 S2 2 | 34 S1 2 | 35 S3 1 |
+        // 37 S2 2 | 38 S3 1 | 41 S1 3 | 42 S3 1 | 44 S2 2 | 49 S3 5 | 50 S1 1 | 53 S2 3 |
+        // 58 S3 5 | 61 S1 3 | 64 S2 3 | 69 S3 5 | 74 S1 5 | 77 S2 3 | 82 S3 5 | 89 S1 7 |
+        // 92 S2 3 | 97 S3 5 | 106 S1 9 | 109 S2 3 | 114 S3 5
+        // S1 = 424+3+2+3+1+3+5+7+9 = 457, S2 = 1+2+2+2+3+3+3+3+3 = 22, S3 = 1+1+1+5·6 = 33.
+        let ring = Ring::build(RingParams::default(), Arc::new(SpecHash), &[1, 2, 3]).unwrap();
+        assert_eq!(ring.slot_counts(), [457, 22, 33]);
+        let empty = Ring::build(RingParams::default(), Arc::new(SpecHash), &[]).unwrap();
+        assert!(empty.slot_counts().is_empty());
+    }
 
     #[test]
     fn too_many_virtual_nodes() {

@@ -117,6 +117,8 @@ pub struct ConfigStatus {
     pub path: String,
     /// Whether changes to the file are followed and replica changes written back to it.
     pub live: bool,
+    /// Where hash plugins are looked up, in order.
+    pub plugin_dirs: Vec<std::path::PathBuf>,
     /// When the file was last applied.
     pub last_applied: Option<String>,
     /// Why the latest version of the file was refused (the previous one keeps running).

@@ -3,13 +3,15 @@
 //! It watches the file's *directory*, not the file: editors, `docker cp` and bind mounts replace a
 //! file by renaming a new one over it, which a watch on the old inode never sees. When the path is
 //! a symlink, the target's directory is watched too, so edits to the target and swaps of the link
-//! are both noticed. A burst of events is debounced into one read; the controller ignores content
-//! it has already applied or written itself.
+//! are both noticed. A burst of events is debounced into one notification. The controller then
+//! reads the file itself — never a copy read earlier, which could be older than the controller's
+//! own latest write — and ignores content it has already applied or written.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -26,6 +28,19 @@ const MAX_DELAY: Duration = Duration::from_millis(800);
 pub struct WatchError {
     path: PathBuf,
     source: notify::Error,
+}
+
+/// Whether an event can mean a new, complete version of a file. Writes in place are acted on
+/// when the writer closes the file, never in between (a file read mid-write may be empty or
+/// cut short); creating a file is not a version yet either. Renames (atomic saves, symlink swaps)
+/// and removals count at once.
+fn completes_a_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Create(_) => false,
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
 }
 
 /// Directories to watch for `path`: its own, and its symlink target's if that differs.
@@ -48,13 +63,17 @@ fn directories(path: &Path) -> Vec<PathBuf> {
 /// Start following `path`; changes go to `controller` as [`Command::FileChanged`].
 pub fn spawn(path: PathBuf, controller: ControllerHandle) -> Result<(), WatchError> {
     let (tx, mut events) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let _ = tx.send(event);
-    })
-    .map_err(|source| WatchError {
-        path: path.clone(),
-        source,
-    })?;
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if !completes_a_change(&event.kind) => {}
+            other => {
+                let _ = tx.send(other);
+            }
+        })
+        .map_err(|source| WatchError {
+            path: path.clone(),
+            source,
+        })?;
     let mut watched = HashSet::new();
     for dir in directories(&path) {
         watcher
@@ -86,11 +105,42 @@ pub fn spawn(path: PathBuf, controller: ControllerHandle) -> Result<(), WatchErr
                     watched.insert(dir);
                 }
             }
-            let text = tokio::fs::read_to_string(&path)
-                .await
-                .map_err(|e| e.to_string());
-            controller.send(Command::FileChanged { text });
+            // The controller reads the file itself, in order with its own writes to it.
+            controller.send(Command::FileChanged);
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode};
+
+    #[test]
+    fn only_completed_changes_count() {
+        for (kind, counts) in [
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                true,
+            ),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), true),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), true),
+            (EventKind::Remove(RemoveKind::File), true),
+            (EventKind::Any, true),
+            (EventKind::Modify(ModifyKind::Data(DataChange::Any)), false),
+            (
+                EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+                false,
+            ),
+            (EventKind::Create(CreateKind::File), false),
+            (EventKind::Access(AccessKind::Open(AccessMode::Any)), false),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                false,
+            ),
+        ] {
+            assert_eq!(completes_a_change(&kind), counts, "{kind:?}");
+        }
+    }
 }

@@ -4,11 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{eventually, Lb};
+use common::{eventually, Lb, Traffic};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -148,6 +147,32 @@ async fn invalid_file_keeps_the_running_ring_until_a_valid_one() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_empty_file_is_refused() {
+    let lb = Lb::start(&config(&S123, 9, "linear"));
+    let before = ring(&lb).await;
+    std::fs::write(&lb.config, "").unwrap();
+    eventually(DEADLINE, "the empty file refused", || async {
+        let s = lb.status().await;
+        s["config"]["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is empty"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(ring(&lb).await, before);
+    lb.home(&[]).await;
+    // Writing the same configuration back is a change again, and clears the error.
+    std::fs::write(&lb.config, config(&S123, 9, "linear")).unwrap();
+    eventually(DEADLINE, "the error cleared", || async {
+        lb.status().await["config"]["last_error"]
+            .is_null()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(ring(&lb).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rename_and_symlink_swaps_are_noticed() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.toml");
@@ -276,27 +301,7 @@ async fn fifty_rewrites_under_traffic_drop_nothing() {
     let lb = Arc::new(Lb::start(&config(&S123, 9, "linear")));
     // Server 1 owns most of the ring (~84 % of request ids): it leaves and comes back 12 times.
     let other = [S123[1], S123[2], ("Server 4", 4)];
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let lb = Arc::clone(&lb);
-            let stop = Arc::clone(&stop);
-            tokio::spawn(async move {
-                let start = Instant::now();
-                let mut answers = Vec::new();
-                // Bounded in count and time.
-                while !stop.load(Ordering::Relaxed)
-                    && answers.len() < 200_000
-                    && start.elapsed() < Duration::from_secs(120)
-                {
-                    let id = fastrand::u32(100_000..1_000_000).to_string();
-                    let a = lb.send("GET", "/home", b"", &[("X-Request-Id", &id)]).await;
-                    answers.push((a.status, a.body));
-                }
-                answers
-            })
-        })
-        .collect();
+    let traffic = Traffic::start(&lb, 8);
     for round in 0..50 {
         if round % 2 == 1 {
             std::fs::write(&lb.config, format!("[ring\nbroken = {round}\n")).unwrap();
@@ -319,21 +324,18 @@ async fn fifty_rewrites_under_traffic_drop_nothing() {
             .await;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
+    let answers = traffic.finish().await;
     let mut served = std::collections::HashSet::new();
-    for client in clients {
-        for (status, body) in client.await.unwrap() {
-            assert_eq!(status, 200, "{body}");
-            let name = common::served_by(&body);
-            assert!(
-                ["Server 1", "Server 2", "Server 3", "Server 4"].contains(&name.as_str()),
-                "{name}"
-            );
-            served.insert(name);
-            total += 1;
-        }
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.body);
+        let name = common::served_by(&a.body);
+        assert!(
+            ["Server 1", "Server 2", "Server 3", "Server 4"].contains(&name.as_str()),
+            "{name}"
+        );
+        served.insert(name);
     }
+    let total = answers.len();
     assert!(total >= 200, "only {total} requests were sent");
     assert_eq!(served.len(), 4, "{served:?}");
     eprintln!("{total} requests, all 200, across 50 rewrites");

@@ -282,3 +282,46 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Clients sending `GET /home` with random 6-digit `X-Request-Id`s without pause until
+/// [`Traffic::finish`]; each is bounded to 100 000 requests and 120 s.
+pub struct Traffic {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<Vec<Answer>>>,
+}
+
+impl Traffic {
+    /// Start `clients` concurrent clients against `lb`.
+    pub fn start(lb: &Arc<Lb>, clients: usize) -> Traffic {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let lb = Arc::clone(lb);
+                let stop = Arc::clone(&stop);
+                tokio::spawn(async move {
+                    let start = Instant::now();
+                    let mut answers = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && answers.len() < 100_000
+                        && start.elapsed() < Duration::from_secs(120)
+                    {
+                        let id = fastrand::u32(100_000..1_000_000).to_string();
+                        answers.push(lb.send("GET", "/home", b"", &[("X-Request-Id", &id)]).await);
+                    }
+                    answers
+                })
+            })
+            .collect();
+        Traffic { stop, clients }
+    }
+
+    /// Stop the clients and return every answer they got.
+    pub async fn finish(self) -> Vec<Answer> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Vec::new();
+        for client in self.clients {
+            all.extend(client.await.expect("client task"));
+        }
+        all
+    }
+}
