@@ -61,7 +61,7 @@ pub fn status(shared: &Shared) -> Vec<u8> {
             Replica {
                 hostname: &b.hostname,
                 id: b.id,
-                address: b.addr.to_string(),
+                address: b.addr.clone(),
                 healthy: missed == 0,
                 missed_heartbeats: missed,
                 handle: &b.handle,

@@ -138,17 +138,53 @@ pub enum SupervisorKind {
     /// Child processes on loopback (the embedded default).
     #[default]
     Process,
+    /// Docker containers on a bridge network.
+    Docker,
+}
+
+/// How the load balancer reaches replica containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressMode {
+    /// By alias when the load balancer itself runs in a container, else by IP.
+    #[default]
+    Auto,
+    /// By the container's network alias (the load balancer is on the same network).
+    Alias,
+    /// By the container's IP address on the network (the load balancer is on the host).
+    Ip,
 }
 
 /// `[supervisor]`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisorSection {
     /// Which supervisor.
     pub kind: SupervisorKind,
-    /// Program and leading arguments that run one replica (process supervisor). The supervisor
+    /// Process supervisor: program and leading arguments that run one replica. The supervisor
     /// appends `--hostname NAME --listen-fd 3`. Empty: `lb` re-executes itself (`lb replica`).
     pub command: Vec<String>,
+    /// Docker: the replica image.
+    pub image: String,
+    /// Docker: the network replicas join (created if missing).
+    pub network: String,
+    /// Docker: this load balancer's name in the ownership label of its containers.
+    pub instance: String,
+    /// Docker: how replicas are reached.
+    pub address: AddressMode,
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        SupervisorSection {
+            kind: SupervisorKind::Process,
+            command: Vec::new(),
+            image: "lb-replica:latest".into(),
+            network: "net1".into(),
+            instance: "lb".into(),
+            address: AddressMode::Auto,
+        }
+    }
 }
 
 /// One `[[replicas]]` entry.

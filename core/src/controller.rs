@@ -20,10 +20,12 @@ use crate::health::Prober;
 use crate::persist;
 use crate::ring::{Ring, RingError, RingParams};
 use crate::state::{timestamp, Backend, ConfigStatus, Issue, Meta, Shared, Snapshot, Vacancy};
-use crate::supervisor::{Handle, ReplicaSpec, Supervisor, SupervisorEvent};
+use crate::supervisor::{Handle, ReplicaSpec, Started, Supervisor, SupervisorEvent};
 
 /// Longest wait between two attempts to fill a vacancy.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A replica that dies sooner than this after joining the ring counts toward a crash loop.
+const CRASH_WINDOW: Duration = Duration::from_secs(10);
 
 /// The reply to `/add` and `/rm`: the hostnames in the ring afterwards, or why nothing changed.
 pub type ScaleReply = Result<Vec<String>, ApiError>;
@@ -129,6 +131,8 @@ pub struct Controller {
     health: watch::Sender<HealthSection>,
     replicas: BTreeMap<u64, Arc<Backend>>,
     vacancies: BTreeMap<u64, Vacancy>,
+    /// Per server id, how many of its replicas in a row died within [`CRASH_WINDOW`].
+    crash_streak: BTreeMap<u64, u32>,
     file: Option<ConfigFile>,
     /// The configuration the process started with (for fields that need a restart).
     startup: Config,
@@ -180,6 +184,7 @@ impl Controller {
             health: watch::Sender::new(config.health),
             replicas: BTreeMap::new(),
             vacancies: BTreeMap::new(),
+            crash_streak: BTreeMap::new(),
             file,
             startup: config.clone(),
             tx: tx.clone(),
@@ -197,18 +202,45 @@ impl Controller {
         *self.health.borrow()
     }
 
-    /// Start the configured replicas and wait for their first heartbeats. A replica that does not
-    /// come up leaves a vacancy that is retried with backoff once the controller runs.
+    /// Take over the configured replicas an earlier run left running (containers), start the
+    /// rest and wait for their first heartbeats. A replica that does not come up leaves a
+    /// vacancy that is retried with backoff once the controller runs.
     pub async fn start(&mut self) {
-        let specs = self
-            .startup
-            .replicas
-            .iter()
-            .map(|r| ReplicaSpec {
+        let mut adopted = match self.supervisor.adopt().await {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look for replicas to take over");
+                Vec::new()
+            }
+        };
+        let mut specs = Vec::new();
+        for r in &self.startup.replicas {
+            let spec = ReplicaSpec {
                 hostname: r.hostname.get_ref().clone(),
                 id: *r.id.get_ref(),
-            })
-            .collect();
+            };
+            match adopted.iter().position(|a| a.spec == spec) {
+                Some(i) => {
+                    let found = adopted.swap_remove(i);
+                    match self.join_when_alive(found, Duration::from_secs(2)).await {
+                        Ok(backend) => {
+                            tracing::info!(hostname = %spec.hostname, id = spec.id, "replica taken over");
+                            self.replicas.insert(spec.id, backend);
+                        }
+                        Err(reason) => {
+                            tracing::warn!(%reason, "a running replica did not answer; starting a new one");
+                            specs.push(spec);
+                        }
+                    }
+                }
+                None => specs.push(spec),
+            }
+        }
+        // Running, ours, but not in the configuration: leftovers of an earlier run.
+        for stray in adopted {
+            tracing::info!(hostname = %stray.spec.hostname, handle = %stray.handle, "removing a replica the configuration does not list");
+            let _ = self.supervisor.stop(&stray.handle).await;
+        }
         self.launch_into_ring(specs).await;
         self.publish();
     }
@@ -354,16 +386,34 @@ impl Controller {
             .await
             .map_err(|e| e.to_string())?;
         let deadline = Duration::from_millis(self.settings().start_timeout_ms);
-        if let Err(e) = self.prober.wait_alive(started.addr, deadline).await {
-            let _ = self.supervisor.stop(&started.handle).await;
-            return Err(format!("replica '{}' {e}", spec.hostname));
+        self.join_when_alive(started, deadline).await
+    }
+
+    /// A backend for a running replica once it answers a heartbeat within `deadline`; the
+    /// replica is stopped if it does not.
+    async fn join_when_alive(
+        &self,
+        started: Started,
+        deadline: Duration,
+    ) -> Result<Arc<Backend>, String> {
+        let hostname = started.spec.hostname.clone();
+        let alive = self.prober.wait_alive(&started.address, deadline).await;
+        let backend = alive.and_then(|()| {
+            Backend::new(
+                started.spec.hostname,
+                started.spec.id,
+                started.address.clone(),
+                started.handle.clone(),
+            )
+            .ok_or_else(|| format!("{} is not a valid host:port", started.address))
+        });
+        match backend {
+            Ok(backend) => Ok(Arc::new(backend)),
+            Err(e) => {
+                let _ = self.supervisor.stop(&started.handle).await;
+                Err(format!("replica '{hostname}' {e}"))
+            }
         }
-        Ok(Arc::new(Backend::new(
-            spec.hostname,
-            spec.id,
-            started.addr,
-            started.handle,
-        )))
     }
 
     /// Start replicas the configuration asks for; those that fail become vacancies (retried).
@@ -548,22 +598,43 @@ impl Controller {
         // so its virtual nodes land on the same slots and no other replica's keys move.
         let hostname = self.random_hostname(&[]);
         tracing::warn!(hostname = %dead.hostname, id, %reason, replacement = %hostname, "replica failed; replacing it");
+        let streak = if dead.started.elapsed() < CRASH_WINDOW {
+            let streak = self.crash_streak.entry(id).or_default();
+            *streak += 1;
+            *streak
+        } else {
+            self.crash_streak.remove(&id);
+            0
+        };
+        let reason = if streak >= 2 {
+            format!(
+                "'{}' {reason}; crash loop: {streak} replicas in a row died within {} s of starting",
+                dead.hostname,
+                CRASH_WINDOW.as_secs()
+            )
+        } else {
+            format!("'{}' {reason}", dead.hostname)
+        };
         self.vacancies.insert(
             id,
             Vacancy {
                 id,
                 hostname,
-                failed_attempts: 0,
-                reason: format!("'{}' {reason}", dead.hostname),
+                failed_attempts: streak,
+                reason,
             },
         );
-        // Out of the ring at once, so its keys go to its clockwise neighbours meanwhile.
+        // Out of the ring at once, so its keys go to its clockwise neighbours meanwhile. It may
+        // only be slow (missed heartbeats): requests already sent to it get to finish.
         self.publish();
-        let supervisor = Arc::clone(&self.supervisor);
-        tokio::spawn(async move {
-            let _ = supervisor.stop(&dead.handle).await;
-        });
-        self.respawn(id).await;
+        drop(self.retire(vec![dead]));
+        if streak >= 2 {
+            // Dying right after start again and again: back off instead of a tight loop.
+            self.schedule_respawn(id, streak);
+            self.publish();
+        } else {
+            self.respawn(id).await;
+        }
         self.write_back();
     }
 

@@ -3,7 +3,6 @@
 //! After `fall` misses in a row the controller is told the replica is dead; what happens next is
 //! the controller's decision.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +38,7 @@ impl Default for Prober {
 
 impl Prober {
     /// One heartbeat: `Ok` if `GET /heartbeat` answered 200 within `timeout`.
-    pub async fn beat(&self, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    pub async fn beat(&self, addr: &str, timeout: Duration) -> Result<(), String> {
         let uri = format!("http://{addr}/heartbeat");
         let req = hyper::Request::get(uri)
             .body(Empty::new())
@@ -53,7 +52,7 @@ impl Prober {
     }
 
     /// Poll until the first successful heartbeat or until `deadline` passes.
-    pub async fn wait_alive(&self, addr: SocketAddr, deadline: Duration) -> Result<(), String> {
+    pub async fn wait_alive(&self, addr: &str, deadline: Duration) -> Result<(), String> {
         let start = tokio::time::Instant::now();
         let mut last = String::from("no attempt");
         while start.elapsed() < deadline {
@@ -85,7 +84,7 @@ pub async fn run(
         let snapshot = shared.snapshot.load_full();
         let beats = snapshot.backends.iter().map(|b| {
             let prober = &prober;
-            async move { (b, prober.beat(b.addr, timeout).await) }
+            async move { (b, prober.beat(&b.addr, timeout).await) }
         });
         for (backend, result) in futures_util::future::join_all(beats).await {
             match result {

@@ -16,7 +16,7 @@ use lb::health::{self, Prober};
 use lb::proxy::{self, App};
 use lb::ring::{Probing, Ring, RingParams};
 use lb::state::Meta;
-use lb::supervisor::{ProcessSupervisor, Supervisor};
+use lb::supervisor::{DockerSupervisor, ProcessSupervisor, Supervisor};
 use lb::watch;
 
 /// Consistent-hashing HTTP load balancer.
@@ -186,6 +186,9 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
             ProcessSupervisor::new(&config.supervisor.command, events_tx)
                 .context("cannot set up the process supervisor")?,
         ),
+        SupervisorKind::Docker => DockerSupervisor::connect(&config.supervisor, events_tx)
+            .await
+            .context("cannot set up the docker supervisor")?,
     };
     let meta = Meta {
         listen: local,

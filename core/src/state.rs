@@ -20,8 +20,8 @@ pub struct Backend {
     pub hostname: String,
     /// Server id on the ring.
     pub id: u64,
-    /// Where it listens.
-    pub addr: SocketAddr,
+    /// Where it is reached: `host:port`.
+    pub addr: String,
     /// `addr` as a URI authority, built once.
     pub authority: Authority,
     /// The supervisor's handle.
@@ -34,14 +34,15 @@ pub struct Backend {
     pub in_flight: AtomicUsize,
     /// Requests proxied to it so far.
     pub requests: AtomicU64,
+    /// When it joined the ring.
+    pub started: Instant,
 }
 
 impl Backend {
-    /// A backend for a freshly started replica.
-    pub fn new(hostname: String, id: u64, addr: SocketAddr, handle: Handle) -> Self {
-        let authority =
-            Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
-        Backend {
+    /// A backend for a freshly started replica; `None` if `addr` is not a valid `host:port`.
+    pub fn new(hostname: String, id: u64, addr: String, handle: Handle) -> Option<Self> {
+        let authority = Authority::try_from(addr.as_str()).ok()?;
+        Some(Backend {
             hostname,
             id,
             addr,
@@ -51,7 +52,8 @@ impl Backend {
             reported_dead: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
-        }
+            started: Instant::now(),
+        })
     }
 
     /// Count a request as in flight until the guard is dropped.

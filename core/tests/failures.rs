@@ -212,3 +212,49 @@ id = 2
     }
     assert_eq!(lb.rep().await, (1, vec!["Slow 2".to_owned()]));
 }
+
+/// A replica that answers its first heartbeat and then dies, again and again, is restarted with
+/// exponential backoff — not in a tight loop — and shown as a crash loop in `/_lb/status`.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_looping_replica_is_backed_off() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/slow_replica.py"
+    );
+    let lb = Lb::start(&format!(
+        r#"
+[health]
+interval_ms = 100
+[supervisor]
+command = ["python3", "{fixture}", "--slow-ms", "0", "--die-after-ms", "300"]
+[[replicas]]
+hostname = "Flaky"
+id = 1
+"#
+    ));
+    let started = std::time::Instant::now();
+    let vacancy = eventually(
+        Duration::from_secs(30),
+        "4 quick deaths in a row",
+        || async {
+            let s = lb.status().await;
+            let v = s["vacancies"][0].clone();
+            (v["failed_attempts"].as_u64() >= Some(4)).then_some(v)
+        },
+    )
+    .await;
+    assert!(
+        vacancy["reason"].as_str().unwrap().contains("crash loop"),
+        "{vacancy}"
+    );
+    assert_eq!(vacancy["id"], 1);
+    // Each death after the first waits 100 ms × 2^streak before the next start:
+    // 400 + 800 ms at least before the fourth death, on top of four 300 ms lifetimes.
+    assert!(
+        started.elapsed() >= Duration::from_millis(2400),
+        "{:?}",
+        started.elapsed()
+    );
+    let starts = lb.log().matches("replica started").count();
+    assert!(starts <= 6, "{starts} starts: not backed off\n{}", lb.log());
+}

@@ -4,13 +4,13 @@
 //! decides what to do. A supervisor only owns the mechanics of one kind of runtime (local
 //! processes now, Docker containers later) behind the [`Supervisor`] trait.
 
+pub mod docker;
 pub mod process;
-
-use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use docker::DockerSupervisor;
 pub use process::ProcessSupervisor;
 
 /// What to start.
@@ -46,8 +46,8 @@ impl std::fmt::Display for Handle {
 pub struct Started {
     /// What was asked for.
     pub spec: ReplicaSpec,
-    /// Where it listens.
-    pub addr: SocketAddr,
+    /// Where the load balancer reaches it: `host:port`.
+    pub address: String,
     /// How to refer to it.
     pub handle: Handle,
 }
@@ -78,6 +78,9 @@ pub enum SupervisorError {
     /// The handle is not one of this supervisor's replicas.
     #[error("{0} is not a replica of this load balancer")]
     Unknown(Handle),
+    /// The container engine refused or failed.
+    #[error("container engine: {0}")]
+    Engine(String),
 }
 
 /// Runs replicas of one kind. Implementations send [`SupervisorEvent`]s on the channel they were
@@ -95,4 +98,11 @@ pub trait Supervisor: Send + Sync + 'static {
 
     /// Stop every replica this supervisor started (on shutdown).
     async fn stop_all(&self);
+
+    /// Replicas left running by an earlier run of this load balancer, to take over instead of
+    /// starting new ones. Anything of ours that is not running is cleaned up. Child processes
+    /// die with the load balancer, so the default is none.
+    async fn adopt(&self) -> Result<Vec<Started>, SupervisorError> {
+        Ok(Vec::new())
+    }
 }

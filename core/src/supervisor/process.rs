@@ -137,7 +137,7 @@ impl Supervisor for ProcessSupervisor {
         tracing::info!(hostname = %spec.hostname, id = spec.id, %addr, pid, "replica started");
         Ok(Started {
             spec: spec.clone(),
-            addr,
+            address: addr.to_string(),
             handle: Handle::Pid(pid),
         })
     }

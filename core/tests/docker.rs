@@ -1,0 +1,415 @@
+//! The Docker supervisor on a real engine: replicas as containers, failures replaced, foreign
+//! containers untouched, restarts adopt, and the docker-compose stack end to end.
+//!
+//! Needs a running engine and the images (`scripts/docker-up-engine.sh`,
+//! `docker/build-images.sh`; `scripts/test.sh` runs both). Without them the tests skip with a
+//! notice — except in CI (`CI` set) or with `LB_REQUIRE_DOCKER=1`, where they fail.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, Lb, Traffic};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Run `docker ARGS`, returning stdout; panics with stderr on failure.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether the engine and the images are there; if not, skip (or fail where Docker is required).
+fn docker_ready(images: &[&str]) -> bool {
+    let required =
+        std::env::var_os("CI").is_some() || std::env::var_os("LB_REQUIRE_DOCKER").is_some();
+    let engine = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let missing: Vec<&str> = images
+        .iter()
+        .copied()
+        .filter(|image| {
+            !engine
+                || !Command::new("docker")
+                    .args(["image", "inspect", image])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if engine && missing.is_empty() {
+        return true;
+    }
+    let why = if engine {
+        format!("images {missing:?} are missing (run docker/build-images.sh)")
+    } else {
+        "no Docker engine answers (run scripts/docker-up-engine.sh)".to_owned()
+    };
+    assert!(!required, "Docker tests are required here, but {why}");
+    eprintln!("SKIPPED: {why}; scripts/test.sh sets everything up");
+    false
+}
+
+/// A network and an owner label of this test's own; everything carrying them is removed on drop.
+struct Scope {
+    instance: String,
+    network: String,
+}
+
+impl Scope {
+    fn new() -> Scope {
+        let tag = format!("lbtest-{:08x}", fastrand::u32(..));
+        Scope {
+            instance: tag.clone(),
+            network: tag,
+        }
+    }
+
+    /// Running containers of this scope's load balancer: (container id, hostname label).
+    fn containers(&self) -> BTreeSet<(String, String)> {
+        docker(&[
+            "ps",
+            "--filter",
+            &format!("label=io.lb.owner={}", self.instance),
+            "--format",
+            "{{.ID}} {{.Label \"io.lb.hostname\"}}",
+        ])
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, name)| (id.to_owned(), name.to_owned()))
+        .collect()
+    }
+
+    fn config(&self, replicas: usize) -> String {
+        let mut text = format!(
+            r#"
+[health]
+interval_ms = 200
+timeout_ms = 500
+start_timeout_ms = 20000
+[supervisor]
+kind = "docker"
+image = "lb-replica:latest"
+network = "{}"
+instance = "{}"
+address = "ip"
+"#,
+            self.network, self.instance
+        );
+        for i in 1..=replicas {
+            text.push_str(&format!(
+                "[[replicas]]\nhostname = \"Server {i}\"\nid = {i}\n"
+            ));
+        }
+        text
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let ids = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=io.lb.owner={}", self.instance),
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
+async fn status_container_ids(lb: &Lb) -> BTreeSet<String> {
+    lb.status().await["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| short(r["handle"]["container_id"].as_str().unwrap()).to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_follow_add_rm_and_a_kill() {
+    if !docker_ready(&["lb-replica:latest"]) {
+        return;
+    }
+    let scope = Scope::new();
+    let lb = Arc::new(Lb::start(&scope.config(3)));
+    assert_eq!(lb.rep().await.0, 3);
+    assert_eq!(scope.containers().len(), 3);
+    // The containers carry the exact hostnames.
+    let names: BTreeSet<String> = scope.containers().into_iter().map(|(_, n)| n).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["Server 1".into(), "Server 2".into(), "Server 3".into()])
+    );
+
+    let a = lb
+        .send("POST", "/add", br#"{"n": 2, "hostnames": ["S4"]}"#, &[])
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(scope.containers().len(), 5);
+    let a = lb
+        .send(
+            "DELETE",
+            "/rm",
+            br#"{"n": 1, "hostnames": ["Server 2"]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let left = scope.containers();
+    assert_eq!(left.len(), 4);
+    assert!(!left.iter().any(|(_, n)| n == "Server 2"));
+
+    // docker kill a replica while a client keeps sending.
+    let traffic = Traffic::start(&lb, 2);
+    let (victim_id, victim) = left.iter().find(|(_, n)| n == "S4").unwrap().clone();
+    docker(&["kill", &victim_id]);
+    let names = eventually(DEADLINE, "N back to 4 without the victim", || async {
+        let (n, names) = lb.rep().await;
+        (n == 4 && !names.contains(&victim)).then_some(names)
+    })
+    .await;
+    let answers = traffic.finish().await;
+    let failed = answers.iter().filter(|a| a.status != 200).count();
+    assert!(answers.len() >= 10, "only {} requests", answers.len());
+    // Docker's event stream reports the death at once: at most the requests already on their
+    // way to the victim can fail.
+    assert!(failed <= 4, "{failed} of {} requests failed", answers.len());
+    let running = scope.containers();
+    assert_eq!(running.len(), 4, "{running:?}");
+    assert!(!running.iter().any(|(id, _)| *id == victim_id));
+    let labels: BTreeSet<String> = running.into_iter().map(|(_, n)| n).collect();
+    assert_eq!(labels, names.into_iter().collect());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_containers_are_never_touched() {
+    if !docker_ready(&["lb-replica:latest"]) {
+        return;
+    }
+    let scope = Scope::new();
+    let lb = Lb::start(&scope.config(2));
+    // A container on the same network, from the same image, but not the load balancer's.
+    let foreign = format!("{}-foreign", scope.instance);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &foreign,
+        "--network",
+        &scope.network,
+        "-e",
+        "SERVER_ID=foreign",
+        "lb-replica:latest",
+    ]);
+    let cleanup = ForeignContainer(foreign.clone());
+    for name in [foreign.as_str(), "foreign"] {
+        let body = format!(r#"{{"n": 1, "hostnames": ["{name}"]}}"#);
+        let a = lb.send("DELETE", "/rm", body.as_bytes(), &[]).await;
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(a.body.contains("is not a replica"), "{}", a.body);
+    }
+    assert_eq!(lb.rep().await.0, 2);
+    // The load balancer stops its own replicas on shutdown, and nothing else.
+    drop(lb);
+    assert_eq!(scope.containers().len(), 0);
+    let state = docker(&["inspect", "-f", "{{.State.Running}}", &foreign]);
+    assert_eq!(state.trim(), "true");
+    drop(cleanup);
+}
+
+struct ForeignContainer(String);
+
+impl Drop for ForeignContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_load_balancer_adopts_its_containers() {
+    if !docker_ready(&["lb-replica:latest"]) {
+        return;
+    }
+    let scope = Scope::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    std::fs::write(&path, scope.config(3)).unwrap();
+    let mut lb = Lb::start_file(&path);
+    let before = status_container_ids(&lb).await;
+    assert_eq!(before.len(), 3);
+    // SIGKILL: no chance to clean up; the containers keep running.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(lb.pid() as i32, libc::SIGKILL) };
+    eventually(DEADLINE, "lb gone", || async {
+        (!common::alive(lb.pid())).then_some(())
+    })
+    .await;
+    lb.addr = "127.0.0.1:9".parse().unwrap();
+    drop(lb);
+    assert_eq!(scope.containers().len(), 3);
+
+    let lb = Lb::start_file(&path);
+    assert_eq!(
+        status_container_ids(&lb).await,
+        before,
+        "not the same containers"
+    );
+    assert_eq!(scope.containers().len(), 3, "duplicated");
+    assert_eq!(lb.rep().await.0, 3);
+    lb.home(&[]).await;
+}
+
+/// The docker-compose stack: `docker-compose up -d`, every SPEC row on the published port, and
+/// `docker-compose down` leaves no replica container and no network behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
+    if !docker_ready(&["lb-replica:latest", "lb:latest"]) {
+        return;
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let config_file = format!("{root}/config/lb.docker.toml");
+    // The stack writes replica changes back into config/lb.docker.toml: restore it afterwards.
+    let original = std::fs::read_to_string(&config_file).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let compose = |args: &[&str]| {
+        let out = Command::new("docker-compose")
+            .args(["-p", "lbcomposetest"])
+            .args(args)
+            .current_dir(root)
+            .env("LB_PORT", port.to_string())
+            .output()
+            .expect("run docker-compose");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    struct Down<F: Fn(&[&str]) -> (bool, String)>(F, String, String);
+    impl<F: Fn(&[&str]) -> (bool, String)> Drop for Down<F> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "-t", "30"]);
+            let _ = std::fs::write(&self.1, &self.2);
+        }
+    }
+    let (ok, err) = compose(&["up", "-d"]);
+    let guard = Down(compose, config_file.clone(), original);
+    assert!(ok, "docker-compose up failed: {err}");
+
+    let base = format!("http://127.0.0.1:{port}");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let call = |method: &'static str, path: &'static str, body: &'static str| {
+        let client = client.clone();
+        let uri = format!("{base}{path}");
+        async move {
+            use http_body_util::BodyExt;
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+                .await
+                .ok()?
+                .ok()?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            Some((status, String::from_utf8_lossy(&body).into_owned()))
+        }
+    };
+    let rep = eventually(
+        Duration::from_secs(90),
+        "the stack answering /rep",
+        || async { call("GET", "/rep", "").await.filter(|(s, _)| *s == 200) },
+    )
+    .await;
+    assert_eq!(
+        rep.1,
+        r#"{"message": {"N": 3, "replicas": ["Server 1", "Server 2", "Server 3"]}, "status": "successful"}"#
+    );
+    let (status, body) = call("GET", "/home", "").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with(r#"{"message": "Hello from Server: Server "#),
+        "{body}"
+    );
+    let (status, body) = call("POST", "/add", r#"{"n": 1, "hostnames": ["S5"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""N": 4"#), "{body}");
+    let (status, body) = call("POST", "/add", r#"{"n": 1, "hostnames": ["A", "B"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            400,
+            r#"{"message": "<Error> Length of hostname list is more than newly added instances", "status": "failure"}"#
+        )
+    );
+    let (status, body) = call("DELETE", "/rm", r#"{"n": 1, "hostnames": ["S5"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""N": 3"#), "{body}");
+    let (status, body) = call("DELETE", "/rm", r#"{"n": 1, "hostnames": ["lb"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 400,
+        "the LB's own container is not a replica: {body}"
+    );
+    let (status, body) = call("GET", "/other", "").await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            400,
+            r#"{"message": "<Error> '/other' endpoint does not exist in server replicas", "status": "failure"}"#
+        )
+    );
+    assert_eq!(
+        docker(&["ps", "-q", "--filter", "label=io.lb.owner=lb"])
+            .lines()
+            .count(),
+        3
+    );
+
+    let (ok, err) = (guard.0)(&["down", "-t", "30"]);
+    assert!(ok, "docker-compose down failed: {err}");
+    let left = docker(&["ps", "-aq", "--filter", "label=io.lb.owner=lb"]);
+    assert_eq!(left.trim(), "", "replica containers left behind");
+    let networks = docker(&["network", "ls", "-q", "--filter", "name=^net1$"]);
+    assert_eq!(networks.trim(), "", "network net1 left behind");
+    drop(guard);
+}
