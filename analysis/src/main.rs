@@ -1,6 +1,153 @@
-//! `analysis`: the assignment's experiments (being written).
+//! `analysis`: run the assignment's experiments A-1..A-4 against a load balancer and write
+//! charts, raw data and `report.md`.
 
-fn main() {
-    eprintln!("analysis: not written yet");
-    std::process::exit(2);
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+
+use analysis::cli::{Cli, Which};
+use analysis::client::LbClient;
+use analysis::data::{self, Results, Settings};
+use analysis::experiments::{a1, a2, a3, a4, Context};
+use analysis::lb_process::{default_lb_bin, OwnedLb};
+use analysis::progress::note;
+use analysis::{figures, report};
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("analysis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let o = &cli.options;
+    let seed = o.seed.unwrap_or_else(|| fastrand::u64(..));
+    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+
+    let (own, url, plugin_dir) = match &o.lb {
+        Some(url) => {
+            let plugin_dir = match &o.plugin_dir {
+                Some(dir) => absolute(dir)?,
+                None => default_lb_bin()?
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+            };
+            (None, url.trim_end_matches('/').to_owned(), plugin_dir)
+        }
+        None => {
+            let lb_bin = match &o.lb_bin {
+                Some(path) => path.clone(),
+                None => default_lb_bin()?,
+            };
+            if !lb_bin.is_file() {
+                bail!(
+                    "no lb binary at {} (build it with `cargo build --release`, or give --lb-bin PATH or --lb URL)",
+                    lb_bin.display()
+                );
+            }
+            let lb_bin = absolute(&lb_bin)?;
+            let plugin_dir = match &o.plugin_dir {
+                Some(dir) => absolute(dir)?,
+                None => lb_bin.parent().map(Path::to_path_buf).unwrap_or_default(),
+            };
+            let lb = OwnedLb::start(&lb_bin, &plugin_dir)?;
+            note(&format!(
+                "analysis: started {} at {} (seed {seed})",
+                lb_bin.display(),
+                lb.url()
+            ));
+            let url = lb.url();
+            (Some(lb), url, plugin_dir)
+        }
+    };
+
+    let ctx = Context {
+        client: LbClient::new(&url)?,
+        requests: o.requests as usize,
+        concurrency: o.concurrency as usize,
+        phase_timeout: Duration::from_secs(o.phase_timeout),
+        seed,
+        owned_config: own.as_ref().map(|lb| lb.config_path().to_path_buf()),
+        plugin_dir: plugin_dir.clone(),
+    };
+    let mut results = Results {
+        settings: Settings {
+            requests: ctx.requests,
+            concurrency: ctx.concurrency,
+            seed,
+            lb_url: url,
+            own_lb: own.is_some(),
+            plugin_dir: plugin_dir.display().to_string(),
+        },
+        a1: None,
+        a2: None,
+        a3: None,
+        a4: None,
+        elapsed_s: 0.0,
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let failure = runtime
+        .block_on(experiments(&ctx, cli.which, &mut results))
+        .err();
+    drop(runtime);
+    if let (Some(lb), Some(_)) = (&own, &failure) {
+        let log = o.out.join("lb.log");
+        std::fs::write(&log, lb.log().text()).with_context(|| log.display().to_string())?;
+        note(&format!(
+            "analysis: the load balancer's log is in {}",
+            log.display()
+        ));
+    }
+    if let Some(lb) = own {
+        let status = lb.stop()?;
+        note(&format!("analysis: stopped the load balancer ({status})"));
+    }
+    results.elapsed_s = started.elapsed().as_secs_f64();
+
+    let data_files = data::write_all(&o.out, &results)?;
+    let figures = figures::draw(&o.out, &results)?;
+    let report_path = o.out.join("report.md");
+    std::fs::write(
+        &report_path,
+        report::render(&results, &figures, &data_files),
+    )
+    .with_context(|| report_path.display().to_string())?;
+    note(&format!(
+        "analysis: wrote {} ({:.1} s)",
+        report_path.display(),
+        results.elapsed_s
+    ));
+    match failure {
+        Some(e) => Err(e.context("an experiment failed (the report has what ran before it)")),
+        None => Ok(()),
+    }
+}
+
+async fn experiments(ctx: &Context, which: Which, results: &mut Results) -> anyhow::Result<()> {
+    for step in which.experiments() {
+        match step {
+            Which::A1 => results.a1 = Some(a1::run(ctx, "A-1").await.context("A-1")?),
+            Which::A2 => results.a2 = Some(a2::run(ctx, "A-2").await.context("A-2")?),
+            Which::A3 => results.a3 = Some(a3::run(ctx).await.context("A-3")?),
+            Which::A4 => results.a4 = Some(a4::run(ctx).await.context("A-4")?),
+            Which::All => {}
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,82 @@
+//! Command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Run the assignment's experiments A-1..A-4 against the load balancer and write charts, data
+/// and a report.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+pub struct Cli {
+    /// Which experiments.
+    #[command(subcommand)]
+    pub which: Which,
+    /// Options shared by every experiment.
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// The experiments to run.
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// one report.
+    All,
+    /// N = 3, requests per replica.
+    A1,
+    /// N = 2..6, load and spread per N.
+    A2,
+    /// every endpoint checked; a replica killed under traffic, recovery timed.
+    A3,
+    /// A-4: A-1 and A-2 for every hash plugin, plus the ring's shares and key moves offline.
+    A4,
+}
+
+impl Which {
+    /// The experiments selected, in running order.
+    pub fn experiments(self) -> &'static [Which] {
+        match self {
+            Which::All => &[Which::A1, Which::A2, Which::A3, Which::A4],
+            Which::A1 => &[Which::A1],
+            Which::A2 => &[Which::A2],
+            Which::A3 => &[Which::A3],
+            Which::A4 => &[Which::A4],
+        }
+    }
+}
+
+/// Options shared by every experiment.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Use the load balancer at this URL (e.g. http://127.0.0.1:5000) instead of starting one.
+    /// A-4 then cannot switch hashes (it does not own the lb.toml) and runs only its offline part.
+    #[arg(long, global = true, value_name = "URL")]
+    pub lb: Option<String>,
+    /// The `lb` binary to start [default: `lb` next to this executable].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub lb_bin: Option<PathBuf>,
+    /// Directory holding the hash plugins (liblb_hash_*.so) [default: the lb binary's directory].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// Requests per measurement (A-1, and each N of A-2).
+    #[arg(long, global = true, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub requests: u32,
+    /// Requests in flight at once.
+    #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=2_000))]
+    pub concurrency: u32,
+    /// Seed for the random 6-digit request ids [default: random, printed and put in the report].
+    #[arg(long, global = true)]
+    pub seed: Option<u64>,
+    /// Output directory for charts, data and report.md.
+    #[arg(
+        long,
+        global = true,
+        default_value = "analysis/out",
+        value_name = "DIR"
+    )]
+    pub out: PathBuf,
+    /// Upper bound on the duration of one measurement, in seconds (requests not sent by then are
+    /// reported as not sent).
+    #[arg(long, global = true, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub phase_timeout: u64,
+}

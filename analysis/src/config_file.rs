@@ -1,0 +1,118 @@
+//! The `lb.toml` of a load balancer we own: written at start, edited to switch the hash.
+
+use std::path::Path;
+
+use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
+
+use crate::error::{io, Error, Result};
+
+/// The configuration `analysis` starts its load balancer with: heartbeats every 100 ms, hash
+/// plugins looked up in `plugin_dir` first, and three replicas `Server 1`..`Server 3` with server
+/// ids 1..3.
+pub fn initial(plugin_dir: &Path) -> String {
+    let mut doc = DocumentMut::new();
+    let mut ring = Table::new();
+    ring["hash"] = value("spec");
+    doc["ring"] = Item::Table(ring);
+    let mut health = Table::new();
+    health["interval_ms"] = value(100);
+    doc["health"] = Item::Table(health);
+    let mut plugins = Table::new();
+    let mut dirs = Array::new();
+    dirs.push(plugin_dir.display().to_string());
+    plugins["dirs"] = value(dirs);
+    doc["plugins"] = Item::Table(plugins);
+    let mut replicas = ArrayOfTables::new();
+    for id in 1..=3i64 {
+        let mut replica = Table::new();
+        replica["hostname"] = value(format!("Server {id}"));
+        replica["id"] = value(id);
+        replicas.push(replica);
+    }
+    doc["replicas"] = Item::ArrayOfTables(replicas);
+    format!(
+        "# Written by `analysis`; the load balancer writes /add, /rm and replacements back.\n{doc}"
+    )
+}
+
+/// Set `[ring] hash = "NAME"` in the file at `path`, keeping everything else (the load balancer
+/// writes its replica changes into the same file). The file is replaced atomically (write to a
+/// temporary file in the same directory, then rename), so the watcher never sees half a file.
+pub fn set_hash(path: &Path, name: &str) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut doc: DocumentMut = text.parse().map_err(|e| Error::Config {
+        path: path.to_owned(),
+        reason: format!("{e}"),
+    })?;
+    if !doc.contains_table("ring") {
+        doc["ring"] = Item::Table(Table::new());
+    }
+    doc["ring"]["hash"] = value(name);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(".lb.toml.analysis-tmp");
+    std::fs::write(&tmp, doc.to_string()).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// The hostnames of the `[[replicas]]` in the file at `path`.
+pub fn replica_hostnames(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let doc: DocumentMut = text.parse().map_err(|e| Error::Config {
+        path: path.to_owned(),
+        reason: format!("{e}"),
+    })?;
+    Ok(doc
+        .get("replicas")
+        .and_then(Item::as_array_of_tables)
+        .map(|tables| {
+            tables
+                .iter()
+                .filter_map(|t| t.get("hostname").and_then(Item::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_config_has_three_replicas_and_the_plugin_dir() {
+        let text = initial(Path::new("/x/y \"z\""));
+        let doc: DocumentMut = text.parse().unwrap();
+        assert_eq!(doc["health"]["interval_ms"].as_integer(), Some(100));
+        assert_eq!(doc["ring"]["hash"].as_str(), Some("spec"));
+        assert_eq!(
+            doc["plugins"]["dirs"]
+                .as_array()
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .as_str(),
+            Some("/x/y \"z\"")
+        );
+        let replicas = doc["replicas"].as_array_of_tables().unwrap();
+        let ids: Vec<i64> = replicas
+            .iter()
+            .map(|t| t["id"].as_integer().unwrap())
+            .collect();
+        assert_eq!(ids, [1, 2, 3]);
+    }
+
+    #[test]
+    fn set_hash_keeps_the_rest_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        let text = initial(Path::new("/plugins")).replace("Server 2", "abc-123");
+        std::fs::write(&path, format!("# mine\n{text}")).unwrap();
+        set_hash(&path, "murmur3").unwrap();
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.starts_with("# mine\n"), "{after}");
+        assert!(after.contains("hash = \"murmur3\""), "{after}");
+        assert_eq!(
+            replica_hostnames(&path).unwrap(),
+            ["Server 1", "abc-123", "Server 3"]
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! The results of a run, and their raw data as CSV files and one JSON file.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{io, Error, Result};
+use crate::experiments::a2::A2;
+use crate::experiments::a3::A3;
+use crate::experiments::a4::A4;
+use crate::experiments::Measurement;
+
+/// How the run was made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Requests per measurement.
+    pub requests: usize,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Seed of the request ids.
+    pub seed: u64,
+    /// The load balancer's URL.
+    pub lb_url: String,
+    /// Whether `analysis` started it.
+    pub own_lb: bool,
+    /// Where the hash plugins were looked up.
+    pub plugin_dir: String,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// How the run was made.
+    pub settings: Settings,
+    /// A-1.
+    pub a1: Option<Measurement>,
+    /// A-2.
+    pub a2: Option<A2>,
+    /// A-3.
+    pub a3: Option<A3>,
+    /// A-4.
+    pub a4: Option<A4>,
+    /// Wall time of the whole run, seconds.
+    pub elapsed_s: f64,
+}
+
+/// A CSV field, quoted when needed.
+fn field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+struct Csv {
+    text: String,
+}
+
+impl Csv {
+    fn new(header: &[&str]) -> Csv {
+        Csv {
+            text: format!("{}\n", header.join(",")),
+        }
+    }
+
+    fn row(&mut self, fields: &[String]) {
+        let line: Vec<String> = fields.iter().map(|f| field(f)).collect();
+        let _ = writeln!(self.text, "{}", line.join(","));
+    }
+
+    fn write(self, dir: &Path, name: &str, written: &mut Vec<String>) -> Result<()> {
+        let path = dir.join(name);
+        std::fs::write(&path, self.text).map_err(io(&path))?;
+        written.push(name.to_owned());
+        Ok(())
+    }
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn f(v: f64) -> String {
+    format!("{v:.6}")
+}
+
+fn load_rows(csv: &mut Csv, prefix: &[String], m: &Measurement) {
+    let served = m.served().max(1) as f64;
+    for r in &m.replicas {
+        let mut row = prefix.to_vec();
+        row.extend([
+            r.hostname.clone(),
+            opt(r.id),
+            r.requests.to_string(),
+            f(r.requests as f64 / served),
+        ]);
+        csv.row(&row);
+    }
+}
+
+fn spread_row(csv: &mut Csv, prefix: &[String], m: &Measurement) {
+    let mut row = prefix.to_vec();
+    row.push(m.n.to_string());
+    match &m.spread {
+        Some(s) => row.extend([f(s.avg), f(s.max), f(s.min), f(s.max_over_avg), f(s.cv)]),
+        None => row.extend(vec![String::new(); 5]),
+    }
+    row.extend([
+        m.sent.to_string(),
+        m.failures().to_string(),
+        f(m.elapsed_ms),
+    ]);
+    csv.row(&row);
+}
+
+const SPREAD_HEADER: [&str; 9] = [
+    "n",
+    "avg",
+    "max",
+    "min",
+    "max_over_avg",
+    "cv",
+    "sent",
+    "failed",
+    "elapsed_ms",
+];
+
+/// Write `results.json` and one CSV per table into `dir`; answers the file names.
+pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
+    let mut written = Vec::new();
+    let json = serde_json::to_string_pretty(results).map_err(|source| Error::Json {
+        what: "results".into(),
+        source,
+    })?;
+    let path = dir.join("results.json");
+    std::fs::write(&path, json + "\n").map_err(io(&path))?;
+    written.push("results.json".into());
+
+    if let Some(m) = &results.a1 {
+        let mut csv = Csv::new(&["hostname", "id", "requests", "share"]);
+        load_rows(&mut csv, &[], m);
+        csv.write(dir, "a1.csv", &mut written)?;
+    }
+    if let Some(a2) = &results.a2 {
+        let mut loads = Csv::new(&["n", "hostname", "id", "requests", "share"]);
+        let mut spread = Csv::new(&SPREAD_HEADER);
+        for m in &a2.points {
+            load_rows(&mut loads, &[m.n.to_string()], m);
+            spread_row(&mut spread, &[], m);
+        }
+        loads.write(dir, "a2.csv", &mut written)?;
+        spread.write(dir, "a2_spread.csv", &mut written)?;
+    }
+    if let Some(a3) = &results.a3 {
+        let mut checks = Csv::new(&["verdict", "name", "request", "expected", "got"]);
+        for c in &a3.checks {
+            let verdict = serde_json::to_value(c.verdict)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned));
+            checks.row(&[
+                verdict.unwrap_or_default(),
+                c.name.clone(),
+                c.request.clone(),
+                c.expected.clone(),
+                c.got.clone(),
+            ]);
+        }
+        checks.write(dir, "a3_checks.csv", &mut written)?;
+        if let crate::experiments::a3::KillOutcome::Done(k) = &a3.kill {
+            let mut timeline = Csv::new(&["start_ms", "ok", "failed"]);
+            for b in &k.timeline {
+                timeline.row(&[
+                    b.start_ms.to_string(),
+                    b.ok.to_string(),
+                    b.failed.to_string(),
+                ]);
+            }
+            timeline.write(dir, "a3_timeline.csv", &mut written)?;
+        }
+    }
+    if let Some(a4) = &results.a4 {
+        if !a4.runs.is_empty() {
+            let mut a1 = Csv::new(&["hash", "hostname", "id", "requests", "share"]);
+            let mut spread = Csv::new(&[&["hash"][..], &SPREAD_HEADER].concat());
+            for run in &a4.runs {
+                load_rows(&mut a1, std::slice::from_ref(&run.name), &run.a1);
+                for m in &run.a2.points {
+                    spread_row(&mut spread, std::slice::from_ref(&run.name), m);
+                }
+            }
+            a1.write(dir, "a4_a1.csv", &mut written)?;
+            spread.write(dir, "a4_a2_spread.csv", &mut written)?;
+        }
+        let mut shares = Csv::new(&["hash", "n", "id", "slots", "slot_share", "id_share"]);
+        let mut moves = Csv::new(&[
+            "hash",
+            "change",
+            "from_n",
+            "to_n",
+            "changed_id",
+            "moved",
+            "necessary",
+            "ideal",
+        ]);
+        for h in &a4.offline.hashes {
+            for s in &h.shares {
+                for r in &s.replicas {
+                    shares.row(&[
+                        h.name.clone(),
+                        s.n.to_string(),
+                        r.id.to_string(),
+                        r.slots.to_string(),
+                        f(r.slot_share),
+                        f(r.id_share),
+                    ]);
+                }
+            }
+            for (change, list) in [("add", &h.adds), ("remove", &h.removes)] {
+                for m in list {
+                    moves.row(&[
+                        h.name.clone(),
+                        change.into(),
+                        m.from_n.to_string(),
+                        m.to_n.to_string(),
+                        m.changed_id.to_string(),
+                        f(m.moved),
+                        f(m.necessary),
+                        f(m.ideal),
+                    ]);
+                }
+            }
+        }
+        shares.write(dir, "a4_offline_shares.csv", &mut written)?;
+        moves.write(dir, "a4_offline_moves.csv", &mut written)?;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(field("Server 1"), "Server 1");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

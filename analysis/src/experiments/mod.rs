@@ -1,0 +1,159 @@
+//! The experiments. Each one talks to the load balancer through a [`Context`] and returns plain
+//! data; charts, files and the report are made from that data afterwards.
+
+pub mod a1;
+pub mod a2;
+pub mod a3;
+pub mod a4;
+pub mod offline;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::client::LbClient;
+use crate::error::Result;
+use crate::load::{self, Limits};
+use crate::progress;
+use crate::stats::Spread;
+
+/// What every experiment needs.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The load balancer.
+    pub client: LbClient,
+    /// Requests per measurement.
+    pub requests: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Upper bound on one measurement.
+    pub phase_timeout: Duration,
+    /// Seed of the request ids.
+    pub seed: u64,
+    /// The load balancer's `lb.toml`, when we started it (A-4 switches hashes by editing it).
+    pub owned_config: Option<PathBuf>,
+    /// Where the hash plugins are (for the offline part of A-4 and the routing check of A-3).
+    pub plugin_dir: PathBuf,
+}
+
+/// Requests served by one replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaLoad {
+    /// Hostname.
+    pub hostname: String,
+    /// Server id (`None` for a name that answered but is not in `/_lb/status`).
+    pub id: Option<u64>,
+    /// Requests it answered with 200.
+    pub requests: u64,
+}
+
+/// One measurement: `requests` × `GET /home` at a fixed replica set and hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// Hash in use.
+    pub hash: String,
+    /// Replicas in the ring.
+    pub n: usize,
+    /// Requests per replica, in server-id order.
+    pub replicas: Vec<ReplicaLoad>,
+    /// Requests planned.
+    pub planned: u64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Failed requests per kind.
+    pub failed: BTreeMap<String, u64>,
+    /// Spread of the per-replica counts.
+    pub spread: Option<Spread>,
+    /// Wall time, milliseconds.
+    pub elapsed_ms: f64,
+}
+
+impl Measurement {
+    /// Requests answered with 200.
+    pub fn served(&self) -> u64 {
+        self.replicas.iter().map(|r| r.requests).sum()
+    }
+
+    /// Failed requests.
+    pub fn failures(&self) -> u64 {
+        self.failed.values().sum()
+    }
+
+    /// Requests per second.
+    pub fn throughput(&self) -> f64 {
+        if self.elapsed_ms > 0.0 {
+            self.sent as f64 * 1000.0 / self.elapsed_ms
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Context {
+    /// Load limits for a measurement.
+    pub fn limits(&self, stop: Arc<AtomicBool>, time: Duration) -> Limits {
+        Limits {
+            concurrency: self.concurrency,
+            time,
+            stop,
+        }
+    }
+
+    /// Send `requests` × `GET /home` with the ids of `phase` and count who answered.
+    pub async fn measure(&self, phase: &str, label: &str) -> Result<Measurement> {
+        let status = self.client.status().await?;
+        let ids = Arc::new(load::request_ids(self.seed, phase, self.requests));
+        let bar = progress::bar(ids.len() as u64, label);
+        let limits = self.limits(Arc::new(AtomicBool::new(false)), self.phase_timeout);
+        let run = load::run(&self.client, ids, limits, Instant::now(), &bar).await;
+        bar.finish_and_clear();
+        let tally = run.tally();
+        let mut replicas: Vec<ReplicaLoad> = status
+            .replicas
+            .iter()
+            .map(|r| ReplicaLoad {
+                hostname: r.hostname.clone(),
+                id: Some(r.id),
+                requests: tally.served.get(&r.hostname).copied().unwrap_or(0),
+            })
+            .collect();
+        replicas.sort_by_key(|r| r.id);
+        let counts: Vec<u64> = replicas.iter().map(|r| r.requests).collect();
+        for (host, &count) in &tally.served {
+            if status.id_of(host).is_none() {
+                replicas.push(ReplicaLoad {
+                    hostname: host.clone(),
+                    id: None,
+                    requests: count,
+                });
+            }
+        }
+        let m = Measurement {
+            hash: status.ring.hash.clone(),
+            n: status.replicas.len(),
+            replicas,
+            planned: tally.planned,
+            sent: tally.sent,
+            failed: tally.failed.clone(),
+            spread: Spread::of_counts(&counts),
+            elapsed_ms: run.elapsed.as_secs_f64() * 1000.0,
+        };
+        let shares: Vec<String> = m
+            .replicas
+            .iter()
+            .map(|r| format!("{} {}", r.hostname, r.requests))
+            .collect();
+        progress::note(&format!(
+            "{label}: {} sent, {} failed, {:.0} req/s; {}",
+            m.sent,
+            m.failures(),
+            m.throughput(),
+            shares.join(", ")
+        ));
+        Ok(m)
+    }
+}

@@ -1,0 +1,392 @@
+//! The report's charts, made from the [`Results`].
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::charts::{self, Bars, Line, Lines, Panel};
+use crate::data::Results;
+use crate::error::Result;
+use crate::experiments::a3::{KillOutcome, BIN};
+use crate::experiments::Measurement;
+
+/// The chart files (PNG, SVG) of each figure that was drawn.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    /// requests per replica.
+    pub a1: Option<[String; 2]>,
+    /// load per replica against N.
+    pub a2_load: Option<[String; 2]>,
+    /// spread against N.
+    pub a2_spread: Option<[String; 2]>,
+    /// requests per second around the kill.
+    pub a3_timeline: Option<[String; 2]>,
+    /// A-1 per hash.
+    pub a4_a1: Option<[String; 2]>,
+    /// A-2 spread per hash.
+    pub a4_a2: Option<[String; 2]>,
+    /// the offline part.
+    pub a4_offline: Option<[String; 2]>,
+}
+
+fn a1_bars(m: &Measurement, title: String) -> Bars {
+    let fair = m.served() as f64 / m.n.max(1) as f64;
+    Bars {
+        title,
+        y_desc: "requests served".into(),
+        groups: m.replicas.iter().map(|r| r.hostname.clone()).collect(),
+        series: vec!["requests".into()],
+        values: m.replicas.iter().map(|r| vec![r.requests as f64]).collect(),
+        reference: Some((fair, format!("fair share: {fair:.0} (= 200s / N)"))),
+        value_labels: true,
+    }
+}
+
+fn line(name: &str, points: Vec<(f64, f64)>, colour: Option<usize>, dashed: bool) -> Line {
+    Line {
+        name: name.into(),
+        points,
+        dashed,
+        colour,
+    }
+}
+
+fn per_n(points: &[Measurement], value: impl Fn(&Measurement) -> Option<f64>) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .filter_map(|m| Some((m.n as f64, value(m)?)))
+        .collect()
+}
+
+/// Draw every figure the results allow into `dir`.
+pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
+    let mut figures = Figures::default();
+    if let Some(m) = &results.a1 {
+        let title = format!("A-1: {} requests, N = {}, hash {}", m.sent, m.n, m.hash);
+        figures.a1 = Some(charts::render(
+            dir,
+            "a1_requests_per_replica",
+            (900, 560),
+            1,
+            &[Panel::Bars(a1_bars(m, title))],
+        )?);
+    }
+    if let Some(a2) = &results.a2 {
+        let p = &a2.points;
+        let load = Lines {
+            title: format!(
+                "A-2: load per replica, {} requests per N, hash {}",
+                results.settings.requests, a2.hash
+            ),
+            x_desc: "N (replicas)".into(),
+            y_desc: "requests per replica".into(),
+            lines: vec![
+                line(
+                    "busiest replica",
+                    per_n(p, |m| m.spread.map(|s| s.max)),
+                    Some(3),
+                    false,
+                ),
+                line(
+                    "average (= requests / N)",
+                    per_n(p, |m| m.spread.map(|s| s.avg)),
+                    Some(0),
+                    false,
+                ),
+                line(
+                    "least busy replica",
+                    per_n(p, |m| m.spread.map(|s| s.min)),
+                    Some(2),
+                    false,
+                ),
+            ],
+            integer_x: true,
+            markers: Vec::new(),
+            y_min: 0.0,
+        };
+        figures.a2_load = Some(charts::render(
+            dir,
+            "a2_load_per_replica",
+            (900, 560),
+            1,
+            &[Panel::Lines(load)],
+        )?);
+        let spread = Lines {
+            title: format!("A-2: spread of the load, hash {}", a2.hash),
+            x_desc: "N (replicas)".into(),
+            y_desc: "max / avg, coefficient of variation".into(),
+            lines: vec![
+                line(
+                    "max / avg",
+                    per_n(p, |m| m.spread.map(|s| s.max_over_avg)),
+                    Some(3),
+                    false,
+                ),
+                line(
+                    "coefficient of variation",
+                    per_n(p, |m| m.spread.map(|s| s.cv)),
+                    Some(4),
+                    false,
+                ),
+                line(
+                    "max / avg if one replica got all (= N)",
+                    per_n(p, |m| Some(m.n as f64)),
+                    None,
+                    true,
+                ),
+            ],
+            integer_x: true,
+            markers: Vec::new(),
+            y_min: 0.0,
+        };
+        figures.a2_spread = Some(charts::render(
+            dir,
+            "a2_spread",
+            (900, 560),
+            1,
+            &[Panel::Lines(spread)],
+        )?);
+    }
+    if let Some(KillOutcome::Done(k)) = results.a3.as_ref().map(|a| &a.kill) {
+        let scale = 1000.0 / BIN.as_millis() as f64;
+        let centre = |start: u64| (start as f64 + BIN.as_millis() as f64 / 2.0) / 1000.0;
+        let mut markers = vec![(k.killed_ms / 1000.0, format!("SIGKILL {}", k.victim))];
+        if let Some(t) = k.left_ring_after_ms {
+            markers.push(((k.killed_ms + t) / 1000.0, format!("left ring +{t:.0} ms")));
+        }
+        if let Some(t) = k.recovered_after_ms {
+            markers.push((
+                (k.killed_ms + t) / 1000.0,
+                format!("N = {} again +{t:.0} ms", k.n),
+            ));
+        }
+        let timeline = Lines {
+            title: format!(
+                "A-3: client requests per second around the kill of {}",
+                k.victim
+            ),
+            x_desc: "time since traffic started (s)".into(),
+            y_desc: "requests per second".into(),
+            lines: vec![
+                line(
+                    "200 OK",
+                    k.timeline
+                        .iter()
+                        .map(|b| (centre(b.start_ms), b.ok as f64 * scale))
+                        .collect(),
+                    Some(2),
+                    false,
+                ),
+                line(
+                    "failed",
+                    k.timeline
+                        .iter()
+                        .map(|b| (centre(b.start_ms), b.failed as f64 * scale))
+                        .collect(),
+                    Some(3),
+                    false,
+                ),
+            ],
+            integer_x: false,
+            markers,
+            y_min: 0.0,
+        };
+        figures.a3_timeline = Some(charts::render(
+            dir,
+            "a3_timeline",
+            (1100, 560),
+            1,
+            &[Panel::Lines(timeline)],
+        )?);
+    }
+    if let Some(a4) = &results.a4 {
+        if !a4.runs.is_empty() {
+            let ids: Vec<u64> = {
+                let mut ids: Vec<u64> = a4
+                    .runs
+                    .iter()
+                    .flat_map(|r| r.a1.replicas.iter().filter_map(|x| x.id))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            };
+            let requests = a4.runs[0].a1.sent as f64;
+            let bars = Bars {
+                title: format!(
+                    "A-4: A-1 per hash ({} requests, N = 3, same request ids)",
+                    a4.runs[0].a1.sent
+                ),
+                y_desc: "requests served".into(),
+                groups: a4.runs.iter().map(|r| r.name.clone()).collect(),
+                series: ids.iter().map(|i| format!("server id {i}")).collect(),
+                values: a4
+                    .runs
+                    .iter()
+                    .map(|r| {
+                        ids.iter()
+                            .map(|&i| {
+                                r.a1.replicas
+                                    .iter()
+                                    .find(|x| x.id == Some(i))
+                                    .map_or(0.0, |x| x.requests as f64)
+                            })
+                            .collect()
+                    })
+                    .collect(),
+                reference: Some((requests / ids.len().max(1) as f64, "fair share".into())),
+                value_labels: false,
+            };
+            figures.a4_a1 = Some(charts::render(
+                dir,
+                "a4_a1_per_hash",
+                (1300, 600),
+                1,
+                &[Panel::Bars(bars)],
+            )?);
+            let spread_panel =
+                |title: &str, y_desc: &str, value: fn(&crate::stats::Spread) -> f64| Lines {
+                    title: title.into(),
+                    x_desc: "N (replicas)".into(),
+                    y_desc: y_desc.into(),
+                    lines: a4
+                        .runs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| {
+                            line(
+                                &r.name,
+                                per_n(&r.a2.points, |m| m.spread.as_ref().map(value)),
+                                Some(i),
+                                false,
+                            )
+                        })
+                        .collect(),
+                    integer_x: true,
+                    markers: Vec::new(),
+                    y_min: 0.0,
+                };
+            figures.a4_a2 = Some(charts::render(
+                dir,
+                "a4_a2_spread_per_hash",
+                (760, 560),
+                2,
+                &[
+                    Panel::Lines(spread_panel(
+                        "A-4: A-2 max / avg per hash",
+                        "busiest replica / average",
+                        |s| s.max_over_avg,
+                    )),
+                    Panel::Lines(spread_panel(
+                        "A-4: A-2 coefficient of variation per hash",
+                        "coefficient of variation",
+                        |s| s.cv,
+                    )),
+                ],
+            )?);
+        }
+        let off = &a4.offline;
+        if !off.hashes.is_empty() {
+            let share_panel = |title: &str, id: bool| Lines {
+                title: title.into(),
+                x_desc: "N (server ids 1..N)".into(),
+                y_desc: "busiest replica's share / fair share".into(),
+                lines: off
+                    .hashes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let pts = h
+                            .shares
+                            .iter()
+                            .filter_map(|s| {
+                                Some((
+                                    s.n as f64,
+                                    if id { s.id_spread } else { s.slot_spread }?.max_over_avg,
+                                ))
+                            })
+                            .collect();
+                        line(&h.name, pts, Some(i), false)
+                    })
+                    .collect(),
+                integer_x: true,
+                markers: Vec::new(),
+                y_min: 0.0,
+            };
+            let mut add_lines: Vec<Line> = off
+                .hashes
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    line(
+                        &h.name,
+                        h.adds.iter().map(|m| (m.to_n as f64, m.moved)).collect(),
+                        Some(i),
+                        false,
+                    )
+                })
+                .collect();
+            if let Some(h) = off.hashes.first() {
+                add_lines.push(line(
+                    "ideal 1/(N+1)",
+                    h.adds.iter().map(|m| (m.to_n as f64, m.ideal)).collect(),
+                    None,
+                    true,
+                ));
+            }
+            let mut rm_lines: Vec<Line> = off
+                .hashes
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let pts = crate::experiments::offline::COUNTS
+                        .filter_map(|n| Some((n as f64, h.worst_removal(n)?.moved)))
+                        .collect();
+                    line(&h.name, pts, Some(i), false)
+                })
+                .collect();
+            rm_lines.push(line(
+                "ideal 1/N",
+                crate::experiments::offline::COUNTS
+                    .skip(1)
+                    .map(|n| (n as f64, 1.0 / n as f64))
+                    .collect(),
+                None,
+                true,
+            ));
+            let moves = |title: &str, x_desc: &str, lines: Vec<Line>| Lines {
+                title: title.into(),
+                x_desc: x_desc.into(),
+                y_desc: "fraction of request ids moved".into(),
+                lines,
+                integer_x: true,
+                markers: Vec::new(),
+                y_min: 0.0,
+            };
+            figures.a4_offline = Some(charts::render(
+                dir,
+                "a4_offline",
+                (760, 540),
+                2,
+                &[
+                    Panel::Lines(share_panel("Slot share: busiest / fair (offline)", false)),
+                    Panel::Lines(share_panel(
+                        "Request-id share: busiest / fair (offline)",
+                        true,
+                    )),
+                    Panel::Lines(moves(
+                        "Ids moved when adding replica N (from N-1)",
+                        "N after adding",
+                        add_lines,
+                    )),
+                    Panel::Lines(moves(
+                        "Ids moved when removing one of N (worst choice)",
+                        "N before removing",
+                        rm_lines,
+                    )),
+                ],
+            )?);
+        }
+    }
+    Ok(figures)
+}

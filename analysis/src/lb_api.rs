@@ -1,0 +1,298 @@
+//! The load balancer's API as typed calls: `/rep`, `/add`, `/rm`, `/_lb/status`, `/_lb/ring`,
+//! `/_lb/plugins`, and waiting for conditions with a deadline.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::client::{Answer, LbClient};
+use crate::error::{Error, Result};
+
+/// How often conditions are polled.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// The answer of `GET /rep` (and of a successful `/add` or `/rm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rep {
+    /// `N`.
+    pub n: usize,
+    /// The replicas' hostnames, in server-id order.
+    pub replicas: Vec<String>,
+}
+
+impl Rep {
+    /// Parse a `{"message": {"N": …, "replicas": […]}, "status": "successful"}` body.
+    pub fn parse(body: &str) -> Option<Rep> {
+        let v: Value = serde_json::from_str(body).ok()?;
+        if v["status"] != "successful" {
+            return None;
+        }
+        let n = usize::try_from(v["message"]["N"].as_u64()?).ok()?;
+        let replicas = v["message"]["replicas"]
+            .as_array()?
+            .iter()
+            .map(|r| r.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Rep { n, replicas })
+    }
+}
+
+/// How the supervisor runs a replica (from `/_lb/status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Handle {
+    /// Process id, for local processes.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Container id, for containers.
+    #[serde(default)]
+    pub container_id: Option<String>,
+}
+
+/// One replica in `/_lb/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ReplicaStatus {
+    /// Hostname.
+    pub hostname: String,
+    /// Server id `i`.
+    pub id: u64,
+    /// Whether its heartbeats are answered.
+    #[serde(default)]
+    pub healthy: bool,
+    /// Process or container.
+    #[serde(default)]
+    pub handle: Handle,
+}
+
+/// Ring parameters in `/_lb/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct RingInfo {
+    /// `M`.
+    pub slots: u32,
+    /// `K`.
+    pub virtual_nodes: u32,
+    /// `linear` or `quadratic`.
+    pub probing: String,
+    /// Active hash.
+    pub hash: String,
+}
+
+/// The configuration part of `/_lb/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ConfigInfo {
+    /// Directories searched for plugins.
+    #[serde(default)]
+    pub plugin_dirs: Vec<String>,
+}
+
+/// The parts of `GET /_lb/status` the analysis uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Status {
+    /// The replicas.
+    pub replicas: Vec<ReplicaStatus>,
+    /// Ring parameters and hash.
+    pub ring: RingInfo,
+    /// Configuration file and plugin directories.
+    #[serde(default)]
+    pub config: ConfigInfo,
+}
+
+impl Status {
+    /// The server id of `hostname`.
+    pub fn id_of(&self, hostname: &str) -> Option<u64> {
+        self.replicas
+            .iter()
+            .find(|r| r.hostname == hostname)
+            .map(|r| r.id)
+    }
+}
+
+/// The parts of `GET /_lb/ring` the analysis uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RingDump {
+    /// `M`.
+    pub slots: u32,
+    /// Active hash.
+    pub hash: String,
+    /// Per slot, the hostname serving it.
+    pub owners: Vec<String>,
+}
+
+/// One entry of `GET /_lb/plugins`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PluginEntry {
+    /// Plugin name.
+    pub name: String,
+    /// Why it cannot be used, if it cannot.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Compiled into `lb`.
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+#[derive(Deserialize)]
+struct PluginList {
+    plugins: Vec<PluginEntry>,
+}
+
+fn unexpected(request: &str, answer: &Answer, what: &str) -> Error {
+    Error::Unexpected {
+        request: request.to_owned(),
+        reason: format!("{what}; got {} {}", answer.status, answer.body),
+    }
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(request: &str, answer: &Answer) -> Result<T> {
+    if answer.status != 200 {
+        return Err(unexpected(request, answer, "expected 200"));
+    }
+    serde_json::from_str(&answer.body)
+        .map_err(|e| unexpected(request, answer, &format!("unexpected JSON ({e})")))
+}
+
+impl LbClient {
+    /// `GET /rep`.
+    pub async fn rep(&self) -> Result<Rep> {
+        let answer = self.get("/rep").await?;
+        match (answer.status, Rep::parse(&answer.body)) {
+            (200, Some(rep)) => Ok(rep),
+            _ => Err(unexpected(
+                "GET /rep",
+                &answer,
+                "expected 200 with N and replicas",
+            )),
+        }
+    }
+
+    /// `GET /_lb/status`.
+    pub async fn status(&self) -> Result<Status> {
+        parse_json("GET /_lb/status", &self.get("/_lb/status").await?)
+    }
+
+    /// `GET /_lb/ring`.
+    pub async fn ring(&self) -> Result<RingDump> {
+        parse_json("GET /_lb/ring", &self.get("/_lb/ring").await?)
+    }
+
+    /// `GET /_lb/plugins`: every hash the load balancer can find.
+    pub async fn plugins(&self) -> Result<Vec<PluginEntry>> {
+        let list: PluginList = parse_json("GET /_lb/plugins", &self.get("/_lb/plugins").await?)?;
+        Ok(list.plugins)
+    }
+
+    async fn scale(
+        &self,
+        method: Method,
+        path: &str,
+        n: usize,
+        hostnames: &[String],
+    ) -> Result<Rep> {
+        let body = if hostnames.is_empty() {
+            json!({ "n": n })
+        } else {
+            json!({ "n": n, "hostnames": hostnames })
+        }
+        .to_string();
+        let request = format!("{method} {path} {body}");
+        let answer = self.send(method, path, Some(&body), None).await?;
+        match (answer.status, Rep::parse(&answer.body)) {
+            (200, Some(rep)) => Ok(rep),
+            _ => Err(unexpected(
+                &request,
+                &answer,
+                "expected 200 with the new replica set",
+            )),
+        }
+    }
+
+    /// `POST /add {"n": n, "hostnames": […]}`; the new replica set.
+    pub async fn add(&self, n: usize, hostnames: &[String]) -> Result<Rep> {
+        self.scale(Method::POST, "/add", n, hostnames).await
+    }
+
+    /// `DELETE /rm {"n": n, "hostnames": […]}`; the new replica set.
+    pub async fn rm(&self, n: usize, hostnames: &[String]) -> Result<Rep> {
+        self.scale(Method::DELETE, "/rm", n, hostnames).await
+    }
+
+    /// Bring the load balancer to `n` replicas with server ids exactly `1..=n`: remove every
+    /// replica whose id is above `n`, then `/add` the missing ones (the load balancer gives a new
+    /// replica the lowest free id). Answers the final `/_lb/status`.
+    pub async fn scale_to(&self, n: usize) -> Result<Status> {
+        let status = self.status().await?;
+        let above: Vec<String> = status
+            .replicas
+            .iter()
+            .filter(|r| r.id > n as u64)
+            .map(|r| r.hostname.clone())
+            .collect();
+        let mut count = status.replicas.len();
+        if !above.is_empty() {
+            count = self.rm(above.len(), &above).await?.n;
+        }
+        if count < n {
+            self.add(n - count, &[]).await?;
+        }
+        let status = self.status().await?;
+        let mut ids: Vec<u64> = status.replicas.iter().map(|r| r.id).collect();
+        ids.sort_unstable();
+        if ids != (1..=n as u64).collect::<Vec<_>>() {
+            return Err(Error::Unexpected {
+                request: format!("scaling to {n} replicas"),
+                reason: format!("server ids are {ids:?}, not 1..={n}"),
+            });
+        }
+        Ok(status)
+    }
+
+    /// Poll `/_lb/ring` until its hash is `name`; the time it took.
+    pub async fn wait_for_hash(&self, name: &str, limit: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        eventually(limit, &format!("hash {name:?} in /_lb/ring"), || async {
+            Ok(self.ring().await?.hash == name)
+        })
+        .await?;
+        Ok(started.elapsed())
+    }
+}
+
+/// Poll `check` every [`POLL`] until it answers `true` (errors end the wait), at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if started.elapsed() >= limit {
+            return Err(Error::Timeout {
+                what: what.to_owned(),
+                limit,
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rep() {
+        let rep = Rep::parse(
+            r#"{"message": {"N": 2, "replicas": ["Server 1", "S5"]}, "status": "successful"}"#,
+        )
+        .unwrap();
+        assert_eq!(rep.n, 2);
+        assert_eq!(rep.replicas, ["Server 1", "S5"]);
+        assert!(Rep::parse(r#"{"message": "<Error> x", "status": "failure"}"#).is_none());
+        assert!(Rep::parse("not json").is_none());
+    }
+}

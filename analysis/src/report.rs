@@ -1,0 +1,688 @@
+//! `report.md`: the charts, the numbers, and observations computed from them.
+
+use std::fmt::Write as _;
+
+use crate::data::Results;
+use crate::experiments::a3::{KillOutcome, Verdict, A3};
+use crate::experiments::a4::A4;
+use crate::experiments::offline::HashOffline;
+use crate::experiments::Measurement;
+use crate::figures::Figures;
+use crate::stats;
+
+fn pct(x: f64) -> String {
+    format!("{:.1} %", x * 100.0)
+}
+
+fn image(md: &mut String, alt: &str, files: &Option<[String; 2]>) {
+    if let Some([png, svg]) = files {
+        let _ = writeln!(md, "![{alt}]({png})\n\n([SVG]({svg}))\n");
+    }
+}
+
+fn failures_text(m: &Measurement) -> String {
+    if m.failures() == 0 {
+        format!("All {} requests were answered with 200", m.sent)
+    } else {
+        let kinds: Vec<String> = m.failed.iter().map(|(k, n)| format!("{n} × {k}")).collect();
+        format!(
+            "{} of {} requests failed ({})",
+            m.failures(),
+            m.sent,
+            kinds.join(", ")
+        )
+    }
+}
+
+fn unsent(m: &Measurement) -> String {
+    if m.sent < m.planned {
+        format!(
+            " Only {} of {} planned requests were sent before the time limit.",
+            m.sent, m.planned
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// The offline id shares for `hash` at `n` replicas, by server id.
+fn predicted(a4: Option<&A4>, hash: &str, n: usize) -> Option<Vec<(u64, f64)>> {
+    let h = a4?.offline.hashes.iter().find(|h| h.name == hash)?;
+    let s = h.shares.iter().find(|s| s.n == n as u64)?;
+    Some(s.replicas.iter().map(|r| (r.id, r.id_share)).collect())
+}
+
+/// Largest difference, in percentage points, between measured and predicted shares.
+fn deviation(m: &Measurement, predicted: &[(u64, f64)]) -> Option<f64> {
+    let served = m.served();
+    if served == 0 {
+        return None;
+    }
+    predicted
+        .iter()
+        .map(|&(id, share)| {
+            let got = m
+                .replicas
+                .iter()
+                .find(|r| r.id == Some(id))
+                .map_or(0, |r| r.requests);
+            (got as f64 / served as f64 - share).abs() * 100.0
+        })
+        .reduce(f64::max)
+}
+
+fn a1_section(
+    md: &mut String,
+    m: &Measurement,
+    figures: &Figures,
+    a4: Option<&A4>,
+    concurrency: usize,
+) {
+    let _ = writeln!(md, "## A-1: {} requests, N = {}\n", m.sent, m.n);
+    let _ = writeln!(
+        md,
+        "`GET /home` with random 6-digit `X-Request-Id`s, {concurrency} in flight at a time, hash `{}`; each \
+         answer's `Hello from Server: <ID>` counted.\n",
+        m.hash
+    );
+    image(md, "A-1: requests per replica", &figures.a1);
+    let served = m.served().max(1) as f64;
+    let _ = writeln!(
+        md,
+        "| replica | server id | requests | share |\n|---|---|---|---|"
+    );
+    for r in &m.replicas {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            r.hostname,
+            r.id.map_or("–".into(), |i| i.to_string()),
+            r.requests,
+            pct(r.requests as f64 / served)
+        );
+    }
+    md.push('\n');
+    let mut sorted = m.replicas.clone();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.requests));
+    if let (Some(top), Some(low), Some(s)) = (sorted.first(), sorted.last(), m.spread) {
+        let _ = writeln!(
+            md,
+            "- **{}** served {} of {} answered requests ({}), {:.2}× its fair share of {:.0}; **{}** served the \
+             fewest, {} ({}).",
+            top.hostname,
+            top.requests,
+            m.served(),
+            pct(top.requests as f64 / served),
+            top.requests as f64 / s.avg,
+            s.avg,
+            low.hostname,
+            low.requests,
+            pct(low.requests as f64 / served)
+        );
+        let _ = writeln!(md, "- Spread: max/avg = {:.2}, coefficient of variation = {:.2} (0 would be a perfect split).", s.max_over_avg, s.cv);
+    }
+    let _ = writeln!(
+        md,
+        "- {}; {:.0} requests/s over {:.1} s.{}",
+        failures_text(m),
+        m.throughput(),
+        m.elapsed_ms / 1000.0,
+        unsent(m)
+    );
+    if let Some(p) = predicted(a4, &m.hash, m.n) {
+        let shares: Vec<String> = p
+            .iter()
+            .map(|(id, s)| format!("id {id}: {}", pct(*s)))
+            .collect();
+        if let Some(d) = deviation(m, &p) {
+            let _ = writeln!(
+                md,
+                "- The ring itself (offline, over all 900 000 six-digit ids) gives {}; the measured shares are within \
+                 {:.1} percentage points of that.",
+                shares.join(", "),
+                d
+            );
+        }
+    }
+    md.push('\n');
+}
+
+fn spread_table(md: &mut String, points: &[Measurement]) {
+    let _ = writeln!(md, "| N | average | busiest | least busy | max/avg | CV | failed |\n|---|---|---|---|---|---|---|");
+    for m in points {
+        if let Some(s) = m.spread {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
+                m.n,
+                s.avg,
+                s.max,
+                s.min,
+                s.max_over_avg,
+                s.cv,
+                m.failures()
+            );
+        }
+    }
+    md.push('\n');
+}
+
+fn a2_section(md: &mut String, a2: &crate::experiments::a2::A2, figures: &Figures) {
+    let _ = writeln!(md, "## A-2: N = 2..6\n");
+    let _ = writeln!(
+        md,
+        "N changed with `DELETE /rm` and `POST /add` (server ids always 1..N), then the same number of requests at \
+         each N, hash `{}`.\n",
+        a2.hash
+    );
+    image(md, "A-2: load per replica", &figures.a2_load);
+    image(md, "A-2: spread", &figures.a2_spread);
+    spread_table(md, &a2.points);
+    let with: Vec<(&Measurement, stats::Spread)> = a2
+        .points
+        .iter()
+        .filter_map(|m| Some((m, m.spread?)))
+        .collect();
+    if let (Some((first, fs)), Some((last, ls))) = (with.first(), with.last()) {
+        let avgs: Vec<String> = with
+            .iter()
+            .map(|(m, s)| format!("{:.0} at N = {}", s.avg, m.n))
+            .collect();
+        let _ = writeln!(
+            md,
+            "- The average load per replica is the answered requests divided by N: {}.",
+            avgs.join(", ")
+        );
+        let (worst_m, worst) = with
+            .iter()
+            .max_by(|a, b| a.1.max_over_avg.total_cmp(&b.1.max_over_avg))
+            .map(|(m, s)| (*m, *s))
+            .unwrap_or((first, *fs));
+        let (best_m, best) = with
+            .iter()
+            .min_by(|a, b| a.1.max_over_avg.total_cmp(&b.1.max_over_avg))
+            .map(|(m, s)| (*m, *s))
+            .unwrap_or((first, *fs));
+        let _ = writeln!(
+            md,
+            "- The spread {} from max/avg {:.2} (CV {:.2}) at N = {} to {:.2} (CV {:.2}) at N = {}; it is worst at N = {} \
+             ({:.2}, out of a possible {}) and best at N = {} ({:.2}).",
+            if ls.cv > fs.cv { "grows" } else if ls.cv < fs.cv { "shrinks" } else { "stays" },
+            fs.max_over_avg,
+            fs.cv,
+            first.n,
+            ls.max_over_avg,
+            ls.cv,
+            last.n,
+            worst_m.n,
+            worst.max_over_avg,
+            worst_m.n,
+            best_m.n,
+            best.max_over_avg
+        );
+        if let Some(top) = last.replicas.iter().max_by_key(|r| r.requests) {
+            let starved = last
+                .replicas
+                .iter()
+                .filter(|r| (r.requests as f64) < ls.avg * 0.25)
+                .count();
+            let _ = writeln!(
+                md,
+                "- At N = {}, {} served {} of the requests; {} of the {} replicas got less than a quarter of their fair share.",
+                last.n,
+                top.hostname,
+                pct(top.requests as f64 / last.served().max(1) as f64),
+                starved,
+                last.n
+            );
+        }
+        let failed: u64 = a2.points.iter().map(Measurement::failures).sum();
+        let sent: u64 = a2.points.iter().map(|m| m.sent).sum();
+        let _ = writeln!(
+            md,
+            "- {failed} of {sent} requests failed across the five measurements."
+        );
+    }
+    md.push('\n');
+}
+
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+fn a3_section(md: &mut String, a3: &A3, figures: &Figures, concurrency: usize) {
+    let _ = writeln!(
+        md,
+        "## A-3: endpoints, and a replica killed under traffic\n"
+    );
+    let (pass, fail, skip) = (
+        a3.count(Verdict::Pass),
+        a3.count(Verdict::Fail),
+        a3.count(Verdict::Skip),
+    );
+    let _ = writeln!(
+        md,
+        "{pass} of {} checks passed, {fail} failed, {skip} skipped.\n",
+        a3.checks.len()
+    );
+    let _ = writeln!(
+        md,
+        "| | check | request | expected | got |\n|---|---|---|---|---|"
+    );
+    for c in &a3.checks {
+        let mark = match c.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "**FAIL**",
+            Verdict::Skip => "skip",
+        };
+        let _ = writeln!(
+            md,
+            "| {mark} | {} | `{}` | {} | `{}` |",
+            cell(&c.name),
+            cell(&c.request),
+            cell(&c.expected),
+            cell(&c.got)
+        );
+    }
+    md.push('\n');
+    match &a3.kill {
+        KillOutcome::Skipped(why) => {
+            let _ = writeln!(md, "The kill was skipped: {why}.\n");
+        }
+        KillOutcome::Done(k) => {
+            image(md, "A-3: timeline", &figures.a3_timeline);
+            let _ = writeln!(
+                md,
+                "- Killed **{}** (server id {}, the replica serving the most slots: {}) with {} at t = {:.2} s, while \
+                 {} clients kept sending `GET /home`.",
+                k.victim,
+                k.victim_id,
+                k.victim_slots,
+                k.how,
+                k.killed_ms / 1000.0,
+                concurrency
+            );
+            match (k.left_ring_after_ms, k.recovered_after_ms) {
+                (_, None) => {
+                    let _ = writeln!(
+                        md,
+                        "- `/rep` did **not** show N = {} without the victim within the limit.",
+                        k.n
+                    );
+                }
+                (left, Some(rec)) => {
+                    let left = left.map_or(String::new(), |l| {
+                        format!("It was out of the ring after {l:.0} ms, and ")
+                    });
+                    let replacement = k.replacement.as_ref().map_or(
+                        "no replacement with the same server id was found".into(),
+                        |(h, id)| format!("the replacement is **{h}** with server id {id}"),
+                    );
+                    let _ = writeln!(
+                        md,
+                        "- {left}`/rep` showed N = {} again without it after **{rec:.0} ms** ({} polls); {replacement}.",
+                        k.n, k.polls
+                    );
+                }
+            }
+            let sent = k.traffic.sent.max(1);
+            if k.failed == 0 {
+                let _ = writeln!(
+                    md,
+                    "- None of the {} client requests failed.",
+                    k.traffic.sent
+                );
+            } else {
+                let kinds: Vec<String> = k
+                    .traffic
+                    .failed
+                    .iter()
+                    .map(|(kind, n)| format!("{n} × {kind}"))
+                    .collect();
+                let window = k.failure_window_ms.map_or(String::new(), |(a, b)| {
+                    format!(", all between t = {:.3} s and t = {:.3} s ({:.0} ms after the kill at the latest)", a / 1000.0, b / 1000.0, b - k.killed_ms)
+                });
+                let _ = writeln!(
+                    md,
+                    "- {} of {} client requests failed ({:.2} %: {}){}.",
+                    k.failed,
+                    k.traffic.sent,
+                    k.failed as f64 * 100.0 / sent as f64,
+                    kinds.join(", "),
+                    window
+                );
+            }
+            if let Some(gone) = k.victim_gone {
+                let _ = writeln!(
+                    md,
+                    "- The victim's process {} afterwards.",
+                    if gone { "was gone" } else { "was still alive" }
+                );
+            }
+            md.push('\n');
+        }
+    }
+}
+
+fn mean_spread(points: &[Measurement], f: fn(&stats::Spread) -> f64) -> f64 {
+    stats::mean(
+        &points
+            .iter()
+            .filter_map(|m| m.spread.as_ref().map(f))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn offline_table(md: &mut String, hashes: &[HashOffline]) {
+    let _ = writeln!(
+        md,
+        "| hash | slot share busiest/fair, N = 2..6 | id share busiest/fair, N = 2..6 | ids moved adding N → N+1 (ideal 1/(N+1)) | ids moved removing one of N, worst choice (ideal 1/N) | extra moves on removal, max |\n|---|---|---|---|---|---|"
+    );
+    for h in hashes {
+        let slot: Vec<String> = h
+            .shares
+            .iter()
+            .filter_map(|s| Some(format!("{:.2}", s.slot_spread?.max_over_avg)))
+            .collect();
+        let ids: Vec<String> = h
+            .shares
+            .iter()
+            .filter_map(|s| Some(format!("{:.2}", s.id_spread?.max_over_avg)))
+            .collect();
+        let adds: Vec<String> = h
+            .adds
+            .iter()
+            .map(|m| format!("{:.3} ({:.3})", m.moved, m.ideal))
+            .collect();
+        let rms: Vec<String> = crate::experiments::offline::COUNTS
+            .filter_map(|n| {
+                Some(format!(
+                    "{:.3} ({:.3})",
+                    h.worst_removal(n)?.moved,
+                    1.0 / n as f64
+                ))
+            })
+            .collect();
+        let excess = h.removes.iter().map(|m| m.excess()).fold(0.0, f64::max);
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} | {} | {} |",
+            h.name,
+            slot.join(" / "),
+            ids.join(" / "),
+            adds.join(" / "),
+            rms.join(" / "),
+            pct(excess)
+        );
+    }
+    md.push('\n');
+}
+
+fn a4_section(md: &mut String, a4: &A4, figures: &Figures) {
+    let _ = writeln!(md, "## A-4: other hash functions\n");
+    if let Some(why) = &a4.live_skipped {
+        let _ = writeln!(md, "The live part was skipped: {why}.\n");
+    }
+    if !a4.skipped.is_empty() {
+        let list: Vec<String> = a4
+            .skipped
+            .iter()
+            .map(|s| format!("`{}` ({})", s.name, s.reason))
+            .collect();
+        let _ = writeln!(md, "Skipped: {}.\n", list.join("; "));
+    }
+    if !a4.runs.is_empty() {
+        let names: Vec<String> = a4.runs.iter().map(|r| format!("`{}`", r.name)).collect();
+        let _ = writeln!(
+            md,
+            "Each hash was switched live by rewriting `[ring] hash` in the load balancer's `lb.toml` and waiting until \
+             `/_lb/ring` showed it, then A-1 and A-2 were repeated with the same request ids: {}.\n",
+            names.join(", ")
+        );
+        image(md, "A-4: A-1 per hash", &figures.a4_a1);
+        image(md, "A-4: A-2 spread per hash", &figures.a4_a2);
+        let _ = writeln!(
+            md,
+            "| hash | switch (ms) | A-1: server ids 1 / 2 / 3 | A-1 max/avg | A-1 CV | A-2 max/avg, N = 2..6 | A-2 CV, N = 2..6 | failed |\n|---|---|---|---|---|---|---|---|"
+        );
+        for r in &a4.runs {
+            let counts: Vec<String> =
+                r.a1.replicas
+                    .iter()
+                    .map(|x| x.requests.to_string())
+                    .collect();
+            let (mo, cv) = r.a1.spread.map_or((0.0, 0.0), |s| (s.max_over_avg, s.cv));
+            let a2mo: Vec<String> =
+                r.a2.points
+                    .iter()
+                    .filter_map(|m| Some(format!("{:.2}", m.spread?.max_over_avg)))
+                    .collect();
+            let a2cv: Vec<String> =
+                r.a2.points
+                    .iter()
+                    .filter_map(|m| Some(format!("{:.2}", m.spread?.cv)))
+                    .collect();
+            let failed: u64 =
+                r.a1.failures() + r.a2.points.iter().map(Measurement::failures).sum::<u64>();
+            let _ = writeln!(
+                md,
+                "| `{}` | {:.0} | {} | {:.2} | {:.2} | {} | {} | {} |",
+                r.name,
+                r.switch_ms,
+                counts.join(" / "),
+                mo,
+                cv,
+                a2mo.join(" / "),
+                a2cv.join(" / "),
+                failed
+            );
+        }
+        md.push('\n');
+        let mut ranked: Vec<(&str, f64, f64)> = a4
+            .runs
+            .iter()
+            .map(|r| {
+                let mut all = vec![r.a1.clone()];
+                all.extend(r.a2.points.iter().cloned());
+                (
+                    r.name.as_str(),
+                    mean_spread(&all, |s| s.cv),
+                    mean_spread(&all, |s| s.max_over_avg),
+                )
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let order: Vec<String> = ranked
+            .iter()
+            .map(|(n, cv, mo)| format!("`{n}` (CV {cv:.2}, max/avg {mo:.2})"))
+            .collect();
+        let _ = writeln!(md, "- Ranked by mean coefficient of variation over A-1 and the five A-2 measurements, best first: {}.", order.join(", "));
+        if let (Some(best), Some(worst)) = (ranked.first(), ranked.last()) {
+            let _ = writeln!(
+                md,
+                "- **`{}` balances best**: its busiest replica gets on average {:.2}× the fair share, against {:.2}× for `{}`.",
+                best.0, best.2, worst.2, worst.0
+            );
+        }
+        if let Some(spec) = ranked.iter().find(|r| r.0 == "spec") {
+            let better = ranked.iter().filter(|r| r.1 < spec.1).count();
+            let _ = writeln!(md, "- {better} of the other {} hashes spread the load more evenly than the assignment's `spec` functions.", ranked.len() - 1);
+        }
+        let worst_dev = a4
+            .runs
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.name.as_str(),
+                    deviation(&r.a1, &predicted(Some(a4), &r.name, r.a1.n)?)?,
+                ))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((name, d)) = worst_dev {
+            let sent = a4.runs[0].a1.sent.max(1) as f64;
+            let noise = 200.0 * ((1.0 / 3.0) * (2.0 / 3.0) / sent).sqrt();
+            let _ = writeln!(
+                md,
+                "- The measured A-1 shares differ from the ring's offline prediction by at most {d:.1} percentage points \
+                 (largest for `{name}`); with {sent:.0} requests, two standard errors of a one-third share are \
+                 {noise:.1} points."
+            );
+        }
+        md.push('\n');
+    }
+    let off = &a4.offline;
+    if !off.hashes.is_empty() {
+        let _ = writeln!(md, "### Offline: the ring itself\n");
+        let _ = writeln!(
+            md,
+            "Computed with the `lb` library (`Ring::build`, M = {}, K = {}, {} probing, server ids 1..N), over every \
+             6-digit request id 100000..=999999. *Moved* is the fraction of those ids served by a different replica \
+             after the change; *extra* is the part of it that did not have to move (ids whose old and new replica both \
+             stayed).\n",
+            off.slots, off.virtual_nodes, off.probing
+        );
+        image(md, "A-4 offline: shares and moves", &figures.a4_offline);
+        offline_table(md, &off.hashes);
+        let add_gap = |h: &HashOffline| {
+            stats::mean(
+                &h.adds
+                    .iter()
+                    .map(|m| (m.moved - m.ideal).abs())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mut by_gap: Vec<(&str, f64)> = off
+            .hashes
+            .iter()
+            .map(|h| (h.name.as_str(), add_gap(h)))
+            .collect();
+        by_gap.sort_by(|a, b| a.1.total_cmp(&b.1));
+        if let (Some(best), Some(worst)) = (by_gap.first(), by_gap.last()) {
+            let _ = writeln!(
+                md,
+                "- Adding a replica: `{}` moves closest to the ideal 1/(N+1) (mean gap {:.3}), `{}` farthest ({:.3}).",
+                best.0, best.1, worst.0, worst.1
+            );
+        }
+        let add_extra = off
+            .hashes
+            .iter()
+            .flat_map(|h| h.adds.iter())
+            .map(|m| m.excess())
+            .fold(0.0, f64::max);
+        let _ = writeln!(
+            md,
+            "- The largest extra move when adding a replica is {} of the ids{}.",
+            pct(add_extra),
+            if add_extra < 1e-9 {
+                ": only the new replica's ids move"
+            } else {
+                ""
+            }
+        );
+        let with_extra: Vec<String> = off
+            .hashes
+            .iter()
+            .filter_map(|h| {
+                let worst = h
+                    .removes
+                    .iter()
+                    .max_by(|a, b| a.excess().total_cmp(&b.excess()))?;
+                (worst.excess() > 1e-9).then(|| {
+                    format!(
+                        "`{}` up to {} (removing id {} of {})",
+                        h.name,
+                        pct(worst.excess()),
+                        worst.changed_id,
+                        worst.from_n
+                    )
+                })
+            })
+            .collect();
+        if with_extra.is_empty() {
+            let _ = writeln!(
+                md,
+                "- Removing a replica moves only the removed replica's ids, for every hash."
+            );
+        } else {
+            let _ = writeln!(
+                md,
+                "- Removing a replica moves some other ids too for {} of {} hashes: {}.",
+                with_extra.len(),
+                off.hashes.len(),
+                with_extra.join(", ")
+            );
+        }
+        let best_share = off
+            .hashes
+            .iter()
+            .map(|h| {
+                let v: Vec<f64> = h
+                    .shares
+                    .iter()
+                    .filter_map(|s| s.id_spread.map(|x| x.max_over_avg))
+                    .collect();
+                (h.name.as_str(), stats::mean(&v))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((name, v)) = best_share {
+            let _ = writeln!(md, "- Over N = 2..6, `{name}` gives the busiest replica the smallest share of request ids: {v:.2}× the fair share on average.");
+        }
+        md.push('\n');
+    }
+    if !off.skipped.is_empty() {
+        let list: Vec<String> = off
+            .skipped
+            .iter()
+            .map(|s| format!("`{}` ({})", s.name, s.reason))
+            .collect();
+        let _ = writeln!(md, "Offline, skipped: {}.\n", list.join("; "));
+    }
+}
+
+/// The whole report.
+pub fn render(results: &Results, figures: &Figures, data_files: &[String]) -> String {
+    let s = &results.settings;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Load balancer analysis\n");
+    let _ = writeln!(
+        md,
+        "Made by `analysis` (see `analysis/README.md`). Every number below was measured or computed in this run; \
+         rerun with `--seed {}` for the same request ids.\n",
+        s.seed
+    );
+    let _ = writeln!(md, "| setting | value |\n|---|---|");
+    let _ = writeln!(
+        md,
+        "| load balancer | {} ({}) |",
+        s.lb_url,
+        if s.own_lb {
+            "started by analysis, 3 replicas, 100 ms heartbeats"
+        } else {
+            "given with --lb"
+        }
+    );
+    let _ = writeln!(md, "| requests per measurement | {} |", s.requests);
+    let _ = writeln!(md, "| requests in flight | {} |", s.concurrency);
+    let _ = writeln!(md, "| seed | {} |", s.seed);
+    let _ = writeln!(md, "| plugin directory | `{}` |", s.plugin_dir);
+    let _ = writeln!(md, "| run time | {:.1} s |\n", results.elapsed_s);
+    let a4 = results.a4.as_ref();
+    if let Some(m) = &results.a1 {
+        a1_section(&mut md, m, figures, a4, s.concurrency);
+    }
+    if let Some(a2) = &results.a2 {
+        a2_section(&mut md, a2, figures);
+    }
+    if let Some(a3) = &results.a3 {
+        a3_section(&mut md, a3, figures, s.concurrency);
+    }
+    if let Some(a4) = a4 {
+        a4_section(&mut md, a4, figures);
+    }
+    let _ = writeln!(md, "## Raw data\n");
+    for f in data_files {
+        let _ = writeln!(md, "- [{f}]({f})");
+    }
+    md
+}

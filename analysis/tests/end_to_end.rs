@@ -1,0 +1,366 @@
+//! `analysis` end to end against its own load balancer (the real `lb` binary with real replica
+//! processes on loopback), with small request counts, and its error paths.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SHIPPED: [&str; 7] = [
+    "spec",
+    "spec-misread",
+    "murmur3",
+    "splitmix64",
+    "xxh3",
+    "fnv1a",
+    "ketama",
+];
+const REQUESTS: u64 = 300;
+
+/// `cargo test` does not build `cdylib`s: build the shipped plugins here, with the same cargo,
+/// into a target directory of their own (no lock shared with the running `cargo test`; the same
+/// directory `core/tests/plugins.rs` uses, so the two share the build).
+fn built_plugins() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-build");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["build", "--quiet", "--target-dir"])
+            .arg(&target);
+        for name in SHIPPED {
+            cmd.args(["-p", &format!("lb-hash-{name}")]);
+        }
+        let status = cmd.status().expect("run cargo build for the plugins");
+        assert!(status.success(), "building the plugins failed");
+        target.join("debug")
+    })
+}
+
+fn analysis() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_analysis"));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// `lb` next to `analysis` (`cargo test --workspace` builds every package's binaries).
+fn lb_bin() -> PathBuf {
+    let lb = Path::new(env!("CARGO_BIN_EXE_analysis")).with_file_name("lb");
+    assert!(
+        lb.is_file(),
+        "{} missing: run `cargo build -p lb` or `cargo test --workspace`",
+        lb.display()
+    );
+    lb
+}
+
+/// Run `cmd` to completion, killing it after `limit`.
+fn run(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run analysis");
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "analysis ran longer than {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn served(m: &Value) -> u64 {
+    m["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum()
+}
+
+fn failed(m: &Value) -> u64 {
+    m["failed"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
+/// Every request of a measurement is accounted for: answered by a replica or failed.
+fn assert_counts(m: &Value, n: u64, what: &str) {
+    assert_eq!(m["sent"].as_u64(), Some(REQUESTS), "{what}: {m}");
+    assert_eq!(served(m) + failed(m), REQUESTS, "{what}: {m}");
+    assert_eq!(failed(m), 0, "{what}: no request should fail: {m}");
+    assert_eq!(m["n"].as_u64(), Some(n), "{what}");
+    let replicas = m["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len() as u64, n, "{what}: {m}");
+    let mut ids: Vec<u64> = replicas.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=n).collect::<Vec<_>>(), "{what}");
+}
+
+#[test]
+fn all_experiments_end_to_end() {
+    let plugins = built_plugins();
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = analysis();
+    cmd.args([
+        "all",
+        "--requests",
+        &REQUESTS.to_string(),
+        "--concurrency",
+        "16",
+        "--seed",
+        "7",
+        "--out",
+    ])
+    .arg(out.path())
+    .arg("--lb-bin")
+    .arg(lb_bin())
+    .arg("--plugin-dir")
+    .arg(plugins);
+    let output = run(cmd, Duration::from_secs(300));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "analysis failed:\n{stderr}");
+
+    for file in [
+        "report.md",
+        "results.json",
+        "a1.csv",
+        "a2.csv",
+        "a2_spread.csv",
+        "a3_checks.csv",
+        "a3_timeline.csv",
+        "a4_a1.csv",
+        "a4_a2_spread.csv",
+        "a4_offline_shares.csv",
+        "a4_offline_moves.csv",
+    ] {
+        let len = std::fs::metadata(out.path().join(file))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 0, "{file} missing or empty");
+    }
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    for chart in [
+        "a1_requests_per_replica",
+        "a2_load_per_replica",
+        "a2_spread",
+        "a3_timeline",
+        "a4_a1_per_hash",
+        "a4_a2_spread_per_hash",
+        "a4_offline",
+    ] {
+        let png = std::fs::read(out.path().join(format!("{chart}.png"))).unwrap_or_default();
+        assert!(png.len() > 1000 && &png[1..4] == b"PNG", "{chart}.png");
+        let svg =
+            std::fs::read_to_string(out.path().join(format!("{chart}.svg"))).unwrap_or_default();
+        assert!(svg.contains("<svg"), "{chart}.svg");
+        assert!(
+            report.contains(&format!("]({chart}.png)")),
+            "report.md does not embed {chart}.png"
+        );
+    }
+
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["settings"]["seed"], 7);
+
+    // N = 3, every request counted; the report states the measured numbers.
+    let a1 = &results["a1"];
+    assert_counts(a1, 3, "A-1");
+    assert_eq!(a1["hash"], "spec");
+    let busiest = a1["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        report.contains(&format!("served {busiest} of {REQUESTS}")),
+        "report.md lacks A-1's numbers"
+    );
+    // The spec functions send most requests to server id 1 (SPEC §2: about 84 %).
+    assert!(busiest as f64 > REQUESTS as f64 * 0.6, "{a1}");
+
+    // N = 2..6, each with its own count of requests.
+    let points = results["a2"]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 5);
+    for (point, n) in points.iter().zip(2..) {
+        assert_counts(point, n, &format!("A-2 N = {n}"));
+        let s = &point["spread"];
+        let avg = s["avg"].as_f64().unwrap();
+        assert!((avg - REQUESTS as f64 / n as f64).abs() < 1e-9, "{point}");
+        assert!(s["max_over_avg"].as_f64().unwrap() >= 1.0);
+    }
+
+    // every check passes, the replacement is observed in finite time with N restored.
+    let a3 = &results["a3"];
+    let checks = a3["checks"].as_array().unwrap();
+    assert!(checks.len() >= 20, "{checks:?}");
+    let failing: Vec<&Value> = checks.iter().filter(|c| c["verdict"] != "pass").collect();
+    assert!(failing.is_empty(), "failing checks: {failing:#?}");
+    let kill = &a3["kill"]["done"];
+    assert!(kill.is_object(), "the kill did not run: {}", a3["kill"]);
+    let recovered = kill["recovered_after_ms"]
+        .as_f64()
+        .expect("recovery observed");
+    assert!(recovered > 0.0 && recovered < 30_000.0, "{kill}");
+    assert_eq!(kill["n"], 3);
+    assert_eq!(
+        kill["replacement"][1], kill["victim_id"],
+        "the replacement keeps the server id"
+    );
+    assert_ne!(
+        kill["replacement"][0], kill["victim"],
+        "the replacement has a new hostname"
+    );
+    assert_eq!(kill["victim_gone"], true);
+    let traffic = &kill["traffic"];
+    let sent = traffic["sent"].as_u64().unwrap();
+    let ok: u64 = traffic["served"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let bad: u64 = traffic["failed"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(
+        sent > 0 && ok + bad == sent && kill["failed"].as_u64() == Some(bad),
+        "{traffic}"
+    );
+    let binned: u64 = kill["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["ok"].as_u64().unwrap() + b["failed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(binned, sent);
+
+    // every shipped plugin ran live, with the same checks as, and offline.
+    let a4 = &results["a4"];
+    assert!(a4["live_skipped"].is_null(), "{}", a4["live_skipped"]);
+    assert_eq!(
+        a4["skipped"].as_array().unwrap().len(),
+        0,
+        "{}",
+        a4["skipped"]
+    );
+    let runs = a4["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, SHIPPED);
+    for r in runs {
+        let name = r["name"].as_str().unwrap();
+        assert_eq!(r["a1"]["hash"], name);
+        assert_counts(&r["a1"], 3, &format!("A-4 {name} A-1"));
+        for (point, n) in r["a2"]["points"].as_array().unwrap().iter().zip(2..) {
+            assert_eq!(point["hash"], name);
+            assert_counts(point, n, &format!("A-4 {name} A-2 N = {n}"));
+        }
+    }
+    // The same request ids through different hashes give different splits.
+    assert_ne!(runs[0]["a1"]["replicas"], runs[2]["a1"]["replicas"]);
+    let offline = a4["offline"]["hashes"].as_array().unwrap();
+    let names: Vec<&str> = offline
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, SHIPPED);
+    for h in offline {
+        for s in h["shares"].as_array().unwrap() {
+            let slots: u64 = s["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["slots"].as_u64().unwrap())
+                .sum();
+            assert_eq!(slots, 512, "{}", h["name"]);
+        }
+        // Adding the replica with the highest id moves only the ids it now serves.
+        for m in h["adds"].as_array().unwrap() {
+            let (moved, necessary) = (
+                m["moved"].as_f64().unwrap(),
+                m["necessary"].as_f64().unwrap(),
+            );
+            assert!((moved - necessary).abs() < 1e-9, "{m}");
+        }
+    }
+}
+
+#[test]
+fn against_a_given_lb_a4_skips_the_live_part_with_a_message() {
+    let plugins = built_plugins();
+    let lb = analysis::lb_process::OwnedLb::start(&lb_bin(), plugins).expect("start lb");
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = analysis();
+    cmd.args(["a4", "--requests", "10", "--lb", &lb.url(), "--plugin-dir"])
+        .arg(plugins)
+        .arg("--out")
+        .arg(out.path());
+    let output = run(cmd, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("A-4 live part skipped"), "{stderr}");
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
+    assert!(results["a4"]["live_skipped"]
+        .as_str()
+        .unwrap()
+        .contains("--lb"));
+    assert_eq!(results["a4"]["runs"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        results["a4"]["offline"]["hashes"].as_array().unwrap().len(),
+        SHIPPED.len()
+    );
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(report.contains("The live part was skipped"), "{report}");
+    assert!(results["a1"].is_null() && results["a3"].is_null());
+    lb.stop().expect("stop lb");
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = analysis();
+    cmd.args(["a1", "--lb", "ftp://127.0.0.1:1", "--out"])
+        .arg(out.path());
+    let output = run(cmd, Duration::from_secs(30));
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("only http:// URLs"),
+        "{output:?}"
+    );
+
+    let mut cmd = analysis();
+    cmd.args(["a1", "--lb-bin", "/nonexistent/lb", "--out"])
+        .arg(out.path());
+    let output = run(cmd, Duration::from_secs(30));
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no lb binary at /nonexistent/lb"),
+        "{output:?}"
+    );
+
+    let mut cmd = analysis();
+    cmd.args(["a1", "--requests", "0"]);
+    let output = run(cmd, Duration::from_secs(30));
+    assert!(!output.status.success());
+}
