@@ -43,6 +43,9 @@ pub struct Config {
     /// Where hash plugins are looked up.
     #[serde(default)]
     pub plugins: PluginsSection,
+    /// The data path.
+    #[serde(default)]
+    pub proxy: ProxySection,
     /// The replicas, each with its hostname and server id.
     #[serde(default)]
     pub replicas: Vec<ReplicaEntry>,
@@ -52,6 +55,25 @@ pub struct Config {
     /// The directory relative paths in the file are relative to.
     #[serde(skip)]
     base_dir: PathBuf,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Threads serving requests, each with its own event loop, listening socket
+    /// (`SO_REUSEPORT`) and connection pool; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+impl ProxySection {
+    /// The number of worker threads to run.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 /// `[plugins]`

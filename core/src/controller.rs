@@ -746,6 +746,9 @@ impl Controller {
         if config.supervisor != self.startup.supervisor {
             needs_restart.push("supervisor".to_owned());
         }
+        if config.proxy != self.startup.proxy {
+            needs_restart.push("proxy".to_owned());
+        }
         for field in &needs_restart {
             tracing::warn!(field, "changed in the file; takes effect after a restart");
         }

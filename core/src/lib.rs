@@ -6,7 +6,8 @@
 //! - [`controller`] — the one writer of the replica set; publishes [`state::Snapshot`]s.
 //! - [`supervisor`] — runs replicas (local processes; Docker later).
 //! - [`health`] — heartbeats.
-//! - [`proxy`], [`api`], [`admin`], [`body`] — the HTTP front.
+//! - [`proxy`], [`api`], [`admin`], [`body`] — the HTTP front; [`workers`] runs it, one event
+//!   loop per thread.
 
 pub mod admin;
 pub mod api;
@@ -22,3 +23,4 @@ pub mod ring;
 pub mod state;
 pub mod supervisor;
 pub mod watch;
+pub mod workers;

@@ -8,16 +8,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 
 use lb::config::{Config, Source, SupervisorKind, DEFAULT_PATH};
 use lb::controller::{Command, Controller};
 use lb::health::{self, Prober};
-use lb::proxy::{self, App};
 use lb::ring::{Probing, Ring, RingParams};
 use lb::state::Meta;
 use lb::supervisor::{DockerSupervisor, ProcessSupervisor, Supervisor};
 use lb::watch;
+use lb::workers::{self, Workers};
 
 /// Consistent-hashing HTTP load balancer.
 #[derive(Parser, Debug)]
@@ -75,7 +74,10 @@ fn main() -> ExitCode {
         Some(Cmd::Replica(args)) => server::run(args),
         Some(Cmd::Check { path }) => check(&path),
         Some(Cmd::Share(args)) => share(&args),
+        // The control plane (controller, health checks, file watcher, supervisor) needs little;
+        // requests are served by the worker threads (see lb::workers).
         None => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
@@ -175,10 +177,8 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
     let config = &loaded.config;
     tracing::info!(config = %loaded.source, "configuration loaded");
     let listen = listen.unwrap_or(config.listen);
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let local = listener.local_addr()?;
+    let listeners = workers::listen(listen, config.proxy.worker_count())?;
+    let local = listeners[0].local_addr()?;
 
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let supervisor: Arc<dyn Supervisor> = match config.supervisor.kind {
@@ -220,11 +220,12 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         Prober::default(),
     ));
 
-    let app = Arc::new(App::new(shared, handle.clone()));
+    let workers = Workers::start(listeners, &shared, &handle)?;
     // Tests and scripts wait for this line.
     println!("lb listening on http://{local}");
-    proxy::serve(listener, app, server::shutdown_signal()).await;
+    server::shutdown_signal().await;
     tracing::info!("shutting down: stopping replicas");
+    tokio::task::spawn_blocking(move || workers.stop()).await?;
     handle.shutdown().await;
     Ok(())
 }

@@ -5,7 +5,6 @@
 //! forwards the request over a pooled keep-alive connection, streaming the response back.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,15 +54,19 @@ impl App {
         }
     }
 
-    /// Answer one request.
-    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<LbBody> {
+    /// Answer one request; `forwarded_for` is the client's address as a header value.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        forwarded_for: &HeaderValue,
+    ) -> Response<LbBody> {
         let result = match req.uri().path() {
             "/rep" => self.rep(req.method()),
             "/add" => self.scale(req, Scale::Add).await,
             "/rm" => self.scale(req, Scale::Remove).await,
             "/_lb/plugins" => self.plugins(req.method()).await,
             path if path == "/_lb" || path.starts_with("/_lb/") => self.admin(&req),
-            _ => return self.proxy(req, remote).await,
+            _ => return self.proxy(req, forwarded_for).await,
         };
         result.unwrap_or_else(|e| error_response(&e))
     }
@@ -134,7 +137,11 @@ impl App {
         Ok(json_response(StatusCode::OK, Bytes::from(endpoint(self))))
     }
 
-    async fn proxy(&self, mut req: Request<Incoming>, remote: SocketAddr) -> Response<LbBody> {
+    async fn proxy(
+        &self,
+        mut req: Request<Incoming>,
+        forwarded_for: &HeaderValue,
+    ) -> Response<LbBody> {
         let backend = {
             let snapshot = self.shared.snapshot.load();
             let id = match req.headers().get(REQUEST_ID) {
@@ -162,7 +169,7 @@ impl App {
         *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        append_forwarded_for(headers, remote);
+        headers.append(X_FORWARDED_FOR, forwarded_for.clone());
 
         let in_flight = backend.begin_request();
         match self.client.request(req).await {
@@ -262,12 +269,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, remote: SocketAddr) {
-    if let Ok(value) = HeaderValue::from_str(&remote.ip().to_string()) {
-        headers.append(X_FORWARDED_FOR, value);
-    }
-}
-
 fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<LbBody> {
     let mut resp = Response::new(LbBody::full(body));
     *resp.status_mut() = status;
@@ -317,10 +318,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
+        // Built once per connection, cloned (a reference count) per request.
+        let forwarded_for = HeaderValue::from_str(&remote.ip().to_string())
+            .expect("an IP address is a valid header value");
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(app.handle(req, remote).await) }
+                let forwarded_for = forwarded_for.clone();
+                async move { Ok::<_, Infallible>(app.handle(req, &forwarded_for).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
