@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # The project's tests, on any machine like CI's: makes sure a Docker engine runs (installing it
-# from Debian if needed), builds the images locally, then runs every test. Extra arguments go to
-# `cargo test` (e.g. scripts/test.sh -p lb --test docker).
+# from Debian if needed), builds the images locally, runs every test, then runs the benchmark
+# harness in its short mode and checks its results are well formed (no timing thresholds).
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p lb --test docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/docker-up-engine.sh
 bash docker/build-images.sh
 # The Docker tests fail instead of skipping when the engine or the images are missing.
 LB_REQUIRE_DOCKER=1 cargo test --workspace "$@"
+
+if [ $# -eq 0 ]; then
+    results=$(mktemp)
+    bash bench/compare.sh --short --out "$results"
+    python3 bench/check.py "$results"
+    rm -f "$results"
+fi

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark on this machine: direct to one replica, lb, nginx and HAProxy over the
+# same 3 replicas, measured with wrk in alternating rounds (direct lb nginx haproxy, direct lb …).
+# Prints a table (req/s, p50, p99, ratios) and writes it as JSON under bench/results/.
+#
+#   bench/compare.sh                 # full: 5 rounds × 10 s per target, plus lb's memory
+#   bench/compare.sh --short         # CI: 1 round × 2 s per target, small memory probe
+#   options: --rounds N --duration S --connections C --threads T --out FILE
+#
+# Equal footing: every proxy gets as many worker threads as the machine has cores, keeps
+# connections to the replicas alive, and hashes a per-request key (the same random 6-digit id in
+# the query and in X-Request-Id, see bench/request.lua). Configurations: bench/*.template.
+# Traffic goes only to 127.0.0.1. Installs nginx, haproxy and wrk from Debian if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=5 DURATION=10 CONNECTIONS=64 THREADS=2 MEMORY_CONNECTIONS=10000 MODE=full OUT=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --short) MODE=short ROUNDS=1 DURATION=2 MEMORY_CONNECTIONS=1000 ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --connections) CONNECTIONS=$2; shift ;;
+        --threads) THREADS=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+WORKERS=$(nproc)
+mkdir -p bench/results
+OUT=${OUT:-bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ).json}
+
+missing=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]} from Debian"
+    apt-get update -qq
+    # RUNLEVEL=1: do not let the packages start their system services (nginx on port 80).
+    RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+echo "== building lb and server (release)"
+cargo build --release --quiet -p lb -p server
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+run=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    rm -rf "$run"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 200); do
+        (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on port $1; logs:" >&2
+    ls -la "$run" >&2; for f in "$run"/*.err "$run"/*.out; do echo "-- $f" >&2; tail -5 "$f" >&2; done
+    return 1
+}
+
+# lb with its three replicas; nginx and HAProxy are pointed at the same replica processes.
+LB_PORT=$(free_port)
+cat > "$run/lb.toml" <<TOML
+[[replicas]]
+hostname = "Server 1"
+id = 1
+[[replicas]]
+hostname = "Server 2"
+id = 2
+[[replicas]]
+hostname = "Server 3"
+id = 3
+TOML
+RUST_LOG=warn target/release/lb --config "$run/lb.toml" --listen "127.0.0.1:$LB_PORT" > "$run/lb.out" 2> "$run/lb.err" &
+LB_PID=$!
+pids+=("$LB_PID")
+wait_port "$LB_PORT"
+mapfile -t REPLICAS < <(python3 -c '
+import json, sys, urllib.request
+status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/_lb/status"))
+for r in status["replicas"]: print(r["address"])' "$LB_PORT")
+[ ${#REPLICAS[@]} -eq 3 ] || { echo "lb did not start 3 replicas" >&2; exit 1; }
+
+NGINX_PORT=$(free_port) HAPROXY_PORT=$(free_port)
+mkdir -p "$run/body" "$run/proxy" "$run/fastcgi" "$run/uwsgi" "$run/scgi"
+nginx_backends=$(printf '        server %s;\n' "${REPLICAS[@]}")
+haproxy_backends=$(i=0; for a in "${REPLICAS[@]}"; do i=$((i+1)); printf '    server s%d %s\n' "$i" "$a"; done)
+fill() { python3 -c '
+import sys
+text = open(sys.argv[1]).read()
+for key, value in zip(sys.argv[2::2], sys.argv[3::2]): text = text.replace(key, value)
+print(text)' "$@"; }
+fill bench/nginx.conf.template @WORKERS@ "$WORKERS" @PORT@ "$NGINX_PORT" @RUNDIR@ "$run" @BACKENDS@ "$nginx_backends" > "$run/nginx.conf"
+fill bench/haproxy.cfg.template @WORKERS@ "$WORKERS" @PORT@ "$HAPROXY_PORT" @RUNDIR@ "$run" @BACKENDS@ "$haproxy_backends" > "$run/haproxy.cfg"
+"$NGINX" -c "$run/nginx.conf" -g 'daemon off;' 2> "$run/nginx.err" &
+pids+=("$!")
+"$HAPROXY" -f "$run/haproxy.cfg" -db > "$run/haproxy.out" 2>&1 &
+pids+=("$!")
+wait_port "$NGINX_PORT"
+wait_port "$HAPROXY_PORT"
+
+declare -A URL=(
+    [direct]="http://${REPLICAS[0]}"
+    [lb]="http://127.0.0.1:$LB_PORT"
+    [nginx]="http://127.0.0.1:$NGINX_PORT"
+    [haproxy]="http://127.0.0.1:$HAPROXY_PORT"
+)
+TARGETS=(direct lb nginx haproxy)
+mkdir -p "$run/wrk"
+# Every target answers 200 before anything is measured.
+for t in "${TARGETS[@]}"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Request-Id: 123456' "${URL[$t]}/home?id=123456")
+    [ "$code" = 200 ] || { echo "$t answered $code" >&2; exit 1; }
+done
+
+LB_RSS_IDLE_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$LB_PID/status")
+for round in $(seq "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do
+        echo "== round $round/$ROUNDS: $t"
+        wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency -s bench/request.lua "${URL[$t]}" \
+            > "$run/wrk/$t.$round.txt"
+    done
+done
+
+echo "== lb memory under $MEMORY_CONNECTIONS connections"
+wrk -t "$THREADS" -c "$MEMORY_CONNECTIONS" -d "$((DURATION < 5 ? DURATION : 5))s" --timeout 10s \
+    -s bench/request.lua "${URL[lb]}" > "$run/wrk/memory.txt" 2>&1 || true
+LB_RSS_PEAK_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$LB_PID/status")
+
+python3 bench/report.py "$run/wrk" "$OUT" \
+    --mode "$MODE" --rounds "$ROUNDS" --duration "$DURATION" --connections "$CONNECTIONS" \
+    --threads "$THREADS" --workers "$WORKERS" --rss-idle-kb "$LB_RSS_IDLE_KB" \
+    --rss-peak-kb "$LB_RSS_PEAK_KB" --memory-connections "$MEMORY_CONNECTIONS" \
+    --nginx "$("$NGINX" -v 2>&1 | head -1)" --haproxy "$("$HAPROXY" -v 2>&1 | head -1)"
