@@ -8,15 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const SHIPPED: [&str; 7] = [
-    "spec",
-    "spec-misread",
-    "murmur3",
-    "splitmix64",
-    "xxh3",
-    "fnv1a",
-    "ketama",
-];
+use lb::plugin::SHIPPED;
 const REQUESTS: u64 = 300;
 
 /// `cargo test` does not build `cdylib`s: build the shipped plugins here, with the same cargo,

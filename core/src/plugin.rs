@@ -27,6 +27,18 @@ use serde::Serialize;
 
 use crate::hash::{HashError, RingHash};
 
+/// The plugins this project ships (crates `plugins/NAME`, packages `lb-hash-NAME`), in the order
+/// they are shown. `docker/build-images.sh` copies the same list into the `lb` image.
+pub const SHIPPED: [&str; 7] = [
+    "spec",
+    "spec-misread",
+    "murmur3",
+    "splitmix64",
+    "xxh3",
+    "fnv1a",
+    "ketama",
+];
+
 /// Environment variable with extra plugin directories (colon-separated).
 pub const PATH_VARIABLE: &str = "LB_PLUGIN_PATH";
 

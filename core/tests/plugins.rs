@@ -14,15 +14,7 @@ use lb::plugin::{self, PluginError, PluginHash};
 use lb::ring::{Ring, RingParams};
 use serde_json::Value;
 
-const SHIPPED: [&str; 7] = [
-    "spec",
-    "spec-misread",
-    "murmur3",
-    "splitmix64",
-    "xxh3",
-    "fnv1a",
-    "ketama",
-];
+use lb::plugin::SHIPPED;
 const FIXTURES: [&str; 3] = ["wrong-abi", "panics-at-load", "panics-sometimes"];
 const DEADLINE: Duration = Duration::from_secs(20);
 

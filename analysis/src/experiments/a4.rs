@@ -14,15 +14,7 @@ use crate::lb_api::eventually;
 use crate::progress;
 
 /// The hashes shipped with the project, in the order they are shown.
-pub const SHIPPED: [&str; 7] = [
-    "spec",
-    "spec-misread",
-    "murmur3",
-    "splitmix64",
-    "xxh3",
-    "fnv1a",
-    "ketama",
-];
+pub use lb::plugin::SHIPPED;
 /// How long a hash switch may take to show in `/_lb/ring`.
 const SWITCH_LIMIT: Duration = Duration::from_secs(20);
 
