@@ -7,12 +7,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/docker-up-engine.sh
 bash docker/build-images.sh
-# The Docker tests fail instead of skipping when the engine or the images are missing.
-LB_REQUIRE_DOCKER=1 cargo test --workspace "$@"
 
-if [ $# -eq 0 ]; then
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# The Docker tests fail instead of skipping when the engine or the images are missing.
+set +e
+LB_REQUIRE_DOCKER=1 cargo test --workspace "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+if [ "$status" -eq 0 ] && [ $# -eq 0 ]; then
     results=$(mktemp)
     bash bench/compare.sh --short --out "$results"
     python3 bench/check.py "$results"
     rm -f "$results"
 fi
+
+# One closing line with the totals of every `cargo test` target.
+passed=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$log")
+failed=$(awk '/^test result:/ { s += $6 } END { print s + 0 }' "$log")
+echo "tests: $passed passed, $failed failed"
+exit "$status"
