@@ -235,6 +235,18 @@ async fn broken_plugins_leave_the_running_ring_serving() {
     );
 }
 
+#[test]
+fn a_panic_in_h_is_contained_in_process() {
+    let dir = plugin_dir(&[], &["panics-sometimes"]);
+    let plugin = plugin::resolve("panics-sometimes", &[dir.path().to_path_buf()]).unwrap();
+    assert_eq!(plugin.panics(), 0);
+    // 7 000 021 = 7 × 1 000 003: the fixture's H panics; the request id itself is used instead.
+    assert_eq!(plugin.request(7_000_021), 7_000_021);
+    assert_eq!(plugin.panics(), 1);
+    assert_ne!(plugin.request(7_000_022), 7_000_022);
+    assert_eq!(plugin.panics(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panic_in_h_is_contained() {
     let dir = plugin_dir(&[], &["panics-sometimes"]);

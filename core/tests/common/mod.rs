@@ -173,6 +173,13 @@ impl Lb {
         }
     }
 
+    /// Send a request that must succeed: asserts the answer is 200.
+    pub async fn ok(&self, method: &str, path: &str, body: &[u8]) -> Answer {
+        let a = self.send(method, path, body, &[]).await;
+        assert_eq!(a.status, 200, "{method} {path}: {}", a.body);
+        a
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         self.send("GET", path, b"", &[]).await
     }
