@@ -9,12 +9,23 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::state::InFlight;
+use crate::upstream::PipeBody;
+
+/// Why a body could not be sent to the end.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body (no boxing, no dynamic dispatch).
 #[derive(Debug)]
 pub enum LbBody {
     /// A complete body held in memory; `None` once sent.
     Full(Option<Bytes>),
+    /// A replica's body from a batching connection ([`crate::upstream`]).
+    Piped {
+        /// The replica's body.
+        body: PipeBody,
+        /// Dropped when the body is done (or the client goes away).
+        in_flight: InFlight,
+    },
     /// A replica's body, streamed.
     Proxied {
         /// The replica's body.
@@ -39,21 +50,23 @@ impl LbBody {
 
 impl Body for LbBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             LbBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            LbBody::Proxied { body, .. } => Pin::new(body).poll_frame(cx),
+            LbBody::Piped { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            LbBody::Proxied { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             LbBody::Full(bytes) => bytes.is_none(),
+            LbBody::Piped { body, .. } => body.is_end_stream(),
             LbBody::Proxied { body, .. } => body.is_end_stream(),
         }
     }
@@ -63,6 +76,7 @@ impl Body for LbBody {
             LbBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+            LbBody::Piped { body, .. } => body.size_hint(),
             LbBody::Proxied { body, .. } => body.size_hint(),
         }
     }

@@ -58,12 +58,24 @@ pub struct Config {
 }
 
 /// `[proxy]`
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySection {
     /// Threads serving requests, each with its own event loop, listening socket
     /// (`SO_REUSEPORT`) and connection pool; 0 means one per CPU core.
     pub workers: usize,
+    /// Send bodiless `GET`/`HEAD` requests over batching connections that may pipeline
+    /// ([`crate::upstream`]); `false` gives every request a connection of its own.
+    pub pipelining: bool,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            workers: 0,
+            pipelining: true,
+        }
+    }
 }
 
 impl ProxySection {

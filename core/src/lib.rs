@@ -4,10 +4,10 @@
 //!   other hash functions from shared libraries.
 //! - [`config`] — `lb.toml`; [`watch`] follows it, [`persist`] writes replica changes back.
 //! - [`controller`] — the one writer of the replica set; publishes [`state::Snapshot`]s.
-//! - [`supervisor`] — runs replicas (local processes; Docker later).
+//! - [`supervisor`] — runs replicas (local processes or Docker containers).
 //! - [`health`] — heartbeats.
 //! - [`proxy`], [`api`], [`admin`], [`body`] — the HTTP front; [`workers`] runs it, one event
-//!   loop per thread.
+//!   loop per thread; [`upstream`] is its batching HTTP/1.1 client to the replicas.
 
 pub mod admin;
 pub mod api;
@@ -22,5 +22,6 @@ pub mod proxy;
 pub mod ring;
 pub mod state;
 pub mod supervisor;
+pub mod upstream;
 pub mod watch;
 pub mod workers;

@@ -220,7 +220,7 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         Prober::default(),
     ));
 
-    let workers = Workers::start(listeners, &shared, &handle)?;
+    let workers = Workers::start(listeners, config.proxy, &shared, &handle)?;
     // Tests and scripts wait for this line.
     println!("lb listening on http://{local}");
     server::shutdown_signal().await;

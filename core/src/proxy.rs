@@ -22,9 +22,11 @@ use tokio::net::TcpListener;
 use crate::admin;
 use crate::api::{self, ApiError, Scale};
 use crate::body::LbBody;
+use crate::config::ProxySection;
 use crate::controller::ControllerHandle;
 use crate::hash::request_id_from_header;
-use crate::state::Shared;
+use crate::state::{Backend, InFlight, Shared};
+use crate::upstream::{self, Upstreams};
 
 /// The header whose value routes a request.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -35,11 +37,13 @@ pub struct App {
     shared: Arc<Shared>,
     controller: ControllerHandle,
     client: Client<HttpConnector, Incoming>,
+    /// Batching connections for bodiless `GET`/`HEAD`, if enabled.
+    upstreams: Option<Upstreams>,
 }
 
 impl App {
     /// An app over `shared` that sends changes to `controller`.
-    pub fn new(shared: Arc<Shared>, controller: ControllerHandle) -> Self {
+    pub fn new(shared: Arc<Shared>, controller: ControllerHandle, settings: ProxySection) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -51,6 +55,7 @@ impl App {
             shared,
             controller,
             client,
+            upstreams: settings.pipelining.then(Upstreams::new),
         }
     }
 
@@ -157,6 +162,13 @@ impl App {
                 }
             }
         };
+        if let Some(upstreams) = &self.upstreams {
+            if batchable(&req) {
+                return self
+                    .pipelined(upstreams, &req, &backend, forwarded_for)
+                    .await;
+            }
+        }
         let path_and_query = req
             .uri()
             .path_and_query()
@@ -174,23 +186,66 @@ impl App {
         let in_flight = backend.begin_request();
         match self.client.request(req).await {
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
-                error_response(&ApiError::BadRequest(format!(
-                    "'{}' endpoint does not exist in server replicas",
-                    path_and_query.path()
-                )))
+                not_in_replicas(path_and_query.path())
             }
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, LbBody::Proxied { body, in_flight })
             }
-            Err(e) => error_response(&ApiError::BadGateway(format!(
-                "replica '{}' did not answer: {}",
-                backend.hostname,
-                error_chain(&e)
-            ))),
+            Err(e) => did_not_answer(&backend, &error_chain(&e)),
         }
     }
+
+    /// Forward a bodiless `GET`/`HEAD` over a batching connection ([`crate::upstream`]).
+    async fn pipelined(
+        &self,
+        upstreams: &Upstreams,
+        req: &Request<Incoming>,
+        backend: &Arc<Backend>,
+        forwarded_for: &HeaderValue,
+    ) -> Response<LbBody> {
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let head = upstream::request_head(
+            req.method(),
+            path_and_query,
+            req.headers(),
+            backend.authority.as_str(),
+            forwarded_for,
+        );
+        let in_flight: InFlight = backend.begin_request();
+        let head_only = req.method() == Method::HEAD;
+        match upstreams.request(&backend.addr, head, head_only).await {
+            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => not_in_replicas(req.uri().path()),
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                Response::from_parts(parts, LbBody::Piped { body, in_flight })
+            }
+            Err(e) => did_not_answer(backend, &e.to_string()),
+        }
+    }
+}
+
+/// Whether a request may go over a batching connection: safe to repeat and without a body.
+fn batchable(req: &Request<Incoming>) -> bool {
+    use http_body::Body as _;
+    (req.method() == Method::GET || req.method() == Method::HEAD)
+        && req.body().is_end_stream()
+        && !req.headers().contains_key(header::EXPECT)
+}
+
+/// A replica's 404: the assignment's error for endpoints the replicas do not have.
+fn not_in_replicas(path: &str) -> Response<LbBody> {
+    error_response(&ApiError::BadRequest(format!(
+        "'{path}' endpoint does not exist in server replicas"
+    )))
+}
+
+fn did_not_answer(backend: &Backend, reason: &str) -> Response<LbBody> {
+    error_response(&ApiError::BadGateway(format!(
+        "replica '{}' did not answer: {reason}",
+        backend.hostname
+    )))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

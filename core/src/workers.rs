@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
+use crate::config::ProxySection;
 use crate::controller::ControllerHandle;
 use crate::proxy::{self, App};
 use crate::state::Shared;
@@ -74,6 +75,7 @@ impl Workers {
     /// Serve each listener on its own thread with its own [`App`].
     pub fn start(
         listeners: Vec<std::net::TcpListener>,
+        settings: ProxySection,
         shared: &Arc<Shared>,
         controller: &ControllerHandle,
     ) -> Result<Workers, WorkersError> {
@@ -98,7 +100,7 @@ impl Workers {
                                 return;
                             }
                         };
-                        let app = Arc::new(App::new(shared, controller));
+                        let app = Arc::new(App::new(shared, controller, settings));
                         let shutdown = async move {
                             let _ = stopped.wait_for(|stop| *stop).await;
                         };

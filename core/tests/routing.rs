@@ -11,7 +11,17 @@ use lb::hash::{request_id_from_header, RingHash, SpecHash};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_id_is_served_by_the_ring_owner_of_its_slot() {
-    let lb = Lb::start(THREE);
+    routes_by_ring(THREE).await;
+}
+
+/// The same with a connection per request instead of batching connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_id_is_served_by_the_ring_owner_without_pipelining() {
+    routes_by_ring(&format!("{THREE}\n[proxy]\npipelining = false\n")).await;
+}
+
+async fn routes_by_ring(config: &str) {
+    let lb = Lb::start(config);
     let ring = lb.get("/_lb/ring").await.json();
     let slots = ring["slots"].as_u64().unwrap();
     let owners: Vec<String> = ring["owners"]

@@ -112,7 +112,10 @@ pub async fn serve(
                 let resp = replica.respond(req.method(), req.uri().path());
                 async move { Ok::<_, Infallible>(resp) }
             });
+            // Pipelined requests (a load balancer batching them) get their responses in one
+            // write instead of one each.
             let _ = hyper::server::conn::http1::Builder::new()
+                .pipeline_flush(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
