@@ -3,11 +3,11 @@
 //! Requests that are safe to repeat and carry no body (`GET`, `HEAD`) go through here. Each
 //! worker keeps, per replica, up to [`MAX_CONNECTIONS`] keep-alive connections, each owned by one
 //! task. A request goes to a connection that is about to write (so requests arriving in the same
-//! turn of the event loop leave in one `write` and their responses come back in one `read`), else
-//! to an idle connection, else to a new one, and only when every connection is taken and the cap
-//! is reached is it queued behind others (HTTP/1.1 pipelining, RFC 9112 §9.3.2). That cuts the
-//! system calls per request on both sides of the replica connection, which is where a proxy on
-//! a loaded machine spends its time.
+//! turn of the event loop leave in one `write` and their responses come back in one `read`) while
+//! the replica answers within [`BATCH_WHILE_FASTER_THAN`]; else to an idle connection, else to a
+//! new one; only when every connection is taken and the cap is reached is it queued behind others
+//! (HTTP/1.1 pipelining, RFC 9112 §9.3.2). Batching cuts the system calls per request on both
+//! sides of the replica connection, which is where a proxy on a loaded machine spends its time.
 //!
 //! Failure rules: a request whose response has not begun when its connection fails (the replica
 //! closed an idle connection, answered `Connection: close` to an earlier request, or reset) is
@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -36,6 +36,11 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_CONNECTIONS: usize = 32;
 /// Requests a connection takes on while others are waiting to be written to it.
 pub const MAX_BATCH: usize = 16;
+/// Requests batch onto a connection only while the replica answers faster than this (moving
+/// average of the time from writing a request to reading its response head). A slower replica
+/// is busy handling requests, not waiting on system calls: its requests spread over connections
+/// instead, so a slow request does not hold up others behind it.
+pub const BATCH_WHILE_FASTER_THAN: Duration = Duration::from_millis(1);
 /// An idle connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long connecting to a replica may take.
@@ -171,7 +176,36 @@ struct Conn {
     closed: AtomicBool,
 }
 
-type Pool = Mutex<HashMap<String, Vec<Arc<Conn>>>>;
+/// A worker's view of one replica: its connections and how fast it answers.
+#[derive(Default)]
+struct Replica {
+    conns: Vec<Arc<Conn>>,
+    latency: Arc<Latency>,
+}
+
+/// Moving average (1/8 weight per sample) of a replica's time to response head, in µs.
+#[derive(Default)]
+struct Latency(AtomicU64);
+
+impl Latency {
+    fn record(&self, sample: Duration) {
+        let sample = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = self.0.load(Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.0.store(new, Relaxed);
+    }
+
+    /// Fast enough to batch (no sample yet counts as fast).
+    fn fast(&self) -> bool {
+        self.0.load(Relaxed) < BATCH_WHILE_FASTER_THAN.as_micros() as u64
+    }
+}
+
+type Pool = Mutex<HashMap<String, Replica>>;
 
 /// One worker's connections to every replica.
 #[derive(Default)]
@@ -291,19 +325,22 @@ impl Upstreams {
     /// `fresh` asks for a new one.
     fn pick(&self, addr: &str, fresh: bool) -> Arc<Conn> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let conns = match pool.get_mut(addr) {
-            Some(conns) => conns,
+        let replica = match pool.get_mut(addr) {
+            Some(replica) => replica,
             None => pool.entry(addr.to_owned()).or_default(),
         };
+        let conns = &mut replica.conns;
         conns.retain(|c| !c.closed.load(Relaxed));
         if !fresh {
             let usable = |c: &&Arc<Conn>| !c.streaming.load(Relaxed);
-            if let Some(c) = conns
-                .iter()
-                .filter(usable)
-                .find(|c| c.queued.load(Relaxed) > 0 && c.outstanding.load(Relaxed) < MAX_BATCH)
-            {
-                return Arc::clone(c);
+            if replica.latency.fast() {
+                if let Some(c) = conns
+                    .iter()
+                    .filter(usable)
+                    .find(|c| c.queued.load(Relaxed) > 0 && c.outstanding.load(Relaxed) < MAX_BATCH)
+                {
+                    return Arc::clone(c);
+                }
             }
             if let Some(c) = conns
                 .iter()
@@ -334,6 +371,7 @@ impl Upstreams {
             addr.to_owned(),
             rx,
             Arc::clone(&conn),
+            Arc::clone(&replica.latency),
             Arc::downgrade(&self.pool),
         ));
         conn
@@ -343,8 +381,12 @@ impl Upstreams {
     pub fn connections(&self) -> HashMap<String, usize> {
         let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         pool.iter()
-            .map(|(addr, conns)| {
-                let open = conns.iter().filter(|c| !c.closed.load(Relaxed)).count();
+            .map(|(addr, replica)| {
+                let open = replica
+                    .conns
+                    .iter()
+                    .filter(|c| !c.closed.load(Relaxed))
+                    .count();
                 (addr.clone(), open)
             })
             .filter(|(_, n)| *n > 0)
@@ -358,13 +400,14 @@ async fn run(
     addr: String,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     conn: Arc<Conn>,
+    latency: Arc<Latency>,
     pool: Weak<Pool>,
 ) {
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await;
     let failure = match connected {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            let mut pipeline = Pipeline::new(stream, &conn);
+            let mut pipeline = Pipeline::new(stream, &conn, &latency);
             let failure = pipeline.drive(&mut jobs).await.err();
             if let Some(e) = &failure {
                 tracing::warn!(replica = %addr, error = %e, "replica connection failed");
@@ -393,9 +436,9 @@ async fn run(
     }
     if let Some(pool) = pool.upgrade() {
         let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(conns) = pool.get_mut(&addr) {
-            conns.retain(|c| !Arc::ptr_eq(c, &conn));
-            if conns.is_empty() {
+        if let Some(replica) = pool.get_mut(&addr) {
+            replica.conns.retain(|c| !Arc::ptr_eq(c, &conn));
+            if replica.conns.is_empty() {
                 pool.remove(&addr);
             }
         }
@@ -407,6 +450,8 @@ struct Pending {
     /// `None` once the response head was handed over.
     reply: Option<Reply>,
     head_only: bool,
+    /// When the request was queued for writing.
+    sent: Instant,
 }
 
 /// How the body of the response being read ends.
@@ -473,6 +518,7 @@ struct Pipeline<'c> {
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
     conn: &'c Conn,
+    latency: &'c Latency,
     rbuf: BytesMut,
     wbuf: BytesMut,
     pending: VecDeque<Pending>,
@@ -483,12 +529,13 @@ struct Pipeline<'c> {
 }
 
 impl<'c> Pipeline<'c> {
-    fn new(stream: TcpStream, conn: &'c Conn) -> Self {
+    fn new(stream: TcpStream, conn: &'c Conn, latency: &'c Latency) -> Self {
         let (rd, wr) = stream.into_split();
         Pipeline {
             rd,
             wr,
             conn,
+            latency,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::new(),
             pending: VecDeque::new(),
@@ -546,9 +593,10 @@ impl<'c> Pipeline<'c> {
                     writable.map_err(io_error)?;
                 }
                 Some(job) = jobs.recv() => {
-                    self.take(job);
+                    let now = Instant::now();
+                    self.take(job, now);
                     while let Ok(job) = jobs.try_recv() {
-                        self.take(job);
+                        self.take(job, now);
                     }
                 }
                 () = &mut idle, if self.pending.is_empty() => {
@@ -563,7 +611,7 @@ impl<'c> Pipeline<'c> {
     }
 
     /// Queue a job's request for writing.
-    fn take(&mut self, job: Job) {
+    fn take(&mut self, job: Job, now: Instant) {
         self.conn.queued.fetch_sub(1, Relaxed);
         if job.reply.is_closed() {
             // The client left before its request was written: do not send it.
@@ -574,6 +622,7 @@ impl<'c> Pipeline<'c> {
         self.pending.push_back(Pending {
             reply: Some(job.reply),
             head_only: job.head_only,
+            sent: now,
         });
     }
 
@@ -669,6 +718,7 @@ impl<'c> Pipeline<'c> {
         }
         let head = Head::from_parsed(&parsed, front.head_only, status)?;
         self.rbuf.advance(len);
+        self.latency.record(front.sent.elapsed());
         let reply = front.reply.take();
         let Head {
             framing,

@@ -19,6 +19,8 @@ enum Act {
     Send(Vec<u8>),
     /// Write these bytes, then close the connection.
     SendAndClose(Vec<u8>),
+    /// Take this long to handle the request (a handler at work), then write these bytes.
+    SendAfter(std::time::Duration, Vec<u8>),
 }
 
 /// (connection number, request number on that connection, request target) → what to do.
@@ -79,6 +81,10 @@ async fn fake(script: impl Fn(usize, usize, &str) -> Act + Send + Sync + 'static
                                 out.extend_from_slice(&bytes);
                                 close = true;
                                 break;
+                            }
+                            Act::SendAfter(delay, bytes) => {
+                                tokio::time::sleep(delay).await;
+                                out.extend_from_slice(&bytes);
                             }
                         }
                         index += 1;
@@ -412,4 +418,27 @@ async fn busy_connections_grow_to_the_cap_and_then_pipeline() {
         connections <= lb::upstream::MAX_CONNECTIONS,
         "{connections} connections for {total} requests"
     );
+}
+
+#[tokio::test]
+async fn a_slow_replica_gets_concurrent_requests_on_separate_connections() {
+    // 20 ms per request: batching would make the last of a batch wait for all before it.
+    let replica =
+        fake(|_, _, target| Act::SendAfter(std::time::Duration::from_millis(20), ok(target))).await;
+    let up = Upstreams::new();
+    for _ in 0..2 {
+        assert_eq!(get(&up, &replica.addr, "/warm").await.unwrap().1, "/warm");
+    }
+    replica.max_batch.store(0, Ordering::SeqCst);
+    let targets: Vec<String> = (0..8).map(|i| format!("/slow{i}")).collect();
+    let answers = join_all(targets.iter().map(|t| get(&up, &replica.addr, t))).await;
+    for (target, answer) in targets.iter().zip(answers) {
+        assert_eq!(answer.unwrap().1, target.as_str());
+    }
+    assert_eq!(
+        replica.max_batch.load(Ordering::SeqCst),
+        1,
+        "requests were batched"
+    );
+    assert!(replica.connections.load(Ordering::SeqCst) >= 8);
 }
