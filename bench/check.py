@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-TARGETS = ["direct", "lb", "nginx", "haproxy"]
+TARGETS = ["direct", "lb", "lb-unbatched", "nginx", "haproxy"]
 
 
 def check(path):
@@ -25,6 +25,11 @@ def check(path):
                 problems.append(f"{t}: {key} = {s[key]!r}")
         if s["p99_ms_median"] < s["p50_ms_median"]:
             problems.append(f"{t}: p99 below p50")
+        cpu = s.get("proxy_cpu_us_per_request_median")
+        if t != "direct" and not (isinstance(cpu, (int, float)) and cpu > 0):
+            problems.append(f"{t}: proxy CPU per request = {cpu!r}")
+        if not s.get("replica_cpu_us_per_request_median", 0) > 0:
+            problems.append(f"{t}: replica CPU per request not measured")
         if s["errors"] != 0:
             problems.append(f"{t}: {s['errors']} errors (non-2xx or socket errors)")
     for key, value in r["ratios"].items():
@@ -41,4 +46,4 @@ if __name__ == "__main__":
     if problems:
         print("bench harness check FAILED:\n  " + "\n  ".join(problems))
         sys.exit(1)
-    print("bench harness check: ok (4 targets measured, no errors, well-formed results)")
+    print(f"bench harness check: ok ({len(TARGETS)} targets measured, no errors, well-formed results)")

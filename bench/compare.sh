@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark on this machine: direct to one replica, lb, nginx and HAProxy over the
-# same 3 replicas, measured with wrk in alternating rounds (direct lb nginx haproxy, direct lb …).
+# same 3 replicas, measured with wrk in alternating rounds (direct lb lb-unbatched nginx haproxy,
+# direct lb …).
 # Prints a table (req/s, p50, p99, ratios) and writes it as JSON under bench/results/.
 #
 #   bench/compare.sh                 # full: 5 rounds × 10 s per target, plus lb's memory
@@ -10,6 +11,9 @@
 # Equal footing: every proxy gets as many worker threads as the machine has cores, keeps
 # connections to the replicas alive, and hashes a per-request key (the same random 6-digit id in
 # the query and in X-Request-Id, see bench/request.lua). Configurations: bench/*.template.
+# "lb-unbatched" is a second lb with `[proxy] pipelining = false` (a connection per request to
+# the replicas, like nginx and HAProxy), over three replicas of its own, to show what batching
+# requests to the replicas is worth.
 # Traffic goes only to 127.0.0.1. Installs nginx, haproxy and wrk from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,6 +92,14 @@ RUST_LOG=warn target/release/lb --config "$run/lb.toml" --listen "127.0.0.1:$LB_
 LB_PID=$!
 pids+=("$LB_PID")
 wait_port "$LB_PORT"
+LB2_PORT=$(free_port)
+mkdir -p "$run/unbatched"
+{ cat "$run/lb.toml"; printf '[proxy]\npipelining = false\n'; } > "$run/unbatched/lb.toml"
+RUST_LOG=warn target/release/lb --config "$run/unbatched/lb.toml" --listen "127.0.0.1:$LB2_PORT" \
+    > "$run/lb-unbatched.out" 2> "$run/lb-unbatched.err" &
+LB2_PID=$!
+pids+=("$LB2_PID")
+wait_port "$LB2_PORT"
 mapfile -t REPLICAS < <(python3 -c '
 import json, sys, urllib.request
 status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/_lb/status"))
@@ -106,19 +118,44 @@ print(text)' "$@"; }
 fill bench/nginx.conf.template @WORKERS@ "$WORKERS" @PORT@ "$NGINX_PORT" @RUNDIR@ "$run" @BACKENDS@ "$nginx_backends" > "$run/nginx.conf"
 fill bench/haproxy.cfg.template @WORKERS@ "$WORKERS" @PORT@ "$HAPROXY_PORT" @RUNDIR@ "$run" @BACKENDS@ "$haproxy_backends" > "$run/haproxy.cfg"
 "$NGINX" -c "$run/nginx.conf" -g 'daemon off;' 2> "$run/nginx.err" &
-pids+=("$!")
+NGINX_PID=$!
+pids+=("$NGINX_PID")
 "$HAPROXY" -f "$run/haproxy.cfg" -db > "$run/haproxy.out" 2>&1 &
-pids+=("$!")
+HAPROXY_PID=$!
+pids+=("$HAPROXY_PID")
 wait_port "$NGINX_PORT"
 wait_port "$HAPROXY_PORT"
+
+# CPU time (user + system, clock ticks) of processes, read from /proc around every wrk run: the
+# proxy's own processes, and the replicas it sends to.
+cpu_ticks() {
+    local sum=0 p
+    for p in "$@"; do
+        [ -r "/proc/$p/stat" ] && sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$sum"
+}
+declare -A PROXY_PIDS=(
+    [direct]=""
+    [lb]="$LB_PID"
+    [lb-unbatched]="$LB2_PID"
+    [nginx]="$(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+    [haproxy]="$HAPROXY_PID"
+)
+REPLICA_PIDS="$(pgrep -P "$LB_PID" | tr '\n' ' ')"
+declare -A REPLICAS_OF=(
+    [direct]="$REPLICA_PIDS" [lb]="$REPLICA_PIDS" [nginx]="$REPLICA_PIDS"
+    [haproxy]="$REPLICA_PIDS" [lb-unbatched]="$(pgrep -P "$LB2_PID" | tr '\n' ' ')"
+)
 
 declare -A URL=(
     [direct]="http://${REPLICAS[0]}"
     [lb]="http://127.0.0.1:$LB_PORT"
+    [lb-unbatched]="http://127.0.0.1:$LB2_PORT"
     [nginx]="http://127.0.0.1:$NGINX_PORT"
     [haproxy]="http://127.0.0.1:$HAPROXY_PORT"
 )
-TARGETS=(direct lb nginx haproxy)
+TARGETS=(direct lb lb-unbatched nginx haproxy)
 mkdir -p "$run/wrk"
 # Every target answers 200 before anything is measured.
 for t in "${TARGETS[@]}"; do
@@ -130,8 +167,13 @@ LB_RSS_IDLE_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$LB_PID/status")
 for round in $(seq "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
         echo "== round $round/$ROUNDS: $t"
+        # shellcheck disable=SC2086 # pid lists
+        proxy0=$(cpu_ticks ${PROXY_PIDS[$t]}) replicas0=$(cpu_ticks ${REPLICAS_OF[$t]})
         wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency -s bench/request.lua "${URL[$t]}" \
             > "$run/wrk/$t.$round.txt"
+        # shellcheck disable=SC2086
+        echo "$(( $(cpu_ticks ${PROXY_PIDS[$t]}) - proxy0 )) $(( $(cpu_ticks ${REPLICAS_OF[$t]}) - replicas0 ))" \
+            > "$run/wrk/$t.$round.cpu"
     done
 done
 

@@ -8,13 +8,17 @@ import re
 import statistics
 import sys
 
-TARGETS = ["direct", "lb", "nginx", "haproxy"]
+TARGETS = ["direct", "lb", "lb-unbatched", "nginx", "haproxy"]
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def parse(text):
-    """Requests/s, p50 and p99 (ms), and error counts from one wrk --latency output."""
+def parse(text, cpu):
+    """Requests/s, p50 and p99 (ms), error counts and CPU µs per request from one wrk --latency
+    output and the matching CPU ticks (proxy, replicas) compare.sh read from /proc."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    proxy_ticks, replica_ticks = (int(x) for x in cpu.split())
     lat = {}
     for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M):
         lat[pct] = float(value) * UNITS[unit]
@@ -25,7 +29,10 @@ def parse(text):
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     if m:
         errors += sum(int(g) for g in m.groups())
-    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "errors": errors}
+    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "errors": errors,
+            "requests": requests,
+            "proxy_cpu_us_per_request": proxy_ticks * tick_us / max(requests, 1),
+            "replica_cpu_us_per_request": replica_ticks * tick_us / max(requests, 1)}
 
 
 def main():
@@ -42,8 +49,9 @@ def main():
     runs = {t: [] for t in TARGETS}
     for round_ in range(1, a.rounds + 1):
         for t in TARGETS:
-            with open(os.path.join(a.wrk_dir, f"{t}.{round_}.txt")) as f:
-                runs[t].append(parse(f.read()))
+            base = os.path.join(a.wrk_dir, f"{t}.{round_}")
+            with open(base + ".txt") as f, open(base + ".cpu") as c:
+                runs[t].append(parse(f.read(), c.read()))
     summary = {}
     for t in TARGETS:
         rs = runs[t]
@@ -52,6 +60,10 @@ def main():
             "p50_ms_median": statistics.median(r["p50_ms"] for r in rs),
             "p99_ms_median": statistics.median(r["p99_ms"] for r in rs),
             "errors": sum(r["errors"] for r in rs),
+            "proxy_cpu_us_per_request_median":
+                statistics.median(r["proxy_cpu_us_per_request"] for r in rs),
+            "replica_cpu_us_per_request_median":
+                statistics.median(r["replica_cpu_us_per_request"] for r in rs),
             "rounds": rs,
         }
     faster = max(summary["nginx"]["rps_median"], summary["haproxy"]["rps_median"])
@@ -63,6 +75,7 @@ def main():
         "lb_over_direct_rps": lb["rps_median"] / summary["direct"]["rps_median"],
         "lb_over_faster_peer_rps": lb["rps_median"] / faster,
         "lb_p99_over_lower_peer_p99": lb["p99_ms_median"] / lower_p99,
+        "lb_unbatched_over_faster_peer_rps": summary["lb-unbatched"]["rps_median"] / faster,
     }
     result = {
         "mode": a.mode,
@@ -93,14 +106,17 @@ def main():
     with open(a.out, "w") as f:
         json.dump(result, f, indent=2)
 
-    print(f"\n{'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"\n{'target':<13} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+          f"{'proxy CPU':>10} {'replica CPU':>12}  (µs per request)")
     for t in TARGETS:
         s = summary[t]
-        print(f"{t:<8} {s['rps_median']:>10.0f} {s['p50_ms_median']:>8.2f} "
-              f"{s['p99_ms_median']:>8.2f} {s['errors']:>7}")
+        print(f"{t:<13} {s['rps_median']:>10.0f} {s['p50_ms_median']:>8.2f} "
+              f"{s['p99_ms_median']:>8.2f} {s['errors']:>7} "
+              f"{s['proxy_cpu_us_per_request_median']:>10.1f} "
+              f"{s['replica_cpu_us_per_request_median']:>12.1f}")
     print()
     for k, v in ratios.items():
-        print(f"{k:<28} {v:.2f}")
+        print(f"{k:<34} {v:.2f}")
     print(f"lb RSS idle {a.rss_idle_kb / 1024:.1f} MB, peak {a.rss_peak_kb / 1024:.1f} MB "
           f"under {a.memory_connections} connections")
     print(f"results: {a.out}")
