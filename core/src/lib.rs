@@ -6,7 +6,7 @@
 //! - [`controller`] — the one writer of the replica set; publishes [`state::Snapshot`]s.
 //! - [`supervisor`] — runs replicas (local processes or Docker containers).
 //! - [`health`] — heartbeats.
-//! - [`proxy`], [`api`], [`admin`], [`body`] — the HTTP front; [`workers`] runs it, one event
+//! - [`proxy`], [`api`], [`admin`], [`body`], [`hop`] — the HTTP front; [`workers`] runs it, one event
 //!   loop per thread; [`upstream`] is its batching HTTP/1.1 client to the replicas.
 
 pub mod admin;
@@ -16,6 +16,7 @@ pub mod config;
 pub mod controller;
 pub mod hash;
 pub mod health;
+pub mod hop;
 pub mod persist;
 pub mod plugin;
 pub mod proxy;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -25,7 +25,8 @@ use crate::body::LbBody;
 use crate::config::ProxySection;
 use crate::controller::ControllerHandle;
 use crate::hash::request_id_from_header;
-use crate::state::{Backend, InFlight, Shared};
+use crate::hop;
+use crate::state::{Backend, Shared};
 use crate::upstream::{self, Upstreams};
 
 /// The header whose value routes a request.
@@ -180,7 +181,7 @@ impl App {
         parts.path_and_query = Some(path_and_query.clone());
         *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
         let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
+        hop::strip(headers);
         headers.append(X_FORWARDED_FOR, forwarded_for.clone());
 
         let in_flight = backend.begin_request();
@@ -190,7 +191,7 @@ impl App {
             }
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
+                hop::strip(&mut parts.headers);
                 Response::from_parts(parts, LbBody::Proxied { body, in_flight })
             }
             Err(e) => did_not_answer(&backend, &error_chain(&e)),
@@ -213,7 +214,7 @@ impl App {
             backend.authority.as_str(),
             forwarded_for,
         );
-        let in_flight: InFlight = backend.begin_request();
+        let in_flight = backend.begin_request();
         let head_only = req.method() == Method::HEAD;
         match upstreams.request(&backend.addr, head, head_only).await {
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND => not_in_replicas(req.uri().path()),
@@ -298,30 +299,6 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
 async fn discard(body: Incoming) {
     let limited = Limited::new(body, DISCARD_LIMIT);
     let _ = tokio::time::timeout(DISCARD_TIME, limited.collect()).await;
-}
-
-/// Remove headers that describe one connection, not the message (RFC 9110 §7.6.1).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.remove(header::CONNECTION) {
-        if let Ok(list) = connection.to_str() {
-            for name in list.split(',') {
-                if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                    headers.remove(name);
-                }
-            }
-        }
-    }
-    for name in [
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
-    }
 }
 
 fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<LbBody> {

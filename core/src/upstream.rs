@@ -32,6 +32,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::hop;
+
 /// Connections a worker keeps open to one replica before it pipelines.
 pub const MAX_CONNECTIONS: usize = 32;
 /// Requests a connection takes on while others are waiting to be written to it.
@@ -233,9 +235,14 @@ pub fn request_head(
         out.extend_from_slice(authority.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let listed = connection_tokens(headers.get_all(header::CONNECTION).iter());
+    let listed = hop::connection_tokens(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
     for (name, value) in headers {
-        if is_hop_by_hop(name) || listed.iter().any(|t| t == name.as_str()) {
+        if hop::is_hop_by_hop(name.as_str()) || listed.iter().any(|t| t == name.as_str()) {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -247,37 +254,6 @@ pub fn request_head(
     out.extend_from_slice(forwarded_for.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     out.freeze()
-}
-
-/// Fields that describe one connection, not the message.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
-/// The field names a `Connection` header lists, lower-cased.
-fn connection_tokens<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Vec<String> {
-    let mut tokens = Vec::new();
-    for value in values {
-        if let Ok(value) = value.to_str() {
-            tokens.extend(
-                value
-                    .split(',')
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .filter(|t| !t.is_empty()),
-            );
-        }
-    }
-    tokens
 }
 
 impl Upstreams {
@@ -377,7 +353,7 @@ impl Upstreams {
         conn
     }
 
-    /// Open connections per replica address (for tests and the status page).
+    /// Open connections per replica address.
     pub fn connections(&self) -> HashMap<String, usize> {
         let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         pool.iter()
@@ -879,20 +855,19 @@ impl Head {
         status: StatusCode,
     ) -> Result<Head, UpstreamError> {
         let http10 = parsed.version == Some(0);
-        let mut connection = Vec::new();
-        let mut keep_alive = false;
-        let mut close = false;
+        let connection = hop::connection_tokens(
+            parsed
+                .headers
+                .iter()
+                .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+                .map(|f| f.value),
+        );
+        let close = connection.iter().any(|t| t == "close");
+        let keep_alive = connection.iter().any(|t| t == "keep-alive");
         let mut chunked = None;
         let mut length: Option<u64> = None;
         for field in parsed.headers.iter() {
-            if field.name.eq_ignore_ascii_case("connection") {
-                for token in std::str::from_utf8(field.value).unwrap_or("").split(',') {
-                    let token = token.trim().to_ascii_lowercase();
-                    close |= token == "close";
-                    keep_alive |= token == "keep-alive";
-                    connection.push(token);
-                }
-            } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
+            if field.name.eq_ignore_ascii_case("transfer-encoding") {
                 let value = std::str::from_utf8(field.value).unwrap_or("");
                 let last = value.rsplit(',').next().unwrap_or("").trim();
                 chunked = Some(last.eq_ignore_ascii_case("chunked"));
@@ -918,7 +893,7 @@ impl Head {
         for field in parsed.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| UpstreamError::Invalid(format!("header name {:?}", field.name)))?;
-            if is_hop_by_hop(&name) || connection.iter().any(|t| t == name.as_str()) {
+            if hop::is_hop_by_hop(name.as_str()) || connection.iter().any(|t| t == name.as_str()) {
                 continue;
             }
             if name == header::CONTENT_LENGTH && chunked.is_some() {
