@@ -82,10 +82,10 @@ pub enum Error {
     },
     /// A hash plugin could not be loaded.
     #[error(transparent)]
-    Plugin(#[from] lb::plugin::PluginError),
+    Plugin(#[from] lb_balance::plugin::PluginError),
     /// A ring could not be built.
     #[error(transparent)]
-    Ring(#[from] lb::ring::RingError),
+    Ring(#[from] lb_balance::ring::RingError),
     /// Data could not be serialised.
     #[error("serialising {what}: {source}")]
     Json {

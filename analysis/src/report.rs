@@ -535,7 +535,7 @@ fn a4_section(md: &mut String, a4: &A4, figures: &Figures) {
         let _ = writeln!(md, "### Offline: the ring itself\n");
         let _ = writeln!(
             md,
-            "Computed with the `lb` library (`Ring::build`, M = {}, K = {}, {} probing, server ids 1..N), over every \
+            "Computed with the `lb-balance` library (`ring::build`, M = {}, K = {}, {} probing, server ids 1..N), over every \
              6-digit request id 100000..=999999. *Moved* is the fraction of those ids served by a different replica \
              after the change; *extra* is the part of it that did not have to move (ids whose old and new replica both \
              stayed).\n",

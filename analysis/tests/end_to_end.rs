@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use lb::plugin::SHIPPED;
+use lb_balance::plugin::SHIPPED;
 const REQUESTS: u64 = 300;
 
 /// `cargo test` does not build `cdylib`s: build the shipped plugins here, with the same cargo,

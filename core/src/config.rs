@@ -11,9 +11,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::hash::{self, RingHash};
-use crate::plugin;
-use crate::ring::{Probing, Ring, RingError, RingParams};
+use lb_balance::hash::{self, RingHash};
+use lb_balance::plugin;
+use lb_balance::ring::{Probing, RingParams};
+use lb_balance::Balancer;
 
 /// The configuration compiled into `lb`, used when the default `config/lb.toml` does not exist.
 pub const EMBEDDED: &str = include_str!("../../config/lb.toml");
@@ -324,7 +325,8 @@ impl Config {
         let name = self.ring.hash.get_ref();
         let hash = plugin::resolve_any(name, &self.plugin_dirs())
             .map_err(|e| self.at(self.ring.hash.span(), e.to_string()))?;
-        Ring::build(self.ring_params(), Arc::clone(&hash), &self.replica_ids())
+        self.balancer()
+            .place(Arc::clone(&hash), &self.replica_ids())
             .map_err(|e| self.at(self.ring.virtual_nodes.span(), e.to_string()))?;
         Ok(hash)
     }
@@ -375,6 +377,11 @@ impl Config {
     /// The ring parameters.
     pub fn ring_params(&self) -> RingParams {
         self.ring.params()
+    }
+
+    /// The balancing algorithm and its parameters.
+    pub fn balancer(&self) -> Balancer {
+        Balancer::Ring(self.ring_params())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -430,22 +437,11 @@ impl Config {
         }
         // K·N ≤ M needs no hash; with a compiled-in hash the whole ring is checked right away.
         let capacity = match hash::builtin(name) {
-            Some(hash) => Ring::build(self.ring_params(), hash, &self.replica_ids()).map(drop),
-            None => check_capacity(self.ring_params(), self.replicas.len()),
+            Some(hash) => self.balancer().place(hash, &self.replica_ids()).map(drop),
+            None => self.balancer().check_capacity(self.replicas.len()),
         };
         capacity.map_err(|e| self.at(self.ring.virtual_nodes.span(), e.to_string()))
     }
-}
-
-fn check_capacity(params: RingParams, replicas: usize) -> Result<(), RingError> {
-    if replicas as u128 * u128::from(params.virtual_nodes) > u128::from(params.slots) {
-        return Err(RingError::TooManyVirtualNodes {
-            replicas,
-            virtual_nodes: params.virtual_nodes,
-            slots: params.slots,
-        });
-    }
-    Ok(())
 }
 
 /// 1-based line and column of byte `offset` in `text`.

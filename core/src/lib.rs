@@ -1,28 +1,19 @@
 //! `lb`: a consistent-hashing HTTP load balancer.
 //!
-//! - [`ring`] and [`hash`] — the assignment's ring, pure data and functions; [`plugin`] loads
-//!   other hash functions from shared libraries.
-//! - [`config`] — `lb.toml`; [`watch`] follows it, [`persist`] writes replica changes back.
-//! - [`controller`] — the one writer of the replica set; publishes [`state::Snapshot`]s.
-//! - [`supervisor`] — runs replicas (local processes or Docker containers).
-//! - [`health`] — heartbeats.
-//! - [`proxy`], [`api`], [`admin`], [`body`], [`hop`] — the HTTP front; [`workers`] runs it, one event
-//!   loop per thread; [`upstream`] is its batching HTTP/1.1 client to the replicas.
+//! Layers, with one direction of dependency (`balance ← state ← {control, data, api}`):
+//!
+//! - [`lb_balance`] (its own crate): hashes, hash plugins, the ring, the placement table.
+//! - [`config`] (`lb.toml`) and [`state`] (the immutable [`state::Snapshot`] readers share).
+//! - [`control`]: the controller (the one writer), health checks, the file watcher,
+//!   supervisors, write-back.
+//! - [`data`]: the workers, the front, forwarding and the upstream client.
+//! - [`api`]: the REST contract (`/rep`, `/add`, `/rm`) and the `/_lb/` views.
+//! - `boot.rs` (in the binary): wires them together for `lb` with no subcommand.
+//!
+//! `docs/ARCHITECTURE.md` draws the map.
 
-pub mod admin;
 pub mod api;
-pub mod body;
 pub mod config;
-pub mod controller;
-pub mod hash;
-pub mod health;
-pub mod hop;
-pub mod persist;
-pub mod plugin;
-pub mod proxy;
-pub mod ring;
+pub mod control;
+pub mod data;
 pub mod state;
-pub mod supervisor;
-pub mod upstream;
-pub mod watch;
-pub mod workers;

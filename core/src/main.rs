@@ -1,22 +1,17 @@
 //! `lb`: run the load balancer, validate a configuration, or run as a replica.
 
+mod boot;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use lb::config::{Config, Source, SupervisorKind, DEFAULT_PATH};
-use lb::controller::{Command, Controller};
-use lb::health::{self, Prober};
-use lb::ring::{Probing, Ring, RingParams};
-use lb::state::Meta;
-use lb::supervisor::{DockerSupervisor, ProcessSupervisor, Supervisor};
-use lb::watch;
-use lb::workers::{self, Workers};
+use lb::config::{Config, DEFAULT_PATH};
+use lb_balance::ring::{self, Probing, RingParams};
 
 /// Consistent-hashing HTTP load balancer.
 #[derive(Parser, Debug)]
@@ -75,13 +70,13 @@ fn main() -> ExitCode {
         Some(Cmd::Check { path }) => check(&path),
         Some(Cmd::Share(args)) => share(&args),
         // The control plane (controller, health checks, file watcher, supervisor) needs little;
-        // requests are served by the worker threads (see lb::workers).
+        // requests are served by the worker threads (see lb::data::workers).
         None => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(run(cli.config, cli.listen))),
+            .and_then(|rt| rt.block_on(boot::run(cli.config, cli.listen))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,9 +116,12 @@ fn share(args: &ShareArgs) -> anyhow::Result<()> {
         virtual_nodes: args.virtual_nodes,
         probing,
     };
-    let hash = lb::plugin::resolve_any(&args.hash, &lb::plugin::search_path(&args.plugin_dir))?;
+    let hash = lb_balance::plugin::resolve_any(
+        &args.hash,
+        &lb_balance::plugin::search_path(&args.plugin_dir),
+    )?;
     let ids: Vec<u64> = (1..=args.replicas).collect();
-    let ring = Ring::build(params, Arc::clone(&hash), &ids)?;
+    let ring = ring::build(params, Arc::clone(&hash), &ids)?;
     let slots = ring.slot_counts();
     // The assignment's request ids: every 6-digit number.
     let mut requests = vec![0u64; ids.len()];
@@ -161,71 +159,5 @@ fn share(args: &ShareArgs) -> anyhow::Result<()> {
         max / mean,
         cv
     );
-    Ok(())
-}
-
-async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let loaded = Config::load_or_embedded(&config_path)
-        .with_context(|| config_path.display().to_string())?;
-    let config = &loaded.config;
-    tracing::info!(config = %loaded.source, "configuration loaded");
-    let listen = listen.unwrap_or(config.listen);
-    let listeners = workers::listen(listen, config.proxy.worker_count())?;
-    let local = listeners[0].local_addr()?;
-
-    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let supervisor: Arc<dyn Supervisor> = match config.supervisor.kind {
-        SupervisorKind::Process => Arc::new(
-            ProcessSupervisor::new(&config.supervisor.command, events_tx)
-                .context("cannot set up the process supervisor")?,
-        ),
-        SupervisorKind::Docker => DockerSupervisor::connect(&config.supervisor, events_tx)
-            .await
-            .context("cannot set up the docker supervisor")?,
-    };
-    let meta = Meta {
-        listen: local,
-        supervisor: supervisor.kind(),
-        started: Instant::now(),
-    };
-    let hash = config
-        .resolve_hash()
-        .with_context(|| loaded.source.to_string())?;
-    tracing::info!(hash = hash.name(), "ring hash functions");
-    let (mut controller, shared, handle) = Controller::new(&loaded, hash, supervisor, meta)?;
-    controller.start().await;
-    let health_settings = controller.health_settings();
-    if let Source::File(path) = &loaded.source {
-        watch::spawn(path.clone(), handle.clone())?;
-        tracing::info!(path = %path.display(), "following the configuration file");
-    }
-    let forward = handle.clone();
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            forward.send(Command::Supervisor(event));
-        }
-    });
-    tokio::spawn(controller.run());
-    tokio::spawn(health::run(
-        Arc::clone(&shared),
-        health_settings,
-        handle.clone(),
-        Prober::default(),
-    ));
-
-    let workers = Workers::start(listeners, config.proxy, &shared, &handle)?;
-    // Tests and scripts wait for this line.
-    println!("lb listening on http://{local}");
-    server::shutdown_signal().await;
-    tracing::info!("shutting down: stopping replicas");
-    tokio::task::spawn_blocking(move || workers.stop()).await?;
-    handle.shutdown().await;
     Ok(())
 }

@@ -10,8 +10,26 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 use serde::Serialize;
 
-use crate::ring::Ring;
-use crate::supervisor::Handle;
+use lb_balance::Placement;
+
+/// How the supervisor refers to a running replica.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handle {
+    /// A local child process.
+    Pid(u32),
+    /// A container.
+    ContainerId(String),
+}
+
+impl std::fmt::Display for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handle::Pid(p) => write!(f, "pid {p}"),
+            Handle::ContainerId(c) => write!(f, "container {c}"),
+        }
+    }
+}
 
 /// A replica in the ring, with counters the proxy and the health checker update in place.
 #[derive(Debug)]
@@ -134,8 +152,8 @@ pub struct ConfigStatus {
 /// One consistent view of the ring and its replicas.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// The ring; member `k` is `backends[k]`.
-    pub ring: Ring,
+    /// The slot → member table; member `k` is `backends[k]`.
+    pub placement: Placement,
     /// Replicas in the ring, sorted by server id.
     pub backends: Vec<Arc<Backend>>,
     /// Ids waiting for a replacement replica.

@@ -174,8 +174,8 @@ id = 2
     let owners = ring["owners"].as_array().unwrap();
     let ids: Vec<String> = (0..10_000u64)
         .filter(|id| {
-            use lb::hash::RingHash;
-            owners[(lb::hash::SpecHash.request(*id) % 512) as usize] == "Slow 1"
+            use lb_balance::hash::RingHash;
+            owners[(lb_balance::hash::SpecHash.request(*id) % 512) as usize] == "Slow 1"
         })
         .take(8)
         .map(|id| id.to_string())

@@ -9,12 +9,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::{eventually, Lb, Traffic, THREE};
-use lb::hash::{RingHash, SpecHash};
-use lb::plugin::{self, PluginError, PluginHash};
-use lb::ring::{Ring, RingParams};
+use lb_balance::hash::{RingHash, SpecHash};
+use lb_balance::plugin::{self, PluginError, PluginHash};
+use lb_balance::ring::{self, RingParams};
 use serde_json::Value;
 
-use lb::plugin::SHIPPED;
+use lb_balance::plugin::SHIPPED;
 const FIXTURES: [&str; 3] = ["wrong-abi", "panics-at-load", "panics-sometimes"];
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -91,7 +91,7 @@ fn every_shipped_plugin_loads_and_passes_its_self_check() {
         assert_eq!(plugin.name(), name);
         assert!(!plugin.description().is_empty());
         // It builds the assignment's ring.
-        let ring = Ring::build(RingParams::default(), Arc::new(plugin), &[1, 2, 3]).unwrap();
+        let ring = ring::build(RingParams::default(), Arc::new(plugin), &[1, 2, 3]).unwrap();
         assert_eq!(ring.slot_counts().iter().sum::<u32>(), 512);
     }
 }
@@ -108,13 +108,13 @@ fn spec_plugin_is_identical_to_the_built_in() {
         RingParams {
             slots: 64,
             virtual_nodes: 5,
-            probing: lb::ring::Probing::Quadratic,
+            probing: lb_balance::ring::Probing::Quadratic,
         },
     ] {
         for n in 1..=6u64 {
             let ids: Vec<u64> = (1..=n).collect();
-            let a = Ring::build(params, Arc::new(SpecHash), &ids).unwrap();
-            let b = Ring::build(params, plugin.clone(), &ids).unwrap();
+            let a = ring::build(params, Arc::new(SpecHash), &ids).unwrap();
+            let b = ring::build(params, plugin.clone(), &ids).unwrap();
             assert_eq!(a.owners(), b.owners(), "{params:?}, N = {n}");
             for k in 0..ids.len() {
                 assert_eq!(a.virtual_slots(k), b.virtual_slots(k));

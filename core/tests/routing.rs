@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{Lb, THREE};
 use futures_util::StreamExt;
-use lb::hash::{request_id_from_header, RingHash, SpecHash};
+use lb_balance::hash::{request_id_from_header, RingHash, SpecHash};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_id_is_served_by_the_ring_owner_of_its_slot() {

@@ -1,4 +1,4 @@
-//! The batching HTTP/1.1 client (`lb::upstream`) against scripted replicas on loopback: request
+//! The batching HTTP/1.1 client (`lb::data::upstream`) against scripted replicas on loopback: request
 //! batching, response order, framing (length, chunked, close-delimited, HEAD/204/304, interim
 //! responses), resending after a closed connection, and cut-off or malformed responses.
 
@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::BodyExt;
-use lb::upstream::{request_head, UpstreamError, Upstreams};
+use lb::data::upstream::{request_head, UpstreamError, Upstreams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -349,7 +349,7 @@ async fn busy_connections_grow_to_the_cap_and_then_pipeline() {
     let waiting = Arc::new(Mutex::new(Vec::<tokio::sync::oneshot::Sender<()>>::new()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let total = lb::upstream::MAX_CONNECTIONS + 8;
+    let total = lb::data::upstream::MAX_CONNECTIONS + 8;
     let accepted = Arc::new(AtomicUsize::new(0));
     let (w, a) = (waiting.clone(), accepted.clone());
     tokio::spawn(async move {
@@ -415,7 +415,7 @@ async fn busy_connections_grow_to_the_cap_and_then_pipeline() {
     assert!(answers.iter().all(|a| a.as_ref().unwrap().1 == "late"));
     let connections = accepted.load(Ordering::SeqCst);
     assert!(
-        connections <= lb::upstream::MAX_CONNECTIONS,
+        connections <= lb::data::upstream::MAX_CONNECTIONS,
         "{connections} connections for {total} requests"
     );
 }

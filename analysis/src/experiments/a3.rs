@@ -553,7 +553,8 @@ async fn routing_check(ctx: &Context, c: &mut Checker<'_>) {
         let mut dirs: Vec<std::path::PathBuf> =
             status.config.plugin_dirs.iter().map(Into::into).collect();
         dirs.push(ctx.plugin_dir.clone());
-        let hash = lb::plugin::resolve_any(&ring.hash, &lb::plugin::search_path(&dirs))?;
+        let hash =
+            lb_balance::plugin::resolve_any(&ring.hash, &lb_balance::plugin::search_path(&dirs))?;
         Ok::<_, crate::Error>((ring, hash))
     };
     let (ring, hash) = match setup.await {

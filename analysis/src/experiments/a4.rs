@@ -14,7 +14,7 @@ use crate::lb_api::eventually;
 use crate::progress;
 
 /// The hashes shipped with the project, in the order they are shown.
-pub use lb::plugin::SHIPPED;
+pub use lb_balance::plugin::SHIPPED;
 /// How long a hash switch may take to show in `/_lb/ring`.
 const SWITCH_LIMIT: Duration = Duration::from_secs(20);
 
@@ -131,13 +131,13 @@ pub async fn run(ctx: &Context) -> Result<A4> {
 
     let spinner = progress::spinner("A-4 offline (ring math)");
     let status = ctx.client.status().await?;
-    let params = lb::ring::RingParams {
+    let params = lb_balance::ring::RingParams {
         slots: status.ring.slots,
         virtual_nodes: status.ring.virtual_nodes,
         probing: if status.ring.probing == "quadratic" {
-            lb::ring::Probing::Quadratic
+            lb_balance::ring::Probing::Quadratic
         } else {
-            lb::ring::Probing::Linear
+            lb_balance::ring::Probing::Linear
         },
     };
     let mut dirs = vec![ctx.plugin_dir.clone()];

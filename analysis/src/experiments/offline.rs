@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lb::hash::RingHash;
-use lb::ring::{Ring, RingParams};
+use lb_balance::hash::RingHash;
+use lb_balance::ring::{self, RingParams};
+use lb_balance::Placement;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -117,11 +118,11 @@ pub struct Offline {
 /// Compute the shares and moves for every hash in `names`, loading plugins from `dirs` (and the
 /// default search path).
 pub fn compute(names: &[String], dirs: &[PathBuf], params: RingParams) -> Offline {
-    let search = lb::plugin::search_path(dirs);
+    let search = lb_balance::plugin::search_path(dirs);
     let mut hashes = Vec::new();
     let mut skipped = Vec::new();
     for name in names {
-        match lb::plugin::resolve_any(name, &search)
+        match lb_balance::plugin::resolve_any(name, &search)
             .map_err(crate::Error::from)
             .and_then(|hash| for_hash(name, hash, params))
         {
@@ -151,14 +152,14 @@ fn ids_per_slot(hash: &dyn RingHash, slots: u32) -> Vec<u64> {
 }
 
 /// Per slot, the server id serving it.
-fn slot_owner_ids(ring: &Ring) -> Vec<u64> {
+fn slot_owner_ids(ring: &Placement) -> Vec<u64> {
     ring.owners()
         .iter()
         .map(|&member| ring.server_ids()[member as usize])
         .collect()
 }
 
-fn moved(before: &Ring, after: &Ring, per_slot: &[u64], total: f64) -> f64 {
+fn moved(before: &Placement, after: &Placement, per_slot: &[u64], total: f64) -> f64 {
     let (a, b) = (slot_owner_ids(before), slot_owner_ids(after));
     let moved: u64 = (0..per_slot.len())
         .filter(|&s| a[s] != b[s])
@@ -168,7 +169,7 @@ fn moved(before: &Ring, after: &Ring, per_slot: &[u64], total: f64) -> f64 {
 }
 
 /// Fraction of the ids served by server id `id` in `ring`.
-fn id_share(ring: &Ring, id: u64, per_slot: &[u64], total: f64) -> f64 {
+fn id_share(ring: &Placement, id: u64, per_slot: &[u64], total: f64) -> f64 {
     let owners = slot_owner_ids(ring);
     let mine: u64 = (0..per_slot.len())
         .filter(|&s| owners[s] == id)
@@ -180,7 +181,7 @@ fn id_share(ring: &Ring, id: u64, per_slot: &[u64], total: f64) -> f64 {
 fn for_hash(name: &str, hash: Arc<dyn RingHash>, params: RingParams) -> Result<HashOffline> {
     let per_slot = ids_per_slot(hash.as_ref(), params.slots);
     let total = per_slot.iter().sum::<u64>() as f64;
-    let ring = |ids: &[u64]| Ring::build(params, Arc::clone(&hash), ids);
+    let ring = |ids: &[u64]| ring::build(params, Arc::clone(&hash), ids);
     let ids_to = |n: u64| (1..=n).collect::<Vec<u64>>();
 
     let mut shares = Vec::new();

@@ -13,9 +13,9 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
+use super::front::{self, App};
 use crate::config::ProxySection;
-use crate::controller::ControllerHandle;
-use crate::proxy::{self, App};
+use crate::control::ControllerHandle;
 use crate::state::Shared;
 
 /// Pending connections each listening socket queues.
@@ -104,7 +104,7 @@ impl Workers {
                         let shutdown = async move {
                             let _ = stopped.wait_for(|stop| *stop).await;
                         };
-                        proxy::serve(listener, app, shutdown).await;
+                        front::serve(listener, app, shutdown).await;
                     });
                 })
                 .map_err(WorkersError::Spawn)?;

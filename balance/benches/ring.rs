@@ -1,4 +1,4 @@
-//! Ring lookup and build times, and a plugin's H against the built-in (`cargo bench -p lb`).
+//! Ring lookup and build times, and a plugin's H against the built-in (`cargo bench -p lb-balance`).
 //! Compare results side by side within one run; absolute numbers depend on the machine.
 
 use std::hint::black_box;
@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use lb::hash::{RingHash, SpecHash};
-use lb::ring::{Probing, Ring, RingParams};
+use lb_balance::hash::{RingHash, SpecHash};
+use lb_balance::ring::{self, Probing, RingParams};
 
 fn params(slots: u32) -> RingParams {
     RingParams {
@@ -28,7 +28,7 @@ fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("ring lookup");
     for (slots, replicas) in [(512u32, 3u64), (65_536, 1_000)] {
         let servers: Vec<u64> = (1..=replicas).collect();
-        let ring = Ring::build(params(slots), Arc::new(SpecHash), &servers).unwrap();
+        let ring = ring::build(params(slots), Arc::new(SpecHash), &servers).unwrap();
         group.bench_with_input(
             BenchmarkId::new(format!("M={slots}"), format!("N={replicas}")),
             &ring,
@@ -54,7 +54,7 @@ fn build(c: &mut Criterion) {
             ..params(65_536)
         };
         group.bench_function(format!("M=65536 N=1000 {probing}"), |b| {
-            b.iter(|| Ring::build(p, Arc::new(SpecHash), black_box(&servers)).unwrap())
+            b.iter(|| ring::build(p, Arc::new(SpecHash), black_box(&servers)).unwrap())
         });
     }
     group.finish();
@@ -77,7 +77,7 @@ fn spec_plugin() -> Arc<dyn RingHash> {
         .status()
         .expect("run cargo build");
     assert!(status.success(), "building the spec plugin failed");
-    lb::plugin::resolve("spec", &[target.join("release")]).expect("load the spec plugin")
+    lb_balance::plugin::resolve("spec", &[target.join("release")]).expect("load the spec plugin")
 }
 
 fn plugin_call(c: &mut Criterion) {

@@ -13,105 +13,23 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::api::{ApiError, ScaleRequest};
+use lb_balance::{Balancer, RingError, RingHash};
+
 use crate::config::{Config, HealthSection, Loaded, Source};
-use crate::hash::RingHash;
-use crate::health::Prober;
-use crate::persist;
-use crate::ring::{Ring, RingError, RingParams};
-use crate::state::{timestamp, Backend, ConfigStatus, Issue, Meta, Shared, Snapshot, Vacancy};
-use crate::supervisor::{Handle, ReplicaSpec, Started, Supervisor, SupervisorEvent};
+use crate::state::{
+    timestamp, Backend, ConfigStatus, Handle, Issue, Meta, Shared, Snapshot, Vacancy,
+};
+
+use super::command::{Command, ControlError, ControllerHandle, ScaleReply, ScaleRequest};
+use super::health::Prober;
+use super::persist;
+use super::reconcile::{plan_add, plan_remove, reconcile, Members};
+use super::supervisor::{ReplicaSpec, Started, Supervisor, SupervisorEvent};
 
 /// Longest wait between two attempts to fill a vacancy.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A replica that dies sooner than this after joining the ring counts toward a crash loop.
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
-
-/// The reply to `/add` and `/rm`: the hostnames in the ring afterwards, or why nothing changed.
-pub type ScaleReply = Result<Vec<String>, ApiError>;
-
-/// What the controller can be asked to do.
-#[derive(Debug)]
-pub enum Command {
-    /// `POST /add`.
-    Add {
-        /// The validated body.
-        request: ScaleRequest,
-        /// Where the answer goes.
-        reply: oneshot::Sender<ScaleReply>,
-    },
-    /// `DELETE /rm`.
-    Remove {
-        /// The validated body.
-        request: ScaleRequest,
-        /// Where the answer goes.
-        reply: oneshot::Sender<ScaleReply>,
-    },
-    /// The configuration file may have changed: read it and apply it if it did.
-    FileChanged,
-    /// The health checker gave up on a replica.
-    ReplicaFailed {
-        /// Its server id.
-        id: u64,
-        /// Which incarnation (an id outlives its replicas).
-        handle: Handle,
-        /// Why, for the log and status.
-        reason: String,
-    },
-    /// The supervisor noticed something.
-    Supervisor(SupervisorEvent),
-    /// Try again to fill a vacancy.
-    Respawn {
-        /// The vacant server id.
-        id: u64,
-    },
-    /// Stop every replica and stop taking commands.
-    Shutdown {
-        /// Answered once every replica is stopped.
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// A cheap, cloneable way to send the controller commands.
-#[derive(Debug, Clone)]
-pub struct ControllerHandle {
-    tx: mpsc::UnboundedSender<Command>,
-}
-
-impl ControllerHandle {
-    /// Send a command without waiting for its effect.
-    pub fn send(&self, command: Command) {
-        // The controller only stops at shutdown, when nobody waits for answers any more.
-        let _ = self.tx.send(command);
-    }
-
-    async fn ask(&self, make: impl FnOnce(oneshot::Sender<ScaleReply>) -> Command) -> ScaleReply {
-        let (reply, answer) = oneshot::channel();
-        self.send(make(reply));
-        answer.await.unwrap_or_else(|_| {
-            Err(ApiError::Unavailable(
-                "the load balancer is shutting down".into(),
-            ))
-        })
-    }
-
-    /// Add replicas; returns the hostnames in the ring afterwards.
-    pub async fn add(&self, request: ScaleRequest) -> ScaleReply {
-        self.ask(|reply| Command::Add { request, reply }).await
-    }
-
-    /// Remove replicas; returns once they are out of the ring and stopped.
-    pub async fn remove(&self, request: ScaleRequest) -> ScaleReply {
-        self.ask(|reply| Command::Remove { request, reply }).await
-    }
-
-    /// Stop all replicas; returns when they are gone.
-    pub async fn shutdown(&self) {
-        let (reply, done) = oneshot::channel();
-        self.send(Command::Shutdown { reply });
-        let _ = done.await;
-    }
-}
 
 /// The configuration file being followed.
 struct ConfigFile {
@@ -126,7 +44,7 @@ pub struct Controller {
     shared: Arc<Shared>,
     supervisor: Arc<dyn Supervisor>,
     prober: Prober,
-    params: RingParams,
+    balancer: Balancer,
     hash: Arc<dyn RingHash>,
     health: watch::Sender<HealthSection>,
     replicas: BTreeMap<u64, Arc<Backend>>,
@@ -136,7 +54,9 @@ pub struct Controller {
     file: Option<ConfigFile>,
     /// The configuration the process started with (for fields that need a restart).
     startup: Config,
-    tx: mpsc::UnboundedSender<Command>,
+    commands: ControllerHandle,
+    /// Random names and `/rm`'s random picks.
+    rng: fastrand::Rng,
     rx: mpsc::UnboundedReceiver<Command>,
 }
 
@@ -150,8 +70,8 @@ impl Controller {
         meta: Meta,
     ) -> Result<(Controller, Arc<Shared>, ControllerHandle), RingError> {
         let config = &loaded.config;
-        let params = config.ring_params();
-        let empty = Ring::build(params, Arc::clone(&hash), &[])?;
+        let balancer = config.balancer();
+        let empty = balancer.place(Arc::clone(&hash), &[])?;
         let file = match &loaded.source {
             Source::File(path) => Some(ConfigFile {
                 path: path.clone(),
@@ -161,7 +81,7 @@ impl Controller {
         };
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot {
-                ring: empty,
+                placement: empty,
                 backends: Vec::new(),
                 vacancies: Vec::new(),
             }),
@@ -174,12 +94,12 @@ impl Controller {
             }),
             meta,
         });
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (handle, rx) = ControllerHandle::channel();
         let controller = Controller {
             shared: Arc::clone(&shared),
             supervisor,
             prober: Prober::default(),
-            params,
+            balancer,
             hash,
             health: watch::Sender::new(config.health),
             replicas: BTreeMap::new(),
@@ -187,10 +107,11 @@ impl Controller {
             crash_streak: BTreeMap::new(),
             file,
             startup: config.clone(),
-            tx: tx.clone(),
+            commands: handle.clone(),
+            rng: fastrand::Rng::new(),
             rx,
         };
-        Ok((controller, shared, ControllerHandle { tx }))
+        Ok((controller, shared, handle))
     }
 
     /// Heartbeat settings, updated when the file changes them.
@@ -293,29 +214,13 @@ impl Controller {
         self.replicas.values().map(|b| b.hostname.clone()).collect()
     }
 
-    /// Whether a running replica or a pending vacancy uses `name`.
-    fn name_taken(&self, name: &str) -> bool {
-        self.replicas.values().any(|b| b.hostname == name)
-            || self.vacancies.values().any(|v| v.hostname == name)
-    }
-
-    /// A random hostname nobody uses (the assignment's naming for replacements).
-    fn random_hostname(&self, also_taken: &[String]) -> String {
-        loop {
-            let name = format!("S{}", fastrand::u32(100_000..1_000_000));
-            if !self.name_taken(&name) && !also_taken.contains(&name) {
-                return name;
-            }
-        }
-    }
-
     /// Publish the current replica set as a new snapshot.
     fn publish(&self) {
         let backends: Vec<Arc<Backend>> = self.replicas.values().cloned().collect();
         let ids: Vec<u64> = self.replicas.keys().copied().collect();
-        match Ring::build(self.params, Arc::clone(&self.hash), &ids) {
-            Ok(ring) => self.shared.snapshot.store(Arc::new(Snapshot {
-                ring,
+        match self.balancer.place(Arc::clone(&self.hash), &ids) {
+            Ok(placement) => self.shared.snapshot.store(Arc::new(Snapshot {
+                placement,
                 backends,
                 vacancies: self.vacancies.values().cloned().collect(),
             })),
@@ -442,49 +347,30 @@ impl Controller {
         }
     }
 
+    /// The replica set as plain data, for the planning functions in [`super::reconcile`].
+    fn members(&self) -> Members {
+        Members {
+            running: self
+                .replicas
+                .values()
+                .map(|b| (b.id, b.hostname.clone()))
+                .collect(),
+            vacant: self
+                .vacancies
+                .values()
+                .map(|v| (v.id, v.hostname.clone()))
+                .collect(),
+        }
+    }
+
     async fn add(&mut self, request: ScaleRequest) -> ScaleReply {
-        if let Some(name) = request.hostnames.iter().find(|n| self.name_taken(n)) {
-            return Err(ApiError::BadRequest(format!(
-                "hostname '{name}' is already a replica"
-            )));
-        }
-        // Lowest free server ids: removing a replica and adding one back restores the ring.
-        let mut ids = Vec::with_capacity(request.n);
-        let mut candidate = 1u64;
-        while ids.len() < request.n {
-            if !self.replicas.contains_key(&candidate) && !self.vacancies.contains_key(&candidate) {
-                ids.push(candidate);
-            }
-            candidate += 1;
-        }
-        let mut all: Vec<u64> = self
-            .replicas
-            .keys()
-            .chain(self.vacancies.keys())
-            .copied()
-            .collect();
-        all.extend(&ids);
-        if let Err(e) = Ring::build(self.params, Arc::clone(&self.hash), &all) {
-            return Err(ApiError::BadRequest(format!(
-                "cannot add {} replicas: {e}",
-                request.n
-            )));
-        }
-        let mut names = request.hostnames;
-        for &id in &ids[names.len()..] {
-            let readable = format!("Server {id}");
-            let name = if self.name_taken(&readable) || names.contains(&readable) {
-                self.random_hostname(&names)
-            } else {
-                readable
-            };
-            names.push(name);
-        }
-        let specs: Vec<ReplicaSpec> = names
-            .into_iter()
-            .zip(ids)
-            .map(|(hostname, id)| ReplicaSpec { hostname, id })
-            .collect();
+        let specs = plan_add(
+            &self.members(),
+            &request,
+            &self.balancer,
+            &self.hash,
+            &mut self.rng,
+        )?;
         let results = self.launch_all(specs).await;
         if results.iter().any(Result::is_err) {
             let mut reasons = Vec::new();
@@ -496,10 +382,7 @@ impl Controller {
                     Err(reason) => reasons.push(reason),
                 }
             }
-            return Err(ApiError::Internal(format!(
-                "{}; nothing was added",
-                reasons.join("; ")
-            )));
+            return Err(ControlError::StartFailed(reasons));
         }
         for backend in results.into_iter().flatten() {
             tracing::info!(hostname = %backend.hostname, id = backend.id, "replica added");
@@ -512,47 +395,13 @@ impl Controller {
     /// Take replicas out of the ring at once; drain and stop them on another task, which answers.
     /// Returns whether anything was removed.
     fn remove(&mut self, request: ScaleRequest, reply: oneshot::Sender<ScaleReply>) -> bool {
-        let refuse = |reply: oneshot::Sender<ScaleReply>, message: String| {
-            let _ = reply.send(Err(ApiError::BadRequest(message)));
-            false
+        let victims = match plan_remove(&self.members(), &request, &mut self.rng) {
+            Ok(victims) => victims,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return false;
+            }
         };
-        if request.n > self.replicas.len() {
-            return refuse(
-                reply,
-                format!(
-                    "cannot remove {} replicas: there are only {}",
-                    request.n,
-                    self.replicas.len()
-                ),
-            );
-        }
-        let unknown = request
-            .hostnames
-            .iter()
-            .find(|n| !self.replicas.values().any(|b| &&b.hostname == n));
-        if let Some(name) = unknown {
-            return refuse(
-                reply,
-                format!(
-                    "hostname '{name}' is not a replica (replicas: {})",
-                    self.hostnames().join(", ")
-                ),
-            );
-        }
-        let mut victims: Vec<u64> = request
-            .hostnames
-            .iter()
-            .filter_map(|name| self.replicas.values().find(|b| &b.hostname == name))
-            .map(|b| b.id)
-            .collect();
-        let mut others: Vec<u64> = self
-            .replicas
-            .keys()
-            .copied()
-            .filter(|id| !victims.contains(id))
-            .collect();
-        fastrand::shuffle(&mut others);
-        victims.extend(others.into_iter().take(request.n - victims.len()));
         let removed: Vec<Arc<Backend>> = victims
             .iter()
             .filter_map(|id| self.replicas.remove(id))
@@ -596,7 +445,7 @@ impl Controller {
         let dead = self.replicas.remove(&id).expect("checked above");
         // The assignment gives the replacement a new random hostname; it keeps the server id,
         // so its virtual nodes land on the same slots and no other replica's keys move.
-        let hostname = self.random_hostname(&[]);
+        let hostname = self.members().random_hostname(&[], &mut self.rng);
         tracing::warn!(hostname = %dead.hostname, id, %reason, replacement = %hostname, "replica failed; replacing it");
         let streak = if dead.started.elapsed() < CRASH_WINDOW {
             let streak = self.crash_streak.entry(id).or_default();
@@ -669,10 +518,10 @@ impl Controller {
         let delay = Duration::from_millis(100)
             .saturating_mul(1 << failed_attempts.min(16))
             .min(MAX_BACKOFF);
-        let tx = self.tx.clone();
+        let commands = self.commands.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = tx.send(Command::Respawn { id });
+            commands.send(Command::Respawn { id });
         });
     }
 
@@ -739,62 +588,37 @@ impl Controller {
                 return;
             }
         };
-        let mut needs_restart = Vec::new();
-        if config.listen != self.startup.listen {
-            needs_restart.push("listen".to_owned());
-        }
-        if config.supervisor != self.startup.supervisor {
-            needs_restart.push("supervisor".to_owned());
-        }
-        if config.proxy != self.startup.proxy {
-            needs_restart.push("proxy".to_owned());
-        }
-        for field in &needs_restart {
+        let plan = reconcile(&self.members(), &config, &self.startup);
+        for field in &plan.needs_restart {
             tracing::warn!(field, "changed in the file; takes effect after a restart");
         }
         self.health.send_replace(config.health);
-
-        // Replicas are matched by server id and hostname: anything else is a different replica.
-        let desired: BTreeMap<u64, String> = config
-            .replicas
-            .iter()
-            .map(|r| (*r.id.get_ref(), r.hostname.get_ref().clone()))
-            .collect();
-        let stale: Vec<u64> = self
-            .replicas
-            .values()
-            .filter(|b| desired.get(&b.id) != Some(&b.hostname))
-            .map(|b| b.id)
-            .collect();
-        let removed: Vec<Arc<Backend>> = stale
+        let removed: Vec<Arc<Backend>> = plan
+            .stop
             .iter()
             .filter_map(|id| self.replicas.remove(id))
             .collect();
-        self.vacancies
-            .retain(|id, v| desired.get(id) == Some(&v.hostname));
-        let new: Vec<ReplicaSpec> = desired
-            .into_iter()
-            .filter(|(id, _)| !self.replicas.contains_key(id) && !self.vacancies.contains_key(id))
-            .map(|(id, hostname)| ReplicaSpec { hostname, id })
-            .collect();
+        for id in &plan.forget {
+            self.vacancies.remove(id);
+        }
 
         // Ring parameters and hash swap with the remaining replicas in one store; new replicas
         // join only after their first heartbeat.
-        self.params = config.ring_params();
+        self.balancer = plan.balancer;
         self.hash = hash;
         self.publish();
         for backend in &removed {
             tracing::info!(hostname = %backend.hostname, id = backend.id, "removed by the configuration file");
         }
         drop(self.retire(removed));
-        self.launch_into_ring(new).await;
+        self.launch_into_ring(plan.start).await;
         self.publish();
         tracing::info!("configuration file applied");
         let plugin_dirs = config.plugin_dirs();
         self.update_config_status(|s| {
             s.last_applied = Some(timestamp());
             s.last_error = None;
-            s.needs_restart = needs_restart;
+            s.needs_restart = plan.needs_restart.iter().map(|f| f.to_string()).collect();
             s.plugin_dirs = plugin_dirs;
         });
     }

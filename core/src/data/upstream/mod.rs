@@ -32,7 +32,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::hop;
+use super::hop;
 
 /// Connections a worker keeps open to one replica before it pipelines.
 pub const MAX_CONNECTIONS: usize = 32;

@@ -19,9 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use lb_plugin_abi::{
-    EntryFn, PluginV1, RequestFn, VirtualNodeFn, ABI_VERSION, ENTRY_SYMBOL, STATUS_OK,
-};
+pub use lb_plugin_abi::ABI_VERSION;
+use lb_plugin_abi::{EntryFn, PluginV1, RequestFn, VirtualNodeFn, ENTRY_SYMBOL, STATUS_OK};
 use libloading::Library;
 use serde::Serialize;
 

@@ -2,7 +2,7 @@
 //!
 //! A ring needs two functions: `H(r)` maps a request id to a position and `Φ(i, j)` maps virtual
 //! node `j` of server `i` to a position. Both return a raw `u64`; the ring reduces the result
-//! modulo its slot count `M` (see [`crate::ring::Ring`]).
+//! modulo its slot count `M` (see [`crate::Placement`]).
 //!
 //! The compiled-in functions are listed in [`BUILTIN_HASHES`] and resolved with [`builtin`].
 //! [`request_id_from_header`] turns an `X-Request-Id` header value into the `u64` request id

@@ -15,7 +15,7 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::controller::{Command, ControllerHandle};
+use super::command::{Command, ControllerHandle};
 
 /// Quiet time after the last event before the file is read.
 const SETTLE: Duration = Duration::from_millis(100);

@@ -8,7 +8,8 @@ pub mod docker;
 pub mod process;
 
 use async_trait::async_trait;
-use serde::Serialize;
+
+pub use crate::state::Handle;
 
 pub use docker::DockerSupervisor;
 pub use process::ProcessSupervisor;
@@ -20,25 +21,6 @@ pub struct ReplicaSpec {
     pub hostname: String,
     /// Its server id on the ring.
     pub id: u64,
-}
-
-/// How the supervisor refers to a running replica.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Handle {
-    /// A local child process.
-    Pid(u32),
-    /// A container.
-    ContainerId(String),
-}
-
-impl std::fmt::Display for Handle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Handle::Pid(p) => write!(f, "pid {p}"),
-            Handle::ContainerId(c) => write!(f, "container {c}"),
-        }
-    }
 }
 
 /// A started replica.

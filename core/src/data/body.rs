@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::upstream::PipeBody;
 use crate::state::InFlight;
-use crate::upstream::PipeBody;
 
 /// Why a body could not be sent to the end.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;

@@ -4,8 +4,9 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use crate::state::{ConfigStatus, Shared, Snapshot, Vacancy};
-use crate::supervisor::Handle;
+use lb_balance::Balancer;
+
+use crate::state::{ConfigStatus, Handle, Shared, Snapshot, Vacancy};
 
 #[derive(Serialize)]
 struct RingInfo<'a> {
@@ -16,12 +17,12 @@ struct RingInfo<'a> {
 }
 
 fn ring_info(snapshot: &Snapshot) -> RingInfo<'_> {
-    let p = snapshot.ring.params();
+    let Balancer::Ring(p) = snapshot.placement.balancer();
     RingInfo {
         slots: p.slots,
         virtual_nodes: p.virtual_nodes,
         probing: p.probing.to_string(),
-        hash: snapshot.ring.hash().name(),
+        hash: snapshot.placement.hash().name(),
     }
 }
 
@@ -107,11 +108,11 @@ pub fn ring(snapshot: &Snapshot) -> Vec<u8> {
             .map(|(k, b)| Member {
                 hostname: &b.hostname,
                 id: b.id,
-                slots: snapshot.ring.virtual_slots(k),
+                slots: snapshot.placement.virtual_slots(k),
             })
             .collect(),
         owners: snapshot
-            .ring
+            .placement
             .owners()
             .iter()
             .map(|&k| snapshot.backends[k as usize].hostname.as_str())
@@ -127,7 +128,7 @@ pub fn plugins(shared: &Shared) -> Vec<u8> {
     #[derive(Serialize)]
     struct Entry {
         #[serde(flatten)]
-        info: crate::plugin::PluginInfo,
+        info: lb_balance::plugin::PluginInfo,
         builtin: bool,
         active: bool,
     }
@@ -138,11 +139,11 @@ pub fn plugins(shared: &Shared) -> Vec<u8> {
         search_path: Vec<std::path::PathBuf>,
         plugins: Vec<Entry>,
     }
-    let active = shared.snapshot.load().ring.hash().name().to_owned();
+    let active = shared.snapshot.load().placement.hash().name().to_owned();
     let search_path = shared.config.load().plugin_dirs.clone();
-    let builtin = crate::hash::BUILTIN_HASHES
+    let builtin = lb_balance::hash::BUILTIN_HASHES
         .iter()
-        .map(|&name| crate::plugin::PluginInfo {
+        .map(|&name| lb_balance::plugin::PluginInfo {
             name: name.to_owned(),
             description: Some("compiled into lb".to_owned()),
             abi_version: None,
@@ -150,7 +151,7 @@ pub fn plugins(shared: &Shared) -> Vec<u8> {
             error: None,
         })
         .map(|info| (info, true));
-    let found = crate::plugin::list(&search_path)
+    let found = lb_balance::plugin::list(&search_path)
         .into_iter()
         .map(|info| (info, false));
     let plugins = builtin
@@ -158,7 +159,7 @@ pub fn plugins(shared: &Shared) -> Vec<u8> {
         .map(|(info, builtin)| Entry {
             // Compiled-in names win over plugin files of the same name.
             active: info.name == active
-                && (builtin || crate::hash::builtin(&info.name).is_none())
+                && (builtin || lb_balance::hash::builtin(&info.name).is_none())
                 && info.error.is_none(),
             info,
             builtin,
@@ -166,7 +167,7 @@ pub fn plugins(shared: &Shared) -> Vec<u8> {
         .collect();
     let view = Plugins {
         active,
-        abi_version: lb_plugin_abi::ABI_VERSION,
+        abi_version: lb_balance::plugin::ABI_VERSION,
         search_path,
         plugins,
     };

@@ -14,8 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
+use super::command::{Command, ControllerHandle};
 use crate::config::HealthSection;
-use crate::controller::{Command, ControllerHandle};
 use crate::state::Shared;
 
 /// HTTP client for heartbeats (its own pool, so heartbeats never queue behind proxied traffic).

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::check_hostname;
+use crate::control::{ControlError, ScaleRequest};
 
 /// Most replicas one `/add` or `/rm` may name in `n`.
 pub const MAX_BATCH: u64 = 64;
@@ -20,15 +21,6 @@ pub enum Scale {
     Add,
     /// `DELETE /rm`
     Remove,
-}
-
-/// A validated `/add` or `/rm` body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScaleRequest {
-    /// How many replicas to add or remove.
-    pub n: usize,
-    /// Names to use (add) or to remove; at most `n`, distinct and well-formed.
-    pub hostnames: Vec<String>,
 }
 
 /// An error answer, in the `{"message": "<Error> …", "status": "failure"}` shape.
@@ -88,6 +80,21 @@ impl ApiError {
             message: &message,
             status: "failure",
         }))
+    }
+}
+
+/// The one mapping of the controller's errors to HTTP: the request's fault is a 400, a replica
+/// that did not start a 500, a controller that has stopped a 503.
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::NameTaken(_)
+            | ControlError::NoRoom { .. }
+            | ControlError::TooFew { .. }
+            | ControlError::UnknownName { .. } => ApiError::BadRequest(e.to_string()),
+            ControlError::StartFailed(_) => ApiError::Internal(e.to_string()),
+            ControlError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+        }
     }
 }
 

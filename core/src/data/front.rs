@@ -8,26 +8,24 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::admin;
-use crate::api::{self, ApiError, Scale};
-use crate::body::LbBody;
+use lb_balance::hash::request_id_from_header;
+
+use super::body::LbBody;
+use super::hop;
+use super::upstream::{self, Upstreams};
+use crate::api::{self, Api, ApiError};
 use crate::config::ProxySection;
-use crate::controller::ControllerHandle;
-use crate::hash::request_id_from_header;
-use crate::hop;
+use crate::control::ControllerHandle;
 use crate::state::{Backend, Shared};
-use crate::upstream::{self, Upstreams};
 
 /// The header whose value routes a request.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -36,7 +34,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Everything a connection needs to answer requests.
 pub struct App {
     shared: Arc<Shared>,
-    controller: ControllerHandle,
+    api: Api,
     client: Client<HttpConnector, Incoming>,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled.
     upstreams: Option<Upstreams>,
@@ -53,8 +51,8 @@ impl App {
             .pool_max_idle_per_host(1024)
             .build(connector);
         App {
+            api: Api::new(Arc::clone(&shared), controller),
             shared,
-            controller,
             client,
             upstreams: settings.pipelining.then(Upstreams::new),
         }
@@ -66,81 +64,10 @@ impl App {
         req: Request<Incoming>,
         forwarded_for: &HeaderValue,
     ) -> Response<LbBody> {
-        let result = match req.uri().path() {
-            "/rep" => self.rep(req.method()),
-            "/add" => self.scale(req, Scale::Add).await,
-            "/rm" => self.scale(req, Scale::Remove).await,
-            "/_lb/plugins" => self.plugins(req.method()).await,
-            path if path == "/_lb" || path.starts_with("/_lb/") => self.admin(&req),
-            _ => return self.proxy(req, forwarded_for).await,
-        };
-        result.unwrap_or_else(|e| error_response(&e))
-    }
-
-    fn rep(&self, method: &Method) -> Result<Response<LbBody>, ApiError> {
-        if method != Method::GET && method != Method::HEAD {
-            return Err(ApiError::MethodNotAllowed {
-                path: "/rep",
-                allowed: "GET",
-            });
+        if api::owns(req.uri().path()) {
+            return self.api.answer(req).await.map(LbBody::full);
         }
-        let snapshot = self.shared.snapshot.load();
-        let body = api::replicas_body(snapshot.backends.iter().map(|b| b.hostname.as_str()));
-        Ok(json_response(StatusCode::OK, body))
-    }
-
-    async fn scale(
-        &self,
-        req: Request<Incoming>,
-        scale: Scale,
-    ) -> Result<Response<LbBody>, ApiError> {
-        let (path, method, allowed) = match scale {
-            Scale::Add => ("/add", Method::POST, "POST"),
-            Scale::Remove => ("/rm", Method::DELETE, "DELETE"),
-        };
-        if req.method() != method {
-            return Err(ApiError::MethodNotAllowed { path, allowed });
-        }
-        let body = read_body(req).await?;
-        let request = api::parse_scale(&body, scale)?;
-        let hostnames = match scale {
-            Scale::Add => self.controller.add(request).await?,
-            Scale::Remove => self.controller.remove(request).await?,
-        };
-        Ok(json_response(
-            StatusCode::OK,
-            api::replicas_body(hostnames.iter().map(String::as_str)),
-        ))
-    }
-
-    async fn plugins(&self, method: &Method) -> Result<Response<LbBody>, ApiError> {
-        if method != Method::GET && method != Method::HEAD {
-            return Err(ApiError::MethodNotAllowed {
-                path: "/_lb/plugins",
-                allowed: "GET",
-            });
-        }
-        let shared = Arc::clone(&self.shared);
-        let body = tokio::task::spawn_blocking(move || admin::plugins(&shared))
-            .await
-            .map_err(|e| ApiError::Internal(format!("listing plugins failed: {e}")))?;
-        Ok(json_response(StatusCode::OK, body))
-    }
-
-    fn admin(&self, req: &Request<Incoming>) -> Result<Response<LbBody>, ApiError> {
-        let path = req.uri().path();
-        let endpoint: fn(&App) -> Vec<u8> = match path {
-            "/_lb/status" => |app| admin::status(&app.shared),
-            "/_lb/ring" => |app| admin::ring(&app.shared.snapshot.load()),
-            _ => return Err(ApiError::NotFound(path.to_owned())),
-        };
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return Err(ApiError::MethodNotAllowed {
-                path: "/_lb/",
-                allowed: "GET",
-            });
-        }
-        Ok(json_response(StatusCode::OK, Bytes::from(endpoint(self))))
+        self.proxy(req, forwarded_for).await
     }
 
     async fn proxy(
@@ -154,7 +81,7 @@ impl App {
                 Some(value) => request_id_from_header(value.as_bytes()),
                 None => fastrand::u64(100_000..=999_999),
             };
-            match snapshot.ring.lookup(id) {
+            match snapshot.placement.lookup(id) {
                 Some(member) => Arc::clone(&snapshot.backends[member]),
                 None => {
                     return error_response(&ApiError::Unavailable(
@@ -249,6 +176,10 @@ fn did_not_answer(backend: &Backend, reason: &str) -> Response<LbBody> {
     )))
 }
 
+fn error_response(error: &ApiError) -> Response<LbBody> {
+    api::error_response(error).map(LbBody::full)
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -258,74 +189,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-/// Largest oversized body that is read and discarded before answering 413, so that the client
-/// finishes sending and reads the answer (like nginx's lingering close). Past this the answer is
-/// sent at once and the connection closed.
-const DISCARD_LIMIT: usize = 1 << 20;
-/// How long discarding an oversized body may take.
-const DISCARD_TIME: Duration = Duration::from_secs(2);
-
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let body = req.into_body();
-    if declared.is_some_and(|len| len > api::MAX_BODY as u64) {
-        if declared.is_some_and(|len| len <= DISCARD_LIMIT as u64) {
-            discard(body).await;
-        }
-        return Err(ApiError::PayloadTooLarge);
-    }
-    let mut body = body;
-    let mut collected = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
-        if let Some(data) = frame.data_ref() {
-            if collected.len() + data.len() > api::MAX_BODY {
-                discard(body).await;
-                return Err(ApiError::PayloadTooLarge);
-            }
-            collected.extend_from_slice(data);
-        }
-    }
-    Ok(collected.freeze())
-}
-
-/// Read and drop up to [`DISCARD_LIMIT`] more bytes of `body`, for at most [`DISCARD_TIME`].
-async fn discard(body: Incoming) {
-    let limited = Limited::new(body, DISCARD_LIMIT);
-    let _ = tokio::time::timeout(DISCARD_TIME, limited.collect()).await;
-}
-
-fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<LbBody> {
-    let mut resp = Response::new(LbBody::full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-fn error_response(error: &ApiError) -> Response<LbBody> {
-    let mut resp = json_response(error.status(), error.body());
-    match error {
-        ApiError::MethodNotAllowed { allowed, .. } => {
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allowed));
-        }
-        // The rest of the body may be unread: do not reuse the connection.
-        ApiError::PayloadTooLarge => {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        _ => {}
-    }
-    resp
 }
 
 /// Accept connections on `listener` and serve them with `app` until `shutdown` completes.

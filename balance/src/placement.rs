@@ -1,0 +1,246 @@
+//! The seam between balancing algorithms and the proxy: a [`Balancer`] (an algorithm and its
+//! parameters) turns replica ids and a hash into one immutable [`Placement`], the slot → member
+//! table every request is looked up in.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::hash::RingHash;
+use crate::ring::{RingError, RingParams};
+
+/// Marker for "no member here" while a table is being filled. Member indices are always
+/// smaller: `N ≤ M ≤ u32::MAX`, so the largest index is `u32::MAX − 1`.
+pub(crate) const NO_MEMBER: u32 = u32::MAX;
+
+/// A balancing algorithm with its parameters. Every algorithm is realised as the same kind of
+/// [`Placement`], so the per-request cost does not depend on which one is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balancer {
+    /// The assignment's ring: `K` virtual nodes per replica at `Φ(i, j) mod M`, probing on
+    /// collisions; a slot is served by the first virtual node at or after it, clockwise.
+    Ring(RingParams),
+}
+
+impl Balancer {
+    /// The algorithm's name, as `lb.toml` and `/_lb/ring` spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Balancer::Ring(_) => "ring",
+        }
+    }
+
+    /// Number of slots `M` of the tables it builds.
+    pub fn slots(&self) -> u32 {
+        match self {
+            Balancer::Ring(p) => p.slots,
+        }
+    }
+
+    /// The ring's parameters, if this is the ring.
+    pub fn ring_params(&self) -> Option<RingParams> {
+        match self {
+            Balancer::Ring(p) => Some(*p),
+        }
+    }
+
+    /// Whether the parameters themselves are usable.
+    fn validate(&self) -> Result<(), RingError> {
+        match self {
+            Balancer::Ring(p) => {
+                if p.slots == 0 {
+                    return Err(RingError::ZeroSlots);
+                }
+                if p.virtual_nodes == 0 {
+                    return Err(RingError::ZeroVirtualNodes);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `replicas` members fit (for the ring: `K·N ≤ M`). The one place capacity rules
+    /// live: [`Balancer::place`] checks them too, so a table that breaks them is never built.
+    pub fn check_capacity(&self, replicas: usize) -> Result<(), RingError> {
+        self.validate()?;
+        match self {
+            Balancer::Ring(p) => {
+                if crate::ring::vnode_total(replicas, p.virtual_nodes) > u128::from(p.slots) {
+                    return Err(RingError::TooManyVirtualNodes {
+                        replicas,
+                        virtual_nodes: p.virtual_nodes,
+                        slots: p.slots,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Build the table for `server_ids` (member `k` is `server_ids[k]`; the layout does not
+    /// depend on their order) with `hash`. Pure: the same inputs give the same table.
+    pub fn place(
+        &self,
+        hash: Arc<dyn RingHash>,
+        server_ids: &[u64],
+    ) -> Result<Placement, RingError> {
+        match *self {
+            Balancer::Ring(params) => crate::ring::build(params, hash, server_ids),
+        }
+    }
+}
+
+impl fmt::Display for Balancer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Checks shared by every algorithm, in this order: valid parameters, no id is 0, no id
+/// repeats, capacity. Returns the member indices in ascending id order (the placement order).
+pub(crate) fn checked_order(
+    balancer: Balancer,
+    server_ids: &[u64],
+) -> Result<Vec<usize>, RingError> {
+    balancer.validate()?;
+    if server_ids.contains(&0) {
+        return Err(RingError::InvalidServerId);
+    }
+    // Ids are distinct once checked, so this order is total.
+    let mut order: Vec<usize> = (0..server_ids.len()).collect();
+    order.sort_unstable_by_key(|&member| server_ids[member]);
+    if let Some(pair) = order
+        .windows(2)
+        .find(|pair| server_ids[pair[0]] == server_ids[pair[1]])
+    {
+        return Err(RingError::DuplicateServerId(server_ids[pair[0]]));
+    }
+    balancer.check_capacity(server_ids.len())?;
+    Ok(order)
+}
+
+/// Where each member has its marks on the circle (the ring's virtual nodes), for display.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Marks {
+    /// Marks per member (`K` for the ring).
+    pub(crate) per_member: usize,
+    /// Member `k`'s marks at `[k·per_member, (k+1)·per_member)`.
+    pub(crate) slots: Vec<u32>,
+}
+
+/// An immutable slot → member table: built once per change of the replica set, looked up by
+/// every request in one hash, one modulo and one load.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    balancer: Balancer,
+    /// `H` and `Φ`.
+    hash: Arc<dyn RingHash>,
+    /// Server ids in the order given to [`Balancer::place`]; member `k` is `ids[k]`.
+    ids: Vec<u64>,
+    marks: Marks,
+    /// Per slot, the member index serving it; empty when there are no members.
+    owners: Vec<u32>,
+    /// `M` as a `u64`, for the modulo.
+    modulus: u64,
+}
+
+impl Placement {
+    pub(crate) fn new(
+        balancer: Balancer,
+        hash: Arc<dyn RingHash>,
+        ids: Vec<u64>,
+        marks: Marks,
+        owners: Vec<u32>,
+    ) -> Placement {
+        Placement {
+            modulus: u64::from(balancer.slots()),
+            balancer,
+            hash,
+            ids,
+            marks,
+            owners,
+        }
+    }
+
+    /// A table with no members: every lookup returns `None`.
+    pub(crate) fn empty(balancer: Balancer, hash: Arc<dyn RingHash>) -> Placement {
+        Placement::new(balancer, hash, Vec::new(), Marks::default(), Vec::new())
+    }
+
+    /// The algorithm and parameters the table was built with.
+    pub fn balancer(&self) -> Balancer {
+        self.balancer
+    }
+
+    /// Number of slots `M`.
+    pub fn slots(&self) -> u32 {
+        self.balancer.slots()
+    }
+
+    /// The hash functions the table was built with.
+    pub fn hash(&self) -> &Arc<dyn RingHash> {
+        &self.hash
+    }
+
+    /// Number of members `N`.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// `true` when there are no members (every lookup returns `None`).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Server ids in the order given to [`Balancer::place`]; member index `k` is
+    /// `server_ids()[k]`.
+    pub fn server_ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    /// The slots of `member`'s marks (the ring's virtual nodes, in `j` order); empty if
+    /// `member >= len()` or the algorithm has none.
+    pub fn virtual_slots(&self, member: usize) -> &[u32] {
+        let k = self.marks.per_member;
+        member
+            .checked_mul(k)
+            .and_then(|start| self.marks.slots.get(start..start.checked_add(k)?))
+            .unwrap_or(&[])
+    }
+
+    /// The slot request `request_id` lands on: `H(r) mod M`.
+    #[inline]
+    pub fn slot_of(&self, request_id: u64) -> u32 {
+        // `M ≥ 1` is checked before a placement exists, and the result is `< M ≤ u32::MAX`.
+        (self.hash.request(request_id) % self.modulus) as u32
+    }
+
+    /// Member serving `slot`; `None` for an empty table or `slot >= M`.
+    #[inline]
+    pub fn owner_of_slot(&self, slot: u32) -> Option<usize> {
+        self.owners
+            .get(slot as usize)
+            .map(|&member| member as usize)
+    }
+
+    /// Member serving request `request_id`: `owner_of_slot(slot_of(r))`. `None` only for an
+    /// empty table. No allocation; the bounds check on the owner table is the empty check.
+    #[inline]
+    pub fn lookup(&self, request_id: u64) -> Option<usize> {
+        self.owner_of_slot(self.slot_of(request_id))
+    }
+
+    /// Per slot, the index of the member serving it (length `M`; empty when there are no
+    /// members).
+    pub fn owners(&self) -> &[u32] {
+        &self.owners
+    }
+
+    /// Per member, how many slots it serves (sums to `M` unless the table is empty).
+    pub fn slot_counts(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.len()];
+        for &member in &self.owners {
+            counts[member as usize] += 1;
+        }
+        counts
+    }
+}

@@ -1,0 +1,186 @@
+//! The load balancer's own endpoints: the assignment's `/rep`, `/add`, `/rm` and the views under
+//! the reserved `/_lb/` prefix. Handlers answer with `Response<Bytes>`; the front turns that into
+//! its response type. Control errors become HTTP answers in one place
+//! (`From<ControlError> for ApiError`).
+
+pub mod admin;
+mod contract;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+pub use contract::{parse_scale, replicas_body, ApiError, Scale, MAX_BATCH, MAX_BODY};
+
+use crate::control::ControllerHandle;
+use crate::state::Shared;
+
+/// Whether `path` is one of the load balancer's own endpoints (everything else is proxied).
+pub fn owns(path: &str) -> bool {
+    matches!(path, "/rep" | "/add" | "/rm") || path == "/_lb" || path.starts_with("/_lb/")
+}
+
+/// The REST handlers, over the shared state and a handle to the controller.
+#[derive(Debug, Clone)]
+pub struct Api {
+    shared: Arc<Shared>,
+    controller: ControllerHandle,
+}
+
+impl Api {
+    /// Handlers reading `shared` and sending changes to `controller`.
+    pub fn new(shared: Arc<Shared>, controller: ControllerHandle) -> Self {
+        Api { shared, controller }
+    }
+
+    /// Answer a request for one of the paths [`owns`] accepts.
+    pub async fn answer(&self, req: Request<Incoming>) -> Response<Bytes> {
+        let result = match req.uri().path() {
+            "/rep" => self.rep(req.method()),
+            "/add" => self.scale(req, Scale::Add).await,
+            "/rm" => self.scale(req, Scale::Remove).await,
+            "/_lb/plugins" => self.plugins(req.method()).await,
+            _ => self.views(&req),
+        };
+        result.unwrap_or_else(|e| error_response(&e))
+    }
+
+    fn rep(&self, method: &Method) -> Result<Response<Bytes>, ApiError> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(ApiError::MethodNotAllowed {
+                path: "/rep",
+                allowed: "GET",
+            });
+        }
+        let snapshot = self.shared.snapshot.load();
+        let body = replicas_body(snapshot.backends.iter().map(|b| b.hostname.as_str()));
+        Ok(json_response(StatusCode::OK, body))
+    }
+
+    async fn scale(
+        &self,
+        req: Request<Incoming>,
+        scale: Scale,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let (path, method, allowed) = match scale {
+            Scale::Add => ("/add", Method::POST, "POST"),
+            Scale::Remove => ("/rm", Method::DELETE, "DELETE"),
+        };
+        if req.method() != method {
+            return Err(ApiError::MethodNotAllowed { path, allowed });
+        }
+        let body = read_body(req).await?;
+        let request = parse_scale(&body, scale)?;
+        let hostnames = match scale {
+            Scale::Add => self.controller.add(request).await?,
+            Scale::Remove => self.controller.remove(request).await?,
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            replicas_body(hostnames.iter().map(String::as_str)),
+        ))
+    }
+
+    async fn plugins(&self, method: &Method) -> Result<Response<Bytes>, ApiError> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(ApiError::MethodNotAllowed {
+                path: "/_lb/plugins",
+                allowed: "GET",
+            });
+        }
+        let shared = Arc::clone(&self.shared);
+        let body = tokio::task::spawn_blocking(move || admin::plugins(&shared))
+            .await
+            .map_err(|e| ApiError::Internal(format!("listing plugins failed: {e}")))?;
+        Ok(json_response(StatusCode::OK, body))
+    }
+
+    fn views(&self, req: &Request<Incoming>) -> Result<Response<Bytes>, ApiError> {
+        let path = req.uri().path();
+        let endpoint: fn(&Api) -> Vec<u8> = match path {
+            "/_lb/status" => |app| admin::status(&app.shared),
+            "/_lb/ring" => |app| admin::ring(&app.shared.snapshot.load()),
+            _ => return Err(ApiError::NotFound(path.to_owned())),
+        };
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(ApiError::MethodNotAllowed {
+                path: "/_lb/",
+                allowed: "GET",
+            });
+        }
+        Ok(json_response(StatusCode::OK, Bytes::from(endpoint(self))))
+    }
+}
+
+/// Largest oversized body that is read and discarded before answering 413, so that the client
+/// finishes sending and reads the answer (like nginx's lingering close). Past this the answer is
+/// sent at once and the connection closed.
+const DISCARD_LIMIT: usize = 1 << 20;
+/// How long discarding an oversized body may take.
+const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let body = req.into_body();
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        if declared.is_some_and(|len| len <= DISCARD_LIMIT as u64) {
+            discard(body).await;
+        }
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let mut body = body;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if collected.len() + data.len() > MAX_BODY {
+                discard(body).await;
+                return Err(ApiError::PayloadTooLarge);
+            }
+            collected.extend_from_slice(data);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// Read and drop up to [`DISCARD_LIMIT`] more bytes of `body`, for at most [`DISCARD_TIME`].
+async fn discard(body: Incoming) {
+    let limited = Limited::new(body, DISCARD_LIMIT);
+    let _ = tokio::time::timeout(DISCARD_TIME, limited.collect()).await;
+}
+
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+pub fn error_response(error: &ApiError) -> Response<Bytes> {
+    let mut resp = json_response(error.status(), error.body());
+    match error {
+        ApiError::MethodNotAllowed { allowed, .. } => {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allowed));
+        }
+        // The rest of the body may be unread: do not reuse the connection.
+        ApiError::PayloadTooLarge => {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    resp
+}

@@ -1,0 +1,145 @@
+//! What the controller can be told, and the handle everything else tells it with. Health checks,
+//! the file watcher, supervisors and the REST front depend on this module only, never on the
+//! controller itself.
+
+use lb_balance::RingError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::state::Handle;
+
+use super::supervisor::SupervisorEvent;
+
+/// A validated `/add` or `/rm` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleRequest {
+    /// How many replicas to add or remove.
+    pub n: usize,
+    /// Names to use (add) or to remove; at most `n`, distinct and well-formed.
+    pub hostnames: Vec<String>,
+}
+
+/// Why the controller refused or failed a change; nothing changed in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// `/add` named a hostname that is already in use.
+    #[error("hostname '{0}' is already a replica")]
+    NameTaken(String),
+    /// The replicas would not fit in the ring (e.g. `K·N > M`).
+    #[error("cannot add {n} replicas: {source}")]
+    NoRoom {
+        /// How many were asked for.
+        n: usize,
+        /// The capacity rule that failed.
+        source: RingError,
+    },
+    /// Some of the new replicas did not start; the others were stopped again.
+    #[error("{}; nothing was added", .0.join("; "))]
+    StartFailed(Vec<String>),
+    /// `/rm` asked for more replicas than there are.
+    #[error("cannot remove {wanted} replicas: there are only {have}")]
+    TooFew {
+        /// How many were asked for.
+        wanted: usize,
+        /// How many there are.
+        have: usize,
+    },
+    /// `/rm` named a hostname that is not a replica.
+    #[error("hostname '{name}' is not a replica (replicas: {})", .replicas.join(", "))]
+    UnknownName {
+        /// The name.
+        name: String,
+        /// The replicas there are.
+        replicas: Vec<String>,
+    },
+    /// The controller has stopped.
+    #[error("the load balancer is shutting down")]
+    ShuttingDown,
+}
+
+/// The reply to `/add` and `/rm`: the hostnames in the ring afterwards, or why nothing changed.
+pub type ScaleReply = Result<Vec<String>, ControlError>;
+
+/// What the controller can be asked to do.
+#[derive(Debug)]
+pub enum Command {
+    /// `POST /add`.
+    Add {
+        /// The validated body.
+        request: ScaleRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ScaleReply>,
+    },
+    /// `DELETE /rm`.
+    Remove {
+        /// The validated body.
+        request: ScaleRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ScaleReply>,
+    },
+    /// The configuration file may have changed: read it and apply it if it did.
+    FileChanged,
+    /// The health checker gave up on a replica.
+    ReplicaFailed {
+        /// Its server id.
+        id: u64,
+        /// Which incarnation (an id outlives its replicas).
+        handle: Handle,
+        /// Why, for the log and status.
+        reason: String,
+    },
+    /// The supervisor noticed something.
+    Supervisor(SupervisorEvent),
+    /// Try again to fill a vacancy.
+    Respawn {
+        /// The vacant server id.
+        id: u64,
+    },
+    /// Stop every replica and stop taking commands.
+    Shutdown {
+        /// Answered once every replica is stopped.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A cheap, cloneable way to send the controller commands.
+#[derive(Debug, Clone)]
+pub struct ControllerHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl ControllerHandle {
+    /// A handle and the receiving end the controller reads.
+    pub(crate) fn channel() -> (ControllerHandle, mpsc::UnboundedReceiver<Command>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (ControllerHandle { tx }, rx)
+    }
+
+    /// Send a command without waiting for its effect.
+    pub fn send(&self, command: Command) {
+        // The controller only stops at shutdown, when nobody waits for answers any more.
+        let _ = self.tx.send(command);
+    }
+
+    async fn ask(&self, make: impl FnOnce(oneshot::Sender<ScaleReply>) -> Command) -> ScaleReply {
+        let (reply, answer) = oneshot::channel();
+        self.send(make(reply));
+        answer.await.unwrap_or(Err(ControlError::ShuttingDown))
+    }
+
+    /// Add replicas; returns the hostnames in the ring afterwards.
+    pub async fn add(&self, request: ScaleRequest) -> ScaleReply {
+        self.ask(|reply| Command::Add { request, reply }).await
+    }
+
+    /// Remove replicas; returns once they are out of the ring and stopped.
+    pub async fn remove(&self, request: ScaleRequest) -> ScaleReply {
+        self.ask(|reply| Command::Remove { request, reply }).await
+    }
+
+    /// Stop all replicas; returns when they are gone.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Shutdown { reply });
+        let _ = done.await;
+    }
+}

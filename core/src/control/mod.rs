@@ -1,0 +1,22 @@
+//! The control plane: the one writer of the desired state, and what feeds it.
+//!
+//! - [`controller`]: the command loop that owns the replica set and publishes snapshots;
+//!   [`reconcile`] holds its decisions as pure, unit-tested functions.
+//! - [`command`]: the commands and the handle every other part sends them with. [`health`]
+//!   (heartbeats), [`watch`] (the file watcher) and the supervisors' events reach the
+//!   controller only through it; none of them imports the controller.
+//! - [`supervisor`]: runs replicas (local processes or Docker containers).
+//! - [`persist`]: writes replica changes back to `lb.toml`.
+//!
+//! Nothing here imports the data plane or the REST API.
+
+pub mod command;
+pub mod controller;
+pub mod health;
+pub(crate) mod persist;
+mod reconcile;
+pub mod supervisor;
+pub mod watch;
+
+pub use command::{Command, ControlError, ControllerHandle, ScaleReply, ScaleRequest};
+pub use controller::Controller;

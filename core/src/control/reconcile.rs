@@ -1,0 +1,201 @@
+//! The controller's decisions as pure functions: given the running set and what is wanted (a new
+//! `lb.toml`, an `/add`, an `/rm`), say what to start, stop and swap. No I/O, no clock, no
+//! processes: the controller carries the plans out, and these are unit-tested on their own
+//! (`reconcile/tests.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lb_balance::{Balancer, RingHash};
+
+use crate::config::Config;
+
+use super::command::{ControlError, ScaleRequest};
+use super::supervisor::ReplicaSpec;
+
+/// The replica set as the controller holds it: server id → hostname, for replicas in the ring
+/// and for vacancies (ids waiting for a replacement).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Members {
+    /// Replicas in the ring.
+    pub(crate) running: BTreeMap<u64, String>,
+    /// Ids without a running replica, with the hostname the next attempt uses.
+    pub(crate) vacant: BTreeMap<u64, String>,
+}
+
+impl Members {
+    /// Whether a replica or a vacancy uses `name`.
+    pub(crate) fn name_taken(&self, name: &str) -> bool {
+        self.running
+            .values()
+            .chain(self.vacant.values())
+            .any(|n| n == name)
+    }
+
+    fn id_taken(&self, id: u64) -> bool {
+        self.running.contains_key(&id) || self.vacant.contains_key(&id)
+    }
+
+    /// A random hostname in the assignment's style (`S` and six digits) that neither a member
+    /// nor `also_taken` uses.
+    pub(crate) fn random_hostname(&self, also_taken: &[String], rng: &mut fastrand::Rng) -> String {
+        loop {
+            let name = format!("S{}", rng.u32(100_000..1_000_000));
+            if !self.name_taken(&name) && !also_taken.contains(&name) {
+                return name;
+            }
+        }
+    }
+}
+
+/// What to do so that the running set matches a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Running replicas to take out of the ring, drain and stop: ids no longer listed, or listed
+    /// with another hostname (a different replica).
+    pub(crate) stop: Vec<u64>,
+    /// Vacancies to give up for the same reasons.
+    pub(crate) forget: Vec<u64>,
+    /// Replicas to start; they join the ring after their first heartbeat.
+    pub(crate) start: Vec<ReplicaSpec>,
+    /// The algorithm and parameters to build tables with from now on (swapped with the
+    /// remaining replicas in one snapshot).
+    pub(crate) balancer: Balancer,
+    /// Fields that changed but take effect only after a restart.
+    pub(crate) needs_restart: Vec<&'static str>,
+}
+
+/// Plan the change from `members` to `desired`. Replicas are matched by server id *and*
+/// hostname; `startup` is the configuration the process started with (for fields that need a
+/// restart).
+pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -> Plan {
+    let wanted: BTreeMap<u64, &String> = desired
+        .replicas
+        .iter()
+        .map(|r| (*r.id.get_ref(), r.hostname.get_ref()))
+        .collect();
+    let unwanted = |(id, name): (&u64, &String)| (wanted.get(id) != Some(&name)).then_some(*id);
+    let stop: Vec<u64> = members.running.iter().filter_map(unwanted).collect();
+    let forget: Vec<u64> = members.vacant.iter().filter_map(unwanted).collect();
+    let start = wanted
+        .iter()
+        .filter(|(id, name)| {
+            let kept = |set: &BTreeMap<u64, String>| set.get(id) == Some(**name);
+            !kept(&members.running) && !kept(&members.vacant)
+        })
+        .map(|(&id, name)| ReplicaSpec {
+            hostname: (*name).clone(),
+            id,
+        })
+        .collect();
+    let mut needs_restart = Vec::new();
+    if desired.listen != startup.listen {
+        needs_restart.push("listen");
+    }
+    if desired.supervisor != startup.supervisor {
+        needs_restart.push("supervisor");
+    }
+    if desired.proxy != startup.proxy {
+        needs_restart.push("proxy");
+    }
+    Plan {
+        stop,
+        forget,
+        start,
+        balancer: desired.balancer(),
+        needs_restart,
+    }
+}
+
+/// Plan an `/add`: new replicas get the lowest free server ids (so removing a replica and
+/// adding one back restores the ring), the names asked for, then `Server <id>` (or a random
+/// name if that one is taken). Refused if a name is taken or the ring has no room for them.
+pub(crate) fn plan_add(
+    members: &Members,
+    request: &ScaleRequest,
+    balancer: &Balancer,
+    hash: &Arc<dyn RingHash>,
+    rng: &mut fastrand::Rng,
+) -> Result<Vec<ReplicaSpec>, ControlError> {
+    if let Some(name) = request.hostnames.iter().find(|n| members.name_taken(n)) {
+        return Err(ControlError::NameTaken(name.clone()));
+    }
+    let ids: Vec<u64> = (1u64..)
+        .filter(|&id| !members.id_taken(id))
+        .take(request.n)
+        .collect();
+    let all: Vec<u64> = members
+        .running
+        .keys()
+        .chain(members.vacant.keys())
+        .chain(&ids)
+        .copied()
+        .collect();
+    balancer
+        .place(Arc::clone(hash), &all)
+        .map_err(|source| ControlError::NoRoom {
+            n: request.n,
+            source,
+        })?;
+    let mut names = request.hostnames.clone();
+    for &id in &ids[names.len()..] {
+        let readable = format!("Server {id}");
+        let name = if members.name_taken(&readable) || names.contains(&readable) {
+            members.random_hostname(&names, rng)
+        } else {
+            readable
+        };
+        names.push(name);
+    }
+    Ok(names
+        .into_iter()
+        .zip(ids)
+        .map(|(hostname, id)| ReplicaSpec { hostname, id })
+        .collect())
+}
+
+/// Plan an `/rm`: the ids of the replicas named, then of others picked at random until there
+/// are `n`. Refused if `n` exceeds the replicas running or a name is not one of them.
+pub(crate) fn plan_remove(
+    members: &Members,
+    request: &ScaleRequest,
+    rng: &mut fastrand::Rng,
+) -> Result<Vec<u64>, ControlError> {
+    if request.n > members.running.len() {
+        return Err(ControlError::TooFew {
+            wanted: request.n,
+            have: members.running.len(),
+        });
+    }
+    let id_of = |name: &String| {
+        members
+            .running
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(&id, _)| id)
+    };
+    let mut victims = Vec::with_capacity(request.n);
+    for name in &request.hostnames {
+        match id_of(name) {
+            Some(id) => victims.push(id),
+            None => {
+                return Err(ControlError::UnknownName {
+                    name: name.clone(),
+                    replicas: members.running.values().cloned().collect(),
+                })
+            }
+        }
+    }
+    let mut others: Vec<u64> = members
+        .running
+        .keys()
+        .copied()
+        .filter(|id| !victims.contains(id))
+        .collect();
+    rng.shuffle(&mut others);
+    victims.extend(others.into_iter().take(request.n - victims.len()));
+    Ok(victims)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lb_balance::hash::SpecHash;
+use lb_balance::ring::{Probing, RingParams};
+use lb_balance::{Balancer, RingError, RingHash};
+
+use super::*;
+
+fn config(extra: &str, replicas: &[(u64, &str)]) -> Config {
+    let mut text = String::from(extra);
+    for (id, name) in replicas {
+        text.push_str(&format!(
+            "\n[[replicas]]\nhostname = \"{name}\"\nid = {id}\n"
+        ));
+    }
+    Config::parse(&text).expect("test config is valid")
+}
+
+fn set(entries: &[(u64, &str)]) -> BTreeMap<u64, String> {
+    entries.iter().map(|&(id, n)| (id, n.to_owned())).collect()
+}
+
+fn members(running: &[(u64, &str)], vacant: &[(u64, &str)]) -> Members {
+    Members {
+        running: set(running),
+        vacant: set(vacant),
+    }
+}
+
+fn spec(id: u64, hostname: &str) -> ReplicaSpec {
+    ReplicaSpec {
+        hostname: hostname.to_owned(),
+        id,
+    }
+}
+
+fn spec_hash() -> Arc<dyn RingHash> {
+    Arc::new(SpecHash)
+}
+
+fn scale(n: usize, hostnames: &[&str]) -> ScaleRequest {
+    ScaleRequest {
+        n,
+        hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+const THREE: [(u64, &str); 3] = [(1, "Server 1"), (2, "Server 2"), (3, "Server 3")];
+
+#[test]
+fn the_same_file_plans_nothing() {
+    let file = config("", &THREE);
+    let plan = reconcile(&members(&THREE, &[]), &file, &file);
+    assert_eq!(plan.stop, Vec::<u64>::new());
+    assert_eq!(plan.forget, Vec::<u64>::new());
+    assert_eq!(plan.start, Vec::new());
+    assert_eq!(plan.needs_restart, Vec::<&str>::new());
+    assert_eq!(plan.balancer, Balancer::Ring(RingParams::default()));
+}
+
+#[test]
+fn removed_renamed_and_new_entries() {
+    let startup = config("", &THREE);
+    // id 1 gone, id 2 renamed (a different replica), id 3 kept, id 7 new.
+    let file = config("", &[(2, "B"), (3, "Server 3"), (7, "G")]);
+    let plan = reconcile(&members(&THREE, &[]), &file, &startup);
+    assert_eq!(plan.stop, vec![1, 2]);
+    assert_eq!(plan.start, vec![spec(2, "B"), spec(7, "G")]);
+    assert!(plan.forget.is_empty());
+}
+
+#[test]
+fn vacancies_are_kept_only_while_listed_with_their_name() {
+    let startup = config("", &THREE);
+    // Vacancy 2 is waiting as "S123456"; the file still lists the failed replica's old name,
+    // so that is a different replica: forget the vacancy and start the listed one.
+    let running = [(1, "Server 1"), (3, "Server 3")];
+    let now = members(&running, &[(2, "S123456"), (4, "D")]);
+    let file = config(
+        "",
+        &[(1, "Server 1"), (2, "Server 2"), (3, "Server 3"), (4, "D")],
+    );
+    let plan = reconcile(&now, &file, &startup);
+    assert!(plan.stop.is_empty());
+    assert_eq!(plan.forget, vec![2]);
+    assert_eq!(plan.start, vec![spec(2, "Server 2")]);
+}
+
+#[test]
+fn ring_changes_swap_and_restart_fields_are_reported() {
+    let startup = config("", &THREE);
+    let file = config(
+        "listen = \"127.0.0.1:6000\"\n[proxy]\npipelining = false\n[ring]\nvirtual_nodes = 4\nprobing = \"quadratic\"\n",
+        &THREE,
+    );
+    let plan = reconcile(&members(&THREE, &[]), &file, &startup);
+    assert_eq!(plan.needs_restart, vec!["listen", "proxy"]);
+    assert_eq!(
+        plan.balancer,
+        Balancer::Ring(RingParams {
+            slots: 512,
+            virtual_nodes: 4,
+            probing: Probing::Quadratic,
+        })
+    );
+    assert!(plan.stop.is_empty() && plan.start.is_empty());
+}
+
+#[test]
+fn add_takes_the_lowest_free_ids_and_names_the_rest() {
+    // Ids 1 and 3 run, 4 is vacant: the next ids are 2, 5, 6.
+    let now = members(&[(1, "Server 1"), (3, "Server 3")], &[(4, "S100000")]);
+    let balancer = Balancer::Ring(RingParams::default());
+    let mut rng = fastrand::Rng::with_seed(7);
+    let plan = plan_add(&now, &scale(3, &["X"]), &balancer, &spec_hash(), &mut rng).unwrap();
+    assert_eq!(
+        plan,
+        vec![spec(2, "X"), spec(5, "Server 5"), spec(6, "Server 6")]
+    );
+}
+
+#[test]
+fn add_avoids_a_readable_name_in_use() {
+    // "Server 2" is taken by the replica with id 1, so id 2 gets a random S-name.
+    let now = members(&[(1, "Server 2")], &[]);
+    let balancer = Balancer::Ring(RingParams::default());
+    let mut rng = fastrand::Rng::with_seed(7);
+    let plan = plan_add(&now, &scale(1, &[]), &balancer, &spec_hash(), &mut rng).unwrap();
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0].id, 2);
+    let name = &plan[0].hostname;
+    assert!(name.starts_with('S') && name.len() == 7, "{name}");
+    assert!(name[1..]
+        .parse::<u32>()
+        .is_ok_and(|n| (100_000..1_000_000).contains(&n)));
+}
+
+#[test]
+fn add_refuses_taken_names_and_full_rings() {
+    let now = members(&THREE, &[(4, "S4")]);
+    let balancer = Balancer::Ring(RingParams::default());
+    let mut rng = fastrand::Rng::with_seed(1);
+    for taken in ["Server 2", "S4"] {
+        assert_eq!(
+            plan_add(&now, &scale(1, &[taken]), &balancer, &spec_hash(), &mut rng),
+            Err(ControlError::NameTaken(taken.to_owned()))
+        );
+    }
+    // M = 40, K = 9: four members fit (36), five do not; the vacancy counts.
+    let small = Balancer::Ring(RingParams {
+        slots: 40,
+        virtual_nodes: 9,
+        probing: Probing::Linear,
+    });
+    assert!(plan_add(
+        &members(&THREE, &[]),
+        &scale(1, &[]),
+        &small,
+        &spec_hash(),
+        &mut rng
+    )
+    .is_ok());
+    assert_eq!(
+        plan_add(&now, &scale(1, &[]), &small, &spec_hash(), &mut rng),
+        Err(ControlError::NoRoom {
+            n: 1,
+            source: RingError::TooManyVirtualNodes {
+                replicas: 5,
+                virtual_nodes: 9,
+                slots: 40,
+            },
+        })
+    );
+}
+
+#[test]
+fn remove_takes_named_replicas_first_then_random_ones() {
+    let now = members(&[(1, "A"), (2, "B"), (3, "C"), (4, "D")], &[(5, "E")]);
+    for seed in 0..20 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let victims = plan_remove(&now, &scale(3, &["C"]), &mut rng).unwrap();
+        assert_eq!(victims.len(), 3);
+        assert_eq!(victims[0], 3);
+        assert!(victims[1] != victims[2] && victims[1..].iter().all(|id| [1, 2, 4].contains(id)));
+    }
+}
+
+#[test]
+fn remove_refuses_too_many_and_unknown_names() {
+    // A vacancy is not a running replica: it can be neither counted nor named.
+    let now = members(&[(1, "A"), (2, "B")], &[(3, "C")]);
+    let mut rng = fastrand::Rng::with_seed(3);
+    assert_eq!(
+        plan_remove(&now, &scale(3, &[]), &mut rng),
+        Err(ControlError::TooFew { wanted: 3, have: 2 })
+    );
+    assert_eq!(
+        plan_remove(&now, &scale(1, &["C"]), &mut rng),
+        Err(ControlError::UnknownName {
+            name: "C".to_owned(),
+            replicas: vec!["A".to_owned(), "B".to_owned()],
+        })
+    );
+}

@@ -1,0 +1,16 @@
+//! The data plane: every request's path through `lb`.
+//!
+//! - [`workers`]: one event loop per core, each with its own `SO_REUSEPORT` listener.
+//! - [`front`]: answers a request — the load balancer's own endpoints go to [`crate::api`],
+//!   everything else is forwarded to the replica the snapshot's placement picks.
+//! - [`upstream`]: the batching HTTP/1.1 client to the replicas; [`body`] the response bodies;
+//!   [`hop`] the hop-by-hop header rules.
+//!
+//! The hot path only `load()`s the snapshot (no lock) and reaches the control plane only
+//! through [`crate::control::ControllerHandle`].
+
+pub(crate) mod body;
+pub mod front;
+pub(crate) mod hop;
+pub mod upstream;
+pub mod workers;
