@@ -5,6 +5,7 @@
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh -p lb --test docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python3 scripts/check-layers.py >/dev/null
 bash scripts/docker-up-engine.sh
 bash docker/build-images.sh
 

@@ -1,5 +1,7 @@
 //! Ring lookup and build times, and a plugin's H against the built-in (`cargo bench -p lb-balance`).
 //! Compare results side by side within one run; absolute numbers depend on the machine.
+// criterion_group! and criterion_main! generate undocumented public functions.
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::path::PathBuf;

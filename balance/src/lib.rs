@@ -24,6 +24,7 @@
 
 pub mod hash;
 mod placement;
+#[allow(unsafe_code)] // loading a shared library and calling into it
 pub mod plugin;
 pub mod ring;
 

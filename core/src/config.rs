@@ -420,7 +420,7 @@ impl Config {
         let mut ids = HashSet::new();
         for r in &self.replicas {
             if let Err(why) = check_hostname(r.hostname.get_ref()) {
-                return Err(self.at(r.hostname.span(), why));
+                return Err(self.at(r.hostname.span(), why.to_string()));
             }
             if !names.insert(r.hostname.get_ref()) {
                 return Err(self.at(
@@ -455,20 +455,35 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// Longest hostname accepted (a DNS label's limit).
 pub const MAX_HOSTNAME_LEN: usize = 63;
 
+/// Why a hostname is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostnameError {
+    /// Empty or longer than [`MAX_HOSTNAME_LEN`].
+    #[error("hostname {0:?} must be 1 to {MAX_HOSTNAME_LEN} characters long")]
+    Length(String),
+    /// A character outside the allowed set.
+    #[error("hostname {name:?} contains {found:?}; allowed are letters, digits, space, '-', '_' and '.'")]
+    Character {
+        /// The name.
+        name: String,
+        /// The first character not allowed.
+        found: char,
+    },
+}
+
 /// A hostname is 1–63 characters of ASCII letters, digits, space, `-`, `_` and `.`.
-pub fn check_hostname(name: &str) -> Result<(), String> {
+pub fn check_hostname(name: &str) -> Result<(), HostnameError> {
     if name.is_empty() || name.len() > MAX_HOSTNAME_LEN {
-        return Err(format!(
-            "hostname {name:?} must be 1 to {MAX_HOSTNAME_LEN} characters long"
-        ));
+        return Err(HostnameError::Length(name.to_owned()));
     }
-    if let Some(c) = name
+    if let Some(found) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.')))
     {
-        return Err(format!(
-            "hostname {name:?} contains {c:?}; allowed are letters, digits, space, '-', '_' and '.'"
-        ));
+        return Err(HostnameError::Character {
+            name: name.to_owned(),
+            found,
+        });
     }
     Ok(())
 }

@@ -11,8 +11,9 @@
 //! - `boot.rs` (in the binary): wires them together for `lb` with no subcommand.
 //!
 //! `docs/ARCHITECTURE.md` draws the map.
+#![warn(unreachable_pub)]
 
-pub mod api;
+pub(crate) mod api;
 pub mod config;
 pub mod control;
 pub mod data;

@@ -255,8 +255,7 @@ async fn a_restarted_load_balancer_adopts_its_containers() {
     let before = status_container_ids(&lb).await;
     assert_eq!(before.len(), 3);
     // SIGKILL: no chance to clean up; the containers keep running.
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(lb.pid() as i32, libc::SIGKILL) };
+    common::signal(lb.pid(), libc::SIGKILL);
     eventually(DEADLINE, "lb gone", || async {
         (!common::alive(lb.pid())).then_some(())
     })

@@ -12,8 +12,7 @@ async fn killed_replica_is_replaced_with_a_new_name_and_the_same_id() {
     let lb = Lb::start(THREE);
     let ring_before = lb.get("/_lb/ring").await.json();
     let (victim, pid) = lb.replica_pids().await.remove(1);
-    // SAFETY: signalling a replica process this test's lb started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    common::signal(pid, libc::SIGKILL);
     let names = eventually(
         Duration::from_secs(10),
         "N back to 3 without the victim",
@@ -49,8 +48,7 @@ async fn home_keeps_answering_while_a_replica_is_killed() {
     let mut failed = Vec::new();
     for i in 0..600u32 {
         if i == 100 {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            common::signal(pid, libc::SIGKILL);
         }
         let a = lb.get("/home").await;
         if a.status == 200 {
@@ -76,8 +74,7 @@ async fn hung_replica_is_found_by_heartbeats_and_replaced() {
     let lb = Lb::start(THREE);
     let (victim, pid) = lb.replica_pids().await.remove(2);
     // A stopped process keeps its socket open but answers nothing: only heartbeats notice.
-    // SAFETY: as above.
-    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    common::signal(pid, libc::SIGSTOP);
     let names = eventually(
         Duration::from_secs(15),
         "the hung replica replaced",
@@ -102,8 +99,7 @@ async fn replicas_die_with_the_load_balancer() {
     let mut lb = Lb::start(THREE);
     let pids = lb.replica_pids().await;
     assert_eq!(pids.len(), 3);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(lb.pid() as i32, libc::SIGKILL) };
+    common::signal(lb.pid(), libc::SIGKILL);
     eventually(Duration::from_secs(10), "every replica gone", || async {
         pids.iter().all(|(_, pid)| !alive(*pid)).then_some(())
     })

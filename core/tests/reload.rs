@@ -241,8 +241,7 @@ async fn replacement_of_a_dead_replica_is_written_back() {
     std::fs::write(&path, config(&S123, 9, "linear")).unwrap();
     let lb = Lb::start_file(&path);
     let (victim, pid) = lb.replica_pids().await.remove(0);
-    // SAFETY: a replica process this test's lb started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    common::signal(pid, libc::SIGKILL);
     let text = eventually(DEADLINE, "the replacement in the file", || async {
         let text = std::fs::read_to_string(&path).unwrap();
         (!text.contains(&victim)).then_some(text)

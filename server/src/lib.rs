@@ -162,6 +162,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             Some(fd) => {
                 // SAFETY: the parent passed us this descriptor as a bound, listening TCP socket that
                 // nothing else in this process owns.
+                // The process supervisor's counterpart: the one `unsafe` outside it and the plugins.
+                #[allow(unsafe_code)]
                 let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
                 std_listener.set_nonblocking(true)?;
                 TcpListener::from_std(std_listener)?

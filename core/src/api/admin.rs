@@ -28,7 +28,7 @@ fn ring_info(snapshot: &Snapshot) -> RingInfo<'_> {
 
 /// `GET /_lb/status`: replicas with health and supervisor handles, vacancies, ring parameters
 /// and where the configuration came from.
-pub fn status(shared: &Shared) -> Vec<u8> {
+pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     #[derive(Serialize)]
     struct Replica<'a> {
         hostname: &'a str,
@@ -85,7 +85,7 @@ pub fn status(shared: &Shared) -> Vec<u8> {
 }
 
 /// `GET /_lb/ring`: parameters, each replica's virtual-node slots and the owner of every slot.
-pub fn ring(snapshot: &Snapshot) -> Vec<u8> {
+pub(crate) fn ring(snapshot: &Snapshot) -> Vec<u8> {
     #[derive(Serialize)]
     struct Member<'a> {
         hostname: &'a str,
@@ -124,7 +124,7 @@ pub fn ring(snapshot: &Snapshot) -> Vec<u8> {
 /// `GET /_lb/plugins`: the compiled-in hashes and every plugin file in the search path (loaded
 /// and self-checked), with the one the ring uses marked active. Reads files: call it off the
 /// async workers.
-pub fn plugins(shared: &Shared) -> Vec<u8> {
+pub(crate) fn plugins(shared: &Shared) -> Vec<u8> {
     #[derive(Serialize)]
     struct Entry {
         #[serde(flatten)]

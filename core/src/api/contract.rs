@@ -10,13 +10,13 @@ use crate::config::check_hostname;
 use crate::control::{ControlError, ScaleRequest};
 
 /// Most replicas one `/add` or `/rm` may name in `n`.
-pub const MAX_BATCH: u64 = 64;
+pub(crate) const MAX_BATCH: u64 = 64;
 /// Largest accepted request body for `/add` and `/rm`.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Which scaling endpoint a body is for (their error messages differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scale {
+pub(crate) enum Scale {
     /// `POST /add`
     Add,
     /// `DELETE /rm`
@@ -25,7 +25,7 @@ pub enum Scale {
 
 /// An error answer, in the `{"message": "<Error> …", "status": "failure"}` shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// 400: the request is wrong; nothing changed.
     #[error("{0}")]
     BadRequest(String),
@@ -56,7 +56,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status of this error.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -69,7 +69,7 @@ impl ApiError {
     }
 
     /// The JSON body: `{"message": "<Error> …", "status": "failure"}`.
-    pub fn body(&self) -> Bytes {
+    pub(crate) fn body(&self) -> Bytes {
         #[derive(Serialize)]
         struct Failure<'a> {
             message: &'a str,
@@ -103,7 +103,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 /// `{"message": {"N": …, "replicas": […]}, "status": "successful"}` for `/rep`, `/add` and `/rm`.
-pub fn replicas_body<'a>(hostnames: impl IntoIterator<Item = &'a str>) -> Bytes {
+pub(crate) fn replicas_body<'a>(hostnames: impl IntoIterator<Item = &'a str>) -> Bytes {
     #[derive(Serialize)]
     struct Message<'a> {
         #[serde(rename = "N")]
@@ -127,7 +127,7 @@ pub fn replicas_body<'a>(hostnames: impl IntoIterator<Item = &'a str>) -> Bytes 
 
 /// Validate an `/add` or `/rm` body: everything that can be checked without knowing the current
 /// replicas. (Names already present, unknown names and `n` > N are the controller's checks.)
-pub fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, ApiError> {
+pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(fields) = value else {
@@ -182,7 +182,7 @@ pub fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, ApiError> 
         }));
     }
     for (i, name) in hostnames.iter().enumerate() {
-        check_hostname(name).map_err(bad)?;
+        check_hostname(name).map_err(|e| bad(e.to_string()))?;
         if hostnames[..i].contains(name) {
             return Err(bad(format!(
                 "hostname '{name}' appears more than once in 'hostnames'"

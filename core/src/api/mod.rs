@@ -3,7 +3,7 @@
 //! its response type. Control errors become HTTP answers in one place
 //! (`From<ControlError> for ApiError`).
 
-pub mod admin;
+pub(crate) mod admin;
 mod contract;
 
 use std::sync::Arc;
@@ -15,31 +15,31 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-pub use contract::{parse_scale, replicas_body, ApiError, Scale, MAX_BATCH, MAX_BODY};
+pub(crate) use contract::{parse_scale, replicas_body, ApiError, Scale, MAX_BODY};
 
 use crate::control::ControllerHandle;
 use crate::state::Shared;
 
 /// Whether `path` is one of the load balancer's own endpoints (everything else is proxied).
-pub fn owns(path: &str) -> bool {
+pub(crate) fn owns(path: &str) -> bool {
     matches!(path, "/rep" | "/add" | "/rm") || path == "/_lb" || path.starts_with("/_lb/")
 }
 
 /// The REST handlers, over the shared state and a handle to the controller.
 #[derive(Debug, Clone)]
-pub struct Api {
+pub(crate) struct Api {
     shared: Arc<Shared>,
     controller: ControllerHandle,
 }
 
 impl Api {
     /// Handlers reading `shared` and sending changes to `controller`.
-    pub fn new(shared: Arc<Shared>, controller: ControllerHandle) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, controller: ControllerHandle) -> Self {
         Api { shared, controller }
     }
 
     /// Answer a request for one of the paths [`owns`] accepts.
-    pub async fn answer(&self, req: Request<Incoming>) -> Response<Bytes> {
+    pub(crate) async fn answer(&self, req: Request<Incoming>) -> Response<Bytes> {
         let result = match req.uri().path() {
             "/rep" => self.rep(req.method()),
             "/add" => self.scale(req, Scale::Add).await,
@@ -158,7 +158,8 @@ async fn discard(body: Incoming) {
     let _ = tokio::time::timeout(DISCARD_TIME, limited.collect()).await;
 }
 
-pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
+/// A JSON answer with `status`.
+pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
     let mut resp = Response::new(body.into());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -168,14 +169,15 @@ pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Byt
     resp
 }
 
-pub fn error_response(error: &ApiError) -> Response<Bytes> {
+/// The answer for `error`, in the `{"message": "<Error> …", "status": "failure"}` shape, with
+/// `Allow` on a 405 and `Connection: close` on a 413 (the rest of the body may be unread).
+pub(crate) fn error_response(error: &ApiError) -> Response<Bytes> {
     let mut resp = json_response(error.status(), error.body());
     match error {
         ApiError::MethodNotAllowed { allowed, .. } => {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allowed));
         }
-        // The rest of the body may be unread: do not reuse the connection.
         ApiError::PayloadTooLarge => {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

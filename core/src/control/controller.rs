@@ -21,15 +21,39 @@ use crate::state::{
 };
 
 use super::command::{Command, ControlError, ControllerHandle, ScaleReply, ScaleRequest};
-use super::health::Prober;
+use super::health::{ProbeError, Prober};
 use super::persist;
 use super::reconcile::{plan_add, plan_remove, reconcile, Members};
-use super::supervisor::{ReplicaSpec, Started, Supervisor, SupervisorEvent};
+use super::supervisor::{ReplicaSpec, Started, Supervisor, SupervisorError, SupervisorEvent};
 
 /// Longest wait between two attempts to fill a vacancy.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A replica that dies sooner than this after joining the ring counts toward a crash loop.
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
+
+/// Why a replica could not join the ring.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LaunchError {
+    /// The supervisor could not start it.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    /// It started but never answered a heartbeat (it was stopped again).
+    #[error("replica '{hostname}' {source}")]
+    NotAlive {
+        /// The replica.
+        hostname: String,
+        /// The last heartbeat's failure.
+        source: ProbeError,
+    },
+    /// The supervisor reported an address that is not `host:port`.
+    #[error("replica '{hostname}' {address} is not a valid host:port")]
+    BadAddress {
+        /// The replica.
+        hostname: String,
+        /// What it reported.
+        address: String,
+    },
+}
 
 /// The configuration file being followed.
 struct ConfigFile {
@@ -278,18 +302,14 @@ impl Controller {
         self.update_config_status(|s| s.write_error = error);
     }
 
-    async fn launch_all(&self, specs: Vec<ReplicaSpec>) -> Vec<Result<Arc<Backend>, String>> {
+    async fn launch_all(&self, specs: Vec<ReplicaSpec>) -> Vec<Result<Arc<Backend>, LaunchError>> {
         let launches = specs.into_iter().map(|spec| self.launch(spec));
         futures_util::future::join_all(launches).await
     }
 
     /// Start one replica and wait for its first heartbeat; stop it again if it never answers.
-    async fn launch(&self, spec: ReplicaSpec) -> Result<Arc<Backend>, String> {
-        let started = self
-            .supervisor
-            .start(&spec)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn launch(&self, spec: ReplicaSpec) -> Result<Arc<Backend>, LaunchError> {
+        let started = self.supervisor.start(&spec).await?;
         let deadline = Duration::from_millis(self.settings().start_timeout_ms);
         self.join_when_alive(started, deadline).await
     }
@@ -300,9 +320,16 @@ impl Controller {
         &self,
         started: Started,
         deadline: Duration,
-    ) -> Result<Arc<Backend>, String> {
+    ) -> Result<Arc<Backend>, LaunchError> {
         let hostname = started.spec.hostname.clone();
-        let alive = self.prober.wait_alive(&started.address, deadline).await;
+        let alive = self
+            .prober
+            .wait_alive(&started.address, deadline)
+            .await
+            .map_err(|source| LaunchError::NotAlive {
+                hostname: hostname.clone(),
+                source,
+            });
         let backend = alive.and_then(|()| {
             Backend::new(
                 started.spec.hostname,
@@ -310,15 +337,15 @@ impl Controller {
                 started.address.clone(),
                 started.handle.clone(),
             )
-            .ok_or_else(|| format!("{} is not a valid host:port", started.address))
+            .ok_or_else(|| LaunchError::BadAddress {
+                hostname,
+                address: started.address.clone(),
+            })
         });
-        match backend {
-            Ok(backend) => Ok(Arc::new(backend)),
-            Err(e) => {
-                let _ = self.supervisor.stop(&started.handle).await;
-                Err(format!("replica '{hostname}' {e}"))
-            }
+        if backend.is_err() {
+            let _ = self.supervisor.stop(&started.handle).await;
         }
+        backend.map(Arc::new)
     }
 
     /// Start replicas the configuration asks for; those that fail become vacancies (retried).
@@ -338,7 +365,7 @@ impl Controller {
                             id: spec.id,
                             hostname: spec.hostname,
                             failed_attempts: 1,
-                            reason,
+                            reason: reason.to_string(),
                         },
                     );
                     self.schedule_respawn(spec.id, 1);
@@ -379,7 +406,7 @@ impl Controller {
                     Ok(backend) => {
                         let _ = self.supervisor.stop(&backend.handle).await;
                     }
-                    Err(reason) => reasons.push(reason),
+                    Err(reason) => reasons.push(reason.to_string()),
                 }
             }
             return Err(ControlError::StartFailed(reasons));
@@ -505,7 +532,7 @@ impl Controller {
             Err(reason) => {
                 let vacancy = self.vacancies.get_mut(&id).expect("checked above");
                 vacancy.failed_attempts += 1;
-                vacancy.reason = reason;
+                vacancy.reason = reason.to_string();
                 let attempts = vacancy.failed_attempts;
                 tracing::error!(id, attempts, reason = %vacancy.reason, "replica start failed; will retry");
                 self.schedule_respawn(id, attempts);

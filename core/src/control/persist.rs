@@ -13,7 +13,7 @@ use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
 
 /// Why the replica list could not be written back.
 #[derive(Debug, thiserror::Error)]
-pub enum PersistError {
+pub(crate) enum PersistError {
     /// The file on disk is not valid TOML right now (e.g. mid-edit): it is left alone.
     #[error("the file is not valid TOML, so it was left as it is: {0}")]
     NotToml(#[from] toml_edit::TomlError),
@@ -24,7 +24,7 @@ pub enum PersistError {
 
 /// `text` with its `[[replicas]]` set to `replicas` (server id, hostname), in that order for new
 /// entries; everything else untouched.
-pub fn with_replicas(text: &str, replicas: &[(u64, &str)]) -> Result<String, PersistError> {
+pub(crate) fn with_replicas(text: &str, replicas: &[(u64, &str)]) -> Result<String, PersistError> {
     let mut doc: DocumentMut = text.parse()?;
     let Some(tables) = doc
         .get_mut("replicas")
@@ -79,7 +79,7 @@ fn entry(id: u64, hostname: &str) -> Table {
 
 /// Replace the file at `path` with `text` atomically. A symlink is followed and its target
 /// replaced, so the link itself stays a link.
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let target = fs::canonicalize(path)?;
     let dir = target
         .parent()

@@ -12,39 +12,36 @@ use super::upstream::PipeBody;
 use crate::state::InFlight;
 
 /// Why a body could not be sent to the end.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body (no boxing, no dynamic dispatch).
 #[derive(Debug)]
-pub enum LbBody {
+pub(crate) enum LbBody {
     /// A complete body held in memory; `None` once sent.
     Full(Option<Bytes>),
-    /// A replica's body from a batching connection ([`crate::upstream`]).
+    /// A replica's body from a batching connection ([`super::upstream`]).
     Piped {
         /// The replica's body.
         body: PipeBody,
-        /// Dropped when the body is done (or the client goes away).
-        in_flight: InFlight,
+        /// Never read: dropped when the body is done (or the client goes away), which ends the
+        /// request's count in flight.
+        _in_flight: InFlight,
     },
     /// A replica's body, streamed.
     Proxied {
         /// The replica's body.
         body: Incoming,
-        /// Dropped when the body is done (or the client goes away).
-        in_flight: InFlight,
+        /// Never read: dropped when the body is done (or the client goes away), which ends the
+        /// request's count in flight.
+        _in_flight: InFlight,
     },
 }
 
 impl LbBody {
     /// A body with these bytes.
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
         LbBody::Full((!bytes.is_empty()).then_some(bytes))
-    }
-
-    /// An empty body.
-    pub fn empty() -> Self {
-        LbBody::Full(None)
     }
 }
 

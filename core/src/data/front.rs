@@ -28,11 +28,11 @@ use crate::control::ControllerHandle;
 use crate::state::{Backend, Shared};
 
 /// The header whose value routes a request.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Everything a connection needs to answer requests.
-pub struct App {
+pub(crate) struct App {
     shared: Arc<Shared>,
     api: Api,
     client: Client<HttpConnector, Incoming>,
@@ -42,7 +42,11 @@ pub struct App {
 
 impl App {
     /// An app over `shared` that sends changes to `controller`.
-    pub fn new(shared: Arc<Shared>, controller: ControllerHandle, settings: ProxySection) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        controller: ControllerHandle,
+        settings: ProxySection,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -59,7 +63,7 @@ impl App {
     }
 
     /// Answer one request; `forwarded_for` is the client's address as a header value.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         req: Request<Incoming>,
         forwarded_for: &HeaderValue,
@@ -119,7 +123,13 @@ impl App {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 hop::strip(&mut parts.headers);
-                Response::from_parts(parts, LbBody::Proxied { body, in_flight })
+                Response::from_parts(
+                    parts,
+                    LbBody::Proxied {
+                        body,
+                        _in_flight: in_flight,
+                    },
+                )
             }
             Err(e) => did_not_answer(&backend, &error_chain(&e)),
         }
@@ -147,7 +157,13 @@ impl App {
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND => not_in_replicas(req.uri().path()),
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
-                Response::from_parts(parts, LbBody::Piped { body, in_flight })
+                Response::from_parts(
+                    parts,
+                    LbBody::Piped {
+                        body,
+                        _in_flight: in_flight,
+                    },
+                )
             }
             Err(e) => did_not_answer(backend, &e.to_string()),
         }
@@ -192,7 +208,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Accept connections on `listener` and serve them with `app` until `shutdown` completes.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()>,

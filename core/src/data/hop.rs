@@ -16,13 +16,13 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Whether the (lower-case) field `name` is always hop-by-hop.
-pub fn is_hop_by_hop(name: &str) -> bool {
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)
 }
 
 /// The tokens of `Connection` field values, trimmed and lower-cased (field names, `close`,
 /// `keep-alive`). Allocates nothing when there is no `Connection` field.
-pub fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+pub(crate) fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
     let mut tokens = Vec::new();
     for value in values {
         let value = std::str::from_utf8(value).unwrap_or("");
@@ -37,7 +37,7 @@ pub fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<Stri
 }
 
 /// Remove every hop-by-hop field from `headers`.
-pub fn strip(headers: &mut HeaderMap) {
+pub(crate) fn strip(headers: &mut HeaderMap) {
     let listed = connection_tokens(
         headers
             .get_all(header::CONNECTION)

@@ -10,7 +10,7 @@
 //! through [`crate::control::ControllerHandle`].
 
 pub(crate) mod body;
-pub mod front;
+pub(crate) mod front;
 pub(crate) mod hop;
 pub mod upstream;
 pub mod workers;

@@ -241,8 +241,7 @@ pub fn served_by(body: &str) -> String {
 
 impl Drop for Lb {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        signal(self.child.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -331,4 +330,11 @@ impl Traffic {
         }
         all
     }
+}
+
+/// Send `sig` to process `pid` (a process this test started, directly or through its `lb`).
+#[allow(unsafe_code)]
+pub fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of this test's.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
 }

@@ -23,6 +23,10 @@
 //! `lb-hash-<name>`, so the built file is `liblb_hash_<name>.so` (dashes become underscores),
 //! which is where `lb` looks for the plugin called `<name>`.
 
+// The ABI is raw pointers and `extern "C"` functions by nature: this crate is one of the few
+// places `unsafe` is allowed (with the plugin loader in lb-balance).
+#![allow(unsafe_code)]
+
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, UnwindSafe};
 

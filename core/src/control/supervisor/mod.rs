@@ -5,6 +5,7 @@
 //! processes now, Docker containers later) behind the [`Supervisor`] trait.
 
 pub mod docker;
+#[allow(unsafe_code)] // pre_exec: PR_SET_PDEATHSIG and fd passing in the child
 pub mod process;
 
 use async_trait::async_trait;
