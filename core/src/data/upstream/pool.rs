@@ -1,0 +1,136 @@
+//! One worker's connections to every replica, and which one a request goes to.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use tokio::sync::{mpsc, oneshot};
+
+use super::body::PipeBody;
+use super::conn::run;
+use super::shared::{Conn, Job, Pool};
+use super::{UpstreamError, MAX_BATCH, MAX_CONNECTIONS};
+
+/// One worker's connections to every replica.
+#[derive(Default)]
+pub struct Upstreams {
+    pool: Arc<Pool>,
+}
+
+impl Upstreams {
+    /// Connections to no replica yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Send a bodiless idempotent request (`head`, from [`request_head`]) to the replica at
+    /// `addr` and wait for its response head. Must run on the worker's runtime.
+    ///
+    /// [`request_head`]: super::request_head
+    pub async fn request(
+        &self,
+        addr: &str,
+        head: Bytes,
+        head_only: bool,
+    ) -> Result<Response<PipeBody>, UpstreamError> {
+        let mut fresh = false;
+        loop {
+            let conn = self.pick(addr, fresh);
+            let (reply, answer) = oneshot::channel();
+            conn.queued.fetch_add(1, Relaxed);
+            conn.outstanding.fetch_add(1, Relaxed);
+            let job = Job {
+                head: head.clone(),
+                head_only,
+                reply,
+            };
+            let result = match conn.jobs.send(job) {
+                Ok(()) => answer.await.unwrap_or_else(|_| {
+                    Err(UpstreamError::NotStarted("the connection ended".into()))
+                }),
+                Err(_) => {
+                    conn.closed.store(true, Relaxed);
+                    Err(UpstreamError::NotStarted("the connection ended".into()))
+                }
+            };
+            match result {
+                Err(UpstreamError::NotStarted(_)) if !fresh => fresh = true,
+                other => return other,
+            }
+        }
+    }
+
+    /// The connection for the next request to `addr` (see the module's documentation);
+    /// `fresh` asks for a new one.
+    fn pick(&self, addr: &str, fresh: bool) -> Arc<Conn> {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let replica = match pool.get_mut(addr) {
+            Some(replica) => replica,
+            None => pool.entry(addr.to_owned()).or_default(),
+        };
+        let conns = &mut replica.conns;
+        conns.retain(|c| !c.closed.load(Relaxed));
+        if !fresh {
+            let usable = |c: &&Arc<Conn>| !c.streaming.load(Relaxed);
+            if replica.latency.fast() {
+                if let Some(c) = conns
+                    .iter()
+                    .filter(usable)
+                    .find(|c| c.queued.load(Relaxed) > 0 && c.outstanding.load(Relaxed) < MAX_BATCH)
+                {
+                    return Arc::clone(c);
+                }
+            }
+            if let Some(c) = conns
+                .iter()
+                .filter(usable)
+                .find(|c| c.outstanding.load(Relaxed) == 0)
+            {
+                return Arc::clone(c);
+            }
+            if conns.len() >= MAX_CONNECTIONS {
+                if let Some(c) = conns
+                    .iter()
+                    .min_by_key(|c| (c.streaming.load(Relaxed), c.outstanding.load(Relaxed)))
+                {
+                    return Arc::clone(c);
+                }
+            }
+        }
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(Conn {
+            jobs,
+            queued: AtomicUsize::new(0),
+            outstanding: AtomicUsize::new(0),
+            streaming: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        conns.push(Arc::clone(&conn));
+        tokio::spawn(run(
+            addr.to_owned(),
+            rx,
+            Arc::clone(&conn),
+            Arc::clone(&replica.latency),
+            Arc::downgrade(&self.pool),
+        ));
+        conn
+    }
+
+    /// Open connections per replica address.
+    pub fn connections(&self) -> HashMap<String, usize> {
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.iter()
+            .map(|(addr, replica)| {
+                let open = replica
+                    .conns
+                    .iter()
+                    .filter(|c| !c.closed.load(Relaxed))
+                    .count();
+                (addr.clone(), open)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
