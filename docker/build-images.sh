@@ -26,7 +26,7 @@ docker build --quiet -t lb-replica:latest "$ctx/replica" >/dev/null
 
 # LB image: a root with the binary, the plugins, the config and every shared library they need.
 root="$ctx/lb/rootfs"
-mkdir -p "$root/usr/local/bin" "$root/usr/local/lib/lb/plugins" "$root/etc/lb" "$root/tmp"
+mkdir -p "$root/usr/local/bin" "$root/usr/local/lib/lb/plugins" "$root/etc/lb" "$root/var/lib/lb" "$root/tmp"
 cp target/release/lb "$root/usr/local/bin/lb"
 strip "$root/usr/local/bin/lb"
 for name in "${PLUGINS[@]}"; do

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 scripts/check-layers.py >/dev/null
+python3 scripts/check-links.py
 bash scripts/docker-up-engine.sh
 bash docker/build-images.sh
 

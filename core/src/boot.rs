@@ -4,20 +4,40 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use lb::config::{Config, Source, SupervisorKind};
 use lb::control::health::{self, Prober};
 use lb::control::supervisor::{DockerSupervisor, ProcessSupervisor, Supervisor};
-use lb::control::{watch, Command, Controller};
+use lb::control::{watch, Command, Controller, ControllerHandle};
 use lb::data::workers::{self, Workers};
 use lb::state::Meta;
 
+/// What `lb` with no subcommand was asked to run on.
+pub(crate) struct Options {
+    /// The configuration file to follow (created from `defaults` where missing).
+    pub(crate) config: PathBuf,
+    /// What a new configuration file is copied from.
+    pub(crate) defaults: PathBuf,
+    /// Whether `config`'s directory may be created.
+    pub(crate) create_dirs: bool,
+    /// Overrides the configuration's `listen`.
+    pub(crate) listen: Option<SocketAddr>,
+}
+
 /// Run the load balancer until a shutdown signal.
-pub(crate) async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
+    let Options {
+        config: config_path,
+        defaults,
+        create_dirs,
+        listen,
+    } = options;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -25,9 +45,14 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> any
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let loaded = Config::load_or_embedded(&config_path)
+    // Before anything slow: from here on SIGHUP and SIGTERM no longer kill the process.
+    let signals = Signals::install()?;
+    let loaded = Config::load_runtime(&config_path, &defaults, create_dirs)
         .with_context(|| config_path.display().to_string())?;
     let config = &loaded.config;
+    if let Some(seed) = &loaded.created_from {
+        tracing::info!(config = %loaded.source, from = %seed, "configuration file created");
+    }
     tracing::info!(config = %loaded.source, "configuration loaded");
     let listen = listen.unwrap_or(config.listen);
     let listeners = workers::listen(listen, config.proxy.worker_count())?;
@@ -55,6 +80,7 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> any
     let (mut controller, shared, handle) = Controller::new(&loaded, hash, supervisor, meta)?;
     controller.start().await;
     let health_settings = controller.health_settings();
+    let settings = health_settings.clone();
     if let Source::File(path) = &loaded.source {
         watch::spawn(path.clone(), handle.clone())?;
         tracing::info!(path = %path.display(), "following the configuration file");
@@ -76,9 +102,71 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> any
     let workers = Workers::start(listeners, config.proxy, &shared, &handle)?;
     // Tests and scripts wait for this line.
     println!("lb listening on http://{local}");
-    server::shutdown_signal().await;
-    tracing::info!("shutting down: stopping replicas");
-    tokio::task::spawn_blocking(move || workers.stop()).await?;
+    signals.until_shutdown(&handle).await;
+    let drain = Duration::from_millis(settings.borrow().drain_timeout_ms);
+    let in_flight: usize = shared
+        .snapshot
+        .load()
+        .backends
+        .iter()
+        .map(|b| b.in_flight.load(Ordering::Relaxed))
+        .sum();
+    tracing::info!(
+        in_flight,
+        drain_ms = drain.as_millis() as u64,
+        "shutting down: no new connections; letting requests in flight finish"
+    );
+    tokio::task::spawn_blocking(move || workers.stop(drain)).await?;
+    tracing::info!("stopping replicas");
     handle.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// The signals `lb` answers, like nginx: SIGHUP re-reads the configuration; SIGTERM and SIGINT
+/// shut down gracefully; a second SIGINT exits at once.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Answer SIGHUP until SIGTERM or SIGINT; after that, a second SIGINT ends the process.
+    async fn until_shutdown(self, controller: &ControllerHandle) {
+        let Signals {
+            mut hangup,
+            mut terminate,
+            mut interrupt,
+        } = self;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: re-reading the configuration");
+                    controller.send(Command::Reload);
+                }
+                _ = terminate.recv() => {
+                    tracing::info!("SIGTERM: shutting down");
+                    break;
+                }
+                _ = interrupt.recv() => {
+                    tracing::info!("SIGINT: shutting down (interrupt again to exit at once)");
+                    break;
+                }
+            }
+        }
+        tokio::spawn(async move {
+            interrupt.recv().await;
+            tracing::warn!("second SIGINT: exiting at once");
+            std::process::exit(130);
+        });
+    }
 }

@@ -10,29 +10,67 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use lb::config::{Config, DEFAULT_PATH};
+use lb::config::{Config, ConfigError, Source, DEFAULTS_PATH, DEFAULT_PATH};
 use lb_balance::ring::{self, Probing, RingParams};
 
 /// Consistent-hashing HTTP load balancer.
 #[derive(Parser, Debug)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    after_help = "Signals: SIGHUP re-reads the configuration; SIGTERM and SIGINT stop accepting, \
+                  let in-flight requests finish (up to drain_timeout_ms), stop the replicas and \
+                  exit 0; a second SIGINT exits at once.\n\
+                  Documentation: README.md; the contract (endpoints, JSON bodies, hash math): \
+                  docs/SPEC.md; the code's map: docs/ARCHITECTURE.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// Configuration file. When the default path does not exist, the embedded default is used.
+    /// The configuration file lb follows and writes replica changes back to. Where it does not
+    /// exist it is created as a copy of --defaults (the default path is ignored by git).
     #[arg(long, default_value = DEFAULT_PATH)]
     config: PathBuf,
-    /// Listen on this address instead of the configuration's `listen`.
-    #[arg(long)]
+    /// What a new configuration file is copied from; where this does not exist either, the
+    /// copy of config/lb.toml compiled into lb.
+    #[arg(long, default_value = DEFAULTS_PATH)]
+    defaults: PathBuf,
+    /// Listen on this address (HOST:PORT; a host name such as localhost is resolved) instead of
+    /// the configuration's `listen`.
+    #[arg(long, value_parser = parse_listen)]
     listen: Option<SocketAddr>,
+}
+
+/// `HOST:PORT` with HOST an IP address (`[::1]` for IPv6) or a name to resolve.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs() {
+        // IPv4 first, so `localhost:5000` means 127.0.0.1 as users expect.
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .copied()
+                .ok_or_else(|| format!("{text} resolves to no address"))
+        }
+        Err(e) => Err(format!(
+            "{text} is not HOST:PORT with a known host ({})",
+            e.kind()
+        )),
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Validate a configuration file without starting anything.
+    /// Validate a configuration file without starting anything: every problem, with line and
+    /// column. Exit status 0 when it is valid, 1 otherwise.
     Check {
-        /// The file.
-        path: PathBuf,
+        /// The file. Default: the one `lb` with no options would run on (config/lb.local.toml,
+        /// or before that exists config/lb.toml, or the embedded copy).
+        path: Option<PathBuf>,
     },
     /// Show how a ring shares slots and request ids among replicas 1..=N, for any hash.
     Share(ShareArgs),
@@ -67,7 +105,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Replica(args)) => server::run(args),
-        Some(Cmd::Check { path }) => check(&path),
+        Some(Cmd::Check { path }) => check(path),
         Some(Cmd::Share(args)) => share(&args),
         // The control plane (controller, health checks, file watcher, supervisor) needs little;
         // requests are served by the worker threads (see lb::data::workers).
@@ -76,7 +114,14 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(boot::run(cli.config, cli.listen))),
+            .and_then(|rt| {
+                rt.block_on(boot::run(boot::Options {
+                    create_dirs: cli.config != std::path::Path::new(DEFAULT_PATH),
+                    config: cli.config,
+                    defaults: cli.defaults,
+                    listen: cli.listen,
+                }))
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,15 +132,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path).with_context(|| path.display().to_string())?;
-    config
-        .resolve_hash()
-        .with_context(|| path.display().to_string())?;
+/// `lb check`: print every problem as `lb: FILE: line L, column C: message`, or one `ok` line.
+fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let (name, loaded) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Io {
+                    path: path.clone(),
+                    source,
+                })
+                .with_context(|| path.display().to_string())?;
+            let config = Config::parse_file(&text, &path);
+            (path.display().to_string(), config)
+        }
+        None => {
+            let (name, text, at) = which_file_lb_would_use()?;
+            (name, Config::parse_file(&text, &at))
+        }
+    };
+    let config = match loaded.and_then(|config| config.resolve_hash().map(|_| config)) {
+        Ok(config) => config,
+        Err(ConfigError::Invalid(problems)) => {
+            for problem in &problems {
+                eprintln!("lb: {name}: {problem}");
+            }
+            if problems.len() > 1 {
+                eprintln!("lb: {name}: {} problems", problems.len());
+            }
+            std::process::exit(1);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(name)),
+    };
     let p = config.ring_params();
     println!(
-        "{}: ok ({} replicas, {} slots, {} virtual nodes, {} probing, hash {:?})",
-        path.display(),
+        "{name}: ok ({} replicas, {} slots, {} virtual nodes, {} probing, hash {:?})",
         config.replicas.len(),
         p.slots,
         p.virtual_nodes,
@@ -103,6 +173,23 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.ring.hash.get_ref()
     );
     Ok(())
+}
+
+/// The file `lb` with no options would start with, without creating anything: its name, text,
+/// and the path relative paths in it are relative to.
+fn which_file_lb_would_use() -> anyhow::Result<(String, String, PathBuf)> {
+    for path in [DEFAULT_PATH, DEFAULTS_PATH] {
+        match std::fs::read_to_string(path) {
+            Ok(text) => return Ok((path.to_owned(), text, PathBuf::from(DEFAULT_PATH))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context(path)),
+        }
+    }
+    Ok((
+        Source::Embedded.to_string(),
+        lb::config::EMBEDDED.to_owned(),
+        PathBuf::from(DEFAULT_PATH),
+    ))
 }
 
 fn share(args: &ShareArgs) -> anyhow::Result<()> {

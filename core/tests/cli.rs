@@ -63,3 +63,74 @@ async fn runs_on_the_embedded_default_without_a_config_file() {
     let name = lb.home(&[]).await;
     assert!(name.starts_with("Server "), "{name}");
 }
+
+#[test]
+fn check_reports_every_problem_with_suggestions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.toml");
+    std::fs::write(
+        &path,
+        "[health]\nintervl_ms = 100\n[ring]\nprobing = \"cubic\"\n[[replicas]]\nhostname = \"A\"\nid = 0\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    let name = path.display().to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("lb: {name}: line 2, column 1: unknown key `intervl_ms` in [health]; did you mean `interval_ms`?"),
+            format!("lb: {name}: line 4, column 11: unknown variant `cubic`, expected `linear` or `quadratic`"),
+            format!("lb: {name}: line 7, column 6: replica ids start at 1"),
+            format!("lb: {name}: 3 problems"),
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn listen_takes_host_names_and_a_busy_port_is_one_line() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["--listen", &format!("localhost:{port}")])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lb started on a busy port");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut text).unwrap();
+    let last = text.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!("lb: cannot listen on 127.0.0.1:{port}: address already in use"),
+        "{text}"
+    );
+    assert!(!text.contains("os error"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["--listen", "no-such-host.invalid:5000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-host.invalid:5000"));
+}

@@ -283,9 +283,10 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
         return;
     }
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let config_file = format!("{root}/config/lb.docker.toml");
-    // The stack writes replica changes back into config/lb.docker.toml: restore it afterwards.
-    let original = std::fs::read_to_string(&config_file).unwrap();
+    let shipped = format!("{root}/config/lb.docker.toml");
+    let original = std::fs::read_to_string(&shipped).unwrap();
+    // The stack's runtime configuration goes to a directory of this test's.
+    let state = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -297,6 +298,7 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
             .args(args)
             .current_dir(root)
             .env("LB_PORT", port.to_string())
+            .env("LB_STATE_DIR", state.path())
             .output()
             .expect("run docker-compose");
         (
@@ -304,15 +306,14 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    struct Down<F: Fn(&[&str]) -> (bool, String)>(F, String, String);
+    struct Down<F: Fn(&[&str]) -> (bool, String)>(F);
     impl<F: Fn(&[&str]) -> (bool, String)> Drop for Down<F> {
         fn drop(&mut self) {
             let _ = (self.0)(&["down", "-t", "30"]);
-            let _ = std::fs::write(&self.1, &self.2);
         }
     }
     let (ok, err) = compose(&["up", "-d"]);
-    let guard = Down(compose, config_file.clone(), original);
+    let guard = Down(compose);
     assert!(ok, "docker-compose up failed: {err}");
 
     let base = format!("http://127.0.0.1:{port}");
@@ -358,6 +359,8 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
         .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""N": 4"#), "{body}");
+    let runtime = std::fs::read_to_string(state.path().join("lb.toml")).unwrap();
+    assert!(runtime.contains("hostname = \"S5\""), "{runtime}");
     let (status, body) = call("POST", "/add", r#"{"n": 1, "hostnames": ["A", "B"]}"#)
         .await
         .unwrap();
@@ -394,6 +397,14 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
             .count(),
         3
     );
+
+    // /add and /rm were written back to the runtime copy, never to the tracked file.
+    let runtime = std::fs::read_to_string(state.path().join("lb.toml")).unwrap();
+    assert!(
+        runtime.contains("Server 3") && !runtime.contains("S5"),
+        "{runtime}"
+    );
+    assert_eq!(std::fs::read_to_string(&shipped).unwrap(), original);
 
     let (ok, err) = (guard.0)(&["down", "-t", "30"]);
     assert!(ok, "docker-compose down failed: {err}");

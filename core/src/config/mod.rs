@@ -11,16 +11,23 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod check;
+
 use lb_balance::hash::{self, RingHash};
 use lb_balance::plugin;
 use lb_balance::ring::{Probing, RingParams};
 use lb_balance::Balancer;
 
-/// The configuration compiled into `lb`, used when the default `config/lb.toml` does not exist.
-pub const EMBEDDED: &str = include_str!("../../config/lb.toml");
+/// The shipped default (`config/lb.toml`, tracked by git and never written), compiled into `lb`.
+pub const EMBEDDED: &str = include_str!("../../../config/lb.toml");
 
-/// The default configuration path, relative to the working directory.
-pub const DEFAULT_PATH: &str = "config/lb.toml";
+/// The file `lb` follows and writes replica changes back to, relative to the working directory.
+/// Git ignores it; the first start creates it from [`DEFAULTS_PATH`].
+pub const DEFAULT_PATH: &str = "config/lb.local.toml";
+
+/// The shipped default a new configuration file is created from (or [`EMBEDDED`] where it does
+/// not exist).
+pub const DEFAULTS_PATH: &str = "config/lb.toml";
 
 /// Largest number of slots a ring may have.
 pub const MAX_SLOTS: u32 = 1 << 22;
@@ -243,19 +250,34 @@ pub enum ConfigError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// TOML syntax error, unknown field or wrong type (the message carries line and column).
-    #[error("{0}")]
-    Parse(String),
-    /// A rule of the load balancer is broken.
-    #[error("line {line}, column {column}: {message}")]
-    Invalid {
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// What is wrong.
-        message: String,
-    },
+    /// TOML syntax, unknown keys, wrong types or rules of the load balancer: every problem
+    /// found, in file order (never empty).
+    #[error("{}", .0.iter().map(Problem::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+}
+
+/// One problem in a configuration text, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at byte `offset` of `text`.
+    fn at(text: &str, offset: usize, message: String) -> Problem {
+        let (line, column) = line_column(text, offset);
+        Problem {
+            line,
+            column,
+            message,
+        }
+    }
 }
 
 /// A configuration with its origin and the exact text it was parsed from.
@@ -267,6 +289,8 @@ pub struct Loaded {
     pub source: Source,
     /// Its text.
     pub text: String,
+    /// When the file was created at this start: what it was copied from.
+    pub created_from: Option<Source>,
 }
 
 /// Where a configuration came from.
@@ -276,6 +300,8 @@ pub enum Source {
     File(PathBuf),
     /// The copy compiled into the binary.
     Embedded,
+    /// A file read once and not followed (there is nowhere to write changes back).
+    Copy(PathBuf),
 }
 
 impl std::fmt::Display for Source {
@@ -283,6 +309,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::File(p) => write!(f, "{}", p.display()),
             Source::Embedded => f.write_str("(embedded default)"),
+            Source::Copy(p) => write!(f, "(copy of {}, not followed)", p.display()),
         }
     }
 }
@@ -291,12 +318,22 @@ impl Config {
     /// Parse and validate `text`: everything but the hash functions, which may be a plugin that
     /// only [`Config::resolve_hash`] can load. Relative paths are relative to the working
     /// directory.
+    ///
+    /// Every problem is reported, not only the first (see [`ConfigError::Invalid`]).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let (config, mut problems) = check::collect(text);
+        let Some(mut config) = config else {
+            return Err(ConfigError::Invalid(problems));
+        };
         config.text = text.to_owned();
-        config.validate()?;
-        Ok(config)
+        problems.extend(config.validate());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            problems.sort_by_key(|p| (p.line, p.column));
+            problems.dedup();
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     /// Parse `text` read from `path` (relative paths in it are relative to its directory).
@@ -337,12 +374,12 @@ impl Config {
 
     /// An error at `span` of the text.
     fn at(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
-        let (line, column) = line_column(&self.text, span.start);
-        ConfigError::Invalid {
-            line,
-            column,
-            message,
-        }
+        ConfigError::Invalid(vec![self.problem(span, message)])
+    }
+
+    /// A problem at `span` of the text.
+    fn problem(&self, span: std::ops::Range<usize>, message: String) -> Problem {
+        Problem::at(&self.text, span.start, message)
     }
 
     /// Read, parse and validate the file at `path`.
@@ -354,24 +391,73 @@ impl Config {
         Config::parse_file(&text, path)
     }
 
-    /// Load `path`, or the embedded default when `path` is the default path and does not exist.
-    pub fn load_or_embedded(path: &Path) -> Result<Loaded, ConfigError> {
-        if path == Path::new(DEFAULT_PATH) && !path.exists() {
-            return Ok(Loaded {
-                config: Config::parse(EMBEDDED)?,
-                source: Source::Embedded,
-                text: EMBEDDED.to_owned(),
-            });
+    /// The configuration `lb` runs on: the file at `path`; where it does not exist yet, it is
+    /// created as a copy of `defaults` (or of [`EMBEDDED`] where that does not exist either).
+    /// When `path`'s directory does not exist and `create_dirs` is false (the default path,
+    /// `lb` started outside the project), nothing is created and the copy runs unfollowed.
+    pub fn load_runtime(
+        path: &Path,
+        defaults: &Path,
+        create_dirs: bool,
+    ) -> Result<Loaded, ConfigError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ConfigError::Io { path, source }
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                return Ok(Loaded {
+                    config: Config::parse_file(&text, path)?,
+                    source: Source::File(path.to_owned()),
+                    text,
+                    created_from: None,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(path)(e)),
         }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Loaded {
-            config: Config::parse_file(&text, path)?,
-            source: Source::File(path.to_owned()),
-            text,
-        })
+        let (text, seed) = match std::fs::read_to_string(defaults) {
+            Ok(text) => (text, Source::File(defaults.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (EMBEDDED.to_owned(), Source::Embedded)
+            }
+            Err(e) => return Err(io(defaults)(e)),
+        };
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            if !create_dirs {
+                // Nowhere to keep changes: run on the defaults, unfollowed.
+                return Ok(Loaded {
+                    config: Config::parse_file(&text, path)?,
+                    source: match seed {
+                        Source::File(defaults) => Source::Copy(defaults),
+                        other => other,
+                    },
+                    text,
+                    created_from: None,
+                });
+            }
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let config = Config::parse_file(&text, path)?;
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()));
+        match created {
+            Ok(()) => Ok(Loaded {
+                config,
+                source: Source::File(path.to_owned()),
+                text,
+                created_from: Some(seed),
+            }),
+            // Created by someone else meanwhile: that file is the one to follow.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Config::load_runtime(path, defaults, create_dirs)
+            }
+            Err(e) => Err(io(path)(e)),
+        }
     }
 
     /// The ring parameters.
@@ -384,63 +470,75 @@ impl Config {
         Balancer::Ring(self.ring_params())
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// The load balancer's own rules, every broken one.
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
         let slots = *self.ring.slots.get_ref();
         if slots == 0 || slots > MAX_SLOTS {
-            return Err(self.at(
+            problems.push(self.problem(
                 self.ring.slots.span(),
                 format!("ring.slots must be between 1 and {MAX_SLOTS}, not {slots}"),
             ));
         }
         if *self.ring.virtual_nodes.get_ref() == 0 {
-            return Err(self.at(
+            problems.push(self.problem(
                 self.ring.virtual_nodes.span(),
                 "ring.virtual_nodes must be at least 1".into(),
             ));
         }
         let name = self.ring.hash.get_ref();
-        if name.is_empty()
-            || !name
+        let good_name = !name.is_empty()
+            && name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(self.at(
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !good_name {
+            problems.push(self.problem(
                 self.ring.hash.span(),
                 format!("hash {name:?} must be a name of letters, digits, '-' and '_'"),
             ));
         }
         let h = &self.health;
-        if h.interval_ms < 10 || h.timeout_ms == 0 || h.fall == 0 || h.start_timeout_ms < 100 {
-            return Err(ConfigError::Parse(
-                "[health]: interval_ms must be ≥ 10, timeout_ms ≥ 1, fall ≥ 1, start_timeout_ms ≥ 100"
-                    .into(),
-            ));
+        for (key, bad, rule) in [
+            ("interval_ms", h.interval_ms < 10, "at least 10"),
+            ("timeout_ms", h.timeout_ms == 0, "at least 1"),
+            ("fall", h.fall == 0, "at least 1"),
+            ("start_timeout_ms", h.start_timeout_ms < 100, "at least 100"),
+        ] {
+            if bad {
+                let at = check::key_offset(&self.text, "health", key).unwrap_or(0);
+                problems.push(self.problem(at..at, format!("health.{key} must be {rule}")));
+            }
         }
         let mut names = HashSet::new();
         let mut ids = HashSet::new();
         for r in &self.replicas {
             if let Err(why) = check_hostname(r.hostname.get_ref()) {
-                return Err(self.at(r.hostname.span(), why.to_string()));
-            }
-            if !names.insert(r.hostname.get_ref()) {
-                return Err(self.at(
+                problems.push(self.problem(r.hostname.span(), why.to_string()));
+            } else if !names.insert(r.hostname.get_ref()) {
+                problems.push(self.problem(
                     r.hostname.span(),
                     format!("duplicate hostname {:?}", r.hostname.get_ref()),
                 ));
             }
             if *r.id.get_ref() == 0 {
-                return Err(self.at(r.id.span(), "replica ids start at 1".into()));
-            }
-            if !ids.insert(*r.id.get_ref()) {
-                return Err(self.at(r.id.span(), format!("duplicate id {}", r.id.get_ref())));
+                problems.push(self.problem(r.id.span(), "replica ids start at 1".into()));
+            } else if !ids.insert(*r.id.get_ref()) {
+                problems
+                    .push(self.problem(r.id.span(), format!("duplicate id {}", r.id.get_ref())));
             }
         }
-        // K·N ≤ M needs no hash; with a compiled-in hash the whole ring is checked right away.
-        let capacity = match hash::builtin(name) {
-            Some(hash) => self.balancer().place(hash, &self.replica_ids()).map(drop),
-            None => self.balancer().check_capacity(self.replicas.len()),
-        };
-        capacity.map_err(|e| self.at(self.ring.virtual_nodes.span(), e.to_string()))
+        // Capacity only matters for a valid ring and a valid replica list.
+        if problems.is_empty() {
+            // K·N ≤ M needs no hash; with a compiled-in hash the whole ring is checked now.
+            let capacity = match hash::builtin(name) {
+                Some(hash) => self.balancer().place(hash, &self.replica_ids()).map(drop),
+                None => self.balancer().check_capacity(self.replicas.len()),
+            };
+            if let Err(e) = capacity {
+                problems.push(self.problem(self.ring.virtual_nodes.span(), e.to_string()));
+            }
+        }
+        problems
     }
 }
 
@@ -489,97 +587,4 @@ pub fn check_hostname(name: &str) -> Result<(), HostnameError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn embedded_default_is_valid_and_has_three_replicas() {
-        let c = Config::parse(EMBEDDED).unwrap();
-        assert_eq!(c.replicas.len(), 3);
-        assert_eq!(c.ring_params(), RingParams::default());
-        assert_eq!(c.listen, default_listen());
-    }
-
-    #[test]
-    fn empty_file_gives_defaults() {
-        let c = Config::parse("").unwrap();
-        assert_eq!(c.ring_params(), RingParams::default());
-        assert!(c.replicas.is_empty());
-        assert_eq!(c.health.fall, 2);
-    }
-
-    fn invalid(text: &str) -> (usize, usize, String) {
-        match Config::parse(text) {
-            Err(ConfigError::Invalid {
-                line,
-                column,
-                message,
-            }) => (line, column, message),
-            other => panic!("expected Invalid, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn duplicate_hostname_points_at_the_second_one() {
-        let text =
-            "[[replicas]]\nhostname = \"A\"\nid = 1\n[[replicas]]\nhostname = \"A\"\nid = 2\n";
-        let (line, column, message) = invalid(text);
-        assert_eq!((line, column), (5, 12));
-        assert!(message.contains("duplicate hostname"), "{message}");
-    }
-
-    #[test]
-    fn duplicate_id_and_zero_id() {
-        let text =
-            "[[replicas]]\nhostname = \"A\"\nid = 1\n[[replicas]]\nhostname = \"B\"\nid = 1\n";
-        assert_eq!(invalid(text).0, 6);
-        let text = "[[replicas]]\nhostname = \"A\"\nid = 0\n";
-        assert!(invalid(text).2.contains("start at 1"));
-    }
-
-    #[test]
-    fn too_many_virtual_nodes_is_an_error_with_position() {
-        let mut text = String::from("[ring]\nslots = 16\nvirtual_nodes = 9\n");
-        for i in 1..=2 {
-            text.push_str(&format!("[[replicas]]\nhostname = \"S{i}\"\nid = {i}\n"));
-        }
-        let (line, _, message) = invalid(&text);
-        assert_eq!(line, 3);
-        assert!(message.contains("16"), "{message}");
-    }
-
-    #[test]
-    fn syntax_and_unknown_fields_report_line_and_column() {
-        let err = Config::parse("listen = \"127.0.0.1:5000\"\n[ring]\nslots = 512\nslotz = 3\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 4"), "{err}");
-        assert!(err.contains("slotz"), "{err}");
-        let err = Config::parse("[ring\n").unwrap_err().to_string();
-        assert!(err.contains("line 1"), "{err}");
-        let err = Config::parse("[ring]\nhash = \"no/pe\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 2") && err.contains("no/pe"), "{err}");
-        // An unknown plugin name is only found out when it is resolved.
-        let config = Config::parse("[ring]\nvirtual_nodes = 3\nhash = \"nope\"\n").unwrap();
-        let err = config.resolve_hash().unwrap_err().to_string();
-        assert!(err.contains("line 3, column 8"), "{err}");
-        assert!(err.contains("liblb_hash_nope.so"), "{err}");
-        let err = Config::parse("[supervisor]\nkind = \"kubernetes\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("kubernetes"), "{err}");
-    }
-
-    #[test]
-    fn hostname_rules() {
-        assert!(check_hostname("Server 1").is_ok());
-        assert!(check_hostname("a-b_c.d").is_ok());
-        assert!(check_hostname(&"x".repeat(63)).is_ok());
-        assert!(check_hostname(&"x".repeat(64)).is_err());
-        assert!(check_hostname("").is_err());
-        assert!(check_hostname("a/b").is_err());
-        assert!(check_hostname("é").is_err());
-    }
-}
+mod tests;

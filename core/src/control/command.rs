@@ -78,6 +78,8 @@ pub enum Command {
     },
     /// The configuration file may have changed: read it and apply it if it did.
     FileChanged,
+    /// SIGHUP: read the configuration file and apply it if it changed, saying so either way.
+    Reload,
     /// The health checker gave up on a replica.
     ReplicaFailed {
         /// Its server id.

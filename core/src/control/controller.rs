@@ -23,7 +23,7 @@ use crate::state::{
 use super::command::{Command, ControlError, ControllerHandle, ScaleReply, ScaleRequest};
 use super::health::{ProbeError, Prober};
 use super::persist;
-use super::reconcile::{plan_add, plan_remove, reconcile, Members};
+use super::reconcile::{changes, plan_add, plan_remove, reconcile, Members};
 use super::supervisor::{ReplicaSpec, Started, Supervisor, SupervisorError, SupervisorEvent};
 
 /// Longest wait between two attempts to fill a vacancy.
@@ -78,6 +78,8 @@ pub struct Controller {
     file: Option<ConfigFile>,
     /// The configuration the process started with (for fields that need a restart).
     startup: Config,
+    /// The configuration last applied (to say what a new one changes).
+    applied: Config,
     commands: ControllerHandle,
     /// Random names and `/rm`'s random picks.
     rng: fastrand::Rng,
@@ -101,7 +103,7 @@ impl Controller {
                 path: path.clone(),
                 last_text: loaded.text.clone(),
             }),
-            Source::Embedded => None,
+            Source::Embedded | Source::Copy(_) => None,
         };
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot {
@@ -131,6 +133,7 @@ impl Controller {
             crash_streak: BTreeMap::new(),
             file,
             startup: config.clone(),
+            applied: config.clone(),
             commands: handle.clone(),
             rng: fastrand::Rng::new(),
             rx,
@@ -206,7 +209,8 @@ impl Controller {
                         self.write_back();
                     }
                 }
-                Command::FileChanged => self.file_changed().await,
+                Command::FileChanged => self.file_changed(false).await,
+                Command::Reload => self.file_changed(true).await,
                 Command::ReplicaFailed { id, handle, reason } => {
                     self.replica_failed(id, &handle, reason).await;
                 }
@@ -553,8 +557,13 @@ impl Controller {
     }
 
     /// The file changed: validate it whole, then apply the difference, or keep what runs.
-    async fn file_changed(&mut self) {
+    /// `hangup`: asked by SIGHUP, so say what happened even when nothing changed.
+    async fn file_changed(&mut self, hangup: bool) {
         let Some(file) = &mut self.file else {
+            if hangup {
+                let source = self.shared.config.load().path.clone();
+                tracing::info!(%source, "no configuration file is followed; nothing to re-read");
+            }
             return;
         };
         let text = match tokio::fs::read_to_string(&file.path).await {
@@ -567,7 +576,11 @@ impl Controller {
             }
         };
         if text == file.last_text {
-            return; // our own write, or saved without changes
+            // Our own write, or saved without changes.
+            if hangup {
+                tracing::info!(path = %file.path.display(), "configuration unchanged");
+            }
+            return;
         }
         file.last_text = text.clone();
         if text.trim().is_empty() {
@@ -615,7 +628,11 @@ impl Controller {
                 return;
             }
         };
-        let plan = reconcile(&self.members(), &config, &self.startup);
+        let members = self.members();
+        let plan = reconcile(&members, &config, &self.startup);
+        for change in changes(&self.applied, &config, &members, &plan) {
+            tracing::info!("configuration change: {change}");
+        }
         for field in &plan.needs_restart {
             tracing::warn!(field, "changed in the file; takes effect after a restart");
         }
@@ -642,6 +659,7 @@ impl Controller {
         self.publish();
         tracing::info!("configuration file applied");
         let plugin_dirs = config.plugin_dirs();
+        self.applied = config;
         self.update_config_status(|s| {
             s.last_applied = Some(timestamp());
             s.last_error = None;

@@ -40,6 +40,7 @@ pub(crate) fn with_replicas(text: &str, replicas: &[(u64, &str)]) -> Result<Stri
     };
     let wanted = |id: i64| replicas.iter().find(|(i, _)| i64::try_from(*i) == Ok(id));
     let mut kept = Vec::new();
+    let mut orphaned: Vec<String> = Vec::new();
     for index in (0..tables.len()).rev() {
         let table = tables.get_mut(index).expect("index below len");
         let id = table.get("id").and_then(Item::as_integer);
@@ -59,15 +60,52 @@ pub(crate) fn with_replicas(text: &str, replicas: &[(u64, &str)]) -> Result<Stri
                     table.insert("hostname", Item::Value(new));
                 }
             }
-            _ => tables.remove(index),
+            _ => {
+                // Comments above a removed table are the user's: they go to the table that
+                // follows it, or, for the last one, to a new table or the end of the file.
+                let comments = comments_of(table);
+                tables.remove(index);
+                if let Some(comments) = comments {
+                    match tables.get_mut(index) {
+                        Some(next) => prepend_comments(next, &comments),
+                        None => orphaned.insert(0, comments),
+                    }
+                }
+            }
         }
     }
     for &(id, hostname) in replicas {
         if !kept.contains(&id) {
-            tables.push(entry(id, hostname));
+            let mut table = entry(id, hostname);
+            if !orphaned.is_empty() {
+                prepend_comments(&mut table, &orphaned.concat());
+                orphaned.clear();
+            }
+            tables.push(table);
         }
     }
+    if !orphaned.is_empty() {
+        let trailing = doc.trailing().as_str().unwrap_or_default().to_owned();
+        doc.set_trailing(format!("{trailing}{}", orphaned.concat()));
+    }
     Ok(doc.to_string())
+}
+
+/// The comment lines in front of `table`'s header, if there are any.
+fn comments_of(table: &Table) -> Option<String> {
+    let prefix = table.decor().prefix()?.as_str()?;
+    prefix.contains('#').then(|| prefix.to_owned())
+}
+
+/// Put `comments` in front of `table`'s header, before what is already there.
+fn prepend_comments(table: &mut Table, comments: &str) {
+    let own = table
+        .decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    table.decor_mut().set_prefix(format!("{comments}{own}"));
 }
 
 fn entry(id: u64, hostname: &str) -> Table {
@@ -169,6 +207,28 @@ id = 2
         assert!(!out.contains("Server 2"), "{out}");
         assert!(out.contains("slots = 512 # M"), "{out}");
         assert_eq!(replicas_of(&out), [(1, "S123456".into())]);
+    }
+
+    #[test]
+    fn comments_above_a_removed_table_are_kept() {
+        // Removing the first: its comment moves to the table that follows.
+        let out = with_replicas(FILE, &[(2, "Server 2")]).unwrap();
+        assert!(
+            out.contains(
+                "# the first one\n\n# the second one\n[[replicas]]\nhostname = \"Server 2\""
+            ),
+            "{out}"
+        );
+        // Removing the last: its comment goes to the table added in its place …
+        let out = with_replicas(FILE, &[(1, "Server 1"), (3, "S5")]).unwrap();
+        assert!(
+            out.contains("# the second one\n[[replicas]]\nhostname = \"S5\""),
+            "{out}"
+        );
+        // … or to the end of the file.
+        let out = with_replicas(FILE, &[(1, "Server 1")]).unwrap();
+        assert!(out.trim_end().ends_with("# the second one"), "{out}");
+        assert_eq!(replicas_of(&out), [(1, "Server 1".into())]);
     }
 
     #[test]

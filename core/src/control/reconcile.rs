@@ -107,6 +107,84 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
     }
 }
 
+/// What a configuration change does, in words for the log: replicas added and removed (from
+/// `plan`, named as `members` knows them) and every setting that differs between `old` and
+/// `new`, as `name old → new`.
+pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in &plan.stop {
+        if let Some(name) = members.running.get(id) {
+            out.push(format!("replica {name} removed (id {id})"));
+        }
+    }
+    for id in &plan.forget {
+        if let Some(name) = members.vacant.get(id) {
+            out.push(format!("replacement {name} for id {id} no longer wanted"));
+        }
+    }
+    for spec in &plan.start {
+        out.push(format!("replica {} added (id {})", spec.hostname, spec.id));
+    }
+    let mut field = |name: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{name} {a} → {b}"));
+        }
+    };
+    let (o, n) = (old.ring_params(), new.ring_params());
+    field("slots", o.slots.to_string(), n.slots.to_string());
+    field(
+        "virtual_nodes",
+        o.virtual_nodes.to_string(),
+        n.virtual_nodes.to_string(),
+    );
+    field("probing", o.probing.to_string(), n.probing.to_string());
+    field(
+        "hash",
+        old.ring.hash.get_ref().clone(),
+        new.ring.hash.get_ref().clone(),
+    );
+    let (o, n) = (&old.health, &new.health);
+    for (name, a, b) in [
+        ("health.interval_ms", o.interval_ms, n.interval_ms),
+        ("health.timeout_ms", o.timeout_ms, n.timeout_ms),
+        ("health.fall", u64::from(o.fall), u64::from(n.fall)),
+        (
+            "health.start_timeout_ms",
+            o.start_timeout_ms,
+            n.start_timeout_ms,
+        ),
+        (
+            "health.drain_timeout_ms",
+            o.drain_timeout_ms,
+            n.drain_timeout_ms,
+        ),
+    ] {
+        field(name, a.to_string(), b.to_string());
+    }
+    field(
+        "plugins.dirs",
+        format!("{:?}", old.plugins.dirs),
+        format!("{:?}", new.plugins.dirs),
+    );
+    field("listen", old.listen.to_string(), new.listen.to_string());
+    field(
+        "proxy.workers",
+        old.proxy.workers.to_string(),
+        new.proxy.workers.to_string(),
+    );
+    field(
+        "proxy.pipelining",
+        old.proxy.pipelining.to_string(),
+        new.proxy.pipelining.to_string(),
+    );
+    field(
+        "supervisor",
+        format!("{:?}", old.supervisor),
+        format!("{:?}", new.supervisor),
+    );
+    out
+}
+
 /// Plan an `/add`: new replicas get the lowest free server ids (so removing a replica and
 /// adding one back restores the ring), the names asked for, then `Server <id>` (or a random
 /// name if that one is taken). Refused if a name is taken or the ring has no room for them.

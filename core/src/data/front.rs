@@ -15,7 +15,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use lb_balance::hash::request_id_from_header;
 
@@ -207,40 +210,72 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Accept connections on `listener` and serve them with `app` until `shutdown` completes.
+/// Accept connections on `listener` and serve them with `app` until `stop` holds a drain time;
+/// then stop accepting, let every connection finish the request it is on (idle keep-alive
+/// connections close at once), and return when all are done or the drain time has passed.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Arc<App>,
-    shutdown: impl std::future::Future<Output = ()>,
+    mut stop: watch::Receiver<Option<Duration>>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
+    let mut connections = tokio::task::JoinSet::new();
+    let drain = loop {
+        tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok((stream, remote)) => {
+                    connections.spawn(connection(stream, remote, Arc::clone(&app), stop.clone()));
+                }
                 Err(e) => {
                     // Typically EMFILE: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
                 }
             },
-            () = &mut shutdown => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = Arc::clone(&app);
-        // Built once per connection, cloned (a reference count) per request.
-        let forwarded_for = HeaderValue::from_str(&remote.ip().to_string())
-            .expect("an IP address is a valid header value");
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let app = Arc::clone(&app);
-                let forwarded_for = forwarded_for.clone();
-                async move { Ok::<_, Infallible>(app.handle(req, &forwarded_for).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+            // Reap finished connections as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            changed = stop.changed() => match (changed, *stop.borrow()) {
+                (Ok(()), Some(drain)) => break drain,
+                (Ok(()), None) => {}
+                (Err(_), _) => break Duration::ZERO,
+            },
+        }
+    };
+    drop(listener);
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "drain time over: closing connections with requests still in flight"
+        );
     }
+}
+
+/// Serve one client connection; on stop, finish the request in progress and close.
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    app: Arc<App>,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
+    let _ = stream.set_nodelay(true);
+    // Built once per connection, cloned (a reference count) per request.
+    let forwarded_for = HeaderValue::from_str(&remote.ip().to_string())
+        .expect("an IP address is a valid header value");
+    let service = hyper::service::service_fn(move |req| {
+        let app = Arc::clone(&app);
+        let forwarded_for = forwarded_for.clone();
+        async move { Ok::<_, Infallible>(app.handle(req, &forwarded_for).await) }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.wait_for(Option::is_some) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }

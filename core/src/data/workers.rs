@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
@@ -24,29 +25,60 @@ const BACKLOG: i32 = 4096;
 /// Why the workers could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkersError {
-    /// Binding or listening failed.
-    #[error("cannot listen on {addr}: {source}")]
+    /// Binding or listening failed. (The OS error is kept but not chained as a source, so the
+    /// message says it once.)
+    #[error("cannot listen on {addr}: {}", describe(error))]
     Listen {
         /// The address.
         addr: SocketAddr,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A thread or runtime could not be created.
     #[error("cannot start a worker: {0}")]
     Spawn(std::io::Error),
 }
 
+/// An OS error in the words of a one-line message (no error number).
+fn describe(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::AddrInUse => "address already in use".into(),
+        ErrorKind::AddrNotAvailable => "address not available on this machine".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => {
+            let text = error.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_owned(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// Fail if anything already listens on `addr`. The workers' sockets share their port with
+/// `SO_REUSEPORT`, which would let a second `lb` (same user) bind beside the first and take half
+/// its connections; a socket without it is refused while any other is bound there.
+fn check_free(addr: SocketAddr) -> Result<(), WorkersError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let err = |error| WorkersError::Listen { addr, error };
+    let probe =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    probe.set_reuse_address(true).map_err(err)?;
+    probe.bind(&addr.into()).map_err(err)?;
+    Ok(())
+}
+
 /// `count` listening sockets on `addr`, all bound to the same port (the first one's, when `addr`
 /// asks for port 0).
 pub fn listen(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, WorkersError> {
+    check_free(addr)?;
     let mut sockets = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count.max(1) {
-        let err = |source| WorkersError::Listen {
-            addr: bound,
-            source,
-        };
+        let err = |error| WorkersError::Listen { addr: bound, error };
         let socket = Socket::new(
             Domain::for_address(bound),
             Type::STREAM,
@@ -68,7 +100,8 @@ pub fn listen(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListene
 /// Running worker threads.
 pub struct Workers {
     threads: Vec<JoinHandle<()>>,
-    stop: watch::Sender<bool>,
+    /// `Some(drain time)` once the workers are to stop.
+    stop: watch::Sender<Option<Duration>>,
 }
 
 impl Workers {
@@ -79,12 +112,12 @@ impl Workers {
         shared: &Arc<Shared>,
         controller: &ControllerHandle,
     ) -> Result<Workers, WorkersError> {
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(None);
         let mut threads = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
             let shared = Arc::clone(shared);
             let controller = controller.clone();
-            let mut stopped = stopped.clone();
+            let stopped = stopped.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -101,10 +134,7 @@ impl Workers {
                             }
                         };
                         let app = Arc::new(App::new(shared, controller, settings));
-                        let shutdown = async move {
-                            let _ = stopped.wait_for(|stop| *stop).await;
-                        };
-                        front::serve(listener, app, shutdown).await;
+                        front::serve(listener, app, stopped).await;
                     });
                 })
                 .map_err(WorkersError::Spawn)?;
@@ -113,9 +143,10 @@ impl Workers {
         Ok(Workers { threads, stop })
     }
 
-    /// Stop accepting on every worker and wait for the threads to end.
-    pub fn stop(self) {
-        let _ = self.stop.send(true);
+    /// Stop accepting on every worker, let requests in flight finish for up to `drain`, and
+    /// wait for the threads to end.
+    pub fn stop(self, drain: Duration) {
+        let _ = self.stop.send(Some(drain));
         for thread in self.threads {
             let _ = thread.join();
         }

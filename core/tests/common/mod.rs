@@ -97,6 +97,30 @@ impl Lb {
         Lb::spawn(command, Some(dir), PathBuf::from("(embedded default)"))
     }
 
+    /// `lb` with no `--config`, in the working directory `dir` (as a user runs it in a clone).
+    pub fn start_in(dir: &std::path::Path) -> Lb {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
+        command.current_dir(dir);
+        Lb::spawn(command, None, dir.join("config/lb.local.toml"))
+    }
+
+    /// Send `sig` to `lb` and wait up to `limit` for it to exit; its exit status, if it did.
+    pub fn signal_and_wait(
+        &mut self,
+        sig: libc::c_int,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        signal(self.child.id(), sig);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     fn spawn(mut command: Command, dir: Option<tempfile::TempDir>, path: PathBuf) -> Lb {
         let mut child = command
             .arg("--listen")

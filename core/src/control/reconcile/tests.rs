@@ -203,3 +203,25 @@ fn remove_refuses_too_many_and_unknown_names() {
         })
     );
 }
+
+#[test]
+fn changes_are_described_for_the_log() {
+    let old = config("", &THREE);
+    let new = config(
+        "[ring]\nvirtual_nodes = 12\nhash = \"murmur3\"\n[health]\nfall = 3\n",
+        &[(2, "Server 2"), (3, "Server 3"), (5, "S5")],
+    );
+    let now = members(&THREE, &[]);
+    let plan = reconcile(&now, &new, &old);
+    assert_eq!(
+        changes(&old, &new, &now, &plan),
+        [
+            "replica Server 1 removed (id 1)",
+            "replica S5 added (id 5)",
+            "virtual_nodes 9 → 12",
+            "hash spec → murmur3",
+            "health.fall 2 → 3",
+        ]
+    );
+    assert!(changes(&old, &old, &now, &reconcile(&now, &old, &old)).is_empty());
+}

@@ -1,0 +1,335 @@
+//! Finding every problem in an `lb.toml`, not only the first: syntax, unknown keys (with the
+//! closest known key as a suggestion), wrong types, and the load balancer's own rules.
+//!
+//! TOML syntax errors stop a parser, so a file with one is reported with that one. Otherwise
+//! unknown keys are found by walking the document against the fields the configuration types
+//! declare (read from their `Deserialize` impls, so the two cannot drift apart). Type errors are
+//! found by deserializing repeatedly: each error is recorded and the key it is in is blanked out
+//! (spaces, same length, so every offset stays valid) before the next attempt.
+
+use std::ops::Range;
+
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use toml_edit::{ImDocument, Item, TableLike};
+
+use super::{
+    Config, HealthSection, PluginsSection, Problem, ProxySection, ReplicaEntry, RingSection,
+    SupervisorSection,
+};
+
+/// At most this many deserialization attempts (each finds one type error).
+const MAX_ROUNDS: usize = 64;
+
+/// Parse `text` into a configuration with defaults wherever a problem was found, and every
+/// problem found; the configuration is `None` only for a syntax error.
+pub(super) fn collect(text: &str) -> (Option<Config>, Vec<Problem>) {
+    let doc = match ImDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let at = e.span().map_or(0, |s| s.start);
+            return (None, vec![Problem::at(text, at, one_line(e.message()))]);
+        }
+    };
+    let mut problems = Vec::new();
+    let mut blanked = text.to_owned();
+    for (range, problem) in unknown_keys(&doc, text) {
+        blank(&mut blanked, range);
+        problems.push(problem);
+    }
+    let mut config = None;
+    for _ in 0..MAX_ROUNDS {
+        match toml::from_str::<Config>(&blanked) {
+            Ok(parsed) => {
+                config = Some(parsed);
+                break;
+            }
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                problems.push(Problem::at(text, span.start, one_line(e.message())));
+                let before = blanked.clone();
+                // An entry of an array of tables has required keys: taking out one key would
+                // only add a "missing field" error, so the whole entry goes.
+                let section = section_of(text, span.start);
+                if text[section.clone()].trim_start().starts_with("[[") {
+                    blank(&mut blanked, section);
+                } else {
+                    blank(&mut blanked, lines_of(text, span.clone()));
+                }
+                if blanked == before {
+                    blank(&mut blanked, section_of(text, span.start));
+                }
+                if blanked == before {
+                    break; // nothing left to take out: give up on finding more
+                }
+            }
+        }
+    }
+    problems.sort_by_key(|p| (p.line, p.column));
+    (config, problems)
+}
+
+/// A parser's message on one line (`toml` spreads some over several).
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Every key the configuration types do not know, with where it is (to blank it out) and a
+/// problem that names the closest known key.
+fn unknown_keys(doc: &ImDocument<&str>, text: &str) -> Vec<(Range<usize>, Problem)> {
+    let mut found = Vec::new();
+    let top = doc.as_table();
+    check_table(top, None, fields_of::<Config>(), text, &mut found);
+    for (name, item) in top.iter() {
+        let Some(fields) = section_fields(name) else {
+            continue;
+        };
+        match item {
+            Item::ArrayOfTables(tables) => {
+                for table in tables.iter() {
+                    check_table(table, Some(name), fields, text, &mut found);
+                }
+            }
+            Item::Value(toml_edit::Value::Array(array)) => {
+                for value in array.iter() {
+                    if let Some(table) = value.as_inline_table() {
+                        check_table(table, Some(name), fields, text, &mut found);
+                    }
+                }
+            }
+            _ => {
+                if let Some(table) = item.as_table_like() {
+                    check_table(table, Some(name), fields, text, &mut found);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn check_table(
+    table: &dyn TableLike,
+    section: Option<&str>,
+    fields: &[&str],
+    text: &str,
+    found: &mut Vec<(Range<usize>, Problem)>,
+) {
+    for (name, _) in table.iter() {
+        if fields.contains(&name) {
+            continue;
+        }
+        let Some((key, item)) = table.get_key_value(name) else {
+            continue;
+        };
+        let start = key.span().map_or(0, |s| s.start);
+        let where_ = section.map_or_else(String::new, |s| format!(" in [{s}]"));
+        let hint = match closest(name, fields) {
+            Some(known) => format!("; did you mean `{known}`?"),
+            None => format!(
+                "; known keys{where_}: {}",
+                fields
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let message = format!("unknown key `{name}`{where_}{hint}");
+        // A sub-table is its whole section; a key is its own lines.
+        let range = match (item, item.span()) {
+            (Item::Table(_) | Item::ArrayOfTables(_), _) => section_of(text, start),
+            (_, Some(value)) => lines_of(text, start..value.end),
+            (_, None) => lines_of(text, start..start),
+        };
+        found.push((range, Problem::at(text, start, message)));
+    }
+}
+
+/// Byte offset of `key` in `[section]` of `text`, if it is there.
+pub(super) fn key_offset(text: &str, section: &str, key: &str) -> Option<usize> {
+    let doc = ImDocument::parse(text).ok()?;
+    let table = doc.as_table().get(section)?.as_table_like()?;
+    let (key, _) = table.get_key_value(key)?;
+    key.span().map(|s| s.start)
+}
+
+/// The fields of a section of the file, by its name.
+fn section_fields(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "ring" => fields_of::<RingSection>(),
+        "health" => fields_of::<HealthSection>(),
+        "supervisor" => fields_of::<SupervisorSection>(),
+        "plugins" => fields_of::<PluginsSection>(),
+        "proxy" => fields_of::<ProxySection>(),
+        "replicas" => fields_of::<ReplicaEntry>(),
+        _ => return None,
+    })
+}
+
+/// The closest of `known` to `name`, if it is close enough to be a misspelling.
+fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(2);
+    let prefix = |k: &str| name.len() >= 3 && (k.starts_with(name) || name.starts_with(k));
+    known
+        .iter()
+        .map(|k| (if prefix(k) { 1 } else { edit_distance(name, k) }, *k))
+        .filter(|&(d, _)| d <= limit)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions), by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// The whole lines `span` touches.
+fn lines_of(text: &str, span: Range<usize>) -> Range<usize> {
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let end_from = span.end.max(span.start).min(text.len());
+    let end = text[end_from..]
+        .find('\n')
+        .map_or(text.len(), |i| end_from + i);
+    start..end
+}
+
+/// The section (`[table]` or `[[array]]` header up to the next header) holding `offset`; a key
+/// before the first header is its own section.
+fn section_of(text: &str, offset: usize) -> Range<usize> {
+    let is_header = |line: &str| line.trim_start().starts_with('[');
+    let mut start = None;
+    let mut end = text.len();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        if is_header(line) {
+            if pos <= offset {
+                start = Some(pos);
+            } else {
+                end = pos;
+                break;
+            }
+        }
+        pos += line.len();
+    }
+    match start {
+        Some(start) => start..end,
+        None => lines_of(text, offset..offset),
+    }
+}
+
+/// Replace `range` of `text` by spaces, keeping line breaks (so offsets and lines stay valid).
+fn blank(text: &mut String, range: Range<usize>) {
+    let range = range.start.min(text.len())..range.end.min(text.len());
+    let replaced: String = text[range.clone()]
+        .chars()
+        .map(|c| if c == '\n' { '\n' } else { ' ' })
+        .collect();
+    // Multi-byte characters become several spaces: keep the byte length.
+    let padded = format!("{replaced:<width$}", width = range.len());
+    text.replace_range(range, &padded[..]);
+}
+
+/// The field names a `Deserialize` struct declares (skipped fields excluded).
+pub(super) fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields = None;
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields.unwrap_or(&[])
+}
+
+/// A deserializer that only records the field list `deserialize_struct` is called with.
+struct FieldNames<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> Deserializer<'de> for FieldNames<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        Err(de::Error::custom("fields recorded"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_lists_come_from_the_types() {
+        assert_eq!(
+            fields_of::<HealthSection>(),
+            [
+                "interval_ms",
+                "timeout_ms",
+                "fall",
+                "start_timeout_ms",
+                "drain_timeout_ms"
+            ]
+        );
+        assert!(fields_of::<Config>().contains(&"replicas"));
+        assert!(
+            !fields_of::<Config>().contains(&"text"),
+            "skipped fields are not keys"
+        );
+    }
+
+    #[test]
+    fn closest_known_key() {
+        let health = fields_of::<HealthSection>();
+        assert_eq!(closest("intervl_ms", health), Some("interval_ms"));
+        assert_eq!(closest("timeout", health), Some("timeout_ms"));
+        assert_eq!(closest("colour", health), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn blanking_keeps_offsets_and_lines() {
+        let mut text = String::from("a = \"é\"\nb = 1\n");
+        let len = text.len();
+        blank(&mut text, lines_of("a = \"é\"\nb = 1\n", 4..5));
+        assert_eq!(text.len(), len);
+        assert_eq!(text.lines().nth(1), Some("b = 1"));
+        assert!(text.lines().next().unwrap().trim().is_empty());
+    }
+
+    #[test]
+    fn sections_run_from_header_to_header() {
+        let text = "x = 1\n[ring]\nslots = 2\n[[replicas]]\nid = 1\n";
+        assert_eq!(&text[section_of(text, 2)], "x = 1");
+        assert_eq!(&text[section_of(text, 15)], "[ring]\nslots = 2\n");
+        assert_eq!(&text[section_of(text, 40)], "[[replicas]]\nid = 1\n");
+    }
+}

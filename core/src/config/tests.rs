@@ -1,0 +1,163 @@
+use super::*;
+
+#[test]
+fn embedded_default_is_valid_and_has_three_replicas() {
+    let c = Config::parse(EMBEDDED).unwrap();
+    assert_eq!(c.replicas.len(), 3);
+    assert_eq!(c.ring_params(), RingParams::default());
+    assert_eq!(c.listen, default_listen());
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = Config::parse("").unwrap();
+    assert_eq!(c.ring_params(), RingParams::default());
+    assert!(c.replicas.is_empty());
+    assert_eq!(c.health.fall, 2);
+}
+
+fn invalid(text: &str) -> (usize, usize, String) {
+    match Config::parse(text) {
+        Err(ConfigError::Invalid(problems)) => {
+            let first = problems.into_iter().next().expect("never empty");
+            (first.line, first.column, first.message)
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn duplicate_hostname_points_at_the_second_one() {
+    let text = "[[replicas]]\nhostname = \"A\"\nid = 1\n[[replicas]]\nhostname = \"A\"\nid = 2\n";
+    let (line, column, message) = invalid(text);
+    assert_eq!((line, column), (5, 12));
+    assert!(message.contains("duplicate hostname"), "{message}");
+}
+
+#[test]
+fn duplicate_id_and_zero_id() {
+    let text = "[[replicas]]\nhostname = \"A\"\nid = 1\n[[replicas]]\nhostname = \"B\"\nid = 1\n";
+    assert_eq!(invalid(text).0, 6);
+    let text = "[[replicas]]\nhostname = \"A\"\nid = 0\n";
+    assert!(invalid(text).2.contains("start at 1"));
+}
+
+#[test]
+fn too_many_virtual_nodes_is_an_error_with_position() {
+    let mut text = String::from("[ring]\nslots = 16\nvirtual_nodes = 9\n");
+    for i in 1..=2 {
+        text.push_str(&format!("[[replicas]]\nhostname = \"S{i}\"\nid = {i}\n"));
+    }
+    let (line, _, message) = invalid(&text);
+    assert_eq!(line, 3);
+    assert!(message.contains("16"), "{message}");
+}
+
+#[test]
+fn syntax_and_unknown_fields_report_line_and_column() {
+    let err = Config::parse("listen = \"127.0.0.1:5000\"\n[ring]\nslots = 512\nslotz = 3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 4"), "{err}");
+    assert!(err.contains("slotz"), "{err}");
+    let err = Config::parse("[ring\n").unwrap_err().to_string();
+    assert!(err.contains("line 1"), "{err}");
+    let err = Config::parse("[ring]\nhash = \"no/pe\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2") && err.contains("no/pe"), "{err}");
+    // An unknown plugin name is only found out when it is resolved.
+    let config = Config::parse("[ring]\nvirtual_nodes = 3\nhash = \"nope\"\n").unwrap();
+    let err = config.resolve_hash().unwrap_err().to_string();
+    assert!(err.contains("line 3, column 8"), "{err}");
+    assert!(err.contains("liblb_hash_nope.so"), "{err}");
+    let err = Config::parse("[supervisor]\nkind = \"kubernetes\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kubernetes"), "{err}");
+}
+
+#[test]
+fn hostname_rules() {
+    assert!(check_hostname("Server 1").is_ok());
+    assert!(check_hostname("a-b_c.d").is_ok());
+    assert!(check_hostname(&"x".repeat(63)).is_ok());
+    assert!(check_hostname(&"x".repeat(64)).is_err());
+    assert!(check_hostname("").is_err());
+    assert!(check_hostname("a/b").is_err());
+    assert!(check_hostname("é").is_err());
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match Config::parse(text) {
+        Err(ConfigError::Invalid(problems)) => problems,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let text = "\
+listen = \"127.0.0.1:5000\"
+[ring]
+slotz = 512
+probing = \"cubic\"
+[health]
+intervl_ms = 500
+fall = 0
+[[replicas]]
+hostname = \"A\"
+id = 1
+[[replicas]]
+hostname = \"A\"
+id = 2
+[[replicas]]
+hostname = \"B\"
+id = \"three\"
+[helth]
+timeout_ms = 3
+";
+    let found = problems(text);
+    let at: Vec<(usize, usize)> = found.iter().map(|p| (p.line, p.column)).collect();
+    let messages: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        at,
+        [(3, 1), (4, 11), (6, 1), (7, 1), (12, 12), (16, 6), (17, 2)],
+        "{messages:#?}"
+    );
+    assert!(messages[0].contains("unknown key `slotz` in [ring]; did you mean `slots`?"));
+    assert!(messages[1].contains("cubic"));
+    assert!(messages[2].contains("did you mean `interval_ms`?"));
+    assert_eq!(messages[3], "health.fall must be at least 1");
+    assert_eq!(messages[4], "duplicate hostname \"A\"");
+    assert!(messages[5].contains("invalid type"), "{}", messages[5]);
+    assert!(
+        messages[6].contains("`helth`; did you mean `health`?"),
+        "{}",
+        messages[6]
+    );
+}
+
+#[test]
+fn an_unknown_key_far_from_every_known_one_lists_them() {
+    let found = problems("[proxy]\ncolour = 1\n");
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].message,
+        "unknown key `colour` in [proxy]; known keys in [proxy]: `workers`, `pipelining`"
+    );
+}
+
+#[test]
+fn a_syntax_error_is_one_problem_with_its_position() {
+    let found = problems("[ring]\nslots = = 3\n[health\n");
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].line, found[0].column), (2, 9));
+}
+
+#[test]
+fn wrong_types_in_one_section_are_all_found() {
+    let found = problems("[health]\ninterval_ms = \"fast\"\ntimeout_ms = -1\nfall = true\n");
+    let lines: Vec<usize> = found.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [2, 3, 4], "{found:#?}");
+}
