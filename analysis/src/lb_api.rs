@@ -1,14 +1,12 @@
 //! The load balancer's API as typed calls: `/rep`, `/add`, `/rm`, `/_lb/status`, `/_lb/ring`,
 //! `/_lb/plugins`, and waiting for conditions with a deadline.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-use hyper::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::client::{Answer, LbClient};
+use crate::client::{Answer, LbClient, Method};
 use crate::error::{Error, Result};
 
 /// How often conditions are polled.
@@ -155,8 +153,8 @@ fn parse_json<T: for<'de> Deserialize<'de>>(request: &str, answer: &Answer) -> R
 
 impl LbClient {
     /// `GET /rep`.
-    pub async fn rep(&self) -> Result<Rep> {
-        let answer = self.get("/rep").await?;
+    pub fn rep(&self) -> Result<Rep> {
+        let answer = self.get("/rep")?;
         match (answer.status, Rep::parse(&answer.body)) {
             (200, Some(rep)) => Ok(rep),
             _ => Err(unexpected(
@@ -168,28 +166,22 @@ impl LbClient {
     }
 
     /// `GET /_lb/status`.
-    pub async fn status(&self) -> Result<Status> {
-        parse_json("GET /_lb/status", &self.get("/_lb/status").await?)
+    pub fn status(&self) -> Result<Status> {
+        parse_json("GET /_lb/status", &self.get("/_lb/status")?)
     }
 
     /// `GET /_lb/ring`.
-    pub async fn ring(&self) -> Result<RingDump> {
-        parse_json("GET /_lb/ring", &self.get("/_lb/ring").await?)
+    pub fn ring(&self) -> Result<RingDump> {
+        parse_json("GET /_lb/ring", &self.get("/_lb/ring")?)
     }
 
     /// `GET /_lb/plugins`: every hash the load balancer can find.
-    pub async fn plugins(&self) -> Result<Vec<PluginEntry>> {
-        let list: PluginList = parse_json("GET /_lb/plugins", &self.get("/_lb/plugins").await?)?;
+    pub fn plugins(&self) -> Result<Vec<PluginEntry>> {
+        let list: PluginList = parse_json("GET /_lb/plugins", &self.get("/_lb/plugins")?)?;
         Ok(list.plugins)
     }
 
-    async fn scale(
-        &self,
-        method: Method,
-        path: &str,
-        n: usize,
-        hostnames: &[String],
-    ) -> Result<Rep> {
+    fn scale(&self, method: Method, path: &str, n: usize, hostnames: &[String]) -> Result<Rep> {
         let body = if hostnames.is_empty() {
             json!({ "n": n })
         } else {
@@ -197,7 +189,7 @@ impl LbClient {
         }
         .to_string();
         let request = format!("{method} {path} {body}");
-        let answer = self.send(method, path, Some(&body), None).await?;
+        let answer = self.send(method, path, Some(&body), None)?;
         match (answer.status, Rep::parse(&answer.body)) {
             (200, Some(rep)) => Ok(rep),
             _ => Err(unexpected(
@@ -209,20 +201,20 @@ impl LbClient {
     }
 
     /// `POST /add {"n": n, "hostnames": […]}`; the new replica set.
-    pub async fn add(&self, n: usize, hostnames: &[String]) -> Result<Rep> {
-        self.scale(Method::POST, "/add", n, hostnames).await
+    pub fn add(&self, n: usize, hostnames: &[String]) -> Result<Rep> {
+        self.scale(Method::POST, "/add", n, hostnames)
     }
 
     /// `DELETE /rm {"n": n, "hostnames": […]}`; the new replica set.
-    pub async fn rm(&self, n: usize, hostnames: &[String]) -> Result<Rep> {
-        self.scale(Method::DELETE, "/rm", n, hostnames).await
+    pub fn rm(&self, n: usize, hostnames: &[String]) -> Result<Rep> {
+        self.scale(Method::DELETE, "/rm", n, hostnames)
     }
 
     /// Bring the load balancer to `n` replicas with server ids exactly `1..=n`: remove every
     /// replica whose id is above `n`, then `/add` the missing ones (the load balancer gives a new
     /// replica the lowest free id). Answers the final `/_lb/status`.
-    pub async fn scale_to(&self, n: usize) -> Result<Status> {
-        let status = self.status().await?;
+    pub fn scale_to(&self, n: usize) -> Result<Status> {
+        let status = self.status()?;
         let above: Vec<String> = status
             .replicas
             .iter()
@@ -231,12 +223,12 @@ impl LbClient {
             .collect();
         let mut count = status.replicas.len();
         if !above.is_empty() {
-            count = self.rm(above.len(), &above).await?.n;
+            count = self.rm(above.len(), &above)?.n;
         }
         if count < n {
-            self.add(n - count, &[]).await?;
+            self.add(n - count, &[])?;
         }
-        let status = self.status().await?;
+        let status = self.status()?;
         let mut ids: Vec<u64> = status.replicas.iter().map(|r| r.id).collect();
         ids.sort_unstable();
         if ids != (1..=n as u64).collect::<Vec<_>>() {
@@ -249,25 +241,24 @@ impl LbClient {
     }
 
     /// Poll `/_lb/ring` until its hash is `name`; the time it took.
-    pub async fn wait_for_hash(&self, name: &str, limit: Duration) -> Result<Duration> {
+    pub fn wait_for_hash(&self, name: &str, limit: Duration) -> Result<Duration> {
         let started = Instant::now();
-        eventually(limit, &format!("hash {name:?} in /_lb/ring"), || async {
-            Ok(self.ring().await?.hash == name)
-        })
-        .await?;
+        eventually(limit, &format!("hash {name:?} in /_lb/ring"), || {
+            Ok(self.ring()?.hash == name)
+        })?;
         Ok(started.elapsed())
     }
 }
 
 /// Poll `check` every [`POLL`] until it answers `true` (errors end the wait), at most `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
+pub fn eventually(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let started = Instant::now();
     loop {
-        if check().await? {
+        if check()? {
             return Ok(());
         }
         if started.elapsed() >= limit {
@@ -276,7 +267,7 @@ where
                 limit,
             });
         }
-        tokio::time::sleep(POLL).await;
+        std::thread::sleep(POLL);
     }
 }
 

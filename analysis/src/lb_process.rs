@@ -171,7 +171,8 @@ impl OwnedLb {
     fn terminate(&mut self) -> Option<Result<ExitStatus>> {
         let mut child = self.child.take()?;
         // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        #[allow(unsafe_code)]
+        let _ = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         let started = Instant::now();
         while started.elapsed() < STOP_LIMIT {
             match child.try_wait() {

@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::Method;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::client::LbClient;
+use crate::client::{LbClient, Method};
 
 /// The prefix of the replica name in a `/home` answer (SPEC §1).
 pub const HELLO: &str = "Hello from Server: ";
@@ -124,65 +123,66 @@ pub struct Limits {
     pub stop: Arc<AtomicBool>,
 }
 
+/// Stack size of a load thread (it only holds a connection and its samples).
+const WORKER_STACK: usize = 256 * 1024;
+
 /// Send `GET /home` once for each id (fewer if the time limit or the stop flag comes first), at
-/// most `limits.concurrency` at once. Times are measured from `origin`.
-pub async fn run(
+/// most `limits.concurrency` at once: that many threads, each with a keep-alive connection of its
+/// own, take the next id until none is left. Times are measured from `origin`.
+pub fn run(
     client: &LbClient,
     ids: Arc<Vec<u32>>,
     limits: Limits,
     origin: Instant,
     progress: &ProgressBar,
 ) -> LoadRun {
-    let next = Arc::new(AtomicUsize::new(0));
+    let next = AtomicUsize::new(0);
     let deadline = origin + limits.time;
-    let workers: Vec<_> = (0..limits.concurrency.max(1))
-        .map(|_| {
-            let (client, ids, next, stop, progress) = (
-                client.clone(),
-                Arc::clone(&ids),
-                Arc::clone(&next),
-                Arc::clone(&limits.stop),
-                progress.clone(),
-            );
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&id) = ids.get(index) else { break };
-                    let sent = origin.elapsed();
-                    let outcome = match client
-                        .send(Method::GET, "/home", None, Some(u64::from(id)))
-                        .await
-                    {
-                        Ok(answer) if answer.status == 200 => match served_by(&answer.body) {
-                            Some(host) => Outcome::Served(host),
-                            None => Outcome::Failed("unexpected body".into()),
-                        },
-                        Ok(answer) => Outcome::Failed(format!("HTTP {}", answer.status)),
-                        Err(e) if e.to_string().contains("no answer within") => {
-                            Outcome::Failed("timeout".into())
-                        }
-                        Err(_) => Outcome::Failed("connection error".into()),
-                    };
-                    samples.push(Sample {
-                        id,
-                        sent,
-                        done: origin.elapsed(),
-                        outcome,
-                    });
-                    progress.inc(1);
+    let worker = || {
+        let mut connection = client.connection();
+        let mut samples = Vec::new();
+        while !limits.stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&id) = ids.get(index) else { break };
+            let sent = origin.elapsed();
+            let outcome = match connection.send(Method::GET, "/home", None, Some(u64::from(id))) {
+                Ok(answer) if answer.status == 200 => match served_by(&answer.body) {
+                    Some(host) => Outcome::Served(host),
+                    None => Outcome::Failed("unexpected body".into()),
+                },
+                Ok(answer) => Outcome::Failed(format!("HTTP {}", answer.status)),
+                Err(e) if e.to_string().contains("no answer within") => {
+                    Outcome::Failed("timeout".into())
                 }
-                samples
-            })
-        })
-        .collect();
-    let mut samples = Vec::with_capacity(ids.len().min(1 << 20));
-    for worker in workers {
-        // A worker only ends by returning; a panic would be a bug in this loop.
-        if let Ok(mut part) = worker.await {
-            samples.append(&mut part);
+                Err(_) => Outcome::Failed("connection error".into()),
+            };
+            samples.push(Sample {
+                id,
+                sent,
+                done: origin.elapsed(),
+                outcome,
+            });
+            progress.inc(1);
         }
-    }
+        samples
+    };
+    let mut samples = Vec::with_capacity(ids.len().min(1 << 20));
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..limits.concurrency.max(1))
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(WORKER_STACK)
+                    .spawn_scoped(scope, worker)
+            })
+            .collect();
+        for worker in workers {
+            // A worker that could not be started sends nothing; the others take its share. A
+            // worker only ends by returning; a panic would be a bug in this loop.
+            if let Ok(Ok(mut part)) = worker.map(|w| w.join()) {
+                samples.append(&mut part);
+            }
+        }
+    });
     LoadRun {
         planned: ids.len(),
         samples,

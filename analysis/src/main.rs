@@ -99,13 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         elapsed_s: 0.0,
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let failure = runtime
-        .block_on(experiments(&ctx, cli.which, &mut results))
-        .err();
-    drop(runtime);
+    let failure = experiments(&ctx, cli.which, &mut results).err();
     if let (Some(lb), Some(_)) = (&own, &failure) {
         let log = o.out.join("lb.log");
         std::fs::write(&log, lb.log().text()).with_context(|| log.display().to_string())?;
@@ -139,13 +133,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn experiments(ctx: &Context, which: Which, results: &mut Results) -> anyhow::Result<()> {
+fn experiments(ctx: &Context, which: Which, results: &mut Results) -> anyhow::Result<()> {
     for step in which.experiments() {
         match step {
-            Which::A1 => results.a1 = Some(a1::run(ctx, "A-1").await.context("A-1")?),
-            Which::A2 => results.a2 = Some(a2::run(ctx, "A-2").await.context("A-2")?),
-            Which::A3 => results.a3 = Some(a3::run(ctx).await.context("A-3")?),
-            Which::A4 => results.a4 = Some(a4::run(ctx).await.context("A-4")?),
+            Which::A1 => results.a1 = Some(a1::run(ctx, "A-1").context("A-1")?),
+            Which::A2 => results.a2 = Some(a2::run(ctx, "A-2").context("A-2")?),
+            Which::A3 => results.a3 = Some(a3::run(ctx).context("A-3")?),
+            Which::A4 => results.a4 = Some(a4::run(ctx).context("A-4")?),
             Which::All => {}
         }
     }

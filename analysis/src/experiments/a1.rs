@@ -7,7 +7,7 @@ use crate::error::Result;
 pub const PHASE: &str = "a1";
 
 /// Bring the load balancer to N = 3 (server ids 1..3) and measure.
-pub async fn run(ctx: &Context, label: &str) -> Result<Measurement> {
-    ctx.client.scale_to(3).await?;
-    ctx.measure(PHASE, label).await
+pub fn run(ctx: &Context, label: &str) -> Result<Measurement> {
+    ctx.client.scale_to(3)?;
+    ctx.measure(PHASE, label)
 }

@@ -24,14 +24,14 @@ pub fn phase(n: usize) -> String {
 
 /// Measure at N = 2..6, each with server ids 1..N, then go back to the replica count found at
 /// the start.
-pub async fn run(ctx: &Context, label: &str) -> Result<A2> {
-    let initial = ctx.client.status().await?;
+pub fn run(ctx: &Context, label: &str) -> Result<A2> {
+    let initial = ctx.client.status()?;
     let mut points = Vec::new();
     for n in COUNTS {
-        ctx.client.scale_to(n).await?;
-        points.push(ctx.measure(&phase(n), &format!("{label} N={n}")).await?);
+        ctx.client.scale_to(n)?;
+        points.push(ctx.measure(&phase(n), &format!("{label} N={n}"))?);
     }
-    ctx.client.scale_to(initial.replicas.len().max(1)).await?;
+    ctx.client.scale_to(initial.replicas.len().max(1))?;
     Ok(A2 {
         hash: initial.ring.hash,
         points,

@@ -6,12 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::Method;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::Context;
-use crate::client::{Answer, LbClient};
+use crate::client::{Answer, LbClient, Method};
 use crate::config_file;
 use crate::error::Result;
 use crate::lb_api::{eventually, Rep, ReplicaStatus, POLL};
@@ -129,10 +128,10 @@ impl A3 {
 }
 
 /// Run the checks, then the kill.
-pub async fn run(ctx: &Context) -> Result<A3> {
-    ctx.client.scale_to(3).await?;
+pub fn run(ctx: &Context) -> Result<A3> {
+    ctx.client.scale_to(3)?;
     let spinner = progress::spinner("A-3 endpoint checks");
-    let checks = checks(ctx, &spinner).await?;
+    let checks = checks(ctx, &spinner)?;
     spinner.finish_and_clear();
     let (pass, fail) = (
         checks.iter().filter(|c| c.verdict == Verdict::Pass).count(),
@@ -148,8 +147,8 @@ pub async fn run(ctx: &Context) -> Result<A3> {
             c.name, c.request, c.expected, c.got
         ));
     }
-    ctx.client.scale_to(3).await?;
-    let kill = kill(ctx).await?;
+    ctx.client.scale_to(3)?;
+    let kill = kill(ctx)?;
     match &kill {
         KillOutcome::Done(k) => progress::note(&format!(
             "A-3 kill: {} ({}); left the ring after {} ms, N = {} again after {} ms; {} of {} requests failed",
@@ -225,7 +224,7 @@ impl Checker<'_> {
     }
 
     /// Send a request and judge the answer.
-    async fn expect(
+    fn expect(
         &mut self,
         name: &str,
         method: Method,
@@ -236,10 +235,9 @@ impl Checker<'_> {
     ) -> Option<Answer> {
         let body_text = body.map(|b| b.to_string());
         self.expect_raw(name, method, path, body_text.as_deref(), expected, judge)
-            .await
     }
 
-    async fn expect_raw(
+    fn expect_raw(
         &mut self,
         name: &str,
         method: Method,
@@ -252,7 +250,7 @@ impl Checker<'_> {
             Some(b) => format!("{method} {path} {b}"),
             None => format!("{method} {path}"),
         };
-        let answer = self.client.send(method, path, body, None).await;
+        let answer = self.client.send(method, path, body, None);
         let verdict = match &answer {
             Ok(a) if judge(a) => Verdict::Pass,
             _ => Verdict::Fail,
@@ -268,14 +266,14 @@ fn rep_is(answer: &Answer, check: impl FnOnce(&Rep) -> bool) -> bool {
         && Rep::parse(&answer.body).is_some_and(|r| r.n == r.replicas.len() && check(&r))
 }
 
-async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<Check>> {
+fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<Check>> {
     let client = &ctx.client;
     let mut c = Checker {
         client,
         checks: Vec::new(),
         spinner,
     };
-    let before = client.rep().await?;
+    let before = client.rep()?;
     let names = before.replicas.clone();
 
     // Success rows.
@@ -286,8 +284,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         None,
         "200, N = 3 and 3 hostnames",
         |a| rep_is(a, |r| r.n == 3),
-    )
-    .await;
+    );
     c.expect(
         "/home is served by a replica",
         Method::GET,
@@ -295,8 +292,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         None,
         "200, \"Hello from Server: <ID>\" with <ID> one of /rep's replicas",
         |a| a.status == 200 && served_by(&a.body).is_some_and(|h| names.contains(&h)),
-    )
-    .await;
+    );
     c.expect(
         "other replica paths are proxied",
         Method::GET,
@@ -304,9 +300,8 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         None,
         "200 with an empty body (a replica's heartbeat)",
         |a| a.status == 200 && a.body.is_empty(),
-    )
-    .await;
-    routing_check(ctx, &mut c).await;
+    );
+    routing_check(ctx, &mut c);
     c.expect(
         "/add with hostnames",
         Method::POST,
@@ -320,8 +315,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
                     && names.iter().all(|h| r.replicas.contains(h))
             })
         },
-    )
-    .await;
+    );
     c.expect(
         "/rm with hostnames",
         Method::DELETE,
@@ -329,8 +323,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         Some(json!({"n": 2, "hostnames": ["S5"]})),
         "200, N = 3, S5 and one replica picked at random removed",
         |a| rep_is(a, |r| r.n == 3 && !r.replicas.iter().any(|h| h == "S5")),
-    )
-    .await;
+    );
     c.expect(
         "/add without hostnames",
         Method::POST,
@@ -338,8 +331,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         Some(json!({"n": 1})),
         "200, N = 4",
         |a| rep_is(a, |r| r.n == 4),
-    )
-    .await;
+    );
     c.expect(
         "/rm without hostnames",
         Method::DELETE,
@@ -347,11 +339,10 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         Some(json!({"n": 1})),
         "200, N = 3",
         |a| rep_is(a, |r| r.n == 3),
-    )
-    .await;
+    );
     // Back to Server 1..3 with ids 1..3 for the error rows and the kill.
-    client.scale_to(3).await?;
-    let before = client.rep().await?;
+    client.scale_to(3)?;
+    let before = client.rep()?;
     let existing = before.replicas.first().cloned().unwrap_or_default();
 
     // Error rows (SPEC §3 and the open cases): 400 in the failure shape, nothing changes.
@@ -368,8 +359,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
                 Some("Length of hostname list is more than newly added instances"),
             )
         },
-    )
-    .await;
+    );
     c.expect(
         "/rm: more hostnames than n",
         Method::DELETE,
@@ -383,8 +373,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
                 Some("Length of hostname list is more than removable instances"),
             )
         },
-    )
-    .await;
+    );
     c.expect(
         "unknown path",
         Method::GET,
@@ -398,8 +387,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
                 Some("'/other' endpoint does not exist in server replicas"),
             )
         },
-    )
-    .await;
+    );
     let failure = "400, {\"message\": \"<Error> …\", \"status\": \"failure\"}";
     c.expect(
         "/rm: n larger than N",
@@ -408,8 +396,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         Some(json!({"n": before.n + 1})),
         failure,
         |a| is_failure(a, 400, None),
-    )
-    .await;
+    );
     c.expect(
         "/add: n = 0",
         Method::POST,
@@ -417,8 +404,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         Some(json!({"n": 0})),
         failure,
         |a| is_failure(a, 400, None),
-    )
-    .await;
+    );
     c.expect(
         "/add: n not an integer",
         Method::POST,
@@ -426,8 +412,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         Some(json!({"n": "two"})),
         failure,
         |a| is_failure(a, 400, None),
-    )
-    .await;
+    );
     c.expect_raw(
         "/add: body not JSON",
         Method::POST,
@@ -435,8 +420,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         Some("n=1"),
         failure,
         |a| is_failure(a, 400, None),
-    )
-    .await;
+    );
     c.expect(
         "/rm: unknown hostname",
         Method::DELETE,
@@ -444,8 +428,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         Some(json!({"n": 1, "hostnames": ["no-such-replica"]})),
         failure,
         |a| is_failure(a, 400, None),
-    )
-    .await;
+    );
     c.expect(
         "/add: duplicate hostnames",
         Method::POST,
@@ -453,8 +436,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         Some(json!({"n": 2, "hostnames": ["S9", "S9"]})),
         failure,
         |a| is_failure(a, 400, None),
-    )
-    .await;
+    );
     c.expect(
         "/add: hostname already present",
         Method::POST,
@@ -462,8 +444,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         Some(json!({"n": 1, "hostnames": [existing]})),
         failure,
         |a| is_failure(a, 400, None),
-    )
-    .await;
+    );
     c.expect(
         "/rep: wrong method",
         Method::POST,
@@ -471,9 +452,8 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
         None,
         "405",
         |a| a.status == 405,
-    )
-    .await;
-    let after = client.rep().await;
+    );
+    let after = client.rep();
     c.record(
         "bad input changes nothing",
         "GET /rep".into(),
@@ -504,8 +484,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
                 && a.json()
                     .is_some_and(|v| v["replicas"].as_array().is_some_and(|r| r.len() == 3))
         },
-    )
-    .await;
+    );
     c.expect(
         "/_lb/ring",
         Method::GET,
@@ -519,8 +498,7 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
                         && v["slots"].as_u64() > Some(0)
                 })
         },
-    )
-    .await;
+    );
     c.expect(
         "/_lb/plugins",
         Method::GET,
@@ -536,20 +514,19 @@ async fn checks(ctx: &Context, spinner: &indicatif::ProgressBar) -> Result<Vec<C
                         .is_some_and(|p| p.iter().any(|e| e["name"] == active))
                 })
         },
-    )
-    .await;
+    );
     Ok(c.checks)
 }
 
 /// `GET /home` with `X-Request-Id: r` must be served by the owner of slot `H(r) mod M` in
 /// `/_lb/ring`, with H computed here by the `lb` library from the same hash.
-async fn routing_check(ctx: &Context, c: &mut Checker<'_>) {
+fn routing_check(ctx: &Context, c: &mut Checker<'_>) {
     let name = "routing by X-Request-Id follows /_lb/ring";
     let expected = format!("{ROUTED_IDS} of {ROUTED_IDS} served by owners[H(r) mod M]");
     let request = format!("GET /home with X-Request-Id, {ROUTED_IDS} ids");
-    let setup = async {
-        let ring = ctx.client.ring().await?;
-        let status = ctx.client.status().await?;
+    let setup = || {
+        let ring = ctx.client.ring()?;
+        let status = ctx.client.status()?;
         let mut dirs: Vec<std::path::PathBuf> =
             status.config.plugin_dirs.iter().map(Into::into).collect();
         dirs.push(ctx.plugin_dir.clone());
@@ -557,7 +534,7 @@ async fn routing_check(ctx: &Context, c: &mut Checker<'_>) {
             lb_balance::plugin::resolve_any(&ring.hash, &lb_balance::plugin::search_path(&dirs))?;
         Ok::<_, crate::Error>((ring, hash))
     };
-    let (ring, hash) = match setup.await {
+    let (ring, hash) = match setup() {
         Ok(found) => found,
         Err(e) => {
             c.record(
@@ -577,8 +554,7 @@ async fn routing_check(ctx: &Context, c: &mut Checker<'_>) {
         let want = ring.owners.get(slot).cloned().unwrap_or_default();
         let got = ctx
             .client
-            .send(Method::GET, "/home", None, Some(u64::from(id)))
-            .await;
+            .send(Method::GET, "/home", None, Some(u64::from(id)));
         let host = got.as_ref().ok().and_then(|a| served_by(&a.body));
         if host.as_deref() == Some(want.as_str()) {
             right += 1;
@@ -636,10 +612,10 @@ fn choose_victim(status: &[ReplicaStatus], owners: &[String]) -> Option<(Replica
         .max_by_key(|(r, slots)| (*slots, std::cmp::Reverse(r.id)))
 }
 
-async fn kill(ctx: &Context) -> Result<KillOutcome> {
+fn kill(ctx: &Context) -> Result<KillOutcome> {
     let client = &ctx.client;
-    let status = client.status().await?;
-    let ring = client.ring().await?;
+    let status = client.status()?;
+    let ring = client.ring()?;
     let Some((victim, victim_slots)) = choose_victim(&status.replicas, &ring.owners) else {
         return Ok(KillOutcome::Skipped("no replica to kill".into()));
     };
@@ -677,18 +653,19 @@ async fn kill(ctx: &Context) -> Result<KillOutcome> {
             ),
             spinner.clone(),
         );
-        tokio::spawn(async move { load::run(&client, ids, limits, origin, &spinner).await })
+        std::thread::spawn(move || load::run(&client, ids, limits, origin, &spinner))
     };
 
-    tokio::time::sleep(BEFORE_KILL).await;
+    std::thread::sleep(BEFORE_KILL);
     spinner.set_message(format!("killing {}", victim.hostname));
     let how = match &method {
         KillBy::Pid(pid) => {
             // SAFETY: kill(2) with a pid the load balancer reported for one of its replicas.
+            #[allow(unsafe_code)]
             let rc = unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
             if rc != 0 {
                 stop.store(true, Ordering::Relaxed);
-                let _ = traffic.await;
+                let _ = traffic.join();
                 spinner.finish_and_clear();
                 return Ok(KillOutcome::Skipped(format!(
                     "SIGKILL to pid {pid} failed: {}",
@@ -698,13 +675,12 @@ async fn kill(ctx: &Context) -> Result<KillOutcome> {
             format!("SIGKILL to pid {pid}")
         }
         KillBy::Docker(id) => {
-            let out = tokio::process::Command::new("docker")
+            let out = std::process::Command::new("docker")
                 .args(["kill", id])
-                .output()
-                .await;
+                .output();
             if !out.as_ref().is_ok_and(|o| o.status.success()) {
                 stop.store(true, Ordering::Relaxed);
-                let _ = traffic.await;
+                let _ = traffic.join();
                 spinner.finish_and_clear();
                 return Ok(KillOutcome::Skipped(format!(
                     "`docker kill {id}` failed: {out:?}"
@@ -724,7 +700,7 @@ async fn kill(ctx: &Context) -> Result<KillOutcome> {
             break None;
         }
         polls += 1;
-        if let Ok(rep) = client.rep().await {
+        if let Ok(rep) = client.rep() {
             let gone = !rep.replicas.contains(&victim.hostname);
             if gone && left.is_none() {
                 left = Some(origin.elapsed() - killed);
@@ -733,19 +709,19 @@ async fn kill(ctx: &Context) -> Result<KillOutcome> {
                 break Some(origin.elapsed() - killed);
             }
         }
-        tokio::time::sleep(POLL).await;
+        std::thread::sleep(POLL);
     };
     if recovered.is_some() {
-        tokio::time::sleep(AFTER_RECOVERY).await;
+        std::thread::sleep(AFTER_RECOVERY);
     }
     stop.store(true, Ordering::Relaxed);
-    let run = traffic.await.map_err(|e| crate::Error::Unexpected {
+    let run = traffic.join().map_err(|_| crate::Error::Unexpected {
         request: "A-3 traffic".into(),
-        reason: e.to_string(),
+        reason: "the load thread panicked".into(),
     })?;
     spinner.finish_and_clear();
 
-    let after = client.status().await?;
+    let after = client.status()?;
     let replacement = after
         .replicas
         .iter()
@@ -757,9 +733,8 @@ async fn kill(ctx: &Context) -> Result<KillOutcome> {
         eventually(
             Duration::from_secs(10),
             "the replacement in lb.toml",
-            || async { Ok(config_file::replica_hostnames(path)?.contains(host)) },
-        )
-        .await?;
+            || Ok(config_file::replica_hostnames(path)?.contains(host)),
+        )?;
     }
     let victim_gone = match method {
         KillBy::Pid(pid) => Some(!alive(pid)),

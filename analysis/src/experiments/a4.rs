@@ -65,8 +65,8 @@ fn candidates(listed: &[String]) -> Vec<String> {
 }
 
 /// Run A-4.
-pub async fn run(ctx: &Context) -> Result<A4> {
-    let plugins = ctx.client.plugins().await?;
+pub fn run(ctx: &Context) -> Result<A4> {
+    let plugins = ctx.client.plugins()?;
     let listed: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
     let names = candidates(&listed);
     let mut runs = Vec::new();
@@ -95,9 +95,9 @@ pub async fn run(ctx: &Context) -> Result<A4> {
                 .to_owned(),
         ),
         Some(path) => {
-            let original = ctx.client.status().await?.ring.hash;
+            let original = ctx.client.status()?.ring.hash;
             for name in &usable {
-                let switch = switch(ctx, path, name).await;
+                let switch = switch(ctx, path, name);
                 let switch_ms = match switch {
                     Ok(d) => d.as_secs_f64() * 1000.0,
                     Err(e) => {
@@ -109,8 +109,8 @@ pub async fn run(ctx: &Context) -> Result<A4> {
                         continue;
                     }
                 };
-                let a1 = a1::run(ctx, &format!("A-4 {name} A-1")).await?;
-                let a2 = a2::run(ctx, &format!("A-4 {name} A-2")).await?;
+                let a1 = a1::run(ctx, &format!("A-4 {name} A-1"))?;
+                let a2 = a2::run(ctx, &format!("A-4 {name} A-2"))?;
                 runs.push(HashRun {
                     name: name.clone(),
                     switch_ms,
@@ -118,7 +118,7 @@ pub async fn run(ctx: &Context) -> Result<A4> {
                     a2,
                 });
             }
-            switch(ctx, path, &original).await?;
+            switch(ctx, path, &original)?;
             None
         }
     };
@@ -130,7 +130,7 @@ pub async fn run(ctx: &Context) -> Result<A4> {
     }
 
     let spinner = progress::spinner("A-4 offline (ring math)");
-    let status = ctx.client.status().await?;
+    let status = ctx.client.status()?;
     let params = lb_balance::ring::RingParams {
         slots: status.ring.slots,
         virtual_nodes: status.ring.virtual_nodes,
@@ -143,13 +143,7 @@ pub async fn run(ctx: &Context) -> Result<A4> {
     let mut dirs = vec![ctx.plugin_dir.clone()];
     dirs.extend(status.config.plugin_dirs.iter().map(Into::into));
     let offline_names = candidates(&usable);
-    let offline =
-        tokio::task::spawn_blocking(move || offline::compute(&offline_names, &dirs, params))
-            .await
-            .map_err(|e| crate::Error::Unexpected {
-                request: "A-4 offline".into(),
-                reason: e.to_string(),
-            })?;
+    let offline = offline::compute(&offline_names, &dirs, params);
     spinner.finish_and_clear();
     for s in &offline.skipped {
         progress::note(&format!("A-4 offline: skipped {}: {}", s.name, s.reason));
@@ -163,24 +157,19 @@ pub async fn run(ctx: &Context) -> Result<A4> {
 }
 
 /// Write `[ring] hash = "name"` and wait until `/_lb/ring` shows it.
-async fn switch(ctx: &Context, path: &std::path::Path, name: &str) -> Result<Duration> {
-    if ctx.client.ring().await?.hash == name {
+fn switch(ctx: &Context, path: &std::path::Path, name: &str) -> Result<Duration> {
+    if ctx.client.ring()?.hash == name {
         return Ok(Duration::ZERO);
     }
     // The load balancer writes /add, /rm and replacements back into the same file; edit it only
     // once that has happened, so the edit cannot bring back an old replica list.
-    let mut running: Vec<String> = ctx.client.rep().await?.replicas;
+    let mut running: Vec<String> = ctx.client.rep()?.replicas;
     running.sort();
-    eventually(
-        SWITCH_LIMIT,
-        "lb.toml to list the running replicas",
-        || async {
-            let mut listed = config_file::replica_hostnames(path)?;
-            listed.sort();
-            Ok(listed == running)
-        },
-    )
-    .await?;
+    eventually(SWITCH_LIMIT, "lb.toml to list the running replicas", || {
+        let mut listed = config_file::replica_hostnames(path)?;
+        listed.sort();
+        Ok(listed == running)
+    })?;
     config_file::set_hash(path, name)?;
-    ctx.client.wait_for_hash(name, SWITCH_LIMIT).await
+    ctx.client.wait_for_hash(name, SWITCH_LIMIT)
 }

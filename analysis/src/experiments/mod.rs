@@ -104,12 +104,12 @@ impl Context {
     }
 
     /// Send `requests` × `GET /home` with the ids of `phase` and count who answered.
-    pub async fn measure(&self, phase: &str, label: &str) -> Result<Measurement> {
-        let status = self.client.status().await?;
+    pub fn measure(&self, phase: &str, label: &str) -> Result<Measurement> {
+        let status = self.client.status()?;
         let ids = Arc::new(load::request_ids(self.seed, phase, self.requests));
         let bar = progress::bar(ids.len() as u64, label);
         let limits = self.limits(Arc::new(AtomicBool::new(false)), self.phase_timeout);
-        let run = load::run(&self.client, ids, limits, Instant::now(), &bar).await;
+        let run = load::run(&self.client, ids, limits, Instant::now(), &bar);
         bar.finish_and_clear();
         let tally = run.tally();
         let mut replicas: Vec<ReplicaLoad> = status
