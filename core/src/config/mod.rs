@@ -559,6 +559,10 @@ pub enum HostnameError {
     /// Empty or longer than [`MAX_HOSTNAME_LEN`].
     #[error("hostname {0:?} must be 1 to {MAX_HOSTNAME_LEN} characters long")]
     Length(String),
+    /// Leading or trailing space, a leading `-` (a command line could read it as an option), or
+    /// nothing but dots and spaces.
+    #[error("hostname {0:?} must not start with '-' or a space, end with a space, or be only dots and spaces")]
+    Shape(String),
     /// A character outside the allowed set.
     #[error("hostname {name:?} contains {found:?}; allowed are letters, digits, space, '-', '_' and '.'")]
     Character {
@@ -569,10 +573,16 @@ pub enum HostnameError {
     },
 }
 
-/// A hostname is 1–63 characters of ASCII letters, digits, space, `-`, `_` and `.`.
+/// A hostname is 1–63 characters of ASCII letters, digits, space, `-`, `_` and `.`, with at
+/// least one letter, digit or `_`, not starting with `-` or a space, not ending with a space.
 pub fn check_hostname(name: &str) -> Result<(), HostnameError> {
     if name.is_empty() || name.len() > MAX_HOSTNAME_LEN {
-        return Err(HostnameError::Length(name.to_owned()));
+        // Not echoed whole: the name may be huge.
+        let mut shown: String = name.chars().take(20).collect();
+        if shown.len() < name.len() {
+            shown.push('…');
+        }
+        return Err(HostnameError::Length(shown));
     }
     if let Some(found) = name
         .chars()
@@ -582,6 +592,12 @@ pub fn check_hostname(name: &str) -> Result<(), HostnameError> {
             name: name.to_owned(),
             found,
         });
+    }
+    if name.starts_with(['-', ' '])
+        || name.ends_with(' ')
+        || name.chars().all(|c| matches!(c, '.' | ' '))
+    {
+        return Err(HostnameError::Shape(name.to_owned()));
     }
     Ok(())
 }

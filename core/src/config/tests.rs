@@ -86,6 +86,16 @@ fn hostname_rules() {
     assert!(check_hostname("").is_err());
     assert!(check_hostname("a/b").is_err());
     assert!(check_hostname("é").is_err());
+    for bad in ["-x", "--help", " S1", "S1 ", " ", ".", "..", ". ."] {
+        assert!(
+            matches!(check_hostname(bad), Err(HostnameError::Shape(_))),
+            "{bad:?} accepted"
+        );
+    }
+    assert!(check_hostname("a-").is_ok() && check_hostname("x.y z").is_ok());
+    // A long name is not echoed whole.
+    let long = "y".repeat(65_000);
+    assert!(check_hostname(&long).unwrap_err().to_string().len() < 200);
 }
 
 fn problems(text: &str) -> Vec<Problem> {

@@ -5,9 +5,12 @@
 use lb_balance::RingError;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::state::Handle;
+use std::sync::Arc;
 
-use super::supervisor::SupervisorEvent;
+use crate::state::{Backend, Handle};
+
+use super::launch::LaunchError;
+use super::supervisor::{ReplicaSpec, SupervisorEvent};
 
 /// A validated `/add` or `/rm` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,22 @@ pub enum Command {
     },
     /// The supervisor noticed something.
     Supervisor(SupervisorEvent),
+    /// The replicas of an `/add` started, or some did not (sent by the task starting them).
+    Added {
+        /// What was started, in order.
+        specs: Vec<ReplicaSpec>,
+        /// Per spec, the replica in its first heartbeat's good health, or why not.
+        results: Vec<Result<Arc<Backend>, LaunchError>>,
+        /// Where the `/add`'s answer goes.
+        reply: oneshot::Sender<ScaleReply>,
+    },
+    /// A vacancy's replica started, or did not (sent by the task starting it).
+    Started {
+        /// What was started.
+        spec: ReplicaSpec,
+        /// The replica, or why it did not start.
+        result: Result<Arc<Backend>, LaunchError>,
+    },
     /// Try again to fill a vacancy.
     Respawn {
         /// The vacant server id.

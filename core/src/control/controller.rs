@@ -5,7 +5,7 @@
 //! at a time, publishes a new immutable [`Snapshot`] for readers, and writes replica changes back
 //! to `lb.toml`. Nothing else mutates the replica set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,39 +21,16 @@ use crate::state::{
 };
 
 use super::command::{Command, ControlError, ControllerHandle, ScaleReply, ScaleRequest};
-use super::health::{ProbeError, Prober};
+use super::health::Prober;
+use super::launch::{LaunchError, Launcher};
 use super::persist;
 use super::reconcile::{changes, plan_add, plan_remove, reconcile, Members};
-use super::supervisor::{ReplicaSpec, Started, Supervisor, SupervisorError, SupervisorEvent};
+use super::supervisor::{ReplicaSpec, Supervisor, SupervisorEvent};
 
 /// Longest wait between two attempts to fill a vacancy.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A replica that dies sooner than this after joining the ring counts toward a crash loop.
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
-
-/// Why a replica could not join the ring.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum LaunchError {
-    /// The supervisor could not start it.
-    #[error(transparent)]
-    Supervisor(#[from] SupervisorError),
-    /// It started but never answered a heartbeat (it was stopped again).
-    #[error("replica '{hostname}' {source}")]
-    NotAlive {
-        /// The replica.
-        hostname: String,
-        /// The last heartbeat's failure.
-        source: ProbeError,
-    },
-    /// The supervisor reported an address that is not `host:port`.
-    #[error("replica '{hostname}' {address} is not a valid host:port")]
-    BadAddress {
-        /// The replica.
-        hostname: String,
-        /// What it reported.
-        address: String,
-    },
-}
 
 /// The configuration file being followed.
 struct ConfigFile {
@@ -66,13 +43,16 @@ struct ConfigFile {
 /// [`Controller::run`] it on its own task.
 pub struct Controller {
     shared: Arc<Shared>,
-    supervisor: Arc<dyn Supervisor>,
-    prober: Prober,
+    launcher: Launcher,
     balancer: Balancer,
     hash: Arc<dyn RingHash>,
     health: watch::Sender<HealthSection>,
     replicas: BTreeMap<u64, Arc<Backend>>,
     vacancies: BTreeMap<u64, Vacancy>,
+    /// Vacancies whose replica is being started right now (at most one start per id).
+    launching: BTreeSet<u64>,
+    /// Ids and names reserved by `/add`s whose replicas are still starting.
+    adding: BTreeMap<u64, String>,
     /// Per server id, how many of its replicas in a row died within [`CRASH_WINDOW`].
     crash_streak: BTreeMap<u64, u32>,
     file: Option<ConfigFile>,
@@ -123,8 +103,12 @@ impl Controller {
         let (handle, rx) = ControllerHandle::channel();
         let controller = Controller {
             shared: Arc::clone(&shared),
-            supervisor,
-            prober: Prober::default(),
+            launcher: Launcher {
+                supervisor,
+                prober: Prober::default(),
+            },
+            launching: BTreeSet::new(),
+            adding: BTreeMap::new(),
             balancer,
             hash,
             health: watch::Sender::new(config.health),
@@ -154,7 +138,7 @@ impl Controller {
     /// rest and wait for their first heartbeats. A replica that does not come up leaves a
     /// vacancy that is retried with backoff once the controller runs.
     pub async fn start(&mut self) {
-        let mut adopted = match self.supervisor.adopt().await {
+        let mut adopted = match self.launcher.supervisor.adopt().await {
             Ok(adopted) => adopted,
             Err(e) => {
                 tracing::error!(error = %e, "cannot look for replicas to take over");
@@ -170,7 +154,11 @@ impl Controller {
             match adopted.iter().position(|a| a.spec == spec) {
                 Some(i) => {
                     let found = adopted.swap_remove(i);
-                    match self.join_when_alive(found, Duration::from_secs(2)).await {
+                    match self
+                        .launcher
+                        .join_when_alive(found, Duration::from_secs(2))
+                        .await
+                    {
                         Ok(backend) => {
                             tracing::info!(hostname = %spec.hostname, id = spec.id, "replica taken over");
                             self.replicas.insert(spec.id, backend);
@@ -187,26 +175,55 @@ impl Controller {
         // Running, ours, but not in the configuration: leftovers of an earlier run.
         for stray in adopted {
             tracing::info!(hostname = %stray.spec.hostname, handle = %stray.handle, "removing a replica the configuration does not list");
-            let _ = self.supervisor.stop(&stray.handle).await;
+            let _ = self.launcher.supervisor.stop(&stray.handle).await;
         }
-        self.launch_into_ring(specs).await;
+        // At start-up (before `run`) the controller may wait: nothing is served yet.
+        let deadline = Duration::from_millis(self.settings().start_timeout_ms);
+        let results = self.launcher.launch_all(specs.clone(), deadline).await;
+        for (spec, result) in specs.into_iter().zip(results) {
+            match result {
+                Ok(backend) => {
+                    tracing::info!(hostname = %backend.hostname, id = backend.id, "replica up");
+                    self.replicas.insert(spec.id, backend);
+                }
+                Err(reason) => {
+                    tracing::error!(hostname = %spec.hostname, %reason, "replica did not start");
+                    self.vacancies.insert(
+                        spec.id,
+                        Vacancy {
+                            id: spec.id,
+                            hostname: spec.hostname,
+                            failed_attempts: 1,
+                            reason: reason.to_string(),
+                        },
+                    );
+                    self.schedule_respawn(spec.id, 1);
+                }
+            }
+        }
         self.publish();
     }
 
-    /// Apply commands until shutdown.
+    /// Apply commands until shutdown. Nothing here waits for a replica to start: starts run on
+    /// tasks of their own and report back with [`Command::Started`] or [`Command::Added`].
     pub async fn run(mut self) {
         while let Some(command) = self.rx.recv().await {
             match command {
-                Command::Add { request, reply } => {
-                    let result = self.add(request).await;
+                Command::Add { request, reply } => self.add(request, reply),
+                Command::Added {
+                    specs,
+                    results,
+                    reply,
+                } => {
+                    let result = self.added(specs, results);
                     if result.is_ok() {
-                        self.write_back();
+                        self.write_back().await;
                     }
                     let _ = reply.send(result);
                 }
                 Command::Remove { request, reply } => {
                     if self.remove(request, reply) {
-                        self.write_back();
+                        self.write_back().await;
                     }
                 }
                 Command::FileChanged => self.file_changed(false).await,
@@ -225,12 +242,14 @@ impl Controller {
                             .await;
                     }
                 }
-                Command::Respawn { id } => {
-                    self.respawn(id).await;
-                    self.write_back();
+                Command::Respawn { id } => self.respawn(id),
+                Command::Started { spec, result } => {
+                    if self.started(spec, result) {
+                        self.write_back().await;
+                    }
                 }
                 Command::Shutdown { reply } => {
-                    self.supervisor.stop_all().await;
+                    self.launcher.supervisor.stop_all().await;
                     let _ = reply.send(());
                     return;
                 }
@@ -265,7 +284,15 @@ impl Controller {
     }
 
     /// Write the replica list (running replicas and vacancies) back to the file, if there is one.
-    fn write_back(&mut self) {
+    /// A save of the file not applied yet is applied first, so the write merges with it instead
+    /// of overwriting it.
+    async fn write_back(&mut self) {
+        if let Some(file) = &self.file {
+            let on_disk = tokio::fs::read_to_string(&file.path).await.ok();
+            if on_disk.is_some_and(|text| text != file.last_text) {
+                self.file_changed(false).await;
+            }
+        }
         let Some(file) = &mut self.file else {
             return;
         };
@@ -306,78 +333,6 @@ impl Controller {
         self.update_config_status(|s| s.write_error = error);
     }
 
-    async fn launch_all(&self, specs: Vec<ReplicaSpec>) -> Vec<Result<Arc<Backend>, LaunchError>> {
-        let launches = specs.into_iter().map(|spec| self.launch(spec));
-        futures_util::future::join_all(launches).await
-    }
-
-    /// Start one replica and wait for its first heartbeat; stop it again if it never answers.
-    async fn launch(&self, spec: ReplicaSpec) -> Result<Arc<Backend>, LaunchError> {
-        let started = self.supervisor.start(&spec).await?;
-        let deadline = Duration::from_millis(self.settings().start_timeout_ms);
-        self.join_when_alive(started, deadline).await
-    }
-
-    /// A backend for a running replica once it answers a heartbeat within `deadline`; the
-    /// replica is stopped if it does not.
-    async fn join_when_alive(
-        &self,
-        started: Started,
-        deadline: Duration,
-    ) -> Result<Arc<Backend>, LaunchError> {
-        let hostname = started.spec.hostname.clone();
-        let alive = self
-            .prober
-            .wait_alive(&started.address, deadline)
-            .await
-            .map_err(|source| LaunchError::NotAlive {
-                hostname: hostname.clone(),
-                source,
-            });
-        let backend = alive.and_then(|()| {
-            Backend::new(
-                started.spec.hostname,
-                started.spec.id,
-                started.address.clone(),
-                started.handle.clone(),
-            )
-            .ok_or_else(|| LaunchError::BadAddress {
-                hostname,
-                address: started.address.clone(),
-            })
-        });
-        if backend.is_err() {
-            let _ = self.supervisor.stop(&started.handle).await;
-        }
-        backend.map(Arc::new)
-    }
-
-    /// Start replicas the configuration asks for; those that fail become vacancies (retried).
-    async fn launch_into_ring(&mut self, specs: Vec<ReplicaSpec>) {
-        let results = self.launch_all(specs.clone()).await;
-        for (spec, result) in specs.into_iter().zip(results) {
-            match result {
-                Ok(backend) => {
-                    tracing::info!(hostname = %backend.hostname, id = backend.id, "replica up");
-                    self.replicas.insert(spec.id, backend);
-                }
-                Err(reason) => {
-                    tracing::error!(hostname = %spec.hostname, %reason, "replica did not start");
-                    self.vacancies.insert(
-                        spec.id,
-                        Vacancy {
-                            id: spec.id,
-                            hostname: spec.hostname,
-                            failed_attempts: 1,
-                            reason: reason.to_string(),
-                        },
-                    );
-                    self.schedule_respawn(spec.id, 1);
-                }
-            }
-        }
-    }
-
     /// The replica set as plain data, for the planning functions in [`super::reconcile`].
     fn members(&self) -> Members {
         Members {
@@ -391,28 +346,76 @@ impl Controller {
                 .values()
                 .map(|v| (v.id, v.hostname.clone()))
                 .collect(),
+            adding: self.adding.clone(),
         }
     }
 
-    async fn add(&mut self, request: ScaleRequest) -> ScaleReply {
-        let specs = plan_add(
+    /// `/add`: reserve ids and names, and start the replicas on a task of their own, which
+    /// reports back with [`Command::Added`].
+    fn add(&mut self, request: ScaleRequest, reply: oneshot::Sender<ScaleReply>) {
+        let specs = match plan_add(
             &self.members(),
             &request,
             &self.balancer,
             &self.hash,
             &mut self.rng,
-        )?;
-        let results = self.launch_all(specs).await;
-        if results.iter().any(Result::is_err) {
-            let mut reasons = Vec::new();
-            for result in results {
-                match result {
-                    Ok(backend) => {
-                        let _ = self.supervisor.stop(&backend.handle).await;
-                    }
-                    Err(reason) => reasons.push(reason.to_string()),
-                }
+        ) {
+            Ok(specs) => specs,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
             }
+        };
+        for spec in &specs {
+            self.adding.insert(spec.id, spec.hostname.clone());
+        }
+        let launcher = self.launcher.clone();
+        let deadline = Duration::from_millis(self.settings().start_timeout_ms);
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let results = launcher.launch_all(specs.clone(), deadline).await;
+            commands.send(Command::Added {
+                specs,
+                results,
+                reply,
+            });
+        });
+    }
+
+    /// The replicas of an `/add` started (or not): all join the ring, or none does.
+    fn added(
+        &mut self,
+        specs: Vec<ReplicaSpec>,
+        results: Vec<Result<Arc<Backend>, LaunchError>>,
+    ) -> ScaleReply {
+        for spec in &specs {
+            self.adding.remove(&spec.id);
+        }
+        let mut reasons: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+            .collect();
+        // A configuration change may have claimed an id meanwhile.
+        for spec in &specs {
+            if self.replicas.contains_key(&spec.id) || self.vacancies.contains_key(&spec.id) {
+                reasons.push(format!(
+                    "server id {} was given to another replica by a configuration change",
+                    spec.id
+                ));
+            }
+        }
+        if !reasons.is_empty() {
+            let started: Vec<Handle> = results
+                .into_iter()
+                .flatten()
+                .map(|b| b.handle.clone())
+                .collect();
+            let supervisor = Arc::clone(&self.launcher.supervisor);
+            tokio::spawn(async move {
+                for handle in started {
+                    let _ = supervisor.stop(&handle).await;
+                }
+            });
             return Err(ControlError::StartFailed(reasons));
         }
         for backend in results.into_iter().flatten() {
@@ -450,7 +453,7 @@ impl Controller {
     /// Drain and stop replicas already out of the ring, on another task. The returned receiver
     /// completes when they are stopped.
     fn retire(&self, removed: Vec<Arc<Backend>>) -> oneshot::Receiver<()> {
-        let supervisor = Arc::clone(&self.supervisor);
+        let supervisor = Arc::clone(&self.launcher.supervisor);
         let drain = Duration::from_millis(self.settings().drain_timeout_ms);
         let (done, finished) = oneshot::channel();
         tokio::spawn(async move {
@@ -511,38 +514,72 @@ impl Controller {
         if streak >= 2 {
             // Dying right after start again and again: back off instead of a tight loop.
             self.schedule_respawn(id, streak);
-            self.publish();
         } else {
-            self.respawn(id).await;
+            self.respawn(id);
         }
-        self.write_back();
+        self.write_back().await;
     }
 
-    /// Try to fill a vacant id.
-    async fn respawn(&mut self, id: u64) {
+    /// Try to fill a vacant id: start its replica on a task of its own, which reports back with
+    /// [`Command::Started`]. At most one start per id runs at a time.
+    fn respawn(&mut self, id: u64) {
         let Some(vacancy) = self.vacancies.get(&id) else {
             return; // filled, or removed from the configuration meanwhile
         };
+        if !self.launching.insert(id) {
+            return; // already starting; its result fills the vacancy
+        }
         let spec = ReplicaSpec {
             hostname: vacancy.hostname.clone(),
             id,
         };
-        match self.launch(spec).await {
-            Ok(backend) => {
-                self.vacancies.remove(&id);
-                tracing::info!(hostname = %backend.hostname, id, "vacancy filled");
-                self.replicas.insert(id, backend);
+        let launcher = self.launcher.clone();
+        let deadline = Duration::from_millis(self.settings().start_timeout_ms);
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let result = launcher.launch(spec.clone(), deadline).await;
+            commands.send(Command::Started { spec, result });
+        });
+    }
+
+    /// A vacancy's replica started (or not). Returns whether the replica set changed.
+    fn started(&mut self, spec: ReplicaSpec, result: Result<Arc<Backend>, LaunchError>) -> bool {
+        self.launching.remove(&spec.id);
+        let wanted = self
+            .vacancies
+            .get(&spec.id)
+            .is_some_and(|v| v.hostname == spec.hostname);
+        match result {
+            Ok(backend) if wanted => {
+                self.vacancies.remove(&spec.id);
+                tracing::info!(hostname = %backend.hostname, id = spec.id, "vacancy filled");
+                self.replicas.insert(spec.id, backend);
+                self.publish();
+                true
             }
-            Err(reason) => {
-                let vacancy = self.vacancies.get_mut(&id).expect("checked above");
+            Ok(backend) => {
+                // The configuration changed while it started: it is not wanted any more.
+                tracing::info!(hostname = %backend.hostname, id = spec.id, "started replica no longer wanted; stopping it");
+                drop(self.retire(vec![backend]));
+                // The id may be vacant under another name now.
+                self.respawn(spec.id);
+                false
+            }
+            Err(reason) if wanted => {
+                let vacancy = self.vacancies.get_mut(&spec.id).expect("checked above");
                 vacancy.failed_attempts += 1;
                 vacancy.reason = reason.to_string();
                 let attempts = vacancy.failed_attempts;
-                tracing::error!(id, attempts, reason = %vacancy.reason, "replica start failed; will retry");
-                self.schedule_respawn(id, attempts);
+                tracing::error!(id = spec.id, attempts, reason = %vacancy.reason, "replica start failed; will retry");
+                self.schedule_respawn(spec.id, attempts);
+                self.publish();
+                false
+            }
+            Err(_) => {
+                self.respawn(spec.id);
+                false
             }
         }
-        self.publish();
     }
 
     fn schedule_respawn(&self, id: u64, failed_attempts: u32) {
@@ -655,7 +692,21 @@ impl Controller {
             tracing::info!(hostname = %backend.hostname, id = backend.id, "removed by the configuration file");
         }
         drop(self.retire(removed));
-        self.launch_into_ring(plan.start).await;
+        // New replicas are vacancies until their first heartbeat; they start off this loop.
+        for spec in &plan.start {
+            self.vacancies.insert(
+                spec.id,
+                Vacancy {
+                    id: spec.id,
+                    hostname: spec.hostname.clone(),
+                    failed_attempts: 0,
+                    reason: "starting".into(),
+                },
+            );
+        }
+        for spec in &plan.start {
+            self.respawn(spec.id);
+        }
         self.publish();
         tracing::info!("configuration file applied");
         let plugin_dirs = config.plugin_dirs();

@@ -13,6 +13,7 @@
 pub mod command;
 pub mod controller;
 pub mod health;
+pub mod launch;
 pub(crate) mod persist;
 mod reconcile;
 pub mod supervisor;

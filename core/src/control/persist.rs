@@ -125,13 +125,25 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let name = target
         .file_name()
         .ok_or_else(|| std::io::Error::other("the path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.lb-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    // A fresh, unpredictable name, created exclusively: a file or symlink planted at a
+    // guessable name cannot redirect the write.
+    let (tmp, mut file) = loop {
+        let tmp = dir.join(format!(
+            ".{}.lb-{:016x}.tmp",
+            name.to_string_lossy(),
+            fastrand::u64(..)
+        ));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
     let result = (|| {
-        let mut file = File::create(&tmp)?;
         file.write_all(text.as_bytes())?;
         if let Ok(meta) = fs::metadata(&target) {
             file.set_permissions(meta.permissions())?;
@@ -246,6 +258,29 @@ id = 2
             with_replicas("[ring\n", &[(1, "A")]),
             Err(PersistError::NotToml(_))
         ));
+    }
+
+    #[test]
+    fn atomic_write_never_follows_a_planted_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        fs::write(&path, "old").unwrap();
+        // Every name the old scheme would have used, planted as a symlink to a victim file.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let planted = dir
+            .path()
+            .join(format!(".lb.toml.lb-{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomic(&path, "new").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp") && !n.contains(&std::process::id().to_string()))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub(crate) struct Members {
     pub(crate) running: BTreeMap<u64, String>,
     /// Ids without a running replica, with the hostname the next attempt uses.
     pub(crate) vacant: BTreeMap<u64, String>,
+    /// Ids and names reserved by `/add`s still starting their replicas.
+    pub(crate) adding: BTreeMap<u64, String>,
 }
 
 impl Members {
@@ -29,11 +31,14 @@ impl Members {
         self.running
             .values()
             .chain(self.vacant.values())
+            .chain(self.adding.values())
             .any(|n| n == name)
     }
 
     fn id_taken(&self, id: u64) -> bool {
-        self.running.contains_key(&id) || self.vacant.contains_key(&id)
+        self.running.contains_key(&id)
+            || self.vacant.contains_key(&id)
+            || self.adding.contains_key(&id)
     }
 
     /// A random hostname in the assignment's style (`S` and six digits) that neither a member
@@ -206,6 +211,7 @@ pub(crate) fn plan_add(
         .running
         .keys()
         .chain(members.vacant.keys())
+        .chain(members.adding.keys())
         .chain(&ids)
         .copied()
         .collect();

@@ -25,6 +25,7 @@ fn members(running: &[(u64, &str)], vacant: &[(u64, &str)]) -> Members {
     Members {
         running: set(running),
         vacant: set(vacant),
+        adding: BTreeMap::new(),
     }
 }
 
@@ -224,4 +225,18 @@ fn changes_are_described_for_the_log() {
         ]
     );
     assert!(changes(&old, &old, &now, &reconcile(&now, &old, &old)).is_empty());
+}
+
+#[test]
+fn ids_and_names_of_adds_still_starting_are_taken() {
+    let mut now = members(&[(1, "Server 1")], &[]);
+    now.adding = set(&[(2, "X")]);
+    let balancer = Balancer::Ring(RingParams::default());
+    let mut rng = fastrand::Rng::with_seed(5);
+    assert_eq!(
+        plan_add(&now, &scale(1, &["X"]), &balancer, &spec_hash(), &mut rng),
+        Err(ControlError::NameTaken("X".to_owned()))
+    );
+    let plan = plan_add(&now, &scale(1, &[]), &balancer, &spec_hash(), &mut rng).unwrap();
+    assert_eq!(plan, vec![spec(3, "Server 3")]);
 }

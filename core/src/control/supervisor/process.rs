@@ -38,7 +38,7 @@ pub struct ProcessSupervisor {
 
 impl ProcessSupervisor {
     /// A supervisor that runs `command` (program and leading arguments) per replica, appending
-    /// `--hostname NAME --listen-fd 3`. An empty `command` runs this executable as `lb replica`.
+    /// `--hostname=NAME --listen-fd 3`. An empty `command` runs this executable as `lb replica`.
     pub fn new(
         command: &[String],
         events: mpsc::UnboundedSender<SupervisorEvent>,
@@ -61,8 +61,8 @@ impl ProcessSupervisor {
     fn spawn_child(&self, spec: &ReplicaSpec, listener: &TcpListener) -> std::io::Result<Child> {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
-            .arg("--hostname")
-            .arg(&spec.hostname)
+            // One argument, so a name can never be read as an option of its own.
+            .arg(format!("--hostname={}", spec.hostname))
             .arg("--listen-fd")
             .arg(CHILD_LISTEN_FD.to_string())
             .env("SERVER_ID", &spec.hostname)
