@@ -316,6 +316,7 @@ impl PluginHash {
             abi_version: Some(self.abi_version),
             path: Some(self.path.display().to_string()),
             error: None,
+            loaded: true,
         }
     }
 }
@@ -376,10 +377,14 @@ pub struct PluginInfo {
     pub path: Option<String>,
     /// Why it cannot be used, if it cannot.
     pub error: Option<String>,
+    /// Whether it has been loaded into this process (listing alone never loads one).
+    pub loaded: bool,
 }
 
-/// Every `liblb_hash_*.so` in `dirs` (the first of each name wins, as in [`find`]), loaded and
-/// self-checked.
+/// Every `liblb_hash_*.so` in `dirs` (the first of each name wins, as in [`find`]), by file
+/// name only: listing never loads a library (loading runs the library's code). Plugins loaded
+/// before — because a configuration selected them — show what loading found: description and
+/// ABI version, or why they cannot be used.
 pub fn list(dirs: &[PathBuf]) -> Vec<PluginInfo> {
     let mut found: Vec<PluginInfo> = Vec::new();
     for dir in dirs {
@@ -401,14 +406,23 @@ pub fn list(dirs: &[PathBuf]) -> Vec<PluginInfo> {
             if found.iter().any(|p| p.name.replace('_', "-") == file_name) {
                 continue;
             }
-            found.push(match PluginHash::load(&path, None) {
-                Ok(plugin) => plugin.info(),
-                Err(e) => PluginInfo {
+            found.push(match cached(&path) {
+                Some(Ok(plugin)) => plugin.info(),
+                Some(Err(e)) => PluginInfo {
                     name: file_name,
                     description: None,
                     abi_version: None,
                     path: Some(path.display().to_string()),
                     error: Some(e.to_string()),
+                    loaded: false,
+                },
+                None => PluginInfo {
+                    name: file_name,
+                    description: None,
+                    abi_version: None,
+                    path: Some(path.display().to_string()),
+                    error: None,
+                    loaded: false,
                 },
             });
         }
@@ -416,10 +430,60 @@ pub fn list(dirs: &[PathBuf]) -> Vec<PluginInfo> {
     found
 }
 
+/// What identifies a plugin file's content: its path and the file's identity and age (a file
+/// replaced or rewritten is a different plugin).
+type FileKey = (PathBuf, u64, u64, i64, i64);
+
+fn file_key(path: &Path) -> Option<FileKey> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((
+        path.to_path_buf(),
+        meta.dev(),
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    ))
+}
+
+/// Results of loading plugin files, so a library is loaded (and its code run) once.
+fn cache() -> &'static std::sync::Mutex<std::collections::HashMap<FileKey, Loaded>> {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<FileKey, Loaded>>,
+    > = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+type Loaded = Result<Arc<PluginHash>, PluginError>;
+
+fn cached(path: &Path) -> Option<Loaded> {
+    let key = file_key(path)?;
+    cache().lock().ok()?.get(&key).cloned()
+}
+
+/// Load `path` once (per file content) and remember the result, success or failure.
+fn load_cached(path: &Path, name: &str) -> Loaded {
+    let key = file_key(path);
+    if let Some(hit) = key
+        .as_ref()
+        .and_then(|key| cache().lock().ok()?.get(key).cloned())
+    {
+        return hit;
+    }
+    let loaded = PluginHash::load(path, Some(name)).map(Arc::new);
+    if let (Some(key), Ok(mut cache)) = (key, cache().lock()) {
+        cache.insert(key, loaded.clone());
+    }
+    loaded
+}
+
 /// Resolve the plugin called `name` in `dirs`.
+///
+/// Each plugin file is loaded once: later calls get the same plugin (or the same error) until
+/// the file is replaced or rewritten.
 pub fn resolve(name: &str, dirs: &[PathBuf]) -> Result<Arc<PluginHash>, PluginError> {
     let path = find(name, dirs)?;
-    PluginHash::load(&path, Some(name)).map(Arc::new)
+    load_cached(&path, name)
 }
 
 /// The hash called `name`: compiled in (these names win), or the plugin of that name in `dirs`.

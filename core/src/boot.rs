@@ -12,7 +12,8 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use lb::config::{Config, Source, SupervisorKind};
-use lb::control::health::{self, Prober};
+use lb::control::health;
+use lb::control::probe::Prober;
 use lb::control::supervisor::{DockerSupervisor, ProcessSupervisor, Supervisor};
 use lb::control::{watch, Command, Controller, ControllerHandle};
 use lb::data::workers::{self, Workers};

@@ -176,7 +176,8 @@ async fn each_shipped_plugin_routes_traffic_after_a_live_switch() {
             assert_eq!(got, expected, "{name}: request {id}");
         }
     }
-    // /_lb/plugins lists them all with ABI version and description, the last one active.
+    // /_lb/plugins lists them all, the last one active; those loaded (every one selected, but
+    // `spec`, whose compiled-in copy wins) with ABI version and description.
     let listing = lb.get("/_lb/plugins").await.json();
     assert_eq!(listing["active"], "ketama");
     let plugins = listing["plugins"].as_array().unwrap();
@@ -185,8 +186,13 @@ async fn each_shipped_plugin_routes_traffic_after_a_live_switch() {
             .iter()
             .find(|p| p["name"] == name && p["builtin"] == false)
             .unwrap_or_else(|| panic!("{name} not listed: {listing}"));
-        assert_eq!(entry["abi_version"], 1);
-        assert!(entry["description"].as_str().is_some_and(|d| !d.is_empty()));
+        if name == "spec" {
+            assert_eq!(entry["loaded"], false, "{entry}");
+        } else {
+            assert_eq!(entry["loaded"], true, "{entry}");
+            assert_eq!(entry["abi_version"], 1);
+            assert!(entry["description"].as_str().is_some_and(|d| !d.is_empty()));
+        }
         assert_eq!(entry["active"], name == "ketama", "{entry}");
     }
     assert_eq!(plugins.iter().filter(|p| p["active"] == true).count(), 1);
@@ -281,4 +287,64 @@ async fn swapping_hashes_under_traffic_drops_nothing() {
     }
     let total = answers.len();
     assert!(total >= 100, "only {total} requests");
+}
+
+/// Listing plugins never loads one: only the selected plugin is mapped into `lb`, and the
+/// others are listed by file name.
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_plugins_loads_none() {
+    let dir = plugin_dir(&["murmur3", "xxh3"], &["wrong-abi", "panics-at-load"]);
+    let lb = Lb::start(&config("murmur3", dir.path()));
+    let mapped = || std::fs::read_to_string(format!("/proc/{}/maps", lb.pid())).unwrap();
+    for _ in 0..3 {
+        let listing = lb.get("/_lb/plugins").await.json();
+        let entries = listing["plugins"].as_array().unwrap();
+        let entry = |name: &str| {
+            entries
+                .iter()
+                .find(|p| p["name"] == name && p["builtin"] == false)
+                .unwrap_or_else(|| panic!("{name} not listed: {listing}"))
+                .clone()
+        };
+        assert_eq!(entry("murmur3")["loaded"], true);
+        assert_eq!(entry("murmur3")["active"], true);
+        for name in ["xxh3", "wrong-abi", "panics-at-load"] {
+            assert_eq!(entry(name)["loaded"], false, "{name}");
+            assert_eq!(entry(name)["description"], Value::Null, "{name}");
+        }
+    }
+    let maps = mapped();
+    assert!(
+        maps.contains("liblb_hash_murmur3.so"),
+        "the selected one is loaded"
+    );
+    for file in [
+        "liblb_hash_xxh3.so",
+        "liblb_hash_wrong_abi.so",
+        "liblb_hash_panics_at_load.so",
+    ] {
+        assert!(!maps.contains(file), "{file} was loaded by listing");
+    }
+    // A change of [plugins] dirs waits for a restart: the running lb keeps its directories.
+    let other = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&lb.config).unwrap();
+    std::fs::write(
+        &lb.config,
+        text.replace(
+            &dir.path().display().to_string(),
+            &other.path().display().to_string(),
+        ),
+    )
+    .unwrap();
+    eventually(DEADLINE, "plugins in needs_restart", || async {
+        let status = lb.status().await;
+        status["config"]["needs_restart"]
+            .as_array()?
+            .iter()
+            .any(|f| f == "plugins")
+            .then_some(())
+    })
+    .await;
+    let listing = lb.get("/_lb/plugins").await.json();
+    assert_eq!(listing["search_path"][0], dir.path().display().to_string());
 }

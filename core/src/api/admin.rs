@@ -121,9 +121,10 @@ pub(crate) fn ring(snapshot: &Snapshot) -> Vec<u8> {
     serde_json::to_vec(&view).expect("ring serializes")
 }
 
-/// `GET /_lb/plugins`: the compiled-in hashes and every plugin file in the search path (loaded
-/// and self-checked), with the one the ring uses marked active. Reads files: call it off the
-/// async workers.
+/// `GET /_lb/plugins`: the compiled-in hashes and every plugin file in the search path, by name
+/// (listing never loads a library; those loaded because a configuration selected them show
+/// their description, ABI version or error), with the one the ring uses marked active. Reads
+/// directories: call it off the async workers.
 pub(crate) fn plugins(shared: &Shared) -> Vec<u8> {
     #[derive(Serialize)]
     struct Entry {
@@ -149,6 +150,7 @@ pub(crate) fn plugins(shared: &Shared) -> Vec<u8> {
             abi_version: None,
             path: None,
             error: None,
+            loaded: true,
         })
         .map(|info| (info, true));
     let found = lb_balance::plugin::list(&search_path)

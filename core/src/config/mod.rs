@@ -359,8 +359,14 @@ impl Config {
     /// The hash functions `[ring] hash` names — compiled in, or a plugin loaded from the plugin
     /// search path — checked by building the configured ring with them.
     pub fn resolve_hash(&self) -> Result<Arc<dyn RingHash>, ConfigError> {
+        self.resolve_hash_in(&self.plugin_dirs())
+    }
+
+    /// [`Config::resolve_hash`] with plugins looked up in `dirs` (a running `lb` keeps the
+    /// directories it started with: which code it may load changes only with a restart).
+    pub fn resolve_hash_in(&self, dirs: &[PathBuf]) -> Result<Arc<dyn RingHash>, ConfigError> {
         let name = self.ring.hash.get_ref();
-        let hash = plugin::resolve_any(name, &self.plugin_dirs())
+        let hash = plugin::resolve_any(name, dirs)
             .map_err(|e| self.at(self.ring.hash.span(), e.to_string()))?;
         self.balancer()
             .place(Arc::clone(&hash), &self.replica_ids())

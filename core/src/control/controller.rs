@@ -21,9 +21,9 @@ use crate::state::{
 };
 
 use super::command::{Command, ControlError, ControllerHandle, ScaleReply, ScaleRequest};
-use super::health::Prober;
 use super::launch::{LaunchError, Launcher};
 use super::persist;
+use super::probe::Prober;
 use super::reconcile::{changes, plan_add, plan_remove, reconcile, Members};
 use super::supervisor::{ReplicaSpec, Supervisor, SupervisorEvent};
 
@@ -650,7 +650,8 @@ impl Controller {
         // Loading a plugin reads files and runs its self-check: not on the async workers.
         let resolved = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || config.resolve_hash()).await
+            let dirs = self.startup.plugin_dirs();
+            tokio::task::spawn_blocking(move || config.resolve_hash_in(&dirs)).await
         };
         let hash = match resolved {
             Ok(Ok(hash)) => hash,
@@ -709,13 +710,11 @@ impl Controller {
         }
         self.publish();
         tracing::info!("configuration file applied");
-        let plugin_dirs = config.plugin_dirs();
         self.applied = config;
         self.update_config_status(|s| {
             s.last_applied = Some(timestamp());
             s.last_error = None;
             s.needs_restart = plan.needs_restart.iter().map(|f| f.to_string()).collect();
-            s.plugin_dirs = plugin_dirs;
         });
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::state::Backend;
 
-use super::health::{ProbeError, Prober};
+use super::probe::{ProbeError, Prober};
 use super::supervisor::{ReplicaSpec, Started, Supervisor, SupervisorError};
 
 /// Why a replica could not join the ring.

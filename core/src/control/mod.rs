@@ -3,8 +3,9 @@
 //! - [`controller`]: the command loop that owns the replica set and publishes snapshots;
 //!   [`reconcile`] holds its decisions as pure, unit-tested functions.
 //! - [`command`]: the commands and the handle every other part sends them with. [`health`]
-//!   (heartbeats), [`watch`] (the file watcher) and the supervisors' events reach the
+//!   (heartbeats, with the [`probe`] client), [`watch`] (the file watcher) and the supervisors' events reach the
 //!   controller only through it; none of them imports the controller.
+//! - [`launch`]: starts a replica and waits for its first heartbeat, on a task of its own.
 //! - [`supervisor`]: runs replicas (local processes or Docker containers).
 //! - [`persist`]: writes replica changes back to `lb.toml`.
 //!
@@ -15,6 +16,7 @@ pub mod controller;
 pub mod health;
 pub mod launch;
 pub(crate) mod persist;
+pub mod probe;
 mod reconcile;
 pub mod supervisor;
 pub mod watch;

@@ -103,6 +103,9 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
     if desired.proxy != startup.proxy {
         needs_restart.push("proxy");
     }
+    if desired.plugins != startup.plugins {
+        needs_restart.push("plugins");
+    }
     Plan {
         stop,
         forget,

@@ -92,11 +92,11 @@ fn vacancies_are_kept_only_while_listed_with_their_name() {
 fn ring_changes_swap_and_restart_fields_are_reported() {
     let startup = config("", &THREE);
     let file = config(
-        "listen = \"127.0.0.1:6000\"\n[proxy]\npipelining = false\n[ring]\nvirtual_nodes = 4\nprobing = \"quadratic\"\n",
+        "listen = \"127.0.0.1:6000\"\n[proxy]\npipelining = false\n[plugins]\ndirs = [\"/tmp\"]\n[ring]\nvirtual_nodes = 4\nprobing = \"quadratic\"\n",
         &THREE,
     );
     let plan = reconcile(&members(&THREE, &[]), &file, &startup);
-    assert_eq!(plan.needs_restart, vec!["listen", "proxy"]);
+    assert_eq!(plan.needs_restart, vec!["listen", "proxy", "plugins"]);
     assert_eq!(
         plan.balancer,
         Balancer::Ring(RingParams {

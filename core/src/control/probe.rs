@@ -1,0 +1,98 @@
+//! The heartbeat client: one `GET /heartbeat`, and polling a new replica until it answers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// HTTP client for heartbeats (its own pool, so heartbeats never queue behind proxied traffic).
+#[derive(Clone, Debug)]
+pub struct Prober {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Prober {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+        }
+    }
+}
+
+impl Prober {
+    /// One heartbeat: `Ok` if `GET /heartbeat` answered 200 within `timeout`.
+    pub async fn beat(&self, addr: &str, timeout: Duration) -> Result<(), ProbeError> {
+        let uri = format!("http://{addr}/heartbeat");
+        let req = hyper::Request::get(uri)
+            .body(Empty::new())
+            .map_err(|source| ProbeError::Address {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(ProbeError::Timeout(timeout)),
+            Ok(Err(e)) => Err(ProbeError::Request(e)),
+            Ok(Ok(resp)) if resp.status() == hyper::StatusCode::OK => Ok(()),
+            Ok(Ok(resp)) => Err(ProbeError::Status(resp.status())),
+        }
+    }
+
+    /// Poll until the first successful heartbeat or until `deadline` passes.
+    pub async fn wait_alive(&self, addr: &str, deadline: Duration) -> Result<(), ProbeError> {
+        let start = tokio::time::Instant::now();
+        let mut last = None;
+        while start.elapsed() < deadline {
+            let left = deadline.saturating_sub(start.elapsed());
+            match self.beat(addr, left.min(Duration::from_secs(1))).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+        }
+        Err(ProbeError::NeverAlive {
+            deadline,
+            last: last.map(Box::new),
+        })
+    }
+}
+
+/// Why a heartbeat failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer in time.
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The connection or the exchange failed.
+    #[error("request failed: {0}")]
+    Request(#[source] hyper_util::client::legacy::Error),
+    /// An answer other than 200.
+    #[error("answered {0}")]
+    Status(hyper::StatusCode),
+    /// The replica's address does not make a URI.
+    #[error("{addr:?} is not a usable address: {source}")]
+    Address {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: http::Error,
+    },
+    /// A new replica did not answer any heartbeat before its deadline.
+    #[error(
+        "did not answer its first heartbeat within {} ms (last: {})",
+        .deadline.as_millis(),
+        .last.as_ref().map_or_else(|| "no attempt".to_owned(), |e| e.to_string())
+    )]
+    NeverAlive {
+        /// How long it had.
+        deadline: Duration,
+        /// The last attempt's failure.
+        last: Option<Box<ProbeError>>,
+    },
+}
