@@ -57,6 +57,23 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     tracing::info!(config = %loaded.source, "configuration loaded");
     let listen = listen.unwrap_or(config.listen);
     let listeners = workers::listen(listen, config.proxy.worker_count())?;
+    let admin = match config.admin.listen {
+        Some(addr) => Some(workers::listen(addr, 1)?.remove(0)),
+        None => None,
+    };
+    let token = config.admin.effective_token();
+    if token.is_none() {
+        let open_to_others = admin
+            .as_ref()
+            .and_then(|a| a.local_addr().ok())
+            .map_or(!listen.ip().is_loopback(), |a| !a.ip().is_loopback());
+        if open_to_others {
+            tracing::warn!(
+                "/add, /rm and /_lb/* are open to anyone who can reach this address: \
+                 set [admin] token (or LB_ADMIN_TOKEN), or [admin] listen on a loopback address"
+            );
+        }
+    }
     let local = listeners[0].local_addr()?;
 
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
@@ -100,7 +117,11 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         Prober::default(),
     ));
 
-    let workers = Workers::start(listeners, config.proxy, &shared, &handle)?;
+    let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
+    let workers = Workers::start(listeners, admin, token, config.proxy, &shared, &handle)?;
+    if let Some(addr) = admin_addr {
+        println!("lb admin on http://{addr}");
+    }
     // Tests and scripts wait for this line.
     println!("lb listening on http://{local}");
     signals.until_shutdown(&handle).await;

@@ -82,3 +82,86 @@ async fn hostnames_that_look_like_options_are_refused() {
     assert!(answer.body.len() < 300, "the name is not echoed whole");
     assert_eq!(lb.rep().await.0, 3);
 }
+
+/// With `[admin] token`, `/add`, `/rm`, `/_lb/status` and `/_lb/plugins` need it; `/rep`,
+/// `/_lb/ring` and proxied paths do not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_token_protects_what_changes_state_or_reveals_processes() {
+    let lb = Lb::start(&format!("[admin]\ntoken = \"s3cret\"\n{}", common::THREE));
+    let bearer = [("Authorization", "Bearer s3cret")];
+    for (method, path, body) in [
+        ("POST", "/add", r#"{"n": 1}"#),
+        ("DELETE", "/rm", r#"{"n": 1}"#),
+        ("GET", "/_lb/status", ""),
+        ("GET", "/_lb/plugins", ""),
+    ] {
+        for headers in [
+            &[][..],
+            &[("Authorization", "Bearer s3creT")],
+            &[("Authorization", "s3cret")],
+        ] {
+            let answer = lb.send(method, path, body.as_bytes(), headers).await;
+            assert_eq!(
+                answer.status, 401,
+                "{method} {path} {headers:?}: {}",
+                answer.body
+            );
+            assert_eq!(answer.json()["status"], "failure");
+            assert!(answer.headers.contains_key("www-authenticate"));
+        }
+    }
+    assert_eq!(lb.rep().await.0, 3, "nothing changed");
+    assert_eq!(lb.get("/_lb/ring").await.status, 200);
+    assert_eq!(lb.get("/home").await.status, 200);
+    let added = lb.send("POST", "/add", br#"{"n": 1}"#, &bearer).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(
+        lb.send("GET", "/_lb/status", b"", &bearer).await.status,
+        200
+    );
+    let removed = lb.send("DELETE", "/rm", br#"{"n": 1}"#, &bearer).await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+}
+
+/// `[admin] listen` moves `/add`, `/rm` and `/_lb/*` to an address of their own; `/rep` stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_routes_can_live_on_their_own_address() {
+    let lb = Lb::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        common::THREE
+    ));
+    let admin = lb.admin.expect("lb printed its admin address");
+    assert_eq!(lb.get("/rep").await.status, 200);
+    for path in ["/_lb/status", "/_lb/ring"] {
+        let answer = lb.get(path).await;
+        assert_eq!(answer.status, 404, "{path} on the traffic port");
+        assert!(answer.body.contains("admin address"), "{}", answer.body);
+        assert_eq!(lb.send_to(admin, "GET", path, b"", &[]).await.status, 200);
+    }
+    let moved = lb.send("POST", "/add", br#"{"n": 1}"#, &[]).await;
+    assert_eq!(moved.status, 404);
+    let added = lb.send_to(admin, "POST", "/add", br#"{"n": 1}"#, &[]).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    // The admin address serves nothing else.
+    assert_eq!(
+        lb.send_to(admin, "GET", "/home", b"", &[]).await.status,
+        404
+    );
+    assert!(lb.home(&[]).await.starts_with("Server "));
+}
+
+/// `[limits] max_replicas` caps `/add`.
+#[tokio::test(flavor = "multi_thread")]
+async fn add_stops_at_max_replicas() {
+    let lb = Lb::start(&format!("[limits]\nmax_replicas = 4\n{}", common::THREE));
+    let answer = lb.send("POST", "/add", br#"{"n": 2}"#, &[]).await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        answer.body.contains("limits.max_replicas is 4"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(lb.rep().await.0, 3);
+    lb.ok("POST", "/add", br#"{"n": 1}"#).await;
+    assert_eq!(lb.rep().await.0, 4);
+}

@@ -40,6 +40,12 @@ pub(crate) enum ApiError {
     /// 404: an unknown `/_lb/` endpoint.
     #[error("'{0}' is not an endpoint of the load balancer")]
     NotFound(String),
+    /// 404: an endpoint of the load balancer served on the admin address, not this one.
+    #[error("'{0}' is served on the load balancer's admin address only")]
+    Elsewhere(String),
+    /// 401: the endpoint needs the admin token.
+    #[error("{0} needs 'Authorization: Bearer <token>' with the admin token")]
+    Unauthorized(String),
     /// 413: body over [`MAX_BODY`].
     #[error("request body is larger than {MAX_BODY} bytes")]
     PayloadTooLarge,
@@ -60,7 +66,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::Elsewhere(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -91,7 +98,8 @@ impl From<ControlError> for ApiError {
             ControlError::NameTaken(_)
             | ControlError::NoRoom { .. }
             | ControlError::TooFew { .. }
-            | ControlError::UnknownName { .. } => ApiError::BadRequest(e.to_string()),
+            | ControlError::UnknownName { .. }
+            | ControlError::TooMany { .. } => ApiError::BadRequest(e.to_string()),
             ControlError::StartFailed(_) => ApiError::Internal(e.to_string()),
             ControlError::ShuttingDown => ApiError::Unavailable(e.to_string()),
         }

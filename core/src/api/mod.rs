@@ -25,21 +25,69 @@ pub(crate) fn owns(path: &str) -> bool {
     matches!(path, "/rep" | "/add" | "/rm") || path == "/_lb" || path.starts_with("/_lb/")
 }
 
+/// Who may use which of the load balancer's endpoints on one listener.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Access {
+    /// The admin token protected routes need (none: open).
+    pub(crate) token: Option<Arc<str>>,
+    /// Whether `/add`, `/rm` and `/_lb/*` are served here (not when `[admin] listen` moves them
+    /// to an address of their own). `/rep` is served everywhere.
+    pub(crate) admin_routes: bool,
+}
+
+impl Access {
+    /// Whether `req` carries the token (always, when there is none).
+    fn allows(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        constant_time_eq(given, token.as_bytes())
+    }
+}
+
+/// Equality that takes as long for every byte string of the same length (no early exit that
+/// would tell an attacker how much of a guess is right).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Routes that change state or reveal processes, files and addresses.
+fn protected(path: &str) -> bool {
+    matches!(path, "/add" | "/rm" | "/_lb/status" | "/_lb/plugins")
+}
+
 /// The REST handlers, over the shared state and a handle to the controller.
 #[derive(Debug, Clone)]
 pub(crate) struct Api {
     shared: Arc<Shared>,
     controller: ControllerHandle,
+    access: Access,
 }
 
 impl Api {
     /// Handlers reading `shared` and sending changes to `controller`.
-    pub(crate) fn new(shared: Arc<Shared>, controller: ControllerHandle) -> Self {
-        Api { shared, controller }
+    pub(crate) fn new(shared: Arc<Shared>, controller: ControllerHandle, access: Access) -> Self {
+        Api {
+            shared,
+            controller,
+            access,
+        }
     }
 
     /// Answer a request for one of the paths [`owns`] accepts.
     pub(crate) async fn answer(&self, req: Request<Incoming>) -> Response<Bytes> {
+        let path = req.uri().path();
+        if path != "/rep" && !self.access.admin_routes {
+            return error_response(&ApiError::Elsewhere(path.to_owned()));
+        }
+        if protected(path) && !self.access.allows(&req) {
+            return error_response(&ApiError::Unauthorized(path.to_owned()));
+        }
         let result = match req.uri().path() {
             "/rep" => self.rep(req.method()),
             "/add" => self.scale(req, Scale::Add).await,
@@ -174,6 +222,12 @@ pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Respo
 pub(crate) fn error_response(error: &ApiError) -> Response<Bytes> {
     let mut resp = json_response(error.status(), error.body());
     match error {
+        ApiError::Unauthorized(_) => {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"lb\""),
+            );
+        }
         ApiError::MethodNotAllowed { allowed, .. } => {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allowed));
@@ -185,4 +239,27 @@ pub(crate) fn error_response(error: &ApiError) -> Response<Bytes> {
         _ => {}
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secre"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn only_state_changing_and_revealing_routes_are_protected() {
+        for path in ["/add", "/rm", "/_lb/status", "/_lb/plugins"] {
+            assert!(protected(path), "{path}");
+        }
+        for path in ["/rep", "/_lb/ring", "/home"] {
+            assert!(!protected(path), "{path}");
+        }
+    }
 }

@@ -13,8 +13,8 @@ use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use toml_edit::{ImDocument, Item, TableLike};
 
 use super::{
-    Config, HealthSection, PluginsSection, Problem, ProxySection, ReplicaEntry, RingSection,
-    SupervisorSection,
+    AdminSection, Config, HealthSection, LimitsSection, PluginsSection, Problem, ProxySection,
+    ReplicaEntry, RingSection, SupervisorSection,
 };
 
 /// At most this many deserialization attempts (each finds one type error).
@@ -165,6 +165,8 @@ fn section_fields(name: &str) -> Option<&'static [&'static str]> {
         "supervisor" => fields_of::<SupervisorSection>(),
         "plugins" => fields_of::<PluginsSection>(),
         "proxy" => fields_of::<ProxySection>(),
+        "admin" => fields_of::<AdminSection>(),
+        "limits" => fields_of::<LimitsSection>(),
         "replicas" => fields_of::<ReplicaEntry>(),
         _ => return None,
     })

@@ -54,6 +54,12 @@ pub struct Config {
     /// The data path.
     #[serde(default)]
     pub proxy: ProxySection,
+    /// Who may use the load balancer's own endpoints, and where they are served.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Limits that protect the machine.
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// The replicas, each with its hostname and server id.
     #[serde(default)]
     pub replicas: Vec<ReplicaEntry>,
@@ -93,6 +99,52 @@ impl ProxySection {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
+    }
+}
+
+/// `[admin]`: protection of `/add`, `/rm` and the `/_lb/` routes that change state or reveal
+/// processes (`/_lb/status`, `/_lb/plugins`). `/rep` and `/_lb/ring` stay open.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// When not empty, those routes need `Authorization: Bearer <token>`. The environment
+    /// variable `LB_ADMIN_TOKEN` overrides it.
+    pub token: String,
+    /// Serve `/add`, `/rm` and `/_lb/*` on this address only (not on `listen`).
+    pub listen: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for AdminSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSection")
+            .field("token", &if self.token.is_empty() { "" } else { "(set)" })
+            .field("listen", &self.listen)
+            .finish()
+    }
+}
+
+impl AdminSection {
+    /// The token in force: `LB_ADMIN_TOKEN` if set and not empty, else `token`; `None` if
+    /// neither.
+    pub fn effective_token(&self) -> Option<String> {
+        std::env::var("LB_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| Some(self.token.clone()).filter(|t| !t.is_empty()))
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Most replicas (running, starting and vacant together) `/add` and the file may ask for.
+    pub max_replicas: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection { max_replicas: 64 }
     }
 }
 
@@ -532,6 +584,27 @@ impl Config {
                 problems
                     .push(self.problem(r.id.span(), format!("duplicate id {}", r.id.get_ref())));
             }
+        }
+        if self.replicas.len() > self.limits.max_replicas {
+            let at = check::key_offset(&self.text, "limits", "max_replicas")
+                .or_else(|| {
+                    self.replicas
+                        .get(self.limits.max_replicas)
+                        .map(|r| r.id.span().start)
+                })
+                .unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                format!(
+                    "{} replicas listed, more than limits.max_replicas = {}",
+                    self.replicas.len(),
+                    self.limits.max_replicas
+                ),
+            ));
+        }
+        if self.admin.listen.is_some_and(|admin| admin == self.listen) {
+            let at = check::key_offset(&self.text, "admin", "listen").unwrap_or(0);
+            problems.push(self.problem(at..at, "admin.listen must differ from listen".into()));
         }
         // Capacity only matters for a valid ring and a valid replica list.
         if problems.is_empty() {

@@ -35,6 +35,14 @@ pub enum ControlError {
         /// The capacity rule that failed.
         source: RingError,
     },
+    /// `/add` would go beyond `[limits] max_replicas`.
+    #[error("cannot have {wanted} replicas: limits.max_replicas is {max}")]
+    TooMany {
+        /// Replicas there would be.
+        wanted: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Some of the new replicas did not start; the others were stopped again.
     #[error("{}; nothing was added", .0.join("; "))]
     StartFailed(Vec<String>),

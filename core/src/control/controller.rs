@@ -358,6 +358,7 @@ impl Controller {
             &request,
             &self.balancer,
             &self.hash,
+            self.applied.limits.max_replicas,
             &mut self.rng,
         ) {
             Ok(specs) => specs,

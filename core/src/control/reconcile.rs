@@ -106,6 +106,9 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
     if desired.plugins != startup.plugins {
         needs_restart.push("plugins");
     }
+    if desired.admin != startup.admin {
+        needs_restart.push("admin");
+    }
     Plan {
         stop,
         forget,
@@ -176,6 +179,11 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
     );
     field("listen", old.listen.to_string(), new.listen.to_string());
     field(
+        "limits.max_replicas",
+        old.limits.max_replicas.to_string(),
+        new.limits.max_replicas.to_string(),
+    );
+    field(
         "proxy.workers",
         old.proxy.workers.to_string(),
         new.proxy.workers.to_string(),
@@ -193,7 +201,7 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
     out
 }
 
-/// Plan an `/add`: new replicas get the lowest free server ids (so removing a replica and
+/// Plan an `/add` (refused beyond `max_replicas` in all): new replicas get the lowest free server ids (so removing a replica and
 /// adding one back restores the ring), the names asked for, then `Server <id>` (or a random
 /// name if that one is taken). Refused if a name is taken or the ring has no room for them.
 pub(crate) fn plan_add(
@@ -201,8 +209,16 @@ pub(crate) fn plan_add(
     request: &ScaleRequest,
     balancer: &Balancer,
     hash: &Arc<dyn RingHash>,
+    max_replicas: usize,
     rng: &mut fastrand::Rng,
 ) -> Result<Vec<ReplicaSpec>, ControlError> {
+    let have = members.running.len() + members.vacant.len() + members.adding.len();
+    if have + request.n > max_replicas {
+        return Err(ControlError::TooMany {
+            wanted: have + request.n,
+            max: max_replicas,
+        });
+    }
     if let Some(name) = request.hostnames.iter().find(|n| members.name_taken(n)) {
         return Err(ControlError::NameTaken(name.clone()));
     }

@@ -25,7 +25,7 @@ use lb_balance::hash::request_id_from_header;
 use super::body::LbBody;
 use super::hop;
 use super::upstream::{self, Upstreams};
-use crate::api::{self, Api, ApiError};
+use crate::api::{self, Access, Api, ApiError};
 use crate::config::ProxySection;
 use crate::control::ControllerHandle;
 use crate::state::{Backend, Shared};
@@ -38,6 +38,8 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) struct App {
     shared: Arc<Shared>,
     api: Api,
+    /// Whether requests for other paths are proxied (not on the admin address).
+    proxies: bool,
     client: Client<HttpConnector, Incoming>,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled.
     upstreams: Option<Upstreams>,
@@ -45,10 +47,14 @@ pub(crate) struct App {
 
 impl App {
     /// An app over `shared` that sends changes to `controller`.
+    /// `proxies`: false on the admin address, which serves only the load balancer's own
+    /// endpoints.
     pub(crate) fn new(
         shared: Arc<Shared>,
         controller: ControllerHandle,
         settings: ProxySection,
+        access: Access,
+        proxies: bool,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -58,8 +64,9 @@ impl App {
             .pool_max_idle_per_host(1024)
             .build(connector);
         App {
-            api: Api::new(Arc::clone(&shared), controller),
+            api: Api::new(Arc::clone(&shared), controller, access),
             shared,
+            proxies,
             client,
             upstreams: settings.pipelining.then(Upstreams::new),
         }
@@ -73,6 +80,9 @@ impl App {
     ) -> Response<LbBody> {
         if api::owns(req.uri().path()) {
             return self.api.answer(req).await.map(LbBody::full);
+        }
+        if !self.proxies {
+            return error_response(&ApiError::NotFound(req.uri().path().to_owned()));
         }
         self.proxy(req, forwarded_for).await
     }

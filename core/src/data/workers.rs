@@ -15,6 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use super::front::{self, App};
+use crate::api::Access;
 use crate::config::ProxySection;
 use crate::control::ControllerHandle;
 use crate::state::Shared;
@@ -106,15 +107,37 @@ pub struct Workers {
 
 impl Workers {
     /// Serve each listener on its own thread with its own [`App`].
+    ///
+    /// With an `admin` listener (`[admin] listen`), `/add`, `/rm` and `/_lb/*` are served there
+    /// only, on a thread of its own; `token` (the admin token) protects the routes that change
+    /// state or reveal processes wherever they are served.
     pub fn start(
         listeners: Vec<std::net::TcpListener>,
+        admin: Option<std::net::TcpListener>,
+        token: Option<String>,
         settings: ProxySection,
         shared: &Arc<Shared>,
         controller: &ControllerHandle,
     ) -> Result<Workers, WorkersError> {
         let (stop, stopped) = watch::channel(None);
-        let mut threads = Vec::with_capacity(listeners.len());
-        for (i, listener) in listeners.into_iter().enumerate() {
+        let token: Option<Arc<str>> = token.map(Into::into);
+        let traffic = Access {
+            token: token.clone(),
+            admin_routes: admin.is_none(),
+        };
+        let mut serving: Vec<(std::net::TcpListener, Access, bool)> = listeners
+            .into_iter()
+            .map(|l| (l, traffic.clone(), true))
+            .collect();
+        if let Some(admin) = admin {
+            let access = Access {
+                token,
+                admin_routes: true,
+            };
+            serving.push((admin, access, false));
+        }
+        let mut threads = Vec::with_capacity(serving.len());
+        for (i, (listener, access, proxies)) in serving.into_iter().enumerate() {
             let shared = Arc::clone(shared);
             let controller = controller.clone();
             let stopped = stopped.clone();
@@ -133,7 +156,7 @@ impl Workers {
                                 return;
                             }
                         };
-                        let app = Arc::new(App::new(shared, controller, settings));
+                        let app = Arc::new(App::new(shared, controller, settings, access, proxies));
                         front::serve(listener, app, stopped).await;
                     });
                 })

@@ -38,6 +38,8 @@ pub struct Lb {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves `/add`, `/rm` and `/_lb/*`, when `[admin] listen` moves them.
+    pub admin: Option<SocketAddr>,
     /// The configuration file it was started with.
     pub config: PathBuf,
     dir: Option<tempfile::TempDir>,
@@ -136,14 +138,18 @@ impl Lb {
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
+            let mut admin = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("lb admin on http://") {
+                    admin = addr.parse::<SocketAddr>().ok();
+                }
                 if let Some(addr) = line.strip_prefix("lb listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin));
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
+        let (addr, admin) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
                 panic!("lb did not start; log:\n{}", log.lock().unwrap());
@@ -152,6 +158,7 @@ impl Lb {
         Lb {
             child,
             addr,
+            admin,
             config: path,
             dir,
             log,
@@ -177,9 +184,21 @@ impl Lb {
         body: &[u8],
         headers: &[(&str, &str)],
     ) -> Answer {
+        self.send_to(self.addr, method, path, body, headers).await
+    }
+
+    /// [`Lb::send`] to another of its addresses (the admin address).
+    pub async fn send_to(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut req = hyper::Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr));
+            .uri(format!("http://{addr}{path}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

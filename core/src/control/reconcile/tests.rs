@@ -114,7 +114,15 @@ fn add_takes_the_lowest_free_ids_and_names_the_rest() {
     let now = members(&[(1, "Server 1"), (3, "Server 3")], &[(4, "S100000")]);
     let balancer = Balancer::Ring(RingParams::default());
     let mut rng = fastrand::Rng::with_seed(7);
-    let plan = plan_add(&now, &scale(3, &["X"]), &balancer, &spec_hash(), &mut rng).unwrap();
+    let plan = plan_add(
+        &now,
+        &scale(3, &["X"]),
+        &balancer,
+        &spec_hash(),
+        64,
+        &mut rng,
+    )
+    .unwrap();
     assert_eq!(
         plan,
         vec![spec(2, "X"), spec(5, "Server 5"), spec(6, "Server 6")]
@@ -127,7 +135,7 @@ fn add_avoids_a_readable_name_in_use() {
     let now = members(&[(1, "Server 2")], &[]);
     let balancer = Balancer::Ring(RingParams::default());
     let mut rng = fastrand::Rng::with_seed(7);
-    let plan = plan_add(&now, &scale(1, &[]), &balancer, &spec_hash(), &mut rng).unwrap();
+    let plan = plan_add(&now, &scale(1, &[]), &balancer, &spec_hash(), 64, &mut rng).unwrap();
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].id, 2);
     let name = &plan[0].hostname;
@@ -144,7 +152,14 @@ fn add_refuses_taken_names_and_full_rings() {
     let mut rng = fastrand::Rng::with_seed(1);
     for taken in ["Server 2", "S4"] {
         assert_eq!(
-            plan_add(&now, &scale(1, &[taken]), &balancer, &spec_hash(), &mut rng),
+            plan_add(
+                &now,
+                &scale(1, &[taken]),
+                &balancer,
+                &spec_hash(),
+                64,
+                &mut rng
+            ),
             Err(ControlError::NameTaken(taken.to_owned()))
         );
     }
@@ -159,11 +174,12 @@ fn add_refuses_taken_names_and_full_rings() {
         &scale(1, &[]),
         &small,
         &spec_hash(),
+        64,
         &mut rng
     )
     .is_ok());
     assert_eq!(
-        plan_add(&now, &scale(1, &[]), &small, &spec_hash(), &mut rng),
+        plan_add(&now, &scale(1, &[]), &small, &spec_hash(), 64, &mut rng),
         Err(ControlError::NoRoom {
             n: 1,
             source: RingError::TooManyVirtualNodes {
@@ -234,9 +250,29 @@ fn ids_and_names_of_adds_still_starting_are_taken() {
     let balancer = Balancer::Ring(RingParams::default());
     let mut rng = fastrand::Rng::with_seed(5);
     assert_eq!(
-        plan_add(&now, &scale(1, &["X"]), &balancer, &spec_hash(), &mut rng),
+        plan_add(
+            &now,
+            &scale(1, &["X"]),
+            &balancer,
+            &spec_hash(),
+            64,
+            &mut rng
+        ),
         Err(ControlError::NameTaken("X".to_owned()))
     );
-    let plan = plan_add(&now, &scale(1, &[]), &balancer, &spec_hash(), &mut rng).unwrap();
+    let plan = plan_add(&now, &scale(1, &[]), &balancer, &spec_hash(), 64, &mut rng).unwrap();
     assert_eq!(plan, vec![spec(3, "Server 3")]);
+}
+
+#[test]
+fn add_refuses_to_go_beyond_max_replicas() {
+    let mut now = members(&THREE, &[(4, "S4")]);
+    now.adding = set(&[(5, "S5")]);
+    let balancer = Balancer::Ring(RingParams::default());
+    let mut rng = fastrand::Rng::with_seed(9);
+    assert!(plan_add(&now, &scale(1, &[]), &balancer, &spec_hash(), 6, &mut rng).is_ok());
+    assert_eq!(
+        plan_add(&now, &scale(2, &[]), &balancer, &spec_hash(), 6, &mut rng),
+        Err(ControlError::TooMany { wanted: 7, max: 6 })
+    );
 }
