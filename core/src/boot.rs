@@ -51,6 +51,11 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let loaded = Config::load_runtime(&config_path, &defaults, create_dirs)
         .with_context(|| config_path.display().to_string())?;
     let config = &loaded.config;
+    // Each client and each replica connection is a file descriptor: use all the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     if let Some(seed) = &loaded.created_from {
         tracing::info!(config = %loaded.source, from = %seed, "configuration file created");
     }

@@ -165,3 +165,110 @@ async fn add_stops_at_max_replicas() {
     lb.ok("POST", "/add", br#"{"n": 1}"#).await;
     assert_eq!(lb.rep().await.0, 4);
 }
+
+/// Read from `stream` until it closes or `limit` passes; what came, and whether it closed.
+fn read_until_closed(stream: &mut std::net::TcpStream, limit: Duration) -> (String, bool) {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&got).into_owned(), true)
+            }
+            Err(_) => {}
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), false)
+}
+
+/// A client that sends its request head slowly (or never finishes it) is cut off after
+/// `client_header_timeout_ms`; so is a connection left idle.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_idle_clients_are_cut_off() {
+    use std::io::Write;
+    let lb = Lb::start(&format!(
+        "[proxy]\nclient_header_timeout_ms = 300\n{}",
+        common::THREE
+    ));
+    let mut slow = std::net::TcpStream::connect(lb.addr).unwrap();
+    let mut idle = std::net::TcpStream::connect(lb.addr).unwrap();
+    let start = Instant::now();
+    slow.write_all(b"GET /rep HTTP/1.1\r\nHost: lb\r\nX-A: 1\r\n")
+        .unwrap();
+    let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(3));
+    assert!(closed, "a half-sent head is not waited for forever");
+    let (_, idle_closed) = read_until_closed(&mut idle, Duration::from_secs(3));
+    assert!(idle_closed);
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    // A client that sends in time is served as usual.
+    assert_eq!(lb.get("/rep").await.status, 200);
+}
+
+/// Requests with more header fields than lb could forward to a replica are refused (431), not
+/// passed on to break a connection other clients' requests share.
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_header_fields_are_refused_before_a_replica_sees_them() {
+    use std::io::Write;
+    let lb = Lb::start(common::THREE);
+    let request = |fields: usize| {
+        let mut head = String::from("GET /home HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n");
+        for i in 0..fields {
+            head.push_str(&format!("X-Extra-{i}: {i}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut stream = std::net::TcpStream::connect(lb.addr).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        read_until_closed(&mut stream, Duration::from_secs(5)).0
+    };
+    let answer = request(97);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let answer = request(90);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("Hello from Server"), "{answer}");
+}
+
+/// Beyond `max_connections` nothing more is accepted until a connection closes; the open files
+/// limit is raised to the hard limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_limit_wait_their_turn() {
+    use std::io::Write;
+    let lb = Lb::start(&format!(
+        "[proxy]\nworkers = 1\nmax_connections = 2\nclient_header_timeout_ms = 20000\n{}",
+        common::THREE
+    ));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", lb.pid())).unwrap();
+    let files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        files[3], files[4],
+        "soft limit raised to the hard one: {limits}"
+    );
+
+    let first = std::net::TcpStream::connect(lb.addr).unwrap();
+    let _second = std::net::TcpStream::connect(lb.addr).unwrap();
+    // The kernel hands connections over in order: these two are the ones accepted.
+    let mut third = std::net::TcpStream::connect(lb.addr).unwrap();
+    third
+        .write_all(b"GET /rep HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (waiting, closed) = read_until_closed(&mut third, Duration::from_millis(700));
+    assert!(
+        waiting.is_empty() && !closed,
+        "served beyond the limit: {waiting}"
+    );
+    drop(first);
+    let (answer, _) = read_until_closed(&mut third, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}

@@ -81,6 +81,13 @@ pub struct ProxySection {
     /// Send bodiless `GET`/`HEAD` requests over batching connections that may pipeline
     /// ([`crate::upstream`]); `false` gives every request a connection of its own.
     pub pipelining: bool,
+    /// A client must send a whole request head within this long, counted from when `lb` starts
+    /// waiting for it (so it also bounds how long a keep-alive connection may sit idle);
+    /// otherwise the connection is closed. Slow-loris protection.
+    pub client_header_timeout_ms: u64,
+    /// Most client connections open at once, over all workers; beyond it `lb` stops accepting
+    /// (new connections wait in the kernel's queue) until one closes. 0: no limit.
+    pub max_connections: usize,
 }
 
 impl Default for ProxySection {
@@ -88,6 +95,8 @@ impl Default for ProxySection {
         ProxySection {
             workers: 0,
             pipelining: true,
+            client_header_timeout_ms: 10_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -584,6 +593,14 @@ impl Config {
                 problems
                     .push(self.problem(r.id.span(), format!("duplicate id {}", r.id.get_ref())));
             }
+        }
+        if self.proxy.client_header_timeout_ms == 0 {
+            let at =
+                check::key_offset(&self.text, "proxy", "client_header_timeout_ms").unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                "proxy.client_header_timeout_ms must be at least 1".into(),
+            ));
         }
         if self.replicas.len() > self.limits.max_replicas {
             let at = check::key_offset(&self.text, "limits", "max_replicas")

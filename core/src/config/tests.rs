@@ -150,11 +150,11 @@ timeout_ms = 3
 
 #[test]
 fn an_unknown_key_far_from_every_known_one_lists_them() {
-    let found = problems("[proxy]\ncolour = 1\n");
+    let found = problems("[plugins]\ncolour = 1\n");
     assert_eq!(found.len(), 1);
     assert_eq!(
         found[0].message,
-        "unknown key `colour` in [proxy]; known keys in [proxy]: `workers`, `pipelining`"
+        "unknown key `colour` in [plugins]; known keys in [plugins]: `dirs`"
     );
 }
 

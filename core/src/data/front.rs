@@ -12,9 +12,10 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +31,12 @@ use crate::config::ProxySection;
 use crate::control::ControllerHandle;
 use crate::state::{Backend, Shared};
 
+/// Most header fields in a client's request: hyper's (and so `server`'s) limit is 100, and `lb`
+/// adds `X-Forwarded-For`; a request it could not forward whole is refused here (431).
+const MAX_CLIENT_HEADERS: usize = 96;
+/// Largest client request head (431 beyond): bounds the memory one connection can hold.
+const MAX_CLIENT_HEAD: usize = 32 * 1024;
+
 /// The header whose value routes a request.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -40,6 +47,8 @@ pub(crate) struct App {
     api: Api,
     /// Whether requests for other paths are proxied (not on the admin address).
     proxies: bool,
+    /// How long a client may take to send a request head.
+    header_timeout: Duration,
     client: Client<HttpConnector, Incoming>,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled.
     upstreams: Option<Upstreams>,
@@ -67,6 +76,7 @@ impl App {
             api: Api::new(Arc::clone(&shared), controller, access),
             shared,
             proxies,
+            header_timeout: Duration::from_millis(settings.client_header_timeout_ms),
             client,
             upstreams: settings.pipelining.then(Upstreams::new),
         }
@@ -223,15 +233,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Accept connections on `listener` and serve them with `app` until `stop` holds a drain time;
 /// then stop accepting, let every connection finish the request it is on (idle keep-alive
 /// connections close at once), and return when all are done or the drain time has passed.
+///
+/// At most `limit` connections are open at once: beyond it nothing is accepted (clients wait in
+/// the kernel's queue) until one closes.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    limit: Option<usize>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     let drain = loop {
+        let full = limit.is_some_and(|limit| connections.len() >= limit);
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if !full => match accepted {
                 Ok((stream, remote)) => {
                     connections.spawn(connection(stream, remote, Arc::clone(&app), stop.clone()));
                 }
@@ -271,6 +286,7 @@ async fn connection(
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
     let _ = stream.set_nodelay(true);
+    let app_header_timeout = app.header_timeout;
     // Built once per connection, cloned (a reference count) per request.
     let forwarded_for = HeaderValue::from_str(&remote.ip().to_string())
         .expect("an IP address is a valid header value");
@@ -279,8 +295,13 @@ async fn connection(
         let forwarded_for = forwarded_for.clone();
         async move { Ok::<_, Infallible>(app.handle(req, &forwarded_for).await) }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app_header_timeout)
+        // Never more than a replica accepts: room is left for the fields lb adds.
+        .max_headers(MAX_CLIENT_HEADERS)
+        .max_header_size(MAX_CLIENT_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,

@@ -136,11 +136,20 @@ impl Workers {
             };
             serving.push((admin, access, false));
         }
+        // The connection limit, shared out over the traffic workers.
+        let traffic_workers = serving
+            .iter()
+            .filter(|(_, _, proxies)| *proxies)
+            .count()
+            .max(1);
+        let per_worker = (settings.max_connections > 0)
+            .then(|| settings.max_connections.div_ceil(traffic_workers));
         let mut threads = Vec::with_capacity(serving.len());
         for (i, (listener, access, proxies)) in serving.into_iter().enumerate() {
             let shared = Arc::clone(shared);
             let controller = controller.clone();
             let stopped = stopped.clone();
+            let limit = if proxies { per_worker } else { None };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -157,7 +166,7 @@ impl Workers {
                             }
                         };
                         let app = Arc::new(App::new(shared, controller, settings, access, proxies));
-                        front::serve(listener, app, stopped).await;
+                        front::serve(listener, app, limit, stopped).await;
                     });
                 })
                 .map_err(WorkersError::Spawn)?;
