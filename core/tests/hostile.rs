@@ -272,3 +272,52 @@ async fn connections_beyond_the_limit_wait_their_turn() {
     let (answer, _) = read_until_closed(&mut third, Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
+
+/// A save of `lb.toml` made while an `/add` is starting its replica is not lost when the `/add`
+/// writes its replica back: both end up in the file and in the ring.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_save_during_an_add_is_not_lost() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/slow_replica.py"
+    );
+    let lb = Arc::new(Lb::start(&format!(
+        r#"
+[supervisor]
+command = ["python3", "{fixture}", "--slow-ms", "0", "--start-delay-ms", "1500"]
+[[replicas]]
+hostname = "Server 1"
+id = 1
+"#
+    )));
+    let pending = {
+        let lb = Arc::clone(&lb);
+        tokio::spawn(async move {
+            lb.send("POST", "/add", br#"{"n": 1, "hostnames": ["Added"]}"#, &[])
+                .await
+        })
+    };
+    eventually(Duration::from_secs(5), "the add under way", || async {
+        lb.log().contains("Added").then_some(())
+    })
+    .await;
+    let text = std::fs::read_to_string(&lb.config).unwrap();
+    std::fs::write(
+        &lb.config,
+        format!("{text}\n[[replicas]]\nhostname = \"Saved\"\nid = 7\n"),
+    )
+    .unwrap();
+    let answer = pending.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let names = eventually(Duration::from_secs(10), "both in the ring", || async {
+        let (n, names) = lb.rep().await;
+        (n == 3).then_some(names)
+    })
+    .await;
+    assert!(names.contains(&"Added".to_owned()) && names.contains(&"Saved".to_owned()));
+    let file = std::fs::read_to_string(&lb.config).unwrap();
+    assert!(
+        file.contains("\"Saved\"") && file.contains("\"Added\""),
+        "{file}"
+    );
+}
