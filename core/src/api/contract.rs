@@ -106,6 +106,33 @@ impl From<ControlError> for ApiError {
     }
 }
 
+/// The first key a JSON object (`body`, already known to be one) repeats at its top level.
+fn repeated_key(body: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut repeated = None;
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(key.clone()) && repeated.is_none() {
+                    repeated = Some(key);
+                }
+            }
+            Ok(repeated)
+        }
+    }
+    serde_json::Deserializer::from_slice(body)
+        .deserialize_map(Keys)
+        .ok()
+        .flatten()
+}
+
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest(message.into())
 }
@@ -143,6 +170,9 @@ pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, Api
             r#"request body must be a JSON object such as {"n": 2, "hostnames": ["S5", "S6"]}"#,
         ));
     };
+    if let Some(key) = repeated_key(body) {
+        return Err(bad(format!("field '{key}' is given more than once")));
+    }
     if let Some(key) = fields.keys().find(|k| *k != "n" && *k != "hostnames") {
         return Err(bad(format!(
             "unknown field '{key}'; the body takes 'n' and optionally 'hostnames'"
@@ -257,6 +287,11 @@ mod tests {
             (r#"{"n": 2, "hostnames": ["a", "a"]}"#, "more than once"),
             (r#"{"n": 1, "hostnames": [""]}"#, "1 to 63"),
             (r#"{"n": 1, "hostnames": ["a/b"]}"#, "'/'"),
+            (r#"{"n": 1, "n": 64}"#, "field 'n' is given more than once"),
+            (
+                r#"{"n": 2, "hostnames": ["a"], "hostnames": ["b", "c"]}"#,
+                "field 'hostnames' is given more than once",
+            ),
         ] {
             let m = err(body, Scale::Add);
             assert!(m.contains(needle), "{body}: {m}");
