@@ -321,3 +321,39 @@ id = 1
         "{file}"
     );
 }
+
+/// A replica answering with a status outside 100–599 gets its client a 502, on both forwarding
+/// paths, and the 502 is logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_outside_the_rfc_range_is_a_logged_502() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/slow_replica.py"
+    );
+    for pipelining in [true, false] {
+        let lb = Lb::start(&format!(
+            r#"
+[proxy]
+pipelining = {pipelining}
+[supervisor]
+command = ["python3", "{fixture}", "--slow-ms", "0", "--home-status", "999"]
+[[replicas]]
+hostname = "Odd"
+id = 1
+"#
+        ));
+        let answer = lb.get("/home").await;
+        assert_eq!(
+            answer.status, 502,
+            "pipelining {pipelining}: {}",
+            answer.body
+        );
+        assert!(answer.body.contains("status code 999"), "{}", answer.body);
+        eventually(Duration::from_secs(5), "the 502 in the log", || async {
+            lb.log()
+                .contains("502: replica did not answer")
+                .then_some(())
+        })
+        .await;
+    }
+}

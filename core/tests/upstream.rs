@@ -442,3 +442,51 @@ async fn a_slow_replica_gets_concurrent_requests_on_separate_connections() {
     );
     assert!(replica.connections.load(Ordering::SeqCst) >= 8);
 }
+
+#[tokio::test]
+async fn hostile_responses_fail_their_request_once_and_spare_the_others() {
+    let big = format!(
+        "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok",
+        "a".repeat(70 * 1024)
+    );
+    let replica = fake(move |_, _, target| match target {
+        "/status-999" => Act::Send(b"HTTP/1.1 999 Odd\r\ncontent-length: 2\r\n\r\nok".to_vec()),
+        "/many-1xx" => Act::Send(
+            "HTTP/1.1 103 Early Hints\r\n\r\n"
+                .repeat(9)
+                .into_bytes()
+                .into_iter()
+                .chain(ok("late"))
+                .collect(),
+        ),
+        "/big-head" => Act::Send(big.clone().into_bytes()),
+        "/garbage" => Act::Send(b"SSH-2.0-OpenSSH\r\n\r\n".to_vec()),
+        _ => Act::Send(ok("fine")),
+    })
+    .await;
+    let up = Upstreams::new();
+    for (target, reason) in [
+        ("/status-999", "status code 999"),
+        ("/many-1xx", "more than 8 interim"),
+        ("/big-head", "larger than 65536 bytes"),
+        ("/garbage", "invalid response"),
+    ] {
+        let before = replica.seen.lock().unwrap().len();
+        // The hostile response and two requests queued behind it on the same connection.
+        let (bad, next, last) = tokio::join!(
+            get(&up, &replica.addr, target),
+            get(&up, &replica.addr, "/after-1"),
+            get(&up, &replica.addr, "/after-2"),
+        );
+        let err = bad.unwrap_err();
+        assert!(err.contains(reason), "{target}: {err}");
+        assert_eq!(next.unwrap().1, "fine", "after {target}");
+        assert_eq!(last.unwrap().1, "fine", "after {target}");
+        let seen = replica.seen.lock().unwrap()[before..].to_vec();
+        assert_eq!(
+            seen.iter().filter(|t| *t == target).count(),
+            1,
+            "{target} was answered, so it is not sent again: {seen:?}"
+        );
+    }
+}

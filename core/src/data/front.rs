@@ -5,6 +5,7 @@
 //! forwards the request over a pooled keep-alive connection, streaming the response back.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,6 +141,11 @@ impl App {
 
         let in_flight = backend.begin_request();
         match self.client.request(req).await {
+            // hyper takes any three digits; RFC 9110 §15 has 100–599.
+            Ok(resp) if resp.status().as_u16() > 599 => {
+                let reason = format!("invalid response: status code {}", resp.status().as_u16());
+                did_not_answer(&backend, &reason)
+            }
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
                 not_in_replicas(path_and_query.path())
             }
@@ -208,7 +214,38 @@ fn not_in_replicas(path: &str) -> Response<LbBody> {
     )))
 }
 
+/// 502s logged in the current second, and when that second began (seconds since start-up).
+static BAD_GATEWAYS: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+/// At most this many 502s are logged per second; the rest are counted in the next line.
+const BAD_GATEWAY_LOG_LIMIT: u64 = 10;
+
+/// Log a 502, at most [`BAD_GATEWAY_LOG_LIMIT`] a second over all workers (a dead replica can
+/// fail thousands of requests a second; the log says how many were not shown).
+fn log_bad_gateway(backend: &Backend, reason: &str) {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let now = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
+    let (count, second) = &BAD_GATEWAYS;
+    if second.swap(now, Ordering::Relaxed) != now {
+        let suppressed = count
+            .swap(0, Ordering::Relaxed)
+            .saturating_sub(BAD_GATEWAY_LOG_LIMIT);
+        if suppressed > 0 {
+            tracing::warn!(
+                suppressed,
+                "more 502 answers in the last second, not logged one by one"
+            );
+        }
+    }
+    if count.fetch_add(1, Ordering::Relaxed) < BAD_GATEWAY_LOG_LIMIT {
+        tracing::warn!(replica = %backend.hostname, %reason, "502: replica did not answer");
+    }
+}
+
 fn did_not_answer(backend: &Backend, reason: &str) -> Response<LbBody> {
+    log_bad_gateway(backend, reason);
     error_response(&ApiError::BadGateway(format!(
         "replica '{}' did not answer: {reason}",
         backend.hostname

@@ -21,7 +21,8 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// The tokens of `Connection` field values, trimmed and lower-cased (field names, `close`,
-/// `keep-alive`). Allocates nothing when there is no `Connection` field.
+/// `keep-alive`), except `host`: a request without it is not HTTP/1.1, so a client cannot have
+/// it removed that way. Allocates nothing when there is no `Connection` field.
 pub(crate) fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
     let mut tokens = Vec::new();
     for value in values {
@@ -30,7 +31,7 @@ pub(crate) fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> V
             value
                 .split(',')
                 .map(|t| t.trim().to_ascii_lowercase())
-                .filter(|t| !t.is_empty()),
+                .filter(|t| !t.is_empty() && t != "host"),
         );
     }
     tokens
@@ -74,6 +75,17 @@ mod tests {
         strip(&mut headers);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-request-id"]);
+    }
+
+    #[test]
+    fn host_cannot_be_listed_away() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("lb"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Host, x-a"));
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        strip(&mut headers);
+        assert_eq!(headers.get(header::HOST).unwrap(), "lb");
+        assert!(!headers.contains_key("x-a"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::body::PipeBody;
 use super::chunked::{chunked_step, ChunkStep};
 use super::framing::{parse_head, Framing, Head, ParsedHead};
 use super::shared::{Conn, Job, Latency, Pool, Reply};
-use super::{UpstreamError, BODY_QUEUE, CONNECT_TIMEOUT, IDLE_TIMEOUT, READ_CHUNK};
+use super::{UpstreamError, BODY_QUEUE, CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_INTERIM, READ_CHUNK};
 
 /// A connection's task: connect, then write jobs and read responses until the connection ends
 /// or stays idle for [`IDLE_TIMEOUT`]; then fail whatever is left and leave the pool.
@@ -79,6 +79,8 @@ struct Pending {
     /// `None` once the response head was handed over.
     reply: Option<Reply>,
     head_only: bool,
+    /// Interim (1xx) responses received so far.
+    interim: u8,
     /// When the request was queued for writing.
     sent: Instant,
 }
@@ -231,6 +233,7 @@ impl<'c> Pipeline<'c> {
         self.pending.push_back(Pending {
             reply: Some(job.reply),
             head_only: job.head_only,
+            interim: 0,
             sent: now,
         });
     }
@@ -304,7 +307,13 @@ impl<'c> Pipeline<'c> {
         let (len, head) = match parse_head(&self.rbuf, front.head_only)? {
             ParsedHead::Partial => return Ok(Step::More),
             ParsedHead::Interim(len) => {
-                // 100 Continue, 103 Early Hints: the final response follows.
+                // 100 Continue, 103 Early Hints: the final response follows, soon.
+                front.interim += 1;
+                if front.interim > MAX_INTERIM {
+                    return Err(UpstreamError::Invalid(format!(
+                        "more than {MAX_INTERIM} interim (1xx) responses to one request"
+                    )));
+                }
                 self.rbuf.advance(len);
                 return Ok(Step::Progress);
             }
@@ -425,6 +434,10 @@ impl<'c> Pipeline<'c> {
 
     /// The connection is over: tell every waiting request why. A body being streamed ends
     /// with an error (its sink is dropped without being finished).
+    ///
+    /// A malformed response is the answer to the request at the front: that request fails with
+    /// it (it is not sent again — the replica did answer). The requests behind it had no answer
+    /// yet and are sent again on a fresh connection, so they do not pay for another's response.
     fn fail_all(&mut self, failure: Option<UpstreamError>) {
         let reason = failure.as_ref().map_or_else(
             || "the replica closed the connection".to_owned(),
@@ -435,6 +448,12 @@ impl<'c> Pipeline<'c> {
                 sink.fail(reason.clone());
             }
             self.pending.pop_front();
+        } else if let Some(invalid @ UpstreamError::Invalid(_)) = &failure {
+            if let Some(mut front) = self.pending.pop_front() {
+                if let Some(reply) = front.reply.take() {
+                    let _ = reply.send(Err(invalid.clone()));
+                }
+            }
         }
         for pending in self.pending.drain(..) {
             if let Some(reply) = pending.reply {

@@ -114,6 +114,12 @@ pub(crate) fn parse_head(buf: &[u8], head_only: bool) -> Result<ParsedHead, Upst
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
     let len = match parsed.parse(buf) {
+        // A whole head that arrived in one read is held to the same limit.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+            return Err(UpstreamError::Invalid(format!(
+                "response head larger than {MAX_HEAD} bytes"
+            )))
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(UpstreamError::Invalid(format!(
@@ -124,8 +130,11 @@ pub(crate) fn parse_head(buf: &[u8], head_only: bool) -> Result<ParsedHead, Upst
         Err(e) => return Err(UpstreamError::Invalid(e.to_string())),
     };
     let code = parsed.code.unwrap_or(0);
+    // RFC 9110 §15: status codes are 100–599 (the parser takes any three digits).
     let status = StatusCode::from_u16(code)
-        .map_err(|_| UpstreamError::Invalid(format!("status code {code}")))?;
+        .ok()
+        .filter(|s| s.as_u16() <= 599)
+        .ok_or_else(|| UpstreamError::Invalid(format!("status code {code}")))?;
     if status.is_informational() {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(UpstreamError::Invalid(

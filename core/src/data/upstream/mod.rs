@@ -54,6 +54,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 100;
+/// Most interim (1xx) responses accepted before the final response to one request.
+const MAX_INTERIM: u8 = 8;
 /// Longest chunk-size or trailer line accepted in a chunked body.
 const MAX_LINE: usize = 4096;
 /// Bytes read at once.
