@@ -229,6 +229,20 @@ impl Placement {
         self.owner_of_slot(self.slot_of(request_id))
     }
 
+    /// The first member, going clockwise from `slot` (itself included), that `skip` does not
+    /// rule out: where a request goes when its owner cannot serve it — the next replica in ring
+    /// order. `None` when every member is ruled out. O(M) at worst; for retries, not lookups.
+    pub fn next_member(&self, slot: u32, mut skip: impl FnMut(usize) -> bool) -> Option<usize> {
+        let m = self.owners.len();
+        if m == 0 {
+            return None;
+        }
+        let start = slot as usize % m;
+        (0..m)
+            .map(|k| self.owners[(start + k) % m] as usize)
+            .find(|&member| !skip(member))
+    }
+
     /// Per slot, the index of the member serving it (length `M`; empty when there are no
     /// members).
     pub fn owners(&self) -> &[u32] {

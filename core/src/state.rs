@@ -180,4 +180,6 @@ pub struct Shared {
     pub config: ArcSwap<ConfigStatus>,
     /// Fixed facts.
     pub meta: Meta,
+    /// Requests sent again to the next replica because theirs could not take them.
+    pub retries: AtomicU64,
 }

@@ -357,3 +357,54 @@ id = 1
         .await;
     }
 }
+
+/// Requests served so far, over all replicas (from `/_lb/status`).
+async fn served(lb: &Lb) -> u64 {
+    lb.status().await["replicas"]
+        .as_array()
+        .map(|rs| rs.iter().filter_map(|r| r["requests"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// `kill -9` of the busiest replica under 16 clients without pause: no client sees an error —
+/// requests that could not reach it go to the next replica in ring order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_replica_costs_no_client_request() {
+    let lb = Arc::new(Lb::start(common::THREE));
+    let traffic = common::Traffic::start(&lb, 16);
+    eventually(Duration::from_secs(20), "traffic flowing", || async {
+        (served(&lb).await > 2_000).then_some(())
+    })
+    .await;
+    // Server 1 owns 84 % of the ring with the assignment's functions.
+    let (victim, pid) = lb
+        .replica_pids()
+        .await
+        .into_iter()
+        .find(|(name, _)| name == "Server 1")
+        .unwrap();
+    common::signal(pid, libc::SIGKILL);
+    eventually(Duration::from_secs(10), "the replacement", || async {
+        let (n, names) = lb.rep().await;
+        (n == 3 && !names.contains(&victim)).then_some(())
+    })
+    .await;
+    let after = served(&lb).await;
+    eventually(
+        Duration::from_secs(20),
+        "traffic after the replacement",
+        || async { (served(&lb).await > after + 2_000).then_some(()) },
+    )
+    .await;
+    let answers = traffic.finish().await;
+    let failed: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(answers.len() > 4_000, "{}", answers.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        answers.len(),
+        failed.first()
+    );
+    assert!(lb.status().await["retries"].as_u64().is_some());
+}

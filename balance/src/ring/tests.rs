@@ -671,3 +671,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn next_member_walks_clockwise_past_ruled_out_members() {
+    let ring = build(RingParams::default(), spec(), &[1, 2, 3]).unwrap();
+    // Slot 32 is server 2's virtual node (SPEC_S2); slots 33..=34 go to server 1's node at 34,
+    // 35 is server 3's; slots after 114 wrap around to server 1's node at 26.
+    assert_eq!(ring.next_member(32, |_| false), Some(1));
+    assert_eq!(ring.next_member(32, |m| m == 1), Some(0));
+    assert_eq!(ring.next_member(32, |m| m == 1 || m == 0), Some(2));
+    assert_eq!(ring.next_member(511, |m| m == 0), Some(1), "wraps around");
+    assert_eq!(ring.next_member(32, |_| true), None);
+    let empty = build(RingParams::default(), spec(), &[]).unwrap();
+    assert_eq!(empty.next_member(0, |_| false), None);
+}

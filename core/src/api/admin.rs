@@ -48,6 +48,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
         #[serde(rename = "N")]
         n: usize,
         replicas: Vec<Replica<'a>>,
+        retries: u64,
         vacancies: &'a [Vacancy],
         ring: RingInfo<'a>,
         config: &'a ConfigStatus,
@@ -77,6 +78,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
         uptime_ms: shared.meta.started.elapsed().as_millis(),
         n: snapshot.backends.len(),
         replicas,
+        retries: shared.retries.load(Ordering::Relaxed),
         vacancies: &snapshot.vacancies,
         ring: ring_info(&snapshot),
         config: &config,

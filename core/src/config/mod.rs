@@ -88,6 +88,9 @@ pub struct ProxySection {
     /// Most client connections open at once, over all workers; beyond it `lb` stops accepting
     /// (new connections wait in the kernel's queue) until one closes. 0: no limit.
     pub max_connections: usize,
+    /// How many other replicas (next in ring order) a bodiless `GET`/`HEAD` is sent to when its
+    /// replica could not take it (connection refused or closed before any answer). 0: none.
+    pub retries: usize,
 }
 
 impl Default for ProxySection {
@@ -97,6 +100,7 @@ impl Default for ProxySection {
             pipelining: true,
             client_header_timeout_ms: 10_000,
             max_connections: 10_000,
+            retries: 1,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,6 +100,7 @@ impl Controller {
                 ..ConfigStatus::default()
             }),
             meta,
+            retries: AtomicU64::new(0),
         });
         let (handle, rx) = ControllerHandle::channel();
         let controller = Controller {

@@ -26,7 +26,7 @@ use lb_balance::hash::request_id_from_header;
 
 use super::body::LbBody;
 use super::hop;
-use super::upstream::{self, Upstreams};
+use super::upstream::{self, UpstreamError, Upstreams};
 use crate::api::{self, Access, Api, ApiError};
 use crate::config::ProxySection;
 use crate::control::ControllerHandle;
@@ -50,6 +50,8 @@ pub(crate) struct App {
     proxies: bool,
     /// How long a client may take to send a request head.
     header_timeout: Duration,
+    /// How many other replicas a request that never reached one may be sent to.
+    retries: usize,
     client: Client<HttpConnector, Incoming>,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled.
     upstreams: Option<Upstreams>,
@@ -78,6 +80,7 @@ impl App {
             shared,
             proxies,
             header_timeout: Duration::from_millis(settings.client_header_timeout_ms),
+            retries: settings.retries,
             client,
             upstreams: settings.pipelining.then(Upstreams::new),
         }
@@ -103,14 +106,15 @@ impl App {
         mut req: Request<Incoming>,
         forwarded_for: &HeaderValue,
     ) -> Response<LbBody> {
-        let backend = {
+        let id = match req.headers().get(REQUEST_ID) {
+            Some(value) => request_id_from_header(value.as_bytes()),
+            None => fastrand::u64(100_000..=999_999),
+        };
+        let (backend, slot) = {
             let snapshot = self.shared.snapshot.load();
-            let id = match req.headers().get(REQUEST_ID) {
-                Some(value) => request_id_from_header(value.as_bytes()),
-                None => fastrand::u64(100_000..=999_999),
-            };
-            match snapshot.placement.lookup(id) {
-                Some(member) => Arc::clone(&snapshot.backends[member]),
+            let slot = snapshot.placement.slot_of(id);
+            match snapshot.placement.owner_of_slot(slot) {
+                Some(member) => (Arc::clone(&snapshot.backends[member]), slot),
                 None => {
                     return error_response(&ApiError::Unavailable(
                         "no replica is available to serve the request".into(),
@@ -121,7 +125,7 @@ impl App {
         if let Some(upstreams) = &self.upstreams {
             if batchable(&req) {
                 return self
-                    .pipelined(upstreams, &req, &backend, forwarded_for)
+                    .pipelined(upstreams, &req, backend, slot, forwarded_for)
                     .await;
             }
         }
@@ -164,38 +168,74 @@ impl App {
         }
     }
 
-    /// Forward a bodiless `GET`/`HEAD` over a batching connection ([`crate::upstream`]).
+    /// Forward a bodiless `GET`/`HEAD` over a batching connection ([`super::upstream`]). If
+    /// the request never reached a replica's handler (it could not connect, or the connection
+    /// ended before any answer), it goes to the next replica in ring order, up to `retries`
+    /// times: safe for these methods, and what keeps a killed replica from costing clients.
     async fn pipelined(
         &self,
         upstreams: &Upstreams,
         req: &Request<Incoming>,
-        backend: &Arc<Backend>,
+        mut backend: Arc<Backend>,
+        slot: u32,
         forwarded_for: &HeaderValue,
     ) -> Response<LbBody> {
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let head = upstream::request_head(
-            req.method(),
-            path_and_query,
-            req.headers(),
-            backend.authority.as_str(),
-            forwarded_for,
-        );
-        let in_flight = backend.begin_request();
         let head_only = req.method() == Method::HEAD;
-        match upstreams.request(&backend.addr, head, head_only).await {
-            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => not_in_replicas(req.uri().path()),
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                Response::from_parts(
-                    parts,
-                    LbBody::Piped {
-                        body,
-                        _in_flight: in_flight,
-                    },
-                )
+        let mut tried: Vec<u64> = Vec::new();
+        loop {
+            let head = upstream::request_head(
+                req.method(),
+                path_and_query,
+                req.headers(),
+                backend.authority.as_str(),
+                forwarded_for,
+            );
+            let in_flight = backend.begin_request();
+            let error = match upstreams.request(&backend.addr, head, head_only).await {
+                Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+                    return not_in_replicas(req.uri().path())
+                }
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    return Response::from_parts(
+                        parts,
+                        LbBody::Piped {
+                            body,
+                            _in_flight: in_flight,
+                        },
+                    );
+                }
+                Err(e) => e,
+            };
+            drop(in_flight);
+            tried.push(backend.id);
+            let retryable = matches!(
+                error,
+                UpstreamError::Connect { .. } | UpstreamError::NotStarted(_)
+            );
+            let next = (retryable && tried.len() <= self.retries)
+                .then(|| self.next_replica(slot, &tried))
+                .flatten();
+            match next {
+                Some(next) => {
+                    self.shared.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(from = %backend.hostname, to = %next.hostname, %error, "retrying on the next replica");
+                    backend = next;
+                }
+                None => return did_not_answer(&backend, &error.to_string()),
             }
-            Err(e) => did_not_answer(backend, &e.to_string()),
         }
+    }
+
+    /// The first replica clockwise from `slot`, in the current snapshot, that is not in `tried`
+    /// (a replica that failed has usually left the ring by now: then it is the slot's owner).
+    fn next_replica(&self, slot: u32, tried: &[u64]) -> Option<Arc<Backend>> {
+        let snapshot = self.shared.snapshot.load();
+        snapshot
+            .placement
+            .next_member(slot, |m| tried.contains(&snapshot.backends[m].id))
+            .map(|m| Arc::clone(&snapshot.backends[m]))
     }
 }
 
