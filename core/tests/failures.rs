@@ -149,10 +149,7 @@ command = ["sh", "-c", "exec sleep 30", "replica"]
 /// without finishing anything, so any request not drained would fail.
 #[tokio::test(flavor = "multi_thread")]
 async fn rm_lets_in_flight_requests_finish() {
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/slow_replica.py"
-    );
+    let fixture = common::SLOW_REPLICA;
     let lb = std::sync::Arc::new(Lb::start(&format!(
         r#"
 [supervisor]
@@ -213,10 +210,7 @@ id = 2
 /// exponential backoff — not in a tight loop — and shown as a crash loop in `/_lb/status`.
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_looping_replica_is_backed_off() {
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/slow_replica.py"
-    );
+    let fixture = common::SLOW_REPLICA;
     let lb = Lb::start(&format!(
         r#"
 [health]

@@ -11,10 +11,7 @@ use common::{eventually, Lb};
 /// replaced at once, and other `/add`s and `/rm`s are answered while the bad one is pending.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pending_add_never_delays_failover() {
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/slow_replica.py"
-    );
+    let fixture = common::SLOW_REPLICA;
     let lb = Arc::new(Lb::start(&format!(
         r#"
 [health]
@@ -277,10 +274,7 @@ async fn connections_beyond_the_limit_wait_their_turn() {
 /// writes its replica back: both end up in the file and in the ring.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_save_during_an_add_is_not_lost() {
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/slow_replica.py"
-    );
+    let fixture = common::SLOW_REPLICA;
     let lb = Arc::new(Lb::start(&format!(
         r#"
 [supervisor]
@@ -326,10 +320,7 @@ id = 1
 /// paths, and the 502 is logged.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_status_outside_the_rfc_range_is_a_logged_502() {
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/slow_replica.py"
-    );
+    let fixture = common::SLOW_REPLICA;
     for pipelining in [true, false] {
         let lb = Lb::start(&format!(
             r#"

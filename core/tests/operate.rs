@@ -106,10 +106,7 @@ async fn sighup_rereads_the_configuration_and_keeps_the_replicas() {
 /// SIGTERM: requests in flight finish, replicas stop, exit status 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_requests_finish_then_stops_everything() {
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/slow_replica.py"
-    );
+    let fixture = common::SLOW_REPLICA;
     let lb = Arc::new(Lb::start(&format!(
         r#"
 [supervisor]

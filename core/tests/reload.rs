@@ -279,10 +279,7 @@ async fn listen_change_is_reported_as_needing_a_restart() {
 /// replica leaves: only a real drain keeps them all.
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_rewrites_under_traffic_drop_nothing() {
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/slow_replica.py"
-    );
+    let fixture = common::SLOW_REPLICA;
     let slow =
         format!("[supervisor]\ncommand = [\"python3\", \"{fixture}\", \"--slow-ms\", \"30\"]\n");
     let config = |replicas: &[(&str, u64)], k, probing| config_with(replicas, k, probing, &slow);

@@ -33,6 +33,13 @@ hostname = "Server 3"
 id = 3
 "#;
 
+/// A replica for tests (`tests/fixtures/slow_replica.py`): slow `/home`, dies on SIGTERM without
+/// finishing, and options to hang, start late, die early or answer another status.
+pub const SLOW_REPLICA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/slow_replica.py"
+);
+
 /// A running `lb` process.
 pub struct Lb {
     child: Child,
