@@ -399,3 +399,88 @@ async fn a_killed_replica_costs_no_client_request() {
     );
     assert!(lb.status().await["retries"].as_u64().is_some());
 }
+
+/// A replica that hangs (SIGSTOP) costs its clients one `response_timeout_ms`, not an error and
+/// not the whole hang: GET/HEAD go to the next replica in ring order; other methods get a 504.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_replica_costs_one_response_timeout() {
+    let lb = Arc::new(Lb::start(&format!(
+        "[proxy]\nresponse_timeout_ms = 300\n{}",
+        common::THREE
+    )));
+    let (_, pid) = lb
+        .replica_pids()
+        .await
+        .into_iter()
+        .find(|(name, _)| name == "Server 1")
+        .unwrap();
+    common::signal(pid, libc::SIGSTOP);
+    // Ids 1..40: most belong to Server 1 (84 % of the ring).
+    let clients: Vec<_> = (0..8u64)
+        .map(|c| {
+            let lb = Arc::clone(&lb);
+            tokio::spawn(async move {
+                let mut slowest = Duration::ZERO;
+                let mut failed = Vec::new();
+                for i in 0..5u64 {
+                    let id = (100_000 + c * 1_000 + i).to_string();
+                    let start = Instant::now();
+                    let answer = lb.send("GET", "/home", b"", &[("X-Request-Id", &id)]).await;
+                    slowest = slowest.max(start.elapsed());
+                    if answer.status != 200 {
+                        failed.push((answer.status, answer.body));
+                    }
+                }
+                (slowest, failed)
+            })
+        })
+        .collect();
+    for client in clients {
+        let (slowest, failed) = client.await.unwrap();
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(
+            slowest < Duration::from_secs(2),
+            "a request took {slowest:?}"
+        );
+    }
+    common::signal(pid, libc::SIGCONT);
+}
+
+/// With no retries left, a replica that does not answer in time gets its client a 504.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_answer_in_time_without_retries_is_a_504() {
+    // Heartbeats rarely, so the hung replica is still in the ring when the request comes.
+    let lb = Lb::start(
+        r#"
+[proxy]
+response_timeout_ms = 300
+retries = 0
+[health]
+interval_ms = 5000
+[[replicas]]
+hostname = "Server 1"
+id = 1
+[[replicas]]
+hostname = "Server 2"
+id = 2
+"#,
+    );
+    let (_, pid) = lb
+        .replica_pids()
+        .await
+        .into_iter()
+        .find(|(name, _)| name == "Server 1")
+        .unwrap();
+    common::signal(pid, libc::SIGSTOP);
+    // H(0) = 17: slot 17 belongs to Server 1.
+    let start = Instant::now();
+    let answer = lb.send("GET", "/home", b"", &[("X-Request-Id", "0")]).await;
+    common::signal(pid, libc::SIGCONT);
+    assert_eq!(answer.status, 504, "{}", answer.body);
+    assert!(
+        answer.body.contains("no response within 300 ms"),
+        "{}",
+        answer.body
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+}

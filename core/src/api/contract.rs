@@ -58,6 +58,9 @@ pub(crate) enum ApiError {
     /// 503: no replica to send the request to, or the load balancer is shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// 504: the chosen replica (and those tried after it) did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
 }
 
 impl ApiError {
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 

@@ -91,6 +91,10 @@ pub struct ProxySection {
     /// How many other replicas (next in ring order) a bodiless `GET`/`HEAD` is sent to when its
     /// replica could not take it (connection refused or closed before any answer). 0: none.
     pub retries: usize,
+    /// How long a replica may take to start its response (the head; a body may stream longer).
+    /// Beyond it a bodiless `GET`/`HEAD` goes to the next replica (within `retries`), anything
+    /// else is answered 504.
+    pub response_timeout_ms: u64,
 }
 
 impl Default for ProxySection {
@@ -101,6 +105,7 @@ impl Default for ProxySection {
             client_header_timeout_ms: 10_000,
             max_connections: 10_000,
             retries: 1,
+            response_timeout_ms: 30_000,
         }
     }
 }
@@ -597,6 +602,13 @@ impl Config {
                 problems
                     .push(self.problem(r.id.span(), format!("duplicate id {}", r.id.get_ref())));
             }
+        }
+        if self.proxy.response_timeout_ms == 0 {
+            let at = check::key_offset(&self.text, "proxy", "response_timeout_ms").unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                "proxy.response_timeout_ms must be at least 1".into(),
+            ));
         }
         if self.proxy.client_header_timeout_ms == 0 {
             let at =

@@ -52,6 +52,8 @@ pub(crate) struct App {
     header_timeout: Duration,
     /// How many other replicas a request that never reached one may be sent to.
     retries: usize,
+    /// How long a replica may take to start its response.
+    response_timeout: Duration,
     client: Client<HttpConnector, Incoming>,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled.
     upstreams: Option<Upstreams>,
@@ -81,6 +83,7 @@ impl App {
             proxies,
             header_timeout: Duration::from_millis(settings.client_header_timeout_ms),
             retries: settings.retries,
+            response_timeout: Duration::from_millis(settings.response_timeout_ms),
             client,
             upstreams: settings.pipelining.then(Upstreams::new),
         }
@@ -144,7 +147,15 @@ impl App {
         headers.append(X_FORWARDED_FOR, forwarded_for.clone());
 
         let in_flight = backend.begin_request();
-        match self.client.request(req).await {
+        let answer =
+            match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    let limit = self.response_timeout.as_millis();
+                    return timed_out(&backend, &format!("no response within {limit} ms"));
+                }
+            };
+        match answer {
             // hyper takes any three digits; RFC 9110 §15 has 100–599.
             Ok(resp) if resp.status().as_u16() > 599 => {
                 let reason = format!("invalid response: status code {}", resp.status().as_u16());
@@ -192,7 +203,12 @@ impl App {
                 forwarded_for,
             );
             let in_flight = backend.begin_request();
-            let error = match upstreams.request(&backend.addr, head, head_only).await {
+            let sent = upstreams.request(&backend.addr, head, head_only);
+            let answer = match tokio::time::timeout(self.response_timeout, sent).await {
+                Ok(answer) => answer,
+                Err(_) => Err(UpstreamError::TimedOut(self.response_timeout)),
+            };
+            let error = match answer {
                 Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
                     return not_in_replicas(req.uri().path())
                 }
@@ -210,9 +226,13 @@ impl App {
             };
             drop(in_flight);
             tried.push(backend.id);
+            // Never reached a handler, or (GET and HEAD being safe to repeat) got no answer in
+            // time: a replica that hangs costs its clients one response timeout, not an error.
             let retryable = matches!(
                 error,
-                UpstreamError::Connect { .. } | UpstreamError::NotStarted(_)
+                UpstreamError::Connect { .. }
+                    | UpstreamError::NotStarted(_)
+                    | UpstreamError::TimedOut(_)
             );
             let next = (retryable && tried.len() <= self.retries)
                 .then(|| self.next_replica(slot, &tried))
@@ -222,6 +242,9 @@ impl App {
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(from = %backend.hostname, to = %next.hostname, %error, "retrying on the next replica");
                     backend = next;
+                }
+                None if matches!(error, UpstreamError::TimedOut(_)) => {
+                    return timed_out(&backend, &error.to_string())
                 }
                 None => return did_not_answer(&backend, &error.to_string()),
             }
@@ -251,6 +274,15 @@ fn batchable(req: &Request<Incoming>) -> bool {
 fn not_in_replicas(path: &str) -> Response<LbBody> {
     error_response(&ApiError::BadRequest(format!(
         "'{path}' endpoint does not exist in server replicas"
+    )))
+}
+
+/// A replica that did not answer in time: 504, logged like a 502.
+fn timed_out(backend: &Backend, reason: &str) -> Response<LbBody> {
+    log_bad_gateway(backend, reason);
+    error_response(&ApiError::GatewayTimeout(format!(
+        "replica '{}' did not answer: {reason}",
+        backend.hostname
     )))
 }
 

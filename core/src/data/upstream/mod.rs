@@ -84,6 +84,8 @@ pub enum UpstreamError {
     Io(Arc<std::io::Error>),
     /// The replica's response is not valid HTTP/1.1.
     Invalid(String),
+    /// No response head came within the response timeout.
+    TimedOut(std::time::Duration),
 }
 
 impl fmt::Display for UpstreamError {
@@ -100,6 +102,9 @@ impl fmt::Display for UpstreamError {
             }
             UpstreamError::Io(e) => write!(f, "the connection failed: {e}"),
             UpstreamError::Invalid(reason) => write!(f, "invalid response: {reason}"),
+            UpstreamError::TimedOut(limit) => {
+                write!(f, "no response within {} ms", limit.as_millis())
+            }
         }
     }
 }
@@ -108,7 +113,9 @@ impl std::error::Error for UpstreamError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             UpstreamError::Connect { reason: e, .. } | UpstreamError::Io(e) => Some(&**e),
-            UpstreamError::NotStarted(_) | UpstreamError::Invalid(_) => None,
+            UpstreamError::NotStarted(_)
+            | UpstreamError::Invalid(_)
+            | UpstreamError::TimedOut(_) => None,
         }
     }
 }
