@@ -95,6 +95,9 @@ pub struct ProxySection {
     /// Beyond it a bodiless `GET`/`HEAD` goes to the next replica (within `retries`), anything
     /// else is answered 504.
     pub response_timeout_ms: u64,
+    /// How long connecting to a replica may take; then the request goes to the next replica
+    /// (`GET`/`HEAD`, within `retries`) or gets a 502.
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for ProxySection {
@@ -106,6 +109,7 @@ impl Default for ProxySection {
             max_connections: 10_000,
             retries: 1,
             response_timeout_ms: 30_000,
+            connect_timeout_ms: 2_000,
         }
     }
 }
@@ -602,6 +606,11 @@ impl Config {
                 problems
                     .push(self.problem(r.id.span(), format!("duplicate id {}", r.id.get_ref())));
             }
+        }
+        if self.proxy.connect_timeout_ms == 0 {
+            let at = check::key_offset(&self.text, "proxy", "connect_timeout_ms").unwrap_or(0);
+            problems
+                .push(self.problem(at..at, "proxy.connect_timeout_ms must be at least 1".into()));
         }
         if self.proxy.response_timeout_ms == 0 {
             let at = check::key_offset(&self.text, "proxy", "response_timeout_ms").unwrap_or(0);

@@ -171,3 +171,20 @@ fn wrong_types_in_one_section_are_all_found() {
     let lines: Vec<usize> = found.iter().map(|p| p.line).collect();
     assert_eq!(lines, [2, 3, 4], "{found:#?}");
 }
+
+#[test]
+fn proxy_timeouts_must_be_positive() {
+    let found = problems(
+        "[proxy]\nconnect_timeout_ms = 0\nresponse_timeout_ms = 0\nclient_header_timeout_ms = 0\n",
+    );
+    let messages: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "proxy.connect_timeout_ms must be at least 1",
+            "proxy.response_timeout_ms must be at least 1",
+            "proxy.client_header_timeout_ms must be at least 1",
+        ]
+    );
+    assert_eq!(found.iter().map(|p| p.line).collect::<Vec<_>>(), [2, 3, 4]);
+}

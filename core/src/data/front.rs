@@ -72,7 +72,8 @@ impl App {
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
+        connector.set_connect_timeout(Some(connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1024)
@@ -85,7 +86,9 @@ impl App {
             retries: settings.retries,
             response_timeout: Duration::from_millis(settings.response_timeout_ms),
             client,
-            upstreams: settings.pipelining.then(Upstreams::new),
+            upstreams: settings
+                .pipelining
+                .then(|| Upstreams::with_connect_timeout(connect_timeout)),
         }
     }
 

@@ -43,7 +43,8 @@ pub(crate) fn chunked_step(state: Chunk, buf: &mut BytesMut) -> Result<ChunkStep
             };
             let digits = line.split(|&b| b == b';').next().unwrap_or(&[]);
             let digits = digits.trim_ascii_end();
-            if digits.is_empty() || digits.len() > 15 {
+            // Hex digits only (RFC 9112 §7.1): from_str_radix alone would take a leading '+'.
+            if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
                 return Err(invalid("bad chunk size"));
             }
             let size = std::str::from_utf8(digits)

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::Response;
@@ -18,7 +18,7 @@ use super::body::PipeBody;
 use super::chunked::{chunked_step, ChunkStep};
 use super::framing::{parse_head, Framing, Head, ParsedHead};
 use super::shared::{Conn, Job, Latency, Pool, Reply};
-use super::{UpstreamError, BODY_QUEUE, CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_INTERIM, READ_CHUNK};
+use super::{UpstreamError, BODY_QUEUE, IDLE_TIMEOUT, MAX_INTERIM, READ_CHUNK};
 
 /// A connection's task: connect, then write jobs and read responses until the connection ends
 /// or stays idle for [`IDLE_TIMEOUT`]; then fail whatever is left and leave the pool.
@@ -28,8 +28,9 @@ pub(crate) async fn run(
     conn: Arc<Conn>,
     latency: Arc<Latency>,
     pool: Weak<Pool>,
+    connect_timeout: Duration,
 ) {
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await;
+    let connected = tokio::time::timeout(connect_timeout, TcpStream::connect(addr.as_str())).await;
     let failure = match connected {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
@@ -50,7 +51,7 @@ pub(crate) async fn run(
             addr: addr.clone(),
             reason: Arc::new(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("timed out after {CONNECT_TIMEOUT:?}"),
+                format!("timed out after {connect_timeout:?}"),
             )),
         },
     };

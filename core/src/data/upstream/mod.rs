@@ -48,8 +48,8 @@ pub const MAX_BATCH: usize = 16;
 pub const BATCH_WHILE_FASTER_THAN: Duration = Duration::from_millis(1);
 /// An idle connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long connecting to a replica may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting to a replica may take, unless configured (`[proxy] connect_timeout_ms`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head.

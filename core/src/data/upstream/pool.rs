@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
@@ -11,18 +12,33 @@ use tokio::sync::{mpsc, oneshot};
 use super::body::PipeBody;
 use super::conn::run;
 use super::shared::{Conn, Job, Pool};
-use super::{UpstreamError, MAX_BATCH, MAX_CONNECTIONS};
+use super::{UpstreamError, CONNECT_TIMEOUT, MAX_BATCH, MAX_CONNECTIONS};
 
 /// One worker's connections to every replica.
-#[derive(Default)]
 pub struct Upstreams {
     pool: Arc<Pool>,
+    /// How long connecting to a replica may take.
+    connect_timeout: Duration,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Upstreams::with_connect_timeout(CONNECT_TIMEOUT)
+    }
 }
 
 impl Upstreams {
-    /// Connections to no replica yet.
+    /// Connections to no replica yet, connecting within [`CONNECT_TIMEOUT`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Connections to no replica yet, connecting within `connect_timeout`.
+    pub fn with_connect_timeout(connect_timeout: Duration) -> Self {
+        Upstreams {
+            pool: Arc::default(),
+            connect_timeout,
+        }
     }
 
     /// Send a bodiless idempotent request (`head`, from [`request_head`]) to the replica at
@@ -114,6 +130,7 @@ impl Upstreams {
             Arc::clone(&conn),
             Arc::clone(&replica.latency),
             Arc::downgrade(&self.pool),
+            self.connect_timeout,
         ));
         conn
     }

@@ -110,6 +110,7 @@ fn bad_chunk_sizes_are_refused() {
         b"5g\r\n",
         b"0x5\r\n",
         b"-1\r\n",
+        b"+5\r\n",
         b" 5\r\n",
         b";ext\r\n",
         b"\r\n",
