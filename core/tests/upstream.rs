@@ -399,7 +399,9 @@ async fn busy_connections_grow_to_the_cap_and_then_pipeline() {
             });
         }
     });
-    let up = Upstreams::new();
+    // Queue behind anything younger than a minute: on a loaded machine the requests below may
+    // take more than QUEUE_BEHIND to be issued, and this test is about the cap.
+    let up = Upstreams::new().queue_behind(std::time::Duration::from_secs(60));
     let answers = join_all((0..total).map(|i| {
         let up = &up;
         let addr = addr.clone();
@@ -418,6 +420,118 @@ async fn busy_connections_grow_to_the_cap_and_then_pipeline() {
         connections <= lb::data::upstream::MAX_CONNECTIONS,
         "{connections} connections for {total} requests"
     );
+}
+
+/// A replica where `/held…` requests are answered only when `release` fires and every other
+/// request at once (in order on each connection, as HTTP/1.1 requires). Returns its address
+/// and its counts of accepted connections and of requests read.
+async fn holding_replica(
+    release: Arc<tokio::sync::Notify>,
+) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let read = Arc::new(AtomicUsize::new(0));
+    let (count, reads) = (Arc::clone(&accepted), Arc::clone(&read));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (release, reads) = (Arc::clone(&release), Arc::clone(&reads));
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                loop {
+                    let n = match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    loop {
+                        let mut fields = [httparse::EMPTY_HEADER; 32];
+                        let mut req = httparse::Request::new(&mut fields);
+                        let Ok(httparse::Status::Complete(len)) = req.parse(&buf) else {
+                            break;
+                        };
+                        let target = req.path.unwrap().to_owned();
+                        buf.drain(..len);
+                        reads.fetch_add(1, Ordering::SeqCst);
+                        if target.starts_with("/held") {
+                            release.notified().await;
+                        }
+                        if stream.write_all(&ok(&target)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, read)
+}
+
+/// Requests held by a slow replica on every connection (more than [`MAX_CONNECTIONS`]) do not
+/// hold up unrelated requests to it: those get connections of their own instead of queueing
+/// behind a request older than `QUEUE_BEHIND`.
+#[tokio::test]
+async fn unrelated_requests_never_queue_behind_held_ones() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (addr, accepted, read) = holding_replica(Arc::clone(&release)).await;
+    let up = Arc::new(Upstreams::new());
+    let held_count = lb::data::upstream::MAX_CONNECTIONS + 8;
+    // One at a time, each read by the replica before the next (clients arriving one by one,
+    // not a batch): each takes a connection of its own up to the cap, then they pipeline.
+    let mut held = Vec::new();
+    for i in 0..held_count {
+        let (up, addr) = (Arc::clone(&up), addr.clone());
+        held.push(tokio::spawn(async move {
+            get(&up, &addr, &format!("/held{i}")).await
+        }));
+        if i < lb::data::upstream::MAX_CONNECTIONS {
+            eventually_async(|| read.load(Ordering::SeqCst) > i).await;
+        }
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        lb::data::upstream::MAX_CONNECTIONS
+    );
+    // Let the held requests grow older than QUEUE_BEHIND (5 ms): the rule under test is an age.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for i in 0..10 {
+        let target = format!("/fast{i}");
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_secs(10), get(&up, &addr, &target))
+                .await
+                .expect("an unrelated request waited behind a held one");
+        assert_eq!(answer.unwrap().1, target.as_str());
+    }
+    assert!(held.iter().all(|h| !h.is_finished()), "released too early");
+    let open = up.connections()[&addr];
+    assert!(
+        open > lb::data::upstream::MAX_CONNECTIONS
+            && open <= lb::data::upstream::MAX_CONNECTIONS_WHEN_HELD,
+        "{open} connections"
+    );
+    // Release every held request (one notification each; more than enough).
+    for _ in 0..held_count * 2 {
+        release.notify_one();
+        tokio::task::yield_now().await;
+    }
+    for h in held {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), h)
+            .await
+            .expect("a held request was never answered")
+            .unwrap();
+        assert!(answer.unwrap().1.starts_with(b"/held"));
+    }
+}
+
+/// Poll `done` until it holds (10 s at most).
+async fn eventually_async(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]

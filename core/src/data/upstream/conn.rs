@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::body::PipeBody;
 use super::chunked::{chunked_step, ChunkStep};
 use super::framing::{parse_head, Framing, Head, ParsedHead};
-use super::shared::{Conn, Job, Latency, Pool, Reply};
+use super::shared::{micros, Conn, Job, Latency, Pool, Reply};
 use super::{UpstreamError, BODY_QUEUE, IDLE_TIMEOUT, MAX_INTERIM, READ_CHUNK};
 
 /// A connection's task: connect, then write jobs and read responses until the connection ends
@@ -231,6 +231,9 @@ impl<'c> Pipeline<'c> {
             return;
         }
         self.wbuf.extend_from_slice(&job.head);
+        if self.pending.is_empty() {
+            self.conn.oldest.store(micros(now), Relaxed);
+        }
         self.pending.push_back(Pending {
             reply: Some(job.reply),
             head_only: job.head_only,
@@ -428,6 +431,8 @@ impl<'c> Pipeline<'c> {
     /// The front response is complete.
     fn finish_response(&mut self) {
         self.pending.pop_front();
+        let oldest = self.pending.front().map_or(0, |p| micros(p.sent));
+        self.conn.oldest.store(oldest, Relaxed);
         self.conn.outstanding.fetch_sub(1, Relaxed);
         self.conn.streaming.store(false, Relaxed);
         self.last_active = Instant::now();

@@ -6,7 +6,9 @@
 //! turn of the event loop leave in one `write` and their responses come back in one `read`) while
 //! the replica answers within [`BATCH_WHILE_FASTER_THAN`]; else to an idle connection, else to a
 //! new one; only when every connection is taken and the cap is reached is it queued behind others
-//! (HTTP/1.1 pipelining, RFC 9112 §9.3.2). Batching cuts the system calls per request on both
+//! (HTTP/1.1 pipelining, RFC 9112 §9.3.2), and then only behind a request younger than
+//! [`QUEUE_BEHIND`]: when slow requests hold every connection, more are opened (up to
+//! [`MAX_CONNECTIONS_WHEN_HELD`]) so that unrelated requests never wait behind them. Batching cuts the system calls per request on both
 //! sides of the replica connection, which is where a proxy on a loaded machine spends its time.
 //!
 //! Failure rules: a request whose response has not begun when its connection fails (the replica
@@ -37,8 +39,17 @@ pub use body::{BodyError, PipeBody};
 pub use pool::Upstreams;
 pub use request::request_head;
 
-/// Connections a worker keeps open to one replica before it pipelines.
+/// Connections a worker keeps open to one replica before it pipelines: past this many, a request
+/// queues behind the youngest request on a connection, if that one is younger than
+/// [`QUEUE_BEHIND`].
 pub const MAX_CONNECTIONS: usize = 32;
+/// Connections a worker opens to one replica at most: while every connection is held by a
+/// request older than [`QUEUE_BEHIND`] (a slow request), new connections are opened up to this
+/// many rather than making unrelated requests wait behind it.
+pub const MAX_CONNECTIONS_WHEN_HELD: usize = 256;
+/// A request queues only behind a request younger than this (unless every connection up to
+/// [`MAX_CONNECTIONS_WHEN_HELD`] is taken): what a slow request may cost an unrelated one.
+pub const QUEUE_BEHIND: Duration = Duration::from_millis(5);
 /// Requests a connection takes on while others are waiting to be written to it.
 pub const MAX_BATCH: usize = 16;
 /// Requests batch onto a connection only while the replica answers faster than this (moving

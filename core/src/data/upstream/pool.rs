@@ -1,9 +1,9 @@
 //! One worker's connections to every replica, and which one a request goes to.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Response;
@@ -11,14 +11,19 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::body::PipeBody;
 use super::conn::run;
-use super::shared::{Conn, Job, Pool};
-use super::{UpstreamError, CONNECT_TIMEOUT, MAX_BATCH, MAX_CONNECTIONS};
+use super::shared::{micros, Conn, Job, Pool};
+use super::{
+    UpstreamError, CONNECT_TIMEOUT, MAX_BATCH, MAX_CONNECTIONS, MAX_CONNECTIONS_WHEN_HELD,
+    QUEUE_BEHIND,
+};
 
 /// One worker's connections to every replica.
 pub struct Upstreams {
     pool: Arc<Pool>,
     /// How long connecting to a replica may take.
     connect_timeout: Duration,
+    /// A request queues only behind one younger than this (see [`QUEUE_BEHIND`]).
+    queue_behind: Duration,
 }
 
 impl Default for Upstreams {
@@ -38,6 +43,15 @@ impl Upstreams {
         Upstreams {
             pool: Arc::default(),
             connect_timeout,
+            queue_behind: QUEUE_BEHIND,
+        }
+    }
+
+    /// The same, but queueing behind requests younger than `age` instead of [`QUEUE_BEHIND`].
+    pub fn queue_behind(self, age: Duration) -> Self {
+        Upstreams {
+            queue_behind: age,
+            ..self
         }
     }
 
@@ -107,11 +121,29 @@ impl Upstreams {
                 return Arc::clone(c);
             }
             if conns.len() >= MAX_CONNECTIONS {
-                if let Some(c) = conns
-                    .iter()
-                    .min_by_key(|c| (c.streaming.load(Relaxed), c.outstanding.load(Relaxed)))
-                {
-                    return Arc::clone(c);
+                // Queue behind the youngest request, unless even that one is old (a slow
+                // request holds every connection): then open another while allowed.
+                let now = micros(Instant::now());
+                // 0: its last response just completed.
+                let age = |c: &Arc<Conn>| match c.oldest.load(Relaxed) {
+                    0 => 0,
+                    oldest => now.saturating_sub(oldest),
+                };
+                let youngest = conns.iter().filter(usable).min_by_key(|c| age(c));
+                let limit = u64::try_from(self.queue_behind.as_micros()).unwrap_or(u64::MAX);
+                match youngest {
+                    Some(c) if age(c) < limit => return Arc::clone(c),
+                    _ if conns.len() < MAX_CONNECTIONS_WHEN_HELD => {}
+                    youngest => {
+                        let least_busy = || {
+                            conns.iter().min_by_key(|c| {
+                                (c.streaming.load(Relaxed), c.outstanding.load(Relaxed))
+                            })
+                        };
+                        if let Some(c) = youngest.or_else(least_busy) {
+                            return Arc::clone(c);
+                        }
+                    }
                 }
             }
         }
@@ -122,6 +154,7 @@ impl Upstreams {
             outstanding: AtomicUsize::new(0),
             streaming: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            oldest: AtomicU64::new(0),
         });
         conns.push(Arc::clone(&conn));
         tokio::spawn(run(

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Response;
@@ -38,6 +38,16 @@ pub(crate) struct Conn {
     pub(crate) streaming: AtomicBool,
     /// No new jobs: the task ended or will after the current response.
     pub(crate) closed: AtomicBool,
+    /// When the oldest request whose response is not complete was queued ([`micros`]); 0 when
+    /// none is.
+    pub(crate) oldest: AtomicU64,
+}
+
+/// `at` in microseconds since the first call (≥ 1), for ages kept in atomics.
+pub(crate) fn micros(at: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| at);
+    u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX) + 1
 }
 
 /// A worker's view of one replica: its connections and how fast it answers.
