@@ -48,6 +48,9 @@ pub struct Backend {
     pub missed: AtomicU32,
     /// Set once the controller has been told this replica is dead.
     pub reported_dead: AtomicBool,
+    /// Set when the controller takes it out of the ring as failed (not when it is removed on
+    /// purpose): requests waiting on it that are safe to repeat go to the next replica.
+    pub failed: AtomicBool,
     /// Requests being proxied to it right now.
     pub in_flight: AtomicUsize,
     /// Requests proxied to it so far.
@@ -68,6 +71,7 @@ impl Backend {
             handle,
             missed: AtomicU32::new(0),
             reported_dead: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             started: Instant::now(),

@@ -248,3 +248,165 @@ id = 1
     let starts = lb.log().matches("replica started").count();
     assert!(starts <= 6, "{starts} starts: not backed off\n{}", lb.log());
 }
+
+/// A replica that hangs (SIGSTOP) holds no request that can be repeated past the moment it
+/// leaves the ring: requests already waiting on it go to the new owner then — long before the
+/// response timeout (30 s by default) — on both forwarding paths. A POST waiting on it is not
+/// sent again: it gets its 504 when the response timeout ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_replicas_waiting_requests_move_when_it_leaves_the_ring() {
+    for pipelining in [true, false] {
+        // Heartbeats every 500 ms, out after two misses: the requests below reach the stopped
+        // replica well before it leaves the ring.
+        let lb = std::sync::Arc::new(Lb::start(&format!(
+            "[proxy]\npipelining = {pipelining}\nresponse_timeout_ms = 8000\n{}",
+            THREE.replace("interval_ms = 100", "interval_ms = 500")
+        )));
+        let (_, pid) = lb
+            .replica_pids()
+            .await
+            .into_iter()
+            .find(|(name, _)| name == "Server 1")
+            .unwrap();
+        common::signal(pid, libc::SIGSTOP);
+        let start = std::time::Instant::now();
+        // Server 1 owns 84 % of the ring: most of these ids are its.
+        let gets: Vec<_> = (0..12u64)
+            .map(|i| {
+                let lb = std::sync::Arc::clone(&lb);
+                tokio::spawn(async move {
+                    let id = (200_000 + i * 7_919).to_string();
+                    let answer = lb.send("GET", "/home", b"", &[("X-Request-Id", &id)]).await;
+                    (answer, start.elapsed())
+                })
+            })
+            .collect();
+        let post = {
+            let lb = std::sync::Arc::clone(&lb);
+            // H(0) = 17: slot 17 is Server 1's.
+            tokio::spawn(async move {
+                lb.send("POST", "/home", b"{}", &[("X-Request-Id", "0")])
+                    .await
+            })
+        };
+        for get in gets {
+            let (answer, took) = get.await.unwrap();
+            assert_eq!(
+                answer.status, 200,
+                "pipelining {pipelining}: {}",
+                answer.body
+            );
+            assert_ne!(common::served_by(&answer.body), "Server 1");
+            // Answered while Server 1 is still stopped, hence not by waiting for it, and well
+            // before the 8 s response timeout.
+            assert!(
+                took < Duration::from_secs(5),
+                "pipelining {pipelining}: a GET waited {took:?}"
+            );
+        }
+        let post = post.await.unwrap();
+        assert_eq!(post.status, 504, "pipelining {pipelining}: {}", post.body);
+        common::signal(pid, libc::SIGCONT);
+        assert!(lb.status().await["retries"].as_u64().unwrap() > 0);
+    }
+}
+
+/// A request that could not reach its replica (connection refused) goes to the next replica in
+/// ring order whatever its method and body, since none of it was sent: a POST on the streaming
+/// path, a GET on the batching one. The control run with `retries = 0` shows the refusals.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_refused_by_their_replica_go_to_the_next_one() {
+    let fixture = common::SLOW_REPLICA;
+    for retries in [1, 0] {
+        // "Refuse 1" closes its listening socket 1 s after start and stays alive; with 20
+        // heartbeats to miss it stays in the ring for seconds while refusing connections.
+        let lb = Lb::start(&format!(
+            r#"
+[proxy]
+retries = {retries}
+[health]
+interval_ms = 300
+fall = 20
+[supervisor]
+command = ["python3", "{fixture}", "--slow-ms", "0", "--refuse-prefix", "Refuse", "--refuse-after-ms", "1000"]
+[[replicas]]
+hostname = "Refuse 1"
+id = 1
+[[replicas]]
+hostname = "Server 2"
+id = 2
+[[replicas]]
+hostname = "Server 3"
+id = 3
+"#
+        ));
+        let status = lb.status().await;
+        let addr: std::net::SocketAddr = status["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["hostname"] == "Refuse 1")
+            .and_then(|r| r["address"].as_str())
+            .unwrap()
+            .parse()
+            .unwrap();
+        eventually(Duration::from_secs(10), "Refuse 1 refusing", || async {
+            std::net::TcpStream::connect(addr).is_err().then_some(())
+        })
+        .await;
+        let mut answers = Vec::new();
+        // H(0) = 17 and most other small ids fall in Refuse 1's 84 % of the ring.
+        for id in 0..10u32 {
+            let id = id.to_string();
+            let headers = [("X-Request-Id", id.as_str())];
+            answers.push(lb.send("POST", "/home", b"{\"x\": 1}", &headers).await);
+            answers.push(lb.send("GET", "/home", b"", &headers).await);
+        }
+        let (n, names) = lb.rep().await;
+        assert!(
+            n == 3 && names.contains(&"Refuse 1".to_owned()),
+            "{names:?}"
+        );
+        let refused = answers
+            .iter()
+            .filter(|a| a.status == 502 && a.body.contains("onnect"))
+            .count();
+        if retries == 1 {
+            for answer in &answers {
+                assert_eq!(answer.status, 200, "{}", answer.body);
+                assert_ne!(common::served_by(&answer.body), "Refuse 1");
+            }
+        } else {
+            assert!(refused >= 10, "only {refused} refused: {answers:?}");
+        }
+    }
+}
+
+/// A client whose chunked request body is malformed gets a 400 that says so, not a 502.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_chunked_request_body_is_a_400() {
+    use std::io::{Read, Write};
+    let lb = Lb::start(THREE);
+    let mut stream = std::net::TcpStream::connect(lb.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /home HTTP/1.1\r\nHost: lb\r\nX-Request-Id: 5\r\n\
+              Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n\r\n",
+        )
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the connection closes or the 400's JSON body is in.
+    while !String::from_utf8_lossy(&got).contains("\"status\"") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(got.contains("request body"), "{got}");
+}

@@ -511,8 +511,11 @@ impl Controller {
             },
         );
         // Out of the ring at once, so its keys go to its clockwise neighbours meanwhile. It may
-        // only be slow (missed heartbeats): requests already sent to it get to finish.
+        // only be slow (missed heartbeats): requests already sent to it that are safe to repeat
+        // go to the new owner now (`failed`); the others get to finish.
         self.publish();
+        dead.failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         drop(self.retire(vec![dead]));
         if streak >= 2 {
             // Dying right after start again and again: back off instead of a tight loop.

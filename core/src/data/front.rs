@@ -26,6 +26,7 @@ use lb_balance::hash::request_id_from_header;
 
 use super::body::LbBody;
 use super::hop;
+use super::outgoing::{Held, Outgoing};
 use super::upstream::{self, UpstreamError, Upstreams};
 use crate::api::{self, Access, Api, ApiError};
 use crate::config::ProxySection;
@@ -54,7 +55,7 @@ pub(crate) struct App {
     retries: usize,
     /// How long a replica may take to start its response.
     response_timeout: Duration,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Outgoing>,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled.
     upstreams: Option<Upstreams>,
 }
@@ -107,11 +108,7 @@ impl App {
         self.proxy(req, forwarded_for).await
     }
 
-    async fn proxy(
-        &self,
-        mut req: Request<Incoming>,
-        forwarded_for: &HeaderValue,
-    ) -> Response<LbBody> {
+    async fn proxy(&self, req: Request<Incoming>, forwarded_for: &HeaderValue) -> Response<LbBody> {
         let id = match req.headers().get(REQUEST_ID) {
             Some(value) => request_id_from_header(value.as_bytes()),
             None => fastrand::u64(100_000..=999_999),
@@ -135,57 +132,109 @@ impl App {
                     .await;
             }
         }
-        let path_and_query = req
-            .uri()
+        self.forward(req, backend, slot, forwarded_for).await
+    }
+
+    /// Forward any request over hyper's client, streaming its body. It goes to the next replica
+    /// in ring order (up to `retries` times) when none of it reached its replica (it could not
+    /// connect), or, for a bodiless request safe to repeat (GET, HEAD, OPTIONS, TRACE), when the
+    /// replica gave no response head: it failed, took longer than the response timeout, or was
+    /// taken out of the ring as failed while the request waited.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        mut backend: Arc<Backend>,
+        slot: u32,
+        forwarded_for: &HeaderValue,
+    ) -> Response<LbBody> {
+        use http_body::Body as _;
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = parts
+            .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(backend.authority.clone());
-        parts.path_and_query = Some(path_and_query.clone());
-        *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
-        let headers = req.headers_mut();
-        hop::strip(headers);
-        headers.append(X_FORWARDED_FOR, forwarded_for.clone());
+        hop::strip(&mut parts.headers);
+        parts.headers.append(X_FORWARDED_FOR, forwarded_for.clone());
+        let held = (!body.is_end_stream()).then(|| Held::new(body));
+        let repeatable = held.is_none() && safe_to_repeat(&parts.method);
+        let mut tried: Vec<u64> = Vec::new();
+        loop {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(backend.authority.clone());
+            uri.path_and_query = Some(path_and_query.clone());
+            let outgoing = held.as_ref().map_or(Outgoing::Empty, Outgoing::client);
+            let mut request = Request::new(outgoing);
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() =
+                Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+            *request.version_mut() = parts.version;
+            *request.headers_mut() = parts.headers.clone();
 
-        let in_flight = backend.begin_request();
-        let answer =
-            match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-                Ok(answer) => answer,
-                Err(_) => {
-                    let limit = self.response_timeout.as_millis();
-                    return timed_out(&backend, &format!("no response within {limit} ms"));
+            let in_flight = backend.begin_request();
+            let sent = self.client.request(request);
+            let error = match wait(sent, &backend, self.response_timeout, repeatable).await {
+                // hyper takes any three digits; RFC 9110 §15 has 100–599.
+                Ok(Ok(resp)) if resp.status().as_u16() > 599 => {
+                    let reason =
+                        format!("invalid response: status code {}", resp.status().as_u16());
+                    return did_not_answer(&backend, &reason);
                 }
+                Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND => {
+                    return not_in_replicas(path_and_query.path())
+                }
+                Ok(Ok(resp)) => {
+                    let (mut parts, body) = resp.into_parts();
+                    hop::strip(&mut parts.headers);
+                    return Response::from_parts(
+                        parts,
+                        LbBody::Proxied {
+                            body,
+                            _in_flight: in_flight,
+                        },
+                    );
+                }
+                Ok(Err(e)) => {
+                    if let Some(reason) = held.as_ref().and_then(|h| h.client_error()) {
+                        return error_response(&ApiError::BadRequest(format!(
+                            "the request body could not be read: {reason}"
+                        )));
+                    }
+                    if e.is_connect() {
+                        Failure::Unreached(error_chain(&e))
+                    } else {
+                        Failure::Upstream(UpstreamError::NotStarted(error_chain(&e)))
+                    }
+                }
+                Err(waited) => Failure::Upstream(waited),
             };
-        match answer {
-            // hyper takes any three digits; RFC 9110 §15 has 100–599.
-            Ok(resp) if resp.status().as_u16() > 599 => {
-                let reason = format!("invalid response: status code {}", resp.status().as_u16());
-                did_not_answer(&backend, &reason)
+            drop(in_flight);
+            tried.push(backend.id);
+            let untouched = held.as_ref().is_none_or(|h| !h.taken());
+            let retryable = untouched && (repeatable || matches!(error, Failure::Unreached(_)));
+            let next = (retryable && tried.len() <= self.retries)
+                .then(|| self.next_replica(slot, &tried))
+                .flatten();
+            match (next, error) {
+                (Some(next), error) => {
+                    self.shared.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(from = %backend.hostname, to = %next.hostname, error = %error, "retrying on the next replica");
+                    backend = next;
+                }
+                (None, Failure::Upstream(e @ UpstreamError::TimedOut(_))) => {
+                    return timed_out(&backend, &e.to_string())
+                }
+                (None, e) => return did_not_answer(&backend, &e.to_string()),
             }
-            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
-                not_in_replicas(path_and_query.path())
-            }
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                hop::strip(&mut parts.headers);
-                Response::from_parts(
-                    parts,
-                    LbBody::Proxied {
-                        body,
-                        _in_flight: in_flight,
-                    },
-                )
-            }
-            Err(e) => did_not_answer(&backend, &error_chain(&e)),
         }
     }
 
     /// Forward a bodiless `GET`/`HEAD` over a batching connection ([`super::upstream`]). If
-    /// the request never reached a replica's handler (it could not connect, or the connection
-    /// ended before any answer), it goes to the next replica in ring order, up to `retries`
-    /// times: safe for these methods, and what keeps a killed replica from costing clients.
+    /// the request got no response head (it could not connect, the connection ended before any
+    /// answer, the replica took longer than the response timeout or was taken out of the ring
+    /// as failed meanwhile), it goes to the next replica in ring order, up to `retries` times:
+    /// safe for these methods, and what keeps a killed or hung replica from costing clients.
     async fn pipelined(
         &self,
         upstreams: &Upstreams,
@@ -207,15 +256,11 @@ impl App {
             );
             let in_flight = backend.begin_request();
             let sent = upstreams.request(&backend.addr, head, head_only);
-            let answer = match tokio::time::timeout(self.response_timeout, sent).await {
-                Ok(answer) => answer,
-                Err(_) => Err(UpstreamError::TimedOut(self.response_timeout)),
-            };
-            let error = match answer {
-                Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+            let error = match wait(sent, &backend, self.response_timeout, true).await {
+                Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND => {
                     return not_in_replicas(req.uri().path())
                 }
-                Ok(resp) => {
+                Ok(Ok(resp)) => {
                     let (parts, body) = resp.into_parts();
                     return Response::from_parts(
                         parts,
@@ -225,17 +270,17 @@ impl App {
                         },
                     );
                 }
-                Err(e) => e,
+                Ok(Err(e)) | Err(e) => e,
             };
             drop(in_flight);
             tried.push(backend.id);
-            // Never reached a handler, or (GET and HEAD being safe to repeat) got no answer in
-            // time: a replica that hangs costs its clients one response timeout, not an error.
+            // A malformed response or one cut off midway was an answer: not sent again.
             let retryable = matches!(
                 error,
                 UpstreamError::Connect { .. }
                     | UpstreamError::NotStarted(_)
                     | UpstreamError::TimedOut(_)
+                    | UpstreamError::ReplicaFailed
             );
             let next = (retryable && tried.len() <= self.retries)
                 .then(|| self.next_replica(slot, &tried))
@@ -263,6 +308,65 @@ impl App {
             .next_member(slot, |m| tried.contains(&snapshot.backends[m].id))
             .map(|m| Arc::clone(&snapshot.backends[m]))
     }
+}
+
+/// Why an attempt on the non-batching path got no response.
+enum Failure {
+    /// Nothing reached the replica (it could not be connected to): safe to send anywhere.
+    Unreached(String),
+    /// Anything else before a response head.
+    Upstream(UpstreamError),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unreached(reason) => f.write_str(reason),
+            Failure::Upstream(e) => e.fmt(f),
+        }
+    }
+}
+
+/// How often a request waiting on a replica looks whether the replica was taken out of the ring
+/// as failed. Only requests slower than this look at all.
+const FAILED_CHECK: Duration = Duration::from_millis(50);
+
+/// Wait for a replica's response head (`answer`) for at most `limit`. With `watch` (a request
+/// safe to repeat), stop waiting as soon as the replica is taken out of the ring as failed, so
+/// the request can go to the new owner at once instead of when the replica resumes or the
+/// timeout ends.
+async fn wait<F: std::future::Future>(
+    answer: F,
+    backend: &Backend,
+    limit: Duration,
+    watch: bool,
+) -> Result<F::Output, UpstreamError> {
+    let now = tokio::time::Instant::now();
+    let deadline = now + limit;
+    tokio::pin!(answer);
+    let mut wake = if watch {
+        deadline.min(now + FAILED_CHECK)
+    } else {
+        deadline
+    };
+    loop {
+        match tokio::time::timeout_at(wake, answer.as_mut()).await {
+            Ok(output) => return Ok(output),
+            Err(_) if wake >= deadline => return Err(UpstreamError::TimedOut(limit)),
+            Err(_) if backend.failed.load(Ordering::Relaxed) => {
+                return Err(UpstreamError::ReplicaFailed)
+            }
+            Err(_) => wake = deadline.min(wake + FAILED_CHECK),
+        }
+    }
+}
+
+/// Methods that are safe to send again when a replica gave no answer (RFC 9110 §9.2.1).
+fn safe_to_repeat(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// Whether a request may go over a batching connection: safe to repeat and without a body.

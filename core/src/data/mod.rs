@@ -4,7 +4,8 @@
 //! - [`front`]: answers a request — the load balancer's own endpoints go to [`crate::api`],
 //!   everything else is forwarded to the replica the snapshot's placement picks.
 //! - [`upstream`]: the batching HTTP/1.1 client to the replicas; [`body`] the response bodies;
-//!   [`hop`] the hop-by-hop header rules.
+//!   [`hop`] the hop-by-hop header rules; [`outgoing`] a request body that can go to the next
+//!   replica when the first could not be reached.
 //!
 //! The hot path only `load()`s the snapshot (no lock) and reaches the control plane only
 //! through [`crate::control::ControllerHandle`].
@@ -12,5 +13,6 @@
 pub(crate) mod body;
 pub(crate) mod front;
 pub(crate) mod hop;
+pub(crate) mod outgoing;
 pub mod upstream;
 pub mod workers;

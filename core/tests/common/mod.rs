@@ -347,8 +347,18 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    /// Start `clients` concurrent clients against `lb`.
+    /// Start `clients` concurrent clients sending `GET /home` against `lb`.
     pub fn start(lb: &Arc<Lb>, clients: usize) -> Traffic {
+        Traffic::start_with(lb, clients, "GET", b"")
+    }
+
+    /// Start `clients` concurrent clients sending `method /home` with `body` against `lb`.
+    pub fn start_with(
+        lb: &Arc<Lb>,
+        clients: usize,
+        method: &'static str,
+        body: &'static [u8],
+    ) -> Traffic {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let clients = (0..clients)
             .map(|_| {
@@ -362,7 +372,10 @@ impl Traffic {
                         && start.elapsed() < Duration::from_secs(120)
                     {
                         let id = fastrand::u32(100_000..1_000_000).to_string();
-                        answers.push(lb.send("GET", "/home", b"", &[("X-Request-Id", &id)]).await);
+                        answers.push(
+                            lb.send(method, "/home", body, &[("X-Request-Id", &id)])
+                                .await,
+                        );
                     }
                     answers
                 })

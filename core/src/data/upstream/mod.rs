@@ -97,6 +97,8 @@ pub enum UpstreamError {
     Invalid(String),
     /// No response head came within the response timeout.
     TimedOut(std::time::Duration),
+    /// The replica was taken out of the ring as failed while the request waited for it.
+    ReplicaFailed,
 }
 
 impl fmt::Display for UpstreamError {
@@ -116,6 +118,9 @@ impl fmt::Display for UpstreamError {
             UpstreamError::TimedOut(limit) => {
                 write!(f, "no response within {} ms", limit.as_millis())
             }
+            UpstreamError::ReplicaFailed => {
+                write!(f, "the replica failed its health checks before it answered")
+            }
         }
     }
 }
@@ -126,7 +131,8 @@ impl std::error::Error for UpstreamError {
             UpstreamError::Connect { reason: e, .. } | UpstreamError::Io(e) => Some(&**e),
             UpstreamError::NotStarted(_)
             | UpstreamError::Invalid(_)
-            | UpstreamError::TimedOut(_) => None,
+            | UpstreamError::TimedOut(_)
+            | UpstreamError::ReplicaFailed => None,
         }
     }
 }
