@@ -185,28 +185,180 @@ fn read_until_closed(stream: &mut std::net::TcpStream, limit: Duration) -> (Stri
     (String::from_utf8_lossy(&got).into_owned(), false)
 }
 
-/// A client that sends its request head slowly (or never finishes it) is cut off after
-/// `client_header_timeout_ms`; so is a connection left idle.
-#[tokio::test(flavor = "multi_thread")]
-async fn slow_and_idle_clients_are_cut_off() {
-    use std::io::Write;
-    let lb = Lb::start(&format!(
-        "[proxy]\nclient_header_timeout_ms = 300\n{}",
+/// Read one whole response (head and `Content-Length` body) from a keep-alive connection
+/// within `limit`; `None` if it did not come whole.
+fn read_response(stream: &mut std::net::TcpStream, limit: Duration) -> Option<String> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a Content-Length");
+            if body.len() >= length {
+                return Some(text);
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+/// Client timeouts short enough for tests: 300 ms for a request head, 1.5 s between requests.
+fn client_timeouts() -> String {
+    format!(
+        "[proxy]\nclient_header_timeout_ms = 300\nclient_idle_timeout_ms = 1500\n{}",
         common::THREE
-    ));
+    )
+}
+
+/// A request head left unfinished is answered 408 (in the failure shape, `Connection: close`)
+/// after `client_header_timeout_ms`, and the connection closed; a connection on which nothing
+/// was sent is closed after the same time, without an answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_request_head_is_answered_408_and_closed() {
+    use std::io::Write;
+    let lb = Lb::start(&client_timeouts());
     let mut slow = std::net::TcpStream::connect(lb.addr).unwrap();
-    let mut idle = std::net::TcpStream::connect(lb.addr).unwrap();
+    let mut silent = std::net::TcpStream::connect(lb.addr).unwrap();
     let start = Instant::now();
     slow.write_all(b"GET /rep HTTP/1.1\r\nHost: lb\r\nX-A: 1\r\n")
         .unwrap();
-    let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(3));
-    assert!(closed, "a half-sent head is not waited for forever");
-    let (_, idle_closed) = read_until_closed(&mut idle, Duration::from_secs(3));
-    assert!(idle_closed);
+    let (answer, closed) = read_until_closed(&mut slow, Duration::from_secs(5));
+    assert!(
+        closed,
+        "a half-sent head is not waited for forever: {answer:?}"
+    );
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer:?}"
+    );
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer:?}");
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["status"], "failure", "{body}");
+    assert!(
+        json["message"].as_str().unwrap().contains("300 ms"),
+        "{body}"
+    );
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let (nothing, silent_closed) = read_until_closed(&mut silent, Duration::from_secs(5));
+    assert!(silent_closed && nothing.is_empty(), "{nothing:?}");
     // A client that sends in time is served as usual.
     assert_eq!(lb.get("/rep").await.status, 200);
+}
+
+/// The header timeout bounds the whole head, not the gap between its bytes: a head trickled a
+/// byte at a time is answered 408 all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickled_request_head_is_answered_408() {
+    use std::io::{Read, Write};
+    let lb = Lb::start(&client_timeouts());
+    let mut stream = std::net::TcpStream::connect(lb.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(30)))
+        .unwrap();
+    let head = format!(
+        "GET /rep HTTP/1.1\r\nHost: lb\r\nX-Padding: {}\r\n\r\n",
+        "a".repeat(500)
+    );
+    let start = Instant::now();
+    let mut first = Vec::new();
+    let mut buf = [0u8; 4096];
+    // One byte every 30 ms or so: the head would take about 16 s whole.
+    for byte in head.as_bytes() {
+        if stream.write_all(&[*byte]).is_err() {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(n) => {
+                first.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(_) => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still no answer after 5 s"
+        );
+    }
+    let took = start.elapsed();
+    let (rest, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+    let answer = String::from_utf8_lossy(&first).into_owned() + &rest;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(closed, "{answer:?}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+}
+
+/// Between requests a keep-alive connection has `client_idle_timeout_ms`, not the header
+/// timeout: still usable after three header timeouts, closed (without an answer) once idle for
+/// the idle timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keep_alive_connection_lasts_the_idle_timeout() {
+    use std::io::Write;
+    let lb = Lb::start(&client_timeouts());
+    let mut stream = std::net::TcpStream::connect(lb.addr).unwrap();
+    let request = b"GET /rep HTTP/1.1\r\nHost: lb\r\n\r\n";
+    stream.write_all(request).unwrap();
+    let first = read_response(&mut stream, Duration::from_secs(5)).expect("the first answer");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+    // Letting the header timeout pass three times over: nothing may happen meanwhile.
+    std::thread::sleep(Duration::from_millis(900));
+    stream.write_all(request).unwrap();
+    let second = read_response(&mut stream, Duration::from_secs(5)).expect("the second answer");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second:?}");
+    let idle = Instant::now();
+    let (nothing, closed) = read_until_closed(&mut stream, Duration::from_secs(6));
+    let took = idle.elapsed();
+    assert!(closed && nothing.is_empty(), "{nothing:?}");
+    assert!(took >= Duration::from_millis(1400), "closed after {took:?}");
+}
+
+/// A request whose replica takes longer than the idle timeout is in progress, not idle: it is
+/// answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_slower_than_the_idle_timeout_is_answered() {
+    use std::io::Write;
+    let fixture = common::SLOW_REPLICA;
+    let lb = Lb::start(&format!(
+        r#"
+[proxy]
+client_header_timeout_ms = 300
+client_idle_timeout_ms = 800
+[supervisor]
+command = ["python3", "{fixture}", "--slow-ms", "2000"]
+[[replicas]]
+hostname = "Slow"
+id = 1
+"#
+    ));
+    let mut stream = std::net::TcpStream::connect(lb.addr).unwrap();
+    let start = Instant::now();
+    stream
+        .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .unwrap();
+    let answer = read_response(&mut stream, Duration::from_secs(10)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.contains("Hello from Server: Slow"), "{answer:?}");
+    assert!(start.elapsed() >= Duration::from_millis(2000));
 }
 
 /// Requests with more header fields than lb could forward to a replica are refused (431), not

@@ -46,6 +46,10 @@ pub(crate) enum ApiError {
     /// 401: the endpoint needs the admin token.
     #[error("{0} needs 'Authorization: Bearer <token>' with the admin token")]
     Unauthorized(String),
+    /// 408: the client did not send a whole request head within this many milliseconds
+    /// (`[proxy] client_header_timeout_ms`); the connection is closed after the answer.
+    #[error("the request head did not arrive whole within {0} ms")]
+    RequestTimeout(u64),
     /// 413: body over [`MAX_BODY`].
     #[error("request body is larger than {MAX_BODY} bytes")]
     PayloadTooLarge,
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound(_) | ApiError::Elsewhere(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,

@@ -218,7 +218,8 @@ pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Respo
 }
 
 /// The answer for `error`, in the `{"message": "<Error> …", "status": "failure"}` shape, with
-/// `Allow` on a 405 and `Connection: close` on a 413 (the rest of the body may be unread).
+/// `Allow` on a 405 and `Connection: close` on a 413 (the rest of the body may be unread) and a
+/// 408 (the connection is closed after it).
 pub(crate) fn error_response(error: &ApiError) -> Response<Bytes> {
     let mut resp = json_response(error.status(), error.body());
     match error {
@@ -232,7 +233,7 @@ pub(crate) fn error_response(error: &ApiError) -> Response<Bytes> {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allowed));
         }
-        ApiError::PayloadTooLarge => {
+        ApiError::PayloadTooLarge | ApiError::RequestTimeout(_) => {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

@@ -81,10 +81,13 @@ pub struct ProxySection {
     /// Send bodiless `GET`/`HEAD` requests over batching connections that may pipeline
     /// ([`crate::upstream`]); `false` gives every request a connection of its own.
     pub pipelining: bool,
-    /// A client must send a whole request head within this long, counted from when `lb` starts
-    /// waiting for it (so it also bounds how long a keep-alive connection may sit idle);
-    /// otherwise the connection is closed. Slow-loris protection.
+    /// A client must send a whole request head within this long, counted from its first byte (on
+    /// a new connection: from the accept); otherwise `lb` answers 408 and closes the connection
+    /// (a new connection that sent nothing is closed without an answer). Slow-loris protection.
     pub client_header_timeout_ms: u64,
+    /// A keep-alive connection with no request in progress on which nothing is received or
+    /// sent for this long is closed, without an answer.
+    pub client_idle_timeout_ms: u64,
     /// Most client connections open at once, over all workers; beyond it `lb` stops accepting
     /// (new connections wait in the kernel's queue) until one closes. 0: no limit.
     pub max_connections: usize,
@@ -106,6 +109,7 @@ impl Default for ProxySection {
             workers: 0,
             pipelining: true,
             client_header_timeout_ms: 10_000,
+            client_idle_timeout_ms: 60_000,
             max_connections: 10_000,
             retries: 1,
             response_timeout_ms: 30_000,
@@ -625,6 +629,13 @@ impl Config {
             problems.push(self.problem(
                 at..at,
                 "proxy.client_header_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.proxy.client_idle_timeout_ms == 0 {
+            let at = check::key_offset(&self.text, "proxy", "client_idle_timeout_ms").unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                "proxy.client_idle_timeout_ms must be at least 1".into(),
             ));
         }
         if self.replicas.len() > self.limits.max_replicas {

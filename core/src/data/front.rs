@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use lb_balance::hash::request_id_from_header;
 
 use super::body::LbBody;
+use super::client::{self, Activity, ClientStream, Tracked, Verdict, Watchdog};
 use super::hop;
 use super::outgoing::{Held, Outgoing};
 use super::upstream::{self, UpstreamError, Upstreams};
@@ -49,8 +50,10 @@ pub(crate) struct App {
     api: Api,
     /// Whether requests for other paths are proxied (not on the admin address).
     proxies: bool,
-    /// How long a client may take to send a request head.
+    /// How long a client may take to send a request head ([`client`]).
     header_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests ([`client`]).
+    idle_timeout: Duration,
     /// How many other replicas a request that never reached one may be sent to.
     retries: usize,
     /// How long a replica may take to start its response.
@@ -84,6 +87,7 @@ impl App {
             shared,
             proxies,
             header_timeout: Duration::from_millis(settings.client_header_timeout_ms),
+            idle_timeout: Duration::from_millis(settings.client_idle_timeout_ms),
             retries: settings.retries,
             response_timeout: Duration::from_millis(settings.response_timeout_ms),
             client,
@@ -494,35 +498,69 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serve one client connection; on stop, finish the request in progress and close.
+/// Serve one client connection; on stop, finish the request in progress and close. A client
+/// too slow to send its request head gets a 408, one idle too long is closed ([`client`]).
 async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
+    let accepted = tokio::time::Instant::now();
     let _ = stream.set_nodelay(true);
-    let app_header_timeout = app.header_timeout;
+    let header_timeout = app.header_timeout;
+    let activity = Arc::new(Activity::default());
+    let mut watchdog = Watchdog::new(
+        Arc::clone(&activity),
+        header_timeout,
+        app.idle_timeout,
+        accepted,
+    );
+    let stream = TokioIo::new(ClientStream::new(stream, Arc::clone(&activity)));
     // Built once per connection, cloned (a reference count) per request.
     let forwarded_for = HeaderValue::from_str(&remote.ip().to_string())
         .expect("an IP address is a valid header value");
     let service = hyper::service::service_fn(move |req| {
+        // Called once the head is read whole: the request is in progress until its response
+        // body is done.
+        let busy = activity.begin();
         let app = Arc::clone(&app);
         let forwarded_for = forwarded_for.clone();
-        async move { Ok::<_, Infallible>(app.handle(req, &forwarded_for).await) }
+        async move {
+            let resp = app.handle(req, &forwarded_for).await;
+            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy)))
+        }
     });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(app_header_timeout)
+    let mut conn = http1::Builder::new()
+        // The watchdog below keeps the client's time; hyper would close without a 408 and
+        // cannot tell an idle connection from a slow head.
+        .header_read_timeout(None)
         // Never more than a replica accepts: room is left for the fields lb adds.
         .max_headers(MAX_CLIENT_HEADERS)
         .max_header_size(MAX_CLIENT_HEAD)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.wait_for(Option::is_some) => {}
+        .serve_connection(stream, service);
+    let tick = tokio::time::sleep_until(accepted + watchdog.period());
+    tokio::pin!(tick);
+    let mut stopping = false;
+    let verdict = loop {
+        tokio::select! {
+            biased;
+            _ = &mut conn => return,
+            () = &mut tick => {
+                let now = tokio::time::Instant::now();
+                match watchdog.check(now) {
+                    Verdict::Fine => tick.as_mut().reset(now + watchdog.period()),
+                    verdict => break verdict,
+                }
+            }
+            _ = stop.wait_for(Option::is_some), if !stopping => {
+                stopping = true;
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+            }
+        }
+    };
+    if verdict == Verdict::RequestTimeout {
+        let stream = conn.into_parts().io.into_inner().into_inner();
+        client::answer_request_timeout(stream, header_timeout).await;
     }
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
 }

@@ -6,11 +6,13 @@
 //! - [`upstream`]: the batching HTTP/1.1 client to the replicas; [`body`] the response bodies;
 //!   [`hop`] the hop-by-hop header rules; [`outgoing`] a request body that can go to the next
 //!   replica when the first could not be reached.
+//! - [`client`]: the client-side timeouts (request head, idle keep-alive connection).
 //!
 //! The hot path only `load()`s the snapshot (no lock) and reaches the control plane only
 //! through [`crate::control::ControllerHandle`].
 
 pub(crate) mod body;
+pub(crate) mod client;
 pub(crate) mod front;
 pub(crate) mod hop;
 pub(crate) mod outgoing;
