@@ -262,12 +262,7 @@ async fn a_hung_replicas_waiting_requests_move_when_it_leaves_the_ring() {
             "[proxy]\npipelining = {pipelining}\nresponse_timeout_ms = 8000\n{}",
             THREE.replace("interval_ms = 100", "interval_ms = 500")
         )));
-        let (_, pid) = lb
-            .replica_pids()
-            .await
-            .into_iter()
-            .find(|(name, _)| name == "Server 1")
-            .unwrap();
+        let pid = lb.pid_of("Server 1").await;
         common::signal(pid, libc::SIGSTOP);
         let start = std::time::Instant::now();
         // Server 1 owns 84 % of the ring: most of these ids are its.
@@ -385,28 +380,16 @@ id = 3
 /// A client whose chunked request body is malformed gets a 400 that says so, not a 502.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_chunked_request_body_is_a_400() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let lb = Lb::start(THREE);
     let mut stream = std::net::TcpStream::connect(lb.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     stream
         .write_all(
             b"POST /home HTTP/1.1\r\nHost: lb\r\nX-Request-Id: 5\r\n\
               Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n\r\n",
         )
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    // Read until the connection closes or the 400's JSON body is in.
-    while !String::from_utf8_lossy(&got).contains("\"status\"") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    let got = String::from_utf8_lossy(&got);
+    let got = common::read_response(&mut stream, Duration::from_secs(10)).expect("an answer");
     assert!(got.starts_with("HTTP/1.1 400"), "{got}");
     assert!(got.contains("request body"), "{got}");
 }

@@ -185,41 +185,6 @@ fn read_until_closed(stream: &mut std::net::TcpStream, limit: Duration) -> (Stri
     (String::from_utf8_lossy(&got).into_owned(), false)
 }
 
-/// Read one whole response (head and `Content-Length` body) from a keep-alive connection
-/// within `limit`; `None` if it did not come whole.
-fn read_response(stream: &mut std::net::TcpStream, limit: Duration) -> Option<String> {
-    use std::io::Read;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let deadline = Instant::now() + limit;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .expect("a Content-Length");
-            if body.len() >= length {
-                return Some(text);
-            }
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => return None,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-            Err(_) => {}
-        }
-    }
-    None
-}
-
 /// Client timeouts short enough for tests: 300 ms for a request head, 1.5 s between requests.
 fn client_timeouts() -> String {
     format!(
@@ -318,12 +283,14 @@ async fn an_idle_keep_alive_connection_lasts_the_idle_timeout() {
     let mut stream = std::net::TcpStream::connect(lb.addr).unwrap();
     let request = b"GET /rep HTTP/1.1\r\nHost: lb\r\n\r\n";
     stream.write_all(request).unwrap();
-    let first = read_response(&mut stream, Duration::from_secs(5)).expect("the first answer");
+    let first =
+        common::read_response(&mut stream, Duration::from_secs(5)).expect("the first answer");
     assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
     // Letting the header timeout pass three times over: nothing may happen meanwhile.
     std::thread::sleep(Duration::from_millis(900));
     stream.write_all(request).unwrap();
-    let second = read_response(&mut stream, Duration::from_secs(5)).expect("the second answer");
+    let second =
+        common::read_response(&mut stream, Duration::from_secs(5)).expect("the second answer");
     assert!(second.starts_with("HTTP/1.1 200"), "{second:?}");
     let idle = Instant::now();
     let (nothing, closed) = read_until_closed(&mut stream, Duration::from_secs(6));
@@ -355,7 +322,7 @@ id = 1
     stream
         .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n")
         .unwrap();
-    let answer = read_response(&mut stream, Duration::from_secs(10)).expect("an answer");
+    let answer = common::read_response(&mut stream, Duration::from_secs(10)).expect("an answer");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     assert!(answer.contains("Hello from Server: Slow"), "{answer:?}");
     assert!(start.elapsed() >= Duration::from_millis(2000));
@@ -501,14 +468,6 @@ id = 1
     }
 }
 
-/// Requests served so far, over all replicas (from `/_lb/status`).
-async fn served(lb: &Lb) -> u64 {
-    lb.status().await["replicas"]
-        .as_array()
-        .map(|rs| rs.iter().filter_map(|r| r["requests"].as_u64()).sum())
-        .unwrap_or(0)
-}
-
 /// `kill -9` of the busiest replica under 16 clients without pause: no client sees an error —
 /// requests that could not reach it go to the next replica in ring order.
 #[tokio::test(flavor = "multi_thread")]
@@ -516,27 +475,23 @@ async fn a_killed_replica_costs_no_client_request() {
     let lb = Arc::new(Lb::start(common::THREE));
     let traffic = common::Traffic::start(&lb, 16);
     eventually(Duration::from_secs(20), "traffic flowing", || async {
-        (served(&lb).await > 2_000).then_some(())
+        (lb.served().await > 2_000).then_some(())
     })
     .await;
     // Server 1 owns 84 % of the ring with the assignment's functions.
-    let (victim, pid) = lb
-        .replica_pids()
-        .await
-        .into_iter()
-        .find(|(name, _)| name == "Server 1")
-        .unwrap();
+    let victim = "Server 1".to_owned();
+    let pid = lb.pid_of(&victim).await;
     common::signal(pid, libc::SIGKILL);
     eventually(Duration::from_secs(10), "the replacement", || async {
         let (n, names) = lb.rep().await;
         (n == 3 && !names.contains(&victim)).then_some(())
     })
     .await;
-    let after = served(&lb).await;
+    let after = lb.served().await;
     eventually(
         Duration::from_secs(20),
         "traffic after the replacement",
-        || async { (served(&lb).await > after + 2_000).then_some(()) },
+        || async { (lb.served().await > after + 2_000).then_some(()) },
     )
     .await;
     let answers = traffic.finish().await;
@@ -560,12 +515,7 @@ async fn a_hung_replica_costs_one_response_timeout() {
         "[proxy]\nresponse_timeout_ms = 300\n{}",
         common::THREE
     )));
-    let (_, pid) = lb
-        .replica_pids()
-        .await
-        .into_iter()
-        .find(|(name, _)| name == "Server 1")
-        .unwrap();
+    let pid = lb.pid_of("Server 1").await;
     common::signal(pid, libc::SIGSTOP);
     // Ids 1..40: most belong to Server 1 (84 % of the ring).
     let clients: Vec<_> = (0..8u64)
@@ -617,12 +567,7 @@ hostname = "Server 2"
 id = 2
 "#,
     );
-    let (_, pid) = lb
-        .replica_pids()
-        .await
-        .into_iter()
-        .find(|(name, _)| name == "Server 1")
-        .unwrap();
+    let pid = lb.pid_of("Server 1").await;
     common::signal(pid, libc::SIGSTOP);
     // H(0) = 17: slot 17 belongs to Server 1.
     let start = Instant::now();

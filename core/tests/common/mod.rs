@@ -270,6 +270,23 @@ impl Lb {
             .collect()
     }
 
+    /// The pid of the replica called `hostname`, from `/_lb/status`.
+    pub async fn pid_of(&self, hostname: &str) -> u32 {
+        self.replica_pids()
+            .await
+            .into_iter()
+            .find_map(|(name, pid)| (name == hostname).then_some(pid))
+            .unwrap_or_else(|| panic!("no replica called {hostname:?}"))
+    }
+
+    /// Requests served so far, over all replicas (from `/_lb/status`).
+    pub async fn served(&self) -> u64 {
+        self.status().await["replicas"]
+            .as_array()
+            .map(|rs| rs.iter().filter_map(|r| r["requests"].as_u64()).sum())
+            .unwrap_or(0)
+    }
+
     /// The hostname in a `/home` answer.
     pub async fn home(&self, headers: &[(&str, &str)]) -> String {
         let a = self.send("GET", "/home", b"", headers).await;
@@ -393,6 +410,40 @@ impl Traffic {
         }
         all
     }
+}
+
+/// Read one whole response (head and `Content-Length` body) from a keep-alive connection
+/// within `limit`; `None` if it did not come whole.
+pub fn read_response(stream: &mut std::net::TcpStream, limit: Duration) -> Option<String> {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a Content-Length");
+            if body.len() >= length {
+                return Some(text);
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(_) => {}
+        }
+    }
+    None
 }
 
 /// Send `sig` to process `pid` (a process this test started, directly or through its `lb`).
