@@ -100,6 +100,7 @@ impl Context {
             concurrency: self.concurrency,
             time,
             stop,
+            request_timeout: crate::client::REQUEST_TIMEOUT,
         }
     }
 
