@@ -162,6 +162,20 @@ impl LbClient {
     pub fn get(&self, path: &str) -> Result<Answer> {
         self.send(Method::GET, path, None, None)
     }
+
+    /// A plain TCP connection to the load balancer, connected within `limit` (at most 5 s), for
+    /// callers that write their own bytes (the slow-loris phase of A-3).
+    pub fn tcp(&self, limit: Duration) -> Result<TcpStream> {
+        let conn = self.connection();
+        conn.connect(Instant::now() + limit)
+            .map_err(|failure| Error::Connect {
+                authority: self.authority.clone(),
+                reason: match failure {
+                    Failure::Timeout => format!("no connection within {limit:?}"),
+                    Failure::Stale(why) | Failure::Other(why) => why,
+                },
+            })
+    }
 }
 
 /// `host:port`, `host`, `[v6]:port` or `[v6]`; the port defaults to 80.
@@ -241,7 +255,21 @@ impl Connection {
         body: Option<&str>,
         request_id: Option<u64>,
     ) -> Result<Answer> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        self.send_within(method, path, body, request_id, REQUEST_TIMEOUT)
+    }
+
+    /// [`Connection::send`] with a deadline of `timeout` instead of [`REQUEST_TIMEOUT`]
+    /// (connecting, sending and the whole answer); past it the error is [`Error::NoAnswer`] and
+    /// the connection is dropped.
+    pub fn send_within(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        request_id: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        let deadline = Instant::now() + timeout;
         let request = self.request(method, path, body, request_id);
         let get = method == Method::GET;
         let mut result = self.exchange(&request, !get, deadline);
@@ -250,12 +278,16 @@ impl Connection {
                 result = self.exchange(&request, false, deadline);
             }
         }
-        result.map_err(|failure| Error::Http {
-            method: method.to_string(),
-            path: path.to_owned(),
-            reason: match failure {
-                Failure::Timeout => format!("no answer within {REQUEST_TIMEOUT:?}"),
-                Failure::Stale(why) | Failure::Other(why) => why,
+        result.map_err(|failure| match failure {
+            Failure::Timeout => Error::NoAnswer {
+                method: method.to_string(),
+                path: path.to_owned(),
+                limit: timeout,
+            },
+            Failure::Stale(why) | Failure::Other(why) => Error::Http {
+                method: method.to_string(),
+                path: path.to_owned(),
+                reason: why,
             },
         })
     }
@@ -821,6 +853,30 @@ mod tests {
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        drop(listener);
+    }
+
+    #[test]
+    fn a_request_timeout_of_its_own_is_kept_and_reported() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut conn = LbClient::new(&format!("http://{}", listener.local_addr().unwrap()))
+            .unwrap()
+            .connection();
+        let started = Instant::now();
+        let limit = Duration::from_millis(300);
+        let e = conn
+            .send_within(Method::GET, "/home", None, Some(123456), limit)
+            .unwrap_err();
+        let waited = started.elapsed();
+        assert!(
+            matches!(&e, Error::NoAnswer { limit: l, .. } if *l == limit),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), "GET /home: no answer within 300ms");
+        assert!(
+            waited >= limit && waited < Duration::from_secs(5),
             "{waited:?}"
         );
         drop(listener);

@@ -6,9 +6,14 @@ use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 
 use crate::error::{io, Error, Result};
 
-/// The configuration `analysis` starts its load balancer with: heartbeats every 100 ms, hash
-/// plugins looked up in `plugin_dir` first, and three replicas `Server 1`..`Server 3` with server
-/// ids 1..3.
+/// `[proxy] client_header_timeout_ms` of the load balancer `analysis` starts: short, so that
+/// A-3's slow-loris connections are answered 408 within a few seconds (the default is 10 s). The
+/// other experiments send whole request heads at once and are not affected.
+pub const HEADER_TIMEOUT_MS: u64 = 3000;
+
+/// The configuration `analysis` starts its load balancer with: heartbeats every 100 ms, a
+/// [`HEADER_TIMEOUT_MS`] header timeout, hash plugins looked up in `plugin_dir` first, and three
+/// replicas `Server 1`..`Server 3` with server ids 1..3.
 pub fn initial(plugin_dir: &Path) -> String {
     let mut doc = DocumentMut::new();
     let mut ring = Table::new();
@@ -17,6 +22,9 @@ pub fn initial(plugin_dir: &Path) -> String {
     let mut health = Table::new();
     health["interval_ms"] = value(100);
     doc["health"] = Item::Table(health);
+    let mut proxy = Table::new();
+    proxy["client_header_timeout_ms"] = value(HEADER_TIMEOUT_MS as i64);
+    doc["proxy"] = Item::Table(proxy);
     let mut plugins = Table::new();
     let mut dirs = Array::new();
     dirs.push(plugin_dir.display().to_string());
@@ -54,6 +62,20 @@ pub fn set_hash(path: &Path, name: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// `[proxy] client_header_timeout_ms` in the file at `path`, if it is set there.
+pub fn header_timeout_ms(path: &Path) -> Result<Option<u64>> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let doc: DocumentMut = text.parse().map_err(|e| Error::Config {
+        path: path.to_owned(),
+        reason: format!("{e}"),
+    })?;
+    Ok(doc
+        .get("proxy")
+        .and_then(|p| p.get("client_header_timeout_ms"))
+        .and_then(Item::as_integer)
+        .and_then(|t| u64::try_from(t).ok()))
+}
+
 /// The hostnames of the `[[replicas]]` in the file at `path`.
 pub fn replica_hostnames(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
@@ -82,6 +104,10 @@ mod tests {
         let text = initial(Path::new("/x/y \"z\""));
         let doc: DocumentMut = text.parse().unwrap();
         assert_eq!(doc["health"]["interval_ms"].as_integer(), Some(100));
+        assert_eq!(
+            doc["proxy"]["client_header_timeout_ms"].as_integer(),
+            Some(HEADER_TIMEOUT_MS as i64)
+        );
         assert_eq!(doc["ring"]["hash"].as_str(), Some("spec"));
         assert_eq!(
             doc["plugins"]["dirs"]
@@ -114,5 +140,8 @@ mod tests {
             replica_hostnames(&path).unwrap(),
             ["Server 1", "abc-123", "Server 3"]
         );
+        assert_eq!(header_timeout_ms(&path).unwrap(), Some(HEADER_TIMEOUT_MS));
+        std::fs::write(&path, "[ring]\nhash = \"spec\"\n").unwrap();
+        assert_eq!(header_timeout_ms(&path).unwrap(), None);
     }
 }

@@ -179,6 +179,36 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
             }
             timeline.write(dir, "a3_timeline.csv", &mut written)?;
         }
+        if let crate::experiments::a3_faults::HangOutcome::Done(h) = &a3.hang {
+            let mut timeline = Csv::new(&["start_ms", "ok", "failed"]);
+            for b in &h.timeline {
+                timeline.row(&[
+                    b.start_ms.to_string(),
+                    b.ok.to_string(),
+                    b.failed.to_string(),
+                ]);
+            }
+            timeline.write(dir, "a3_hang_timeline.csv", &mut written)?;
+        }
+        let mut loris = Csv::new(&[
+            "connection",
+            "opened_ms",
+            "bytes_sent",
+            "answer_status",
+            "answer_after_ms",
+            "closed_after_ms",
+        ]);
+        for (i, c) in a3.slowloris.connections.iter().enumerate() {
+            loris.row(&[
+                i.to_string(),
+                f(c.opened_ms),
+                c.bytes_sent.to_string(),
+                opt(c.answer.map(|a| a.0)),
+                opt(c.answer.map(|a| f(a.1))),
+                opt(c.closed_after_ms.map(f)),
+            ]);
+        }
+        loris.write(dir, "a3_slowloris.csv", &mut written)?;
     }
     if let Some(a4) = &results.a4 {
         if !a4.runs.is_empty() {

@@ -48,6 +48,24 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// No (whole) answer arrived within the request's deadline.
+    #[error("{method} {path}: no answer within {limit:?}")]
+    NoAnswer {
+        /// The method.
+        method: String,
+        /// The path.
+        path: String,
+        /// The deadline.
+        limit: Duration,
+    },
+    /// A TCP connection to the load balancer could not be opened.
+    #[error("no TCP connection to {authority}: {reason}")]
+    Connect {
+        /// `host:port`.
+        authority: String,
+        /// Why.
+        reason: String,
+    },
     /// The load balancer answered, but not as expected.
     #[error("{request}: {reason}")]
     Unexpected {

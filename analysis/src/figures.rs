@@ -7,7 +7,8 @@ use serde::Serialize;
 use crate::charts::{self, Bars, Line, Lines, Panel};
 use crate::data::Results;
 use crate::error::Result;
-use crate::experiments::a3::{KillOutcome, BIN};
+use crate::experiments::a3::{Bin, KillOutcome, BIN};
+use crate::experiments::a3_faults::{self, HangOutcome};
 use crate::experiments::Measurement;
 
 /// The chart files (PNG, SVG) of each figure that was drawn.
@@ -21,6 +22,10 @@ pub struct Figures {
     pub a2_spread: Option<[String; 2]>,
     /// requests per second around the kill.
     pub a3_timeline: Option<[String; 2]>,
+    /// requests per second around the hang.
+    pub a3_hang: Option<[String; 2]>,
+    /// slow-loris connections open, and the normal clients' requests per second.
+    pub a3_slowloris: Option<[String; 2]>,
     /// A-1 per hash.
     pub a4_a1: Option<[String; 2]>,
     /// A-2 spread per hash.
@@ -56,6 +61,118 @@ fn per_n(points: &[Measurement], value: impl Fn(&Measurement) -> Option<f64>) ->
         .iter()
         .filter_map(|m| Some((m.n as f64, value(m)?)))
         .collect()
+}
+
+/// 200s and failures per second, from a timeline in [`BIN`] bins, against seconds.
+fn rate_lines(timeline: &[Bin]) -> Vec<Line> {
+    let scale = 1000.0 / BIN.as_millis() as f64;
+    let centre = |start: u64| (start as f64 + BIN.as_millis() as f64 / 2.0) / 1000.0;
+    vec![
+        line(
+            "200 OK",
+            timeline
+                .iter()
+                .map(|b| (centre(b.start_ms), b.ok as f64 * scale))
+                .collect(),
+            Some(2),
+            false,
+        ),
+        line(
+            "failed",
+            timeline
+                .iter()
+                .map(|b| (centre(b.start_ms), b.failed as f64 * scale))
+                .collect(),
+            Some(3),
+            false,
+        ),
+    ]
+}
+
+/// The hang and slow-loris figures of A-3.
+fn a3_fault_figures(dir: &Path, results: &Results, figures: &mut Figures) -> Result<()> {
+    let Some(a3) = &results.a3 else {
+        return Ok(());
+    };
+    if let HangOutcome::Done(h) = &a3.hang {
+        let mut markers = vec![(h.stopped_ms / 1000.0, format!("SIGSTOP {}", h.victim))];
+        if let Some(t) = h.left_ring_after_ms {
+            markers.push(((h.stopped_ms + t) / 1000.0, format!("left /rep +{t:.0} ms")));
+        }
+        markers.push((
+            (h.stopped_ms + h.stopped_for_ms) / 1000.0,
+            format!("SIGCONT +{:.1} s", h.stopped_for_ms / 1000.0),
+        ));
+        let timeline = Lines {
+            title: format!(
+                "A-3: {} clients' requests per second while {} is stopped",
+                h.clients, h.victim
+            ),
+            x_desc: "time since traffic started (s)".into(),
+            y_desc: "requests per second".into(),
+            lines: rate_lines(&h.timeline),
+            integer_x: false,
+            markers,
+            y_min: 0.0,
+        };
+        figures.a3_hang = Some(charts::render(
+            dir,
+            "a3_hang_timeline",
+            (1100, 560),
+            1,
+            &[Panel::Lines(timeline)],
+        )?);
+    }
+    let s = &a3.slowloris;
+    if s.opened > 0 {
+        let seconds = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+            points.into_iter().map(|(t, v)| (t / 1000.0, v)).collect()
+        };
+        let mut markers = Vec::new();
+        if let Some(t) = s.header_timeout_ms {
+            markers.push((
+                (s.attack_started_ms + t as f64) / 1000.0,
+                format!("header timeout {t} ms"),
+            ));
+        }
+        let open = Lines {
+            title: format!(
+                "A-3: slow-loris connections still open ({} opened)",
+                s.opened
+            ),
+            x_desc: "time since traffic started (s)".into(),
+            y_desc: "connections open".into(),
+            lines: vec![line(
+                "slow-loris connections open",
+                seconds(a3_faults::open_over_time(s)),
+                Some(4),
+                false,
+            )],
+            integer_x: false,
+            markers: markers.clone(),
+            y_min: 0.0,
+        };
+        let traffic = Lines {
+            title: format!(
+                "A-3: {} normal clients' requests per second meanwhile",
+                s.clients
+            ),
+            x_desc: "time since traffic started (s)".into(),
+            y_desc: "requests per second".into(),
+            lines: rate_lines(&s.timeline),
+            integer_x: false,
+            markers,
+            y_min: 0.0,
+        };
+        figures.a3_slowloris = Some(charts::render(
+            dir,
+            "a3_slowloris",
+            (760, 520),
+            2,
+            &[Panel::Lines(open), Panel::Lines(traffic)],
+        )?);
+    }
+    Ok(())
 }
 
 /// Draw every figure the results allow into `dir`.
@@ -148,8 +265,6 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
         )?);
     }
     if let Some(KillOutcome::Done(k)) = results.a3.as_ref().map(|a| &a.kill) {
-        let scale = 1000.0 / BIN.as_millis() as f64;
-        let centre = |start: u64| (start as f64 + BIN.as_millis() as f64 / 2.0) / 1000.0;
         let mut markers = vec![(k.killed_ms / 1000.0, format!("SIGKILL {}", k.victim))];
         if let Some(t) = k.left_ring_after_ms {
             markers.push(((k.killed_ms + t) / 1000.0, format!("left ring +{t:.0} ms")));
@@ -167,26 +282,7 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
             ),
             x_desc: "time since traffic started (s)".into(),
             y_desc: "requests per second".into(),
-            lines: vec![
-                line(
-                    "200 OK",
-                    k.timeline
-                        .iter()
-                        .map(|b| (centre(b.start_ms), b.ok as f64 * scale))
-                        .collect(),
-                    Some(2),
-                    false,
-                ),
-                line(
-                    "failed",
-                    k.timeline
-                        .iter()
-                        .map(|b| (centre(b.start_ms), b.failed as f64 * scale))
-                        .collect(),
-                    Some(3),
-                    false,
-                ),
-            ],
+            lines: rate_lines(&k.timeline),
             integer_x: false,
             markers,
             y_min: 0.0,
@@ -199,6 +295,7 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
             &[Panel::Lines(timeline)],
         )?);
     }
+    a3_fault_figures(dir, results, &mut figures)?;
     if let Some(a4) = &results.a4 {
         if !a4.runs.is_empty() {
             let ids: Vec<u64> = {

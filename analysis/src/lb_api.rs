@@ -95,6 +95,9 @@ pub struct Status {
     /// Configuration file and plugin directories.
     #[serde(default)]
     pub config: ConfigInfo,
+    /// Requests the load balancer sent on to another replica so far, if it reports them.
+    #[serde(default)]
+    pub retries: Option<u64>,
 }
 
 impl Status {

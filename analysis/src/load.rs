@@ -10,6 +10,8 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::client::{LbClient, Method};
+use crate::error::Error;
+use crate::stats::Summary;
 
 /// The prefix of the replica name in a `/home` answer (SPEC §1).
 pub const HELLO: &str = "Hello from Server: ";
@@ -73,6 +75,17 @@ impl Tally {
 }
 
 impl LoadRun {
+    /// Latency of every request (from sending to its answer or failure), milliseconds; `None`
+    /// when none was sent.
+    pub fn latency(&self) -> Option<Summary> {
+        let ms: Vec<f64> = self
+            .samples
+            .iter()
+            .map(|s| s.done.saturating_sub(s.sent).as_secs_f64() * 1000.0)
+            .collect();
+        Summary::of(&ms)
+    }
+
     /// Count the outcomes.
     pub fn tally(&self) -> Tally {
         let mut tally = Tally {
@@ -121,6 +134,8 @@ pub struct Limits {
     pub time: Duration,
     /// No request is started once this is set.
     pub stop: Arc<AtomicBool>,
+    /// How long one request may take (then it counts as failed, `timeout`).
+    pub request_timeout: Duration,
 }
 
 /// Stack size of a load thread (it only holds a connection and its samples).
@@ -145,15 +160,20 @@ pub fn run(
             let index = next.fetch_add(1, Ordering::Relaxed);
             let Some(&id) = ids.get(index) else { break };
             let sent = origin.elapsed();
-            let outcome = match connection.send(Method::GET, "/home", None, Some(u64::from(id))) {
+            let answer = connection.send_within(
+                Method::GET,
+                "/home",
+                None,
+                Some(u64::from(id)),
+                limits.request_timeout,
+            );
+            let outcome = match answer {
                 Ok(answer) if answer.status == 200 => match served_by(&answer.body) {
                     Some(host) => Outcome::Served(host),
                     None => Outcome::Failed("unexpected body".into()),
                 },
                 Ok(answer) => Outcome::Failed(format!("HTTP {}", answer.status)),
-                Err(e) if e.to_string().contains("no answer within") => {
-                    Outcome::Failed("timeout".into())
-                }
+                Err(Error::NoAnswer { .. }) => Outcome::Failed("timeout".into()),
                 Err(_) => Outcome::Failed("connection error".into()),
             };
             samples.push(Sample {

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::data::Results;
 use crate::experiments::a3::{KillOutcome, Verdict, A3};
+use crate::experiments::a3_faults::{self, Hang, HangOutcome, Slowloris, LORIS_HEAD};
 use crate::experiments::a4::A4;
 use crate::experiments::offline::HashOffline;
 use crate::experiments::Measurement;
@@ -253,7 +254,7 @@ fn cell(text: &str) -> String {
 fn a3_section(md: &mut String, a3: &A3, figures: &Figures, concurrency: usize) {
     let _ = writeln!(
         md,
-        "## A-3: endpoints, and a replica killed under traffic\n"
+        "## A-3: endpoints, a replica killed and one hung under traffic, slow loris\n"
     );
     let (pass, fail, skip) = (
         a3.count(Verdict::Pass),
@@ -285,6 +286,7 @@ fn a3_section(md: &mut String, a3: &A3, figures: &Figures, concurrency: usize) {
         );
     }
     md.push('\n');
+    let _ = writeln!(md, "### A replica killed\n");
     match &a3.kill {
         KillOutcome::Skipped(why) => {
             let _ = writeln!(md, "The kill was skipped: {why}.\n");
@@ -362,6 +364,190 @@ fn a3_section(md: &mut String, a3: &A3, figures: &Figures, concurrency: usize) {
             md.push('\n');
         }
     }
+    match &a3.hang {
+        HangOutcome::Skipped(why) => {
+            let _ = writeln!(md, "### A replica hung\n\nThe hang was skipped: {why}.\n");
+        }
+        HangOutcome::Done(h) => hang_part(md, h, figures),
+    }
+    slowloris_part(md, &a3.slowloris, figures);
+}
+
+fn ms(summary: Option<stats::Summary>, f: impl Fn(&stats::Summary) -> f64) -> String {
+    summary.map_or("–".into(), |s| format!("{:.0} ms", f(&s)))
+}
+
+fn hang_part(md: &mut String, h: &Hang, figures: &Figures) {
+    let _ = writeln!(md, "### A replica hung\n");
+    image(md, "A-3: hang timeline", &figures.a3_hang);
+    let _ = writeln!(
+        md,
+        "- Stopped **{}** (server id {}, the replica serving the most slots: {}) with {} at t = {:.2} s for \
+         {:.1} s, while {} clients sent `GET /home` with random request ids, each request with a {} s timeout; \
+         then {}.",
+        h.victim,
+        h.victim_id,
+        h.victim_slots,
+        h.how,
+        h.stopped_ms / 1000.0,
+        h.stopped_for_ms / 1000.0,
+        h.clients,
+        h.request_timeout_ms as f64 / 1000.0,
+        h.resumed
+    );
+    let replacement = h.replacement.as_ref().map_or(
+        "no replacement with its server id was seen".into(),
+        |(host, id)| format!("its replacement is **{host}** with server id {id}"),
+    );
+    match h.left_ring_after_ms {
+        Some(t) => {
+            let _ = writeln!(
+                md,
+                "- It was out of `/rep` **{t:.0} ms** after the stop ({} polls); {replacement}.",
+                h.polls
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "- It did **not** leave `/rep` while it was stopped ({} polls); {replacement}.",
+                h.polls
+            );
+        }
+    }
+    let sent = h.traffic.sent;
+    let failed = if h.failed == 0 {
+        "**none failed**".to_owned()
+    } else {
+        let window = h.failure_window_ms.map_or(String::new(), |(a, b)| {
+            format!(
+                ", between t = {:.3} s and t = {:.3} s",
+                a / 1000.0,
+                b / 1000.0
+            )
+        });
+        format!(
+            "**{} failed** ({:.2} %: {}{window})",
+            h.failed,
+            h.failed as f64 * 100.0 / sent.max(1) as f64,
+            a3_faults::failure_kinds(&h.traffic)
+        )
+    };
+    let _ = writeln!(
+        md,
+        "- {sent} requests were sent: {} answered 200, {failed}. A failure is any other status, a transport error \
+         or no answer within the timeout.",
+        h.answered
+    );
+    if let Some(note) = a3_faults::ran_out(&h.traffic) {
+        let _ = writeln!(md, "- Note: {note}.");
+    }
+    let _ = writeln!(
+        md,
+        "- Latency over all of them: median {}, p99 **{}**, max **{}**.",
+        ms(h.latency_ms, |s| s.median),
+        ms(h.latency_ms, |s| s.p99),
+        ms(h.latency_ms, |s| s.max)
+    );
+    if let Some(r) = h.retried_by_lb {
+        let _ = writeln!(
+            md,
+            "- The load balancer sent {r} requests on to another replica meanwhile (`retries` in `/_lb/status`)."
+        );
+    }
+    if let Some(gone) = h.victim_gone {
+        let _ = writeln!(
+            md,
+            "- The stopped process {} afterwards.",
+            if gone { "was gone" } else { "was still alive" }
+        );
+    }
+    md.push('\n');
+}
+
+fn slowloris_part(md: &mut String, s: &Slowloris, figures: &Figures) {
+    let _ = writeln!(md, "### Slow loris\n");
+    image(md, "A-3: slow loris", &figures.a3_slowloris);
+    let head = String::from_utf8_lossy(LORIS_HEAD).replace("\r\n", "\\r\\n");
+    let not_opened = match &s.connect_failed {
+        (0, _) => String::new(),
+        (n, why) => format!(
+            " ({n} could not be opened: {})",
+            why.as_deref().unwrap_or("no reason")
+        ),
+    };
+    let _ = writeln!(
+        md,
+        "- {} of {} connections{not_opened} each sent `{head}` and then one byte of a header line every {:.0} s, \
+         never finishing the request head, while {} normal clients sent `GET /home`.",
+        s.opened,
+        s.planned,
+        s.trickle_ms as f64 / 1000.0,
+        s.clients
+    );
+    let setting = match s.header_timeout_ms {
+        Some(t) => format!(
+            "The load balancer's `[proxy] client_header_timeout_ms` was **{t} ms** (set by `analysis` in the \
+             `lb.toml` it wrote; the default is 10 000 ms)"
+        ),
+        None => "The load balancer's `[proxy] client_header_timeout_ms` is not known here (it was given with \
+                 `--lb`; the default is 10 000 ms)"
+            .to_owned(),
+    };
+    let _ = writeln!(
+        md,
+        "- {setting}; the attack was bounded to {:.0} s and took {:.1} s.",
+        s.bound_ms / 1000.0,
+        s.attack_ms / 1000.0
+    );
+    let after = |summary: Option<stats::Summary>, what: &str| {
+        summary.map_or(String::new(), |x| {
+            format!(
+                ", {what} {:.0} ms (min) / {:.0} ms (median) / {:.0} ms (max) after connecting",
+                x.min, x.median, x.max
+            )
+        })
+    };
+    let _ = writeln!(
+        md,
+        "- **{} of {}** were answered `408 Request Timeout`{}; {} got another answer.",
+        s.answered_408,
+        s.opened,
+        after(s.to_408_ms, "the answer came"),
+        s.answered_other
+    );
+    let _ = writeln!(
+        md,
+        "- {} were closed by the load balancer ({} without an answer){}; **{} still open** at the end of the \
+         bound.",
+        s.closed,
+        s.closed_without_answer,
+        after(s.to_close_ms, "the close came"),
+        s.still_open
+    );
+    let failed = if s.failed == 0 {
+        "none failed".to_owned()
+    } else {
+        format!(
+            "**{} failed** ({})",
+            s.failed,
+            a3_faults::failure_kinds(&s.traffic)
+        )
+    };
+    let _ = writeln!(
+        md,
+        "- The normal clients sent {} requests meanwhile: {} answered 200, {failed}; latency median {}, p99 **{}**, \
+         max {}.",
+        s.traffic.sent,
+        s.answered,
+        ms(s.latency_ms, |x| x.median),
+        ms(s.latency_ms, |x| x.p99),
+        ms(s.latency_ms, |x| x.max)
+    );
+    if let Some(note) = a3_faults::ran_out(&s.traffic) {
+        let _ = writeln!(md, "- Note: {note}.");
+    }
+    md.push('\n');
 }
 
 fn mean_spread(points: &[Measurement], f: fn(&stats::Spread) -> f64) -> f64 {
@@ -657,9 +843,12 @@ pub fn render(results: &Results, figures: &Figures, data_files: &[String]) -> St
         "| load balancer | {} ({}) |",
         s.lb_url,
         if s.own_lb {
-            "started by analysis, 3 replicas, 100 ms heartbeats"
+            format!(
+                "started by analysis, 3 replicas, 100 ms heartbeats, {} ms client header timeout",
+                crate::config_file::HEADER_TIMEOUT_MS
+            )
         } else {
-            "given with --lb"
+            "given with --lb".to_owned()
         }
     );
     let _ = writeln!(md, "| requests per measurement | {} |", s.requests);

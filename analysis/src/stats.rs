@@ -50,6 +50,43 @@ impl Spread {
     }
 }
 
+/// Order statistics of a set of values (latencies, times to an event).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Summary {
+    /// How many values.
+    pub count: usize,
+    /// Smallest.
+    pub min: f64,
+    /// Median (nearest rank).
+    pub median: f64,
+    /// 99th percentile (nearest rank: the smallest value at least 99 % of them do not exceed).
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Summary {
+    /// The summary of `values`; `None` when there are none (NaNs are ignored).
+    pub fn of(values: &[f64]) -> Option<Summary> {
+        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let rank = |p: f64| {
+            let n = sorted.len();
+            sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1]
+        };
+        Some(Summary {
+            count: sorted.len(),
+            min: sorted[0],
+            median: rank(0.5),
+            p99: rank(0.99),
+            max: sorted[sorted.len() - 1],
+        })
+    }
+}
+
 /// Mean of `values` (0 for none).
 pub fn mean(values: &[f64]) -> f64 {
     if values.is_empty() {
@@ -75,6 +112,20 @@ mod tests {
         assert_eq!(s.max_over_avg, 3.0);
         assert!((s.cv - 2f64.sqrt()).abs() < 1e-12);
         assert_eq!(s.min, 0.0);
+    }
+
+    #[test]
+    fn summaries_use_the_nearest_rank() {
+        let values: Vec<f64> = (1..=200).rev().map(f64::from).collect();
+        let s = Summary::of(&values).unwrap();
+        assert_eq!(
+            (s.count, s.min, s.median, s.p99, s.max),
+            (200, 1.0, 100.0, 198.0, 200.0)
+        );
+        let one = Summary::of(&[7.0]).unwrap();
+        assert_eq!((one.median, one.p99), (7.0, 7.0));
+        assert!(Summary::of(&[]).is_none());
+        assert!(Summary::of(&[f64::NAN]).is_none());
     }
 
     #[test]

@@ -133,6 +133,8 @@ fn all_experiments_end_to_end() {
         "a2_spread.csv",
         "a3_checks.csv",
         "a3_timeline.csv",
+        "a3_hang_timeline.csv",
+        "a3_slowloris.csv",
         "a4_a1.csv",
         "a4_a2_spread.csv",
         "a4_offline_shares.csv",
@@ -149,6 +151,8 @@ fn all_experiments_end_to_end() {
         "a2_load_per_replica",
         "a2_spread",
         "a3_timeline",
+        "a3_hang_timeline",
+        "a3_slowloris",
         "a4_a1_per_hash",
         "a4_a2_spread_per_hash",
         "a4_offline",
@@ -245,6 +249,102 @@ fn all_experiments_end_to_end() {
         .map(|b| b["ok"].as_u64().unwrap() + b["failed"].as_u64().unwrap())
         .sum();
     assert_eq!(binned, sent);
+
+    // A-3 hang: the replica was stopped and continued, traffic flowed, every request is
+    // accounted for, and the report states the figures.
+    let hang = &a3["hang"]["done"];
+    assert!(hang.is_object(), "the hang did not run: {}", a3["hang"]);
+    assert!(
+        hang["how"].as_str().unwrap().starts_with("SIGSTOP to pid "),
+        "{hang}"
+    );
+    assert!(
+        hang["resumed"].as_str().unwrap().starts_with("SIGCONT"),
+        "{hang}"
+    );
+    let stopped_for = hang["stopped_for_ms"].as_f64().unwrap();
+    assert!((5_000.0..7_000.0).contains(&stopped_for), "{hang}");
+    let (h_sent, h_ok, h_failed) = (
+        hang["traffic"]["sent"].as_u64().unwrap(),
+        hang["answered"].as_u64().unwrap(),
+        hang["failed"].as_u64().unwrap(),
+    );
+    assert!(h_sent > 0 && h_ok + h_failed == h_sent, "{hang}");
+    assert!(
+        h_sent < hang["traffic"]["planned"].as_u64().unwrap(),
+        "the hang's traffic ran out of ids"
+    );
+    let binned: u64 = hang["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["ok"].as_u64().unwrap() + b["failed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(binned, h_sent);
+    assert_eq!(hang["clients"], 32);
+    let left = hang["left_ring_after_ms"]
+        .as_f64()
+        .expect("the hung replica left /rep while stopped");
+    assert!(left > 0.0 && left < 5_000.0, "{hang}");
+    let latency = &hang["latency_ms"];
+    assert!(
+        latency["max"].as_f64().unwrap() >= latency["p99"].as_f64().unwrap(),
+        "{hang}"
+    );
+    assert!(
+        report.contains(&format!("{h_sent} requests were sent: {h_ok} answered 200")),
+        "report.md lacks the hang's figures"
+    );
+
+    // A-3 slow loris: with the header timeout analysis set, every connection was answered 408 or
+    // closed within the bound, and the normal clients were answered meanwhile.
+    let loris = &a3["slowloris"];
+    let opened = loris["opened"].as_u64().unwrap();
+    assert_eq!(
+        opened,
+        loris["planned"].as_u64().unwrap(),
+        "{}",
+        loris["connect_failed"]
+    );
+    assert!(opened >= 100, "{opened}");
+    assert_eq!(loris["header_timeout_ms"], 3000);
+    assert_eq!(loris["still_open"], 0, "slow-loris connections left open");
+    let conns = loris["connections"].as_array().unwrap();
+    assert_eq!(conns.len() as u64, opened);
+    let bound = loris["bound_ms"].as_f64().unwrap();
+    for c in conns {
+        let answered = c["answer"][0].as_u64() == Some(408);
+        let closed = c["closed_after_ms"].as_f64();
+        assert!(
+            answered || closed.is_some_and(|t| t < bound),
+            "neither answered 408 nor closed: {c}"
+        );
+        if let Some(t) = c["answer"][1].as_f64() {
+            // Not before the header timeout; within it and the watchdog's quarter, plus slack.
+            assert!((2_900.0..6_000.0).contains(&t), "408 after {t} ms: {c}");
+        }
+    }
+    assert!(
+        loris["answered_408"].as_u64().unwrap() >= opened * 9 / 10,
+        "{loris:#}"
+    );
+    assert!(
+        loris["attack_ms"].as_f64().unwrap() < bound,
+        "{}",
+        loris["attack_ms"]
+    );
+    let (l_sent, l_ok) = (
+        loris["traffic"]["sent"].as_u64().unwrap(),
+        loris["answered"].as_u64().unwrap(),
+    );
+    assert!(
+        l_ok > 0 && l_ok + loris["failed"].as_u64().unwrap() == l_sent,
+        "{loris:#}"
+    );
+    assert!(
+        report.contains("client_header_timeout_ms` was **3000 ms**"),
+        "report.md lacks the header timeout"
+    );
 
     // every shipped plugin ran live, with the same checks as, and offline.
     let a4 = &results["a4"];

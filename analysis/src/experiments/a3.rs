@@ -1,6 +1,7 @@
 //! every endpoint checked (SPEC §3, success and error rows), then a replica killed while a
 //! client keeps sending requests: how long until `/rep` shows N again without the victim, and
-//! how many client requests failed.
+//! how many client requests failed. Then a replica hung and a slow-loris attack
+//! ([`super::a3_faults`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::a3_faults::{self, HangOutcome, Slowloris};
 use super::Context;
 use crate::client::{Answer, LbClient, Method};
 use crate::config_file;
@@ -118,6 +120,10 @@ pub struct A3 {
     pub checks: Vec<Check>,
     /// The kill phase.
     pub kill: KillOutcome,
+    /// A replica hung with SIGSTOP under traffic ([`a3_faults::hang`]).
+    pub hang: HangOutcome,
+    /// Slow-loris connections next to normal clients ([`a3_faults::slowloris`]).
+    pub slowloris: Slowloris,
 }
 
 impl A3 {
@@ -162,7 +168,15 @@ pub fn run(ctx: &Context) -> Result<A3> {
         )),
         KillOutcome::Skipped(why) => progress::note(&format!("A-3 kill skipped: {why}")),
     }
-    Ok(A3 { checks, kill })
+    ctx.client.scale_to(3)?;
+    let hang = a3_faults::hang(ctx)?;
+    let slowloris = a3_faults::slowloris(ctx)?;
+    Ok(A3 {
+        checks,
+        kill,
+        hang,
+        slowloris,
+    })
 }
 
 fn shorten(text: &str) -> String {
@@ -577,9 +591,34 @@ fn routing_check(ctx: &Context, c: &mut Checker<'_>) {
     c.record(name, request, &expected, got, verdict);
 }
 
-enum KillBy {
+/// How a replica's process is reached from here.
+pub(super) enum KillBy {
+    /// A local process.
     Pid(u32),
+    /// A container, through the `docker` command.
     Docker(String),
+}
+
+/// How `victim` can be signalled from here: by pid when the load balancer is on this machine
+/// (ours, or a loopback URL), else by container id; or why neither is possible.
+pub(super) fn signal_target(
+    ctx: &Context,
+    victim: &ReplicaStatus,
+) -> std::result::Result<KillBy, String> {
+    let host = ctx.client.host();
+    let local = ctx.owned_config.is_some() || is_loopback(&host);
+    match (&victim.handle.pid, &victim.handle.container_id) {
+        (Some(pid), _) if local => Ok(KillBy::Pid(*pid)),
+        (_, Some(id)) => Ok(KillBy::Docker(id.clone())),
+        (Some(pid), None) => Err(format!(
+            "the victim {} is pid {pid} on another host ({host}); it cannot be signalled from here",
+            victim.hostname
+        )),
+        (None, None) => Err(format!(
+            "/_lb/status shows neither a pid nor a container id for {}",
+            victim.hostname
+        )),
+    }
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -591,7 +630,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// True while `pid` is a live (not zombie) process.
-fn alive(pid: u32) -> bool {
+pub(super) fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(')')
@@ -600,7 +639,11 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-fn choose_victim(status: &[ReplicaStatus], owners: &[String]) -> Option<(ReplicaStatus, usize)> {
+/// The replica serving the most slots (the lowest server id among equals), with its slot count.
+pub(super) fn choose_victim(
+    status: &[ReplicaStatus],
+    owners: &[String],
+) -> Option<(ReplicaStatus, usize)> {
     status
         .iter()
         .map(|r| {
@@ -619,23 +662,9 @@ fn kill(ctx: &Context) -> Result<KillOutcome> {
     let Some((victim, victim_slots)) = choose_victim(&status.replicas, &ring.owners) else {
         return Ok(KillOutcome::Skipped("no replica to kill".into()));
     };
-    let local = ctx.owned_config.is_some() || is_loopback(&client.host());
-    let method = match (&victim.handle.pid, &victim.handle.container_id) {
-        (Some(pid), _) if local => KillBy::Pid(*pid),
-        (_, Some(id)) => KillBy::Docker(id.clone()),
-        (Some(pid), None) => {
-            return Ok(KillOutcome::Skipped(format!(
-                "the victim {} is pid {pid} on another host ({}); it cannot be signalled from here",
-                victim.hostname,
-                client.host()
-            )))
-        }
-        (None, None) => {
-            return Ok(KillOutcome::Skipped(format!(
-                "/_lb/status shows neither a pid nor a container id for {}",
-                victim.hostname
-            )))
-        }
+    let method = match signal_target(ctx, &victim) {
+        Ok(method) => method,
+        Err(why) => return Ok(KillOutcome::Skipped(why)),
     };
     let n = status.replicas.len();
 

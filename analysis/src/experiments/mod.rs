@@ -4,6 +4,7 @@
 pub mod a1;
 pub mod a2;
 pub mod a3;
+pub mod a3_faults;
 pub mod a4;
 pub mod offline;
 
@@ -100,6 +101,7 @@ impl Context {
             concurrency: self.concurrency,
             time,
             stop,
+            request_timeout: crate::client::REQUEST_TIMEOUT,
         }
     }
 

@@ -1,0 +1,1045 @@
+//! A-3's fault phases after the kill ([`super::a3`]):
+//!
+//! - **hang**: the replica serving the most slots is stopped (SIGSTOP, or `docker pause`) for
+//!   [`HANG`] while [`HANG_CLIENTS`] clients send `GET /home`, each request with a
+//!   [`CLIENT_TIMEOUT`]; then it is continued (SIGCONT, `docker unpause`) — always, also on an
+//!   error or a panic ([`Stopped`] does it when dropped). Measured: requests answered and failed,
+//!   their latency, and when the victim left `/rep`.
+//! - **slow loris**: [`LORIS_CONNECTIONS`] connections each send the start of a request head and
+//!   then one more header byte every [`LORIS_TRICKLE`], never finishing it, while normal clients
+//!   keep sending `GET /home`. Measured: which connections the load balancer answered (408) or
+//!   closed, after how long, and what the normal clients saw.
+//!
+//! Both phases are bounded in time (the slow-loris attack by [`loris_bound`], its traffic and the
+//! hang's by their stop flags and per-request deadlines) and in count (request ids, connections).
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use super::a3::{alive, choose_victim, signal_target, timeline, Bin, KillBy};
+use super::Context;
+use crate::client::{LbClient, Method};
+use crate::config_file;
+use crate::error::{Error, Result};
+use crate::lb_api::{eventually, Rep, POLL};
+use crate::load::{self, Limits, LoadRun, Outcome, Tally};
+use crate::progress;
+use crate::stats::Summary;
+
+/// How long the victim stays stopped.
+pub const HANG: Duration = Duration::from_secs(5);
+/// Clients sending `GET /home` during the hang.
+pub const HANG_CLIENTS: usize = 32;
+/// Deadline of each client request in both phases: past it the request counts as failed
+/// (`timeout`).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Traffic before the stop, for a baseline.
+const BEFORE_HANG: Duration = Duration::from_millis(500);
+/// Traffic after the victim is continued.
+const AFTER_HANG: Duration = Duration::from_secs(1);
+/// How long traffic may take to get its first answer before a fault is started.
+const FIRST_ANSWER_LIMIT: Duration = Duration::from_secs(10);
+/// Deadline of one `/rep` poll while the victim is stopped.
+const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the load balancer may take to start a replacement for the hung replica.
+const REPLACEMENT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Slow-loris connections opened (fewer if the open-files limit cannot be raised for them).
+pub const LORIS_CONNECTIONS: usize = 200;
+/// What each slow-loris connection sends at once: a request head without its end.
+pub const LORIS_HEAD: &[u8] = b"GET /home HTTP/1.1\r\nHost: x\r\n";
+/// Then a header line that never ends, one byte per [`LORIS_TRICKLE`]: `X-Slow: aaaa…`.
+const LORIS_LINE: &[u8] = b"X-Slow: ";
+/// The pace of the trickled bytes.
+pub const LORIS_TRICKLE: Duration = Duration::from_secs(1);
+/// The attack's bound when the load balancer's header timeout is not known (it was given with
+/// `--lb`), and the most it may be otherwise.
+pub const LORIS_BOUND: Duration = Duration::from_secs(20);
+/// Most normal clients during the attack (and the fewest).
+const LORIS_CLIENTS: std::ops::RangeInclusive<usize> = 8..=32;
+/// Timeout for opening one slow-loris connection.
+const CONNECT_LIMIT: Duration = Duration::from_secs(2);
+/// Longest wait in one `poll(2)` of the attack loop.
+const LORIS_TICK: Duration = Duration::from_millis(100);
+/// Answer bytes kept per slow-loris connection (enough for the status line).
+const LORIS_KEEP: usize = 1024;
+/// Open files kept free for everything else (normal clients, API calls, the process itself).
+const SPARE_FILES: u64 = 64;
+
+/// The hang measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hang {
+    /// The replica stopped (the one serving the most slots).
+    pub victim: String,
+    /// Its server id.
+    pub victim_id: u64,
+    /// Slots it served.
+    pub victim_slots: usize,
+    /// How it was stopped, e.g. `SIGSTOP to pid 1234`.
+    pub how: String,
+    /// Clients sending requests.
+    pub clients: usize,
+    /// Deadline of each client request, milliseconds.
+    pub request_timeout_ms: u64,
+    /// When it was stopped, ms since traffic started.
+    pub stopped_ms: f64,
+    /// From the stop to the continue, milliseconds.
+    pub stopped_for_ms: f64,
+    /// What continuing it did, e.g. `SIGCONT to pid 1234` or why that failed (the load balancer
+    /// may have ended the process already).
+    pub resumed: String,
+    /// First `/rep` without the victim, ms after the stop (`None`: not while it was stopped).
+    pub left_ring_after_ms: Option<f64>,
+    /// `/rep` polls made while it was stopped.
+    pub polls: u64,
+    /// The replica with the victim's server id and a new hostname afterwards, if any.
+    pub replacement: Option<(String, u64)>,
+    /// The client traffic.
+    pub traffic: Tally,
+    /// Requests answered with 200.
+    pub answered: u64,
+    /// Failed requests: any other status, a transport error, or no answer within the deadline.
+    pub failed: u64,
+    /// Latency of every request, failed ones included, milliseconds.
+    pub latency_ms: Option<Summary>,
+    /// First and last failure, ms since traffic started.
+    pub failure_window_ms: Option<(f64, f64)>,
+    /// The timeline in [`super::a3::BIN`] bins.
+    pub timeline: Vec<Bin>,
+    /// Requests the load balancer sent to another replica during the phase (`retries` in
+    /// `/_lb/status`), when it reports them.
+    pub retried_by_lb: Option<u64>,
+    /// Whether the victim's process was gone afterwards (for a pid).
+    pub victim_gone: Option<bool>,
+}
+
+/// The hang phase, or why it was skipped.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HangOutcome {
+    /// Done.
+    Done(Box<Hang>),
+    /// Not possible here.
+    Skipped(String),
+}
+
+/// One slow-loris connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct LorisConnection {
+    /// When it was connected, ms since the phase's traffic started.
+    pub opened_ms: f64,
+    /// Bytes of the unfinished head it sent.
+    pub bytes_sent: usize,
+    /// The status of the answer it got (0 if the answer was not HTTP), and when its first bytes
+    /// came, ms after connecting.
+    pub answer: Option<(u16, f64)>,
+    /// When the load balancer closed it (end of stream or reset), ms after connecting.
+    pub closed_after_ms: Option<f64>,
+}
+
+/// The slow-loris measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Slowloris {
+    /// Connections meant to be opened.
+    pub planned: usize,
+    /// Connections opened.
+    pub opened: usize,
+    /// Connections that could not be opened, and the first reason.
+    pub connect_failed: (usize, Option<String>),
+    /// The load balancer's `[proxy] client_header_timeout_ms`, when known (analysis wrote it).
+    pub header_timeout_ms: Option<u64>,
+    /// The attack's bound, milliseconds.
+    pub bound_ms: f64,
+    /// Time between trickled bytes, milliseconds.
+    pub trickle_ms: u64,
+    /// Connections answered `408 Request Timeout`.
+    pub answered_408: usize,
+    /// Connections answered with any other status.
+    pub answered_other: usize,
+    /// Connections the load balancer closed.
+    pub closed: usize,
+    /// Connections it closed without answering.
+    pub closed_without_answer: usize,
+    /// Connections still open when the bound was reached.
+    pub still_open: usize,
+    /// From connecting to the 408, milliseconds.
+    pub to_408_ms: Option<Summary>,
+    /// From connecting to the close, milliseconds.
+    pub to_close_ms: Option<Summary>,
+    /// From the first connection to the end of the attack, milliseconds.
+    pub attack_ms: f64,
+    /// When the first connection was opened, ms since the phase's traffic started.
+    pub attack_started_ms: f64,
+    /// Every connection.
+    pub connections: Vec<LorisConnection>,
+    /// Normal clients sending `GET /home` meanwhile.
+    pub clients: usize,
+    /// Their traffic.
+    pub traffic: Tally,
+    /// Their requests answered with 200.
+    pub answered: u64,
+    /// Their failed requests.
+    pub failed: u64,
+    /// Their latency, failed requests included, milliseconds.
+    pub latency_ms: Option<Summary>,
+    /// Their timeline in [`super::a3::BIN`] bins.
+    pub timeline: Vec<Bin>,
+}
+
+/// A replica stopped by [`Stopped::stop`]: continued by [`Stopped::resume`] or, at the latest,
+/// when dropped — also while unwinding from a panic, so it is never left stopped.
+struct Stopped {
+    target: Option<KillBy>,
+}
+
+impl Stopped {
+    /// Stop the replica; the guard, and how it was stopped.
+    fn stop(target: KillBy) -> std::result::Result<(Stopped, String), String> {
+        let how = match &target {
+            KillBy::Pid(pid) => {
+                signal(*pid, libc::SIGSTOP).map_err(|e| format!("SIGSTOP to pid {pid}: {e}"))?;
+                format!("SIGSTOP to pid {pid}")
+            }
+            KillBy::Docker(id) => {
+                docker(&["pause", id])?;
+                format!("docker pause {id}")
+            }
+        };
+        Ok((
+            Stopped {
+                target: Some(target),
+            },
+            how,
+        ))
+    }
+
+    /// Continue the replica (once); what that did.
+    fn resume(&mut self) -> String {
+        match self.target.take() {
+            None => "already continued".into(),
+            Some(KillBy::Pid(pid)) => match signal(pid, libc::SIGCONT) {
+                Ok(()) => format!("SIGCONT to pid {pid}"),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => format!(
+                    "SIGCONT not sent: pid {pid} no longer existed (ended while stopped; the load \
+                     balancer ends the replicas it replaces)"
+                ),
+                Err(e) => format!("SIGCONT to pid {pid} failed: {e}"),
+            },
+            Some(KillBy::Docker(id)) => match docker(&["unpause", &id]) {
+                Ok(()) => format!("docker unpause {id}"),
+                Err(e) => e,
+            },
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if self.target.is_some() {
+            let what = self.resume();
+            progress::note(&format!("A-3 hang: continued the stopped replica: {what}"));
+        }
+    }
+}
+
+/// Send `signal` to `pid`.
+fn signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+    // SAFETY: kill(2) with a pid the load balancer reported for one of its replicas.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Run `docker ARGS…`; its error output when it fails.
+fn docker(args: &[&str]) -> std::result::Result<(), String> {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "`docker {}` failed ({}): {}",
+            args.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("`docker {}` could not run: {e}", args.join(" "))),
+    }
+}
+
+/// `GET /home` traffic on a thread of its own, until its stop flag is set.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<LoadRun>>,
+    spinner: ProgressBar,
+    origin: Instant,
+}
+
+impl Traffic {
+    /// Start `clients` clients with the ids of `phase` (at most `ids`), each request within
+    /// [`CLIENT_TIMEOUT`], for at most `time`.
+    fn start(ctx: &Context, phase: &str, ids: usize, clients: usize, time: Duration) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ids = Arc::new(load::request_ids(ctx.seed, phase, ids));
+        let limits = Limits {
+            concurrency: clients,
+            time,
+            stop: Arc::clone(&stop),
+            request_timeout: CLIENT_TIMEOUT,
+        };
+        let spinner = progress::spinner(&format!("A-3 {phase}"));
+        let origin = Instant::now();
+        let thread = {
+            let (client, spinner) = (ctx.client.clone(), spinner.clone());
+            std::thread::spawn(move || load::run(&client, ids, limits, origin, &spinner))
+        };
+        Traffic {
+            stop,
+            thread: Some(thread),
+            spinner,
+            origin,
+        }
+    }
+
+    /// Wait until some request was answered and at least `baseline` has passed.
+    fn warmed_up(&self, baseline: Duration) -> Result<()> {
+        eventually(FIRST_ANSWER_LIMIT, "answers to the client traffic", || {
+            Ok(self.spinner.position() > 0 && self.origin.elapsed() >= baseline)
+        })
+    }
+
+    /// Stop it and collect its requests (the ones in flight end within [`CLIENT_TIMEOUT`]).
+    fn finish(mut self) -> Result<LoadRun> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take();
+        self.spinner.finish_and_clear();
+        thread
+            .ok_or_else(|| panicked("collected twice"))?
+            .join()
+            .map_err(|_| panicked("the load thread panicked"))
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        // On an early return the clients stop sending; the thread ends on its own.
+        self.stop.store(true, Ordering::Relaxed);
+        self.spinner.finish_and_clear();
+    }
+}
+
+fn panicked(reason: &str) -> Error {
+    Error::Unexpected {
+        request: "A-3 traffic".into(),
+        reason: reason.into(),
+    }
+}
+
+/// Request ids for the traffic of a phase: more than its clients send in the phase's time on
+/// this kind of machine (some 10 000 requests a second), so the traffic lasts the whole phase;
+/// the report says so if they ran out.
+const PHASE_IDS: usize = 1_000_000;
+
+/// First and last failure, ms since the traffic's origin.
+fn failure_window(run: &LoadRun) -> Option<(f64, f64)> {
+    run.samples
+        .iter()
+        .filter(|s| matches!(s.outcome, Outcome::Failed(_)))
+        .map(|s| s.done.as_secs_f64() * 1000.0)
+        .fold(None, |w, t| {
+            Some(w.map_or((t, t), |(a, b): (f64, f64)| (a.min(t), b.max(t))))
+        })
+}
+
+/// `GET /rep` within [`POLL_TIMEOUT`] on a connection of the poller's own.
+fn rep_within(conn: &mut crate::client::Connection) -> Option<Rep> {
+    let answer = conn
+        .send_within(Method::GET, "/rep", None, None, POLL_TIMEOUT)
+        .ok()?;
+    (answer.status == 200)
+        .then(|| Rep::parse(&answer.body))
+        .flatten()
+}
+
+/// Hang the replica serving the most slots for [`HANG`] under [`HANG_CLIENTS`] clients.
+pub fn hang(ctx: &Context) -> Result<HangOutcome> {
+    let client = &ctx.client;
+    let status = client.status()?;
+    let ring = client.ring()?;
+    let Some((victim, victim_slots)) = choose_victim(&status.replicas, &ring.owners) else {
+        return Ok(HangOutcome::Skipped("no replica to stop".into()));
+    };
+    let target = match signal_target(ctx, &victim) {
+        Ok(target) => target,
+        Err(why) => return Ok(HangOutcome::Skipped(why)),
+    };
+    let victim_pid = match &target {
+        KillBy::Pid(pid) => Some(*pid),
+        KillBy::Docker(_) => None,
+    };
+
+    let traffic = Traffic::start(
+        ctx,
+        "a3-hang",
+        PHASE_IDS,
+        HANG_CLIENTS,
+        FIRST_ANSWER_LIMIT + HANG * 2 + AFTER_HANG,
+    );
+    if let Err(e) = traffic.warmed_up(BEFORE_HANG) {
+        return Ok(HangOutcome::Skipped(format!(
+            "the client traffic got no answer before the hang: {e}"
+        )));
+    }
+    let retries_before = client.status().ok().and_then(|s| s.retries);
+    traffic
+        .spinner
+        .set_message(format!("stopping {}", victim.hostname));
+    let (mut stopped, how) = match Stopped::stop(target) {
+        Ok(stopped) => stopped,
+        Err(why) => {
+            let _ = traffic.finish();
+            return Ok(HangOutcome::Skipped(why));
+        }
+    };
+    let stopped_at = traffic.origin.elapsed();
+    traffic
+        .spinner
+        .set_message(format!("{} stopped; polling /rep", victim.hostname));
+
+    // While it is stopped: when does it leave /rep? Bounded by HANG (and each poll by its
+    // deadline); once it is out, the rest of HANG is simply waited.
+    let mut poller = client.connection();
+    let mut left = None;
+    let mut polls = 0u64;
+    // Every round takes POLL at least (or ends the wait), so this cap is never the limit.
+    let rounds = (HANG.as_millis() / POLL.as_millis().max(1)) as usize * 2 + 4;
+    for _ in 0..rounds {
+        let since = traffic.origin.elapsed().saturating_sub(stopped_at);
+        let Some(rest) = HANG.checked_sub(since).filter(|r| !r.is_zero()) else {
+            break;
+        };
+        if left.is_some() {
+            std::thread::sleep(rest);
+            continue;
+        }
+        polls += 1;
+        if let Some(rep) = rep_within(&mut poller) {
+            if !rep.replicas.contains(&victim.hostname) {
+                left = Some(traffic.origin.elapsed().saturating_sub(stopped_at));
+                continue;
+            }
+        }
+        std::thread::sleep(POLL.min(rest));
+    }
+    let resumed = stopped.resume();
+    let stopped_for = traffic.origin.elapsed().saturating_sub(stopped_at);
+    drop(stopped);
+    traffic
+        .spinner
+        .set_message(format!("{} continued ({resumed})", victim.hostname));
+    std::thread::sleep(AFTER_HANG);
+    let run = traffic.finish()?;
+
+    // The replacement, if the load balancer replaced the hung replica.
+    let mut replacement = None;
+    let waited = eventually(
+        REPLACEMENT_LIMIT,
+        "a replacement for the hung replica",
+        || {
+            let now = client.status()?;
+            replacement = now
+                .replicas
+                .iter()
+                .find(|r| r.id == victim.id && r.hostname != victim.hostname)
+                .map(|r| (r.hostname.clone(), r.id));
+            Ok(replacement.is_some() || now.replicas.iter().any(|r| r.hostname == victim.hostname))
+        },
+    );
+    match waited {
+        Ok(()) => {}
+        Err(e @ Error::Timeout { .. }) => progress::note(&format!("A-3 hang: {e}")),
+        Err(e) => return Err(e),
+    }
+    // The slow-loris phase and A-4 come next: let the replacement reach lb.toml first, so A-4's
+    // edit cannot race with the write-back.
+    if let (Some(path), Some((host, _))) = (&ctx.owned_config, &replacement) {
+        eventually(
+            Duration::from_secs(10),
+            "the replacement in lb.toml",
+            || Ok(config_file::replica_hostnames(path)?.contains(host)),
+        )?;
+    }
+    let retried_by_lb = match (retries_before, client.status()?.retries) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
+
+    let tally = run.tally();
+    let hang = Hang {
+        victim: victim.hostname,
+        victim_id: victim.id,
+        victim_slots,
+        how,
+        clients: HANG_CLIENTS,
+        request_timeout_ms: CLIENT_TIMEOUT.as_millis() as u64,
+        stopped_ms: stopped_at.as_secs_f64() * 1000.0,
+        stopped_for_ms: stopped_for.as_secs_f64() * 1000.0,
+        resumed,
+        left_ring_after_ms: left.map(|d| d.as_secs_f64() * 1000.0),
+        polls,
+        replacement,
+        answered: tally.successes(),
+        failed: tally.failures(),
+        latency_ms: run.latency(),
+        failure_window_ms: failure_window(&run),
+        timeline: timeline(&run.samples),
+        traffic: tally,
+        retried_by_lb,
+        victim_gone: victim_pid.map(|pid| !alive(pid)),
+    };
+    progress::note(&format!(
+        "A-3 hang: {} ({}) for {:.1} s; out of /rep after {}; {} of {} requests failed, p99 {} ms",
+        hang.victim,
+        hang.how,
+        hang.stopped_for_ms / 1000.0,
+        hang.left_ring_after_ms
+            .map_or("(not while stopped)".into(), |t| format!("{t:.0} ms")),
+        hang.failed,
+        hang.traffic.sent,
+        hang.latency_ms
+            .map_or("?".into(), |l| format!("{:.0}", l.p99)),
+    ));
+    Ok(HangOutcome::Done(Box::new(hang)))
+}
+
+/// The slow-loris attack's bound: twice the header timeout plus 2 s when it is known, at most
+/// [`LORIS_BOUND`].
+pub fn loris_bound(header_timeout_ms: Option<u64>) -> Duration {
+    header_timeout_ms.map_or(LORIS_BOUND, |t| {
+        (Duration::from_millis(t.saturating_mul(2)) + Duration::from_secs(2)).min(LORIS_BOUND)
+    })
+}
+
+/// Raise the soft limit of open files to `want` (within the hard limit); the soft limit after.
+fn raise_open_files(want: u64) -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) and setrlimit(2) on our own process with a valid rlimit struct.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur >= want {
+            return Some(limit.rlim_cur);
+        }
+        let raised = libc::rlimit {
+            rlim_cur: want.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            Some(raised.rlim_cur)
+        } else {
+            Some(limit.rlim_cur)
+        }
+    }
+}
+
+/// One slow-loris connection while the attack runs.
+struct Loris {
+    stream: TcpStream,
+    connected: Instant,
+    opened_ms: f64,
+    next_byte: Instant,
+    bytes_sent: usize,
+    received: Vec<u8>,
+    answer: Option<(u16, f64)>,
+    closed_after_ms: Option<f64>,
+}
+
+impl Loris {
+    fn open(client: &LbClient, origin: Instant) -> Result<Loris> {
+        let mut stream = client.tcp(CONNECT_LIMIT)?;
+        let connected = Instant::now();
+        let io = |source| Error::Io {
+            path: format!("slow-loris connection to {}", client.base()).into(),
+            source,
+        };
+        stream.write_all(LORIS_HEAD).map_err(io)?;
+        stream.set_nonblocking(true).map_err(io)?;
+        Ok(Loris {
+            stream,
+            connected,
+            opened_ms: connected.duration_since(origin).as_secs_f64() * 1000.0,
+            next_byte: connected + LORIS_TRICKLE,
+            bytes_sent: LORIS_HEAD.len(),
+            received: Vec::new(),
+            answer: None,
+            closed_after_ms: None,
+        })
+    }
+
+    fn done(&self) -> bool {
+        self.closed_after_ms.is_some()
+    }
+
+    fn since(&self, now: Instant) -> f64 {
+        now.duration_since(self.connected).as_secs_f64() * 1000.0
+    }
+
+    /// Read what arrived: the answer's status line, or the close.
+    fn read(&mut self, now: Instant) {
+        let mut buf = [0u8; 4096];
+        // Bounded: each read takes bytes off the socket, and the bytes kept are bounded.
+        for _ in 0..64 {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.closed_after_ms = Some(self.since(now));
+                    return;
+                }
+                Ok(n) => {
+                    if self.received.len() < LORIS_KEEP {
+                        self.received.extend_from_slice(&buf[..n]);
+                    }
+                    if self.answer.is_none() {
+                        self.answer = Some((0, self.since(now)));
+                    }
+                    if let Some((status @ 0, at)) = self.answer {
+                        let line_end = self.received.windows(2).position(|w| w == b"\r\n");
+                        if line_end.is_some() || self.received.len() >= LORIS_KEEP {
+                            let line = &self.received[..line_end.unwrap_or(self.received.len())];
+                            let code = std::str::from_utf8(line)
+                                .ok()
+                                .and_then(|l| l.split(' ').nth(1))
+                                .and_then(|c| c.parse().ok())
+                                .unwrap_or(status);
+                            self.answer = Some((code, at));
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // Reset by the load balancer: closed too.
+                    self.closed_after_ms = Some(self.since(now));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Send the next byte of the never-ending header line when it is due (until answered).
+    fn trickle(&mut self, now: Instant) {
+        if self.answer.is_some() || self.done() || now < self.next_byte {
+            return;
+        }
+        let index = self.bytes_sent - LORIS_HEAD.len();
+        let byte = LORIS_LINE.get(index).copied().unwrap_or(b'a');
+        match self.stream.write(&[byte]) {
+            Ok(1) => {
+                self.bytes_sent += 1;
+                self.next_byte += LORIS_TRICKLE;
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Err(_) => self.closed_after_ms = Some(self.since(now)),
+        }
+    }
+}
+
+/// Open `count` slow-loris connections (until `deadline`) and keep them trickling until the load
+/// balancer has closed every one of them, or `deadline`.
+fn attack(
+    client: &LbClient,
+    count: usize,
+    origin: Instant,
+    deadline: Instant,
+    spinner: &ProgressBar,
+) -> (Vec<Loris>, usize, Option<String>) {
+    let mut open = Vec::with_capacity(count);
+    let mut failed = 0;
+    let mut first_error = None;
+    for _ in 0..count {
+        if Instant::now() >= deadline {
+            failed += 1;
+            first_error.get_or_insert_with(|| "the bound passed while connecting".to_owned());
+            continue;
+        }
+        match Loris::open(client, origin) {
+            Ok(loris) => open.push(loris),
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    spinner.set_message(format!("{} slow-loris connections open", open.len()));
+    // A round either waits 1 ms at least or handles an event (a trickled byte, answer bytes, a
+    // close), and each connection has a bounded number of those before the deadline: the time
+    // bound ends the loop, the cap only guards against a busy loop.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let max_rounds = left.as_millis() as usize + open.len() * (left.as_secs() as usize + 8) + 16;
+    for _ in 0..max_rounds {
+        let now = Instant::now();
+        let waiting: Vec<usize> = (0..open.len()).filter(|&i| !open[i].done()).collect();
+        if waiting.is_empty() || now >= deadline {
+            break;
+        }
+        let next_byte = waiting
+            .iter()
+            .filter(|&&i| open[i].answer.is_none())
+            .map(|&i| open[i].next_byte)
+            .min()
+            .unwrap_or(deadline);
+        let wait = next_byte
+            .min(deadline)
+            .saturating_duration_since(now)
+            .min(LORIS_TICK);
+        let mut fds: Vec<libc::pollfd> = waiting
+            .iter()
+            .map(|&i| libc::pollfd {
+                fd: open[i].stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: poll(2) on a valid array of pollfds over sockets we own, for `fds.len()` entries.
+        #[allow(unsafe_code)]
+        let ready = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                wait.as_millis().max(1) as libc::c_int,
+            )
+        };
+        let now = Instant::now();
+        if ready > 0 {
+            for (fd, &i) in fds.iter().zip(&waiting) {
+                if fd.revents != 0 {
+                    open[i].read(now);
+                }
+            }
+        }
+        for &i in &waiting {
+            open[i].trickle(now);
+        }
+        let closed = open.iter().filter(|l| l.done()).count();
+        spinner.set_message(format!(
+            "slow loris: {closed} of {} closed by the load balancer",
+            open.len()
+        ));
+    }
+    (open, failed, first_error)
+}
+
+/// The slow-loris attack next to normal clients.
+pub fn slowloris(ctx: &Context) -> Result<Slowloris> {
+    let header_timeout_ms = match &ctx.owned_config {
+        Some(path) => config_file::header_timeout_ms(path)?,
+        None => None,
+    };
+    let bound = loris_bound(header_timeout_ms);
+    let clients = ctx
+        .concurrency
+        .clamp(*LORIS_CLIENTS.start(), *LORIS_CLIENTS.end());
+    let want = (LORIS_CONNECTIONS + clients) as u64 + SPARE_FILES;
+    let planned = match raise_open_files(want) {
+        Some(limit) if limit < want => {
+            let fit = limit.saturating_sub(clients as u64 + SPARE_FILES) as usize;
+            progress::note(&format!(
+                "A-3 slow loris: the open-files limit is {limit}; {fit} connections instead of {LORIS_CONNECTIONS}"
+            ));
+            fit
+        }
+        _ => LORIS_CONNECTIONS,
+    };
+
+    let traffic = Traffic::start(
+        ctx,
+        "a3-slowloris",
+        PHASE_IDS,
+        clients,
+        FIRST_ANSWER_LIMIT + bound,
+    );
+    traffic.warmed_up(Duration::ZERO)?;
+    let attack_start = Instant::now();
+    let attack_started = attack_start.duration_since(traffic.origin);
+    let (connections, connect_failed, first_error) = attack(
+        &ctx.client,
+        planned,
+        traffic.origin,
+        attack_start + bound,
+        &traffic.spinner,
+    );
+    let attack_time = attack_start.elapsed();
+    let run = traffic.finish()?;
+
+    let connections: Vec<LorisConnection> = connections
+        .into_iter()
+        .map(|l| LorisConnection {
+            opened_ms: l.opened_ms,
+            bytes_sent: l.bytes_sent,
+            answer: l.answer,
+            closed_after_ms: l.closed_after_ms,
+        })
+        .collect();
+    let to_408: Vec<f64> = connections
+        .iter()
+        .filter_map(|c| c.answer.filter(|a| a.0 == 408).map(|a| a.1))
+        .collect();
+    let to_close: Vec<f64> = connections
+        .iter()
+        .filter_map(|c| c.closed_after_ms)
+        .collect();
+    let tally = run.tally();
+    let result = Slowloris {
+        planned,
+        opened: connections.len(),
+        connect_failed: (connect_failed, first_error),
+        header_timeout_ms,
+        bound_ms: bound.as_secs_f64() * 1000.0,
+        trickle_ms: LORIS_TRICKLE.as_millis() as u64,
+        answered_408: to_408.len(),
+        answered_other: connections
+            .iter()
+            .filter(|c| c.answer.is_some_and(|a| a.0 != 408))
+            .count(),
+        closed: to_close.len(),
+        closed_without_answer: connections
+            .iter()
+            .filter(|c| c.answer.is_none() && c.closed_after_ms.is_some())
+            .count(),
+        still_open: connections
+            .iter()
+            .filter(|c| c.closed_after_ms.is_none())
+            .count(),
+        to_408_ms: Summary::of(&to_408),
+        to_close_ms: Summary::of(&to_close),
+        attack_ms: attack_time.as_secs_f64() * 1000.0,
+        attack_started_ms: attack_started.as_secs_f64() * 1000.0,
+        connections,
+        clients,
+        answered: tally.successes(),
+        failed: tally.failures(),
+        latency_ms: run.latency(),
+        timeline: timeline(&run.samples),
+        traffic: tally,
+    };
+    progress::note(&format!(
+        "A-3 slow loris: {} of {} connections answered 408 (median after {} ms), {} closed, {} still open after {:.1} s; \
+         normal clients: {} of {} requests failed, p99 {} ms",
+        result.answered_408,
+        result.opened,
+        result.to_408_ms.map_or("?".into(), |s| format!("{:.0}", s.median)),
+        result.closed,
+        result.still_open,
+        result.attack_ms / 1000.0,
+        result.failed,
+        result.traffic.sent,
+        result.latency_ms.map_or("?".into(), |l| format!("{:.0}", l.p99)),
+    ));
+    Ok(result)
+}
+
+/// A note when the traffic sent every id it had, i.e. stopped before its phase ended.
+pub fn ran_out(tally: &Tally) -> Option<String> {
+    (tally.planned > 0 && tally.sent >= tally.planned).then(|| {
+        format!(
+            "the clients used all {} request ids before the phase ended, so their traffic stopped early",
+            tally.planned
+        )
+    })
+}
+
+/// Failure kinds of a tally, e.g. `3 × timeout, 1 × HTTP 502`.
+pub fn failure_kinds(tally: &Tally) -> String {
+    let kinds: Vec<String> = tally
+        .failed
+        .iter()
+        .map(|(kind, n)| format!("{n} × {kind}"))
+        .collect();
+    kinds.join(", ")
+}
+
+/// The number of slow-loris connections open over time (ms since the phase's traffic started):
+/// a step line from the first connection to the end of the attack.
+pub fn open_over_time(s: &Slowloris) -> Vec<(f64, f64)> {
+    let mut events: BTreeMap<u64, i64> = BTreeMap::new();
+    for c in &s.connections {
+        *events.entry((c.opened_ms * 1000.0) as u64).or_default() += 1;
+        if let Some(after) = c.closed_after_ms {
+            *events
+                .entry(((c.opened_ms + after) * 1000.0) as u64)
+                .or_default() -= 1;
+        }
+    }
+    let mut points = vec![(s.attack_started_ms, 0.0)];
+    let mut open = 0i64;
+    for (micros, change) in events {
+        let t = micros as f64 / 1000.0;
+        points.push((t, open as f64));
+        open += change;
+        points.push((t, open as f64));
+    }
+    points.push((s.attack_started_ms + s.attack_ms, open as f64));
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn the_bound_follows_the_header_timeout() {
+        assert_eq!(loris_bound(None), LORIS_BOUND);
+        assert_eq!(loris_bound(Some(3000)), Duration::from_secs(8));
+        assert_eq!(loris_bound(Some(60_000)), LORIS_BOUND);
+    }
+
+    #[test]
+    fn open_connections_step_down_as_they_close() {
+        let c = |opened_ms, closed_after_ms| LorisConnection {
+            opened_ms,
+            bytes_sent: LORIS_HEAD.len(),
+            answer: None,
+            closed_after_ms,
+        };
+        let s = Slowloris {
+            planned: 3,
+            opened: 3,
+            connect_failed: (0, None),
+            header_timeout_ms: None,
+            bound_ms: 1000.0,
+            trickle_ms: 1000,
+            answered_408: 0,
+            answered_other: 0,
+            closed: 2,
+            closed_without_answer: 2,
+            still_open: 1,
+            to_408_ms: None,
+            to_close_ms: None,
+            attack_ms: 1000.0,
+            attack_started_ms: 10.0,
+            connections: vec![c(10.0, Some(100.0)), c(10.0, Some(200.0)), c(20.0, None)],
+            clients: 8,
+            traffic: Tally::default(),
+            answered: 0,
+            failed: 0,
+            latency_ms: None,
+            timeline: Vec::new(),
+        };
+        let points = open_over_time(&s);
+        assert_eq!(points.first(), Some(&(10.0, 0.0)));
+        assert!(points.contains(&(10.0, 2.0)) && points.contains(&(20.0, 3.0)));
+        assert!(points.contains(&(110.0, 2.0)) && points.contains(&(210.0, 1.0)));
+        assert_eq!(points.last(), Some(&(1010.0, 1.0)));
+    }
+
+    /// Against a server that answers 408 once it has read the partial head and then closes, the
+    /// attack sees the answer and the close; against one that only reads, nothing but its bound.
+    #[test]
+    fn the_attack_sees_408s_and_closes_and_keeps_its_bound() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = LbClient::new(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for (i, stream) in listener.incoming().take(3).enumerate() {
+                let mut stream = stream.unwrap();
+                let mut head = vec![0u8; LORIS_HEAD.len()];
+                stream.read_exact(&mut head).unwrap();
+                assert_eq!(head, LORIS_HEAD);
+                if i < 2 {
+                    stream
+                        .write_all(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\r\n")
+                        .unwrap();
+                } else {
+                    held.push(stream);
+                }
+            }
+            held
+        });
+        let origin = Instant::now();
+        let bound = Duration::from_millis(1500);
+        let spinner = ProgressBar::hidden();
+        let (conns, failed, _) = attack(&client, 3, origin, origin + bound, &spinner);
+        let took = origin.elapsed();
+        let held = server.join().unwrap();
+        assert_eq!((conns.len(), failed), (3, 0));
+        let answered: Vec<u16> = conns.iter().filter_map(|c| c.answer.map(|a| a.0)).collect();
+        assert_eq!(answered, [408, 408]);
+        assert_eq!(conns.iter().filter(|c| c.done()).count(), 2);
+        assert!(conns[2].answer.is_none() && !conns[2].done());
+        // The held connection got its head and at least one trickled byte.
+        assert!(
+            conns[2].bytes_sent > LORIS_HEAD.len(),
+            "{}",
+            conns[2].bytes_sent
+        );
+        assert!(
+            took >= bound && took < bound + Duration::from_secs(2),
+            "{took:?}"
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn a_stopped_process_is_continued_when_the_guard_drops() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let state = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().chars().next())
+                })
+                .flatten()
+        };
+        let stopped_state = |want: bool| {
+            eventually(Duration::from_secs(5), "process state", || {
+                Ok(matches!(state(), Some('T')) == want)
+            })
+        };
+        {
+            let (_guard, how) = Stopped::stop(KillBy::Pid(pid)).unwrap();
+            assert_eq!(how, format!("SIGSTOP to pid {pid}"));
+            stopped_state(true).unwrap();
+            // Dropped here without resume(), as on an early return.
+        }
+        stopped_state(false).unwrap();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let (_guard, _) = Stopped::stop(KillBy::Pid(pid)).unwrap();
+            stopped_state(true).unwrap();
+            panic!("a failure while the replica is stopped");
+        }));
+        assert!(result.is_err());
+        stopped_state(false).unwrap();
+        let (mut guard, _) = Stopped::stop(KillBy::Pid(pid)).unwrap();
+        assert_eq!(guard.resume(), format!("SIGCONT to pid {pid}"));
+        assert_eq!(guard.resume(), "already continued");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
