@@ -20,6 +20,15 @@ pub enum Handle {
     Pid(u32),
     /// A container.
     ContainerId(String),
+    /// A backend by address, which no supervisor runs: its configured `HOST:PORT`.
+    Address(String),
+}
+
+impl Handle {
+    /// Whether a supervisor runs it (and may stop it).
+    pub fn is_supervised(&self) -> bool {
+        !matches!(self, Handle::Address(_))
+    }
 }
 
 impl std::fmt::Display for Handle {
@@ -27,6 +36,7 @@ impl std::fmt::Display for Handle {
         match self {
             Handle::Pid(p) => write!(f, "pid {p}"),
             Handle::ContainerId(c) => write!(f, "container {c}"),
+            Handle::Address(a) => write!(f, "address {a}"),
         }
     }
 }
@@ -57,6 +67,9 @@ pub struct Backend {
     pub requests: AtomicU64,
     /// When it joined the ring.
     pub started: Instant,
+    /// Whether bodiless `GET`/`HEAD` requests to it may be pipelined (with `[proxy]
+    /// pipelining` on): on for replicas `lb` runs, off by default for backends by address.
+    pub pipelining: bool,
 }
 
 impl Backend {
@@ -75,7 +88,21 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             started: Instant::now(),
+            pipelining: true,
         })
+    }
+
+    /// The same backend with pipelining `on` or off.
+    pub fn with_pipelining(self, on: bool) -> Self {
+        Backend {
+            pipelining: on,
+            ..self
+        }
+    }
+
+    /// Whether it is a backend by address (a service `lb` did not start).
+    pub fn is_address(&self) -> bool {
+        !self.handle.is_supervised()
     }
 
     /// Count a request as in flight until the guard is dropped.
@@ -108,6 +135,12 @@ pub struct Vacancy {
     pub failed_attempts: u32,
     /// Why the replica died or the last attempt failed.
     pub reason: String,
+    /// For a backend by address (down until its health checks pass again): its `HOST:PORT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Its pipelining setting, if the configuration gives one.
+    #[serde(skip)]
+    pub pipelining: Option<bool>,
 }
 
 /// A problem with the configuration file, and when it was seen.
@@ -162,6 +195,26 @@ pub struct Snapshot {
     pub backends: Vec<Arc<Backend>>,
     /// Ids waiting for a replacement replica.
     pub vacancies: Vec<Vacancy>,
+}
+
+impl Snapshot {
+    /// The hostnames `/rep` lists, by server id: replicas in the ring and backends by address
+    /// that are down (configured, out of the ring until their health checks pass).
+    pub fn listed(&self) -> Vec<&str> {
+        let mut listed: Vec<(u64, &str)> = self
+            .backends
+            .iter()
+            .map(|b| (b.id, b.hostname.as_str()))
+            .chain(
+                self.vacancies
+                    .iter()
+                    .filter(|v| v.address.is_some())
+                    .map(|v| (v.id, v.hostname.as_str())),
+            )
+            .collect();
+        listed.sort_unstable();
+        listed.into_iter().map(|(_, name)| name).collect()
+    }
 }
 
 /// Facts fixed for the life of the process.

@@ -33,10 +33,15 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     struct Replica<'a> {
         hostname: &'a str,
         id: u64,
+        /// "managed" (lb runs it) or "address" (a service lb fronts).
+        kind: &'static str,
+        /// "up" (in the ring) or "down" (a backend by address waiting for its health checks).
+        health: &'static str,
         address: String,
         healthy: bool,
         missed_heartbeats: u32,
         handle: &'a Handle,
+        pipelining: bool,
         in_flight: usize,
         requests: u64,
     }
@@ -63,20 +68,44 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
             Replica {
                 hostname: &b.hostname,
                 id: b.id,
+                kind: if b.is_address() { "address" } else { "managed" },
+                health: "up",
                 address: b.addr.clone(),
                 healthy: missed == 0,
                 missed_heartbeats: missed,
                 handle: &b.handle,
+                pipelining: b.pipelining,
                 in_flight: b.in_flight.load(Ordering::Relaxed),
                 requests: b.requests.load(Ordering::Relaxed),
             }
         })
+        .collect::<Vec<_>>();
+    // Backends by address that are down are listed too (they are configured, as in `/rep`).
+    let down: Vec<(&Vacancy, Handle)> = snapshot
+        .vacancies
+        .iter()
+        .filter_map(|v| Some((v, Handle::Address(v.address.clone()?))))
         .collect();
+    let mut replicas = replicas;
+    replicas.extend(down.iter().map(|(v, handle)| Replica {
+        hostname: &v.hostname,
+        id: v.id,
+        kind: "address",
+        health: "down",
+        address: v.address.clone().unwrap_or_default(),
+        healthy: false,
+        missed_heartbeats: 0,
+        handle,
+        pipelining: v.pipelining.unwrap_or(false),
+        in_flight: 0,
+        requests: 0,
+    }));
+    replicas.sort_by_key(|r| r.id);
     let status = Status {
         listen: shared.meta.listen.to_string(),
         supervisor: shared.meta.supervisor,
         uptime_ms: shared.meta.started.elapsed().as_millis(),
-        n: snapshot.backends.len(),
+        n: snapshot.listed().len(),
         replicas,
         retries: shared.retries.load(Ordering::Relaxed),
         vacancies: &snapshot.vacancies,

@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::check_hostname;
+use crate::config::{check_address, check_hostname};
 use crate::control::{ControlError, ScaleRequest};
 
 /// Most replicas one `/add` or `/rm` may name in `n`.
@@ -105,6 +105,7 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::NameTaken(_)
+            | ControlError::AddressTaken(_)
             | ControlError::NoRoom { .. }
             | ControlError::TooFew { .. }
             | ControlError::UnknownName { .. }
@@ -182,10 +183,19 @@ pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, Api
     if let Some(key) = repeated_key(body) {
         return Err(bad(format!("field '{key}' is given more than once")));
     }
-    if let Some(key) = fields.keys().find(|k| *k != "n" && *k != "hostnames") {
-        return Err(bad(format!(
-            "unknown field '{key}'; the body takes 'n' and optionally 'hostnames'"
-        )));
+    let known: &[&str] = match scale {
+        Scale::Add => &["n", "hostnames", "addresses"],
+        Scale::Remove => &["n", "hostnames"],
+    };
+    if let Some(key) = fields.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(bad(match scale {
+            Scale::Add => format!(
+                "unknown field '{key}'; the body takes 'n' and optionally 'hostnames' and 'addresses'"
+            ),
+            Scale::Remove => {
+                format!("unknown field '{key}'; the body takes 'n' and optionally 'hostnames'")
+            }
+        }));
     }
     let n = match fields.get("n") {
         None => return Err(bad("field 'n' is required")),
@@ -205,23 +215,7 @@ pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, Api
         )));
     }
     let n = n as usize;
-    let hostnames: Vec<String> = match fields.get("hostnames") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.clone()),
-                other => Err(bad(format!(
-                    "'hostnames' must be a list of strings, found {other}"
-                ))),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(bad(format!(
-                "'hostnames' must be a list of strings, got {other}"
-            )))
-        }
-    };
+    let hostnames = strings(&fields, "hostnames")?;
     if hostnames.len() > n {
         return Err(bad(match scale {
             Scale::Add => "Length of hostname list is more than newly added instances",
@@ -236,7 +230,48 @@ pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, Api
             )));
         }
     }
-    Ok(ScaleRequest { n, hostnames })
+    let addresses = strings(&fields, "addresses")?;
+    if addresses.len() > n {
+        return Err(bad(format!(
+            "'addresses' lists {} addresses for n = {n} new entries",
+            addresses.len()
+        )));
+    }
+    for (i, address) in addresses.iter().enumerate() {
+        check_address(address).map_err(|e| bad(e.to_string()))?;
+        if addresses[..i]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(address))
+        {
+            return Err(bad(format!(
+                "address '{address}' appears more than once in 'addresses'"
+            )));
+        }
+    }
+    Ok(ScaleRequest {
+        n,
+        hostnames,
+        addresses,
+    })
+}
+
+/// The optional list of strings `key` (absent or `null`: empty).
+fn strings(fields: &serde_json::Map<String, Value>, key: &str) -> Result<Vec<String>, ApiError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(bad(format!(
+                    "'{key}' must be a list of strings, found {other}"
+                ))),
+            })
+            .collect(),
+        Some(other) => Err(bad(format!(
+            "'{key}' must be a list of strings, got {other}"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ impl Api {
             });
         }
         let snapshot = self.shared.snapshot.load();
-        let body = replicas_body(snapshot.backends.iter().map(|b| b.hostname.as_str()));
+        let body = replicas_body(snapshot.listed());
         Ok(json_response(StatusCode::OK, body))
     }
 
@@ -124,6 +124,16 @@ impl Api {
         }
         let body = read_body(req).await?;
         let request = parse_scale(&body, scale)?;
+        let listen = self.shared.meta.listen;
+        if let Some(own) = request
+            .addresses
+            .iter()
+            .find(|a| crate::config::address_is(a, listen))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "address '{own}' is lb's own listening address: requests would loop"
+            )));
+        }
         let hostnames = match scale {
             Scale::Add => self.controller.add(request).await?,
             Scale::Remove => self.controller.remove(request).await?,

@@ -293,9 +293,11 @@ mod tests {
         assert_eq!(
             fields_of::<HealthSection>(),
             [
+                "path",
                 "interval_ms",
                 "timeout_ms",
                 "fall",
+                "rise",
                 "start_timeout_ms",
                 "drain_timeout_ms"
             ]

@@ -224,15 +224,19 @@ impl RingSection {
 }
 
 /// `[health]`
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthSection {
+    /// The path every health check asks for with `GET` (a 200 is healthy).
+    pub path: String,
     /// Time between two heartbeats to a replica.
     pub interval_ms: u64,
     /// How long one heartbeat may take.
     pub timeout_ms: u64,
     /// Misses in a row after which a replica is dead and replaced.
     pub fall: u32,
+    /// Successful checks in a row after which a backend by address joins the ring (again).
+    pub rise: u32,
     /// How long a new replica may take to answer its first heartbeat.
     pub start_timeout_ms: u64,
     /// How long `/rm` waits for in-flight requests of a removed replica before stopping it.
@@ -242,9 +246,11 @@ pub struct HealthSection {
 impl Default for HealthSection {
     fn default() -> Self {
         HealthSection {
+            path: "/heartbeat".into(),
             interval_ms: 500,
             timeout_ms: 300,
             fall: 2,
+            rise: 2,
             start_timeout_ms: 10_000,
             drain_timeout_ms: 10_000,
         }
@@ -315,6 +321,21 @@ pub struct ReplicaEntry {
     pub hostname: Spanned<String>,
     /// Its server id `i` in Φ(i, j).
     pub id: Spanned<u64>,
+    /// `HOST:PORT` of a service `lb` did not start (a backend by address): `lb` health-checks
+    /// it and never starts, stops or replaces it. Absent: a replica the supervisor runs.
+    #[serde(default)]
+    pub address: Option<Spanned<String>>,
+    /// Whether bodiless `GET`/`HEAD` requests may be pipelined on its connections (with
+    /// `[proxy] pipelining` on). Default: on for replicas `lb` runs, off for backends by address.
+    #[serde(default)]
+    pub pipelining: Option<bool>,
+}
+
+impl ReplicaEntry {
+    /// The configured address, for a backend by address.
+    pub fn address(&self) -> Option<&str> {
+        self.address.as_ref().map(|a| a.get_ref().as_str())
+    }
 }
 
 /// Why a configuration was refused.
@@ -586,6 +607,7 @@ impl Config {
             ("interval_ms", h.interval_ms < 10, "at least 10"),
             ("timeout_ms", h.timeout_ms == 0, "at least 1"),
             ("fall", h.fall == 0, "at least 1"),
+            ("rise", h.rise == 0, "at least 1"),
             ("start_timeout_ms", h.start_timeout_ms < 100, "at least 100"),
         ] {
             if bad {
@@ -593,9 +615,37 @@ impl Config {
                 problems.push(self.problem(at..at, format!("health.{key} must be {rule}")));
             }
         }
+        if let Err(why) = check_health_path(&h.path) {
+            let at = check::key_offset(&self.text, "health", "path").unwrap_or(0);
+            problems.push(self.problem(at..at, why));
+        }
         let mut names = HashSet::new();
         let mut ids = HashSet::new();
+        let mut addresses = HashSet::new();
         for r in &self.replicas {
+            if let Some(address) = &r.address {
+                if let Err(why) = check_address(address.get_ref()) {
+                    problems.push(self.problem(address.span(), why.to_string()));
+                } else if !addresses.insert(address.get_ref().to_ascii_lowercase()) {
+                    problems.push(self.problem(
+                        address.span(),
+                        format!("duplicate address {:?}", address.get_ref()),
+                    ));
+                } else if address_is(address.get_ref(), self.listen)
+                    || self
+                        .admin
+                        .listen
+                        .is_some_and(|a| address_is(address.get_ref(), a))
+                {
+                    problems.push(self.problem(
+                        address.span(),
+                        format!(
+                            "address {:?} is lb's own listening address: requests would loop",
+                            address.get_ref()
+                        ),
+                    ));
+                }
+            }
             if let Err(why) = check_hostname(r.hostname.get_ref()) {
                 problems.push(self.problem(r.hostname.span(), why.to_string()));
             } else if !names.insert(r.hostname.get_ref()) {
@@ -671,6 +721,90 @@ impl Config {
             }
         }
         problems
+    }
+}
+
+/// Longest `HOST:PORT` accepted.
+pub const MAX_ADDRESS_LEN: usize = 255;
+
+/// Why a backend address is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// Empty or longer than [`MAX_ADDRESS_LEN`].
+    #[error("address must be HOST:PORT of 1 to {MAX_ADDRESS_LEN} characters")]
+    Length,
+    /// Not `HOST:PORT` with a port from 1 to 65535.
+    #[error("address {0:?} must be HOST:PORT with a port from 1 to 65535 (e.g. \"10.0.0.5:8080\", \"localhost:8001\", \"[::1]:8001\")")]
+    Shape(String),
+    /// The host is neither an IP literal nor a DNS name.
+    #[error("address {0:?}: the host must be an IP address or a DNS name of letters, digits, '-' and '.'")]
+    Host(String),
+}
+
+/// A backend address is `HOST:PORT`: HOST an IPv4 literal, a bracketed IPv6 literal or a DNS
+/// name (letters, digits, `-`, `.`; labels not starting with `-`), PORT 1–65535. No scheme, no
+/// path, nothing a URI or a command line could read otherwise.
+pub fn check_address(address: &str) -> Result<(), AddressError> {
+    if address.is_empty() || address.len() > MAX_ADDRESS_LEN {
+        return Err(AddressError::Length);
+    }
+    let shape = || AddressError::Shape(address.to_owned());
+    let (host, port) = address.rsplit_once(':').ok_or_else(shape)?;
+    let port_ok = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+    if !port_ok {
+        return Err(shape());
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .map(drop)
+            .map_err(|_| AddressError::Host(address.to_owned()));
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    let dns = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && host.bytes().any(|b| b.is_ascii_alphabetic());
+    if dns {
+        Ok(())
+    } else {
+        Err(AddressError::Host(address.to_owned()))
+    }
+}
+
+/// Whether `address` names exactly `listen` (an IP literal and the same port, or any IP and the
+/// port when `listen` is a wildcard). Names are not resolved here; a name that resolves to `lb`
+/// itself never passes a health check (its answer to the health path is not a 200), but
+/// nothing else stops it.
+pub fn address_is(address: &str, listen: SocketAddr) -> bool {
+    address
+        .parse::<SocketAddr>()
+        .is_ok_and(|a| a == listen || (a.port() == listen.port() && listen.ip().is_unspecified()))
+}
+
+/// The health check path: an absolute path (with an optional query) of printable ASCII without
+/// spaces, at most 1024 bytes.
+fn check_health_path(path: &str) -> Result<(), String> {
+    let printable = path.bytes().all(|b| b.is_ascii_graphic());
+    if path.starts_with('/') && path.len() <= 1024 && printable && !path.contains('#') {
+        Ok(())
+    } else {
+        Err(format!(
+            "health.path {:?} must be an absolute path such as \"/heartbeat\" or \"/healthz\" \
+             (printable ASCII, no spaces or '#', at most 1024 bytes)",
+            path.chars().take(40).collect::<String>()
+        ))
     }
 }
 

@@ -98,6 +98,77 @@ fn hostname_rules() {
     assert!(check_hostname(&long).unwrap_err().to_string().len() < 200);
 }
 
+#[test]
+fn address_rules() {
+    for good in [
+        "10.0.0.5:8080",
+        "localhost:8001",
+        "api-1.internal:80",
+        "[::1]:8001",
+        "web_1:65535",
+    ] {
+        assert!(check_address(good).is_ok(), "{good:?} refused");
+    }
+    for bad in [
+        "",
+        "10.0.0.5",
+        "10.0.0.5:0",
+        "10.0.0.5:65536",
+        "10.0.0.5:+80",
+        ":80",
+        "http://x:80",
+        "x/y:80",
+        "-x:80",
+        "a..b:80",
+        "[::1:80",
+        "[zz]:80",
+        "1.2.3.4.5:80",
+        "host name:80",
+    ] {
+        assert!(check_address(bad).is_err(), "{bad:?} accepted");
+    }
+    // A long address is not echoed.
+    let long = format!("{}:80", "a".repeat(65_000));
+    assert!(check_address(&long).unwrap_err().to_string().len() < 200);
+}
+
+#[test]
+fn backends_by_address_in_the_file() {
+    let config = Config::parse(
+        "[health]\npath = \"/healthz\"\nrise = 3\n\
+         [[replicas]]\nhostname = \"api-1\"\nid = 1\naddress = \"localhost:8001\"\n\
+         [[replicas]]\nhostname = \"Server 2\"\nid = 2\npipelining = false\n",
+    )
+    .unwrap();
+    assert_eq!(config.health.path, "/healthz");
+    assert_eq!(config.health.rise, 3);
+    assert_eq!(config.replicas[0].address(), Some("localhost:8001"));
+    assert_eq!(config.replicas[1].address(), None);
+    assert_eq!(config.replicas[1].pipelining, Some(false));
+
+    let messages: Vec<String> = problems(
+        "listen = \"127.0.0.1:5000\"\n[health]\npath = \"heartbeat\"\nrise = 0\n\
+         [[replicas]]\nhostname = \"a\"\nid = 1\naddress = \"nope\"\n\
+         [[replicas]]\nhostname = \"b\"\nid = 2\naddress = \"127.0.0.1:5000\"\n\
+         [[replicas]]\nhostname = \"c\"\nid = 3\naddress = \"10.0.0.1:80\"\n\
+         [[replicas]]\nhostname = \"d\"\nid = 4\naddress = \"10.0.0.1:80\"\n",
+    )
+    .into_iter()
+    .map(|p| p.message)
+    .collect();
+    let expect = [
+        "health.path",
+        "health.rise must be at least 1",
+        "HOST:PORT",
+        "lb's own listening address",
+        "duplicate address",
+    ];
+    assert_eq!(messages.len(), expect.len(), "{messages:?}");
+    for (m, e) in messages.iter().zip(expect) {
+        assert!(m.contains(e), "{m:?} does not say {e:?}");
+    }
+}
+
 fn problems(text: &str) -> Vec<Problem> {
     match Config::parse(text) {
         Err(ConfigError::Invalid(problems)) => problems,

@@ -19,6 +19,9 @@ pub struct ScaleRequest {
     pub n: usize,
     /// Names to use (add) or to remove; at most `n`, distinct and well-formed.
     pub hostnames: Vec<String>,
+    /// `/add` only: `HOST:PORT` of backends by address, paired by position with the new
+    /// entries; at most `n`, distinct and well-formed. The rest are replicas to start.
+    pub addresses: Vec<String>,
 }
 
 /// Why the controller refused or failed a change; nothing changed in every case.
@@ -27,6 +30,9 @@ pub enum ControlError {
     /// `/add` named a hostname that is already in use.
     #[error("hostname '{0}' is already a replica")]
     NameTaken(String),
+    /// `/add` named an address that is already a backend's.
+    #[error("address '{0}' is already a backend")]
+    AddressTaken(String),
     /// The replicas would not fit in the ring (e.g. `K·N > M`).
     #[error("cannot add {n} replicas: {source}")]
     NoRoom {

@@ -113,7 +113,7 @@ impl Controller {
             adding: BTreeMap::new(),
             balancer,
             hash,
-            health: watch::Sender::new(config.health),
+            health: watch::Sender::new(config.health.clone()),
             replicas: BTreeMap::new(),
             vacancies: BTreeMap::new(),
             crash_streak: BTreeMap::new(),
@@ -133,7 +133,7 @@ impl Controller {
     }
 
     fn settings(&self) -> HealthSection {
-        *self.health.borrow()
+        self.health.borrow().clone()
     }
 
     /// Take over the configured replicas an earlier run left running (containers), start the
@@ -152,13 +152,18 @@ impl Controller {
             let spec = ReplicaSpec {
                 hostname: r.hostname.get_ref().clone(),
                 id: *r.id.get_ref(),
+                address: r.address().map(str::to_owned),
+                pipelining: r.pipelining,
             };
-            match adopted.iter().position(|a| a.spec == spec) {
+            let found = adopted
+                .iter()
+                .position(|a| spec.address.is_none() && a.spec.same_replica(&spec));
+            match found {
                 Some(i) => {
                     let found = adopted.swap_remove(i);
                     match self
                         .launcher
-                        .join_when_alive(found, Duration::from_secs(2))
+                        .join_when_alive(found, &self.settings(), Duration::from_secs(2))
                         .await
                     {
                         Ok(backend) => {
@@ -181,7 +186,10 @@ impl Controller {
         }
         // At start-up (before `run`) the controller may wait: nothing is served yet.
         let deadline = Duration::from_millis(self.settings().start_timeout_ms);
-        let results = self.launcher.launch_all(specs.clone(), deadline).await;
+        let results = self
+            .launcher
+            .launch_all(specs.clone(), &self.settings(), deadline)
+            .await;
         for (spec, result) in specs.into_iter().zip(results) {
             match result {
                 Ok(backend) => {
@@ -190,15 +198,8 @@ impl Controller {
                 }
                 Err(reason) => {
                     tracing::error!(hostname = %spec.hostname, %reason, "replica did not start");
-                    self.vacancies.insert(
-                        spec.id,
-                        Vacancy {
-                            id: spec.id,
-                            hostname: spec.hostname,
-                            failed_attempts: 1,
-                            reason: reason.to_string(),
-                        },
-                    );
+                    self.vacancies
+                        .insert(spec.id, vacancy_of(&spec, 1, reason.to_string()));
                     self.schedule_respawn(spec.id, 1);
                 }
             }
@@ -259,8 +260,11 @@ impl Controller {
         }
     }
 
+    /// What `/rep` lists, as last published: replicas in the ring and backends by address that
+    /// are down.
     fn hostnames(&self) -> Vec<String> {
-        self.replicas.values().map(|b| b.hostname.clone()).collect()
+        let snapshot = self.shared.snapshot.load();
+        snapshot.listed().into_iter().map(str::to_owned).collect()
     }
 
     /// Publish the current replica set as a new snapshot.
@@ -298,11 +302,15 @@ impl Controller {
         let Some(file) = &mut self.file else {
             return;
         };
-        let mut entries: Vec<(u64, &str)> = self
+        let mut entries: Vec<persist::Entry<'_>> = self
             .replicas
             .values()
-            .map(|b| (b.id, b.hostname.as_str()))
-            .chain(self.vacancies.values().map(|v| (v.id, v.hostname.as_str())))
+            .map(|b| (b.id, b.hostname.as_str(), address_of(&b.handle)))
+            .chain(
+                self.vacancies
+                    .values()
+                    .map(|v| (v.id, v.hostname.as_str(), v.address.as_deref())),
+            )
             .collect();
         entries.sort_unstable();
         let result = std::fs::read_to_string(&file.path)
@@ -349,6 +357,16 @@ impl Controller {
                 .map(|v| (v.id, v.hostname.clone()))
                 .collect(),
             adding: self.adding.clone(),
+            addresses: self
+                .replicas
+                .values()
+                .filter_map(|b| Some((b.id, address_of(&b.handle)?.to_owned())))
+                .chain(
+                    self.vacancies
+                        .values()
+                        .filter_map(|v| Some((v.id, v.address.clone()?))),
+                )
+                .collect(),
         }
     }
 
@@ -373,10 +391,11 @@ impl Controller {
             self.adding.insert(spec.id, spec.hostname.clone());
         }
         let launcher = self.launcher.clone();
-        let deadline = Duration::from_millis(self.settings().start_timeout_ms);
+        let health = self.settings();
+        let deadline = Duration::from_millis(health.start_timeout_ms);
         let commands = self.commands.clone();
         tokio::spawn(async move {
-            let results = launcher.launch_all(specs.clone(), deadline).await;
+            let results = launcher.launch_all(specs.clone(), &health, deadline).await;
             commands.send(Command::Added {
                 specs,
                 results,
@@ -413,10 +432,10 @@ impl Controller {
                 .flatten()
                 .map(|b| b.handle.clone())
                 .collect();
-            let supervisor = Arc::clone(&self.launcher.supervisor);
+            let launcher = self.launcher.clone();
             tokio::spawn(async move {
                 for handle in started {
-                    let _ = supervisor.stop(&handle).await;
+                    let _ = launcher.stop(&handle).await;
                 }
             });
             return Err(ControlError::StartFailed(reasons));
@@ -456,15 +475,16 @@ impl Controller {
     /// Drain and stop replicas already out of the ring, on another task. The returned receiver
     /// completes when they are stopped.
     fn retire(&self, removed: Vec<Arc<Backend>>) -> oneshot::Receiver<()> {
-        let supervisor = Arc::clone(&self.launcher.supervisor);
+        let launcher = self.launcher.clone();
         let drain = Duration::from_millis(self.settings().drain_timeout_ms);
         let (done, finished) = oneshot::channel();
         tokio::spawn(async move {
             let stops = removed.into_iter().map(|backend| {
-                let supervisor = &supervisor;
+                let launcher = &launcher;
                 async move {
                     drain_requests(&backend, drain).await;
-                    let _ = supervisor.stop(&backend.handle).await;
+                    // A backend by address is left running: lb did not start it.
+                    let _ = launcher.stop(&backend.handle).await;
                     tracing::info!(hostname = %backend.hostname, id = backend.id, "replica removed");
                 }
             });
@@ -480,6 +500,27 @@ impl Controller {
             return; // an earlier incarnation, or already removed
         }
         let dead = self.replicas.remove(&id).expect("checked above");
+        if let Handle::Address(address) = &dead.handle {
+            // Not ours to replace: out of the ring until its health checks pass again, then
+            // back with the same id (hence the same slots) and name.
+            tracing::warn!(hostname = %dead.hostname, id, %address, %reason, "backend down; out of the ring until it answers again");
+            let spec = ReplicaSpec {
+                hostname: dead.hostname.clone(),
+                id,
+                address: Some(address.clone()),
+                pipelining: Some(dead.pipelining),
+            };
+            self.vacancies.insert(
+                id,
+                vacancy_of(&spec, 0, format!("'{}' {reason}", dead.hostname)),
+            );
+            self.publish();
+            dead.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(self.retire(vec![dead]));
+            self.respawn(id);
+            return;
+        }
         // The assignment gives the replacement a new random hostname; it keeps the server id,
         // so its virtual nodes land on the same slots and no other replica's keys move.
         let hostname = self.members().random_hostname(&[], &mut self.rng);
@@ -503,12 +544,7 @@ impl Controller {
         };
         self.vacancies.insert(
             id,
-            Vacancy {
-                id,
-                hostname,
-                failed_attempts: streak,
-                reason,
-            },
+            vacancy_of(&ReplicaSpec::managed(hostname, id), streak, reason),
         );
         // Out of the ring at once, so its keys go to its clockwise neighbours meanwhile. It may
         // only be slow (missed heartbeats): requests already sent to it that are safe to repeat
@@ -535,15 +571,13 @@ impl Controller {
         if !self.launching.insert(id) {
             return; // already starting; its result fills the vacancy
         }
-        let spec = ReplicaSpec {
-            hostname: vacancy.hostname.clone(),
-            id,
-        };
+        let spec = spec_of(vacancy);
         let launcher = self.launcher.clone();
-        let deadline = Duration::from_millis(self.settings().start_timeout_ms);
+        let health = self.settings();
+        let deadline = Duration::from_millis(health.start_timeout_ms);
         let commands = self.commands.clone();
         tokio::spawn(async move {
-            let result = launcher.launch(spec.clone(), deadline).await;
+            let result = launcher.launch(spec.clone(), &health, deadline).await;
             commands.send(Command::Started { spec, result });
         });
     }
@@ -554,7 +588,7 @@ impl Controller {
         let wanted = self
             .vacancies
             .get(&spec.id)
-            .is_some_and(|v| v.hostname == spec.hostname);
+            .is_some_and(|v| v.hostname == spec.hostname && v.address == spec.address);
         match result {
             Ok(backend) if wanted => {
                 self.vacancies.remove(&spec.id);
@@ -569,6 +603,20 @@ impl Controller {
                 drop(self.retire(vec![backend]));
                 // The id may be vacant under another name now.
                 self.respawn(spec.id);
+                false
+            }
+            Err(reason) if wanted && spec.address.is_some() => {
+                // A backend by address that is still down: keep checking it, at the health
+                // interval, for as long as it is configured.
+                let vacancy = self.vacancies.get_mut(&spec.id).expect("checked above");
+                vacancy.failed_attempts += 1;
+                vacancy.reason = reason.to_string();
+                if vacancy.failed_attempts == 1 {
+                    tracing::warn!(id = spec.id, reason = %vacancy.reason, "backend by address not healthy yet; checking it every interval");
+                }
+                let interval = Duration::from_millis(self.settings().interval_ms);
+                self.schedule(spec.id, interval);
+                self.publish();
                 false
             }
             Err(reason) if wanted => {
@@ -592,6 +640,11 @@ impl Controller {
         let delay = Duration::from_millis(100)
             .saturating_mul(1 << failed_attempts.min(16))
             .min(MAX_BACKOFF);
+        self.schedule(id, delay);
+    }
+
+    /// Try to fill vacancy `id` again after `delay`.
+    fn schedule(&self, id: u64, delay: Duration) {
         let commands = self.commands.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -680,7 +733,7 @@ impl Controller {
         for field in &plan.needs_restart {
             tracing::warn!(field, "changed in the file; takes effect after a restart");
         }
-        self.health.send_replace(config.health);
+        self.health.send_replace(config.health.clone());
         let removed: Vec<Arc<Backend>> = plan
             .stop
             .iter()
@@ -701,15 +754,13 @@ impl Controller {
         drop(self.retire(removed));
         // New replicas are vacancies until their first heartbeat; they start off this loop.
         for spec in &plan.start {
-            self.vacancies.insert(
-                spec.id,
-                Vacancy {
-                    id: spec.id,
-                    hostname: spec.hostname.clone(),
-                    failed_attempts: 0,
-                    reason: "starting".into(),
-                },
-            );
+            let reason = if spec.address.is_some() {
+                "waiting for its health checks"
+            } else {
+                "starting"
+            };
+            self.vacancies
+                .insert(spec.id, vacancy_of(spec, 0, reason.into()));
         }
         for spec in &plan.start {
             self.respawn(spec.id);
@@ -722,6 +773,36 @@ impl Controller {
             s.last_error = None;
             s.needs_restart = plan.needs_restart.iter().map(|f| f.to_string()).collect();
         });
+    }
+}
+
+/// The configured address of a backend by address.
+fn address_of(handle: &Handle) -> Option<&str> {
+    match handle {
+        Handle::Address(address) => Some(address),
+        Handle::Pid(_) | Handle::ContainerId(_) => None,
+    }
+}
+
+/// A vacancy for `spec`.
+fn vacancy_of(spec: &ReplicaSpec, failed_attempts: u32, reason: String) -> Vacancy {
+    Vacancy {
+        id: spec.id,
+        hostname: spec.hostname.clone(),
+        failed_attempts,
+        reason,
+        address: spec.address.clone(),
+        pipelining: spec.pipelining,
+    }
+}
+
+/// What to start (or health-check) to fill `vacancy`.
+fn spec_of(vacancy: &Vacancy) -> ReplicaSpec {
+    ReplicaSpec {
+        hostname: vacancy.hostname.clone(),
+        id: vacancy.id,
+        address: vacancy.address.clone(),
+        pipelining: vacancy.pipelining,
     }
 }
 

@@ -22,13 +22,14 @@ pub async fn run(
     prober: Prober,
 ) {
     loop {
-        let settings = *settings.borrow();
+        let settings = settings.borrow().clone();
         let round = tokio::time::Instant::now();
         let timeout = Duration::from_millis(settings.timeout_ms);
         let snapshot = shared.snapshot.load_full();
         let beats = snapshot.backends.iter().map(|b| {
             let prober = &prober;
-            async move { (b, prober.beat(&b.addr, timeout).await) }
+            let path = &settings.path;
+            async move { (b, prober.beat(&b.addr, path, timeout).await) }
         });
         for (backend, result) in futures_util::future::join_all(beats).await {
             match result {

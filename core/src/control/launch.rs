@@ -1,10 +1,12 @@
-//! Starting a replica: ask the supervisor, then wait for its first heartbeat. Runs on tasks of
-//! its own, so the controller never waits for a start.
+//! Starting a replica: ask the supervisor, then wait for its first heartbeat. A backend by
+//! address is not started: its name is resolved and it joins after `rise` health checks in a
+//! row. Runs on tasks of its own, so the controller never waits for a start.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::state::Backend;
+use crate::config::HealthSection;
+use crate::state::{Backend, Handle};
 
 use super::probe::{ProbeError, Prober};
 use super::supervisor::{ReplicaSpec, Started, Supervisor, SupervisorError};
@@ -22,6 +24,16 @@ pub enum LaunchError {
         hostname: String,
         /// The last heartbeat's failure.
         source: ProbeError,
+    },
+    /// A backend's address did not resolve.
+    #[error("backend '{hostname}' {address}: {reason}")]
+    Resolve {
+        /// The backend.
+        hostname: String,
+        /// Its configured address.
+        address: String,
+        /// What the resolver said.
+        reason: String,
     },
     /// The supervisor reported an address that is not `host:port`.
     #[error("replica '{hostname}' {address} is not a valid host:port")]
@@ -45,39 +57,65 @@ impl Launcher {
     pub(crate) async fn launch_all(
         &self,
         specs: Vec<ReplicaSpec>,
+        health: &HealthSection,
         deadline: Duration,
     ) -> Vec<Result<Arc<Backend>, LaunchError>> {
-        let launches = specs.into_iter().map(|spec| self.launch(spec, deadline));
+        let launches = specs
+            .into_iter()
+            .map(|spec| self.launch(spec, health, deadline));
         futures_util::future::join_all(launches).await
     }
 
     /// Start one replica and wait up to `deadline` for its first heartbeat; stop it again if it
-    /// never answers.
+    /// never answers. A backend by address is resolved and checked instead.
     pub(crate) async fn launch(
         &self,
         spec: ReplicaSpec,
+        health: &HealthSection,
         deadline: Duration,
     ) -> Result<Arc<Backend>, LaunchError> {
-        let started = self.supervisor.start(&spec).await?;
-        self.join_when_alive(started, deadline).await
+        let started = match &spec.address {
+            Some(address) => Started {
+                address: resolve(&spec.hostname, address).await?,
+                handle: Handle::Address(address.clone()),
+                spec,
+            },
+            None => self.supervisor.start(&spec).await?,
+        };
+        self.join_when_alive(started, health, deadline).await
     }
 
-    /// A backend for a running replica once it answers a heartbeat within `deadline`; the
-    /// replica is stopped if it does not.
+    /// A backend for a running replica once it answers a heartbeat within `deadline` (a backend
+    /// by address: `rise` in a row, one interval apart); a replica is stopped if it does not.
     pub(crate) async fn join_when_alive(
         &self,
         started: Started,
+        health: &HealthSection,
         deadline: Duration,
     ) -> Result<Arc<Backend>, LaunchError> {
         let hostname = started.spec.hostname.clone();
-        let alive = self
-            .prober
-            .wait_alive(&started.address, deadline)
-            .await
-            .map_err(|source| LaunchError::NotAlive {
-                hostname: hostname.clone(),
-                source,
-            });
+        let by_address = !started.handle.is_supervised();
+        let checks = if by_address {
+            self.prober
+                .wait_healthy(
+                    &started.address,
+                    &health.path,
+                    health.rise,
+                    Duration::from_millis(health.interval_ms),
+                    Duration::from_millis(health.timeout_ms),
+                    deadline,
+                )
+                .await
+        } else {
+            self.prober
+                .wait_alive(&started.address, &health.path, deadline)
+                .await
+        };
+        let alive = checks.map_err(|source| LaunchError::NotAlive {
+            hostname: hostname.clone(),
+            source,
+        });
+        let pipelining = started.spec.pipelining.unwrap_or(!by_address);
         let backend = alive.and_then(|()| {
             Backend::new(
                 started.spec.hostname,
@@ -85,14 +123,45 @@ impl Launcher {
                 started.address.clone(),
                 started.handle.clone(),
             )
+            .map(|b| b.with_pipelining(pipelining))
             .ok_or_else(|| LaunchError::BadAddress {
                 hostname,
                 address: started.address.clone(),
             })
         });
         if backend.is_err() {
-            let _ = self.supervisor.stop(&started.handle).await;
+            let _ = self.stop(&started.handle).await;
         }
         backend.map(Arc::new)
     }
+
+    /// Stop a replica through the supervisor; a backend by address is left alone (`lb` did not
+    /// start it and never stops it).
+    pub(crate) async fn stop(&self, handle: &Handle) -> Result<(), SupervisorError> {
+        if handle.is_supervised() {
+            self.supervisor.stop(handle).await
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Resolve a backend's `HOST:PORT` to the socket address `lb` connects to (the first one the
+/// resolver gives, IPv4 first). Resolved each time the backend joins the ring.
+async fn resolve(hostname: &str, address: &str) -> Result<String, LaunchError> {
+    let failed = |reason: String| LaunchError::Resolve {
+        hostname: hostname.to_owned(),
+        address: address.to_owned(),
+        reason,
+    };
+    let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| found.first())
+        .map(ToString::to_string)
+        .ok_or_else(|| failed("the name has no address".into()))
 }

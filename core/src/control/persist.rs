@@ -22,9 +22,13 @@ pub(crate) enum PersistError {
     Io(#[from] std::io::Error),
 }
 
-/// `text` with its `[[replicas]]` set to `replicas` (server id, hostname), in that order for new
-/// entries; everything else untouched.
-pub(crate) fn with_replicas(text: &str, replicas: &[(u64, &str)]) -> Result<String, PersistError> {
+/// One `[[replicas]]` entry as written back: server id, hostname, and the address of a backend by
+/// address.
+pub(crate) type Entry<'a> = (u64, &'a str, Option<&'a str>);
+
+/// `text` with its `[[replicas]]` set to `replicas`, in that order for new entries; everything
+/// else untouched (a kept entry's other keys, such as `pipelining`, stay as the user wrote them).
+pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String, PersistError> {
     let mut doc: DocumentMut = text.parse()?;
     let Some(tables) = doc
         .get_mut("replicas")
@@ -32,33 +36,23 @@ pub(crate) fn with_replicas(text: &str, replicas: &[(u64, &str)]) -> Result<Stri
     else {
         // Absent, or written as an inline array: write it as [[replicas]] tables.
         let mut tables = ArrayOfTables::new();
-        for &(id, hostname) in replicas {
-            tables.push(entry(id, hostname));
+        for &(id, hostname, address) in replicas {
+            tables.push(entry(id, hostname, address));
         }
         doc.insert("replicas", Item::ArrayOfTables(tables));
         return Ok(doc.to_string());
     };
-    let wanted = |id: i64| replicas.iter().find(|(i, _)| i64::try_from(*i) == Ok(id));
+    let wanted = |id: i64| replicas.iter().find(|(i, ..)| i64::try_from(*i) == Ok(id));
     let mut kept = Vec::new();
     let mut orphaned: Vec<String> = Vec::new();
     for index in (0..tables.len()).rev() {
         let table = tables.get_mut(index).expect("index below len");
         let id = table.get("id").and_then(Item::as_integer);
         match id.and_then(wanted) {
-            Some(&(id, hostname)) if !kept.contains(&id) => {
+            Some(&(id, hostname, address)) if !kept.contains(&id) => {
                 kept.push(id);
-                let same = table.get("hostname").and_then(Item::as_str) == Some(hostname);
-                if !same {
-                    let decor = table
-                        .get("hostname")
-                        .and_then(Item::as_value)
-                        .map(|v| v.decor().clone());
-                    let mut new = toml_edit::Value::from(hostname);
-                    if let Some(decor) = decor {
-                        *new.decor_mut() = decor;
-                    }
-                    table.insert("hostname", Item::Value(new));
-                }
+                set_keeping_decor(table, "hostname", Some(hostname));
+                set_keeping_decor(table, "address", address);
             }
             _ => {
                 // Comments above a removed table are the user's: they go to the table that
@@ -74,9 +68,9 @@ pub(crate) fn with_replicas(text: &str, replicas: &[(u64, &str)]) -> Result<Stri
             }
         }
     }
-    for &(id, hostname) in replicas {
+    for &(id, hostname, address) in replicas {
         if !kept.contains(&id) {
-            let mut table = entry(id, hostname);
+            let mut table = entry(id, hostname, address);
             if !orphaned.is_empty() {
                 prepend_comments(&mut table, &orphaned.concat());
                 orphaned.clear();
@@ -108,10 +102,34 @@ fn prepend_comments(table: &mut Table, comments: &str) {
     table.decor_mut().set_prefix(format!("{comments}{own}"));
 }
 
-fn entry(id: u64, hostname: &str) -> Table {
+/// Set `key` of `table` to the string `wanted` (or remove it for `None`) unless it already is,
+/// keeping the comments and spacing around the old value.
+fn set_keeping_decor(table: &mut Table, key: &str, wanted: Option<&str>) {
+    if table.get(key).and_then(Item::as_str) == wanted {
+        return;
+    }
+    let Some(wanted) = wanted else {
+        table.remove(key);
+        return;
+    };
+    let decor = table
+        .get(key)
+        .and_then(Item::as_value)
+        .map(|v| v.decor().clone());
+    let mut new = toml_edit::Value::from(wanted);
+    if let Some(decor) = decor {
+        *new.decor_mut() = decor;
+    }
+    table.insert(key, Item::Value(new));
+}
+
+fn entry(id: u64, hostname: &str, address: Option<&str>) -> Table {
     let mut table = Table::new();
     table.insert("hostname", value(hostname));
     table.insert("id", value(i64::try_from(id).unwrap_or(i64::MAX)));
+    if let Some(address) = address {
+        table.insert("address", value(address));
+    }
     table
 }
 
@@ -190,8 +208,37 @@ id = 2
     }
 
     #[test]
+    fn backends_by_address_keep_and_get_their_address() {
+        let file = "[[replicas]]\nhostname = \"api-1\"\nid = 1\naddress = \"10.0.0.5:80\" # the old one\npipelining = true\n";
+        let out = with_replicas(
+            file,
+            &[
+                (1, "api-1", Some("10.0.0.5:80")),
+                (2, "api-2", Some("api.local:8080")),
+            ],
+        )
+        .unwrap();
+        assert!(out.starts_with(file), "{out}");
+        let config = Config::parse(&out).unwrap();
+        let addresses: Vec<_> = config.replicas.iter().map(|r| r.address()).collect();
+        assert_eq!(addresses, [Some("10.0.0.5:80"), Some("api.local:8080")]);
+        assert_eq!(config.replicas[0].pipelining, Some(true));
+        // An entry that stops being a backend by address loses the key.
+        let out = with_replicas(file, &[(1, "api-1", None)]).unwrap();
+        assert_eq!(Config::parse(&out).unwrap().replicas[0].address(), None);
+    }
+
+    #[test]
     fn adding_keeps_comments_and_appends() {
-        let out = with_replicas(FILE, &[(1, "Server 1"), (2, "Server 2"), (3, "S5")]).unwrap();
+        let out = with_replicas(
+            FILE,
+            &[
+                (1, "Server 1", None),
+                (2, "Server 2", None),
+                (3, "S5", None),
+            ],
+        )
+        .unwrap();
         assert!(out.starts_with(FILE), "{out}");
         assert_eq!(
             replicas_of(&out),
@@ -206,14 +253,14 @@ id = 2
     #[test]
     fn unchanged_list_gives_identical_text() {
         assert_eq!(
-            with_replicas(FILE, &[(1, "Server 1"), (2, "Server 2")]).unwrap(),
+            with_replicas(FILE, &[(1, "Server 1", None), (2, "Server 2", None)]).unwrap(),
             FILE
         );
     }
 
     #[test]
     fn replacing_renames_in_place_and_removing_drops_the_table() {
-        let out = with_replicas(FILE, &[(1, "S123456")]).unwrap();
+        let out = with_replicas(FILE, &[(1, "S123456", None)]).unwrap();
         assert!(out.contains("hostname = \"S123456\"   # keep me"), "{out}");
         assert!(out.contains("# the first one"), "{out}");
         assert!(!out.contains("Server 2"), "{out}");
@@ -224,7 +271,7 @@ id = 2
     #[test]
     fn comments_above_a_removed_table_are_kept() {
         // Removing the first: its comment moves to the table that follows.
-        let out = with_replicas(FILE, &[(2, "Server 2")]).unwrap();
+        let out = with_replicas(FILE, &[(2, "Server 2", None)]).unwrap();
         assert!(
             out.contains(
                 "# the first one\n\n# the second one\n[[replicas]]\nhostname = \"Server 2\""
@@ -232,30 +279,30 @@ id = 2
             "{out}"
         );
         // Removing the last: its comment goes to the table added in its place …
-        let out = with_replicas(FILE, &[(1, "Server 1"), (3, "S5")]).unwrap();
+        let out = with_replicas(FILE, &[(1, "Server 1", None), (3, "S5", None)]).unwrap();
         assert!(
             out.contains("# the second one\n[[replicas]]\nhostname = \"S5\""),
             "{out}"
         );
         // … or to the end of the file.
-        let out = with_replicas(FILE, &[(1, "Server 1")]).unwrap();
+        let out = with_replicas(FILE, &[(1, "Server 1", None)]).unwrap();
         assert!(out.trim_end().ends_with("# the second one"), "{out}");
         assert_eq!(replicas_of(&out), [(1, "Server 1".into())]);
     }
 
     #[test]
     fn no_replicas_section_or_inline_array() {
-        let out = with_replicas("[ring]\nslots = 64\n", &[(1, "A"), (2, "B")]).unwrap();
+        let out = with_replicas("[ring]\nslots = 64\n", &[(1, "A", None), (2, "B", None)]).unwrap();
         assert_eq!(replicas_of(&out), [(1, "A".into()), (2, "B".into())]);
         let inline = "replicas = [{ hostname = \"X\", id = 7 }]\n";
-        let out = with_replicas(inline, &[(7, "X"), (8, "Y")]).unwrap();
+        let out = with_replicas(inline, &[(7, "X", None), (8, "Y", None)]).unwrap();
         assert_eq!(replicas_of(&out), [(7, "X".into()), (8, "Y".into())]);
     }
 
     #[test]
     fn invalid_toml_is_refused() {
         assert!(matches!(
-            with_replicas("[ring\n", &[(1, "A")]),
+            with_replicas("[ring\n", &[(1, "A", None)]),
             Err(PersistError::NotToml(_))
         ));
     }

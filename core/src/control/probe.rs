@@ -27,9 +27,9 @@ impl Default for Prober {
 }
 
 impl Prober {
-    /// One heartbeat: `Ok` if `GET /heartbeat` answered 200 within `timeout`.
-    pub async fn beat(&self, addr: &str, timeout: Duration) -> Result<(), ProbeError> {
-        let uri = format!("http://{addr}/heartbeat");
+    /// One heartbeat: `Ok` if `GET path` answered 200 within `timeout`.
+    pub async fn beat(&self, addr: &str, path: &str, timeout: Duration) -> Result<(), ProbeError> {
+        let uri = format!("http://{addr}{path}");
         let req = hyper::Request::get(uri)
             .body(Empty::new())
             .map_err(|source| ProbeError::Address {
@@ -45,16 +45,62 @@ impl Prober {
     }
 
     /// Poll until the first successful heartbeat or until `deadline` passes.
-    pub async fn wait_alive(&self, addr: &str, deadline: Duration) -> Result<(), ProbeError> {
+    pub async fn wait_alive(
+        &self,
+        addr: &str,
+        path: &str,
+        deadline: Duration,
+    ) -> Result<(), ProbeError> {
         let start = tokio::time::Instant::now();
         let mut last = None;
         while start.elapsed() < deadline {
             let left = deadline.saturating_sub(start.elapsed());
-            match self.beat(addr, left.min(Duration::from_secs(1))).await {
+            match self
+                .beat(addr, path, left.min(Duration::from_secs(1)))
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e) => last = Some(e),
             }
             tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+        }
+        Err(ProbeError::NeverAlive {
+            deadline,
+            last: last.map(Box::new),
+        })
+    }
+
+    /// Check every `interval` until `rise` checks in a row succeed or until `deadline` passes
+    /// (a backend by address joining or coming back: no faster than the health checks run).
+    pub async fn wait_healthy(
+        &self,
+        addr: &str,
+        path: &str,
+        rise: u32,
+        interval: Duration,
+        timeout: Duration,
+        deadline: Duration,
+    ) -> Result<(), ProbeError> {
+        let start = tokio::time::Instant::now();
+        let mut passed = 0;
+        let mut last = None;
+        while start.elapsed() < deadline {
+            let round = tokio::time::Instant::now();
+            let left = deadline.saturating_sub(start.elapsed());
+            match self.beat(addr, path, timeout.min(left)).await {
+                Ok(()) => {
+                    passed += 1;
+                    if passed >= rise {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    passed = 0;
+                    last = Some(e);
+                }
+            }
+            let next = (round + interval).min(start + deadline);
+            tokio::time::sleep_until(next).await;
         }
         Err(ProbeError::NeverAlive {
             deadline,

@@ -23,6 +23,8 @@ pub(crate) struct Members {
     pub(crate) vacant: BTreeMap<u64, String>,
     /// Ids and names reserved by `/add`s still starting their replicas.
     pub(crate) adding: BTreeMap<u64, String>,
+    /// The configured `HOST:PORT` of every running or vacant backend by address.
+    pub(crate) addresses: BTreeMap<u64, String>,
 }
 
 impl Members {
@@ -70,27 +72,36 @@ pub(crate) struct Plan {
     pub(crate) needs_restart: Vec<&'static str>,
 }
 
-/// Plan the change from `members` to `desired`. Replicas are matched by server id *and*
-/// hostname; `startup` is the configuration the process started with (for fields that need a
-/// restart).
+/// Plan the change from `members` to `desired`. Replicas are matched by server id, hostname
+/// *and* address (a backend that moved is another backend); `startup` is the configuration the
+/// process started with (for fields that need a restart).
 pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -> Plan {
-    let wanted: BTreeMap<u64, &String> = desired
+    let wanted: BTreeMap<u64, &crate::config::ReplicaEntry> = desired
         .replicas
         .iter()
-        .map(|r| (*r.id.get_ref(), r.hostname.get_ref()))
+        .map(|r| (*r.id.get_ref(), r))
         .collect();
-    let unwanted = |(id, name): (&u64, &String)| (wanted.get(id) != Some(&name)).then_some(*id);
+    let same = |id: &u64, name: &String, entry: &crate::config::ReplicaEntry| {
+        entry.hostname.get_ref() == name
+            && entry.address() == members.addresses.get(id).map(String::as_str)
+    };
+    let unwanted = |(id, name): (&u64, &String)| {
+        (!wanted.get(id).is_some_and(|e| same(id, name, e))).then_some(*id)
+    };
     let stop: Vec<u64> = members.running.iter().filter_map(unwanted).collect();
     let forget: Vec<u64> = members.vacant.iter().filter_map(unwanted).collect();
     let start = wanted
         .iter()
-        .filter(|(id, name)| {
-            let kept = |set: &BTreeMap<u64, String>| set.get(id) == Some(**name);
+        .filter(|(id, entry)| {
+            let kept =
+                |set: &BTreeMap<u64, String>| set.get(id).is_some_and(|n| same(id, n, entry));
             !kept(&members.running) && !kept(&members.vacant)
         })
-        .map(|(&id, name)| ReplicaSpec {
-            hostname: (*name).clone(),
+        .map(|(&id, entry)| ReplicaSpec {
+            hostname: entry.hostname.get_ref().clone(),
             id,
+            address: entry.address().map(str::to_owned),
+            pipelining: entry.pipelining,
         })
         .collect();
     let mut needs_restart = Vec::new();
@@ -134,7 +145,13 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
         }
     }
     for spec in &plan.start {
-        out.push(format!("replica {} added (id {})", spec.hostname, spec.id));
+        match &spec.address {
+            Some(address) => out.push(format!(
+                "backend {} at {address} added (id {})",
+                spec.hostname, spec.id
+            )),
+            None => out.push(format!("replica {} added (id {})", spec.hostname, spec.id)),
+        }
     }
     let mut field = |name: &str, a: String, b: String| {
         if a != b {
@@ -159,6 +176,7 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
         ("health.interval_ms", o.interval_ms, n.interval_ms),
         ("health.timeout_ms", o.timeout_ms, n.timeout_ms),
         ("health.fall", u64::from(o.fall), u64::from(n.fall)),
+        ("health.rise", u64::from(o.rise), u64::from(n.rise)),
         (
             "health.start_timeout_ms",
             o.start_timeout_ms,
@@ -172,6 +190,7 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
     ] {
         field(name, a.to_string(), b.to_string());
     }
+    field("health.path", o.path.clone(), n.path.clone());
     field(
         "plugins.dirs",
         format!("{:?}", old.plugins.dirs),
@@ -201,9 +220,11 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
     out
 }
 
-/// Plan an `/add` (refused beyond `max_replicas` in all): new replicas get the lowest free server ids (so removing a replica and
-/// adding one back restores the ring), the names asked for, then `Server <id>` (or a random
-/// name if that one is taken). Refused if a name is taken or the ring has no room for them.
+/// Plan an `/add` (refused beyond `max_replicas` in all): new replicas get the lowest free
+/// server ids (so removing a replica and adding one back restores the ring), the names asked
+/// for, then `Server <id>` (or a random name if that one is taken); the first ones get the
+/// addresses asked for (backends by address), the rest are replicas to start. Refused if a name
+/// or an address is taken or the ring has no room for them.
 pub(crate) fn plan_add(
     members: &Members,
     request: &ScaleRequest,
@@ -221,6 +242,15 @@ pub(crate) fn plan_add(
     }
     if let Some(name) = request.hostnames.iter().find(|n| members.name_taken(n)) {
         return Err(ControlError::NameTaken(name.clone()));
+    }
+    let address_taken = |a: &String| {
+        members
+            .addresses
+            .values()
+            .any(|b| b.eq_ignore_ascii_case(a))
+    };
+    if let Some(address) = request.addresses.iter().find(|a| address_taken(a)) {
+        return Err(ControlError::AddressTaken(address.clone()));
     }
     let ids: Vec<u64> = (1u64..)
         .filter(|&id| !members.id_taken(id))
@@ -250,10 +280,16 @@ pub(crate) fn plan_add(
         };
         names.push(name);
     }
+    let mut addresses = request.addresses.iter().cloned();
     Ok(names
         .into_iter()
         .zip(ids)
-        .map(|(hostname, id)| ReplicaSpec { hostname, id })
+        .map(|(hostname, id)| ReplicaSpec {
+            hostname,
+            id,
+            address: addresses.next(),
+            pipelining: None,
+        })
         .collect())
 }
 

@@ -129,14 +129,21 @@ impl App {
                 }
             }
         };
+        let mut tried = Vec::new();
+        let mut backend = backend;
         if let Some(upstreams) = &self.upstreams {
-            if batchable(&req) {
-                return self
+            if backend.pipelining && batchable(&req) {
+                match self
                     .pipelined(upstreams, &req, backend, slot, forwarded_for)
-                    .await;
+                    .await
+                {
+                    Ok(resp) => return resp,
+                    // The next replica to try does not take pipelined requests.
+                    Err((next, so_far)) => (backend, tried) = (next, so_far),
+                }
             }
         }
-        self.forward(req, backend, slot, forwarded_for).await
+        self.forward(req, backend, slot, forwarded_for, tried).await
     }
 
     /// Forward any request over hyper's client, streaming its body. It goes to the next replica
@@ -150,6 +157,7 @@ impl App {
         mut backend: Arc<Backend>,
         slot: u32,
         forwarded_for: &HeaderValue,
+        mut tried: Vec<u64>,
     ) -> Response<LbBody> {
         use http_body::Body as _;
         let (mut parts, body) = req.into_parts();
@@ -162,7 +170,6 @@ impl App {
         parts.headers.append(X_FORWARDED_FOR, forwarded_for.clone());
         let held = (!body.is_end_stream()).then(|| Held::new(body));
         let repeatable = held.is_none() && safe_to_repeat(&parts.method);
-        let mut tried: Vec<u64> = Vec::new();
         loop {
             let mut uri = http::uri::Parts::default();
             uri.scheme = Some(Scheme::HTTP);
@@ -185,7 +192,9 @@ impl App {
                         format!("invalid response: status code {}", resp.status().as_u16());
                     return did_not_answer(&backend, &reason);
                 }
-                Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND => {
+                // The assignment's replicas have /home and /heartbeat only; a service by address
+                // answers its own 404s.
+                Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND && !backend.is_address() => {
                     return not_in_replicas(path_and_query.path())
                 }
                 Ok(Ok(resp)) => {
@@ -239,6 +248,8 @@ impl App {
     /// answer, the replica took longer than the response timeout or was taken out of the ring
     /// as failed meanwhile), it goes to the next replica in ring order, up to `retries` times:
     /// safe for these methods, and what keeps a killed or hung replica from costing clients.
+    /// When the next replica to try does not take pipelined requests, it is handed back with the
+    /// ids tried so far, for [`App::forward`].
     async fn pipelined(
         &self,
         upstreams: &Upstreams,
@@ -246,7 +257,7 @@ impl App {
         mut backend: Arc<Backend>,
         slot: u32,
         forwarded_for: &HeaderValue,
-    ) -> Response<LbBody> {
+    ) -> Result<Response<LbBody>, (Arc<Backend>, Vec<u64>)> {
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let head_only = req.method() == Method::HEAD;
         let mut tried: Vec<u64> = Vec::new();
@@ -261,18 +272,18 @@ impl App {
             let in_flight = backend.begin_request();
             let sent = upstreams.request(&backend.addr, head, head_only);
             let error = match wait(sent, &backend, self.response_timeout, true).await {
-                Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND => {
-                    return not_in_replicas(req.uri().path())
+                Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND && !backend.is_address() => {
+                    return Ok(not_in_replicas(req.uri().path()));
                 }
                 Ok(Ok(resp)) => {
                     let (parts, body) = resp.into_parts();
-                    return Response::from_parts(
+                    return Ok(Response::from_parts(
                         parts,
                         LbBody::Piped {
                             body,
                             _in_flight: in_flight,
                         },
-                    );
+                    ));
                 }
                 Ok(Err(e)) | Err(e) => e,
             };
@@ -293,12 +304,15 @@ impl App {
                 Some(next) => {
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(from = %backend.hostname, to = %next.hostname, %error, "retrying on the next replica");
+                    if !next.pipelining {
+                        return Err((next, tried));
+                    }
                     backend = next;
                 }
                 None if matches!(error, UpstreamError::TimedOut(_)) => {
-                    return timed_out(&backend, &error.to_string())
+                    return Ok(timed_out(&backend, &error.to_string()))
                 }
-                None => return did_not_answer(&backend, &error.to_string()),
+                None => return Ok(did_not_answer(&backend, &error.to_string())),
             }
         }
     }

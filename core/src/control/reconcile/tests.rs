@@ -26,14 +26,12 @@ fn members(running: &[(u64, &str)], vacant: &[(u64, &str)]) -> Members {
         running: set(running),
         vacant: set(vacant),
         adding: BTreeMap::new(),
+        addresses: BTreeMap::new(),
     }
 }
 
 fn spec(id: u64, hostname: &str) -> ReplicaSpec {
-    ReplicaSpec {
-        hostname: hostname.to_owned(),
-        id,
-    }
+    ReplicaSpec::managed(hostname, id)
 }
 
 fn spec_hash() -> Arc<dyn RingHash> {
@@ -44,7 +42,91 @@ fn scale(n: usize, hostnames: &[&str]) -> ScaleRequest {
     ScaleRequest {
         n,
         hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
+        addresses: Vec::new(),
     }
+}
+
+/// Backends by address: the same entry is kept whatever its health; a changed address is another
+/// backend (out, then in once healthy); an entry that stops being one is replaced by a replica.
+#[test]
+fn backends_by_address_are_matched_by_their_address_too() {
+    let file = |address: &str| {
+        Config::parse(&format!(
+            "[[replicas]]\nhostname = \"api-1\"\nid = 1\naddress = \"{address}\"\n\
+             [[replicas]]\nhostname = \"Server 2\"\nid = 2\n"
+        ))
+        .unwrap()
+    };
+    let mut running = members(&[(1, "api-1"), (2, "Server 2")], &[]);
+    running.addresses.insert(1, "10.0.0.5:80".into());
+    let plan = reconcile(&running, &file("10.0.0.5:80"), &file("10.0.0.5:80"));
+    assert_eq!((plan.stop.len(), plan.start.len()), (0, 0), "{plan:?}");
+
+    let plan = reconcile(&running, &file("10.0.0.6:80"), &file("10.0.0.5:80"));
+    assert_eq!(plan.stop, [1]);
+    assert_eq!(
+        plan.start,
+        [ReplicaSpec {
+            hostname: "api-1".into(),
+            id: 1,
+            address: Some("10.0.0.6:80".into()),
+            pipelining: None,
+        }]
+    );
+
+    // Down (vacant) with the same address: kept waiting, nothing restarted.
+    let mut down = members(&[(2, "Server 2")], &[(1, "api-1")]);
+    down.addresses.insert(1, "10.0.0.5:80".into());
+    let plan = reconcile(&down, &file("10.0.0.5:80"), &file("10.0.0.5:80"));
+    assert_eq!((plan.forget.len(), plan.start.len()), (0, 0), "{plan:?}");
+
+    // The same name and id without an address: a replica lb runs now.
+    let plain = config("", &[(1, "api-1"), (2, "Server 2")]);
+    let plan = reconcile(&running, &plain, &plain);
+    assert_eq!(plan.stop, [1]);
+    assert_eq!(plan.start, [spec(1, "api-1")]);
+}
+
+#[test]
+fn add_pairs_addresses_with_the_first_new_entries_and_refuses_taken_ones() {
+    let mut m = members(&THREE, &[]);
+    m.addresses.insert(3, "127.0.0.1:9003".into());
+    let ring = Balancer::Ring(RingParams::default());
+    let mut request = scale(3, &["api-4"]);
+    request.addresses = vec!["127.0.0.1:9004".into(), "Backend.Local:80".into()];
+    let specs = plan_add(
+        &m,
+        &request,
+        &ring,
+        &spec_hash(),
+        64,
+        &mut fastrand::Rng::with_seed(1),
+    )
+    .unwrap();
+    let got: Vec<_> = specs
+        .iter()
+        .map(|s| (s.id, s.hostname.as_str(), s.address.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (4, "api-4", Some("127.0.0.1:9004")),
+            (5, "Server 5", Some("Backend.Local:80")),
+            (6, "Server 6", None),
+        ]
+    );
+    request.addresses = vec!["127.0.0.1:9003".into()];
+    assert_eq!(
+        plan_add(
+            &m,
+            &request,
+            &ring,
+            &spec_hash(),
+            64,
+            &mut fastrand::Rng::with_seed(1)
+        ),
+        Err(ControlError::AddressTaken("127.0.0.1:9003".into()))
+    );
 }
 
 const THREE: [(u64, &str); 3] = [(1, "Server 1"), (2, "Server 2"), (3, "Server 3")];

@@ -393,10 +393,7 @@ impl Supervisor for DockerSupervisor {
                 Some((hostname, server_id)) if running => {
                     match self.address_of(&id, &hostname).await {
                         Ok(address) => adopted.push(Started {
-                            spec: ReplicaSpec {
-                                hostname,
-                                id: server_id,
-                            },
+                            spec: ReplicaSpec::managed(hostname, server_id),
                             address,
                             handle: Handle::ContainerId(id),
                         }),
@@ -431,17 +428,11 @@ mod tests {
 
     #[test]
     fn names_are_valid_for_docker_and_dns() {
-        let spec = ReplicaSpec {
-            hostname: "Server 1".into(),
-            id: 1,
-        };
+        let spec = ReplicaSpec::managed("Server 1", 1);
         assert_eq!(container_name("lb", &spec), "lb-1-Server_1");
         assert_eq!(dns_name("Server 1"), "Server-1");
         assert_eq!(dns_name("a_b.c"), "a-b-c");
-        let odd = ReplicaSpec {
-            hostname: "x y.z".into(),
-            id: 12,
-        };
+        let odd = ReplicaSpec::managed("x y.z", 12);
         assert_eq!(container_name("my lb", &odd), "my_lb-12-x_y.z");
     }
 }

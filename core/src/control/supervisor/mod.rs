@@ -15,13 +15,34 @@ pub use crate::state::Handle;
 pub use docker::DockerSupervisor;
 pub use process::ProcessSupervisor;
 
-/// What to start.
+/// What to start (or, for a backend by address, what to health-check until it may join).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaSpec {
     /// The replica's hostname, reported by its `/home`.
     pub hostname: String,
     /// Its server id on the ring.
     pub id: u64,
+    /// `HOST:PORT` of a backend by address, which no supervisor runs; `None` for a replica.
+    pub address: Option<String>,
+    /// Whether requests to it may be pipelined; `None`: the default for its kind.
+    pub pipelining: Option<bool>,
+}
+
+impl ReplicaSpec {
+    /// A replica the supervisor runs, with the default pipelining.
+    pub fn managed(hostname: impl Into<String>, id: u64) -> Self {
+        ReplicaSpec {
+            hostname: hostname.into(),
+            id,
+            address: None,
+            pipelining: None,
+        }
+    }
+
+    /// Whether it is the same replica as `other` for the supervisor (hostname and id).
+    pub fn same_replica(&self, other: &ReplicaSpec) -> bool {
+        self.hostname == other.hostname && self.id == other.id
+    }
 }
 
 /// A started replica.

@@ -1,0 +1,349 @@
+//! Backends by address: services `lb` did not start (stock `python3 -m http.server` processes
+//! here) are health-checked, balanced on the ring, taken out when they fail and put back with the
+//! same id when they answer again — and never started, stopped or replaced by `lb`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lb_balance::hash::RingHash as _;
+use serde_json::Value;
+
+use common::{alive, eventually, Lb};
+
+/// A stock `python3 -m http.server` on 127.0.0.1, serving a directory whose files `home` and
+/// `whoami` hold its name: `GET /home` answers the name, and so does the health check.
+struct Service {
+    name: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Service {
+    fn start(name: &str) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["home", "whoami"] {
+            std::fs::write(dir.path().join(file), name).unwrap();
+        }
+        let port = free_port();
+        let mut service = Service {
+            name: name.to_owned(),
+            port,
+            dir,
+            child: None,
+        };
+        service.restart();
+        service
+    }
+
+    /// Start it (again) on its port, and wait until it answers.
+    fn restart(&mut self) {
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(self.port.to_string())
+            .arg("--directory")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not start",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `kill -9` it and wait until it is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fast health checks on the services' `/whoami`.
+const HEALTH: &str =
+    "[health]\npath = \"/whoami\"\ninterval_ms = 100\ntimeout_ms = 300\nfall = 2\nrise = 2\n";
+
+fn entry(name: &str, id: u64, address: &str) -> String {
+    format!("[[replicas]]\nhostname = \"{name}\"\nid = {id}\naddress = \"{address}\"\n")
+}
+
+/// The replica `/_lb/status` shows for `hostname`.
+async fn status_of(lb: &Lb, hostname: &str) -> Value {
+    lb.status().await["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["hostname"] == hostname)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Which service answers request id `id`, and which one the ring says owns it.
+async fn answer_and_owner(lb: &Lb, id: u64) -> (u16, String, String) {
+    let ring = lb.get("/_lb/ring").await.json();
+    let owner = ring["owners"][(lb_balance::hash::SpecHash.request(id) % 512) as usize]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = lb
+        .send("GET", "/home", b"", &[("X-Request-Id", &id.to_string())])
+        .await;
+    (a.status, a.body.trim().to_owned(), owner)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_by_address_follow_the_ring_leave_it_when_down_and_come_back() {
+    let mut services: Vec<Service> = (1..=3)
+        .map(|i| Service::start(&format!("api-{i}")))
+        .collect();
+    let mut config = HEALTH.to_owned();
+    for (i, s) in services.iter().enumerate() {
+        config.push_str(&entry(&s.name, i as u64 + 1, &s.address()));
+    }
+    let lb = Lb::start(&config);
+    eventually(Duration::from_secs(10), "three backends up", || async {
+        (lb.status().await["replicas"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["health"] == "up")
+            .count()
+            == 3)
+            .then_some(())
+    })
+    .await;
+    let api1 = status_of(&lb, "api-1").await;
+    assert_eq!(api1["kind"], "address", "{api1}");
+    assert_eq!(api1["handle"]["address"], services[0].address(), "{api1}");
+    assert_eq!(api1["pipelining"], false, "{api1}");
+    assert_eq!(
+        lb.rep().await,
+        (3, vec!["api-1".into(), "api-2".into(), "api-3".into()])
+    );
+
+    // Numeric ids go where the ring's table says, and each service is someone's owner.
+    let mut seen = std::collections::BTreeSet::new();
+    for id in 0..60u64 {
+        let (status, served, owner) = answer_and_owner(&lb, id * 7 + 3).await;
+        assert_eq!((status, &served), (200, &owner), "id {}", id * 7 + 3);
+        seen.insert(served);
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+
+    // api-1 (84 % of the slots with the assignment's hash) dies: it leaves the ring after `fall`
+    // missed checks, stays listed, and nothing is started in its place.
+    services[0].kill();
+    eventually(Duration::from_secs(10), "api-1 out of the ring", || async {
+        (status_of(&lb, "api-1").await["health"] == "down").then_some(())
+    })
+    .await;
+    assert_eq!(lb.rep().await.0, 3, "a down backend is still listed");
+    assert!(lb.status().await["vacancies"][0]["address"] == services[0].address());
+    for id in 0..60u64 {
+        let (status, served, owner) = answer_and_owner(&lb, id * 7 + 3).await;
+        assert_eq!(status, 200, "id {} after the failure", id * 7 + 3);
+        assert_eq!(served, owner, "id {}", id * 7 + 3);
+        assert_ne!(served, "api-1");
+    }
+
+    // Back on the same port: back in the ring with the same id, hence the same slots.
+    services[0].restart();
+    eventually(Duration::from_secs(10), "api-1 back", || async {
+        let s = status_of(&lb, "api-1").await;
+        (s["health"] == "up" && s["id"] == 1).then_some(())
+    })
+    .await;
+    let mut served_by_api1 = 0;
+    for id in 0..60u64 {
+        let (status, served, owner) = answer_and_owner(&lb, id * 7 + 3).await;
+        assert_eq!((status, &served), (200, &owner), "id {}", id * 7 + 3);
+        served_by_api1 += usize::from(served == "api-1");
+    }
+    assert!(served_by_api1 > 30, "api-1 served {served_by_api1} of 60");
+    // The file still lists what the user wrote.
+    let file = std::fs::read_to_string(&lb.config).unwrap();
+    assert!(file.contains(&services[0].address()), "{file}");
+    drop(lb);
+    for s in &services {
+        assert!(alive(s.pid()), "{} was stopped with lb", s.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_and_rm_of_backends_by_address_leave_the_services_alone() {
+    let a = Service::start("api-a");
+    let b = Service::start("api-b");
+    // One replica lb runs itself, answering the same health path as the services.
+    let lb = Lb::start(&format!(
+        "{}[[replicas]]\nhostname = \"Server 1\"\nid = 1\n",
+        HEALTH.replace("/whoami", "/heartbeat")
+    ));
+    // The services answer /heartbeat with 404: they would never join. Give them a file there.
+    for s in [&a, &b] {
+        std::fs::write(s.dir.path().join("heartbeat"), &s.name).unwrap();
+    }
+    let body = format!(
+        r#"{{"n": 3, "hostnames": ["api-a"], "addresses": ["{}", "{}"]}}"#,
+        a.address(),
+        b.address()
+    );
+    let added = lb.send("POST", "/add", body.as_bytes(), &[]).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    let replicas = added.json()["message"]["replicas"].clone();
+    assert_eq!(
+        replicas,
+        serde_json::json!(["Server 1", "api-a", "Server 3", "Server 4"]),
+        "{}",
+        added.body
+    );
+    let kinds: Vec<(String, String)> = lb.status().await["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["hostname"].as_str().unwrap().to_owned(),
+                r["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("Server 1".to_owned(), "managed".to_owned()),
+            ("api-a".into(), "address".into()),
+            ("Server 3".into(), "address".into()),
+            ("Server 4".into(), "managed".into()),
+        ]
+    );
+    let file = std::fs::read_to_string(&lb.config).unwrap();
+    assert!(
+        file.contains(&format!("address = \"{}\"", a.address()))
+            && file.contains(&format!("address = \"{}\"", b.address())),
+        "{file}"
+    );
+
+    // Refused with a reason, nothing changes.
+    for (body, says) in [
+        (
+            format!(
+                r#"{{"n": 1, "addresses": ["{}", "{}"]}}"#,
+                a.address(),
+                b.address()
+            ),
+            "for n = 1",
+        ),
+        (
+            r#"{"n": 1, "addresses": ["no-port"]}"#.to_owned(),
+            "HOST:PORT",
+        ),
+        (
+            format!(r#"{{"n": 1, "addresses": ["{}"]}}"#, a.address()),
+            "already a backend",
+        ),
+        (
+            format!(r#"{{"n": 1, "addresses": ["{}"]}}"#, lb.addr),
+            "lb's own listening address",
+        ),
+    ] {
+        let answer = lb.send("POST", "/add", body.as_bytes(), &[]).await;
+        assert_eq!(answer.status, 400, "{body}: {}", answer.body);
+        assert!(answer.body.contains(says), "{body}: {}", answer.body);
+    }
+    assert_eq!(lb.rep().await.0, 4);
+
+    // /rm of a backend by address: out of the ring and the file; the service keeps running.
+    let removed = lb
+        .send("DELETE", "/rm", br#"{"n": 1, "hostnames": ["api-a"]}"#, &[])
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(lb.rep().await.1, ["Server 1", "Server 3", "Server 4"]);
+    eventually(Duration::from_secs(5), "api-a out of the file", || async {
+        let file = std::fs::read_to_string(&lb.config).ok()?;
+        (!file.contains(&a.address())).then_some(())
+    })
+    .await;
+    assert!(alive(a.pid()), "api-a was stopped by /rm");
+    let direct = std::net::TcpStream::connect(a.address());
+    assert!(direct.is_ok(), "api-a no longer answers after /rm");
+    drop(lb);
+    assert!(alive(b.pid()), "api-b was stopped with lb");
+}
+
+/// A file that mixes both kinds and has only backends by address starts no process.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_only_backends_by_address_nothing_is_started() {
+    let s = Service::start("only");
+    let lb = Lb::start(&format!("{HEALTH}{}", entry("only", 1, &s.address())));
+    eventually(Duration::from_secs(10), "the backend up", || async {
+        (status_of(&lb, "only").await["health"] == "up").then_some(())
+    })
+    .await;
+    let a = lb.send("GET", "/home", b"", &[]).await;
+    assert_eq!((a.status, a.body.trim()), (200, "only"));
+    // A path the service does not have is its own 404, not the assignment's error.
+    let missing = lb.send("GET", "/nothing-here", b"", &[]).await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert!(!missing.body.contains("does not exist in server replicas"));
+    assert_eq!(
+        children_of(lb.pid()),
+        Vec::<u32>::new(),
+        "lb started processes"
+    );
+}
+
+/// Pids of the processes whose parent is `pid` (from `/proc/*/stat`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …; comm may hold spaces and parentheses.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            if let Some(child) = head.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                children.push(child);
+            }
+        }
+    }
+    children
+}
