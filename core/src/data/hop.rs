@@ -1,7 +1,10 @@
 //! Hop-by-hop header fields (RFC 9110 §7.6.1): they describe one connection, not the message, so
 //! a proxy drops them — the fixed ones and any the `Connection` field lists — in both directions.
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
+
+/// The client's address, appended after any the client sent.
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Fields that are always hop-by-hop, lower-case.
 const HOP_BY_HOP: [&str; 8] = [
