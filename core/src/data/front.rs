@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use super::body::LbBody;
 use super::client::{self, Activity, ClientStream, Tracked, Verdict, Watchdog};
-use super::hop::{self, X_FORWARDED_FOR};
+use super::hop;
 use super::key::{self, Peer};
 use super::outgoing::{Held, Outgoing};
 use super::upstream::{self, UpstreamError, Upstreams};
@@ -35,7 +35,8 @@ use crate::control::ControllerHandle;
 use crate::state::{Backend, Shared};
 
 /// Most header fields in a client's request: hyper's (and so `server`'s) limit is 100, and `lb`
-/// adds `X-Forwarded-For`; a request it could not forward whole is refused here (431).
+/// adds up to four (`X-Forwarded-For`, `-Proto`, `-Host`, and `Host` when the client sent none);
+/// a request it could not forward whole is refused here (431).
 const MAX_CLIENT_HEADERS: usize = 96;
 /// Largest client request head (431 beyond): bounds the memory one connection can hold.
 const MAX_CLIENT_HEAD: usize = 32 * 1024;
@@ -55,7 +56,7 @@ pub(crate) struct App {
     retries: usize,
     /// How long a replica may take to start its response.
     response_timeout: Duration,
-    /// `[proxy] trust_forwarded_for`: clients are proxies `lb` trusts ([`key`]).
+    /// `[proxy] trust_forwarded_for`: clients are proxies `lb` trusts ([`hop`], [`key`]).
     trust_forwarded_for: bool,
     client: Client<HttpConnector, Outgoing>,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled.
@@ -158,7 +159,7 @@ impl App {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         hop::strip(&mut parts.headers);
-        parts.headers.append(X_FORWARDED_FOR, forwarded_for.clone());
+        hop::add_forwarded(&mut parts.headers, forwarded_for, self.trust_forwarded_for);
         let held = (!body.is_end_stream()).then(|| Held::new(body));
         let repeatable = held.is_none() && safe_to_repeat(&parts.method);
         let mut tried: Vec<u64> = Vec::new();
@@ -256,6 +257,7 @@ impl App {
                 req.headers(),
                 backend.authority.as_str(),
                 forwarded_for,
+                self.trust_forwarded_for,
             );
             let in_flight = backend.begin_request();
             let sent = upstreams.request(&backend.addr, head, head_only);
