@@ -123,9 +123,9 @@ pub enum KeyError {
 /// The characters of an RFC 9110 token (header field names; cookie names by RFC 6265).
 fn is_token(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A query parameter name as it appears in a raw query string: visible ASCII without the
@@ -244,8 +244,7 @@ mod tests {
     fn bad_keys_are_refused_with_the_reason() {
         let unknown = parse("foo").unwrap_err();
         assert!(
-            unknown.contains("\"foo\" is not a known key")
-                && unknown.contains("\"cookie:NAME\""),
+            unknown.contains("\"foo\" is not a known key") && unknown.contains("\"cookie:NAME\""),
             "{unknown}"
         );
         for (text, expected) in [

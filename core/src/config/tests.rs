@@ -216,9 +216,16 @@ fn client_timeouts_have_defaults_and_are_read() {
 #[test]
 fn the_hash_key_has_a_default_and_is_read() {
     use key::{KeyFallback, KeyRule, KeySource};
-    assert_eq!(Config::parse("").unwrap().ring.key_rule(), KeyRule::default());
+    assert_eq!(
+        Config::parse("").unwrap().ring.key_rule(),
+        KeyRule::default()
+    );
     let shipped = Config::parse(EMBEDDED).unwrap();
-    assert_eq!(shipped.ring.key_rule(), KeyRule::default(), "the shipped default");
+    assert_eq!(
+        shipped.ring.key_rule(),
+        KeyRule::default(),
+        "the shipped default"
+    );
     assert!(!shipped.proxy.trust_forwarded_for);
     let c = Config::parse(
         "[ring]\nkey = \"cookie:sid\"\nkey_fallback = \"client_ip\"\n[proxy]\ntrust_forwarded_for = true\n",
@@ -247,14 +254,21 @@ fn the_hash_key_has_a_default_and_is_read() {
 fn bad_hash_keys_are_problems_with_line_and_column() {
     for (value, expected) in [
         ("\"cookie:\"", "names no cookie"),
-        ("\"header:bad name\"", "\"bad name\" is not a header field name"),
+        (
+            "\"header:bad name\"",
+            "\"bad name\" is not a header field name",
+        ),
         ("\"foo\"", "\"foo\" is not a known key"),
         ("\"path:/x\"", "takes no name"),
         ("42", "invalid type"),
     ] {
         let found = problems(&format!("[ring]\nslots = 512\nkey = {value}\n"));
         assert_eq!(found.len(), 1, "{value}: {found:#?}");
-        assert_eq!((found[0].line, found[0].column), (3, 7), "{value}: {found:#?}");
+        assert_eq!(
+            (found[0].line, found[0].column),
+            (3, 7),
+            "{value}: {found:#?}"
+        );
         assert!(found[0].message.contains(expected), "{value}: {found:#?}");
     }
     let found = problems("[ring]\nkey_fallback = \"header\"\n");

@@ -41,7 +41,6 @@ const MAX_CLIENT_HEADERS: usize = 96;
 /// Largest client request head (431 beyond): bounds the memory one connection can hold.
 const MAX_CLIENT_HEAD: usize = 32 * 1024;
 
-
 /// Everything a connection needs to answer requests.
 pub(crate) struct App {
     shared: Arc<Shared>,

@@ -53,7 +53,9 @@ pub(crate) fn request_id(
     let key = match &rule.source {
         KeySource::Header { name, .. } => headers.get(name).map(HeaderValue::as_bytes),
         KeySource::Cookie(name) => cookie(headers, name.as_bytes()),
-        KeySource::Query(name) => uri.query().and_then(|q| query(q.as_bytes(), name.as_bytes())),
+        KeySource::Query(name) => uri
+            .query()
+            .and_then(|q| query(q.as_bytes(), name.as_bytes())),
         KeySource::Path => Some(uri.path().as_bytes()),
         KeySource::ClientIp => return client_id(headers, peer, trust_forwarded_for),
     };
@@ -185,9 +187,8 @@ mod tests {
     fn the_default_is_the_assignments_request_id() {
         let default = KeyRule::default();
         let uri: Uri = "/home".parse().unwrap();
-        let get = |fields: &[(&str, &str)]| {
-            request_id(&default, &headers(fields), &uri, &peer(), false)
-        };
+        let get =
+            |fields: &[(&str, &str)]| request_id(&default, &headers(fields), &uri, &peer(), false);
         assert_eq!(get(&[("X-Request-Id", "3")]), 3);
         assert_eq!(get(&[("x-request-id", " 42 ")]), 42);
         assert_eq!(
@@ -216,14 +217,17 @@ mod tests {
             request_id_from_header(b"xyz")
         );
         assert_eq!(id("query:user", &[], "/home?x=1&user=77"), 77);
-        assert_eq!(
-            id("path", &[], "/a/b?x=1"),
-            request_id_from_header(b"/a/b")
-        );
+        assert_eq!(id("path", &[], "/a/b?x=1"), request_id_from_header(b"/a/b"));
         assert_eq!(id("client_ip", &[], "/"), ip);
         // client_ip is never missing: the fallback is not used.
         let random = rule("client_ip", KeyFallback::Random);
-        let got = request_id(&random, &headers(&[]), &"/".parse().unwrap(), &peer(), false);
+        let got = request_id(
+            &random,
+            &headers(&[]),
+            &"/".parse().unwrap(),
+            &peer(),
+            false,
+        );
         assert_eq!(got, ip);
     }
 
@@ -236,10 +240,16 @@ mod tests {
         };
         assert_eq!(find(&["sid=1"], "sid").as_deref(), Some("1"));
         // Several Cookie fields: all are read, in order; the first match wins.
-        assert_eq!(find(&["a=1", "sid=2; sid=3", "sid=4"], "sid").as_deref(), Some("2"));
+        assert_eq!(
+            find(&["a=1", "sid=2; sid=3", "sid=4"], "sid").as_deref(),
+            Some("2")
+        );
         // Spaces and tabs around pairs, names and values; none after the separator.
         assert_eq!(find(&["a=1;sid=x"], "sid").as_deref(), Some("x"));
-        assert_eq!(find(&["a=1 ;\t sid = y \t; b"], "sid").as_deref(), Some("y"));
+        assert_eq!(
+            find(&["a=1 ;\t sid = y \t; b"], "sid").as_deref(),
+            Some("y")
+        );
         // Spaces inside a value stay.
         assert_eq!(find(&["sid=a b"], "sid").as_deref(), Some("a b"));
         // Quoted values lose one pair of quotes; a lone quote stays.
@@ -289,7 +299,16 @@ mod tests {
         assert_eq!(find("user%5B%5D=1", "user%5B%5D").as_deref(), Some("1"));
         assert_eq!(find("user%5B%5D=1", "user[]"), None);
         assert_eq!(find("user=a=b", "user").as_deref(), Some("a=b"));
-        for q in ["", "user", "user=", "user=&user=2", "xuser=1", "User=1", "&&&", "=1"] {
+        for q in [
+            "",
+            "user",
+            "user=",
+            "user=&user=2",
+            "xuser=1",
+            "User=1",
+            "&&&",
+            "=1",
+        ] {
             assert_eq!(find(q, "user"), None, "{q:?}");
         }
         let mut big = "x=1&".repeat(8_000);
@@ -353,10 +372,7 @@ mod tests {
         let long = format!("{}, 1.2.3.4", "1".repeat(10_000));
         assert_eq!(from(&[&long], true), tcp);
         let padded = format!("{}1.2.3.4", " ".repeat(10_000));
-        assert_eq!(
-            from(&[&padded], true),
-            request_id_from_header(b"1.2.3.4")
-        );
+        assert_eq!(from(&[&padded], true), request_id_from_header(b"1.2.3.4"));
         // The fallback follows the same rule.
         let fallback = request_id(
             &rule("cookie:sid", KeyFallback::ClientIp),

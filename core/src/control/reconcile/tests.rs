@@ -284,7 +284,10 @@ fn add_refuses_to_go_beyond_max_replicas() {
 fn the_hash_key_changes_live_and_trusting_forwarded_for_needs_a_restart() {
     let startup = config("", &THREE);
     let now = members(&THREE, &[]);
-    let file = config("[ring]\nkey = \"path\"\nkey_fallback = \"client_ip\"\n", &THREE);
+    let file = config(
+        "[ring]\nkey = \"path\"\nkey_fallback = \"client_ip\"\n",
+        &THREE,
+    );
     let plan = reconcile(&now, &file, &startup);
     assert!(plan.needs_restart.is_empty(), "{:?}", plan.needs_restart);
     assert!(plan.stop.is_empty() && plan.start.is_empty());

@@ -150,8 +150,7 @@ mod tests {
         );
         let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, true);
         assert!(
-            text(&head).contains("x-forwarded-proto: http\r\n")
-                && !text(&head).contains("https"),
+            text(&head).contains("x-forwarded-proto: http\r\n") && !text(&head).contains("https"),
             "{}",
             text(&head)
         );
