@@ -696,7 +696,7 @@ impl Controller {
             self.vacancies.remove(id);
         }
 
-        // Ring parameters, hash and key swap with the remaining replicas in one store; new replicas
+        // Ring parameters and hash swap with the remaining replicas in one store; new replicas
         // join only after their first heartbeat.
         self.balancer = plan.balancer;
         self.hash = hash;
