@@ -12,6 +12,8 @@ use serde::Serialize;
 
 use lb_balance::Placement;
 
+use crate::config::key::KeyRule;
+
 /// How the supervisor refers to a running replica.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -195,6 +197,8 @@ pub struct Snapshot {
     pub backends: Vec<Arc<Backend>>,
     /// Ids waiting for a replacement replica.
     pub vacancies: Vec<Vacancy>,
+    /// What requests are hashed by (`[ring] key`, `key_fallback`).
+    pub key: KeyRule,
 }
 
 impl Snapshot {

@@ -346,9 +346,13 @@ async fn too_many_header_fields_are_refused_before_a_replica_sees_them() {
     };
     let answer = request(97);
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
-    let answer = request(90);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("Hello from Server"), "{answer}");
+    // The most a client may send (96 with Host and Connection) still reaches the replica whole
+    // with the fields lb adds (X-Forwarded-For, -Proto, -Host): within hyper's 100.
+    for fields in [90, 94] {
+        let answer = request(fields);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{fields}: {answer}");
+        assert!(answer.contains("Hello from Server"), "{answer}");
+    }
 }
 
 /// Beyond `max_connections` nothing more is accepted until a connection closes; the open files

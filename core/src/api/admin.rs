@@ -14,6 +14,8 @@ struct RingInfo<'a> {
     virtual_nodes: u32,
     probing: String,
     hash: &'a str,
+    key: String,
+    key_fallback: String,
 }
 
 fn ring_info(snapshot: &Snapshot) -> RingInfo<'_> {
@@ -23,6 +25,8 @@ fn ring_info(snapshot: &Snapshot) -> RingInfo<'_> {
         virtual_nodes: p.virtual_nodes,
         probing: p.probing.to_string(),
         hash: snapshot.placement.hash().name(),
+        key: snapshot.key.source.to_string(),
+        key_fallback: snapshot.key.fallback.to_string(),
     }
 }
 

@@ -12,11 +12,14 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod check;
+pub mod key;
 
 use lb_balance::hash::{self, RingHash};
 use lb_balance::plugin;
 use lb_balance::ring::{Probing, RingParams};
 use lb_balance::Balancer;
+
+use key::{KeyFallback, KeyRule, KeySource};
 
 /// The shipped default (`config/lb.toml`, tracked by git and never written), compiled into `lb`.
 pub const EMBEDDED: &str = include_str!("../../../config/lb.toml");
@@ -101,6 +104,10 @@ pub struct ProxySection {
     /// How long connecting to a replica may take; then the request goes to the next replica
     /// (`GET`/`HEAD`, within `retries`) or gets a 502.
     pub connect_timeout_ms: u64,
+    /// Every client is a proxy `lb` trusts: the first address of its `X-Forwarded-For` is the
+    /// client's (for the `client_ip` key), and the `X-Forwarded-Proto` and `X-Forwarded-Host`
+    /// it sends are passed on instead of replaced.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for ProxySection {
@@ -114,6 +121,7 @@ impl Default for ProxySection {
             retries: 1,
             response_timeout_ms: 30_000,
             connect_timeout_ms: 2_000,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -198,6 +206,10 @@ pub struct RingSection {
     pub probing: Probing,
     /// Name of the hash functions (H and Φ).
     pub hash: Spanned<String>,
+    /// What a request is hashed by ([`key`]).
+    pub key: Spanned<KeySource>,
+    /// What a request that lacks its key is hashed by.
+    pub key_fallback: KeyFallback,
 }
 
 impl Default for RingSection {
@@ -208,6 +220,8 @@ impl Default for RingSection {
             virtual_nodes: Spanned::new(0..0, p.virtual_nodes),
             probing: p.probing,
             hash: Spanned::new(0..0, "spec".to_owned()),
+            key: Spanned::new(0..0, KeySource::default()),
+            key_fallback: KeyFallback::default(),
         }
     }
 }
@@ -219,6 +233,14 @@ impl RingSection {
             slots: *self.slots.get_ref(),
             virtual_nodes: *self.virtual_nodes.get_ref(),
             probing: self.probing,
+        }
+    }
+
+    /// What requests are hashed by.
+    pub fn key_rule(&self) -> KeyRule {
+        KeyRule {
+            source: self.key.get_ref().clone(),
+            fallback: self.key_fallback,
         }
     }
 }

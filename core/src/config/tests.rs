@@ -283,3 +283,76 @@ fn client_timeouts_have_defaults_and_are_read() {
         "the shipped default"
     );
 }
+
+#[test]
+fn the_hash_key_has_a_default_and_is_read() {
+    use key::{KeyFallback, KeyRule, KeySource};
+    assert_eq!(
+        Config::parse("").unwrap().ring.key_rule(),
+        KeyRule::default()
+    );
+    let shipped = Config::parse(EMBEDDED).unwrap();
+    assert_eq!(
+        shipped.ring.key_rule(),
+        KeyRule::default(),
+        "the shipped default"
+    );
+    assert!(!shipped.proxy.trust_forwarded_for);
+    let c = Config::parse(
+        "[ring]\nkey = \"cookie:sid\"\nkey_fallback = \"client_ip\"\n[proxy]\ntrust_forwarded_for = true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.ring.key_rule(),
+        KeyRule {
+            source: KeySource::Cookie("sid".into()),
+            fallback: KeyFallback::ClientIp,
+        }
+    );
+    assert!(c.proxy.trust_forwarded_for);
+    for (text, key) in [
+        ("header:X-User", "header:X-User"),
+        ("query:user", "query:user"),
+        ("path", "path"),
+        ("client_ip", "client_ip"),
+    ] {
+        let c = Config::parse(&format!("[ring]\nkey = \"{text}\"\n")).unwrap();
+        assert_eq!(c.ring.key_rule().source.to_string(), key);
+    }
+}
+
+#[test]
+fn bad_hash_keys_are_problems_with_line_and_column() {
+    for (value, expected) in [
+        ("\"cookie:\"", "names no cookie"),
+        (
+            "\"header:bad name\"",
+            "\"bad name\" is not a header field name",
+        ),
+        ("\"foo\"", "\"foo\" is not a known key"),
+        ("\"path:/x\"", "takes no name"),
+        ("42", "invalid type"),
+    ] {
+        let found = problems(&format!("[ring]\nslots = 512\nkey = {value}\n"));
+        assert_eq!(found.len(), 1, "{value}: {found:#?}");
+        assert_eq!(
+            (found[0].line, found[0].column),
+            (3, 7),
+            "{value}: {found:#?}"
+        );
+        assert!(found[0].message.contains(expected), "{value}: {found:#?}");
+    }
+    let found = problems("[ring]\nkey_fallback = \"header\"\n");
+    assert_eq!((found[0].line, found[0].column), (2, 16), "{found:#?}");
+    assert!(
+        found[0].message.contains("`random`") && found[0].message.contains("`client_ip`"),
+        "{found:#?}"
+    );
+    // Every problem, not only the first.
+    let found = problems("[ring]\nkey = \"foo\"\nkey_fallback = \"never\"\n[health]\nfall = 0\n");
+    assert_eq!(
+        found.iter().map(|p| p.line).collect::<Vec<_>>(),
+        [2, 3, 5],
+        "{found:#?}"
+    );
+}

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use lb_balance::{Balancer, RingError, RingHash};
 
+use crate::config::key::KeyRule;
 use crate::config::{Config, HealthSection, Loaded, Source};
 use crate::state::{
     timestamp, Backend, ConfigStatus, Handle, Issue, Meta, Shared, Snapshot, Vacancy,
@@ -47,6 +48,8 @@ pub struct Controller {
     launcher: Launcher,
     balancer: Balancer,
     hash: Arc<dyn RingHash>,
+    /// What requests are hashed by (published with the ring).
+    key: KeyRule,
     health: watch::Sender<HealthSection>,
     replicas: BTreeMap<u64, Arc<Backend>>,
     vacancies: BTreeMap<u64, Vacancy>,
@@ -91,6 +94,7 @@ impl Controller {
                 placement: empty,
                 backends: Vec::new(),
                 vacancies: Vec::new(),
+                key: config.ring.key_rule(),
             }),
             config: ArcSwap::from_pointee(ConfigStatus {
                 path: loaded.source.to_string(),
@@ -113,6 +117,7 @@ impl Controller {
             adding: BTreeMap::new(),
             balancer,
             hash,
+            key: config.ring.key_rule(),
             health: watch::Sender::new(config.health.clone()),
             replicas: BTreeMap::new(),
             vacancies: BTreeMap::new(),
@@ -276,6 +281,7 @@ impl Controller {
                 placement,
                 backends,
                 vacancies: self.vacancies.values().cloned().collect(),
+                key: self.key.clone(),
             })),
             // Capacity is checked before anything is added, so this means a bug; keep serving
             // the last good ring rather than an inconsistent one.
@@ -747,6 +753,7 @@ impl Controller {
         // join only after their first heartbeat.
         self.balancer = plan.balancer;
         self.hash = hash;
+        self.key = config.ring.key_rule();
         self.publish();
         for backend in &removed {
             tracing::info!(hostname = %backend.hostname, id = backend.id, "removed by the configuration file");

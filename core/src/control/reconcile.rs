@@ -171,6 +171,16 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
         old.ring.hash.get_ref().clone(),
         new.ring.hash.get_ref().clone(),
     );
+    field(
+        "key",
+        old.ring.key.get_ref().to_string(),
+        new.ring.key.get_ref().to_string(),
+    );
+    field(
+        "key_fallback",
+        old.ring.key_fallback.to_string(),
+        new.ring.key_fallback.to_string(),
+    );
     let (o, n) = (&old.health, &new.health);
     for (name, a, b) in [
         ("health.interval_ms", o.interval_ms, n.interval_ms),
@@ -211,6 +221,11 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
         "proxy.pipelining",
         old.proxy.pipelining.to_string(),
         new.proxy.pipelining.to_string(),
+    );
+    field(
+        "proxy.trust_forwarded_for",
+        old.proxy.trust_forwarded_for.to_string(),
+        new.proxy.trust_forwarded_for.to_string(),
     );
     field(
         "supervisor",

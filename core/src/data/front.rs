@@ -1,15 +1,16 @@
 //! The HTTP front: the load balancer's own endpoints (`/rep`, `/add`, `/rm`, `/_lb/…`) and the
 //! proxy path that sends every other request to the replica the ring picks.
 //!
-//! The hot path loads one snapshot (no lock), hashes the request id, indexes the owner table and
-//! forwards the request over a pooled keep-alive connection, streaming the response back.
+//! The hot path loads one snapshot (no lock), takes the request id by the snapshot's key rule
+//! ([`key`]), hashes it, indexes the owner table and forwards the request over a pooled
+//! keep-alive connection, streaming the response back.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -22,11 +23,10 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use lb_balance::hash::request_id_from_header;
-
 use super::body::LbBody;
 use super::client::{self, Activity, ClientStream, Tracked, Verdict, Watchdog};
 use super::hop;
+use super::key::{self, Peer};
 use super::outgoing::{Held, Outgoing};
 use super::upstream::{self, UpstreamError, Upstreams};
 use crate::api::{self, Access, Api, ApiError};
@@ -35,14 +35,11 @@ use crate::control::ControllerHandle;
 use crate::state::{Backend, Shared};
 
 /// Most header fields in a client's request: hyper's (and so `server`'s) limit is 100, and `lb`
-/// adds `X-Forwarded-For`; a request it could not forward whole is refused here (431).
+/// adds up to four (`X-Forwarded-For`, `-Proto`, `-Host`, and `Host` when the client sent none);
+/// a request it could not forward whole is refused here (431).
 const MAX_CLIENT_HEADERS: usize = 96;
 /// Largest client request head (431 beyond): bounds the memory one connection can hold.
 const MAX_CLIENT_HEAD: usize = 32 * 1024;
-
-/// The header whose value routes a request.
-pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Everything a connection needs to answer requests.
 pub(crate) struct App {
@@ -58,6 +55,8 @@ pub(crate) struct App {
     retries: usize,
     /// How long a replica may take to start its response.
     response_timeout: Duration,
+    /// `[proxy] trust_forwarded_for`: clients are proxies `lb` trusts ([`hop`], [`key`]).
+    trust_forwarded_for: bool,
     client: Client<HttpConnector, Outgoing>,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled.
     upstreams: Option<Upstreams>,
@@ -90,6 +89,7 @@ impl App {
             idle_timeout: Duration::from_millis(settings.client_idle_timeout_ms),
             retries: settings.retries,
             response_timeout: Duration::from_millis(settings.response_timeout_ms),
+            trust_forwarded_for: settings.trust_forwarded_for,
             client,
             upstreams: settings
                 .pipelining
@@ -97,28 +97,27 @@ impl App {
         }
     }
 
-    /// Answer one request; `forwarded_for` is the client's address as a header value.
-    pub(crate) async fn handle(
-        &self,
-        req: Request<Incoming>,
-        forwarded_for: &HeaderValue,
-    ) -> Response<LbBody> {
+    /// Answer one request from `peer`.
+    pub(crate) async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<LbBody> {
         if api::owns(req.uri().path()) {
             return self.api.answer(req).await.map(LbBody::full);
         }
         if !self.proxies {
             return error_response(&ApiError::NotFound(req.uri().path().to_owned()));
         }
-        self.proxy(req, forwarded_for).await
+        self.proxy(req, peer).await
     }
 
-    async fn proxy(&self, req: Request<Incoming>, forwarded_for: &HeaderValue) -> Response<LbBody> {
-        let id = match req.headers().get(REQUEST_ID) {
-            Some(value) => request_id_from_header(value.as_bytes()),
-            None => fastrand::u64(100_000..=999_999),
-        };
+    async fn proxy(&self, req: Request<Incoming>, peer: &Peer) -> Response<LbBody> {
         let (backend, slot) = {
             let snapshot = self.shared.snapshot.load();
+            let id = key::request_id(
+                &snapshot.key,
+                req.headers(),
+                req.uri(),
+                peer,
+                self.trust_forwarded_for,
+            );
             let slot = snapshot.placement.slot_of(id);
             match snapshot.placement.owner_of_slot(slot) {
                 Some(member) => (Arc::clone(&snapshot.backends[member]), slot),
@@ -134,7 +133,7 @@ impl App {
         if let Some(upstreams) = &self.upstreams {
             if backend.pipelining && batchable(&req) {
                 match self
-                    .pipelined(upstreams, &req, backend, slot, forwarded_for)
+                    .pipelined(upstreams, &req, backend, slot, &peer.forwarded_for)
                     .await
                 {
                     Ok(resp) => return resp,
@@ -143,7 +142,8 @@ impl App {
                 }
             }
         }
-        self.forward(req, backend, slot, forwarded_for, tried).await
+        self.forward(req, backend, slot, &peer.forwarded_for, tried)
+            .await
     }
 
     /// Forward any request over hyper's client, streaming its body. It goes to the next replica
@@ -167,7 +167,7 @@ impl App {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         hop::strip(&mut parts.headers);
-        parts.headers.append(X_FORWARDED_FOR, forwarded_for.clone());
+        hop::add_forwarded(&mut parts.headers, forwarded_for, self.trust_forwarded_for);
         let held = (!body.is_end_stream()).then(|| Held::new(body));
         let repeatable = held.is_none() && safe_to_repeat(&parts.method);
         loop {
@@ -268,6 +268,7 @@ impl App {
                 req.headers(),
                 backend.authority.as_str(),
                 forwarded_for,
+                self.trust_forwarded_for,
             );
             let in_flight = backend.begin_request();
             let sent = upstreams.request(&backend.addr, head, head_only);
@@ -532,16 +533,15 @@ async fn connection(
     );
     let stream = TokioIo::new(ClientStream::new(stream, Arc::clone(&activity)));
     // Built once per connection, cloned (a reference count) per request.
-    let forwarded_for = HeaderValue::from_str(&remote.ip().to_string())
-        .expect("an IP address is a valid header value");
+    let peer = Arc::new(Peer::new(remote.ip()));
     let service = hyper::service::service_fn(move |req| {
         // Called once the head is read whole: the request is in progress until its response
         // body is done.
         let busy = activity.begin();
         let app = Arc::clone(&app);
-        let forwarded_for = forwarded_for.clone();
+        let peer = Arc::clone(&peer);
         async move {
-            let resp = app.handle(req, &forwarded_for).await;
+            let resp = app.handle(req, &peer).await;
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy)))
         }
     });

@@ -4,7 +4,8 @@
 //! - [`front`]: answers a request — the load balancer's own endpoints go to [`crate::api`],
 //!   everything else is forwarded to the replica the snapshot's placement picks.
 //! - [`upstream`]: the batching HTTP/1.1 client to the replicas; [`body`] the response bodies;
-//!   [`hop`] the hop-by-hop header rules; [`outgoing`] a request body that can go to the next
+//!   [`hop`] the hop-by-hop header rules and the `X-Forwarded-*` fields; [`key`] what a request
+//!   is hashed by; [`outgoing`] a request body that can go to the next
 //!   replica when the first could not be reached.
 //! - [`client`]: the client-side timeouts (request head, idle keep-alive connection).
 //!
@@ -15,6 +16,7 @@ pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod front;
 pub(crate) mod hop;
+pub(crate) mod key;
 pub(crate) mod outgoing;
 pub mod upstream;
 pub mod workers;

@@ -307,7 +307,8 @@ fn remove_refuses_too_many_and_unknown_names() {
 fn changes_are_described_for_the_log() {
     let old = config("", &THREE);
     let new = config(
-        "[ring]\nvirtual_nodes = 12\nhash = \"murmur3\"\n[health]\nfall = 3\n",
+        "[ring]\nvirtual_nodes = 12\nhash = \"murmur3\"\nkey = \"cookie:sid\"\n\
+         key_fallback = \"client_ip\"\n[health]\nfall = 3\n",
         &[(2, "Server 2"), (3, "Server 3"), (5, "S5")],
     );
     let now = members(&THREE, &[]);
@@ -319,6 +320,8 @@ fn changes_are_described_for_the_log() {
             "replica S5 added (id 5)",
             "virtual_nodes 9 → 12",
             "hash spec → murmur3",
+            "key header:X-Request-Id → cookie:sid",
+            "key_fallback random → client_ip",
             "health.fall 2 → 3",
         ]
     );
@@ -356,5 +359,25 @@ fn add_refuses_to_go_beyond_max_replicas() {
     assert_eq!(
         plan_add(&now, &scale(2, &[]), &balancer, &spec_hash(), 6, &mut rng),
         Err(ControlError::TooMany { wanted: 7, max: 6 })
+    );
+}
+
+#[test]
+fn the_hash_key_changes_live_and_trusting_forwarded_for_needs_a_restart() {
+    let startup = config("", &THREE);
+    let now = members(&THREE, &[]);
+    let file = config(
+        "[ring]\nkey = \"path\"\nkey_fallback = \"client_ip\"\n",
+        &THREE,
+    );
+    let plan = reconcile(&now, &file, &startup);
+    assert!(plan.needs_restart.is_empty(), "{:?}", plan.needs_restart);
+    assert!(plan.stop.is_empty() && plan.start.is_empty());
+    let file = config("[proxy]\ntrust_forwarded_for = true\n", &THREE);
+    let plan = reconcile(&now, &file, &startup);
+    assert_eq!(plan.needs_restart, vec!["proxy"]);
+    assert_eq!(
+        changes(&startup, &file, &now, &plan),
+        ["proxy.trust_forwarded_for false → true"]
     );
 }

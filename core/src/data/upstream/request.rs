@@ -3,24 +3,28 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::data::hop;
+use crate::data::hop::{self, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
 /// Serialize a request head for a replica: `method target HTTP/1.1`, a `host` field if the
-/// client sent none, the client's fields minus hop-by-hop ones (RFC 9110 §7.6.1), and
-/// `x-forwarded-for`.
+/// client sent none, the client's fields minus hop-by-hop ones (RFC 9110 §7.6.1), and the
+/// forwarding fields ([`hop`]): `x-forwarded-for` (appended), `x-forwarded-proto: http` and
+/// `x-forwarded-host` (the client's `Host`), which replace the client's own unless
+/// `trust_forwarded` (`[proxy] trust_forwarded_for`) and the client sent them.
 pub fn request_head(
     method: &http::Method,
     target: &str,
     headers: &HeaderMap,
     authority: &str,
     forwarded_for: &HeaderValue,
+    trust_forwarded: bool,
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(256);
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(header::HOST) {
+    let host = headers.get(header::HOST);
+    if host.is_none() {
         out.extend_from_slice(b"host: ");
         out.extend_from_slice(authority.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -31,27 +35,53 @@ pub fn request_head(
             .iter()
             .map(|v| v.as_bytes()),
     );
+    // Whether the client's own X-Forwarded-Proto / -Host went on (trusted): then lb adds none.
+    let (mut sent_proto, mut sent_host) = (false, false);
     for (name, value) in headers {
         if hop::is_hop_by_hop(name.as_str()) || listed.iter().any(|t| t == name.as_str()) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST {
+            if !trust_forwarded {
+                continue;
+            }
+            if *name == X_FORWARDED_PROTO {
+                sent_proto = true;
+            } else {
+                sent_host = true;
+            }
+        }
+        field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    out.extend_from_slice(forwarded_for.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    field(&mut out, b"x-forwarded-for", forwarded_for.as_bytes());
+    if !sent_proto {
+        field(&mut out, b"x-forwarded-proto", hop::PROTO_HTTP.as_bytes());
+    }
+    if let Some(host) = host.filter(|_| !sent_host) {
+        field(&mut out, b"x-forwarded-host", host.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
     out.freeze()
+}
+
+/// Append `name: value\r\n`.
+fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn text(head: &Bytes) -> &str {
+        std::str::from_utf8(head).unwrap()
+    }
+
     #[test]
-    fn request_heads_drop_hop_by_hop_fields_and_add_forwarded_for() {
+    fn request_heads_drop_hop_by_hop_fields_and_add_the_forwarding_fields() {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("lb:5000"));
         headers.insert(
@@ -67,19 +97,63 @@ mod tests {
             &headers,
             "127.0.0.1:9",
             &HeaderValue::from_static("10.0.0.1"),
+            false,
         );
         assert_eq!(
-            std::str::from_utf8(&head).unwrap(),
+            text(&head),
             "GET /home?x=1 HTTP/1.1\r\nhost: lb:5000\r\nx-request-id: 42\r\n\
-             x-forwarded-for: 10.0.0.1\r\n\r\n"
+             x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: lb:5000\r\n\r\n"
         );
+        // No Host from the client (HTTP/1.0): the replica's, and no X-Forwarded-Host.
         let head = request_head(
             &http::Method::HEAD,
             "/",
             &HeaderMap::new(),
             "127.0.0.1:9",
             &HeaderValue::from_static("::1"),
+            false,
         );
-        assert!(head.starts_with(b"HEAD / HTTP/1.1\r\nhost: 127.0.0.1:9\r\n"));
+        assert_eq!(
+            text(&head),
+            "HEAD / HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-forwarded-for: ::1\r\n\
+             x-forwarded-proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_clients_forwarding_fields_are_replaced_unless_trusted() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        let client = HeaderValue::from_static("10.0.0.1");
+        let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, false);
+        assert_eq!(
+            text(&head),
+            "GET / HTTP/1.1\r\nhost: shop.example\r\nx-forwarded-for: 1.2.3.4\r\n\
+             x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: shop.example\r\n\r\n"
+        );
+        let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, true);
+        assert_eq!(
+            text(&head),
+            "GET / HTTP/1.1\r\nhost: shop.example\r\nx-forwarded-for: 1.2.3.4\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-host: evil.example\r\n\
+             x-forwarded-for: 10.0.0.1\r\n\r\n"
+        );
+        // Trusted, but listed as hop-by-hop by the client: dropped, and lb's own go on.
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-forwarded-proto"),
+        );
+        let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, true);
+        assert!(
+            text(&head).contains("x-forwarded-proto: http\r\n") && !text(&head).contains("https"),
+            "{}",
+            text(&head)
+        );
+        assert!(!text(&head).to_ascii_lowercase().contains("via:"));
     }
 }
