@@ -347,3 +347,100 @@ fn children_of(pid: u32) -> Vec<u32> {
     }
     children
 }
+
+/// A backend written for this test: answers every request head with a small `200 ok` after
+/// `delay`, and counts the requests that arrived while one before them on the same connection was
+/// still unanswered (pipelined).
+struct Recording {
+    addr: std::net::SocketAddr,
+    pipelined: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Recording {
+    fn start(delay: Duration) -> Recording {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pipelined = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (p, a) = (pipelined.clone(), answered.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (p, a) = (p.clone(), a.clone());
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match stream.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        buf.drain(..end + 4);
+                        std::thread::sleep(delay);
+                        // Bytes of the next request already here: it came before this answer.
+                        if !buf.is_empty() {
+                            p.fetch_add(1, Relaxed);
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if stream.write_all(answer).is_err() {
+                            return;
+                        }
+                        a.fetch_add(1, Relaxed);
+                    }
+                });
+            }
+        });
+        Recording {
+            addr,
+            pipelined,
+            answered,
+        }
+    }
+}
+
+/// Pipelining is a per-backend choice: off by default for a backend by address (each request in
+/// flight gets a connection of its own), on when its entry says `pipelining = true`.
+#[tokio::test(flavor = "multi_thread")]
+async fn backends_by_address_get_pipelined_requests_only_when_their_entry_allows() {
+    use futures_util::StreamExt;
+    use std::sync::atomic::Ordering::Relaxed;
+    for pipelining in [None, Some(true)] {
+        let backend = Recording::start(Duration::from_millis(20));
+        let extra = pipelining.map_or(String::new(), |on| format!("pipelining = {on}\n"));
+        let lb = std::sync::Arc::new(Lb::start(&format!(
+            "[proxy]\nworkers = 1\n[health]\npath = \"/health\"\ninterval_ms = 100\nrise = 1\n{}{extra}",
+            entry("rec", 1, &backend.addr.to_string())
+        )));
+        eventually(Duration::from_secs(10), "the backend up", || async {
+            (status_of(&lb, "rec").await["health"] == "up").then_some(())
+        })
+        .await;
+        let statuses: Vec<u16> = futures_util::stream::iter(0..200)
+            .map(|i| {
+                let lb = std::sync::Arc::clone(&lb);
+                async move { lb.send("GET", &format!("/x{i}"), b"", &[]).await.status }
+            })
+            .buffer_unordered(100)
+            .collect()
+            .await;
+        assert!(
+            statuses.iter().all(|&s| s == 200),
+            "{pipelining:?}: {statuses:?}"
+        );
+        assert!(backend.answered.load(Relaxed) >= 200);
+        let pipelined = backend.pipelined.load(Relaxed);
+        match pipelining {
+            None => assert_eq!(
+                pipelined, 0,
+                "requests were pipelined to a backend by address"
+            ),
+            Some(_) => assert!(pipelined > 0, "the control run pipelined nothing"),
+        }
+    }
+}

@@ -98,6 +98,16 @@ fn hostname_rules() {
     assert!(check_hostname(&long).unwrap_err().to_string().len() < 200);
 }
 
+/// The example in config/examples/ that the README runs is valid and fronts three services.
+#[test]
+fn the_services_example_is_valid() {
+    let text = include_str!("../../../config/examples/services.toml");
+    let config = Config::parse(text).unwrap();
+    assert_eq!(config.replicas.len(), 3);
+    assert!(config.replicas.iter().all(|r| r.address().is_some()));
+    assert_eq!(config.health.path, "/");
+}
+
 #[test]
 fn address_rules() {
     for good in [

@@ -491,7 +491,11 @@ impl Controller {
                     drain_requests(&backend, drain).await;
                     // A backend by address is left running: lb did not start it.
                     let _ = launcher.stop(&backend.handle).await;
-                    tracing::info!(hostname = %backend.hostname, id = backend.id, "replica removed");
+                    if backend.is_address() {
+                        tracing::info!(hostname = %backend.hostname, id = backend.id, "backend out of the ring (left running)");
+                    } else {
+                        tracing::info!(hostname = %backend.hostname, id = backend.id, "replica removed");
+                    }
                 }
             });
             futures_util::future::join_all(stops).await;
@@ -598,7 +602,11 @@ impl Controller {
         match result {
             Ok(backend) if wanted => {
                 self.vacancies.remove(&spec.id);
-                tracing::info!(hostname = %backend.hostname, id = spec.id, "vacancy filled");
+                if backend.is_address() {
+                    tracing::info!(hostname = %backend.hostname, id = spec.id, address = %backend.addr, "backend healthy; in the ring");
+                } else {
+                    tracing::info!(hostname = %backend.hostname, id = spec.id, "vacancy filled");
+                }
                 self.replicas.insert(spec.id, backend);
                 self.publish();
                 true
