@@ -124,6 +124,15 @@ pub enum Command {
         /// The replica, or why it did not start.
         result: Result<Arc<Backend>, LaunchError>,
     },
+    /// A backend by address's name was resolved again (on a reload) to `address`.
+    Resolved {
+        /// Its server id.
+        id: u64,
+        /// Which incarnation was resolved.
+        handle: Handle,
+        /// The socket address its name resolves to now.
+        address: String,
+    },
     /// Try again to fill a vacancy.
     Respawn {
         /// The vacant server id.

@@ -23,7 +23,7 @@ use crate::state::{
 };
 
 use super::command::{Command, ControlError, ControllerHandle, ScaleReply, ScaleRequest};
-use super::launch::{LaunchError, Launcher};
+use super::launch::{self, LaunchError, Launcher};
 use super::persist;
 use super::probe::Prober;
 use super::reconcile::{changes, plan_add, plan_remove, reconcile, Members};
@@ -251,6 +251,11 @@ impl Controller {
                     }
                 }
                 Command::Respawn { id } => self.respawn(id),
+                Command::Resolved {
+                    id,
+                    handle,
+                    address,
+                } => self.resolved(id, &handle, address),
                 Command::Started { spec, result } => {
                     if self.started(spec, result) {
                         self.write_back().await;
@@ -666,6 +671,65 @@ impl Controller {
         });
     }
 
+    /// Resolve the names of the backends by address in the ring again, on a task of its own
+    /// (on every reload: a saved file or SIGHUP); one whose name now gives another address is
+    /// switched over by [`Command::Resolved`].
+    fn resolve_again(&self) {
+        let backends: Vec<(u64, String, Handle, String)> = self
+            .replicas
+            .values()
+            .filter_map(|b| {
+                let configured = address_of(&b.handle)?;
+                // An IP literal resolves to itself.
+                (configured.parse::<std::net::SocketAddr>().is_err())
+                    .then(|| (b.id, b.hostname.clone(), b.handle.clone(), b.addr.clone()))
+            })
+            .collect();
+        if backends.is_empty() {
+            return;
+        }
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            for (id, hostname, handle, current) in backends {
+                let Handle::Address(configured) = &handle else {
+                    continue;
+                };
+                match launch::resolve(&hostname, configured).await {
+                    Ok(address) if address != current => commands.send(Command::Resolved {
+                        id,
+                        handle,
+                        address,
+                    }),
+                    Ok(_) => {}
+                    // Keep the address that works; its health checks say if it stops working.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "resolving a backend again failed; keeping its address")
+                    }
+                }
+            }
+        });
+    }
+
+    /// A backend by address's name resolves to `address` now: the same backend (id, name,
+    /// slots) at the new address replaces it in one snapshot; requests in flight to the old one
+    /// finish there.
+    fn resolved(&mut self, id: u64, handle: &Handle, address: String) {
+        let Some(old) = self.replicas.get(&id).filter(|b| &b.handle == handle) else {
+            return; // gone or replaced meanwhile
+        };
+        if old.addr == address {
+            return;
+        }
+        let Some(new) = Backend::new(old.hostname.clone(), id, address, handle.clone()) else {
+            return;
+        };
+        let new = Arc::new(new.with_pipelining(old.pipelining));
+        tracing::info!(hostname = %new.hostname, id, from = %old.addr, to = %new.addr, "backend's name resolves to another address; moved");
+        let old = self.replicas.insert(id, new).expect("checked above");
+        self.publish();
+        drop(self.retire(vec![old]));
+    }
+
     /// The file changed: validate it whole, then apply the difference, or keep what runs.
     /// `hangup`: asked by SIGHUP, so say what happened even when nothing changed.
     async fn file_changed(&mut self, hangup: bool) {
@@ -689,6 +753,7 @@ impl Controller {
             // Our own write, or saved without changes.
             if hangup {
                 tracing::info!(path = %file.path.display(), "configuration unchanged");
+                self.resolve_again();
             }
             return;
         }
@@ -781,6 +846,7 @@ impl Controller {
             self.respawn(spec.id);
         }
         self.publish();
+        self.resolve_again();
         tracing::info!("configuration file applied");
         self.applied = config;
         self.update_config_status(|s| {

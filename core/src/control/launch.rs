@@ -148,7 +148,7 @@ impl Launcher {
 
 /// Resolve a backend's `HOST:PORT` to the socket address `lb` connects to (the first one the
 /// resolver gives, IPv4 first). Resolved each time the backend joins the ring.
-async fn resolve(hostname: &str, address: &str) -> Result<String, LaunchError> {
+pub(crate) async fn resolve(hostname: &str, address: &str) -> Result<String, LaunchError> {
     let failed = |reason: String| LaunchError::Resolve {
         hostname: hostname.to_owned(),
         address: address.to_owned(),
