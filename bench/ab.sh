@@ -30,8 +30,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 if ! command -v wrk >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null
 fi
 
 rev=$(git rev-parse --short "$BASE")

@@ -22,8 +22,8 @@ while [ $# -gt 0 ]; do
 done
 [ "$DURATION" -ge 10 ] || { echo "--duration must be at least 10 (the hang lasts 5 s from 3 s in)" >&2; exit 2; }
 if ! command -v wrk >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null
 fi
 
 run=$(mktemp -d)
