@@ -444,3 +444,38 @@ async fn backends_by_address_get_pipelined_requests_only_when_their_entry_allows
         }
     }
 }
+
+/// `pipelining` of an entry changes live: the same backend (id, slots) with the new setting,
+/// without leaving the ring.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entrys_pipelining_changes_live() {
+    let backend = Recording::start(Duration::from_millis(0));
+    let text = format!(
+        "[health]\npath = \"/health\"\ninterval_ms = 100\nrise = 1\n{}",
+        entry("rec", 1, &backend.addr.to_string())
+    );
+    let lb = Lb::start(&text);
+    eventually(Duration::from_secs(10), "the backend up", || async {
+        (status_of(&lb, "rec").await["health"] == "up").then_some(())
+    })
+    .await;
+    assert_eq!(status_of(&lb, "rec").await["pipelining"], false);
+    std::fs::write(&lb.config, format!("{text}pipelining = true\n")).unwrap();
+    eventually(Duration::from_secs(10), "pipelining on", || async {
+        (status_of(&lb, "rec").await["pipelining"] == true).then_some(())
+    })
+    .await;
+    let s = status_of(&lb, "rec").await;
+    assert_eq!(
+        (s["id"].as_u64(), s["health"].as_str()),
+        (Some(1), Some("up")),
+        "{s}"
+    );
+    let a = lb.send("GET", "/x", b"", &[]).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "ok"));
+    assert!(
+        lb.log().contains("configuration change: pipelining"),
+        "{}",
+        lb.log()
+    );
+}

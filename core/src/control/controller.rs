@@ -720,14 +720,22 @@ impl Controller {
         if old.addr == address {
             return;
         }
-        let Some(new) = Backend::new(old.hostname.clone(), id, address, handle.clone()) else {
-            return;
-        };
-        let new = Arc::new(new.with_pipelining(old.pipelining));
-        tracing::info!(hostname = %new.hostname, id, from = %old.addr, to = %new.addr, "backend's name resolves to another address; moved");
-        let old = self.replicas.insert(id, new).expect("checked above");
-        self.publish();
-        drop(self.retire(vec![old]));
+        tracing::info!(hostname = %old.hostname, id, from = %old.addr, to = %address, "backend's name resolves to another address; moved");
+        let pipelining = old.pipelining;
+        if let Some(old) = self.swap(id, address, pipelining) {
+            self.publish();
+            drop(self.retire(vec![old]));
+        }
+    }
+
+    /// Replace the backend with server id `id` by the same backend (name, id, handle) at
+    /// `address` with `pipelining`; returns the old one, for the caller to retire once it has
+    /// published (requests in flight to it finish there).
+    fn swap(&mut self, id: u64, address: String, pipelining: bool) -> Option<Arc<Backend>> {
+        let old = self.replicas.get(&id)?;
+        let new = Backend::new(old.hostname.clone(), id, address, old.handle.clone())?;
+        self.replicas
+            .insert(id, Arc::new(new.with_pipelining(pipelining)))
     }
 
     /// The file changed: validate it whole, then apply the difference, or keep what runs.
@@ -822,6 +830,19 @@ impl Controller {
             self.vacancies.remove(id);
         }
 
+        // A kept entry whose `pipelining` changed: the same backend with the new setting.
+        let mut swapped = Vec::new();
+        for entry in &config.replicas {
+            let id = *entry.id.get_ref();
+            let change = self.replicas.get(&id).and_then(|b| {
+                let wanted = entry.pipelining.unwrap_or(!b.is_address());
+                (b.pipelining != wanted).then(|| (b.addr.clone(), wanted))
+            });
+            if let Some((address, wanted)) = change {
+                tracing::info!(hostname = %entry.hostname.get_ref(), id, pipelining = wanted, "configuration change: pipelining of a replica");
+                swapped.extend(self.swap(id, address, wanted));
+            }
+        }
         // Ring parameters and hash swap with the remaining replicas in one store; new replicas
         // join only after their first heartbeat.
         self.balancer = plan.balancer;
@@ -831,7 +852,7 @@ impl Controller {
         for backend in &removed {
             tracing::info!(hostname = %backend.hostname, id = backend.id, "removed by the configuration file");
         }
-        drop(self.retire(removed));
+        drop(self.retire(removed.into_iter().chain(swapped).collect()));
         // New replicas are vacancies until their first heartbeat; they start off this loop.
         for spec in &plan.start {
             let reason = if spec.address.is_some() {
