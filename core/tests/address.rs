@@ -479,3 +479,48 @@ async fn an_entrys_pipelining_changes_live() {
         lb.log()
     );
 }
+
+/// The README's demo: three stock web servers behind `[ring] key = "cookie:session"` — a
+/// session stays on one service, sessions spread over all of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_cookie_keeps_a_user_on_one_service() {
+    let services: Vec<Service> = (1..=3)
+        .map(|i| Service::start(&format!("web-{i}")))
+        .collect();
+    let mut config =
+        format!("[ring]\nkey = \"cookie:session\"\nkey_fallback = \"client_ip\"\n{HEALTH}");
+    for (i, s) in services.iter().enumerate() {
+        config.push_str(&entry(&s.name, i as u64 + 1, &s.address()));
+    }
+    let lb = Lb::start(&config);
+    eventually(Duration::from_secs(10), "three services up", || async {
+        (lb.rep().await.0 == 3 && lb.status().await["vacancies"].as_array()?.is_empty())
+            .then_some(())
+    })
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..30 {
+        let cookie = format!("theme=dark; session=user-{user}");
+        let mut answers = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let a = lb.send("GET", "/home", b"", &[("Cookie", &cookie)]).await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            answers.insert(a.body.trim().to_owned());
+        }
+        assert_eq!(answers.len(), 1, "user-{user} moved between {answers:?}");
+        seen.extend(answers);
+    }
+    assert!(seen.len() >= 2, "30 sessions all on {seen:?}");
+    // Without the cookie: by client address, so one client always lands on one service.
+    let mut anonymous = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        anonymous.insert(
+            lb.send("GET", "/home", b"", &[])
+                .await
+                .body
+                .trim()
+                .to_owned(),
+        );
+    }
+    assert_eq!(anonymous.len(), 1, "{anonymous:?}");
+}
