@@ -524,3 +524,28 @@ async fn a_session_cookie_keeps_a_user_on_one_service() {
     }
     assert_eq!(anonymous.len(), 1, "{anonymous:?}");
 }
+
+/// A backend by address that is down at start-up holds nothing up: `lb` serves with the rest at
+/// once (it does not wait `start_timeout_ms` for it), and its own replicas are asked
+/// `/heartbeat` whatever `[health] path` says.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_down_at_start_up_holds_nothing_up() {
+    let closed = free_port();
+    let started = std::time::Instant::now();
+    let lb = Lb::start(&format!(
+        "[health]\npath = \"/\"\ninterval_ms = 100\nstart_timeout_ms = 60000\n{}\
+         [[replicas]]\nhostname = \"Server 2\"\nid = 2\n",
+        entry("gone", 1, &format!("127.0.0.1:{closed}"))
+    ));
+    let a = lb.send("GET", "/home", b"", &[]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(common::served_by(&a.body) == "Server 2", "{}", a.body);
+    // Far below the 60 s a wait for the down backend would take.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status_of(&lb, "gone").await["health"], "down");
+    assert_eq!(lb.rep().await.1, ["gone", "Server 2"]);
+}

@@ -249,7 +249,8 @@ impl RingSection {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthSection {
-    /// The path every health check asks for with `GET` (a 200 is healthy).
+    /// The path the health checks of backends by address ask for with `GET` (a 200 is healthy);
+    /// the replicas `lb` runs are always asked `/heartbeat`.
     pub path: String,
     /// Time between two heartbeats to a replica.
     pub interval_ms: u64,

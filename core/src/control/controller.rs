@@ -153,16 +153,26 @@ impl Controller {
             }
         };
         let mut specs = Vec::new();
-        for r in &self.startup.replicas {
+        for r in self.startup.replicas.clone() {
             let spec = ReplicaSpec {
                 hostname: r.hostname.get_ref().clone(),
                 id: *r.id.get_ref(),
                 address: r.address().map(str::to_owned),
                 pipelining: r.pipelining,
             };
-            let found = adopted
-                .iter()
-                .position(|a| spec.address.is_none() && a.spec.same_replica(&spec));
+            if spec.address.is_some() {
+                // Not ours to start: checked on a task of its own, and in the ring once healthy.
+                // Start-up does not wait for it (a service that is down would hold every other
+                // one up for start_timeout_ms).
+                let id = spec.id;
+                self.vacancies.insert(
+                    id,
+                    vacancy_of(&spec, 0, "waiting for its health checks".into()),
+                );
+                self.respawn(id);
+                continue;
+            }
+            let found = adopted.iter().position(|a| a.spec.same_replica(&spec));
             match found {
                 Some(i) => {
                     let found = adopted.swap_remove(i);

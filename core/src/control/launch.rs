@@ -108,7 +108,11 @@ impl Launcher {
                 .await
         } else {
             self.prober
-                .wait_alive(&started.address, &health.path, deadline)
+                .wait_alive(
+                    &started.address,
+                    super::health::health_path(health, false),
+                    deadline,
+                )
                 .await
         };
         let alive = checks.map_err(|source| LaunchError::NotAlive {
