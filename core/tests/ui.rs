@@ -225,6 +225,11 @@ impl Browser {
             json!({"targetId": target, "flatten": true}),
         );
         browser.session = attached["sessionId"].as_str().unwrap().to_owned();
+        // The window's size includes room for a toolbar; the page gets all of it.
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
+        );
         browser
     }
 
@@ -710,8 +715,8 @@ async fn screenshot_for_the_readme() {
         page.wait_for(
             BROWSER,
             "requests/s on every replica",
-            "[...document.querySelectorAll('#replicas tr')]\
-               .every(tr => parseFloat(tr.children[5].textContent) > 0)",
+            "(rows => rows.length === 5 && rows.every(tr => parseFloat(tr.children[5].textContent) > 0))\
+               ([...document.querySelectorAll('#replicas tr')])",
         );
         let shot = page.call("Page.captureScreenshot", json!({"format": "png"}));
         base64::engine::general_purpose::STANDARD
