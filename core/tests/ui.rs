@@ -420,14 +420,22 @@ async fn the_page_is_open_html_under_a_strict_policy() {
     assert_eq!(post.headers["allow"], "GET");
 }
 
-/// `chromium --dump-dom`: after a few polls the page lists every replica, draws all 512 slots
-/// in the colours `/_lb/ring` gives them and 27 virtual nodes; after `/add` a new load shows the
-/// new replica.
+/// `chromium --dump-dom`: after a few polls the page lists every replica (a backend by address
+/// that is down too), draws all 512 slots in the colours `/_lb/ring` gives them and 27 virtual
+/// nodes; after `/add` a new load shows the new replica.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rendered_page_shows_every_replica_and_the_whole_ring() {
     let Some(bin) = chromium() else { return };
     let _one = ONE_BROWSER.lock().await;
-    let lb = Lb::start(common::THREE);
+    // Nothing listens there: the backend stays down, out of the ring.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let lb = Lb::start(&format!(
+        "{}[[replicas]]\nhostname = \"Backend 9\"\nid = 9\naddress = \"{closed}\"\n",
+        common::THREE
+    ));
     let url = format!("http://{}/_lb/ui", lb.addr);
     let started = Instant::now();
     let dom = tokio::task::block_in_place(|| dump_dom(&bin, &url, 3_500));
@@ -483,6 +491,24 @@ async fn the_rendered_page_shows_every_replica_and_the_whole_ring() {
         );
     }
     assert!(dom.contains("<svg id=\"ring\""));
+    let row = dom
+        .split("<tr data-hostname=\"Backend 9\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .expect("Backend 9 listed");
+    assert!(
+        row.contains(">by address<") && row.contains(">down<"),
+        "{row}"
+    );
+    let waiting = dom.split("<ul id=\"vacancies\"").nth(1).unwrap();
+    assert!(
+        waiting
+            .split("</ul>")
+            .next()
+            .unwrap()
+            .contains("Backend 9 (id 9) at 127.0.0.1:"),
+        "Backend 9 waiting to join"
+    );
 
     lb.ok("POST", "/add", br#"{"n": 1, "hostnames": ["S5"]}"#)
         .await;
@@ -516,7 +542,41 @@ async fn the_open_page_follows_every_change_live() {
         table(&mut page),
         json!(["Server 1", "Server 2", "Server 3"])
     );
-    assert_eq!(page.eval(DRAWN), slot_counts(&lb).await);
+    let counts_before = slot_counts(&lb).await;
+    assert_eq!(page.eval(DRAWN), counts_before);
+    // Without a mouse: Enter on a replica's name picks out its slots, the choice and the focus
+    // survive the next poll, Escape lets go.
+    tokio::task::block_in_place(|| {
+        page.eval("document.querySelector('#replicas button.name').focus()");
+        page.press("Enter", 13, "\r");
+        let picked = page.eval(
+            "document.getElementById('ring').classList.contains('highlight') && \
+             document.querySelectorAll('#slots path.chosen').length",
+        );
+        assert_eq!(picked, json!(counts_before["Server 1"]));
+        let seen = page
+            .eval("+document.body.dataset.updates")
+            .as_u64()
+            .unwrap();
+        page.wait_for(
+            LIVE,
+            "a poll after choosing",
+            &format!("+document.body.dataset.updates > {seen}"),
+        );
+        assert_eq!(
+            page.eval(
+                "document.activeElement.textContent + ' ' + \
+                 document.activeElement.getAttribute('aria-pressed') + ' ' + \
+                 document.querySelectorAll('#slots path.chosen').length"
+            ),
+            json!(format!("Server 1 true {}", counts_before["Server 1"]))
+        );
+        page.press("Escape", 27, "");
+        assert_eq!(
+            page.eval("document.querySelectorAll('#ring.highlight, #slots path.chosen').length"),
+            0
+        );
+    });
     // A mark that a reload would wipe out.
     page.eval("window.sameDocument = 'yes'");
     let polls_from = Instant::now();
