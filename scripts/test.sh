@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's tests, on any machine like CI's: makes sure a Docker engine runs (installing it
-# from Debian if needed), builds the images locally, runs every test, then runs the benchmark
-# harness in its short mode and checks its results are well formed (no timing thresholds).
+# from Debian if needed), builds the images locally, installs Debian's chromium if missing (for
+# the dashboard's browser test), runs every test, then runs the benchmark harness in its short
+# mode and checks its results are well formed (no timing thresholds).
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh -p lb --test docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,12 +10,20 @@ python3 scripts/check-layers.py >/dev/null
 python3 scripts/check-links.py
 bash scripts/docker-up-engine.sh
 bash docker/build-images.sh
+# The dashboard's test (core/tests/ui.rs) drives headless Chromium: install Debian's if missing.
+if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
+    echo "chromium: installing from Debian"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# The Docker tests fail instead of skipping when the engine or the images are missing.
+# The Docker and browser tests fail instead of skipping when the engine, the images or Chromium
+# are missing.
 set +e
-LB_REQUIRE_DOCKER=1 cargo test --workspace "$@" 2>&1 | tee "$log"
+LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

@@ -81,7 +81,7 @@ async fn hostnames_that_look_like_options_are_refused() {
 }
 
 /// With `[admin] token`, `/add`, `/rm`, `/_lb/status` and `/_lb/plugins` need it; `/rep`,
-/// `/_lb/ring` and proxied paths do not.
+/// `/_lb/ring`, the `/_lb/ui` page and proxied paths do not.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_token_protects_what_changes_state_or_reveals_processes() {
     let lb = Lb::start(&format!("[admin]\ntoken = \"s3cret\"\n{}", common::THREE));
@@ -109,6 +109,7 @@ async fn the_admin_token_protects_what_changes_state_or_reveals_processes() {
     }
     assert_eq!(lb.rep().await.0, 3, "nothing changed");
     assert_eq!(lb.get("/_lb/ring").await.status, 200);
+    assert_eq!(lb.get("/_lb/ui").await.status, 200);
     assert_eq!(lb.get("/home").await.status, 200);
     let added = lb.send("POST", "/add", br#"{"n": 1}"#, &bearer).await;
     assert_eq!(added.status, 200, "{}", added.body);
@@ -129,7 +130,7 @@ async fn admin_routes_can_live_on_their_own_address() {
     ));
     let admin = lb.admin.expect("lb printed its admin address");
     assert_eq!(lb.get("/rep").await.status, 200);
-    for path in ["/_lb/status", "/_lb/ring"] {
+    for path in ["/_lb/status", "/_lb/ring", "/_lb/ui"] {
         let answer = lb.get(path).await;
         assert_eq!(answer.status, 404, "{path} on the traffic port");
         assert!(answer.body.contains("admin address"), "{}", answer.body);

@@ -1,10 +1,11 @@
 //! The load balancer's own endpoints: the assignment's `/rep`, `/add`, `/rm` and the views under
-//! the reserved `/_lb/` prefix. Handlers answer with `Response<Bytes>`; the front turns that into
-//! its response type. Control errors become HTTP answers in one place
-//! (`From<ControlError> for ApiError`).
+//! the reserved `/_lb/` prefix (JSON, and the `/_lb/ui` dashboard). Handlers answer with
+//! `Response<Bytes>`; the front turns that into its response type. Control errors become HTTP
+//! answers in one place (`From<ControlError> for ApiError`).
 
 pub(crate) mod admin;
 mod contract;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +94,7 @@ impl Api {
             "/add" => self.scale(req, Scale::Add).await,
             "/rm" => self.scale(req, Scale::Remove).await,
             "/_lb/plugins" => self.plugins(req.method()).await,
+            "/_lb/ui" => ui::page(req.method()),
             _ => self.views(&req),
         };
         result.unwrap_or_else(|e| error_response(&e))
@@ -269,8 +271,12 @@ mod tests {
         for path in ["/add", "/rm", "/_lb/status", "/_lb/plugins"] {
             assert!(protected(path), "{path}");
         }
-        for path in ["/rep", "/_lb/ring", "/home"] {
+        for path in ["/rep", "/_lb/ring", "/_lb/ui", "/home"] {
             assert!(!protected(path), "{path}");
         }
+        for path in ["/rep", "/add", "/rm", "/_lb/status", "/_lb/ring", "/_lb/ui"] {
+            assert!(owns(path), "{path}");
+        }
+        assert!(!owns("/home") && !owns("/_lbx"));
     }
 }
