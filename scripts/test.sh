@@ -14,8 +14,8 @@ bash docker/build-images.sh
 if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
     echo "chromium: installing from Debian"
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null
 fi
 
 log=$(mktemp)
