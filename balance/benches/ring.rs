@@ -1,5 +1,6 @@
-//! Ring lookup and build times, and a plugin's H against the built-in (`cargo bench -p lb-balance`).
-//! Compare results side by side within one run; absolute numbers depend on the machine.
+//! Ring lookup and build times, the same for Maglev and rendezvous, and a plugin's H against the
+//! built-in (`cargo bench -p lb-balance`). Compare results side by side within one run; absolute
+//! numbers depend on the machine.
 // criterion_group! and criterion_main! generate undocumented public functions.
 #![allow(missing_docs)]
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lb_balance::hash::{RingHash, SpecHash};
 use lb_balance::ring::{self, Probing, RingParams};
+use lb_balance::{Algorithm, Balancer};
 
 fn params(slots: u32) -> RingParams {
     RingParams {
@@ -82,6 +84,52 @@ fn spec_plugin() -> Arc<dyn RingHash> {
     lb_balance::plugin::resolve("spec", &[target.join("release")]).expect("load the spec plugin")
 }
 
+/// Every algorithm at Maglev's usual M = 65 537: the lookup is the same table read whatever
+/// filled the table; building differs (ring O(M + N·K), Maglev O(M log M), rendezvous O(M·N)).
+fn algorithms(c: &mut Criterion) {
+    let ids = request_ids();
+    let p = params(65_537);
+    let mut group = c.benchmark_group("algorithm lookup");
+    for algorithm in Algorithm::ALL {
+        let servers: Vec<u64> = (1..=100).collect();
+        let table = Balancer::new(algorithm, p)
+            .place(Arc::new(SpecHash), &servers)
+            .unwrap();
+        group.bench_with_input(
+            BenchmarkId::new(algorithm.name(), "M=65537 N=100"),
+            &table,
+            |b, table| {
+                let mut i = 0;
+                b.iter(|| {
+                    i = (i + 1) & 4095;
+                    black_box(table.lookup(black_box(ids[i])))
+                })
+            },
+        );
+    }
+    group.finish();
+    let mut group = c.benchmark_group("algorithm build");
+    group.sample_size(10);
+    for replicas in [10u64, 100] {
+        let servers: Vec<u64> = (1..=replicas).collect();
+        for algorithm in Algorithm::ALL {
+            let balancer = Balancer::new(algorithm, p);
+            group.bench_with_input(
+                BenchmarkId::new(algorithm.name(), format!("M=65537 N={replicas}")),
+                &servers,
+                |b, servers| {
+                    b.iter(|| {
+                        balancer
+                            .place(Arc::new(SpecHash), black_box(servers))
+                            .unwrap()
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
 fn plugin_call(c: &mut Criterion) {
     let ids = request_ids();
     let builtin: Arc<dyn RingHash> = Arc::new(SpecHash);
@@ -99,5 +147,5 @@ fn plugin_call(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lookup, build, plugin_call);
+criterion_group!(benches, lookup, build, algorithms, plugin_call);
 criterion_main!(benches);

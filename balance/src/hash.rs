@@ -2,7 +2,8 @@
 //!
 //! A ring needs two functions: `H(r)` maps a request id to a position and `Φ(i, j)` maps virtual
 //! node `j` of server `i` to a position. Both return a raw `u64`; the ring reduces the result
-//! modulo its slot count `M` (see [`crate::Placement`]).
+//! modulo its slot count `M` (see [`crate::Placement`]). Every algorithm uses `H`; only the ring
+//! uses `Φ` — Maglev and rendezvous place a replica by [`splitmix64`] of its id.
 //!
 //! The compiled-in functions are listed in [`BUILTIN_HASHES`] and resolved with [`builtin`].
 //! [`request_id_from_header`] turns an `X-Request-Id` header value into the `u64` request id
@@ -81,6 +82,38 @@ pub fn builtin(name: &str) -> Option<Arc<dyn RingHash>> {
         "spec" => Some(Arc::new(SpecHash)),
         _ => None,
     }
+}
+
+/// splitmix64's increment γ = ⌊2⁶⁴ / φ⌋ (the golden ratio), an odd constant.
+pub const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// splitmix64's output function (Stafford's "Mix13"), a bijection on `u64`:
+///
+/// ```text
+/// z ← (z ⊕ (z ≫ 30)) · 0xbf58476d1ce4e5b9
+/// z ← (z ⊕ (z ≫ 27)) · 0x94d049bb133111eb
+/// z ← z ⊕ (z ≫ 31)                                  (all mod 2⁶⁴)
+/// ```
+///
+/// Being a bijection, distinct inputs always give distinct outputs.
+#[inline]
+pub const fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The `k`-th output (`k ≥ 1`) of a splitmix64 generator seeded with `seed`:
+/// `mix64(seed + k·γ)` (mod 2⁶⁴). Seeded with 0 the first outputs are `0xe220a8397b1dcdaf`,
+/// `0x6e789e6aa1b965f4`, `0x06c45d188009454f` (the published reference values).
+///
+/// Maglev and rendezvous derive everything about a replica from this mix of its server id alone
+/// (never from a hash plugin's Φ), so a replica's placement depends only on its id:
+/// Maglev's `h1(i) = splitmix64(i, 1)`, `h2(i) = splitmix64(i, 2)`; rendezvous's weight of
+/// replica `i` for slot `s` is `splitmix64(splitmix64(i, 1), s + 1)`.
+#[inline]
+pub const fn splitmix64(seed: u64, k: u64) -> u64 {
+    mix64(seed.wrapping_add(k.wrapping_mul(GOLDEN_GAMMA)))
 }
 
 /// Turn an `X-Request-Id` header value into a request id.
@@ -179,6 +212,25 @@ mod tests {
             assert_eq!(h.name(), *name);
         }
         assert!(BUILTIN_HASHES.contains(&"spec"));
+    }
+
+    #[test]
+    fn splitmix64_reference_values() {
+        // Vigna's splitmix64.c seeded with 0: the first three outputs.
+        assert_eq!(splitmix64(0, 1), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(splitmix64(0, 2), 0x6e78_9e6a_a1b9_65f4);
+        assert_eq!(splitmix64(0, 3), 0x06c4_5d18_8009_454f);
+        // The k-th output is the mix of seed + k·γ.
+        assert_eq!(
+            splitmix64(7, 3),
+            mix64(GOLDEN_GAMMA.wrapping_mul(3).wrapping_add(7))
+        );
+        assert_eq!(mix64(0), 0);
+        // Server ids 1..=3 (the values docs/ALGORITHMS.md uses).
+        assert_eq!(splitmix64(1, 1), 0x910a_2dec_8902_5cc1);
+        assert_eq!(splitmix64(1, 2), 0xbeeb_8da1_658e_ec67);
+        assert_eq!(splitmix64(2, 1), 0x9758_35de_1c97_56ce);
+        assert_eq!(splitmix64(3, 1), 0x1d0b_14e4_db01_8fed);
     }
 
     #[test]

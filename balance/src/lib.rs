@@ -2,9 +2,14 @@
 //!
 //! - [`hash`]: the hash trait `H`/`Φ` ([`RingHash`]) and the compiled-in functions;
 //!   [`plugin`] loads other hash functions from shared libraries (the crate's only `unsafe`).
-//! - [`Balancer`]: an algorithm with its parameters; [`Balancer::place`] turns sorted replica ids
-//!   and a hash into an immutable [`Placement`], the slot → member table.
+//! - [`Balancer`]: an algorithm ([`Algorithm`]) with its parameters; [`Balancer::place`] turns
+//!   replica ids and a hash into an immutable [`Placement`], the slot → member table.
 //! - [`ring`]: the assignment's ring (`M` slots, `K` virtual nodes, linear or quadratic probing).
+//! - [`maglev`]: Maglev hashing (permutation preference lists, round-robin fill; `M` prime).
+//! - [`rendezvous`]: rendezvous (highest random weight) hashing, one winner per slot.
+//!
+//! Every algorithm builds the same kind of table (docs/ALGORITHMS.md compares them), so the
+//! algorithm never changes what a request costs.
 //!
 //! No I/O but the plugin loader, no async runtime. A request costs one hash, one modulo and one
 //! table load:
@@ -20,14 +25,24 @@
 //! assert_eq!(placement.slot_of(3), 32);
 //! let member = placement.lookup(3).unwrap();
 //! assert_eq!(placement.server_ids()[member], 2);
+//!
+//! // The same replicas with Maglev over M = 7 slots (the table docs/ALGORITHMS.md fills by
+//! // hand): H(3) = 32 ≡ 4 (mod 7), and slot 4 is server 2's.
+//! let maglev = Balancer::Maglev { slots: 7 }
+//!     .place(Arc::new(SpecHash), &[1, 2, 3])
+//!     .unwrap();
+//! assert_eq!(maglev.slot_of(3), 4);
+//! assert_eq!(maglev.server_ids()[maglev.lookup(3).unwrap()], 2);
 //! ```
 
 pub mod hash;
+pub mod maglev;
 mod placement;
 #[allow(unsafe_code)] // loading a shared library and calling into it
 pub mod plugin;
+pub mod rendezvous;
 pub mod ring;
 
 pub use hash::RingHash;
-pub use placement::{Balancer, Placement};
+pub use placement::{Algorithm, Balancer, Placement};
 pub use ring::{RingError, RingParams};

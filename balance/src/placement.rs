@@ -1,6 +1,11 @@
 //! The seam between balancing algorithms and the proxy: a [`Balancer`] (an algorithm and its
 //! parameters) turns replica ids and a hash into one immutable [`Placement`], the slot → member
 //! table every request is looked up in.
+//!
+//! Three algorithms build that table (docs/ALGORITHMS.md explains them): the assignment's
+//! [`ring`](crate::ring), [`maglev`](crate::maglev) and [`rendezvous`](crate::rendezvous). Every
+//! one is a pure function of (algorithm, slots, server ids) — plus, for the ring, `K`, probing
+//! and `Φ` — so a restart, or another process, builds the same table.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,6 +17,43 @@ use crate::ring::{RingError, RingParams};
 /// smaller: `N ≤ M ≤ u32::MAX`, so the largest index is `u32::MAX − 1`.
 pub(crate) const NO_MEMBER: u32 = u32::MAX;
 
+/// Which algorithm fills the slot → replica table (`[ring] algorithm` in `lb.toml`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// The assignment's ring: virtual nodes at `Φ(i, j) mod M`, probing, clockwise owner.
+    #[default]
+    Ring,
+    /// Maglev hashing (Eisenbud et al., NSDI 2016): permutation preference lists, round-robin
+    /// fill; `M` must be a prime.
+    Maglev,
+    /// Rendezvous (highest random weight) hashing: each slot goes to the replica with the
+    /// highest weight for it.
+    Rendezvous,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order the documentation lists them.
+    pub const ALL: [Algorithm; 3] = [Algorithm::Ring, Algorithm::Maglev, Algorithm::Rendezvous];
+
+    /// The name `lb.toml` and `/_lb/ring` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Ring => "ring",
+            Algorithm::Maglev => "maglev",
+            Algorithm::Rendezvous => "rendezvous",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A balancing algorithm with its parameters. Every algorithm is realised as the same kind of
 /// [`Placement`], so the per-request cost does not depend on which one is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,20 +61,54 @@ pub enum Balancer {
     /// The assignment's ring: `K` virtual nodes per replica at `Φ(i, j) mod M`, probing on
     /// collisions; a slot is served by the first virtual node at or after it, clockwise.
     Ring(RingParams),
+    /// Maglev: every replica fills the table along its own permutation of the slots, in turns
+    /// ([`crate::maglev`]). Balance within one slot; near-minimal disruption.
+    Maglev {
+        /// Number of slots `M`: a prime, at least the number of replicas.
+        slots: u32,
+    },
+    /// Rendezvous: slot `s` goes to the replica with the highest weight `w(s, i)`
+    /// ([`crate::rendezvous`]). Minimal disruption; balance by the law of large numbers.
+    Rendezvous {
+        /// Number of slots `M`: at least the number of replicas.
+        slots: u32,
+    },
 }
 
 impl Balancer {
+    /// `algorithm` with the parameters of `params` it uses: all of them for the ring, only
+    /// `slots` for Maglev and rendezvous (which have no virtual nodes and never probe).
+    pub fn new(algorithm: Algorithm, params: RingParams) -> Balancer {
+        match algorithm {
+            Algorithm::Ring => Balancer::Ring(params),
+            Algorithm::Maglev => Balancer::Maglev {
+                slots: params.slots,
+            },
+            Algorithm::Rendezvous => Balancer::Rendezvous {
+                slots: params.slots,
+            },
+        }
+    }
+
+    /// The algorithm, without its parameters.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Balancer::Ring(_) => Algorithm::Ring,
+            Balancer::Maglev { .. } => Algorithm::Maglev,
+            Balancer::Rendezvous { .. } => Algorithm::Rendezvous,
+        }
+    }
+
     /// The algorithm's name, as `lb.toml` and `/_lb/ring` spell it.
     pub fn name(&self) -> &'static str {
-        match self {
-            Balancer::Ring(_) => "ring",
-        }
+        self.algorithm().name()
     }
 
     /// Number of slots `M` of the tables it builds.
     pub fn slots(&self) -> u32 {
-        match self {
+        match *self {
             Balancer::Ring(p) => p.slots,
+            Balancer::Maglev { slots } | Balancer::Rendezvous { slots } => slots,
         }
     }
 
@@ -40,35 +116,56 @@ impl Balancer {
     pub fn ring_params(&self) -> Option<RingParams> {
         match self {
             Balancer::Ring(p) => Some(*p),
+            Balancer::Maglev { .. } | Balancer::Rendezvous { .. } => None,
         }
     }
 
-    /// Whether the parameters themselves are usable.
+    /// Whether the parameters themselves are usable: `M ≥ 1` always, `K ≥ 1` for the ring,
+    /// `M` prime for Maglev.
     fn validate(&self) -> Result<(), RingError> {
-        match self {
+        if self.slots() == 0 {
+            return Err(RingError::ZeroSlots);
+        }
+        match *self {
             Balancer::Ring(p) => {
-                if p.slots == 0 {
-                    return Err(RingError::ZeroSlots);
-                }
                 if p.virtual_nodes == 0 {
                     return Err(RingError::ZeroVirtualNodes);
                 }
-                Ok(())
             }
+            Balancer::Maglev { slots } => {
+                if !crate::maglev::is_prime(slots) {
+                    return Err(RingError::SlotsNotPrime { slots });
+                }
+            }
+            Balancer::Rendezvous { .. } => {}
         }
+        Ok(())
     }
 
-    /// Whether `replicas` members fit (for the ring: `K·N ≤ M`). The one place capacity rules
-    /// live: [`Balancer::place`] checks them too, so a table that breaks them is never built.
+    /// Whether `replicas` members fit: for the ring `K·N ≤ M`, for Maglev and rendezvous
+    /// `N ≤ M` (every replica can own a slot; member indices fit the table). The one place
+    /// capacity rules live: [`Balancer::place`] checks them too, so a table that breaks them is
+    /// never built.
     pub fn check_capacity(&self, replicas: usize) -> Result<(), RingError> {
         self.validate()?;
-        match self {
+        match *self {
             Balancer::Ring(p) => {
                 if crate::ring::vnode_total(replicas, p.virtual_nodes) > u128::from(p.slots) {
                     return Err(RingError::TooManyVirtualNodes {
                         replicas,
                         virtual_nodes: p.virtual_nodes,
                         slots: p.slots,
+                    });
+                }
+                Ok(())
+            }
+            Balancer::Maglev { slots } | Balancer::Rendezvous { slots } => {
+                // usize is at most 64 bits on every supported target: lossless.
+                if replicas as u64 > u64::from(slots) {
+                    return Err(RingError::FewerSlotsThanReplicas {
+                        algorithm: self.algorithm(),
+                        replicas,
+                        slots,
                     });
                 }
                 Ok(())
@@ -85,6 +182,8 @@ impl Balancer {
     ) -> Result<Placement, RingError> {
         match *self {
             Balancer::Ring(params) => crate::ring::build(params, hash, server_ids),
+            Balancer::Maglev { slots } => crate::maglev::build(slots, hash, server_ids),
+            Balancer::Rendezvous { slots } => crate::rendezvous::build(slots, hash, server_ids),
         }
     }
 }
@@ -119,6 +218,7 @@ pub(crate) fn checked_order(
 }
 
 /// Where each member has its marks on the circle (the ring's virtual nodes), for display.
+/// Maglev and rendezvous place no marks.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Marks {
     /// Marks per member (`K` for the ring).
@@ -132,7 +232,7 @@ pub(crate) struct Marks {
 #[derive(Debug, Clone)]
 pub struct Placement {
     balancer: Balancer,
-    /// `H` and `Φ`.
+    /// `H` (and, for the ring, `Φ`).
     hash: Arc<dyn RingHash>,
     /// Server ids in the order given to [`Balancer::place`]; member `k` is `ids[k]`.
     ids: Vec<u64>,
@@ -198,7 +298,8 @@ impl Placement {
     }
 
     /// The slots of `member`'s marks (the ring's virtual nodes, in `j` order); empty if
-    /// `member >= len()` or the algorithm has none.
+    /// `member >= len()` or the algorithm has none (Maglev and rendezvous: which slots a member
+    /// serves is in [`Placement::owners`]).
     pub fn virtual_slots(&self, member: usize) -> &[u32] {
         let k = self.marks.per_member;
         member
@@ -229,13 +330,25 @@ impl Placement {
         self.owner_of_slot(self.slot_of(request_id))
     }
 
-    /// The first member, going clockwise from `slot` (itself included), that `skip` does not
-    /// rule out: where a request goes when its owner cannot serve it — the next replica in ring
-    /// order. `None` when every member is ruled out. O(M) at worst; for retries, not lookups.
+    /// The first member that `skip` does not rule out, in `slot`'s order of preference: where a
+    /// request goes when its owner cannot serve it. `owner_of_slot(slot)` comes first (unless
+    /// ruled out); then
+    ///
+    /// - ring and Maglev: the owners of the following slots, clockwise (wrapping at `M`) — for
+    ///   the ring, the next replica in ring order; a Maglev table's neighbouring slots belong
+    ///   to effectively random replicas, so a failed replica's retries spread over the others;
+    /// - rendezvous: the member with the next highest weight for `slot` — exactly the replica
+    ///   the slot would move to if the ruled-out ones left.
+    ///
+    /// `None` when every member is ruled out (or there are none). O(M) at worst for the ring
+    /// and Maglev, O(N) for rendezvous; for retries, not lookups.
     pub fn next_member(&self, slot: u32, mut skip: impl FnMut(usize) -> bool) -> Option<usize> {
         let m = self.owners.len();
         if m == 0 {
             return None;
+        }
+        if let Balancer::Rendezvous { .. } = self.balancer {
+            return crate::rendezvous::preferred((slot as usize % m) as u32, &self.ids, skip);
         }
         let start = slot as usize % m;
         (0..m)

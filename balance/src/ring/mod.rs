@@ -80,7 +80,7 @@ impl Default for RingParams {
     }
 }
 
-/// Why a ring could not be built.
+/// Why a table (a ring, or a Maglev or rendezvous table) could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {
     /// `slots` (`M`) was 0.
@@ -118,6 +118,26 @@ pub enum RingError {
         server_id: u64,
         /// Index `j` of that virtual node.
         replica: u32,
+    },
+    /// Maglev with a number of slots that is not a prime (its skips must be coprime with `M`
+    /// for every preference list to visit every slot).
+    #[error(
+        "algorithm \"maglev\" needs a prime number of slots, not {slots} ({hint}; 65537 is the usual choice)",
+        hint = crate::maglev::nearest_primes(*.slots)
+    )]
+    SlotsNotPrime {
+        /// Number of slots `M`.
+        slots: u32,
+    },
+    /// Maglev or rendezvous with more replicas than slots (some replica would get none).
+    #[error("algorithm \"{algorithm}\" needs at least as many slots as replicas: {replicas} replicas > {slots} slots")]
+    FewerSlotsThanReplicas {
+        /// The algorithm.
+        algorithm: crate::Algorithm,
+        /// Number of replicas `N`.
+        replicas: usize,
+        /// Number of slots `M`.
+        slots: u32,
     },
     /// Φ failed (a plugin panicked).
     #[error(transparent)]

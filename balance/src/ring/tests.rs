@@ -685,3 +685,83 @@ fn next_member_walks_clockwise_past_ruled_out_members() {
     let empty = build(RingParams::default(), spec(), &[]).unwrap();
     assert_eq!(empty.next_member(0, |_| false), None);
 }
+
+// ---- algorithm = "ring" is today's ring, bit for bit ----------------------------------
+
+/// 64-bit FNV-1a of the owners' server ids, 8 little-endian bytes each.
+fn owners_digest(ring: &Placement) -> u64 {
+    owner_ids(ring)
+        .iter()
+        .flat_map(|id| id.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+#[test]
+fn ring_tables_are_pinned() {
+    // Digests of whole owner tables (server ids 1..=N), computed outside this crate by a
+    // straight Python transcription of SPEC §2 (Φ, probing, clockwise owner), before Maglev
+    // and rendezvous were added: the ring the `algorithm` setting selects is the same ring.
+    let cases = [
+        (512, 9, Probing::Linear, 3, 0x0f5f_37d4_b107_0807),
+        (512, 9, Probing::Linear, 10, 0xc3bd_5797_d623_e529),
+        (512, 9, Probing::Quadratic, 10, 0x3aa7_b741_f13e_da4d),
+        (65_537, 9, Probing::Linear, 10, 0x1059_65ff_9fb1_fa28),
+        (1024, 7, Probing::Quadratic, 50, 0x58f2_35c3_2f0f_7fa5),
+    ];
+    for (m, k, probing, n, digest) in cases {
+        let p = params(m, k, probing);
+        let ids: Vec<u64> = (1..=n).collect();
+        let direct = build(p, spec(), &ids).unwrap();
+        let chosen = Balancer::new(crate::Algorithm::Ring, p)
+            .place(spec(), &ids)
+            .unwrap();
+        assert_eq!(
+            owners_digest(&direct),
+            digest,
+            "M {m} K {k} {probing} N {n}"
+        );
+        assert_eq!(direct.owners(), chosen.owners());
+        for member in 0..ids.len() {
+            assert_eq!(direct.virtual_slots(member), chosen.virtual_slots(member));
+        }
+        assert_eq!(chosen.balancer(), Balancer::Ring(p));
+        assert_eq!(chosen.balancer().algorithm(), crate::Algorithm::Ring);
+    }
+}
+
+#[test]
+fn algorithms_by_name() {
+    use crate::Algorithm;
+    let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+    assert_eq!(names, ["ring", "maglev", "rendezvous"]);
+    assert_eq!(Algorithm::default(), Algorithm::Ring);
+    let p = params(65_537, 3, Probing::Quadratic);
+    assert_eq!(
+        Balancer::new(Algorithm::Maglev, p),
+        Balancer::Maglev { slots: 65_537 }
+    );
+    assert_eq!(
+        Balancer::new(Algorithm::Rendezvous, p),
+        Balancer::Rendezvous { slots: 65_537 }
+    );
+    for a in Algorithm::ALL {
+        let b = Balancer::new(a, p);
+        assert_eq!(b.algorithm(), a);
+        assert_eq!(b.to_string(), a.to_string());
+        assert_eq!(b.slots(), 65_537);
+        assert_eq!(b.ring_params().is_some(), a == Algorithm::Ring);
+    }
+    use serde::de::value::{Error, StrDeserializer};
+    use serde::de::IntoDeserializer;
+    use serde::Deserialize;
+    let de = |s: &'static str| -> Result<Algorithm, Error> {
+        let d: StrDeserializer<'_, Error> = s.into_deserializer();
+        Algorithm::deserialize(d)
+    };
+    assert_eq!(de("maglev"), Ok(Algorithm::Maglev));
+    assert_eq!(de("rendezvous"), Ok(Algorithm::Rendezvous));
+    assert!(de("Maglev").is_err());
+    assert!(de("hrw").is_err());
+}

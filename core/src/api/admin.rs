@@ -10,8 +10,12 @@ use crate::state::{ConfigStatus, Handle, Shared, Snapshot, Vacancy};
 
 #[derive(Serialize)]
 struct RingInfo<'a> {
+    /// "ring", "maglev" or "rendezvous".
+    algorithm: &'static str,
     slots: u32,
+    /// `K` of the ring; 0 for the algorithms without virtual nodes.
     virtual_nodes: u32,
+    /// The ring's probing; "none" for the algorithms that never probe.
     probing: String,
     hash: &'a str,
     key: String,
@@ -19,11 +23,16 @@ struct RingInfo<'a> {
 }
 
 fn ring_info(snapshot: &Snapshot) -> RingInfo<'_> {
-    let Balancer::Ring(p) = snapshot.placement.balancer();
+    let balancer = snapshot.placement.balancer();
+    let (virtual_nodes, probing) = match balancer {
+        Balancer::Ring(p) => (p.virtual_nodes, p.probing.to_string()),
+        Balancer::Maglev { .. } | Balancer::Rendezvous { .. } => (0, "none".to_owned()),
+    };
     RingInfo {
-        slots: p.slots,
-        virtual_nodes: p.virtual_nodes,
-        probing: p.probing.to_string(),
+        algorithm: balancer.name(),
+        slots: balancer.slots(),
+        virtual_nodes,
+        probing,
         hash: snapshot.placement.hash().name(),
         key: snapshot.key.source.to_string(),
         key_fallback: snapshot.key.fallback.to_string(),
@@ -119,7 +128,8 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     serde_json::to_vec(&status).expect("status serializes")
 }
 
-/// `GET /_lb/ring`: parameters, each replica's virtual-node slots and the owner of every slot.
+/// `GET /_lb/ring`: parameters, each replica's virtual-node slots (empty for Maglev and
+/// rendezvous, which have none) and the owner of every slot.
 pub(crate) fn ring(snapshot: &Snapshot) -> Vec<u8> {
     #[derive(Serialize)]
     struct Member<'a> {

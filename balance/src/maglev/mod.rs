@@ -1,0 +1,142 @@
+//! Maglev hashing (Eisenbud et al., *Maglev: A Fast and Reliable Software Network Load
+//! Balancer*, NSDI 2016, §3.4), realised as the same slot → member table as the ring.
+//!
+//! The table has `M` slots, `M` a prime. Every replica with server id `i` has a preference list,
+//! a permutation of the slots:
+//!
+//! ```text
+//! h1(i) = splitmix64(i, 1)          h2(i) = splitmix64(i, 2)        (crate::hash::splitmix64)
+//! offset(i) = h1(i) mod M           skip(i) = h2(i) mod (M − 1) + 1
+//! permutation(i)[j] = (offset(i) + j · skip(i)) mod M                for j = 0, 1, …, M − 1
+//! ```
+//!
+//! Since `1 ≤ skip < M` and `M` is prime, every list visits every slot exactly once. The table is
+//! filled in turns: replicas in ascending server id each take the next slot of their list that
+//! is still free, one slot per turn, until all `M` are taken (the paper's Pseudocode 1). So every
+//! replica owns `⌊M/N⌋` or `⌈M/N⌉` slots, and when a replica leaves, most slots keep their
+//! owner: the others' lists are unchanged, only the turns shift.
+//!
+//! A request still costs `H(r) mod M` and one table load ([`Placement::lookup`]). The hash
+//! plugin gives `H`; `Φ` is not used: a replica's list depends only on its id.
+
+use std::sync::Arc;
+
+use crate::hash::{splitmix64, RingHash};
+use crate::placement::{checked_order, Marks, NO_MEMBER};
+use crate::ring::RingError;
+use crate::{Balancer, Placement};
+
+/// Whether `n` is a prime (trial division: at most ~32 768 steps for any `u32`).
+pub fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n < 4 {
+        return true;
+    }
+    if n.is_multiple_of(2) {
+        return false;
+    }
+    let n = u64::from(n);
+    let mut d = 3u64;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+/// The primes next to `n`, in words, for error messages: "the nearest primes are 509 and 521".
+pub(crate) fn nearest_primes(n: u32) -> String {
+    let below = (2..n).rev().find(|&p| is_prime(p));
+    let above = (u64::from(n) + 1..)
+        .find(|&p| u32::try_from(p).map_or(true, is_prime))
+        .filter(|&p| p <= u64::from(u32::MAX));
+    match (below, above) {
+        (Some(b), Some(a)) => format!("the nearest primes are {b} and {a}"),
+        (None, Some(a)) => format!("the nearest prime is {a}"),
+        (Some(b), None) => format!("the nearest prime is {b}"),
+        (None, None) => "no prime fits".to_owned(),
+    }
+}
+
+/// Replica `server_id`'s preference list in a table of `slots` slots (a prime ≥ 2), as
+/// `(offset, skip)`: its `j`-th preferred slot is `(offset + j·skip) mod slots`.
+pub fn preferences(server_id: u64, slots: u32) -> (u32, u32) {
+    let m = u64::from(slots);
+    // Both results are < slots, so they fit in u32.
+    let offset = splitmix64(server_id, 1) % m;
+    let skip = splitmix64(server_id, 2) % (m - 1).max(1) + 1;
+    (offset as u32, skip as u32)
+}
+
+/// Fill a table of `m` slots from preference lists `(offset, skip)`, given in turn order; the
+/// result holds indices into `lists`. Every `skip` must be coprime with `m` (then each list
+/// visits every slot and the loop ends), and there must be at least one list.
+///
+/// Each turn gives every list, in order, the next slot on it that is still free. Cost: `M`
+/// placements plus the skipped taken slots, about `M·ln(M/N)` at worst in total.
+fn fill(m: u32, lists: &[(u32, u32)]) -> Vec<u32> {
+    let mut table = vec![NO_MEMBER; m as usize];
+    // Where each list is: its next candidate slot.
+    let mut next: Vec<u64> = lists.iter().map(|&(offset, _)| u64::from(offset)).collect();
+    let m64 = u64::from(m);
+    let mut filled = 0usize;
+    loop {
+        for (list, &(_, skip)) in lists.iter().enumerate() {
+            let skip = u64::from(skip);
+            let mut slot = next[list];
+            // A free slot exists (filled < M) and the list reaches every slot.
+            while table[slot as usize] != NO_MEMBER {
+                slot = (slot + skip) % m64;
+            }
+            // N ≤ M ≤ u32::MAX, so list indices fit.
+            table[slot as usize] = list as u32;
+            next[list] = (slot + skip) % m64;
+            filled += 1;
+            if filled == table.len() {
+                return table;
+            }
+        }
+    }
+}
+
+/// Build the Maglev table of `slots` slots for `server_ids` (member `k` is `server_ids[k]`; the
+/// table does not depend on their order: turns go by ascending id). `hash` gives `H` for
+/// lookups.
+///
+/// Checks, in this order: `slots ≥ 1`, `slots` prime, no id is 0, no id repeats, `N ≤ M`.
+///
+/// Cost: O(N log N + M·log(M/N)) time, O(M + N) memory (nothing of size `M` for no members).
+pub fn build(
+    slots: u32,
+    hash: Arc<dyn RingHash>,
+    server_ids: &[u64],
+) -> Result<Placement, RingError> {
+    let balancer = Balancer::Maglev { slots };
+    let order = checked_order(balancer, server_ids)?;
+    if order.is_empty() {
+        return Ok(Placement::empty(balancer, hash));
+    }
+    let lists: Vec<(u32, u32)> = order
+        .iter()
+        .map(|&member| preferences(server_ids[member], slots))
+        .collect();
+    let mut table = fill(slots, &lists);
+    // Turn positions back into member indices.
+    for cell in &mut table {
+        *cell = order[*cell as usize] as u32;
+    }
+    Ok(Placement::new(
+        balancer,
+        hash,
+        server_ids.to_vec(),
+        Marks::default(),
+        table,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! Rendezvous hashing (highest random weight, Thaler and Ravishankar 1996), realised as the same
+//! slot → member table as the ring.
+//!
+//! Every replica with server id `i` has a weight for every slot `s`:
+//!
+//! ```text
+//! seed(i) = splitmix64(i, 1)                 (crate::hash::splitmix64)
+//! w(s, i) = splitmix64(seed(i), s + 1)       = mix64(seed(i) + (s + 1)·γ)
+//! ```
+//!
+//! and slot `s` belongs to the replica with the highest `w(s, i)`, ties broken by the higher id
+//! (the pair `(w, i)` is compared). Ties cannot actually happen: `mix64` is a bijection, so two
+//! ids never get the same weight for one slot.
+//!
+//! Because a slot's owner is the maximum over the replicas present, removing a replica moves
+//! exactly the slots it owned (each to its runner-up) and adding one moves only slots to it —
+//! the least disruption possible. Balance is that of `M` independent draws: each replica owns
+//! about `M/N` slots, with a standard deviation of about `√(M/N)`.
+//!
+//! A request still costs `H(r) mod M` and one table load ([`Placement::lookup`]). The hash
+//! plugin gives `H`; `Φ` is not used: a replica's weights depend only on its id.
+
+use std::sync::Arc;
+
+use crate::hash::{splitmix64, RingHash};
+use crate::placement::{checked_order, Marks};
+use crate::ring::RingError;
+use crate::{Balancer, Placement};
+
+/// The seed of replica `server_id`'s weights: `splitmix64(server_id, 1)`.
+#[inline]
+fn seed(server_id: u64) -> u64 {
+    splitmix64(server_id, 1)
+}
+
+/// `w(s, i)`: the weight of replica `server_id` for slot `slot`.
+#[inline]
+pub fn weight(slot: u32, server_id: u64) -> u64 {
+    splitmix64(seed(server_id), u64::from(slot) + 1)
+}
+
+/// Build the rendezvous table of `slots` slots for `server_ids` (member `k` is
+/// `server_ids[k]`; the table does not depend on their order). `hash` gives `H` for lookups.
+///
+/// Checks, in this order: `slots ≥ 1`, no id is 0, no id repeats, `N ≤ M`.
+///
+/// Cost: O(M·N) weight computations (one multiply-xorshift mix each), O(M + N) memory.
+pub fn build(
+    slots: u32,
+    hash: Arc<dyn RingHash>,
+    server_ids: &[u64],
+) -> Result<Placement, RingError> {
+    let balancer = Balancer::Rendezvous { slots };
+    let order = checked_order(balancer, server_ids)?;
+    if order.is_empty() {
+        return Ok(Placement::empty(balancer, hash));
+    }
+    let seeds: Vec<(u64, u64)> = order
+        .iter()
+        .map(|&member| (seed(server_ids[member]), server_ids[member]))
+        .collect();
+    let table = (0..slots)
+        .map(|slot| {
+            let step = u64::from(slot) + 1;
+            let mut best = (0u64, 0u64, 0usize);
+            for (k, &(seed, id)) in seeds.iter().enumerate() {
+                let w = splitmix64(seed, step);
+                if k == 0 || (w, id) > (best.0, best.1) {
+                    best = (w, id, k);
+                }
+            }
+            // N ≤ M ≤ u32::MAX (checked), so member indices fit.
+            order[best.2] as u32
+        })
+        .collect();
+    Ok(Placement::new(
+        balancer,
+        hash,
+        server_ids.to_vec(),
+        Marks::default(),
+        table,
+    ))
+}
+
+/// The member (an index into `server_ids`) with the highest `(w(slot, i), i)` that `skip` does
+/// not rule out: the owner of `slot`, or where `slot` would go if the ruled-out members left.
+pub(crate) fn preferred(
+    slot: u32,
+    server_ids: &[u64],
+    mut skip: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    server_ids
+        .iter()
+        .enumerate()
+        .filter(|&(member, _)| !skip(member))
+        .max_by_key(|&(_, &id)| (weight(slot, id), id))
+        .map(|(member, _)| member)
+}
+
+#[cfg(test)]
+mod tests;
