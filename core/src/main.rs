@@ -11,7 +11,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use lb::config::{Config, ConfigError, Source, DEFAULTS_PATH, DEFAULT_PATH};
-use lb_balance::ring::{self, Probing, RingParams};
+use lb_balance::ring::{Probing, RingParams};
+use lb_balance::{Algorithm, Balancer};
 
 /// Consistent-hashing HTTP load balancer.
 #[derive(Parser, Debug)]
@@ -72,7 +73,8 @@ enum Cmd {
         /// or before that exists config/lb.toml, or the embedded copy).
         path: Option<PathBuf>,
     },
-    /// Show how a ring shares slots and request ids among replicas 1..=N, for any hash.
+    /// Show how a ring (or Maglev, or rendezvous) shares slots and request ids among replicas
+    /// 1..=N, for any hash.
     Share(ShareArgs),
     /// Run as a replica (what the process supervisor starts).
     #[command(hide = true)]
@@ -81,6 +83,9 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct ShareArgs {
+    /// ring, maglev (--slots must be a prime, such as 65537) or rendezvous.
+    #[arg(long, default_value = "ring")]
+    algorithm: String,
     /// Hash functions: "spec" or a plugin name.
     #[arg(long, default_value = "spec")]
     hash: String,
@@ -90,10 +95,10 @@ struct ShareArgs {
     /// M.
     #[arg(long, default_value_t = 512)]
     slots: u32,
-    /// K.
+    /// K (the ring's only).
     #[arg(long, default_value_t = 9)]
     virtual_nodes: u32,
-    /// linear or quadratic.
+    /// linear or quadratic (the ring's only).
     #[arg(long, default_value = "linear")]
     probing: String,
     /// Extra plugin directory (searched before the defaults); may be repeated.
@@ -164,14 +169,22 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context(name)),
     };
     let p = config.ring_params();
-    println!(
-        "{name}: ok ({} replicas, {} slots, {} virtual nodes, {} probing, hash {:?})",
-        config.replicas.len(),
-        p.slots,
-        p.virtual_nodes,
-        p.probing,
-        config.ring.hash.get_ref()
-    );
+    match config.balancer() {
+        Balancer::Ring(_) => println!(
+            "{name}: ok ({} replicas, {} slots, {} virtual nodes, {} probing, hash {:?})",
+            config.replicas.len(),
+            p.slots,
+            p.virtual_nodes,
+            p.probing,
+            config.ring.hash.get_ref()
+        ),
+        other => println!(
+            "{name}: ok ({} replicas, algorithm {other}, {} slots, hash {:?})",
+            config.replicas.len(),
+            p.slots,
+            config.ring.hash.get_ref()
+        ),
+    }
     Ok(())
 }
 
@@ -198,17 +211,28 @@ fn share(args: &ShareArgs) -> anyhow::Result<()> {
         "quadratic" => Probing::Quadratic,
         other => anyhow::bail!("probing must be linear or quadratic, not {other:?}"),
     };
+    let algorithm = match Algorithm::ALL
+        .into_iter()
+        .find(|a| a.name() == args.algorithm)
+    {
+        Some(algorithm) => algorithm,
+        None => anyhow::bail!(
+            "algorithm must be ring, maglev or rendezvous, not {:?}",
+            args.algorithm
+        ),
+    };
     let params = RingParams {
         slots: args.slots,
         virtual_nodes: args.virtual_nodes,
         probing,
     };
+    let balancer = Balancer::new(algorithm, params);
     let hash = lb_balance::plugin::resolve_any(
         &args.hash,
         &lb_balance::plugin::search_path(&args.plugin_dir),
     )?;
     let ids: Vec<u64> = (1..=args.replicas).collect();
-    let ring = ring::build(params, Arc::clone(&hash), &ids)?;
+    let ring = balancer.place(Arc::clone(&hash), &ids)?;
     let slots = ring.slot_counts();
     // The assignment's request ids: every 6-digit number.
     let mut requests = vec![0u64; ids.len()];
@@ -218,15 +242,24 @@ fn share(args: &ShareArgs) -> anyhow::Result<()> {
         }
     }
     let total_requests: u64 = requests.iter().sum();
-    println!(
-        "hash {} — M = {}, K = {}, {} probing, N = {} (server ids 1..={})",
-        hash.name(),
-        params.slots,
-        params.virtual_nodes,
-        params.probing,
-        ids.len(),
-        ids.len()
-    );
+    match balancer {
+        Balancer::Ring(_) => println!(
+            "hash {} — M = {}, K = {}, {} probing, N = {} (server ids 1..={})",
+            hash.name(),
+            params.slots,
+            params.virtual_nodes,
+            params.probing,
+            ids.len(),
+            ids.len()
+        ),
+        other => println!(
+            "hash {} — {other}, M = {}, N = {} (server ids 1..={})",
+            hash.name(),
+            params.slots,
+            ids.len(),
+            ids.len()
+        ),
+    }
     println!("server id  slots  share of slots  share of request ids 100000..=999999");
     for (k, id) in ids.iter().enumerate() {
         println!(

@@ -17,7 +17,7 @@ pub mod key;
 use lb_balance::hash::{self, RingHash};
 use lb_balance::plugin;
 use lb_balance::ring::{Probing, RingParams};
-use lb_balance::Balancer;
+use lb_balance::{Algorithm, Balancer, RingError};
 
 use key::{KeyFallback, KeyRule, KeySource};
 
@@ -32,7 +32,8 @@ pub const DEFAULT_PATH: &str = "config/lb.local.toml";
 /// not exist).
 pub const DEFAULTS_PATH: &str = "config/lb.toml";
 
-/// Largest number of slots a ring may have.
+/// Largest number of slots a table may have (2²²; the largest prime within it, for Maglev, is
+/// 4 194 301).
 pub const MAX_SLOTS: u32 = 1 << 22;
 
 /// A whole `lb.toml`.
@@ -198,11 +199,13 @@ fn default_listen() -> SocketAddr {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RingSection {
+    /// Which algorithm fills the slot → replica table (docs/ALGORITHMS.md).
+    pub algorithm: Spanned<Algorithm>,
     /// M, the number of slots.
     pub slots: Spanned<u32>,
-    /// K, virtual nodes per replica.
+    /// K, virtual nodes per replica (the ring's only; checked but not used by the others).
     pub virtual_nodes: Spanned<u32>,
-    /// Collision resolution.
+    /// Collision resolution (the ring's only; not used by the others).
     pub probing: Probing,
     /// Name of the hash functions (H and Φ).
     pub hash: Spanned<String>,
@@ -216,6 +219,7 @@ impl Default for RingSection {
     fn default() -> Self {
         let p = RingParams::default();
         RingSection {
+            algorithm: Spanned::new(0..0, Algorithm::default()),
             slots: Spanned::new(0..0, p.slots),
             virtual_nodes: Spanned::new(0..0, p.virtual_nodes),
             probing: p.probing,
@@ -227,7 +231,8 @@ impl Default for RingSection {
 }
 
 impl RingSection {
-    /// The ring parameters this section describes.
+    /// The ring parameters this section describes (`virtual_nodes` and `probing` are used by
+    /// the ring only).
     pub fn params(&self) -> RingParams {
         RingParams {
             slots: *self.slots.get_ref(),
@@ -492,7 +497,7 @@ impl Config {
             .map_err(|e| self.at(self.ring.hash.span(), e.to_string()))?;
         self.balancer()
             .place(Arc::clone(&hash), &self.replica_ids())
-            .map_err(|e| self.at(self.ring.virtual_nodes.span(), e.to_string()))?;
+            .map_err(|e| self.at(self.span_of(&e), e.to_string()))?;
         Ok(hash)
     }
 
@@ -595,7 +600,24 @@ impl Config {
 
     /// The balancing algorithm and its parameters.
     pub fn balancer(&self) -> Balancer {
-        Balancer::Ring(self.ring_params())
+        Balancer::new(*self.ring.algorithm.get_ref(), self.ring_params())
+    }
+
+    /// Where in the file a table that could not be built is best pointed at: `virtual_nodes`
+    /// for the ring's rules, `slots` for the others (or `algorithm` when `slots` is not in the
+    /// file and the default does not suit the algorithm).
+    fn span_of(&self, error: &RingError) -> std::ops::Range<usize> {
+        match error {
+            RingError::SlotsNotPrime { .. } | RingError::FewerSlotsThanReplicas { .. } => {
+                let slots = self.ring.slots.span();
+                if slots.is_empty() {
+                    self.ring.algorithm.span()
+                } else {
+                    slots
+                }
+            }
+            _ => self.ring.virtual_nodes.span(),
+        }
     }
 
     /// The load balancer's own rules, every broken one.
@@ -607,6 +629,11 @@ impl Config {
                 self.ring.slots.span(),
                 format!("ring.slots must be between 1 and {MAX_SLOTS}, not {slots}"),
             ));
+        } else if *self.ring.algorithm.get_ref() == Algorithm::Maglev
+            && !lb_balance::maglev::is_prime(slots)
+        {
+            let e = RingError::SlotsNotPrime { slots };
+            problems.push(self.problem(self.span_of(&e), e.to_string()));
         }
         if *self.ring.virtual_nodes.get_ref() == 0 {
             problems.push(self.problem(
@@ -734,13 +761,14 @@ impl Config {
         }
         // Capacity only matters for a valid ring and a valid replica list.
         if problems.is_empty() {
-            // K·N ≤ M needs no hash; with a compiled-in hash the whole ring is checked now.
+            // Capacity (K·N ≤ M for the ring, N ≤ M for the others) needs no hash; with a
+            // compiled-in hash the whole table is built now.
             let capacity = match hash::builtin(name) {
                 Some(hash) => self.balancer().place(hash, &self.replica_ids()).map(drop),
                 None => self.balancer().check_capacity(self.replicas.len()),
             };
             if let Err(e) = capacity {
-                problems.push(self.problem(self.ring.virtual_nodes.span(), e.to_string()));
+                problems.push(self.problem(self.span_of(&e), e.to_string()));
             }
         }
         problems

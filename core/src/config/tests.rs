@@ -366,3 +366,81 @@ fn bad_hash_keys_are_problems_with_line_and_column() {
         "{found:#?}"
     );
 }
+
+/// `n` replicas named S1.. with ids 1..=n, after `ring`.
+fn with_replicas(ring: &str, n: u64) -> String {
+    let mut text = format!("[ring]\n{ring}");
+    for i in 1..=n {
+        text.push_str(&format!("[[replicas]]\nhostname = \"S{i}\"\nid = {i}\n"));
+    }
+    text
+}
+
+#[test]
+fn the_algorithm_selects_the_balancer() {
+    assert_eq!(
+        Config::parse("").unwrap().balancer(),
+        Balancer::Ring(RingParams::default())
+    );
+    assert_eq!(
+        *Config::parse(EMBEDDED).unwrap().ring.algorithm.get_ref(),
+        Algorithm::Ring
+    );
+    let c = Config::parse(&with_replicas("algorithm = \"maglev\"\nslots = 65537\n", 3)).unwrap();
+    assert_eq!(c.balancer(), Balancer::Maglev { slots: 65_537 });
+    let c = Config::parse("[ring]\nalgorithm = \"rendezvous\"\n").unwrap();
+    assert_eq!(c.balancer(), Balancer::Rendezvous { slots: 512 });
+    // virtual_nodes and probing are the ring's: the others ignore them, and K·N ≤ M is the
+    // ring's rule only (17 slots, 9 virtual nodes, 3 replicas: 27 > 17).
+    let ring = "slots = 17\nvirtual_nodes = 9\nprobing = \"quadratic\"\n";
+    let (line, _, message) = invalid(&with_replicas(ring, 3));
+    assert_eq!(line, 3);
+    assert!(message.contains("K·N > M"), "{message}");
+    for algorithm in ["maglev", "rendezvous"] {
+        let text = with_replicas(&format!("algorithm = \"{algorithm}\"\n{ring}"), 3);
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.balancer().slots(), 17);
+        assert!(c.resolve_hash().is_ok());
+    }
+}
+
+#[test]
+fn an_unknown_algorithm_is_a_problem_with_line_and_column() {
+    let (line, column, message) = invalid("[ring]\nslots = 512\nalgorithm = \"hrw\"\n");
+    assert_eq!((line, column), (3, 13));
+    assert!(message.contains("hrw"), "{message}");
+    assert!(
+        message.contains("ring") && message.contains("maglev") && message.contains("rendezvous"),
+        "{message}"
+    );
+}
+
+#[test]
+fn maglev_needs_a_prime_number_of_slots_at_least_n() {
+    let (line, column, message) = invalid("[ring]\nalgorithm = \"maglev\"\nslots = 512\n");
+    assert_eq!((line, column), (3, 9), "{message}");
+    assert_eq!(
+        message,
+        "algorithm \"maglev\" needs a prime number of slots, not 512 (the nearest primes are \
+         509 and 521; 65537 is the usual choice)"
+    );
+    // Without `slots` in the file (the default 512), the problem points at the algorithm.
+    let (line, column, message) = invalid("\n[ring]\nalgorithm = \"maglev\"\n");
+    assert_eq!((line, column), (3, 13), "{message}");
+    assert!(message.contains("not 512"), "{message}");
+    // Found along with the other problems of the file.
+    let text = "[ring]\nalgorithm = \"maglev\"\nslots = 100\n[health]\nfall = 0\n";
+    assert_eq!(problems(text).len(), 2);
+    // A prime smaller than N.
+    let (line, _, message) = invalid(&with_replicas("algorithm = \"maglev\"\nslots = 3\n", 4));
+    assert_eq!(line, 3);
+    assert!(message.contains("4 replicas > 3 slots"), "{message}");
+    // Largest slots allowed and largest prime within it.
+    assert!(Config::parse("[ring]\nalgorithm = \"maglev\"\nslots = 4194301\n").is_ok());
+    assert!(Config::parse("[ring]\nalgorithm = \"rendezvous\"\nslots = 4194304\n").is_ok());
+    assert!(
+        invalid("[ring]\nalgorithm = \"rendezvous\"\nslots = 4194305\n")
+            .2
+            .contains("between 1 and 4194304")
+    );
+}

@@ -158,6 +158,11 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
             out.push(format!("{name} {a} → {b}"));
         }
     };
+    field(
+        "algorithm",
+        old.ring.algorithm.get_ref().to_string(),
+        new.ring.algorithm.get_ref().to_string(),
+    );
     let (o, n) = (old.ring_params(), new.ring_params());
     field("slots", o.slots.to_string(), n.slots.to_string());
     field(

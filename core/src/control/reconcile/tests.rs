@@ -381,3 +381,42 @@ fn the_hash_key_changes_live_and_trusting_forwarded_for_needs_a_restart() {
         ["proxy.trust_forwarded_for false → true"]
     );
 }
+
+#[test]
+fn a_change_of_algorithm_swaps_the_balancer_live_and_is_logged() {
+    let startup = config("", &THREE);
+    let now = members(&THREE, &[]);
+    let maglev = config("[ring]\nalgorithm = \"maglev\"\nslots = 65537\n", &THREE);
+    let plan = reconcile(&now, &maglev, &startup);
+    assert_eq!(plan.balancer, Balancer::Maglev { slots: 65_537 });
+    assert!(plan.stop.is_empty() && plan.start.is_empty());
+    assert!(plan.needs_restart.is_empty());
+    assert_eq!(
+        changes(&startup, &maglev, &now, &plan),
+        ["algorithm ring → maglev", "slots 512 → 65537"]
+    );
+    let rendezvous = config(
+        "[ring]\nalgorithm = \"rendezvous\"\nslots = 65537\n",
+        &THREE,
+    );
+    let plan = reconcile(&now, &rendezvous, &startup);
+    assert_eq!(plan.balancer, Balancer::Rendezvous { slots: 65_537 });
+    assert_eq!(
+        changes(&maglev, &rendezvous, &now, &plan),
+        ["algorithm maglev → rendezvous"]
+    );
+    // /add checks room with the algorithm in force: Maglev needs N ≤ M.
+    let small = Balancer::Maglev { slots: 3 };
+    let mut rng = fastrand::Rng::with_seed(1);
+    let err = plan_add(&now, &scale(1, &[]), &small, &spec_hash(), 64, &mut rng).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ControlError::NoRoom {
+                source: RingError::FewerSlotsThanReplicas { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
