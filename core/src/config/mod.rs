@@ -271,6 +271,19 @@ pub struct HealthSection {
     pub drain_timeout_ms: u64,
 }
 
+impl HealthSection {
+    /// The path a backend's health checks ask for: `path` for a backend by address; the
+    /// assignment's `/heartbeat` for the replicas `lb` runs (their contract, whatever the file
+    /// says).
+    pub fn check_path(&self, by_address: bool) -> &str {
+        if by_address {
+            &self.path
+        } else {
+            "/heartbeat"
+        }
+    }
+}
+
 impl Default for HealthSection {
     fn default() -> Self {
         HealthSection {

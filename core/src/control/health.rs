@@ -14,16 +14,6 @@ use super::probe::Prober;
 use crate::config::HealthSection;
 use crate::state::Shared;
 
-/// The path a backend's health checks ask for: `[health] path` for a backend by address; the
-/// assignment's `/heartbeat` for the replicas `lb` runs (their contract, whatever the file says).
-pub(crate) fn health_path(settings: &HealthSection, by_address: bool) -> &str {
-    if by_address {
-        &settings.path
-    } else {
-        "/heartbeat"
-    }
-}
-
 /// Run heartbeats forever over whatever the current snapshot holds, with the current settings.
 pub async fn run(
     shared: Arc<Shared>,
@@ -38,7 +28,7 @@ pub async fn run(
         let snapshot = shared.snapshot.load_full();
         let beats = snapshot.backends.iter().map(|b| {
             let prober = &prober;
-            let path = health_path(&settings, b.is_address());
+            let path = settings.check_path(b.is_address());
             async move { (b, prober.beat(&b.addr, path, timeout).await) }
         });
         for (backend, result) in futures_util::future::join_all(beats).await {

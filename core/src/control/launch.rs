@@ -108,11 +108,7 @@ impl Launcher {
                 .await
         } else {
             self.prober
-                .wait_alive(
-                    &started.address,
-                    super::health::health_path(health, false),
-                    deadline,
-                )
+                .wait_alive(&started.address, health.check_path(false), deadline)
                 .await
         };
         let alive = checks.map_err(|source| LaunchError::NotAlive {
