@@ -199,6 +199,32 @@ pub struct Snapshot {
     pub vacancies: Vec<Vacancy>,
     /// What requests are hashed by (`[ring] key`, `key_fallback`).
     pub key: KeyRule,
+    /// Consistent hashing with bounded loads (`[ring] bounded_load`): a request goes to the first
+    /// replica in its slot's order whose requests in flight are below
+    /// ⌈c · (all in flight + 1) / N⌉. `None`: off.
+    pub bounded_load: Option<f64>,
+}
+
+impl Snapshot {
+    /// The member that serves a request for `slot` whose owner is `owner`: the owner, or with
+    /// bounded loads the first member in the slot's order ([`Placement::next_member`]) below the
+    /// cap. Someone always is (the cap exceeds the average), so the walk ends early.
+    pub fn serving(&self, slot: u32, owner: usize) -> usize {
+        let Some(c) = self.bounded_load else {
+            return owner;
+        };
+        let load = |m: usize| self.backends[m].in_flight.load(Ordering::Relaxed);
+        let n = self.backends.len().max(1);
+        let total: usize = (0..self.backends.len()).map(load).sum();
+        // f64 is exact far beyond any number of requests in flight.
+        let cap = (c * (total + 1) as f64 / n as f64).ceil() as usize;
+        if load(owner) < cap {
+            return owner;
+        }
+        self.placement
+            .next_member(slot, |m| load(m) >= cap)
+            .unwrap_or(owner)
+    }
 }
 
 impl Snapshot {

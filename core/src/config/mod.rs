@@ -213,6 +213,8 @@ pub struct RingSection {
     pub key: Spanned<KeySource>,
     /// What a request that lacks its key is hashed by.
     pub key_fallback: KeyFallback,
+    /// Consistent hashing with bounded loads: the factor `c` (≥ 1); 0 is off.
+    pub bounded_load: Spanned<f64>,
 }
 
 impl Default for RingSection {
@@ -226,6 +228,7 @@ impl Default for RingSection {
             hash: Spanned::new(0..0, "spec".to_owned()),
             key: Spanned::new(0..0, KeySource::default()),
             key_fallback: KeyFallback::default(),
+            bounded_load: Spanned::new(0..0, 0.0),
         }
     }
 }
@@ -239,6 +242,12 @@ impl RingSection {
             virtual_nodes: *self.virtual_nodes.get_ref(),
             probing: self.probing,
         }
+    }
+
+    /// The bounded-loads factor, when on.
+    pub fn bounded_load(&self) -> Option<f64> {
+        let c = *self.bounded_load.get_ref();
+        (c > 0.0).then_some(c)
     }
 
     /// What requests are hashed by.
@@ -636,6 +645,15 @@ impl Config {
     /// The load balancer's own rules, every broken one.
     fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
+        let c = *self.ring.bounded_load.get_ref();
+        if !(c == 0.0 || (1.0..=100.0).contains(&c)) {
+            problems.push(self.problem(
+                self.ring.bounded_load.span(),
+                format!(
+                    "ring.bounded_load must be 0 (off) or a factor from 1.0 to 100.0 such as 1.25, not {c}"
+                ),
+            ));
+        }
         let slots = *self.ring.slots.get_ref();
         if slots == 0 || slots > MAX_SLOTS {
             problems.push(self.problem(

@@ -50,6 +50,8 @@ pub struct Controller {
     hash: Arc<dyn RingHash>,
     /// What requests are hashed by (published with the ring).
     key: KeyRule,
+    /// `[ring] bounded_load`, published with every snapshot.
+    bounded_load: Option<f64>,
     health: watch::Sender<HealthSection>,
     replicas: BTreeMap<u64, Arc<Backend>>,
     vacancies: BTreeMap<u64, Vacancy>,
@@ -95,6 +97,7 @@ impl Controller {
                 backends: Vec::new(),
                 vacancies: Vec::new(),
                 key: config.ring.key_rule(),
+                bounded_load: config.ring.bounded_load(),
             }),
             config: ArcSwap::from_pointee(ConfigStatus {
                 path: loaded.source.to_string(),
@@ -118,6 +121,7 @@ impl Controller {
             balancer,
             hash,
             key: config.ring.key_rule(),
+            bounded_load: config.ring.bounded_load(),
             health: watch::Sender::new(config.health.clone()),
             replicas: BTreeMap::new(),
             vacancies: BTreeMap::new(),
@@ -297,6 +301,7 @@ impl Controller {
                 backends,
                 vacancies: self.vacancies.values().cloned().collect(),
                 key: self.key.clone(),
+                bounded_load: self.bounded_load,
             })),
             // Capacity is checked before anything is added, so this means a bug; keep serving
             // the last good ring rather than an inconsistent one.
@@ -858,6 +863,7 @@ impl Controller {
         self.balancer = plan.balancer;
         self.hash = hash;
         self.key = config.ring.key_rule();
+        self.bounded_load = config.ring.bounded_load();
         self.publish();
         for backend in &removed {
             tracing::info!(hostname = %backend.hostname, id = backend.id, "removed by the configuration file");

@@ -186,6 +186,11 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
         old.ring.key_fallback.to_string(),
         new.ring.key_fallback.to_string(),
     );
+    field(
+        "bounded_load",
+        old.ring.bounded_load.get_ref().to_string(),
+        new.ring.bounded_load.get_ref().to_string(),
+    );
     let (o, n) = (&old.health, &new.health);
     for (name, a, b) in [
         ("health.interval_ms", o.interval_ms, n.interval_ms),

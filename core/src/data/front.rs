@@ -120,7 +120,10 @@ impl App {
             );
             let slot = snapshot.placement.slot_of(id);
             match snapshot.placement.owner_of_slot(slot) {
-                Some(member) => (Arc::clone(&snapshot.backends[member]), slot),
+                Some(owner) => {
+                    let member = snapshot.serving(slot, owner);
+                    (Arc::clone(&snapshot.backends[member]), slot)
+                }
                 None => {
                     return error_response(&ApiError::Unavailable(
                         "no replica is available to serve the request".into(),
