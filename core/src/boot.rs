@@ -95,6 +95,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         listen: local,
         supervisor: supervisor.kind(),
         started: Instant::now(),
+        workers: listeners.len() + usize::from(admin.is_some()),
     };
     let hash = config
         .resolve_hash()

@@ -89,6 +89,7 @@ impl Controller {
             }),
             Source::Embedded | Source::Copy(_) => None,
         };
+        let metrics = crate::metrics::Metrics::new(meta.workers);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 placement: empty,
@@ -105,6 +106,7 @@ impl Controller {
             }),
             meta,
             retries: AtomicU64::new(0),
+            metrics,
         });
         let (handle, rx) = ControllerHandle::channel();
         let controller = Controller {
@@ -224,13 +226,16 @@ impl Controller {
                     reply,
                 } => {
                     let result = self.added(specs, results);
+                    self.shared.metrics.reload(result.is_ok());
                     if result.is_ok() {
                         self.write_back().await;
                     }
                     let _ = reply.send(result);
                 }
                 Command::Remove { request, reply } => {
-                    if self.remove(request, reply) {
+                    let removed = self.remove(request, reply);
+                    self.shared.metrics.reload(removed);
+                    if removed {
                         self.write_back().await;
                     }
                 }
@@ -275,6 +280,11 @@ impl Controller {
     /// Publish the current replica set as a new snapshot.
     fn publish(&self) {
         let backends: Vec<Arc<Backend>> = self.replicas.values().cloned().collect();
+        for backend in &backends {
+            backend
+                .metrics
+                .get_or_init(|| self.shared.metrics.replica(&backend.hostname));
+        }
         let ids: Vec<u64> = self.replicas.keys().copied().collect();
         match self.balancer.place(Arc::clone(&self.hash), &ids) {
             Ok(placement) => self.shared.snapshot.store(Arc::new(Snapshot {
@@ -389,6 +399,7 @@ impl Controller {
         ) {
             Ok(specs) => specs,
             Err(e) => {
+                self.shared.metrics.reload(false);
                 let _ = reply.send(Err(e));
                 return;
             }
@@ -533,6 +544,7 @@ impl Controller {
         }
         // The assignment gives the replacement a new random hostname; it keeps the server id,
         // so its virtual nodes land on the same slots and no other replica's keys move.
+        self.shared.metrics.restarted();
         let hostname = self.members().random_hostname(&[], &mut self.rng);
         tracing::warn!(hostname = %dead.hostname, id, %reason, replacement = %hostname, "replica failed; replacing it");
         let streak = if dead.started.elapsed() < CRASH_WINDOW {
@@ -682,6 +694,7 @@ impl Controller {
                 let message = format!("cannot read {}: {e}", file.path.display());
                 tracing::error!("{message}; keeping the running configuration");
                 self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+                self.shared.metrics.reload(false);
                 return;
             }
         };
@@ -689,6 +702,7 @@ impl Controller {
             // Our own write, or saved without changes.
             if hangup {
                 tracing::info!(path = %file.path.display(), "configuration unchanged");
+                self.shared.metrics.reload(true);
             }
             return;
         }
@@ -703,6 +717,7 @@ impl Controller {
             );
             tracing::error!("{message}");
             self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+            self.shared.metrics.reload(false);
             return;
         }
         let path = file.path.display().to_string();
@@ -712,14 +727,17 @@ impl Controller {
                 let message = format!("{path}: {e}");
                 tracing::error!("{message}; keeping the running configuration");
                 self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+                self.shared.metrics.reload(false);
                 return;
             }
         };
-        self.apply(config).await;
+        let applied = self.apply(config).await;
+        self.shared.metrics.reload(applied);
     }
 
-    /// Make the running state match a validated configuration.
-    async fn apply(&mut self, config: Config) {
+    /// Make the running state match a validated configuration; false if it could not (the
+    /// hash it names could not be loaded), and nothing changed.
+    async fn apply(&mut self, config: Config) -> bool {
         // Loading a plugin reads files and runs its self-check: not on the async workers.
         let resolved = {
             let config = config.clone();
@@ -732,11 +750,11 @@ impl Controller {
                 let message = format!("{}: {e}", self.shared.config.load().path);
                 tracing::error!("{message}; keeping the running configuration");
                 self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::error!(error = %e, "resolving the hash failed");
-                return;
+                return false;
             }
         };
         let members = self.members();
@@ -788,6 +806,7 @@ impl Controller {
             s.last_error = None;
             s.needs_restart = plan.needs_restart.iter().map(|f| f.to_string()).collect();
         });
+        true
     }
 }
 
