@@ -2,6 +2,7 @@
 # The project's tests, on any machine like CI's: makes sure a Docker engine runs (installing it
 # from Debian if needed), builds the images locally, runs every test, then runs the benchmark
 # harness in its short mode and checks its results are well formed (no timing thresholds).
+# Installs promtool (Debian's prometheus) if missing: the metrics test checks a real scrape with it.
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh -p lb --test docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,12 +10,19 @@ python3 scripts/check-layers.py >/dev/null
 python3 scripts/check-links.py
 bash scripts/docker-up-engine.sh
 bash docker/build-images.sh
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "promtool: installing prometheus from Debian"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# The Docker tests fail instead of skipping when the engine or the images are missing.
+# The Docker tests fail instead of skipping when the engine or the images are missing, and the
+# metrics test when promtool is.
 set +e
-LB_REQUIRE_DOCKER=1 cargo test --workspace "$@" 2>&1 | tee "$log"
+LB_REQUIRE_DOCKER=1 LB_REQUIRE_PROMTOOL=1 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
