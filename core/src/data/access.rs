@@ -42,8 +42,8 @@ pub(crate) struct Record {
     pub(crate) client: IpAddr,
     /// The request method.
     pub(crate) method: Method,
-    /// The request target.
-    pub(crate) uri: Uri,
+    /// The request target, as [`target`] gives it.
+    pub(crate) target: Box<str>,
     /// The status sent (499: the client went away first).
     pub(crate) status: u16,
     /// The replica that answered or was tried last (`None`: none was chosen).
@@ -292,7 +292,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 /// The request target as logged: path and query (the whole target for the rare other forms).
-fn target(uri: &Uri) -> std::borrow::Cow<'_, str> {
+pub(crate) fn target(uri: &Uri) -> std::borrow::Cow<'_, str> {
     match uri.path_and_query() {
         Some(p) if uri.authority().is_none() => p.as_str().into(),
         _ => uri.to_string().into(),
@@ -314,12 +314,11 @@ pub(crate) fn write_json(record: &Record, out: &mut Vec<u8>) {
         total_ms: f64,
         bytes: u64,
     }
-    let path = target(&record.uri);
     let line = Json {
         ts: humantime::format_rfc3339_millis(record.ts).to_string(),
         client: record.client,
         method: record.method.as_str(),
-        path: &path,
+        path: &record.target,
         status: record.status,
         replica: record.replica.as_deref().unwrap_or(""),
         request_id: record.request_id,
@@ -347,7 +346,7 @@ pub(crate) fn write_text(record: &Record, out: &mut Vec<u8>) {
         quoted(method, out);
     }
     out.extend_from_slice(b" path=");
-    quoted(&target(&record.uri), out);
+    quoted(&record.target, out);
     let _ = write!(out, " status={} replica=", record.status);
     quoted(record.replica.as_deref().unwrap_or(""), out);
     out.extend_from_slice(b" request_id=");
@@ -409,7 +408,7 @@ mod tests {
             ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             client: "127.0.0.1".parse().unwrap(),
             method: Method::GET,
-            uri: path.parse().unwrap(),
+            target: target(&path.parse().unwrap()).into(),
             status: 200,
             replica: Some("Server 1".into()),
             request_id: Some(123_456),

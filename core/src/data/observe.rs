@@ -13,9 +13,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, Request, StatusCode};
 
-use super::access::{Record, Sink};
+use super::access::{self, Record, Sink};
 use super::client::Watch;
 use crate::metrics::{SeriesCells, UpstreamErrorKind, WorkerMetrics};
 use crate::state::Backend;
@@ -74,13 +74,14 @@ impl Exchange {
     }
 }
 
-/// The request line facts an access log line needs, taken only when the log is on.
+/// The request line facts an access log line needs, taken only when the log is on (the target
+/// is copied: a record must not hold on to the connection's read buffer while it waits).
 #[derive(Debug)]
 struct Line {
     ts: SystemTime,
     client: IpAddr,
     method: Method,
-    uri: Uri,
+    target: Box<str>,
 }
 
 /// One request being observed; counted (and logged) when dropped.
@@ -107,7 +108,7 @@ impl Observation {
             ts: SystemTime::now(),
             client,
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            target: access::target(req.uri()).into(),
         });
         Observation {
             recorder,
@@ -167,7 +168,7 @@ impl Drop for Observation {
                 ts: line.ts,
                 client: line.client,
                 method: line.method,
-                uri: line.uri,
+                target: line.target,
                 status,
                 replica: replica
                     .and_then(Backend::counters)
