@@ -234,9 +234,10 @@ impl Controller {
                 }
                 Command::Remove { request, reply } => {
                     let removed = self.remove(request, reply);
-                    self.shared.metrics.reload(removed);
-                    if removed {
+                    self.shared.metrics.reload(removed.is_some());
+                    if let Some(written) = removed {
                         self.write_back().await;
+                        let _ = written.send(());
                     }
                 }
                 Command::FileChanged => self.file_changed(false).await,
@@ -465,14 +466,19 @@ impl Controller {
         Ok(self.hostnames())
     }
 
-    /// Take replicas out of the ring at once; drain and stop them on another task, which answers.
-    /// Returns whether anything was removed.
-    fn remove(&mut self, request: ScaleRequest, reply: oneshot::Sender<ScaleReply>) -> bool {
+    /// Take replicas out of the ring at once; drain and stop them on another task, which answers
+    /// once they are stopped and the change is written back. When anything was removed, returns
+    /// what to tell that task when the write-back is done.
+    fn remove(
+        &mut self,
+        request: ScaleRequest,
+        reply: oneshot::Sender<ScaleReply>,
+    ) -> Option<oneshot::Sender<()>> {
         let victims = match plan_remove(&self.members(), &request, &mut self.rng) {
             Ok(victims) => victims,
             Err(e) => {
                 let _ = reply.send(Err(e));
-                return false;
+                return None;
             }
         };
         let removed: Vec<Arc<Backend>> = victims
@@ -482,11 +488,13 @@ impl Controller {
         self.publish();
         let remaining = self.hostnames();
         let done = self.retire(removed);
+        let (written, write_back) = oneshot::channel();
         tokio::spawn(async move {
             let _ = done.await;
+            let _ = write_back.await;
             let _ = reply.send(Ok(remaining));
         });
-        true
+        Some(written)
     }
 
     /// Drain and stop replicas already out of the ring, on another task. The returned receiver
