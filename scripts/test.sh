@@ -13,8 +13,9 @@ bash docker/build-images.sh
 if ! command -v promtool >/dev/null 2>&1; then
     echo "promtool: installing prometheus from Debian"
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        --no-install-recommends prometheus >/dev/null
 fi
 
 log=$(mktemp)
