@@ -4,8 +4,9 @@
 Reads every file under core/src, collects the modules each one names (`crate::…`, `super::…`,
 `lb::…` paths), and fails when
   - two files import each other, directly or through a longer circle, or
-  - a layer imports one it must not: `state` and `config` import none of control/data/api;
-    `control` imports neither `data` nor `api`; `api` does not import `data`.
+  - a layer imports one it must not: `metrics` imports nothing else of `lb`; `state` and
+    `config` import none of control/data/api; `control` imports neither `data` nor `api`; `api`
+    does not import `data`.
 Test files (`tests.rs`, `*/tests/*.rs`) are skipped. Prints what it found; exit status 1 on a
 violation.
 """
@@ -15,6 +16,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "core" / "src"
 FORBIDDEN = {
+    "metrics": {"state", "config", "control", "data", "api"},
     "state": {"control", "data", "api"},
     "config": {"control", "data", "api"},
     "control": {"data", "api"},

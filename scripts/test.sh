@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's tests, on any machine like CI's: makes sure a Docker engine runs (installing it
-# from Debian if needed), builds the images locally, installs Debian's chromium if missing (for
-# the dashboard's browser test), runs every test, then runs the benchmark harness in its short
-# mode and checks its results are well formed (no timing thresholds).
+# from Debian if needed), builds the images locally, installs Debian's chromium (for the
+# dashboard's browser test) and promtool (Debian's prometheus: the metrics test checks a real
+# scrape with it) if missing, runs every test, then runs the benchmark harness in its short mode
+# and checks its results are well formed (no timing thresholds).
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh -p lb --test docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,13 +18,20 @@ if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
     $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null
 fi
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "promtool: installing prometheus from Debian"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        --no-install-recommends prometheus >/dev/null
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# The Docker and browser tests fail instead of skipping when the engine, the images or Chromium
-# are missing.
+# The Docker, browser and metrics tests fail instead of skipping when the engine, the images,
+# Chromium or promtool are missing.
 set +e
-LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 cargo test --workspace "$@" 2>&1 | tee "$log"
+LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

@@ -16,6 +16,7 @@ use lb::control::health;
 use lb::control::probe::Prober;
 use lb::control::supervisor::{DockerSupervisor, ProcessSupervisor, Supervisor};
 use lb::control::{watch, Command, Controller, ControllerHandle};
+use lb::data::access::AccessLog;
 use lb::data::workers::{self, Workers};
 use lb::state::Meta;
 
@@ -95,6 +96,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         listen: local,
         supervisor: supervisor.kind(),
         started: Instant::now(),
+        workers: listeners.len() + usize::from(admin.is_some()),
     };
     let hash = config
         .resolve_hash()
@@ -122,14 +124,23 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         Prober::default(),
     ));
 
+    let access_log = AccessLog::start(&config.access_log(), config.log.access_format, &shared)?;
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
-    let workers = Workers::start(listeners, admin, token, config.proxy, &shared, &handle)?;
+    let workers = Workers::start(
+        listeners,
+        admin,
+        token,
+        config.proxy,
+        &shared,
+        &handle,
+        access_log.as_ref(),
+    )?;
     if let Some(addr) = admin_addr {
         println!("lb admin on http://{addr}");
     }
     // Tests and scripts wait for this line.
     println!("lb listening on http://{local}");
-    signals.until_shutdown(&handle).await;
+    signals.until_shutdown(&handle, access_log.as_ref()).await;
     let drain = Duration::from_millis(settings.borrow().drain_timeout_ms);
     let in_flight: usize = shared
         .snapshot
@@ -143,15 +154,22 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         drain_ms = drain.as_millis() as u64,
         "shutting down: no new connections; letting requests in flight finish"
     );
-    tokio::task::spawn_blocking(move || workers.stop(drain)).await?;
+    tokio::task::spawn_blocking(move || {
+        workers.stop(drain);
+        // The workers' ends of the access log are gone: write out the last lines.
+        if let Some(access_log) = access_log {
+            access_log.close();
+        }
+    })
+    .await?;
     tracing::info!("stopping replicas");
     handle.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The signals `lb` answers, like nginx: SIGHUP re-reads the configuration; SIGTERM and SIGINT
-/// shut down gracefully; a second SIGINT exits at once.
+/// The signals `lb` answers, like nginx: SIGHUP re-reads the configuration (and reopens the
+/// access log file); SIGTERM and SIGINT shut down gracefully; a second SIGINT exits at once.
 struct Signals {
     hangup: Signal,
     terminate: Signal,
@@ -168,7 +186,7 @@ impl Signals {
     }
 
     /// Answer SIGHUP until SIGTERM or SIGINT; after that, a second SIGINT ends the process.
-    async fn until_shutdown(self, controller: &ControllerHandle) {
+    async fn until_shutdown(self, controller: &ControllerHandle, access_log: Option<&AccessLog>) {
         let Signals {
             mut hangup,
             mut terminate,
@@ -179,6 +197,9 @@ impl Signals {
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: re-reading the configuration");
                     controller.send(Command::Reload);
+                    if let Some(access_log) = access_log {
+                        access_log.reopen();
+                    }
                 }
                 _ = terminate.recv() => {
                     tracing::info!("SIGTERM: shutting down");

@@ -3,7 +3,8 @@
 //! Layers, with one direction of dependency (`balance ← state ← {control, data, api}`):
 //!
 //! - [`lb_balance`] (its own crate): hashes, hash plugins, the ring, the placement table.
-//! - [`config`] (`lb.toml`) and [`state`] (the immutable [`state::Snapshot`] readers share).
+//! - [`config`] (`lb.toml`) and [`state`] (the immutable [`state::Snapshot`] readers share),
+//!   over [`metrics`] (the counters `/_lb/metrics` shows, kept per worker thread).
 //! - [`control`]: the controller (the one writer), health checks, the file watcher,
 //!   supervisors, write-back.
 //! - [`data`]: the workers, the front, forwarding and the upstream client.
@@ -17,4 +18,5 @@ pub(crate) mod api;
 pub mod config;
 pub mod control;
 pub mod data;
+pub mod metrics;
 pub mod state;

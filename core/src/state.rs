@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -13,6 +13,7 @@ use serde::Serialize;
 use lb_balance::Placement;
 
 use crate::config::key::KeyRule;
+use crate::metrics::{Metrics, ReplicaMetrics};
 
 /// How the supervisor refers to a running replica.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -72,6 +73,9 @@ pub struct Backend {
     /// Whether bodiless `GET`/`HEAD` requests to it may be pipelined (with `[proxy]
     /// pipelining` on): on for replicas `lb` runs, off by default for backends by address.
     pub pipelining: bool,
+    /// Its counters for `/_lb/metrics` (one block per worker thread), given when it is first
+    /// published in a snapshot.
+    pub metrics: OnceLock<Arc<ReplicaMetrics>>,
 }
 
 impl Backend {
@@ -91,6 +95,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             started: Instant::now(),
             pipelining: true,
+            metrics: OnceLock::new(),
         })
     }
 
@@ -100,6 +105,12 @@ impl Backend {
             pipelining: on,
             ..self
         }
+    }
+
+    /// Its counters, once it has been published.
+    #[inline]
+    pub fn counters(&self) -> Option<&ReplicaMetrics> {
+        self.metrics.get().map(|m| &**m)
     }
 
     /// Whether it is a backend by address (a service `lb` did not start).
@@ -256,6 +267,8 @@ pub struct Meta {
     pub supervisor: &'static str,
     /// When the load balancer started.
     pub started: Instant,
+    /// Threads serving requests (traffic workers and the admin address's thread).
+    pub workers: usize,
 }
 
 /// Everything readers share: the current snapshot and fixed facts.
@@ -269,4 +282,6 @@ pub struct Shared {
     pub meta: Meta,
     /// Requests sent again to the next replica because theirs could not take them.
     pub retries: AtomicU64,
+    /// The counters `/_lb/metrics` shows.
+    pub metrics: Metrics,
 }

@@ -80,8 +80,8 @@ async fn hostnames_that_look_like_options_are_refused() {
     assert_eq!(lb.rep().await.0, 3);
 }
 
-/// With `[admin] token`, `/add`, `/rm`, `/_lb/status` and `/_lb/plugins` need it; `/rep`,
-/// `/_lb/ring`, the `/_lb/ui` page and proxied paths do not.
+/// With `[admin] token`, `/add`, `/rm`, `/_lb/status`, `/_lb/plugins` and `/_lb/metrics` need
+/// it; `/rep`, `/_lb/ring`, the `/_lb/ui` page and proxied paths do not.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_token_protects_what_changes_state_or_reveals_processes() {
     let lb = Lb::start(&format!("[admin]\ntoken = \"s3cret\"\n{}", common::THREE));
@@ -91,6 +91,7 @@ async fn the_admin_token_protects_what_changes_state_or_reveals_processes() {
         ("DELETE", "/rm", r#"{"n": 1}"#),
         ("GET", "/_lb/status", ""),
         ("GET", "/_lb/plugins", ""),
+        ("GET", "/_lb/metrics", ""),
     ] {
         for headers in [
             &[][..],
@@ -117,6 +118,10 @@ async fn the_admin_token_protects_what_changes_state_or_reveals_processes() {
         lb.send("GET", "/_lb/status", b"", &bearer).await.status,
         200
     );
+    assert_eq!(
+        lb.send("GET", "/_lb/metrics", b"", &bearer).await.status,
+        200
+    );
     let removed = lb.send("DELETE", "/rm", br#"{"n": 1}"#, &bearer).await;
     assert_eq!(removed.status, 200, "{}", removed.body);
 }
@@ -130,7 +135,7 @@ async fn admin_routes_can_live_on_their_own_address() {
     ));
     let admin = lb.admin.expect("lb printed its admin address");
     assert_eq!(lb.get("/rep").await.status, 200);
-    for path in ["/_lb/status", "/_lb/ring", "/_lb/ui"] {
+    for path in ["/_lb/status", "/_lb/ring", "/_lb/ui", "/_lb/metrics"] {
         let answer = lb.get(path).await;
         assert_eq!(answer.status, 404, "{path} on the traffic port");
         assert!(answer.body.contains("admin address"), "{}", answer.body);

@@ -247,7 +247,12 @@ async fn replacement_of_a_dead_replica_is_written_back() {
         (!text.contains(&victim)).then_some(text)
     })
     .await;
-    let (_, names) = lb.rep().await;
+    // The file names the replacement as soon as the victim is out; /rep lists it once it joined.
+    let names = eventually(DEADLINE, "the replacement in the ring", || async {
+        let (n, names) = lb.rep().await;
+        (n == 3).then_some(names)
+    })
+    .await;
     assert_ne!(names[0], victim);
     assert!(
         text.contains(&format!("hostname = \"{}\"\nid = 1", names[0])),

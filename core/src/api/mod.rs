@@ -5,6 +5,7 @@
 
 pub(crate) mod admin;
 mod contract;
+mod prometheus;
 mod ui;
 
 use std::sync::Arc;
@@ -59,7 +60,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Routes that change state or reveal processes, files and addresses.
 fn protected(path: &str) -> bool {
-    matches!(path, "/add" | "/rm" | "/_lb/status" | "/_lb/plugins")
+    matches!(
+        path,
+        "/add" | "/rm" | "/_lb/status" | "/_lb/plugins" | "/_lb/metrics"
+    )
 }
 
 /// The REST handlers, over the shared state and a handle to the controller.
@@ -95,6 +99,7 @@ impl Api {
             "/rm" => self.scale(req, Scale::Remove).await,
             "/_lb/plugins" => self.plugins(req.method()).await,
             "/_lb/ui" => ui::page(req.method()),
+            "/_lb/metrics" => self.metrics(req.method()).await,
             _ => self.views(&req),
         };
         result.unwrap_or_else(|e| error_response(&e))
@@ -158,6 +163,25 @@ impl Api {
             .await
             .map_err(|e| ApiError::Internal(format!("listing plugins failed: {e}")))?;
         Ok(json_response(StatusCode::OK, body))
+    }
+
+    async fn metrics(&self, method: &Method) -> Result<Response<Bytes>, ApiError> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(ApiError::MethodNotAllowed {
+                path: "/_lb/metrics",
+                allowed: "GET",
+            });
+        }
+        let shared = Arc::clone(&self.shared);
+        let page = tokio::task::spawn_blocking(move || prometheus::metrics(&shared))
+            .await
+            .map_err(|e| ApiError::Internal(format!("collecting metrics failed: {e}")))?;
+        let mut resp = Response::new(Bytes::from(page));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::exposition::CONTENT_TYPE),
+        );
+        Ok(resp)
     }
 
     fn views(&self, req: &Request<Incoming>) -> Result<Response<Bytes>, ApiError> {
@@ -268,7 +292,7 @@ mod tests {
 
     #[test]
     fn only_state_changing_and_revealing_routes_are_protected() {
-        for path in ["/add", "/rm", "/_lb/status", "/_lb/plugins"] {
+        for path in ["/add", "/rm", "/_lb/status", "/_lb/plugins", "/_lb/metrics"] {
             assert!(protected(path), "{path}");
         }
         for path in ["/rep", "/_lb/ring", "/_lb/ui", "/home"] {

@@ -13,8 +13,8 @@ use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use toml_edit::{ImDocument, Item, TableLike};
 
 use super::{
-    AdminSection, Config, HealthSection, LimitsSection, PluginsSection, Problem, ProxySection,
-    ReplicaEntry, RingSection, SupervisorSection,
+    AdminSection, Config, HealthSection, LimitsSection, LogSection, PluginsSection, Problem,
+    ProxySection, ReplicaEntry, RingSection, SupervisorSection,
 };
 
 /// At most this many deserialization attempts (each finds one type error).
@@ -167,6 +167,7 @@ fn section_fields(name: &str) -> Option<&'static [&'static str]> {
         "proxy" => fields_of::<ProxySection>(),
         "admin" => fields_of::<AdminSection>(),
         "limits" => fields_of::<LimitsSection>(),
+        "log" => fields_of::<LogSection>(),
         "replicas" => fields_of::<ReplicaEntry>(),
         _ => return None,
     })

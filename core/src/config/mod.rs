@@ -64,6 +64,9 @@ pub struct Config {
     /// Limits that protect the machine.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The access log.
+    #[serde(default)]
+    pub log: LogSection,
     /// The replicas, each with its hostname and server id.
     #[serde(default)]
     pub replicas: Vec<ReplicaEntry>,
@@ -181,6 +184,48 @@ impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection { max_replicas: 64 }
     }
+}
+
+/// `[log]`: the access log, one line per proxied request. Needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Where the lines go: `"off"` (the default), `"stdout"`, or a file (appended to, relative
+    /// to the configuration file's directory, reopened on SIGHUP).
+    pub access: Spanned<String>,
+    /// How a line is written.
+    pub access_format: AccessFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            access: Spanned::new(0..0, "off".to_owned()),
+            access_format: AccessFormat::default(),
+        }
+    }
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// `key=value` pairs, strings quoted and escaped (logfmt).
+    #[default]
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTarget {
+    /// Nowhere: no line is made.
+    Off,
+    /// The standard output.
+    Stdout,
+    /// This file, appended to.
+    File(PathBuf),
 }
 
 /// `[plugins]`
@@ -615,6 +660,15 @@ impl Config {
         }
     }
 
+    /// Where `[log] access` sends lines (a relative path is relative to the file's directory).
+    pub fn access_log(&self) -> AccessTarget {
+        match self.log.access.get_ref().as_str() {
+            "off" => AccessTarget::Off,
+            "stdout" => AccessTarget::Stdout,
+            path => AccessTarget::File(self.base_dir.join(path)),
+        }
+    }
+
     /// The ring parameters.
     pub fn ring_params(&self) -> RingParams {
         self.ring.params()
@@ -786,6 +840,15 @@ impl Config {
                 ),
             ));
         }
+        if let Err(why) = check_access_log(self.log.access.get_ref()) {
+            let span = self.log.access.span();
+            let at = if span.is_empty() {
+                check::key_offset(&self.text, "log", "access").unwrap_or(0)
+            } else {
+                span.start
+            };
+            problems.push(self.problem(at..at, why));
+        }
         if self.admin.listen.is_some_and(|admin| admin == self.listen) {
             let at = check::key_offset(&self.text, "admin", "listen").unwrap_or(0);
             problems.push(self.problem(at..at, "admin.listen must differ from listen".into()));
@@ -887,6 +950,24 @@ fn check_health_path(path: &str) -> Result<(), String> {
              (printable ASCII, no spaces or '#', at most 1024 bytes)",
             path.chars().take(40).collect::<String>()
         ))
+    }
+}
+
+/// `[log] access`: `"off"`, `"stdout"` or the path of a file (not empty, not a directory's).
+fn check_access_log(access: &str) -> Result<(), String> {
+    let shown: String = access.chars().take(60).collect();
+    if access.trim().is_empty() {
+        Err("log.access must be \"off\", \"stdout\" or the path of a file".into())
+    } else if access.contains('\0') {
+        Err(format!(
+            "log.access {shown:?} must not contain a NUL character"
+        ))
+    } else if access.ends_with('/') || access.ends_with("/.") || access.ends_with("/..") {
+        Err(format!(
+            "log.access {shown:?} names a directory; give the path of a file in it"
+        ))
+    } else {
+        Ok(())
     }
 }
 

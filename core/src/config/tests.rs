@@ -444,3 +444,47 @@ fn maglev_needs_a_prime_number_of_slots_at_least_n() {
             .contains("between 1 and 4194304")
     );
 }
+
+#[test]
+fn the_access_log_is_off_by_default_and_read() {
+    let c = Config::parse("").unwrap();
+    assert_eq!(c.access_log(), AccessTarget::Off);
+    assert_eq!(c.log.access_format, AccessFormat::Text);
+    let c = Config::parse("[log]\naccess = \"stdout\"\naccess_format = \"json\"\n").unwrap();
+    assert_eq!(c.access_log(), AccessTarget::Stdout);
+    assert_eq!(c.log.access_format, AccessFormat::Json);
+    // A relative path is relative to the file's directory.
+    let c = Config::parse_file(
+        "[log]\naccess = \"logs/access.log\"\n",
+        Path::new("/etc/lb/lb.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.access_log(),
+        AccessTarget::File(PathBuf::from("/etc/lb/logs/access.log"))
+    );
+    let c = Config::parse("[log]\naccess = \"/var/log/lb.log\"\n").unwrap();
+    assert_eq!(
+        c.access_log(),
+        AccessTarget::File(PathBuf::from("/var/log/lb.log"))
+    );
+}
+
+#[test]
+fn bad_access_log_settings_are_problems_with_line_and_column() {
+    let (line, column, message) = invalid("[log]\naccess = \"stdout\"\naccess_format = \"xml\"\n");
+    assert_eq!((line, column), (3, 17));
+    assert!(
+        message.contains("`text`") && message.contains("`json`"),
+        "{message}"
+    );
+    let (line, column, message) = invalid("[log]\naccess = \"\"\n");
+    assert_eq!((line, column), (2, 10));
+    assert!(message.contains("\"off\", \"stdout\""), "{message}");
+    let (line, _, message) = invalid("\n[log]\naccess = \"/var/log/\"\n");
+    assert_eq!(line, 3);
+    assert!(message.contains("directory"), "{message}");
+    let (line, column, message) = invalid("[log]\nacess = \"stdout\"\n");
+    assert_eq!((line, column), (2, 1));
+    assert!(message.contains("did you mean `access`"), "{message}");
+}

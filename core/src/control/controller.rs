@@ -91,6 +91,7 @@ impl Controller {
             }),
             Source::Embedded | Source::Copy(_) => None,
         };
+        let metrics = crate::metrics::Metrics::new(meta.workers);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 placement: empty,
@@ -108,6 +109,7 @@ impl Controller {
             }),
             meta,
             retries: AtomicU64::new(0),
+            metrics,
         });
         let (handle, rx) = ControllerHandle::channel();
         let controller = Controller {
@@ -238,14 +240,18 @@ impl Controller {
                     reply,
                 } => {
                     let result = self.added(specs, results);
+                    self.shared.metrics.reload(result.is_ok());
                     if result.is_ok() {
                         self.write_back().await;
                     }
                     let _ = reply.send(result);
                 }
                 Command::Remove { request, reply } => {
-                    if self.remove(request, reply) {
+                    let removed = self.remove(request, reply);
+                    self.shared.metrics.reload(removed.is_some());
+                    if let Some(written) = removed {
                         self.write_back().await;
+                        let _ = written.send(());
                     }
                 }
                 Command::FileChanged => self.file_changed(false).await,
@@ -294,6 +300,11 @@ impl Controller {
     /// Publish the current replica set as a new snapshot.
     fn publish(&self) {
         let backends: Vec<Arc<Backend>> = self.replicas.values().cloned().collect();
+        for backend in &backends {
+            backend
+                .metrics
+                .get_or_init(|| self.shared.metrics.replica(&backend.hostname));
+        }
         let ids: Vec<u64> = self.replicas.keys().copied().collect();
         match self.balancer.place(Arc::clone(&self.hash), &ids) {
             Ok(placement) => self.shared.snapshot.store(Arc::new(Snapshot {
@@ -409,6 +420,7 @@ impl Controller {
         ) {
             Ok(specs) => specs,
             Err(e) => {
+                self.shared.metrics.reload(false);
                 let _ = reply.send(Err(e));
                 return;
             }
@@ -474,14 +486,19 @@ impl Controller {
         Ok(self.hostnames())
     }
 
-    /// Take replicas out of the ring at once; drain and stop them on another task, which answers.
-    /// Returns whether anything was removed.
-    fn remove(&mut self, request: ScaleRequest, reply: oneshot::Sender<ScaleReply>) -> bool {
+    /// Take replicas out of the ring at once; drain and stop them on another task, which answers
+    /// once they are stopped and the change is written back. When anything was removed, returns
+    /// what to tell that task when the write-back is done.
+    fn remove(
+        &mut self,
+        request: ScaleRequest,
+        reply: oneshot::Sender<ScaleReply>,
+    ) -> Option<oneshot::Sender<()>> {
         let victims = match plan_remove(&self.members(), &request, &mut self.rng) {
             Ok(victims) => victims,
             Err(e) => {
                 let _ = reply.send(Err(e));
-                return false;
+                return None;
             }
         };
         let removed: Vec<Arc<Backend>> = victims
@@ -491,11 +508,13 @@ impl Controller {
         self.publish();
         let remaining = self.hostnames();
         let done = self.retire(removed);
+        let (written, write_back) = oneshot::channel();
         tokio::spawn(async move {
             let _ = done.await;
+            let _ = write_back.await;
             let _ = reply.send(Ok(remaining));
         });
-        true
+        Some(written)
     }
 
     /// Drain and stop replicas already out of the ring, on another task. The returned receiver
@@ -553,6 +572,7 @@ impl Controller {
         }
         // The assignment gives the replacement a new random hostname; it keeps the server id,
         // so its virtual nodes land on the same slots and no other replica's keys move.
+        self.shared.metrics.restarted();
         let hostname = self.members().random_hostname(&[], &mut self.rng);
         tracing::warn!(hostname = %dead.hostname, id, %reason, replacement = %hostname, "replica failed; replacing it");
         let streak = if dead.started.elapsed() < CRASH_WINDOW {
@@ -769,6 +789,7 @@ impl Controller {
                 let message = format!("cannot read {}: {e}", file.path.display());
                 tracing::error!("{message}; keeping the running configuration");
                 self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+                self.shared.metrics.reload(false);
                 return;
             }
         };
@@ -777,6 +798,7 @@ impl Controller {
             if hangup {
                 tracing::info!(path = %file.path.display(), "configuration unchanged");
                 self.resolve_again();
+                self.shared.metrics.reload(true);
             }
             return;
         }
@@ -791,6 +813,7 @@ impl Controller {
             );
             tracing::error!("{message}");
             self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+            self.shared.metrics.reload(false);
             return;
         }
         let path = file.path.display().to_string();
@@ -800,14 +823,17 @@ impl Controller {
                 let message = format!("{path}: {e}");
                 tracing::error!("{message}; keeping the running configuration");
                 self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+                self.shared.metrics.reload(false);
                 return;
             }
         };
-        self.apply(config).await;
+        let applied = self.apply(config).await;
+        self.shared.metrics.reload(applied);
     }
 
-    /// Make the running state match a validated configuration.
-    async fn apply(&mut self, config: Config) {
+    /// Make the running state match a validated configuration; false if it could not (the
+    /// hash it names could not be loaded), and nothing changed.
+    async fn apply(&mut self, config: Config) -> bool {
         // Loading a plugin reads files and runs its self-check: not on the async workers.
         let resolved = {
             let config = config.clone();
@@ -820,11 +846,11 @@ impl Controller {
                 let message = format!("{}: {e}", self.shared.config.load().path);
                 tracing::error!("{message}; keeping the running configuration");
                 self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::error!(error = %e, "resolving the hash failed");
-                return;
+                return false;
             }
         };
         let members = self.members();
@@ -891,6 +917,7 @@ impl Controller {
             s.last_error = None;
             s.needs_restart = plan.needs_restart.iter().map(|f| f.to_string()).collect();
         });
+        true
     }
 }
 

@@ -17,6 +17,11 @@ pub(crate) enum PersistError {
     /// The file on disk is not valid TOML right now (e.g. mid-edit): it is left alone.
     #[error("the file is not valid TOML, so it was left as it is: {0}")]
     NotToml(#[from] toml_edit::TomlError),
+    /// The file on disk is empty — most likely caught between the truncation and the write of
+    /// someone else's save — so it is left alone (the controller does not apply an empty file
+    /// either).
+    #[error("the file is empty (a save in progress?), so it was left as it is")]
+    Empty,
     /// Reading or writing failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -29,6 +34,9 @@ pub(crate) type Entry<'a> = (u64, &'a str, Option<&'a str>);
 /// `text` with its `[[replicas]]` set to `replicas`, in that order for new entries; everything
 /// else untouched (a kept entry's other keys, such as `pipelining`, stay as the user wrote them).
 pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String, PersistError> {
+    if text.trim().is_empty() {
+        return Err(PersistError::Empty);
+    }
     let mut doc: DocumentMut = text.parse()?;
     let Some(tables) = doc
         .get_mut("replicas")
@@ -305,6 +313,18 @@ id = 2
             with_replicas("[ring\n", &[(1, "A", None)]),
             Err(PersistError::NotToml(_))
         ));
+    }
+
+    /// An empty file is someone's save caught between truncation and write: writing the replica
+    /// list into it would replace everything else they wrote.
+    #[test]
+    fn an_empty_file_is_left_alone() {
+        for text in ["", " \n"] {
+            assert!(matches!(
+                with_replicas(text, &[(1, "A", None)]),
+                Err(PersistError::Empty)
+            ));
+        }
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
     if desired.plugins != startup.plugins {
         needs_restart.push("plugins");
     }
+    if desired.log != startup.log {
+        needs_restart.push("log");
+    }
     if desired.admin != startup.admin {
         needs_restart.push("admin");
     }

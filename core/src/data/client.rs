@@ -101,21 +101,46 @@ impl Drop for Busy {
     }
 }
 
-/// A response body that keeps its request counted as in progress until it is done or dropped.
+/// What watches a response body go out: told the size of every piece of it, and whether it
+/// failed midway. Dropped with the body, when it is done or the client went away.
+pub(crate) trait Watch {
+    /// `bytes` of body were handed to the connection.
+    fn sent(&mut self, bytes: usize);
+    /// The body failed before its end (the replica's response was cut off).
+    fn failed(&mut self);
+}
+
+impl Watch for () {
+    fn sent(&mut self, _: usize) {}
+    fn failed(&mut self) {}
+}
+
+/// A response body that keeps its request counted as in progress until it is done or dropped,
+/// and shows what it sends to a [`Watch`] (dropped at the same moment: the end of the response).
 #[derive(Debug)]
-pub(crate) struct Tracked<B> {
+pub(crate) struct Tracked<B, W = ()> {
     body: B,
+    watch: W,
     _busy: Busy,
 }
 
-impl<B> Tracked<B> {
-    /// `body`, holding `busy` until it is dropped.
-    pub(crate) fn new(body: B, busy: Busy) -> Self {
-        Tracked { body, _busy: busy }
+impl<B, W> Tracked<B, W> {
+    /// `body`, holding `busy` until it is dropped, watched by `watch`.
+    pub(crate) fn new(body: B, busy: Busy, watch: W) -> Self {
+        Tracked {
+            body,
+            watch,
+            _busy: busy,
+        }
     }
 }
 
-impl<B: Body + Unpin> Body for Tracked<B> {
+impl<B, W> Body for Tracked<B, W>
+where
+    B: Body + Unpin,
+    B::Data: bytes::Buf,
+    W: Watch + Unpin,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -124,7 +149,18 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.body).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.watch.sent(bytes::Buf::remaining(data));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.watch.failed(),
+            Poll::Ready(None) | Poll::Pending => {}
+        }
+        poll
     }
 
     #[inline]
@@ -546,13 +582,58 @@ mod tests {
     #[test]
     fn tracked_bodies_keep_their_request_in_progress() {
         let activity = Arc::new(Activity::default());
-        let body = Tracked::new(TestBody::new(Bytes::from_static(b"abc")), activity.begin());
+        let body = Tracked::new(
+            TestBody::new(Bytes::from_static(b"abc")),
+            activity.begin(),
+            (),
+        );
         assert_eq!(body.size_hint().exact(), Some(3));
         assert_eq!(activity.open.load(Ordering::Relaxed), 1);
         bump(&activity.reads);
         drop(body);
         assert_eq!(activity.open.load(Ordering::Relaxed), 0);
         assert_eq!(activity.reads_at_rest.load(Ordering::Relaxed), 1);
+    }
+
+    #[derive(Debug, Default)]
+    struct Seen {
+        bytes: usize,
+        failed: bool,
+    }
+
+    impl Watch for &mut Seen {
+        fn sent(&mut self, bytes: usize) {
+            self.bytes += bytes;
+        }
+        fn failed(&mut self) {
+            self.failed = true;
+        }
+    }
+
+    #[tokio::test]
+    async fn tracked_bodies_show_what_they_send() {
+        use http_body_util::BodyExt;
+        let activity = Arc::new(Activity::default());
+        let mut seen = Seen::default();
+        let body = Tracked::new(
+            TestBody::new(Bytes::from_static(b"hello")),
+            activity.begin(),
+            &mut seen,
+        );
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"hello");
+        assert_eq!(seen.bytes, 5);
+        assert!(!seen.failed);
+
+        let failing = http_body_util::StreamBody::new(futures_util::stream::iter([
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err(std::io::Error::other("cut off")),
+        ]));
+        let mut seen = Seen::default();
+        let body = Tracked::new(failing, activity.begin(), &mut seen);
+        assert!(body.collect().await.is_err());
+        assert_eq!(seen.bytes, 2);
+        assert!(seen.failed);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
@@ -27,11 +27,13 @@ use super::body::LbBody;
 use super::client::{self, Activity, ClientStream, Tracked, Verdict, Watchdog};
 use super::hop;
 use super::key::{self, Peer};
+use super::observe::{Exchange, Observation, Recorder};
 use super::outgoing::{Held, Outgoing};
 use super::upstream::{self, UpstreamError, Upstreams};
 use crate::api::{self, Access, Api, ApiError};
 use crate::config::ProxySection;
 use crate::control::ControllerHandle;
+use crate::metrics::UpstreamErrorKind;
 use crate::state::{Backend, Shared};
 
 /// Most header fields in a client's request: hyper's (and so `server`'s) limit is 100, and `lb`
@@ -60,18 +62,21 @@ pub(crate) struct App {
     client: Client<HttpConnector, Outgoing>,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled.
     upstreams: Option<Upstreams>,
+    /// Where this worker counts and logs finished requests.
+    recorder: Arc<Recorder>,
 }
 
 impl App {
-    /// An app over `shared` that sends changes to `controller`.
-    /// `proxies`: false on the admin address, which serves only the load balancer's own
-    /// endpoints.
+    /// An app over `shared` that sends changes to `controller` and counts requests with
+    /// `recorder` (its worker's). `proxies`: false on the admin address, which serves only the
+    /// load balancer's own endpoints.
     pub(crate) fn new(
         shared: Arc<Shared>,
         controller: ControllerHandle,
         settings: ProxySection,
         access: Access,
         proxies: bool,
+        recorder: Recorder,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -94,22 +99,42 @@ impl App {
             upstreams: settings
                 .pipelining
                 .then(|| Upstreams::with_connect_timeout(connect_timeout)),
+            recorder: Arc::new(recorder),
         }
     }
 
-    /// Answer one request from `peer`.
-    pub(crate) async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<LbBody> {
+    /// Answer one request from `peer`, noting in `exchange` what a proxied one went through.
+    pub(crate) async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+        exchange: &mut Exchange,
+    ) -> Response<LbBody> {
         if api::owns(req.uri().path()) {
             return self.api.answer(req).await.map(LbBody::full);
         }
+        exchange.count(&self.recorder.metrics);
         if !self.proxies {
             return error_response(&ApiError::NotFound(req.uri().path().to_owned()));
         }
-        self.proxy(req, peer).await
+        let timed = Observation::times_upstream(&self.recorder).then(Instant::now);
+        let resp = self.proxy(req, peer, exchange).await;
+        exchange.upstream = timed
+            .filter(|_| exchange.replica.is_some())
+            .map(|t| t.elapsed());
+        resp
     }
 
-    async fn proxy(&self, req: Request<Incoming>, peer: &Peer) -> Response<LbBody> {
-        let (backend, slot) = {
+    /// Send `req` to the replica the ring picks, noting it (and any replica tried after it) in
+    /// `exchange.replica`: set before anything waits, so a request whose client goes away is
+    /// still counted under its replica.
+    async fn proxy(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+        exchange: &mut Exchange,
+    ) -> Response<LbBody> {
+        let slot = {
             let snapshot = self.shared.snapshot.load();
             let id = key::request_id(
                 &snapshot.key,
@@ -118,11 +143,13 @@ impl App {
                 peer,
                 self.trust_forwarded_for,
             );
+            exchange.request_id = Some(id);
             let slot = snapshot.placement.slot_of(id);
             match snapshot.placement.owner_of_slot(slot) {
                 Some(owner) => {
                     let member = snapshot.serving(slot, owner);
-                    (Arc::clone(&snapshot.backends[member]), slot)
+                    exchange.replica = Some(Arc::clone(&snapshot.backends[member]));
+                    slot
                 }
                 None => {
                     return error_response(&ApiError::Unavailable(
@@ -132,20 +159,20 @@ impl App {
             }
         };
         let mut tried = Vec::new();
-        let mut backend = backend;
         if let Some(upstreams) = &self.upstreams {
-            if backend.pipelining && batchable(&req) {
+            if exchange.replica.as_ref().is_some_and(|b| b.pipelining) && batchable(&req) {
                 match self
-                    .pipelined(upstreams, &req, backend, slot, &peer.forwarded_for)
+                    .pipelined(upstreams, &req, exchange, slot, &peer.forwarded_for)
                     .await
                 {
                     Ok(resp) => return resp,
-                    // The next replica to try does not take pipelined requests.
-                    Err((next, so_far)) => (backend, tried) = (next, so_far),
+                    // The next replica to try (now in `exchange`) does not take pipelined
+                    // requests.
+                    Err(so_far) => tried = so_far,
                 }
             }
         }
-        self.forward(req, backend, slot, &peer.forwarded_for, tried)
+        self.forward(req, exchange, slot, &peer.forwarded_for, tried)
             .await
     }
 
@@ -157,7 +184,7 @@ impl App {
     async fn forward(
         &self,
         req: Request<Incoming>,
-        mut backend: Arc<Backend>,
+        exchange: &mut Exchange,
         slot: u32,
         forwarded_for: &HeaderValue,
         mut tried: Vec<u64>,
@@ -174,6 +201,7 @@ impl App {
         let held = (!body.is_end_stream()).then(|| Held::new(body));
         let repeatable = held.is_none() && safe_to_repeat(&parts.method);
         loop {
+            let backend = exchange.replica.as_ref().expect("proxy chose a replica");
             let mut uri = http::uri::Parts::default();
             uri.scheme = Some(Scheme::HTTP);
             uri.authority = Some(backend.authority.clone());
@@ -188,12 +216,14 @@ impl App {
 
             let in_flight = backend.begin_request();
             let sent = self.client.request(request);
-            let error = match wait(sent, &backend, self.response_timeout, repeatable).await {
+            let error = match wait(sent, backend, self.response_timeout, repeatable).await {
                 // hyper takes any three digits; RFC 9110 §15 has 100–599.
                 Ok(Ok(resp)) if resp.status().as_u16() > 599 => {
                     let reason =
                         format!("invalid response: status code {}", resp.status().as_u16());
-                    return did_not_answer(&backend, &reason);
+                    self.recorder
+                        .upstream_error(backend, UpstreamErrorKind::BadResponse);
+                    return did_not_answer(backend, &reason);
                 }
                 // The assignment's replicas have /home and /heartbeat only; a service by address
                 // answers its own 404s.
@@ -219,6 +249,8 @@ impl App {
                     }
                     if e.is_connect() {
                         Failure::Unreached(error_chain(&e))
+                    } else if is_parse_error(&e) {
+                        Failure::Upstream(UpstreamError::Invalid(error_chain(&e)))
                     } else {
                         Failure::Upstream(UpstreamError::NotStarted(error_chain(&e)))
                     }
@@ -226,6 +258,11 @@ impl App {
                 Err(waited) => Failure::Upstream(waited),
             };
             drop(in_flight);
+            let kind = match &error {
+                Failure::Unreached(_) => UpstreamErrorKind::Connect,
+                Failure::Upstream(e) => error_kind(e),
+            };
+            self.recorder.upstream_error(backend, kind);
             tried.push(backend.id);
             let untouched = held.as_ref().is_none_or(|h| !h.taken());
             let retryable = untouched && (repeatable || matches!(error, Failure::Unreached(_)));
@@ -236,12 +273,12 @@ impl App {
                 (Some(next), error) => {
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(from = %backend.hostname, to = %next.hostname, error = %error, "retrying on the next replica");
-                    backend = next;
+                    exchange.replica = Some(next);
                 }
                 (None, Failure::Upstream(e @ UpstreamError::TimedOut(_))) => {
-                    return timed_out(&backend, &e.to_string())
+                    return timed_out(backend, &e.to_string())
                 }
-                (None, e) => return did_not_answer(&backend, &e.to_string()),
+                (None, e) => return did_not_answer(backend, &e.to_string()),
             }
         }
     }
@@ -251,20 +288,22 @@ impl App {
     /// answer, the replica took longer than the response timeout or was taken out of the ring
     /// as failed meanwhile), it goes to the next replica in ring order, up to `retries` times:
     /// safe for these methods, and what keeps a killed or hung replica from costing clients.
-    /// When the next replica to try does not take pipelined requests, it is handed back with the
-    /// ids tried so far, for [`App::forward`].
+    /// The replica is `exchange.replica`, and so is each one tried after it. When the next
+    /// replica to try does not take pipelined requests, the ids tried so far are handed back, for
+    /// [`App::forward`].
     async fn pipelined(
         &self,
         upstreams: &Upstreams,
         req: &Request<Incoming>,
-        mut backend: Arc<Backend>,
+        exchange: &mut Exchange,
         slot: u32,
         forwarded_for: &HeaderValue,
-    ) -> Result<Response<LbBody>, (Arc<Backend>, Vec<u64>)> {
+    ) -> Result<Response<LbBody>, Vec<u64>> {
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let head_only = req.method() == Method::HEAD;
         let mut tried: Vec<u64> = Vec::new();
         loop {
+            let backend = exchange.replica.as_ref().expect("proxy chose a replica");
             let head = upstream::request_head(
                 req.method(),
                 path_and_query,
@@ -275,7 +314,7 @@ impl App {
             );
             let in_flight = backend.begin_request();
             let sent = upstreams.request(&backend.addr, head, head_only);
-            let error = match wait(sent, &backend, self.response_timeout, true).await {
+            let error = match wait(sent, backend, self.response_timeout, true).await {
                 Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND && !backend.is_address() => {
                     return Ok(not_in_replicas(req.uri().path()));
                 }
@@ -292,6 +331,7 @@ impl App {
                 Ok(Err(e)) | Err(e) => e,
             };
             drop(in_flight);
+            self.recorder.upstream_error(backend, error_kind(&error));
             tried.push(backend.id);
             // A malformed response or one cut off midway was an answer: not sent again.
             let retryable = matches!(
@@ -308,15 +348,16 @@ impl App {
                 Some(next) => {
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(from = %backend.hostname, to = %next.hostname, %error, "retrying on the next replica");
-                    if !next.pipelining {
-                        return Err((next, tried));
+                    let pipelines = next.pipelining;
+                    exchange.replica = Some(next);
+                    if !pipelines {
+                        return Err(tried);
                     }
-                    backend = next;
                 }
                 None if matches!(error, UpstreamError::TimedOut(_)) => {
-                    return Ok(timed_out(&backend, &error.to_string()))
+                    return Ok(timed_out(backend, &error.to_string()))
                 }
-                None => return Ok(did_not_answer(&backend, &error.to_string())),
+                None => return Ok(did_not_answer(backend, &error.to_string())),
             }
         }
     }
@@ -381,6 +422,30 @@ async fn wait<F: std::future::Future>(
             Err(_) => wake = deadline.min(wake + FAILED_CHECK),
         }
     }
+}
+
+/// Which `lb_upstream_errors_total{kind}` an attempt's failure counts under.
+fn error_kind(error: &UpstreamError) -> UpstreamErrorKind {
+    match error {
+        UpstreamError::Connect { .. } => UpstreamErrorKind::Connect,
+        UpstreamError::NotStarted(_) | UpstreamError::Io(_) => UpstreamErrorKind::Reset,
+        UpstreamError::TimedOut(_) | UpstreamError::ReplicaFailed => UpstreamErrorKind::Timeout,
+        UpstreamError::Invalid(_) => UpstreamErrorKind::BadResponse,
+    }
+}
+
+/// Whether hyper's client failed because the replica's response was not valid HTTP.
+fn is_parse_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Methods that are safe to send again when a replica gave no answer (RFC 9110 §9.2.1).
@@ -537,15 +602,18 @@ async fn connection(
     let stream = TokioIo::new(ClientStream::new(stream, Arc::clone(&activity)));
     // Built once per connection, cloned (a reference count) per request.
     let peer = Arc::new(Peer::new(remote.ip()));
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         // Called once the head is read whole: the request is in progress until its response
-        // body is done.
+        // body is done, and it is observed until then (counted when the observation drops:
+        // with the body, or here if the client goes away first).
         let busy = activity.begin();
+        let mut observation = Observation::begin(Arc::clone(&app.recorder), &req, remote.ip());
         let app = Arc::clone(&app);
         let peer = Arc::clone(&peer);
         async move {
-            let resp = app.handle(req, &peer).await;
-            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy)))
+            let resp = app.handle(req, &peer, &mut observation.exchange).await;
+            observation.answered(resp.status());
+            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy, observation)))
         }
     });
     let mut conn = http1::Builder::new()

@@ -8,15 +8,19 @@
 //!   is hashed by; [`outgoing`] a request body that can go to the next
 //!   replica when the first could not be reached.
 //! - [`client`]: the client-side timeouts (request head, idle keep-alive connection).
+//! - [`observe`]: what each proxied request is counted and logged as, once its response is
+//!   done; [`access`]: the access log's writer.
 //!
 //! The hot path only `load()`s the snapshot (no lock) and reaches the control plane only
 //! through [`crate::control::ControllerHandle`].
 
+pub mod access;
 pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod front;
 pub(crate) mod hop;
 pub(crate) mod key;
+pub(crate) mod observe;
 pub(crate) mod outgoing;
 pub mod upstream;
 pub mod workers;

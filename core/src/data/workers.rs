@@ -14,7 +14,9 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
+use super::access::AccessLog;
 use super::front::{self, App};
+use super::observe::Recorder;
 use crate::api::Access;
 use crate::config::ProxySection;
 use crate::control::ControllerHandle;
@@ -110,7 +112,8 @@ impl Workers {
     ///
     /// With an `admin` listener (`[admin] listen`), `/add`, `/rm` and `/_lb/*` are served there
     /// only, on a thread of its own; `token` (the admin token) protects the routes that change
-    /// state or reveal processes wherever they are served.
+    /// state or reveal processes wherever they are served. Each thread counts its requests in a
+    /// block of `shared.metrics` of its own, and sends access log lines to `access_log`, if on.
     pub fn start(
         listeners: Vec<std::net::TcpListener>,
         admin: Option<std::net::TcpListener>,
@@ -118,6 +121,7 @@ impl Workers {
         settings: ProxySection,
         shared: &Arc<Shared>,
         controller: &ControllerHandle,
+        access_log: Option<&AccessLog>,
     ) -> Result<Workers, WorkersError> {
         let (stop, stopped) = watch::channel(None);
         let token: Option<Arc<str>> = token.map(Into::into);
@@ -150,6 +154,10 @@ impl Workers {
             let controller = controller.clone();
             let stopped = stopped.clone();
             let limit = if proxies { per_worker } else { None };
+            let recorder = Recorder {
+                metrics: shared.metrics.worker(),
+                access: access_log.map(AccessLog::sink),
+            };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -165,7 +173,9 @@ impl Workers {
                                 return;
                             }
                         };
-                        let app = Arc::new(App::new(shared, controller, settings, access, proxies));
+                        let app = Arc::new(App::new(
+                            shared, controller, settings, access, proxies, recorder,
+                        ));
                         front::serve(listener, app, limit, stopped).await;
                     });
                 })

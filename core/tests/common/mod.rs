@@ -51,6 +51,7 @@ pub struct Lb {
     pub config: PathBuf,
     dir: Option<tempfile::TempDir>,
     log: Arc<Mutex<String>>,
+    out: Arc<Mutex<String>>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -144,6 +145,8 @@ impl Lb {
         drain(child.stderr.take().unwrap(), Arc::clone(&log));
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(String::new()));
+        let kept = Arc::clone(&out);
         std::thread::spawn(move || {
             let mut admin = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -153,6 +156,9 @@ impl Lb {
                 if let Some(addr) = line.strip_prefix("lb listening on http://") {
                     let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin));
                 }
+                let mut kept = kept.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
             }
         });
         let (addr, admin) = match rx.recv_timeout(Duration::from_secs(60)) {
@@ -169,6 +175,7 @@ impl Lb {
             config: path,
             dir,
             log,
+            out,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
         }
     }
@@ -181,6 +188,11 @@ impl Lb {
     /// Everything `lb` logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Everything `lb` wrote on its standard output so far.
+    pub fn stdout(&self) -> String {
+        self.out.lock().unwrap().clone()
     }
 
     /// Send a request with optional body and headers.

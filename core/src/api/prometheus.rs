@@ -1,0 +1,183 @@
+//! `GET /_lb/metrics`: every counter `lb` keeps, the ring's state and the process' facts, in
+//! the Prometheus text exposition format (version 0.0.4).
+
+use std::sync::atomic::Ordering;
+
+use crate::metrics::exposition::{Exposition, Kind};
+use crate::metrics::{process, UpstreamErrorKind, BUCKETS_NS};
+use crate::state::Shared;
+
+/// The page a scrape gets. Reads `/proc/self`: call it off the async workers.
+pub(crate) fn metrics(shared: &Shared) -> String {
+    let scrape = shared.metrics.scrape();
+    let snapshot = shared.snapshot.load();
+    let mut page = Exposition::new();
+
+    page.family(
+        "lb_requests_total",
+        Kind::Counter,
+        "Proxied requests by the replica that answered (or was tried last; \"\" when lb answered \
+         before choosing one) and the HTTP status sent to the client (499: the client went away \
+         before the response began).",
+    );
+    for (replica, totals) in &scrape.series {
+        for (code, n) in &totals.codes {
+            let code = code.to_string();
+            page.sample(
+                "lb_requests_total",
+                &[("replica", replica), ("code", &code)],
+                *n,
+            );
+        }
+    }
+
+    page.family(
+        "lb_request_duration_seconds",
+        Kind::Histogram,
+        "Time from a proxied request's head until its response body was done, as the client saw \
+         it.",
+    );
+    let bounds: Vec<f64> = BUCKETS_NS.iter().map(|&ns| ns as f64 / 1e9).collect();
+    for (replica, totals) in &scrape.series {
+        page.histogram(
+            "lb_request_duration_seconds",
+            &[("replica", replica)],
+            &bounds,
+            &totals.buckets,
+            totals.sum_ns as f64 / 1e9,
+        );
+    }
+
+    page.family(
+        "lb_upstream_errors_total",
+        Kind::Counter,
+        "Attempts on a replica that got no usable answer: connect (could not connect), reset \
+         (the connection closed or failed before or during the response), timeout (no response \
+         within response_timeout_ms, or the replica failed its health checks meanwhile), \
+         bad_response (not valid HTTP).",
+    );
+    for (replica, totals) in scrape.series.iter().filter(|(r, _)| !r.is_empty()) {
+        for (kind, n) in UpstreamErrorKind::ALL.iter().zip(totals.errors) {
+            page.sample(
+                "lb_upstream_errors_total",
+                &[("replica", replica), ("kind", kind.label())],
+                n,
+            );
+        }
+    }
+
+    page.family(
+        "lb_upstream_retries_total",
+        Kind::Counter,
+        "Requests sent again to the next replica in ring order because theirs could not take \
+         them.",
+    );
+    page.sample(
+        "lb_upstream_retries_total",
+        &[],
+        shared.retries.load(Ordering::Relaxed),
+    );
+
+    // Replicas in the ring are up; configured ones waiting (a replacement starting, a backend by
+    // address failing its health checks) are down.
+    let mut replicas: Vec<(u64, &str, bool, u64)> = Vec::new();
+    let slots = snapshot.placement.slot_counts();
+    for (b, owned) in snapshot.backends.iter().zip(&slots) {
+        replicas.push((b.id, &b.hostname, true, u64::from(*owned)));
+    }
+    for v in &snapshot.vacancies {
+        replicas.push((v.id, &v.hostname, false, 0));
+    }
+    replicas.sort_unstable();
+    page.family(
+        "lb_replica_up",
+        Kind::Gauge,
+        "1 for a replica in the ring, 0 for a configured one out of it (starting, or failing its \
+         health checks).",
+    );
+    for (_, hostname, up, _) in &replicas {
+        page.sample("lb_replica_up", &[("replica", hostname)], u64::from(*up));
+    }
+    page.family(
+        "lb_ring_slots",
+        Kind::Gauge,
+        "Slots of the ring a replica owns (it serves the request ids that hash to them).",
+    );
+    for (_, hostname, _, owned) in &replicas {
+        page.sample("lb_ring_slots", &[("replica", hostname)], *owned);
+    }
+    page.family(
+        "lb_replicas",
+        Kind::Gauge,
+        "N, the number of replicas /rep lists.",
+    );
+    page.sample("lb_replicas", &[], snapshot.listed().len() as u64);
+
+    let (applied, refused) = shared.metrics.reloads();
+    page.family(
+        "lb_config_reloads_total",
+        Kind::Counter,
+        "Configuration changes by result: saves of the file, SIGHUP, /add and /rm.",
+    );
+    page.sample("lb_config_reloads_total", &[("result", "success")], applied);
+    page.sample("lb_config_reloads_total", &[("result", "failure")], refused);
+    page.family(
+        "lb_replica_restarts_total",
+        Kind::Counter,
+        "Replicas replaced after they exited or failed their health checks.",
+    );
+    page.sample("lb_replica_restarts_total", &[], shared.metrics.restarts());
+    page.family(
+        "lb_inflight_requests",
+        Kind::Gauge,
+        "Proxied requests in progress (head read, response not done).",
+    );
+    page.sample("lb_inflight_requests", &[], scrape.in_flight);
+    page.family(
+        "lb_access_log_dropped_total",
+        Kind::Counter,
+        "Access log lines dropped because the writer could not keep up.",
+    );
+    page.sample("lb_access_log_dropped_total", &[], scrape.access_dropped);
+
+    let facts = process::read();
+    let gauges: [(&str, Kind, &str, Option<f64>); 5] = [
+        (
+            "process_cpu_seconds_total",
+            Kind::Counter,
+            "Total user and system CPU time spent in seconds.",
+            facts.cpu_seconds,
+        ),
+        (
+            "process_open_fds",
+            Kind::Gauge,
+            "Number of open file descriptors.",
+            facts.open_fds.map(|n| n as f64),
+        ),
+        (
+            "process_max_fds",
+            Kind::Gauge,
+            "Maximum number of open file descriptors.",
+            facts.max_fds.map(|n| n as f64),
+        ),
+        (
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory size in bytes.",
+            facts.resident_memory_bytes.map(|n| n as f64),
+        ),
+        (
+            "process_start_time_seconds",
+            Kind::Gauge,
+            "Start time of the process since unix epoch in seconds.",
+            facts.start_time_seconds,
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        if let Some(value) = value {
+            page.family(name, kind, help);
+            page.sample(name, &[], value);
+        }
+    }
+    page.finish()
+}

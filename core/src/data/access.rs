@@ -1,0 +1,486 @@
+//! The access log (`[log] access`, `access_format`): one line per proxied request, written off
+//! the request path.
+//!
+//! A worker hands each finished request's [`Record`] to a bounded channel ([`Sink::send`]: never
+//! blocks, never grows); one writer thread formats the lines into a buffer and writes it when it
+//! holds 64 KiB, at least every second, and when `lb` exits. When the channel is full the line
+//! is dropped and counted (`lb_access_log_dropped_total`; the writer also logs how many). A log
+//! file is appended to and reopened on SIGHUP ([`AccessLog::reopen`]), for logrotate.
+//!
+//! Lines cannot be broken by what a client sends: JSON strings are JSON-encoded; text values
+//! are quoted with `"`, `\` and control characters escaped.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{Method, Uri};
+use serde::Serialize;
+
+use crate::config::{AccessFormat, AccessTarget};
+use crate::state::Shared;
+
+/// Records waiting for the writer; beyond this, lines are dropped.
+const QUEUE: usize = 16 * 1024;
+/// The writer writes its buffer out at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// ... and whenever it holds this much.
+const BUFFER: usize = 64 * 1024;
+/// How long [`AccessLog::close`] waits for the last lines to be written.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The facts of one access log line.
+#[derive(Debug)]
+pub(crate) struct Record {
+    /// When the request's head had been read.
+    pub(crate) ts: SystemTime,
+    /// The client's address (the TCP peer).
+    pub(crate) client: IpAddr,
+    /// The request method.
+    pub(crate) method: Method,
+    /// The request target, as [`target`] gives it.
+    pub(crate) target: Box<str>,
+    /// The status sent (499: the client went away first).
+    pub(crate) status: u16,
+    /// The replica that answered or was tried last (`None`: none was chosen).
+    pub(crate) replica: Option<Arc<str>>,
+    /// The request id the ring hashed.
+    pub(crate) request_id: Option<u64>,
+    /// From sending to a replica until its response head.
+    pub(crate) upstream: Option<Duration>,
+    /// From the request head until the response was done.
+    pub(crate) total: Duration,
+    /// Response body bytes sent.
+    pub(crate) bytes: u64,
+}
+
+/// A worker's end of the access log.
+#[derive(Debug, Clone)]
+pub(crate) struct Sink {
+    tx: SyncSender<Record>,
+}
+
+impl Sink {
+    /// Hand `record` to the writer; false if it was dropped (the writer is behind, or gone).
+    #[inline]
+    pub(crate) fn send(&self, record: Record) -> bool {
+        match self.tx.try_send(record) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// Why the access log could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    /// The file could not be opened for appending.
+    #[error("cannot open the access log {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the access log writer: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// The running access log: the writer thread and the workers' way to it.
+#[derive(Debug)]
+pub struct AccessLog {
+    sink: Sink,
+    reopen: Arc<AtomicBool>,
+    done: Receiver<()>,
+}
+
+impl AccessLog {
+    /// Start writing to `target` in `format`; `None` when the target is [`AccessTarget::Off`].
+    /// Lines dropped are read from `shared`'s counters (to say so in the log).
+    pub fn start(
+        target: &AccessTarget,
+        format: AccessFormat,
+        shared: &Arc<Shared>,
+    ) -> Result<Option<AccessLog>, AccessLogError> {
+        let output = match target {
+            AccessTarget::Off => return Ok(None),
+            AccessTarget::Stdout => Output::Stdout,
+            AccessTarget::File(path) => Output::File {
+                file: open(path)?,
+                path: path.clone(),
+            },
+        };
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let (finished, done) = mpsc::channel();
+        let writer = Writer {
+            output,
+            format,
+            buffer: Vec::with_capacity(BUFFER * 2),
+            reopen: Arc::clone(&reopen),
+            shared: Arc::clone(shared),
+            dropped: 0,
+            failing: false,
+        };
+        std::thread::Builder::new()
+            .name("lb-access-log".into())
+            .spawn(move || {
+                writer.run(&rx);
+                let _ = finished.send(());
+            })
+            .map_err(AccessLogError::Spawn)?;
+        Ok(Some(AccessLog {
+            sink: Sink { tx },
+            reopen,
+            done,
+        }))
+    }
+
+    /// The end workers send records to.
+    pub(crate) fn sink(&self) -> Sink {
+        self.sink.clone()
+    }
+
+    /// Reopen the file (SIGHUP: logrotate moved it away). Takes effect within a second.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
+    }
+
+    /// Write out what is buffered and stop the writer, once the workers are gone (their ends of
+    /// the channel with them). Waits at most two seconds.
+    pub fn close(self) {
+        let AccessLog { sink, done, .. } = self;
+        drop(sink);
+        let _ = done.recv_timeout(CLOSE_WAIT);
+    }
+}
+
+fn open(path: &std::path::Path) -> Result<std::fs::File, AccessLogError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| AccessLogError::Open {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Where the writer writes.
+enum Output {
+    Stdout,
+    File { file: std::fs::File, path: PathBuf },
+}
+
+impl Output {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Output::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Output::File { file, .. } => file.write_all(bytes),
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    output: Output,
+    format: AccessFormat,
+    buffer: Vec<u8>,
+    reopen: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    /// Lines dropped, as last reported.
+    dropped: u64,
+    /// Whether the last write failed (reported once until one succeeds).
+    failing: bool,
+}
+
+impl Writer {
+    fn run(mut self, rx: &Receiver<Record>) {
+        let mut last_flush = Instant::now();
+        loop {
+            let wait = FLUSH_EVERY.saturating_sub(last_flush.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(record) => {
+                    self.line(&record);
+                    while self.buffer.len() < BUFFER {
+                        match rx.try_recv() {
+                            Ok(record) => self.line(&record),
+                            Err(_) => break,
+                        }
+                    }
+                    if self.buffer.len() >= BUFFER {
+                        self.flush();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    return;
+                }
+            }
+            if self.reopen.swap(false, Ordering::Relaxed) {
+                self.flush();
+                self.reopen_file();
+            }
+            if last_flush.elapsed() >= FLUSH_EVERY {
+                self.flush();
+                self.report_dropped();
+                last_flush = Instant::now();
+            }
+        }
+    }
+
+    fn line(&mut self, record: &Record) {
+        match self.format {
+            AccessFormat::Json => write_json(record, &mut self.buffer),
+            AccessFormat::Text => write_text(record, &mut self.buffer),
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        match self.output.write_all(&self.buffer) {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                if !self.failing {
+                    tracing::error!(error = %e, "cannot write the access log; lines are lost until it works again");
+                }
+                self.failing = true;
+            }
+        }
+        self.buffer.clear();
+    }
+
+    fn reopen_file(&mut self) {
+        if let Output::File { file, path } = &mut self.output {
+            match open(path) {
+                Ok(new) => {
+                    *file = new;
+                    tracing::info!(path = %path.display(), "access log reopened");
+                }
+                Err(e) => tracing::error!(error = %e, "keeping the access log file open before"),
+            }
+        }
+    }
+
+    fn report_dropped(&mut self) {
+        let dropped = self.shared.metrics.access_dropped();
+        if dropped > self.dropped {
+            tracing::warn!(
+                lines = dropped - self.dropped,
+                "access log lines dropped: the writer could not keep up"
+            );
+            self.dropped = dropped;
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision.
+fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
+/// The request target as logged: path and query (the whole target for the rare other forms).
+pub(crate) fn target(uri: &Uri) -> std::borrow::Cow<'_, str> {
+    match uri.path_and_query() {
+        Some(p) if uri.authority().is_none() => p.as_str().into(),
+        _ => uri.to_string().into(),
+    }
+}
+
+/// One JSON object and a line feed.
+pub(crate) fn write_json(record: &Record, out: &mut Vec<u8>) {
+    #[derive(Serialize)]
+    struct Json<'a> {
+        ts: String,
+        client: IpAddr,
+        method: &'a str,
+        path: &'a str,
+        status: u16,
+        replica: &'a str,
+        request_id: Option<u64>,
+        upstream_ms: Option<f64>,
+        total_ms: f64,
+        bytes: u64,
+    }
+    let line = Json {
+        ts: humantime::format_rfc3339_millis(record.ts).to_string(),
+        client: record.client,
+        method: record.method.as_str(),
+        path: &record.target,
+        status: record.status,
+        replica: record.replica.as_deref().unwrap_or(""),
+        request_id: record.request_id,
+        upstream_ms: record.upstream.map(millis),
+        total_ms: millis(record.total),
+        bytes: record.bytes,
+    };
+    serde_json::to_writer(&mut *out, &line).expect("an access log line serializes");
+    out.push(b'\n');
+}
+
+/// One line of `key=value` pairs (logfmt), in the JSON fields' order; strings quoted and
+/// escaped, a missing value `-`.
+pub(crate) fn write_text(record: &Record, out: &mut Vec<u8>) {
+    let _ = write!(
+        out,
+        "ts={} client={} method=",
+        humantime::format_rfc3339_millis(record.ts),
+        record.client
+    );
+    let method = record.method.as_str();
+    if method.bytes().all(is_tchar) {
+        out.extend_from_slice(method.as_bytes());
+    } else {
+        quoted(method, out);
+    }
+    out.extend_from_slice(b" path=");
+    quoted(&record.target, out);
+    let _ = write!(out, " status={} replica=", record.status);
+    quoted(record.replica.as_deref().unwrap_or(""), out);
+    out.extend_from_slice(b" request_id=");
+    match record.request_id {
+        Some(id) => {
+            let _ = write!(out, "{id}");
+        }
+        None => out.push(b'-'),
+    }
+    out.extend_from_slice(b" upstream_ms=");
+    match record.upstream {
+        Some(d) => {
+            let _ = write!(out, "{}", millis(d));
+        }
+        None => out.push(b'-'),
+    }
+    let _ = writeln!(
+        out,
+        " total_ms={} bytes={}",
+        millis(record.total),
+        record.bytes
+    );
+}
+
+/// A token character (RFC 9110 §5.6.2): what a method is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `text` in double quotes: `"` and `\` escaped with `\`, line breaks and other control
+/// characters as `\n`, `\r`, `\t` or `\u{…}`.
+fn quoted(text: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => {
+                let mut utf8 = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str) -> Record {
+        Record {
+            ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            client: "127.0.0.1".parse().unwrap(),
+            method: Method::GET,
+            target: target(&path.parse().unwrap()).into(),
+            status: 200,
+            replica: Some("Server 1".into()),
+            request_id: Some(123_456),
+            upstream: Some(Duration::from_micros(512)),
+            total: Duration::from_micros(731),
+            bytes: 57,
+        }
+    }
+
+    #[test]
+    fn json_lines_have_every_field_in_order() {
+        let mut out = Vec::new();
+        write_json(&record("/home?x=1"), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"ts\":\"2023-11-14T22:13:20.123Z\",\"client\":\"127.0.0.1\",\"method\":\"GET\",\
+             \"path\":\"/home?x=1\",\"status\":200,\"replica\":\"Server 1\",\"request_id\":123456,\
+             \"upstream_ms\":0.512,\"total_ms\":0.731,\"bytes\":57}\n"
+        );
+    }
+
+    #[test]
+    fn text_lines_have_the_same_fields_in_the_same_order() {
+        let mut out = Vec::new();
+        let mut r = record("/home");
+        r.request_id = None;
+        r.upstream = None;
+        r.replica = None;
+        r.status = 503;
+        write_text(&r, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ts=2023-11-14T22:13:20.123Z client=127.0.0.1 method=GET path=\"/home\" status=503 \
+             replica=\"\" request_id=- upstream_ms=- total_ms=0.731 bytes=57\n"
+        );
+    }
+
+    #[test]
+    fn a_hostile_path_cannot_break_a_line() {
+        // What `http` lets through in a path (quotes, backslashes) and what it would not (line
+        // breaks, escapes), built directly.
+        let hostile = "/a\"b\\c\n\u{1b}[31m\u{2028}x";
+        let mut text = Vec::new();
+        quoted(hostile, &mut text);
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(text, r#""/a\"b\\c\n\u{1b}[31m\u{2028}x""#);
+        assert!(!text.contains('\n'));
+
+        // `http` takes `"` and `\` in a path, `\` in a query, and any UTF-8 (U+0085 is a control
+        // character, U+2028 a line separator).
+        let path = "/a\"b\\c/\u{85}\u{2028}?q=\\{x}";
+        let mut json = Vec::new();
+        write_json(&record(path), &mut json);
+        let line = String::from_utf8(json).unwrap();
+        assert_eq!(line.matches('\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["path"], path);
+        let mut text = Vec::new();
+        write_text(&record(path), &mut text);
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains(r#" path="/a\"b\\c/\u{85}\u{2028}?q=\\{x}" "#),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn the_queue_drops_instead_of_blocking() {
+        let (tx, _rx) = mpsc::sync_channel(1);
+        let sink = Sink { tx };
+        assert!(sink.send(record("/")));
+        assert!(!sink.send(record("/")), "full: dropped");
+    }
+}
