@@ -99,6 +99,8 @@ pub struct Lines {
     pub markers: Vec<(f64, String)>,
     /// Lowest y shown (the top is fitted to the data).
     pub y_min: f64,
+    /// A logarithmic x axis (x values must be positive; labels show the values themselves).
+    pub log_x: bool,
 }
 
 /// One or more charts side by side.
@@ -228,6 +230,32 @@ fn draw_lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, lines: &Lines) 
 where
     DB::ErrorType: 'static,
 {
+    if lines.log_x {
+        // Draw log10(x) on a linear axis, labelled with x itself.
+        let mut log = lines.clone();
+        log.log_x = false;
+        log.integer_x = false;
+        for line in &mut log.lines {
+            for p in &mut line.points {
+                p.0 = p.0.max(f64::MIN_POSITIVE).log10();
+            }
+        }
+        for m in &mut log.markers {
+            m.0 = m.0.max(f64::MIN_POSITIVE).log10();
+        }
+        return draw_lines_with(area, &log, true);
+    }
+    draw_lines_with(area, lines, false)
+}
+
+fn draw_lines_with<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    lines: &Lines,
+    log_x: bool,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let xs = lines
         .lines
         .iter()
@@ -263,7 +291,14 @@ where
         )?;
     let integer = lines.integer_x;
     let x_fmt = move |x: &f64| {
-        if integer {
+        if log_x {
+            let v = 10f64.powf(*x);
+            if v >= 10.0 {
+                format!("{v:.0}")
+            } else {
+                format_value((v * 10.0).round() / 10.0)
+            }
+        } else if integer {
             let i = x.round();
             if (x - i).abs() < 1e-6 {
                 format!("{i:.0}")

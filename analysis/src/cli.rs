@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Run the assignment's experiments A-1..A-4 against the load balancer and write charts, data
+/// Run the assignment's experiments A-1..A-5 against the load balancer and write charts, data
 /// and a report.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
@@ -20,7 +20,7 @@ pub struct Cli {
 /// The experiments to run.
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
-    /// one report.
+    /// one report.
     All,
     /// N = 3, requests per replica.
     A1,
@@ -31,17 +31,22 @@ pub enum Which {
     A3,
     /// A-4: A-1 and A-2 for every hash plugin, plus the ring's shares and key moves offline.
     A4,
+    /// the ring, Maglev and rendezvous compared (balance, keys moved, build and lookup
+    /// time offline for N = 2..100; shares live at N = 3; a hot key with and without bounded
+    /// loads).
+    A5,
 }
 
 impl Which {
     /// The experiments selected, in running order.
     pub fn experiments(self) -> &'static [Which] {
         match self {
-            Which::All => &[Which::A1, Which::A2, Which::A3, Which::A4],
+            Which::All => &[Which::A1, Which::A2, Which::A3, Which::A4, Which::A5],
             Which::A1 => &[Which::A1],
             Which::A2 => &[Which::A2],
             Which::A3 => &[Which::A3],
             Which::A4 => &[Which::A4],
+            Which::A5 => &[Which::A5],
         }
     }
 }
@@ -80,4 +85,13 @@ pub struct Options {
     /// reported as not sent).
     #[arg(long, global = true, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub phase_timeout: u64,
+    /// A-5's replica counts of the offline comparison, comma-separated (each 1..=1000).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_values_t = crate::experiments::a5::COUNTS,
+        value_parser = clap::value_parser!(u64).range(1..=1000)
+    )]
+    pub a5_counts: Vec<u64>,
 }

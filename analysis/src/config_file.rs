@@ -62,6 +62,52 @@ pub fn set_hash(path: &Path, name: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// The values of the `[ring]` keys `keys` in the file at `path` (`None` for a key not set).
+pub fn ring_values(path: &Path, keys: &[&str]) -> Result<Vec<Option<toml_edit::Value>>> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let doc: DocumentMut = text.parse().map_err(|e| Error::Config {
+        path: path.to_owned(),
+        reason: format!("{e}"),
+    })?;
+    Ok(keys
+        .iter()
+        .map(|k| {
+            doc.get("ring")
+                .and_then(|r| r.get(k))
+                .and_then(Item::as_value)
+                .cloned()
+        })
+        .collect())
+}
+
+/// Set (`Some`) or remove (`None`) keys of `[ring]` in the file at `path` in one atomic rewrite
+/// (as [`set_hash`]), so the load balancer never sees some of them changed and others not
+/// (e.g. `algorithm = "maglev"` with a `slots` that is not a prime).
+pub fn set_ring(path: &Path, changes: &[(&str, Option<toml_edit::Value>)]) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut doc: DocumentMut = text.parse().map_err(|e| Error::Config {
+        path: path.to_owned(),
+        reason: format!("{e}"),
+    })?;
+    if !doc.contains_table("ring") {
+        doc["ring"] = Item::Table(Table::new());
+    }
+    for (key, v) in changes {
+        match v {
+            Some(v) => doc["ring"][key] = Item::Value(v.clone()),
+            None => {
+                if let Some(t) = doc["ring"].as_table_mut() {
+                    t.remove(key);
+                }
+            }
+        }
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(".lb.toml.analysis-tmp");
+    std::fs::write(&tmp, doc.to_string()).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
 /// `[proxy] client_header_timeout_ms` in the file at `path`, if it is set there.
 pub fn header_timeout_ms(path: &Path) -> Result<Option<u64>> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
@@ -141,6 +187,19 @@ mod tests {
             ["Server 1", "abc-123", "Server 3"]
         );
         assert_eq!(header_timeout_ms(&path).unwrap(), Some(HEADER_TIMEOUT_MS));
+        set_ring(
+            &path,
+            &[
+                ("algorithm", Some("maglev".into())),
+                ("slots", Some(65537.into())),
+                ("hash", None),
+            ],
+        )
+        .unwrap();
+        let values = ring_values(&path, &["algorithm", "slots", "hash"]).unwrap();
+        assert_eq!(values[0].as_ref().and_then(|v| v.as_str()), Some("maglev"));
+        assert_eq!(values[1].as_ref().and_then(|v| v.as_integer()), Some(65537));
+        assert!(values[2].is_none());
         std::fs::write(&path, "[ring]\nhash = \"spec\"\n").unwrap();
         assert_eq!(header_timeout_ms(&path).unwrap(), None);
     }

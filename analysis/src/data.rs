@@ -9,6 +9,7 @@ use crate::error::{io, Error, Result};
 use crate::experiments::a2::A2;
 use crate::experiments::a3::A3;
 use crate::experiments::a4::A4;
+use crate::experiments::a5::A5;
 use crate::experiments::Measurement;
 
 /// How the run was made.
@@ -41,6 +42,8 @@ pub struct Results {
     pub a3: Option<A3>,
     ///
     pub a4: Option<A4>,
+    ///
+    pub a5: Option<A5>,
     /// Wall time of the whole run, seconds.
     pub elapsed_s: f64,
 }
@@ -265,7 +268,89 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
         shares.write(dir, "a4_offline_shares.csv", &mut written)?;
         moves.write(dir, "a4_offline_moves.csv", &mut written)?;
     }
+    if let Some(a5) = &results.a5 {
+        a5_csvs(dir, a5, &mut written)?;
+    }
     Ok(written)
+}
+
+fn a5_csvs(dir: &Path, a5: &A5, written: &mut Vec<String>) -> Result<()> {
+    let mut offline = Csv::new(&[
+        "algorithm",
+        "hash",
+        "n",
+        "slot_max_over_avg",
+        "request_max_over_avg",
+        "removed_moved",
+        "removed_over_ideal",
+        "removed_worst_over_ideal",
+        "removed_beyond",
+        "added_moved",
+        "added_over_ideal",
+        "added_beyond",
+        "build_ms",
+        "lookup_ns",
+    ]);
+    for c in &a5.curves {
+        for p in &c.points {
+            offline.row(&[
+                c.setup.algorithm.to_owned(),
+                c.setup.hash.to_owned(),
+                p.n.to_string(),
+                f(p.slot_max_over_avg),
+                f(p.request_max_over_avg),
+                f(p.removed_moved),
+                f(p.removed_over_ideal),
+                f(p.removed_worst_over_ideal),
+                f(p.removed_beyond),
+                f(p.added_moved),
+                f(p.added_over_ideal),
+                f(p.added_beyond),
+                f(p.build_ms),
+                f(p.lookup_ns),
+            ]);
+        }
+    }
+    offline.write(dir, "a5_offline.csv", written)?;
+    if !a5.live.is_empty() {
+        let mut live = Csv::new(&[
+            "algorithm",
+            "hash",
+            "id",
+            "hostname",
+            "requests",
+            "share",
+            "predicted",
+        ]);
+        for r in &a5.live {
+            for s in &r.replicas {
+                live.row(&[
+                    r.setup.algorithm.to_owned(),
+                    r.setup.hash.to_owned(),
+                    s.id.to_string(),
+                    s.hostname.clone(),
+                    s.requests.to_string(),
+                    f(s.share),
+                    f(s.predicted),
+                ]);
+            }
+        }
+        live.write(dir, "a5_live.csv", written)?;
+    }
+    if !a5.hot.is_empty() {
+        let mut hot = Csv::new(&["setting", "available", "sent", "failed", "busiest_share"]);
+        for h in &a5.hot {
+            hot.row(&[
+                h.label.clone(),
+                h.unavailable.is_none().to_string(),
+                h.sent.to_string(),
+                h.failed.to_string(),
+                f(h.busiest_share),
+            ]);
+        }
+        hot.write(dir, "a5_hot_key.csv", written)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::data::Results;
 use crate::error::Result;
 use crate::experiments::a3::{Bin, KillOutcome, BIN};
 use crate::experiments::a3_faults::{self, HangOutcome};
+use crate::experiments::a5::A5;
 use crate::experiments::Measurement;
 
 /// The chart files (PNG, SVG) of each figure that was drawn.
@@ -32,6 +33,12 @@ pub struct Figures {
     pub a4_a2: Option<[String; 2]>,
     /// the offline part.
     pub a4_offline: Option<[String; 2]>,
+    /// max/avg share against N per algorithm.
+    pub a5_balance: Option<[String; 2]>,
+    /// keys moved on removal (and addition) against N per algorithm.
+    pub a5_moves: Option<[String; 2]>,
+    /// the hot key's busiest replica.
+    pub a5_hot_key: Option<[String; 2]>,
 }
 
 fn a1_bars(m: &Measurement, title: String) -> Bars {
@@ -114,6 +121,7 @@ fn a3_fault_figures(dir: &Path, results: &Results, figures: &mut Figures) -> Res
             integer_x: false,
             markers,
             y_min: 0.0,
+            log_x: false,
         };
         figures.a3_hang = Some(charts::render(
             dir,
@@ -151,6 +159,7 @@ fn a3_fault_figures(dir: &Path, results: &Results, figures: &mut Figures) -> Res
             integer_x: false,
             markers: markers.clone(),
             y_min: 0.0,
+            log_x: false,
         };
         let traffic = Lines {
             title: format!(
@@ -163,6 +172,7 @@ fn a3_fault_figures(dir: &Path, results: &Results, figures: &mut Figures) -> Res
             integer_x: false,
             markers,
             y_min: 0.0,
+            log_x: false,
         };
         figures.a3_slowloris = Some(charts::render(
             dir,
@@ -220,6 +230,7 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
             integer_x: true,
             markers: Vec::new(),
             y_min: 0.0,
+            log_x: false,
         };
         figures.a2_load = Some(charts::render(
             dir,
@@ -255,6 +266,7 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
             integer_x: true,
             markers: Vec::new(),
             y_min: 0.0,
+            log_x: false,
         };
         figures.a2_spread = Some(charts::render(
             dir,
@@ -286,6 +298,7 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
             integer_x: false,
             markers,
             y_min: 0.0,
+            log_x: false,
         };
         figures.a3_timeline = Some(charts::render(
             dir,
@@ -362,6 +375,7 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
                     integer_x: true,
                     markers: Vec::new(),
                     y_min: 0.0,
+                    log_x: false,
                 };
             figures.a4_a2 = Some(charts::render(
                 dir,
@@ -409,6 +423,7 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
                 integer_x: true,
                 markers: Vec::new(),
                 y_min: 0.0,
+                log_x: false,
             };
             let mut add_lines: Vec<Line> = off
                 .hashes
@@ -459,6 +474,7 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
                 integer_x: true,
                 markers: Vec::new(),
                 y_min: 0.0,
+                log_x: false,
             };
             figures.a4_offline = Some(charts::render(
                 dir,
@@ -485,5 +501,125 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
             )?);
         }
     }
+    if let Some(a5) = &results.a5 {
+        a5_figures(dir, a5, &mut figures)?;
+    }
     Ok(figures)
+}
+
+fn a5_figures(dir: &Path, a5: &A5, figures: &mut Figures) -> Result<()> {
+    let curves = |value: fn(&crate::experiments::a5::Point) -> f64| -> Vec<Line> {
+        a5.curves
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let points = c.points.iter().map(|p| (p.n as f64, value(p))).collect();
+                line(&c.setup.label(), points, Some(i), false)
+            })
+            .collect()
+    };
+    let ns: Vec<f64> = a5
+        .curves
+        .first()
+        .map(|c| c.points.iter().map(|p| p.n as f64).collect())
+        .unwrap_or_default();
+    let panel = |title: &str, y_desc: &str, mut lines: Vec<Line>, ideal: Option<&str>| {
+        if let Some(name) = ideal {
+            lines.push(line(
+                name,
+                ns.iter().map(|&n| (n, 1.0)).collect(),
+                None,
+                true,
+            ));
+        }
+        Panel::Lines(Lines {
+            title: title.into(),
+            x_desc: "N (replicas, log scale)".into(),
+            y_desc: y_desc.into(),
+            lines,
+            integer_x: false,
+            markers: Vec::new(),
+            y_min: 0.0,
+            log_x: true,
+        })
+    };
+    if !a5.curves.is_empty() {
+        figures.a5_balance = Some(charts::render(
+            dir,
+            "a5_balance",
+            (760, 540),
+            2,
+            &[
+                panel(
+                    &format!("Slots: busiest / fair (M = {})", a5.slots),
+                    "max/avg share of slots",
+                    curves(|p| p.slot_max_over_avg),
+                    Some("perfect balance"),
+                ),
+                panel(
+                    &format!("{} random request ids: busiest / fair", a5.random_ids),
+                    "max/avg share of requests",
+                    curves(|p| p.request_max_over_avg),
+                    Some("perfect balance"),
+                ),
+            ],
+        )?);
+        figures.a5_moves = Some(charts::render(
+            dir,
+            "a5_moves",
+            (760, 540),
+            2,
+            &[
+                panel(
+                    "Keys moved when one replica is removed",
+                    "moved / ideal 1/N (mean)",
+                    curves(|p| p.removed_over_ideal),
+                    Some("ideal (1/N)"),
+                ),
+                panel(
+                    "Keys moved when replica N+1 is added",
+                    "moved / ideal 1/(N+1)",
+                    curves(|p| p.added_over_ideal),
+                    Some("ideal (1/(N+1))"),
+                ),
+            ],
+        )?);
+    }
+    if !a5.hot.is_empty() {
+        let bars = Bars {
+            title: format!(
+                "Hot key: {} clients, one X-Request-Id, N = {}",
+                crate::experiments::a5::HOT_CLIENTS,
+                crate::experiments::a5::LIVE_N
+            ),
+            y_desc: "busiest replica's share (%)".into(),
+            groups: a5
+                .hot
+                .iter()
+                .map(|h| match &h.unavailable {
+                    Some(_) => format!("{} (not available)", h.label),
+                    None => h.label.clone(),
+                })
+                .collect(),
+            series: vec!["busiest replica".into()],
+            values: a5
+                .hot
+                .iter()
+                .map(|h| vec![100.0 * h.busiest_share])
+                .collect(),
+            reference: Some((
+                100.0 / crate::experiments::a5::LIVE_N as f64,
+                "fair share (100 % / N)".into(),
+            )),
+            value_labels: true,
+        };
+        figures.a5_hot_key = Some(charts::render(
+            dir,
+            "a5_hot_key",
+            (900, 560),
+            1,
+            &[Panel::Bars(bars)],
+        )?);
+    }
+    Ok(())
 }

@@ -65,7 +65,7 @@ pub struct ReplicaStatus {
 }
 
 /// Ring parameters in `/_lb/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct RingInfo {
     /// `M`.
     pub slots: u32,
@@ -75,18 +75,40 @@ pub struct RingInfo {
     pub probing: String,
     /// Active hash.
     pub hash: String,
+    /// `ring`, `maglev` or `rendezvous` (empty from a load balancer that does not say).
+    #[serde(default)]
+    pub algorithm: String,
+    /// `[ring] bounded_load`, from a load balancer that has and shows it.
+    #[serde(default)]
+    pub bounded_load: Option<f64>,
+}
+
+/// A problem the load balancer reports, with its time.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Issue {
+    /// What went wrong.
+    pub message: String,
+    /// When (RFC 3339).
+    #[serde(default)]
+    pub at: String,
 }
 
 /// The configuration part of `/_lb/status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct ConfigInfo {
     /// Directories searched for plugins.
     #[serde(default)]
     pub plugin_dirs: Vec<String>,
+    /// When the file was last applied.
+    #[serde(default)]
+    pub last_applied: Option<String>,
+    /// Why the latest version of the file was refused, if it was.
+    #[serde(default)]
+    pub last_error: Option<Issue>,
 }
 
 /// The parts of `GET /_lb/status` the analysis uses.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Status {
     /// The replicas.
     pub replicas: Vec<ReplicaStatus>,

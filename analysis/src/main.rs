@@ -1,4 +1,4 @@
-//! `analysis`: run the assignment's experiments A-1..A-4 against a load balancer and write
+//! `analysis`: run the assignment's experiments A-1..A-5 against a load balancer and write
 //! charts, raw data and `report.md`.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use clap::Parser;
 use analysis::cli::{Cli, Which};
 use analysis::client::LbClient;
 use analysis::data::{self, Results, Settings};
-use analysis::experiments::{a1, a2, a3, a4, Context};
+use analysis::experiments::{a1, a2, a3, a4, a5, Context};
 use analysis::lb_process::{default_lb_bin, OwnedLb};
 use analysis::progress::note;
 use analysis::{figures, report};
@@ -96,10 +96,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         a2: None,
         a3: None,
         a4: None,
+        a5: None,
         elapsed_s: 0.0,
     };
 
-    let failure = experiments(&ctx, cli.which, &mut results).err();
+    let failure = experiments(&ctx, cli.which, &o.a5_counts, &mut results).err();
     if let (Some(lb), Some(_)) = (&own, &failure) {
         let log = o.out.join("lb.log");
         std::fs::write(&log, lb.log().text()).with_context(|| log.display().to_string())?;
@@ -133,13 +134,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn experiments(ctx: &Context, which: Which, results: &mut Results) -> anyhow::Result<()> {
+fn experiments(
+    ctx: &Context,
+    which: Which,
+    a5_counts: &[u64],
+    results: &mut Results,
+) -> anyhow::Result<()> {
     for step in which.experiments() {
         match step {
             Which::A1 => results.a1 = Some(a1::run(ctx, "A-1").context("A-1")?),
             Which::A2 => results.a2 = Some(a2::run(ctx, "A-2").context("A-2")?),
             Which::A3 => results.a3 = Some(a3::run(ctx).context("A-3")?),
             Which::A4 => results.a4 = Some(a4::run(ctx).context("A-4")?),
+            Which::A5 => results.a5 = Some(a5::run(ctx, a5_counts).context("A-5")?),
             Which::All => {}
         }
     }

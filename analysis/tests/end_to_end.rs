@@ -114,6 +114,9 @@ fn all_experiments_end_to_end() {
         "16",
         "--seed",
         "7",
+        // A-5's offline part at two N only: a debug build of the tables is slow.
+        "--a5-counts",
+        "3,10",
         "--out",
     ])
     .arg(out.path())
@@ -139,6 +142,9 @@ fn all_experiments_end_to_end() {
         "a4_a2_spread.csv",
         "a4_offline_shares.csv",
         "a4_offline_moves.csv",
+        "a5_offline.csv",
+        "a5_live.csv",
+        "a5_hot_key.csv",
     ] {
         let len = std::fs::metadata(out.path().join(file))
             .map(|m| m.len())
@@ -156,6 +162,9 @@ fn all_experiments_end_to_end() {
         "a4_a1_per_hash",
         "a4_a2_spread_per_hash",
         "a4_offline",
+        "a5_balance",
+        "a5_moves",
+        "a5_hot_key",
     ] {
         let png = std::fs::read(out.path().join(format!("{chart}.png"))).unwrap_or_default();
         assert!(png.len() > 1000 && &png[1..4] == b"PNG", "{chart}.png");
@@ -393,6 +402,96 @@ fn all_experiments_end_to_end() {
             );
             assert!((moved - necessary).abs() < 1e-9, "{m}");
         }
+    }
+
+    check_a5(&results["a5"]);
+    assert!(report.contains("## A-5: balancing algorithms"));
+}
+
+/// every setup computed at N = 3 and 10; Maglev balances within 1 %, rendezvous moves
+/// exactly the removed replica's slots; live shares are the offline ones; a hot key goes to one
+/// replica.
+fn check_a5(a5: &Value) {
+    assert_eq!(
+        a5["skipped"].as_array().unwrap().len(),
+        0,
+        "{}",
+        a5["skipped"]
+    );
+    let curves = a5["curves"].as_array().unwrap();
+    let labels: Vec<String> = curves
+        .iter()
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c["setup"]["algorithm"].as_str().unwrap(),
+                c["setup"]["hash"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "ring/spec",
+            "ring/murmur3",
+            "ring/ketama",
+            "maglev/murmur3",
+            "rendezvous/murmur3"
+        ]
+    );
+    let at = |label: &str, n: u64| -> &Value {
+        let c = &curves[labels.iter().position(|l| l == label).unwrap()];
+        c["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["n"] == n)
+            .unwrap_or_else(|| panic!("{label} N = {n}"))
+    };
+    let num = |p: &Value, k: &str| p[k].as_f64().unwrap_or_else(|| panic!("{k} in {p}"));
+    let maglev = at("maglev/murmur3", 10);
+    assert!(num(maglev, "slot_max_over_avg") <= 1.01, "{maglev}");
+    assert!(num(maglev, "removed_over_ideal") <= 1.25, "{maglev}");
+    assert!(num(maglev, "removed_worst_over_ideal") <= 1.25, "{maglev}");
+    for n in [3, 10] {
+        let r = at("rendezvous/murmur3", n);
+        // Exactly the removed replica's slots move (and, adding, only slots of the new one).
+        assert_eq!(num(r, "removed_beyond"), 0.0, "{r}");
+        assert_eq!(num(r, "added_beyond"), 0.0, "{r}");
+        assert!(num(r, "slot_max_over_avg") < 1.05, "{r}");
+        // The assignment's spec hash with the spec Φ: one replica takes nearly everything.
+        let spec = at("ring/spec", n);
+        assert!(num(spec, "slot_max_over_avg") > 0.9 * n as f64, "{spec}");
+    }
+
+    assert!(a5["live_skipped"].is_null(), "{}", a5["live_skipped"]);
+    let live = a5["live"].as_array().unwrap();
+    assert_eq!(live.len(), 5, "{live:?}");
+    for run in live {
+        assert_eq!(run["sent"].as_u64(), Some(REQUESTS), "{run}");
+        assert_eq!(run["failed"].as_u64(), Some(0), "{run}");
+        assert_eq!(run["as_predicted"].as_u64(), Some(REQUESTS), "{run}");
+        let replicas = run["replicas"].as_array().unwrap();
+        assert_eq!(replicas.len(), 3, "{run}");
+        let sum: f64 = replicas.iter().map(|r| num(r, "share")).sum();
+        assert!((sum - 1.0).abs() < 1e-9, "{run}");
+        for r in replicas {
+            assert!(
+                (num(r, "share") - num(r, "predicted")).abs() < 0.01,
+                "{run}"
+            );
+        }
+    }
+
+    let hot = a5["hot"].as_array().unwrap();
+    assert_eq!(hot.len(), 2, "{hot:?}");
+    assert!(hot[0]["unavailable"].is_null(), "{}", hot[0]);
+    assert_eq!(hot[0]["failed"].as_u64(), Some(0), "{}", hot[0]);
+    assert!(num(&hot[0], "busiest_share") >= 0.99, "{}", hot[0]);
+    // With bounded loads: either the lb refused the setting and the row says so, or it ran.
+    match hot[1]["unavailable"].as_str() {
+        Some(why) => assert!(why.starts_with("not available in this lb"), "{why}"),
+        None => assert_eq!(hot[1]["sent"].as_u64(), Some(REQUESTS), "{}", hot[1]),
     }
 }
 

@@ -161,6 +161,13 @@ fn switch(ctx: &Context, path: &std::path::Path, name: &str) -> Result<Duration>
     if ctx.client.ring()?.hash == name {
         return Ok(Duration::ZERO);
     }
+    settle(ctx, path)?;
+    config_file::set_hash(path, name)?;
+    ctx.client.wait_for_hash(name, SWITCH_LIMIT)
+}
+
+/// Wait until the `lb.toml` at `path` lists the running replicas, before editing it.
+pub fn settle(ctx: &Context, path: &std::path::Path) -> Result<()> {
     // The load balancer writes /add, /rm and replacements back into the same file; edit it only
     // once that has happened, so the edit cannot bring back an old replica list.
     let mut running: Vec<String> = ctx.client.rep()?.replicas;
@@ -169,7 +176,5 @@ fn switch(ctx: &Context, path: &std::path::Path, name: &str) -> Result<Duration>
         let mut listed = config_file::replica_hostnames(path)?;
         listed.sort();
         Ok(listed == running)
-    })?;
-    config_file::set_hash(path, name)?;
-    ctx.client.wait_for_hash(name, SWITCH_LIMIT)
+    })
 }
