@@ -65,6 +65,7 @@ async fn a_hot_key_spreads_only_with_bounded_loads() {
     // c = 1.25: no replica holds more than ⌈1.25 · (in flight + 1) / 3⌉ = 21 of 48 in flight, so
     // the busiest one's share falls from 100 % to about c/N (42 %).
     let lb = Arc::new(Lb::start(&config("1.25")));
+    assert_eq!(lb.get("/_lb/ring").await.json()["bounded_load"], 1.25);
     let counts = hot_key(&lb).await;
     eprintln!("hot key with bounded_load = 1.25: {counts:?}");
     let busiest = counts.values().copied().max().unwrap_or(0);

@@ -20,6 +20,8 @@ struct RingInfo<'a> {
     hash: &'a str,
     key: String,
     key_fallback: String,
+    /// `[ring] bounded_load`'s factor; `null` when off.
+    bounded_load: Option<f64>,
 }
 
 fn ring_info(snapshot: &Snapshot) -> RingInfo<'_> {
@@ -36,6 +38,7 @@ fn ring_info(snapshot: &Snapshot) -> RingInfo<'_> {
         hash: snapshot.placement.hash().name(),
         key: snapshot.key.source.to_string(),
         key_fallback: snapshot.key.fallback.to_string(),
+        bounded_load: snapshot.bounded_load,
     }
 }
 
