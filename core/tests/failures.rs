@@ -311,30 +311,12 @@ async fn a_hung_replicas_waiting_requests_move_when_it_leaves_the_ring() {
 /// path, a GET on the batching one. The control run with `retries = 0` shows the refusals.
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_refused_by_their_replica_go_to_the_next_one() {
-    let fixture = common::SLOW_REPLICA;
     for retries in [1, 0] {
         // "Refuse 1" closes its listening socket 1 s after start and stays alive; with 20
         // heartbeats to miss it stays in the ring for seconds while refusing connections.
-        let lb = Lb::start(&format!(
-            r#"
-[proxy]
-retries = {retries}
-[health]
-interval_ms = 300
-fall = 20
-[supervisor]
-command = ["python3", "{fixture}", "--slow-ms", "0", "--refuse-prefix", "Refuse", "--refuse-after-ms", "1000"]
-[[replicas]]
-hostname = "Refuse 1"
-id = 1
-[[replicas]]
-hostname = "Server 2"
-id = 2
-[[replicas]]
-hostname = "Server 3"
-id = 3
-"#
-        ));
+        let lb = Lb::start(&common::refusing_three(&format!(
+            "[proxy]\nretries = {retries}\n"
+        )));
         let status = lb.status().await;
         let addr: std::net::SocketAddr = status["replicas"]
             .as_array()

@@ -562,21 +562,7 @@ async fn a_hung_replica_costs_one_response_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_answer_in_time_without_retries_is_a_504() {
     // Heartbeats rarely, so the hung replica is still in the ring when the request comes.
-    let lb = Lb::start(
-        r#"
-[proxy]
-response_timeout_ms = 300
-retries = 0
-[health]
-interval_ms = 5000
-[[replicas]]
-hostname = "Server 1"
-id = 1
-[[replicas]]
-hostname = "Server 2"
-id = 2
-"#,
-    );
+    let lb = Lb::start(common::NO_RETRY_NO_WAIT);
     let pid = lb.pid_of("Server 1").await;
     common::signal(pid, libc::SIGSTOP);
     // H(0) = 17: slot 17 belongs to Server 1.

@@ -217,27 +217,8 @@ async fn requests_without_a_replica_are_counted_under_an_empty_replica() {
 /// the replica that answered, with the retry and the connect error counted apart.
 #[tokio::test(flavor = "multi_thread")]
 async fn retried_requests_are_counted_once_under_the_replica_that_answered() {
-    let fixture = common::SLOW_REPLICA;
-    // "Refuse 1" closes its listening socket 1 s after start and stays alive; with 20
-    // heartbeats to miss it stays in the ring for seconds while refusing connections.
-    let lb = Lb::start(&format!(
-        r#"
-[health]
-interval_ms = 300
-fall = 20
-[supervisor]
-command = ["python3", "{fixture}", "--slow-ms", "0", "--refuse-prefix", "Refuse", "--refuse-after-ms", "1000"]
-[[replicas]]
-hostname = "Refuse 1"
-id = 1
-[[replicas]]
-hostname = "Server 2"
-id = 2
-[[replicas]]
-hostname = "Server 3"
-id = 3
-"#
-    ));
+    // "Refuse 1" refuses connections while it stays in the ring (common::refusing_three).
+    let lb = Lb::start(&common::refusing_three(""));
     let addr: std::net::SocketAddr = lb.status().await["replicas"]
         .as_array()
         .unwrap()
@@ -290,21 +271,7 @@ id = 3
 /// No answer in time, no retry left: a 504 under the replica, and a timeout.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_is_counted_as_a_504_and_an_upstream_timeout() {
-    let lb = Lb::start(
-        r#"
-[proxy]
-response_timeout_ms = 300
-retries = 0
-[health]
-interval_ms = 5000
-[[replicas]]
-hostname = "Server 1"
-id = 1
-[[replicas]]
-hostname = "Server 2"
-id = 2
-"#,
-    );
+    let lb = Lb::start(common::NO_RETRY_NO_WAIT);
     let pid = lb.pid_of("Server 1").await;
     common::signal(pid, libc::SIGSTOP);
     // H(0) = 17: slot 17 belongs to Server 1.

@@ -40,6 +40,46 @@ pub const SLOW_REPLICA: &str = concat!(
     "/tests/fixtures/slow_replica.py"
 );
 
+/// Three replicas of [`SLOW_REPLICA`]; "Refuse 1" (84 % of the ring) closes its listening socket
+/// 1 s after start and stays alive, and with 20 heartbeats of 300 ms to miss it stays in the ring
+/// for seconds while refusing connections. `extra` goes first (e.g. a `[proxy]` table).
+pub fn refusing_three(extra: &str) -> String {
+    format!(
+        r#"{extra}
+[health]
+interval_ms = 300
+fall = 20
+[supervisor]
+command = ["python3", "{SLOW_REPLICA}", "--slow-ms", "0", "--refuse-prefix", "Refuse", "--refuse-after-ms", "1000"]
+[[replicas]]
+hostname = "Refuse 1"
+id = 1
+[[replicas]]
+hostname = "Server 2"
+id = 2
+[[replicas]]
+hostname = "Server 3"
+id = 3
+"#
+    )
+}
+
+/// Two replicas, a 300 ms response timeout, no retries, and heartbeats only every 5 s: a replica
+/// stopped with SIGSTOP stays in the ring while requests time out on it.
+pub const NO_RETRY_NO_WAIT: &str = r#"
+[proxy]
+response_timeout_ms = 300
+retries = 0
+[health]
+interval_ms = 5000
+[[replicas]]
+hostname = "Server 1"
+id = 1
+[[replicas]]
+hostname = "Server 2"
+id = 2
+"#;
+
 /// A running `lb` process.
 pub struct Lb {
     child: Child,
