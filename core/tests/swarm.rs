@@ -265,6 +265,23 @@ async fn two_load_balancers_of_one_instance_share_the_ring() {
     let file = std::fs::read_to_string(&a.config).unwrap();
     assert!(file.contains("S4") && !file.contains("Server 2"), "{file}");
 
+    // An entry added to A's file becomes a service, which B follows (and writes back).
+    std::fs::write(
+        &a.config,
+        format!("{file}\n[[replicas]]\nhostname = \"S5\"\nid = 5\n"),
+    )
+    .unwrap();
+    let names = agree(&a, &b, 4, "S5 from A's file in both rings").await;
+    assert!(names.contains(&"S5".to_owned()), "{names:?}");
+    assert!(scope.services().values().any(|h| h == "S5"));
+    eventually(DEADLINE, "B's file lists S5", || async {
+        std::fs::read_to_string(&b.config)
+            .unwrap()
+            .contains("\"S5\"")
+            .then_some(())
+    })
+    .await;
+
     // Backends by address are not shared through Swarm: refused, nothing changes.
     let refused = a
         .send(
@@ -276,7 +293,7 @@ async fn two_load_balancers_of_one_instance_share_the_ring() {
         .await;
     assert_eq!(refused.status, 400, "{}", refused.body);
     assert!(refused.body.contains("swarm"), "{}", refused.body);
-    assert_eq!(a.rep().await.0, 3);
+    assert_eq!(a.rep().await.0, 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]
