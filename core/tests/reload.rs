@@ -330,3 +330,37 @@ async fn fifty_rewrites_under_traffic_drop_nothing() {
     assert_eq!(served.len(), 4, "{served:?}");
     eprintln!("{total} requests, all 200, across 50 rewrites");
 }
+
+/// Turning pipelining off for one of lb's own replicas keeps that replica process: the same
+/// backend with the new setting, never stopped and replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipelining_change_keeps_the_replica_process() {
+    let lb = Lb::start(&config(&S123, 9, "linear"));
+    let pid = lb.pid_of("Server 2").await;
+    let text = std::fs::read_to_string(&lb.config).unwrap();
+    let edited = text.replacen(
+        "hostname = \"Server 2\"\nid = 2\n",
+        "hostname = \"Server 2\"\nid = 2\npipelining = false\n",
+        1,
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&lb.config, edited).unwrap();
+    eventually(DEADLINE, "pipelining off for Server 2", || async {
+        let status = lb.status().await;
+        let replica = status["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["hostname"] == "Server 2")
+            .cloned()?;
+        (replica["pipelining"] == false).then_some(())
+    })
+    .await;
+    // What must not happen can only be watched for: 500 ms is five heartbeat intervals, more
+    // than a stop (a few ms after the change) and `fall` missed heartbeats take.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(common::alive(pid), "Server 2's process was stopped");
+    assert_eq!(lb.pid_of("Server 2").await, pid);
+    assert!(!lb.log().contains("replica failed"), "{}", lb.log());
+    assert_eq!(lb.rep().await.0, 3);
+}
