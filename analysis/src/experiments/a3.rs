@@ -607,9 +607,9 @@ pub(super) fn signal_target(
 ) -> std::result::Result<KillBy, String> {
     let host = ctx.client.host();
     let local = ctx.owned_config.is_some() || is_loopback(&host);
-    match (&victim.handle.pid, &victim.handle.container_id) {
+    match (&victim.handle.pid, victim.handle.container()) {
         (Some(pid), _) if local => Ok(KillBy::Pid(*pid)),
-        (_, Some(id)) => Ok(KillBy::Docker(id.clone())),
+        (_, Some(id)) => Ok(KillBy::Docker(id.to_owned())),
         (Some(pid), None) => Err(format!(
             "the victim {} is pid {pid} on another host ({host}); it cannot be signalled from here",
             victim.hostname
