@@ -5,6 +5,7 @@ pub mod a1;
 pub mod a2;
 pub mod a3;
 pub mod a3_faults;
+pub mod a3_supervisors;
 pub mod a4;
 pub mod a5;
 pub mod offline;
