@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::error::{io, Error, Result};
 use crate::experiments::a2::A2;
 use crate::experiments::a3::A3;
+use crate::experiments::a3_supervisors::{SupervisorOutcome, SupervisorRun};
 use crate::experiments::a4::A4;
 use crate::experiments::a5::A5;
 use crate::experiments::Measurement;
@@ -212,6 +213,9 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
             ]);
         }
         loris.write(dir, "a3_slowloris.csv", &mut written)?;
+        if !a3.supervisors.is_empty() {
+            a3_supervisors_csv(dir, &a3.supervisors, &mut written)?;
+        }
     }
     if let Some(a4) = &results.a4 {
         if !a4.runs.is_empty() {
@@ -272,6 +276,74 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
         a5_csvs(dir, a5, &mut written)?;
     }
     Ok(written)
+}
+
+/// Failures per kind as `kind=count; …`.
+pub fn kinds(failed: &std::collections::BTreeMap<String, u64>) -> String {
+    failed
+        .iter()
+        .map(|(kind, n)| format!("{kind}={n}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn a3_supervisors_csv(dir: &Path, runs: &[SupervisorRun], written: &mut Vec<String>) -> Result<()> {
+    let mut csv = Csv::new(&[
+        "supervisor",
+        "ran",
+        "skipped_because",
+        "victim",
+        "victim_id",
+        "how",
+        "kill_ms",
+        "n_before",
+        "n_after",
+        "out_after_ms",
+        "serving_again_ms",
+        "first_client_ms",
+        "replacement",
+        "same_hostname",
+        "victim_id_back",
+        "sent",
+        "ok",
+        "failed",
+        "failed_by_kind",
+        "ready_ms",
+        "cleanup",
+    ]);
+    for r in runs {
+        let mut row = vec![r.supervisor.name().to_owned()];
+        match &r.outcome {
+            SupervisorOutcome::Skipped(why) => {
+                row.extend(["false".into(), why.clone()]);
+                row.resize(21, String::new());
+            }
+            SupervisorOutcome::Done(k) => row.extend([
+                "true".into(),
+                String::new(),
+                k.victim.clone(),
+                k.victim_id.to_string(),
+                k.how.clone(),
+                f(k.kill_ms),
+                k.n_before.to_string(),
+                k.n_after.to_string(),
+                opt(k.out_after_ms.map(f)),
+                opt(k.serving_again_ms.map(f)),
+                opt(k.first_client_ms.map(f)),
+                opt(k.replacement.clone()),
+                opt(k.replacement.as_ref().map(|h| *h == k.victim)),
+                k.victim_id_back.to_string(),
+                k.traffic.sent.to_string(),
+                k.traffic.successes().to_string(),
+                k.failed.to_string(),
+                kinds(&k.traffic.failed),
+                f(k.ready_ms),
+                k.cleanup.clone().unwrap_or_default(),
+            ]),
+        }
+        csv.row(&row);
+    }
+    csv.write(dir, "a3_supervisors.csv", written)
 }
 
 fn a5_csvs(dir: &Path, a5: &A5, written: &mut Vec<String>) -> Result<()> {

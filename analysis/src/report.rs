@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use crate::data::Results;
 use crate::experiments::a3::{KillOutcome, Verdict, A3};
 use crate::experiments::a3_faults::{self, Hang, HangOutcome, Slowloris, LORIS_HEAD};
+use crate::experiments::a3_supervisors::{self, SupervisorOutcome, SupervisorRun};
 use crate::experiments::a4::A4;
 use crate::experiments::a5::{self as a5mod, Point, A5};
 use crate::experiments::offline::HashOffline;
@@ -372,6 +373,146 @@ fn a3_section(md: &mut String, a3: &A3, figures: &Figures, concurrency: usize) {
         HangOutcome::Done(h) => hang_part(md, h, figures),
     }
     slowloris_part(md, &a3.slowloris, figures);
+    if !a3.supervisors.is_empty() {
+        supervisors_part(md, &a3.supervisors, concurrency);
+    }
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.0} ms"))
+}
+
+fn supervisors_part(md: &mut String, runs: &[SupervisorRun], concurrency: usize) {
+    let _ = writeln!(md, "### A replica killed, per supervisor\n");
+    let _ = writeln!(
+        md,
+        "The kill once more for each supervisor, each with a load balancer of its own (its own \
+         `lb.toml` and port, {} replicas, 100 ms heartbeats), while {concurrency} clients send \
+         `GET /home`. The victim is the replica serving the most slots (the same ring each time, \
+         so the same server id). **Serving again** is the first poll (every {} ms after the \
+         kill, once the victim was seen out of service) at which `/_lb/status` lists the \
+         victim's *server id* healthy, `GET /home` with a request id the victim answered before \
+         the kill (so routed to its slots) is answered by that replica, and `/rep` shows N \
+         again. By server id and not hostname, since the process and Docker supervisors replace \
+         the victim under a new hostname while Swarm restarts its task and `lb` keeps the \
+         replica. Times run from the moment the kill returned; a `docker kill` command takes \
+         time of its own (in brackets: how long), during which the container died and `lb` may \
+         already have reacted, so for Docker and Swarm the time from issuing the kill is given \
+         too.\n",
+        a3_supervisors::N,
+        crate::lb_api::POLL.as_millis()
+    );
+    let _ = writeln!(
+        md,
+        "| supervisor | victim (server id) | killed with | out of service seen after | serving again after | \
+         first client answer from that id | serving with the id now | requests sent | failed (by kind) | N before → after |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in runs {
+        match &r.outcome {
+            SupervisorOutcome::Skipped(why) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | skipped: {} | – | – | – | – | – | – | – | – |",
+                    r.supervisor,
+                    cell(why)
+                );
+            }
+            SupervisorOutcome::Done(k) => {
+                let failed = if k.failed == 0 {
+                    "0".to_owned()
+                } else {
+                    let kinds: Vec<String> = k
+                        .traffic
+                        .failed
+                        .iter()
+                        .map(|(kind, n)| format!("{n} × {kind}"))
+                        .collect();
+                    format!("{} ({})", k.failed, kinds.join(", "))
+                };
+                let now = match &k.replacement {
+                    None => "nobody".to_owned(),
+                    Some(h) if *h == k.victim => format!("{h} (the same hostname)"),
+                    Some(h) => format!("{h} (new)"),
+                };
+                let now = if k.victim_id_back {
+                    now
+                } else {
+                    format!("{now}, not healthy")
+                };
+                let how = if k.how.starts_with("SIGKILL") {
+                    format!("`{}`", k.how)
+                } else {
+                    format!("`{}` ({:.0} ms)", k.how, k.kill_ms)
+                };
+                let again = match k.serving_again_ms {
+                    None => "not within the limit".to_owned(),
+                    Some(t) if k.how.starts_with("SIGKILL") => format!("**{t:.0} ms**"),
+                    Some(t) => format!("**{t:.0} ms** ({:.0} ms after issuing it)", t + k.kill_ms),
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} → {} |",
+                    r.supervisor,
+                    cell(&k.victim),
+                    k.victim_id,
+                    cell(&how),
+                    opt_ms(k.out_after_ms),
+                    again,
+                    opt_ms(k.first_client_ms),
+                    cell(&now),
+                    k.traffic.sent,
+                    cell(&failed),
+                    k.n_before,
+                    k.n_after
+                );
+            }
+        }
+    }
+    md.push('\n');
+    let mut timed: Vec<(String, f64)> = runs
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            SupervisorOutcome::Done(k) => k.serving_again_ms.map(|t| (r.supervisor.to_string(), t)),
+            SupervisorOutcome::Skipped(_) => None,
+        })
+        .collect();
+    timed.sort_by(|a, b| a.1.total_cmp(&b.1));
+    if let [(fastest, base), rest @ ..] = timed.as_slice() {
+        if !rest.is_empty() {
+            let others: Vec<String> = rest
+                .iter()
+                .map(|(name, t)| format!("{name} {t:.0} ms ({:.1} × as long)", t / base.max(1.0)))
+                .collect();
+            let _ = writeln!(
+                md,
+                "- Back soonest: **{fastest}** ({base:.0} ms); then {}.",
+                others.join(", ")
+            );
+        }
+    }
+    for r in runs {
+        if let SupervisorOutcome::Done(k) = &r.outcome {
+            let window = k.failure_window_ms.map_or(String::new(), |(a, b)| {
+                format!("; failures from {a:.0} ms to {b:.0} ms after the kill")
+            });
+            let cleanup = k
+                .cleanup
+                .as_ref()
+                .map_or(String::new(), |c| format!("; clean-up: {c}"));
+            let _ = writeln!(
+                md,
+                "- {}: `lb` had {} healthy replicas {:.0} ms after it was started; {} polls after \
+                 the kill; `lb` stopped on SIGTERM ({}){window}{cleanup}.",
+                r.supervisor,
+                a3_supervisors::N,
+                k.ready_ms,
+                k.polls,
+                k.lb_exit
+            );
+        }
+    }
+    md.push('\n');
 }
 
 fn ms(summary: Option<stats::Summary>, f: impl Fn(&stats::Summary) -> f64) -> String {
