@@ -310,13 +310,14 @@ fn a3_supervisors_csv(dir: &Path, runs: &[SupervisorRun], written: &mut Vec<Stri
         "failed_by_kind",
         "ready_ms",
         "cleanup",
+        "took_ms",
     ]);
     for r in runs {
         let mut row = vec![r.supervisor.name().to_owned()];
         match &r.outcome {
             SupervisorOutcome::Skipped(why) => {
                 row.extend(["false".into(), why.clone()]);
-                row.resize(21, String::new());
+                row.resize(22, String::new());
             }
             SupervisorOutcome::Done(k) => row.extend([
                 "true".into(),
@@ -339,6 +340,7 @@ fn a3_supervisors_csv(dir: &Path, runs: &[SupervisorRun], written: &mut Vec<Stri
                 kinds(&k.traffic.failed),
                 f(k.ready_ms),
                 k.cleanup.clone().unwrap_or_default(),
+                f(k.took_ms),
             ]),
         }
         csv.row(&row);

@@ -503,12 +503,13 @@ fn supervisors_part(md: &mut String, runs: &[SupervisorRun], concurrency: usize)
             let _ = writeln!(
                 md,
                 "- {}: `lb` had {} healthy replicas {:.0} ms after it was started; {} polls after \
-                 the kill; `lb` stopped on SIGTERM ({}){window}{cleanup}.",
+                 the kill; `lb` stopped on SIGTERM ({}){window}{cleanup}; {:.1} s in all.",
                 r.supervisor,
                 a3_supervisors::N,
                 k.ready_ms,
                 k.polls,
-                k.lb_exit
+                k.lb_exit,
+                k.took_ms / 1000.0
             );
         }
     }

@@ -161,6 +161,8 @@ pub struct SupervisedKill {
     pub lb_exit: String,
     /// What the clean-up found and removed (containers only).
     pub cleanup: Option<String>,
+    /// The whole measurement, from starting `lb` to the end of the clean-up, ms.
+    pub took_ms: f64,
 }
 
 /// One supervisor's row: measured, or why not.
@@ -217,7 +219,7 @@ fn docker_required() -> bool {
 }
 
 fn one(ctx: &Context, kind: Kind) -> Result<SupervisorOutcome> {
-    let what = format!("A-3 kill with the {kind} supervisor");
+    let what = format!("the kill with the {kind} supervisor");
     let cannot = |reason: String| {
         if kind != Kind::Process && docker_required() {
             Err(Error::Required {
@@ -264,6 +266,7 @@ fn one(ctx: &Context, kind: Kind) -> Result<SupervisorOutcome> {
     kill.lb_exit = exit.map_err(own)?.to_string();
     kill.cleanup = cleanup.map_err(own)?;
     kill.instance = scope.as_ref().map(|s| s.name.clone());
+    kill.took_ms = ms(started.elapsed());
     Ok(SupervisorOutcome::Done(Box::new(kill)))
 }
 
@@ -434,6 +437,7 @@ fn measure(
         failure_window_ms,
         lb_exit: String::new(),
         cleanup: None,
+        took_ms: 0.0,
     })
 }
 
