@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's tests, on any machine like CI's: makes sure a Docker engine runs (installing it
-# from Debian if needed), builds the images locally, installs Debian's chromium (for the
+# from Debian if needed) as a single-node swarm manager, builds the images locally, installs Debian's chromium (for the
 # dashboard's browser test) and promtool (Debian's prometheus: the metrics test checks a real
 # scrape with it) if missing, runs every test, then runs the benchmark harness in its short mode
 # and checks its results are well formed (no timing thresholds).
@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 python3 scripts/check-layers.py >/dev/null
 python3 scripts/check-links.py
 bash scripts/docker-up-engine.sh
+# The Swarm tests (core/tests/swarm.rs) and A-3's Swarm variant need a swarm manager.
+bash scripts/swarm-up.sh
 bash docker/build-images.sh
 # The dashboard's test (core/tests/ui.rs) drives headless Chromium: install Debian's if missing.
 if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
@@ -28,8 +30,8 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# The Docker, browser and metrics tests fail instead of skipping when the engine, the images,
-# Chromium or promtool are missing.
+# The Docker, Swarm, browser and metrics tests fail instead of skipping when the engine, the
+# swarm, the images, Chromium or promtool are missing.
 set +e
 LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

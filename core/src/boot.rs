@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use lb::config::{Config, Source, SupervisorKind};
 use lb::control::health;
 use lb::control::probe::Prober;
-use lb::control::supervisor::{DockerSupervisor, ProcessSupervisor, Supervisor};
+use lb::control::supervisor::{DockerSupervisor, ProcessSupervisor, Supervisor, SwarmSupervisor};
 use lb::control::{watch, Command, Controller, ControllerHandle};
 use lb::data::access::AccessLog;
 use lb::data::workers::{self, Workers};
@@ -91,6 +91,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         SupervisorKind::Docker => DockerSupervisor::connect(&config.supervisor, events_tx)
             .await
             .context("cannot set up the docker supervisor")?,
+        SupervisorKind::Swarm => SwarmSupervisor::connect(
+            &config.supervisor,
+            Duration::from_millis(config.health.start_timeout_ms),
+            events_tx,
+        )
+        .await
+        .context("cannot set up the swarm supervisor")?,
     };
     let meta = Meta {
         listen: local,

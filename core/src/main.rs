@@ -76,9 +76,24 @@ enum Cmd {
     /// Show how a ring (or Maglev, or rendezvous) shares slots and request ids among replicas
     /// 1..=N, for any hash.
     Share(ShareArgs),
+    /// Docker Swarm: remove an instance's replica services (they outlive every lb on purpose).
+    #[command(subcommand)]
+    Swarm(SwarmCmd),
     /// Run as a replica (what the process supervisor starts).
     #[command(hide = true)]
     Replica(server::ServerArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum SwarmCmd {
+    /// Remove every replica service of an instance (`[supervisor] instance`) from the swarm
+    /// this machine's Docker engine manages; lb processes of the instance that still run see
+    /// their replicas leave.
+    Down {
+        /// The instance.
+        #[arg(long)]
+        instance: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -112,6 +127,7 @@ fn main() -> ExitCode {
         Some(Cmd::Replica(args)) => server::run(args),
         Some(Cmd::Check { path }) => check(path),
         Some(Cmd::Share(args)) => share(&args),
+        Some(Cmd::Swarm(SwarmCmd::Down { instance })) => swarm_down(&instance),
         // The control plane (controller, health checks, file watcher, supervisor) needs little;
         // requests are served by the worker threads (see lb::data::workers).
         None => tokio::runtime::Builder::new_multi_thread()
@@ -135,6 +151,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `lb swarm down --instance NAME`.
+fn swarm_down(instance: &str) -> anyhow::Result<()> {
+    lb::config::check_instance(instance).map_err(anyhow::Error::msg)?;
+    let removed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(lb::control::supervisor::swarm::remove_instance(instance))?;
+    if removed.is_empty() {
+        println!("nothing of instance {instance} in the swarm");
+    } else {
+        println!("removed from instance {instance}: {}", removed.join(", "));
+    }
+    Ok(())
 }
 
 /// `lb check`: print every problem as `lb: FILE: line L, column C: message`, or one `ok` line.

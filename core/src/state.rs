@@ -25,6 +25,15 @@ pub enum Handle {
     ContainerId(String),
     /// A backend by address, which no supervisor runs: its configured `HOST:PORT`.
     Address(String),
+    /// A Swarm service's running task.
+    SwarmTask {
+        /// The service's id (what `/rm` removes).
+        service: String,
+        /// The task's id.
+        task: String,
+        /// The task's container (what `docker kill` takes, on the node that runs it).
+        container_id: String,
+    },
 }
 
 impl Handle {
@@ -40,6 +49,9 @@ impl std::fmt::Display for Handle {
             Handle::Pid(p) => write!(f, "pid {p}"),
             Handle::ContainerId(c) => write!(f, "container {c}"),
             Handle::Address(a) => write!(f, "address {a}"),
+            Handle::SwarmTask { service, task, .. } => {
+                write!(f, "swarm task {task} of service {service}")
+            }
         }
     }
 }

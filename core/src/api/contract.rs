@@ -106,6 +106,7 @@ impl From<ControlError> for ApiError {
         match e {
             ControlError::NameTaken(_)
             | ControlError::AddressTaken(_)
+            | ControlError::NoAddresses(_)
             | ControlError::NoRoom { .. }
             | ControlError::TooFew { .. }
             | ControlError::UnknownName { .. }

@@ -361,6 +361,9 @@ pub enum SupervisorKind {
     Process,
     /// Docker containers on a bridge network.
     Docker,
+    /// Docker Swarm services on an overlay network, shared by every load balancer with the
+    /// same `instance` (membership lives in Swarm; Swarm restarts failed tasks).
+    Swarm,
 }
 
 /// How the load balancer reaches replica containers.
@@ -372,8 +375,12 @@ pub enum AddressMode {
     Auto,
     /// By the container's network alias (the load balancer is on the same network).
     Alias,
-    /// By the container's IP address on the network (the load balancer is on the host).
+    /// By the container's IP address on the network (the load balancer is on the host; with
+    /// `kind = "swarm"`: the task's overlay address, for a load balancer on the overlay).
     Ip,
+    /// `kind = "swarm"` only: the node's address and the task's host-mode published port (the
+    /// load balancer runs on a host, outside the overlay network).
+    Published,
 }
 
 /// `[supervisor]`
@@ -572,6 +579,38 @@ impl Config {
         self.replicas.iter().map(|r| *r.id.get_ref()).collect()
     }
 
+    /// `[supervisor]` settings that do not fit its `kind`.
+    fn supervisor_problems(&self) -> Vec<Problem> {
+        let s = &self.supervisor;
+        let mut problems = Vec::new();
+        let at = |key: &str| check::key_offset(&self.text, "supervisor", key).unwrap_or(0);
+        if s.address == AddressMode::Published && s.kind != SupervisorKind::Swarm {
+            let at = at("address");
+            problems.push(self.problem(
+                at..at,
+                "supervisor.address = \"published\" needs kind = \"swarm\"".into(),
+            ));
+        }
+        if s.kind == SupervisorKind::Swarm {
+            if let Err(why) = check_instance(&s.instance) {
+                let at = at("instance");
+                problems.push(self.problem(at..at, why));
+            }
+            if s.network.is_empty() || s.image.is_empty() {
+                let at = at(if s.network.is_empty() {
+                    "network"
+                } else {
+                    "image"
+                });
+                problems.push(self.problem(
+                    at..at,
+                    "supervisor.network and supervisor.image must not be empty".into(),
+                ));
+            }
+        }
+        problems
+    }
+
     /// An error at `span` of the text.
     fn at(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
         ConfigError::Invalid(vec![self.problem(span, message)])
@@ -754,12 +793,21 @@ impl Config {
             let at = check::key_offset(&self.text, "health", "path").unwrap_or(0);
             problems.push(self.problem(at..at, why));
         }
+        problems.extend(self.supervisor_problems());
         let mut names = HashSet::new();
         let mut ids = HashSet::new();
         let mut addresses = HashSet::new();
         for r in &self.replicas {
             if let Some(address) = &r.address {
-                if let Err(why) = check_address(address.get_ref()) {
+                if self.supervisor.kind == SupervisorKind::Swarm {
+                    problems.push(self.problem(
+                        address.span(),
+                        "backends by address cannot be listed with [supervisor] kind = \"swarm\": \
+                         every replica is a Swarm service, so that every lb of the instance \
+                         shares the ring"
+                            .into(),
+                    ));
+                } else if let Err(why) = check_address(address.get_ref()) {
                     problems.push(self.problem(address.span(), why.to_string()));
                 } else if !addresses.insert(address.get_ref().to_ascii_lowercase()) {
                     problems.push(self.problem(
@@ -884,6 +932,25 @@ pub enum AddressError {
     /// The host is neither an IP literal nor a DNS name.
     #[error("address {0:?}: the host must be an IP address or a DNS name of letters, digits, '-' and '.'")]
     Host(String),
+}
+
+/// A Swarm instance name: it starts every service's name (`<instance>-<id>`), so 1 to 40
+/// letters, digits and '-', starting with a letter or digit.
+pub fn check_instance(instance: &str) -> Result<(), String> {
+    let good = !instance.is_empty()
+        && instance.len() <= 40
+        && instance.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && instance
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if good {
+        Ok(())
+    } else {
+        Err(format!(
+            "supervisor.instance {instance:?} must be 1 to 40 letters, digits and '-' starting \
+             with a letter or digit (it names the Swarm services)"
+        ))
+    }
 }
 
 /// A backend address is `HOST:PORT`: HOST an IPv4 literal, a bracketed IPv6 literal or a DNS

@@ -488,3 +488,38 @@ fn bad_access_log_settings_are_problems_with_line_and_column() {
     assert_eq!((line, column), (2, 1));
     assert!(message.contains("did you mean `access`"), "{message}");
 }
+
+#[test]
+fn swarm_settings_are_checked_with_line_and_column() {
+    let ok = Config::parse(
+        "[supervisor]\nkind = \"swarm\"\ninstance = \"lb-swarm\"\naddress = \"published\"\n\
+         [[replicas]]\nhostname = \"S1\"\nid = 1\n",
+    )
+    .unwrap();
+    assert_eq!(ok.supervisor.kind, SupervisorKind::Swarm);
+    assert_eq!(ok.supervisor.address, AddressMode::Published);
+    // Backends by address would not be shared by the other lbs of the instance.
+    let err = Config::parse(
+        "[supervisor]\nkind = \"swarm\"\n[[replicas]]\nhostname = \"web\"\nid = 1\naddress = \"127.0.0.1:8001\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("line 6") && err.contains("swarm"), "{err}");
+    // The instance names services.
+    for bad in ["", "a b", "-x", "a_b", &"x".repeat(41)] {
+        let text = format!("[supervisor]\nkind = \"swarm\"\ninstance = {bad:?}\n");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("instance"),
+            "{bad:?}: {err}"
+        );
+        // The same names are fine for the other supervisors (a label, not a name).
+        let other = format!("[supervisor]\nkind = \"docker\"\ninstance = {bad:?}\n");
+        assert!(Config::parse(&other).is_ok() || bad.is_empty(), "{bad:?}");
+    }
+    // "published" means a Swarm task's published port.
+    let err = Config::parse("[supervisor]\nkind = \"docker\"\naddress = \"published\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 3") && err.contains("swarm"), "{err}");
+}

@@ -60,6 +60,9 @@ pub enum ControlError {
         /// How many there are.
         have: usize,
     },
+    /// `/add` named addresses with a supervisor whose replicas are all its own (Swarm).
+    #[error("backends by address cannot be added with the {0} supervisor: every replica is one of its services, shared by every lb of the instance")]
+    NoAddresses(&'static str),
     /// `/rm` named a hostname that is not a replica.
     #[error("hostname '{name}' is not a replica (replicas: {})", .replicas.join(", "))]
     UnknownName {
@@ -132,6 +135,12 @@ pub enum Command {
         handle: Handle,
         /// The socket address its name resolves to now.
         address: String,
+    },
+    /// Replicas this load balancer removed (or failed to add) are gone from the runtime:
+    /// membership listings asked for from now on speak for them again.
+    Settled {
+        /// Their server ids.
+        ids: Vec<u64>,
     },
     /// Try again to fill a vacancy.
     Respawn {

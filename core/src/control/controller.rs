@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -61,6 +61,15 @@ pub struct Controller {
     adding: BTreeMap<u64, String>,
     /// Per server id, how many of its replicas in a row died within [`CRASH_WINDOW`].
     crash_streak: BTreeMap<u64, u32>,
+    /// The supervisor's runtime holds the replica set, shared with other load balancers
+    /// (Swarm): follow its membership listings, and leave failed replicas to it.
+    shared_membership: bool,
+    /// Shared membership: vacancies whose service this load balancer creates (a seed, or an
+    /// entry added to the file), rather than finds.
+    to_create: BTreeSet<u64>,
+    /// Shared membership: ids this load balancer is changing (`None`: in progress) or changed
+    /// at that instant. A listing asked for before then does not speak for them.
+    local_changes: BTreeMap<u64, Option<Instant>>,
     file: Option<ConfigFile>,
     /// The configuration the process started with (for fields that need a restart).
     startup: Config,
@@ -112,6 +121,7 @@ impl Controller {
             metrics,
         });
         let (handle, rx) = ControllerHandle::channel();
+        let supervisor_shares = supervisor.shared_membership();
         let controller = Controller {
             shared: Arc::clone(&shared),
             launcher: Launcher {
@@ -128,6 +138,9 @@ impl Controller {
             replicas: BTreeMap::new(),
             vacancies: BTreeMap::new(),
             crash_streak: BTreeMap::new(),
+            shared_membership: supervisor_shares,
+            to_create: BTreeSet::new(),
+            local_changes: BTreeMap::new(),
             file,
             startup: config.clone(),
             applied: config.clone(),
@@ -151,6 +164,10 @@ impl Controller {
     /// rest and wait for their first heartbeats. A replica that does not come up leaves a
     /// vacancy that is retried with backoff once the controller runs.
     pub async fn start(&mut self) {
+        if self.shared_membership {
+            self.start_shared().await;
+            return;
+        }
         let mut adopted = match self.launcher.supervisor.adopt().await {
             Ok(adopted) => adopted,
             Err(e) => {
@@ -228,6 +245,164 @@ impl Controller {
         self.publish();
     }
 
+    /// Start with a shared membership (Swarm): the services of the instance are the replica
+    /// set. Only when there is none does the file's `[[replicas]]` seed it (services are
+    /// created); otherwise the file is rewritten to list what runs.
+    async fn start_shared(&mut self) {
+        let listed = match self.launcher.supervisor.members().await {
+            Ok(listed) => Some(listed),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the replicas' services; starting with none until the swarm answers");
+                None
+            }
+        };
+        let deadline = Duration::from_millis(self.settings().start_timeout_ms);
+        let seeds: Vec<ReplicaSpec> = self
+            .startup
+            .replicas
+            .iter()
+            .map(|r| ReplicaSpec::managed(r.hostname.get_ref().clone(), *r.id.get_ref()))
+            .collect();
+        let (specs, results) = match listed {
+            Some(listed) if listed.is_empty() => {
+                tracing::info!(
+                    replicas = seeds.len(),
+                    "no service of this instance in the swarm; creating them from the file"
+                );
+                let results = self
+                    .launcher
+                    .launch_all(seeds.clone(), &self.settings(), deadline)
+                    .await;
+                // Ours, made after the listing: a listing from before does not speak for them.
+                let now = Instant::now();
+                for spec in &seeds {
+                    self.local_changes.insert(spec.id, Some(now));
+                }
+                (seeds, results)
+            }
+            Some(listed) => {
+                if listed != seeds {
+                    tracing::info!(
+                        services = listed.len(),
+                        "the swarm already runs this instance's replicas; they replace the file's [[replicas]] (written back)"
+                    );
+                }
+                let health = self.settings();
+                let joins = listed
+                    .iter()
+                    .map(|spec| self.launcher.rejoin(spec.clone(), &health, deadline));
+                let results = futures_util::future::join_all(joins).await;
+                (listed, results)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        for (spec, result) in specs.into_iter().zip(results) {
+            match result {
+                Ok(backend) => {
+                    tracing::info!(hostname = %backend.hostname, id = backend.id, address = %backend.addr, "replica up");
+                    self.replicas.insert(spec.id, backend);
+                }
+                Err(reason) => {
+                    tracing::error!(hostname = %spec.hostname, %reason, "replica not serving yet; retrying");
+                    self.vacancies
+                        .insert(spec.id, vacancy_of(&spec, 1, reason.to_string()));
+                    self.schedule_respawn(spec.id, 1);
+                }
+            }
+        }
+        self.publish();
+        self.write_back().await;
+    }
+
+    /// Follow the runtime's membership listing (shared membership): services that appeared
+    /// join (once their task answers), services that are gone leave the ring. Ids this load
+    /// balancer is changing itself are judged only by listings asked for after its change.
+    async fn membership(&mut self, listed_at: Instant, listed: Vec<ReplicaSpec>) {
+        if !self.shared_membership {
+            return;
+        }
+        let listed: BTreeMap<u64, String> =
+            listed.into_iter().map(|s| (s.id, s.hostname)).collect();
+        // A listing newer than a finished local change speaks for that id from now on.
+        self.local_changes
+            .retain(|_, at| at.is_none_or(|at| listed_at <= at));
+        let settled = |id: &u64| !self.local_changes.contains_key(id);
+        let current: BTreeMap<u64, String> = self
+            .replicas
+            .values()
+            .map(|b| (b.id, b.hostname.clone()))
+            .chain(self.vacancies.values().map(|v| (v.id, v.hostname.clone())))
+            .filter(|(id, _)| settled(id) && !self.adding.contains_key(id))
+            .collect();
+        let mut gone: Vec<u64> = current
+            .iter()
+            .filter(|(id, hostname)| listed.get(id) != Some(hostname))
+            .map(|(id, _)| *id)
+            .collect();
+        let new: Vec<ReplicaSpec> = listed
+            .iter()
+            .filter(|(id, hostname)| {
+                settled(id) && !self.adding.contains_key(id) && current.get(id) != Some(hostname)
+            })
+            .map(|(id, hostname)| ReplicaSpec::managed(hostname.clone(), *id))
+            .collect();
+        // Room for the new ones: a listing that would overflow the ring is not applied.
+        let after = self.replicas.len() + self.vacancies.len() - gone.len() + new.len();
+        if let Err(e) = self.balancer.check_capacity(after) {
+            tracing::error!(error = %e, "the swarm lists more replicas than the ring holds; keeping the ring");
+            return;
+        }
+        if gone.is_empty() && new.is_empty() {
+            return;
+        }
+        gone.sort_unstable();
+        let mut left = Vec::new();
+        for id in &gone {
+            self.vacancies.remove(id);
+            self.to_create.remove(id);
+            if let Some(backend) = self.replicas.remove(id) {
+                tracing::info!(hostname = %backend.hostname, id, "replica's service is gone from the swarm; out of the ring");
+                left.push(backend);
+            }
+        }
+        for spec in &new {
+            tracing::info!(hostname = %spec.hostname, id = spec.id, "replica's service appeared in the swarm; joining once it answers");
+            self.vacancies.insert(
+                spec.id,
+                vacancy_of(spec, 0, "service found in the swarm".into()),
+            );
+        }
+        self.publish();
+        // Removed elsewhere: nothing of ours to stop.
+        drop(self.retire(left, false));
+        for spec in &new {
+            self.respawn(spec.id);
+        }
+        self.write_back().await;
+    }
+
+    /// Mark `ids` as being changed by this load balancer until [`Command::Settled`] says
+    /// the runtime reflects the change.
+    fn changing(&mut self, ids: impl IntoIterator<Item = u64>) {
+        if self.shared_membership {
+            for id in ids {
+                self.local_changes.insert(id, None);
+            }
+        }
+    }
+
+    /// Send [`Command::Settled`] for `ids` once `done` completes.
+    fn settle_after(&self, ids: Vec<u64>, done: oneshot::Receiver<()>) {
+        if !self.shared_membership || ids.is_empty() {
+            return;
+        }
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let _ = done.await;
+            commands.send(Command::Settled { ids });
+        });
+    }
+
     /// Apply commands until shutdown. Nothing here waits for a replica to start: starts run on
     /// tasks of their own and report back with [`Command::Started`] or [`Command::Added`].
     pub async fn run(mut self) {
@@ -271,6 +446,17 @@ impl Controller {
                     }
                 }
                 Command::Respawn { id } => self.respawn(id),
+                Command::Supervisor(SupervisorEvent::Members { listed_at, members }) => {
+                    self.membership(listed_at, members).await;
+                }
+                Command::Settled { ids } => {
+                    let now = Instant::now();
+                    for id in ids {
+                        if let Some(at) = self.local_changes.get_mut(&id) {
+                            *at = Some(now);
+                        }
+                    }
+                }
                 Command::Resolved {
                     id,
                     handle,
@@ -410,6 +596,12 @@ impl Controller {
     /// `/add`: reserve ids and names, and start the replicas on a task of their own, which
     /// reports back with [`Command::Added`].
     fn add(&mut self, request: ScaleRequest, reply: oneshot::Sender<ScaleReply>) {
+        if self.shared_membership && !request.addresses.is_empty() {
+            self.shared.metrics.reload(false);
+            let kind = self.launcher.supervisor.kind();
+            let _ = reply.send(Err(ControlError::NoAddresses(kind)));
+            return;
+        }
         let specs = match plan_add(
             &self.members(),
             &request,
@@ -428,6 +620,7 @@ impl Controller {
         for spec in &specs {
             self.adding.insert(spec.id, spec.hostname.clone());
         }
+        self.changing(specs.iter().map(|s| s.id));
         let launcher = self.launcher.clone();
         let health = self.settings();
         let deadline = Duration::from_millis(health.start_timeout_ms);
@@ -471,12 +664,21 @@ impl Controller {
                 .map(|b| b.handle.clone())
                 .collect();
             let launcher = self.launcher.clone();
+            let (stopped, settled) = oneshot::channel();
             tokio::spawn(async move {
                 for handle in started {
                     let _ = launcher.stop(&handle).await;
                 }
+                let _ = stopped.send(());
             });
+            self.settle_after(specs.iter().map(|s| s.id).collect(), settled);
             return Err(ControlError::StartFailed(reasons));
+        }
+        if self.shared_membership {
+            let now = Instant::now();
+            for spec in &specs {
+                self.local_changes.insert(spec.id, Some(now));
+            }
         }
         for backend in results.into_iter().flatten() {
             tracing::info!(hostname = %backend.hostname, id = backend.id, "replica added");
@@ -505,21 +707,27 @@ impl Controller {
             .iter()
             .filter_map(|id| self.replicas.remove(id))
             .collect();
+        self.changing(victims.iter().copied());
         self.publish();
         let remaining = self.hostnames();
-        let done = self.retire(removed);
+        let done = self.retire(removed, true);
+        let (stopped, settled) = oneshot::channel();
+        self.settle_after(victims.clone(), settled);
         let (written, write_back) = oneshot::channel();
         tokio::spawn(async move {
             let _ = done.await;
+            let _ = stopped.send(());
             let _ = write_back.await;
             let _ = reply.send(Ok(remaining));
         });
         Some(written)
     }
 
-    /// Drain and stop replicas already out of the ring, on another task. The returned receiver
-    /// completes when they are stopped.
-    fn retire(&self, removed: Vec<Arc<Backend>>) -> oneshot::Receiver<()> {
+    /// Drain replicas already out of the ring and, with `stop`, stop them, on another task.
+    /// The returned receiver completes when they are drained and stopped. Without `stop` they
+    /// are left to run: the same replica at a new address, or a service that failed or was
+    /// removed elsewhere (shared membership: the runtime owns it).
+    fn retire(&self, removed: Vec<Arc<Backend>>, stop: bool) -> oneshot::Receiver<()> {
         let launcher = self.launcher.clone();
         let drain = Duration::from_millis(self.settings().drain_timeout_ms);
         let (done, finished) = oneshot::channel();
@@ -528,6 +736,9 @@ impl Controller {
                 let launcher = &launcher;
                 async move {
                     drain_requests(&backend, drain).await;
+                    if !stop {
+                        return;
+                    }
                     // A backend by address is left running: lb did not start it.
                     let _ = launcher.stop(&backend.handle).await;
                     if backend.is_address() {
@@ -549,6 +760,23 @@ impl Controller {
             return; // an earlier incarnation, or already removed
         }
         let dead = self.replicas.remove(&id).expect("checked above");
+        if self.shared_membership {
+            // The runtime restarts it (Swarm: a new task, at a new address); out of the ring
+            // until that task answers, then back with the same id, name and slots.
+            tracing::warn!(hostname = %dead.hostname, id, handle = %dead.handle, %reason, "replica failed; out of the ring until its service's task answers again");
+            self.shared.metrics.restarted();
+            let spec = ReplicaSpec::managed(dead.hostname.clone(), id);
+            self.vacancies.insert(
+                id,
+                vacancy_of(&spec, 0, format!("'{}' {reason}", dead.hostname)),
+            );
+            self.publish();
+            dead.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(self.retire(vec![dead], false));
+            self.respawn(id);
+            return;
+        }
         if let Handle::Address(address) = &dead.handle {
             // Not ours to replace: out of the ring until its health checks pass again, then
             // back with the same id (hence the same slots) and name.
@@ -566,7 +794,7 @@ impl Controller {
             self.publish();
             dead.failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            drop(self.retire(vec![dead]));
+            drop(self.retire(vec![dead], false));
             self.respawn(id);
             return;
         }
@@ -602,7 +830,7 @@ impl Controller {
         self.publish();
         dead.failed
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        drop(self.retire(vec![dead]));
+        drop(self.retire(vec![dead], true));
         if streak >= 2 {
             // Dying right after start again and again: back off instead of a tight loop.
             self.schedule_respawn(id, streak);
@@ -622,12 +850,19 @@ impl Controller {
             return; // already starting; its result fills the vacancy
         }
         let spec = spec_of(vacancy);
+        // Shared membership: a service is created only for a seed or a file entry; any other
+        // vacancy is a service that exists (or existed) and is found again.
+        let find = self.shared_membership && !self.to_create.contains(&id);
         let launcher = self.launcher.clone();
         let health = self.settings();
         let deadline = Duration::from_millis(health.start_timeout_ms);
         let commands = self.commands.clone();
         tokio::spawn(async move {
-            let result = launcher.launch(spec.clone(), &health, deadline).await;
+            let result = if find {
+                launcher.rejoin(spec.clone(), &health, deadline).await
+            } else {
+                launcher.launch(spec.clone(), &health, deadline).await
+            };
             commands.send(Command::Started { spec, result });
         });
     }
@@ -642,6 +877,9 @@ impl Controller {
         match result {
             Ok(backend) if wanted => {
                 self.vacancies.remove(&spec.id);
+                if self.to_create.remove(&spec.id) {
+                    self.local_changes.insert(spec.id, Some(Instant::now()));
+                }
                 if backend.is_address() {
                     tracing::info!(hostname = %backend.hostname, id = spec.id, address = %backend.addr, "backend healthy; in the ring");
                 } else {
@@ -653,20 +891,27 @@ impl Controller {
             }
             Ok(backend) => {
                 // The configuration changed while it started: it is not wanted any more.
-                tracing::info!(hostname = %backend.hostname, id = spec.id, "started replica no longer wanted; stopping it");
-                drop(self.retire(vec![backend]));
+                // Shared membership: its service is the runtime's (removed elsewhere, or
+                // listed under another name now); only a service this lb created is removed.
+                let stop = !self.shared_membership || self.to_create.contains(&spec.id);
+                tracing::info!(hostname = %backend.hostname, id = spec.id, stop, "started replica no longer wanted");
+                drop(self.retire(vec![backend], stop));
                 // The id may be vacant under another name now.
                 self.respawn(spec.id);
                 false
             }
-            Err(reason) if wanted && spec.address.is_some() => {
+            Err(reason)
+                if wanted
+                    && (spec.address.is_some() || self.shared_membership)
+                    && !self.to_create.contains(&spec.id) =>
+            {
                 // A backend by address that is still down: keep checking it, at the health
                 // interval, for as long as it is configured.
                 let vacancy = self.vacancies.get_mut(&spec.id).expect("checked above");
                 vacancy.failed_attempts += 1;
                 vacancy.reason = reason.to_string();
                 if vacancy.failed_attempts == 1 {
-                    tracing::warn!(id = spec.id, reason = %vacancy.reason, "backend by address not healthy yet; checking it every interval");
+                    tracing::warn!(id = spec.id, reason = %vacancy.reason, "not answering yet; checking it every interval");
                 }
                 let interval = Duration::from_millis(self.settings().interval_ms);
                 self.schedule(spec.id, interval);
@@ -759,7 +1004,7 @@ impl Controller {
         let pipelining = old.pipelining;
         if let Some(old) = self.swap(id, address, pipelining) {
             self.publish();
-            drop(self.retire(vec![old]));
+            drop(self.retire(vec![old], false));
         }
     }
 
@@ -894,8 +1139,19 @@ impl Controller {
         for backend in &removed {
             tracing::info!(hostname = %backend.hostname, id = backend.id, "removed by the configuration file");
         }
-        drop(self.retire(removed.into_iter().chain(swapped).collect()));
+        let stopped_ids: Vec<u64> = removed.iter().map(|b| b.id).collect();
+        self.changing(stopped_ids.iter().copied());
+        let stopped = self.retire(removed, true);
+        self.settle_after(stopped_ids, stopped);
+        // The same replicas with a new setting: nothing to stop.
+        drop(self.retire(swapped, false));
         // New replicas are vacancies until their first heartbeat; they start off this loop.
+        if self.shared_membership {
+            // Entries added to the file become services (a listing from before does not
+            // know them yet).
+            self.to_create.extend(plan.start.iter().map(|s| s.id));
+            self.changing(plan.start.iter().map(|s| s.id));
+        }
         for spec in &plan.start {
             let reason = if spec.address.is_some() {
                 "waiting for its health checks"
@@ -925,7 +1181,7 @@ impl Controller {
 fn address_of(handle: &Handle) -> Option<&str> {
     match handle {
         Handle::Address(address) => Some(address),
-        Handle::Pid(_) | Handle::ContainerId(_) => None,
+        Handle::Pid(_) | Handle::ContainerId(_) | Handle::SwarmTask { .. } => None,
     }
 }
 

@@ -11,6 +11,9 @@ use crate::state::{Backend, Handle};
 use super::probe::{ProbeError, Prober};
 use super::supervisor::{ReplicaSpec, Started, Supervisor, SupervisorError};
 
+/// Pause between two tries of [`Launcher::rejoin`].
+const REJOIN_POLL: Duration = Duration::from_millis(100);
+
 /// Why a replica could not join the ring.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -133,6 +136,57 @@ impl Launcher {
             let _ = self.stop(&started.handle).await;
         }
         backend.map(Arc::new)
+    }
+
+    /// Join a replica the runtime already runs (shared membership: a Swarm service, started
+    /// by this or another load balancer, or restarted by Swarm): look up its running task and
+    /// send one heartbeat, again and again until one answers or `deadline` passes. Looked up
+    /// anew each time, so a replaced task is found at its new address; nothing is stopped
+    /// when it does not answer (the runtime owns it).
+    pub(crate) async fn rejoin(
+        &self,
+        spec: ReplicaSpec,
+        health: &HealthSection,
+        deadline: Duration,
+    ) -> Result<Arc<Backend>, LaunchError> {
+        let start = tokio::time::Instant::now();
+        let timeout = Duration::from_millis(health.timeout_ms);
+        loop {
+            let failure = match self.supervisor.locate(&spec).await {
+                Ok(started) => {
+                    let beat = self
+                        .prober
+                        .beat(&started.address, health.check_path(false), timeout)
+                        .await;
+                    match beat {
+                        Ok(()) => {
+                            let pipelining = spec.pipelining.unwrap_or(true);
+                            return Backend::new(
+                                spec.hostname.clone(),
+                                spec.id,
+                                started.address.clone(),
+                                started.handle,
+                            )
+                            .map(|b| Arc::new(b.with_pipelining(pipelining)))
+                            .ok_or(LaunchError::BadAddress {
+                                hostname: spec.hostname,
+                                address: started.address,
+                            });
+                        }
+                        Err(source) => LaunchError::NotAlive {
+                            hostname: spec.hostname.clone(),
+                            source,
+                        },
+                    }
+                }
+                Err(e @ SupervisorError::Gone { .. }) => return Err(e.into()),
+                Err(e) => e.into(),
+            };
+            if start.elapsed() >= deadline {
+                return Err(failure);
+            }
+            tokio::time::sleep(REJOIN_POLL).await;
+        }
     }
 
     /// Stop a replica through the supervisor; a backend by address is left alone (`lb` did not

@@ -67,7 +67,7 @@ fn container_name(instance: &str, spec: &ReplicaSpec) -> String {
 }
 
 /// The hostname as a DNS label (network alias and container hostname).
-fn dns_name(hostname: &str) -> String {
+pub(super) fn dns_name(hostname: &str) -> String {
     hostname
         .chars()
         .map(|c| {
@@ -112,7 +112,8 @@ impl DockerSupervisor {
             .map_err(engine)?;
         let by_alias = match settings.address {
             AddressMode::Alias => true,
-            AddressMode::Ip => false,
+            // `published` is refused for this kind when the file is checked.
+            AddressMode::Ip | AddressMode::Published => false,
             AddressMode::Auto => std::path::Path::new("/.dockerenv").exists(),
         };
         let supervisor = Arc::new(DockerSupervisor {

@@ -2,11 +2,12 @@
 //!
 //! They do not judge health: the health checker does that with heartbeats, and the controller
 //! decides what to do. A supervisor only owns the mechanics of one kind of runtime (local
-//! processes now, Docker containers later) behind the [`Supervisor`] trait.
+//! processes, Docker containers, Docker Swarm services) behind the [`Supervisor`] trait.
 
 pub mod docker;
 #[allow(unsafe_code)] // pre_exec: PR_SET_PDEATHSIG and fd passing in the child
 pub mod process;
+pub mod swarm;
 
 use async_trait::async_trait;
 
@@ -14,6 +15,7 @@ pub use crate::state::Handle;
 
 pub use docker::DockerSupervisor;
 pub use process::ProcessSupervisor;
+pub use swarm::SwarmSupervisor;
 
 /// What to start (or, for a backend by address, what to health-check until it may join).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +68,14 @@ pub enum SupervisorEvent {
         /// Exit status or signal, for the log.
         detail: String,
     },
+    /// The replicas as the runtime lists them, for a supervisor whose membership is shared
+    /// ([`Supervisor::shared_membership`]): sent on every change and periodically.
+    Members {
+        /// When the listing was asked for: local changes made after it are not in it.
+        listed_at: std::time::Instant,
+        /// Every replica (hostname and id) of this load balancer's instance.
+        members: Vec<ReplicaSpec>,
+    },
 }
 
 /// Why a supervisor could not do what it was asked.
@@ -85,6 +95,15 @@ pub enum SupervisorError {
     /// The container engine refused or failed.
     #[error("container engine: {0}")]
     Engine(String),
+    /// The replica is not (or no longer) in the runtime (shared membership: its service is
+    /// gone).
+    #[error("replica {hostname:?} (server id {id}) has no service in the swarm")]
+    Gone {
+        /// The replica.
+        hostname: String,
+        /// Its server id.
+        id: u64,
+    },
 }
 
 /// Runs replicas of one kind. Implementations send [`SupervisorEvent`]s on the channel they were
@@ -108,5 +127,29 @@ pub trait Supervisor: Send + Sync + 'static {
     /// die with the load balancer, so the default is none.
     async fn adopt(&self) -> Result<Vec<Started>, SupervisorError> {
         Ok(Vec::new())
+    }
+
+    /// Whether the replica set lives in the runtime and is shared with other load balancers
+    /// (Swarm): the runtime restarts failed replicas itself (same id and hostname, new
+    /// address), and the supervisor sends [`SupervisorEvent::Members`]. Default: no.
+    fn shared_membership(&self) -> bool {
+        false
+    }
+
+    /// The replicas the runtime runs for this instance right now (shared membership only).
+    async fn members(&self) -> Result<Vec<ReplicaSpec>, SupervisorError> {
+        Ok(Vec::new())
+    }
+
+    /// Where an existing replica runs now, without starting anything (shared membership: the
+    /// service's running task). Default: the supervisor cannot look it up.
+    async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
+        Err(SupervisorError::Start {
+            hostname: spec.hostname.clone(),
+            reason: format!(
+                "the {} supervisor cannot look up running replicas",
+                self.kind()
+            ),
+        })
     }
 }

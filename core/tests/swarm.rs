@@ -1,0 +1,515 @@
+//! The Swarm supervisor on a real single-node swarm: replicas as services, two load balancers
+//! of one instance sharing one ring, a killed task replaced by Swarm and followed by lb, and
+//! services that outlive lb until `lb swarm down`.
+//!
+//! Needs a running engine that is a swarm manager and the replica image
+//! (`scripts/docker-up-engine.sh`, `docker swarm init --advertise-addr 127.0.0.1`,
+//! `docker/build-images.sh`; `scripts/test.sh` does all three). Without them the tests skip with
+//! a notice — except in CI (`CI` set) or with `LB_REQUIRE_DOCKER=1`, where they fail. Every test
+//! removes the services and network it created, also when it fails (a drop guard).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{eventually, Lb, Traffic};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Request ids routed through both load balancers.
+const IDS: usize = 40;
+
+/// Run `docker ARGS`, returning stdout; panics with stderr on failure.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether the engine is an active swarm manager with the replica image; if not, skip (or fail
+/// where Docker is required).
+fn swarm_ready() -> bool {
+    let required =
+        std::env::var_os("CI").is_some() || std::env::var_os("LB_REQUIRE_DOCKER").is_some();
+    let state = Command::new("docker")
+        .args([
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let image = Command::new("docker")
+        .args(["image", "inspect", "lb-replica:latest"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let why = match state.as_deref() {
+        None => "no Docker engine answers (run scripts/docker-up-engine.sh)".to_owned(),
+        Some("active true") if image => return true,
+        Some("active true") => "image lb-replica:latest is missing (run docker/build-images.sh)".into(),
+        Some(other) => format!(
+            "the engine is not a swarm manager ({other}); run docker swarm init --advertise-addr 127.0.0.1"
+        ),
+    };
+    assert!(!required, "Swarm tests are required here, but {why}");
+    eprintln!("SKIPPED: {why}; scripts/test.sh sets everything up");
+    false
+}
+
+/// An instance and an overlay network of this test's own; every service and the network are
+/// removed on drop.
+struct Scope {
+    instance: String,
+    network: String,
+}
+
+impl Scope {
+    fn new() -> Scope {
+        let tag = format!("lbtest-{:08x}", fastrand::u32(..));
+        Scope {
+            instance: tag.clone(),
+            network: tag,
+        }
+    }
+
+    /// The instance's services: name → hostname label.
+    fn services(&self) -> BTreeMap<String, String> {
+        docker(&[
+            "service",
+            "ls",
+            "--filter",
+            &format!("label=io.lb.swarm.instance={}", self.instance),
+            "--format",
+            "{{.Name}}",
+        ])
+        .lines()
+        .map(|name| {
+            let hostname = docker(&[
+                "service",
+                "inspect",
+                "--format",
+                "{{index .Spec.Labels \"io.lb.hostname\"}}",
+                name,
+            ]);
+            (name.to_owned(), hostname.trim().to_owned())
+        })
+        .collect()
+    }
+
+    /// The running task container of the replica `hostname`.
+    fn container_of(&self, hostname: &str) -> Option<String> {
+        docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=io.lb.swarm.instance={}", self.instance),
+            "--filter",
+            &format!("label=io.lb.hostname={hostname}"),
+        ])
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+    }
+
+    fn config(&self, replicas: &[(&str, u64)]) -> String {
+        let mut text = format!(
+            r#"
+[health]
+interval_ms = 200
+timeout_ms = 500
+start_timeout_ms = 20000
+[supervisor]
+kind = "swarm"
+image = "lb-replica:latest"
+network = "{}"
+instance = "{}"
+address = "published"
+"#,
+            self.network, self.instance
+        );
+        for (hostname, id) in replicas {
+            text.push_str(&format!(
+                "[[replicas]]\nhostname = \"{hostname}\"\nid = {id}\n"
+            ));
+        }
+        text
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let ids = Command::new("docker")
+            .args([
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=io.lb.swarm.instance={}", self.instance),
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new("docker").args(["service", "rm", id]).output();
+        }
+        // The network is in use until the tasks have stopped.
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            let removed = Command::new("docker")
+                .args(["network", "rm", &self.network])
+                .output()
+                .map(|o| {
+                    o.status.success() || String::from_utf8_lossy(&o.stderr).contains("not found")
+                })
+                .unwrap_or(true);
+            if removed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+const THREE: [(&str, u64); 3] = [("Server 1", 1), ("Server 2", 2), ("Server 3", 3)];
+
+/// Which replica answered each of `IDS` request ids through `lb`.
+async fn routing(lb: &Lb) -> Vec<String> {
+    let mut served = Vec::with_capacity(IDS);
+    for i in 0..IDS {
+        let id = format!("{}", 100_000 + i * 22_501);
+        served.push(lb.home(&[("X-Request-Id", &id)]).await);
+    }
+    served
+}
+
+async fn owners(lb: &Lb) -> serde_json::Value {
+    lb.get("/_lb/ring").await.json()["owners"].clone()
+}
+
+/// Both load balancers show `n` replicas, the same ones, with the same ring.
+async fn agree(a: &Lb, b: &Lb, n: u64, what: &str) -> Vec<String> {
+    eventually(DEADLINE, what, || async {
+        let (ra, rb) = (a.rep().await, b.rep().await);
+        let same = ra.0 == n && ra == rb && owners(a).await == owners(b).await;
+        same.then_some(ra.1)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_load_balancers_of_one_instance_share_the_ring() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let a = Lb::start(&scope.config(&THREE));
+    assert_eq!(a.rep().await.0, 3);
+    assert_eq!(
+        scope.services().into_values().collect::<BTreeSet<_>>(),
+        THREE.iter().map(|(h, _)| (*h).to_owned()).collect()
+    );
+    // B's file lists something else: the swarm already runs the instance, so B takes its
+    // replicas and writes them back.
+    let b = Lb::start(&scope.config(&[("Elsewhere", 9)]));
+    assert!(
+        b.log()
+            .contains("the swarm already runs this instance's replicas"),
+        "{}",
+        b.log()
+    );
+    agree(&a, &b, 3, "both rings the same with 3 replicas").await;
+    let file = std::fs::read_to_string(&b.config).unwrap();
+    assert!(
+        file.contains("Server 2") && !file.contains("Elsewhere"),
+        "{file}"
+    );
+    assert_eq!(scope.services().len(), 3, "B created nothing");
+    let through_a = routing(&a).await;
+    assert_eq!(through_a, routing(&b).await);
+    assert!(
+        through_a.iter().collect::<BTreeSet<_>>().len() >= 2,
+        "40 ids all on one replica: {through_a:?}"
+    );
+
+    // /add through A: B sees it without being told.
+    a.ok("POST", "/add", br#"{"n": 1, "hostnames": ["S4"]}"#)
+        .await;
+    let added = Instant::now();
+    let names = agree(&a, &b, 4, "B has S4 too").await;
+    eprintln!("B saw A's /add after {:?}", added.elapsed());
+    assert!(names.contains(&"S4".to_owned()), "{names:?}");
+    assert_eq!(routing(&a).await, routing(&b).await);
+
+    // /rm through B: A follows.
+    b.ok("DELETE", "/rm", br#"{"n": 1, "hostnames": ["Server 2"]}"#)
+        .await;
+    let names = agree(&a, &b, 3, "Server 2 gone from both").await;
+    assert!(!names.contains(&"Server 2".to_owned()), "{names:?}");
+    assert_eq!(routing(&a).await, routing(&b).await);
+    eventually(DEADLINE, "Server 2's service removed", || async {
+        (scope.services().len() == 3).then_some(())
+    })
+    .await;
+    // A's file follows too.
+    let file = std::fs::read_to_string(&a.config).unwrap();
+    assert!(file.contains("S4") && !file.contains("Server 2"), "{file}");
+
+    // Backends by address are not shared through Swarm: refused, nothing changes.
+    let refused = a
+        .send(
+            "POST",
+            "/add",
+            br#"{"n": 1, "hostnames": ["x"], "addresses": ["127.0.0.1:9"]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("swarm"), "{}", refused.body);
+    assert_eq!(a.rep().await.0, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_task_is_replaced_and_keeps_its_id_and_slots() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let a = Arc::new(Lb::start(&scope.config(&THREE)));
+    let b = Lb::start(&scope.config(&THREE));
+    agree(&a, &b, 3, "both rings the same").await;
+    let before = routing(&a).await;
+    let ring_before = owners(&a).await;
+    let victim = "Server 2";
+    let address = |status: serde_json::Value| {
+        status["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["hostname"] == victim && r["healthy"] == true)
+            .map(|r| r["address"].as_str().unwrap().to_owned())
+    };
+    let old = address(a.status().await).expect("victim serving");
+    let container = scope.container_of(victim).expect("victim's container");
+
+    let traffic = Traffic::start(&a, 2);
+    docker(&["kill", &container]);
+    let killed = Instant::now();
+    // Swarm starts a new task; both load balancers find it at its new address.
+    for lb in [&*a, &b] {
+        eventually(
+            DEADLINE,
+            "the victim serving again at a new address",
+            || async { address(lb.status().await).filter(|now| *now != old) },
+        )
+        .await;
+    }
+    eprintln!("serving again {:?} after docker kill", killed.elapsed());
+    let answers = traffic.finish().await;
+    let failed = answers.iter().filter(|a| a.status != 200).count();
+    assert!(answers.len() >= 10, "only {} requests", answers.len());
+    // The death is reported at once: at most the requests already on their way can fail.
+    assert!(failed <= 4, "{failed} of {} requests failed", answers.len());
+    assert_ne!(
+        scope.container_of(victim).as_deref(),
+        Some(container.as_str())
+    );
+    // Same id, same name, same slots: every id goes where it went before, through either lb.
+    assert_eq!(owners(&a).await, ring_before);
+    assert_eq!(routing(&a).await, before);
+    assert_eq!(routing(&b).await, before);
+    assert_eq!(a.rep().await.0, 3);
+    assert_eq!(scope.services().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_outlive_lb_until_swarm_down() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let a = Lb::start(&scope.config(&THREE));
+    assert_eq!(a.rep().await.0, 3);
+    drop(a); // SIGTERM, and wait for it to exit
+    let running = scope.services();
+    assert_eq!(running.len(), 3, "{running:?}");
+    // A later lb of the instance finds them (its file's list is replaced).
+    let c = Lb::start(&scope.config(&[("Other", 1)]));
+    let (n, names) = c.rep().await;
+    assert_eq!(n, 3, "{names:?}");
+    assert!(!names.contains(&"Other".to_owned()));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["swarm", "down", "--instance", &scope.instance])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 1..=3 {
+        assert!(
+            stdout.contains(&format!("{}-{i}", scope.instance)),
+            "{stdout}"
+        );
+    }
+    assert!(scope.services().is_empty());
+    // The lb still running sees its replicas leave.
+    eventually(DEADLINE, "c's ring empty", || async {
+        (c.rep().await.0 == 0).then_some(())
+    })
+    .await;
+    drop(c);
+    // Nothing of the instance is left, network included (a removed swarm network leaves the
+    // node's list a moment later).
+    assert!(
+        stdout.contains(&format!("network {}", scope.network)),
+        "{stdout}"
+    );
+    eventually(DEADLINE, "the network gone", || async {
+        let networks = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^{}$", scope.network),
+        ]);
+        networks.trim().is_empty().then_some(())
+    })
+    .await;
+    // Another instance name is refused before anything is touched.
+    let bad = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["swarm", "down", "--instance", "no spaces"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+/// A free TCP port on 127.0.0.1 (for the stack's host-mode published port).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on 127.0.0.1:`port` with an `X-Request-Id`; the response body, or `None` when
+/// nothing answers with 200 within a second (yet).
+fn fetch(port: u16, path: &str, id: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: lb\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// Removes a stack on drop (the replica services and the network go with the [`Scope`]).
+struct Stack(String);
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["stack", "rm", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stack_runs_lb_on_the_overlay_and_shares_the_ring_with_a_host_lb() {
+    if !swarm_ready() {
+        return;
+    }
+    let image = Command::new("docker")
+        .args(["image", "inspect", "lb:latest"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !image {
+        assert!(
+            std::env::var_os("CI").is_none() && std::env::var_os("LB_REQUIRE_DOCKER").is_none(),
+            "image lb:latest is missing (docker/build-images.sh)"
+        );
+        eprintln!("SKIPPED: image lb:latest is missing (run docker/build-images.sh)");
+        return;
+    }
+    let scope = Scope::new();
+    // The shipped stack file and configuration, with this test's names and port.
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/lb.stack.toml"
+    ))
+    .unwrap();
+    let config = shipped
+        .replace(
+            "network = \"lb-stack\"",
+            &format!("network = \"{}\"", scope.network),
+        )
+        .replace(
+            "instance = \"lb-stack\"",
+            &format!("instance = \"{}\"", scope.instance),
+        );
+    assert!(config.contains(&scope.instance) && config.contains("address = \"ip\""));
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("lb.stack.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let port = free_port();
+    let stack = Stack(format!("{}-stack", scope.instance));
+    let deployed = Command::new("docker")
+        .args(["stack", "deploy", "-c"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/stack.yml"))
+        .arg(&stack.0)
+        .env("LB_PORT", port.to_string())
+        .env("LB_NETWORK", &scope.network)
+        .env("LB_STACK_CONFIG", &config_path)
+        .output()
+        .unwrap();
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    // The stack's lb seeds the three replicas and serves them on the published port.
+    let rep = eventually(
+        Duration::from_secs(60),
+        "the stack's lb serving 3",
+        || async { fetch(port, "/rep", "0").filter(|body| body.contains("\"N\": 3")) },
+    )
+    .await;
+    assert!(rep.contains("Server 1"), "{rep}");
+    assert_eq!(scope.services().len(), 3);
+    // An lb on the host, same instance: same ring, same routing (it reaches the tasks by their
+    // published ports, the stack's lb by their overlay addresses).
+    let host = Lb::start(&scope.config(&[]));
+    assert_eq!(host.rep().await.0, 3);
+    for i in 0..IDS {
+        let id = format!("{}", 100_000 + i * 22_501);
+        let body = fetch(port, "/home", &id).expect("the stack's lb answers /home");
+        let through_host = host.home(&[("X-Request-Id", &id)]).await;
+        assert!(
+            body.contains(&format!("Server: {through_host}\"")),
+            "id {id}: stack {body}, host {through_host}"
+        );
+    }
+    drop(host);
+    drop(stack);
+}
