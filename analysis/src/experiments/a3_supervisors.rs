@@ -281,13 +281,23 @@ fn usable(kind: Kind, lb_bin: &Path, config: &str) -> std::result::Result<(), St
         })?;
     }
     if kind == Kind::Swarm {
-        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])
-            .map_err(|e| format!("docker is not usable: {e}"))?;
-        if state.trim() != "active" {
-            return Err(format!(
-                "the swarm is not active (LocalNodeState {:?}; `docker swarm init` starts one)",
-                state.trim()
-            ));
+        let state = docker(&[
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+        ])
+        .map_err(|e| format!("docker is not usable: {e}"))?;
+        match state.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["active", "true"] => {}
+            ["active", _] => {
+                return Err("this engine is a swarm worker; lb needs a manager".into());
+            }
+            _ => {
+                return Err(format!(
+                    "the swarm is not active (LocalNodeState {:?}; `docker swarm init` starts one)",
+                    state.split_whitespace().next().unwrap_or_default()
+                ))
+            }
         }
     }
     let file = tempfile::Builder::new()
@@ -727,28 +737,33 @@ impl Scope {
             std::thread::sleep(POLL);
         }
         done.push(match self.kind {
-            Kind::Swarm => format!("{} task containers removed", removed.len()),
+            Kind::Swarm => format!("{} task containers gone with them", removed.len()),
             _ => format!("{} containers left by lb removed", removed.len()),
         });
-        loop {
-            match docker(&["network", "rm", &self.name]) {
-                Ok(_) => {
-                    done.push(format!("network {} removed", self.name));
-                    break;
+        let exists = || docker(&["network", "inspect", "--format", "{{.Id}}", &self.name]).is_ok();
+        let mut network_removed = false;
+        // Endpoints of containers that just went are released asynchronously, and a Swarm
+        // overlay network goes a little after `docker network rm` answered.
+        while exists() {
+            if !network_removed {
+                match docker(&["network", "rm", &self.name]) {
+                    Ok(_) => network_removed = true,
+                    Err(e) if started.elapsed() > CLEAN_LIMIT => return Err(e),
+                    Err(_) => {}
                 }
-                Err(e) => {
-                    if docker(&["network", "inspect", "--format", "{{.Id}}", &self.name]).is_err() {
-                        done.push(format!("no network {} to remove", self.name));
-                        break;
-                    }
-                    if started.elapsed() > CLEAN_LIMIT {
-                        return Err(e);
-                    }
-                    // Endpoints of containers that just went are released asynchronously.
-                    std::thread::sleep(POLL * 10);
-                }
+            } else if started.elapsed() > CLEAN_LIMIT {
+                return Err(Error::Timeout {
+                    what: format!("network {} to go after `docker network rm`", self.name),
+                    limit: CLEAN_LIMIT,
+                });
             }
+            std::thread::sleep(POLL * 10);
         }
+        done.push(if network_removed {
+            format!("network {} removed", self.name)
+        } else {
+            format!("no network {} to remove", self.name)
+        });
         Ok(done.join(", "))
     }
 }
