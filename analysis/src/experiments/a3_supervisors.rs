@@ -808,7 +808,7 @@ mod tests {
     }
 
     #[test]
-    fn a_command_past_its_deadline_or_failing_is_an_error() {
+    fn a_command_s_status_and_output_are_collected() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
         let ran = run_command(cmd, "sh").unwrap();
