@@ -288,7 +288,7 @@ pub fn kinds(failed: &std::collections::BTreeMap<String, u64>) -> String {
 }
 
 /// The columns of `a3_supervisors.csv`.
-const SUPERVISORS_HEADER: [&str; 22] = [
+const SUPERVISORS_HEADER: [&str; 24] = [
     "supervisor",
     "ran",
     "skipped_because",
@@ -300,7 +300,9 @@ const SUPERVISORS_HEADER: [&str; 22] = [
     "n_after",
     "out_after_ms",
     "serving_again_ms",
-    "first_client_ms",
+    "died_ms",
+    "serving_after_death_ms",
+    "first_client_after_death_ms",
     "replacement",
     "same_hostname",
     "victim_id_back",
@@ -333,7 +335,9 @@ fn a3_supervisors_csv(dir: &Path, runs: &[SupervisorRun], written: &mut Vec<Stri
                 k.n_after.to_string(),
                 opt(k.out_after_ms.map(f)),
                 opt(k.serving_again_ms.map(f)),
-                opt(k.first_client_ms.map(f)),
+                opt(k.died_ms.map(f)),
+                opt(k.serving_after_death_ms.map(f)),
+                opt(k.first_client_after_death_ms.map(f)),
                 opt(k.replacement.clone()),
                 opt(k.replacement.as_ref().map(|h| *h == k.victim)),
                 k.victim_id_back.to_string(),
@@ -468,7 +472,9 @@ mod tests {
             n_after: 3,
             out_after_ms: Some(1.0),
             serving_again_ms: Some(900.0),
-            first_client_ms: Some(890.0),
+            died_ms: Some(30.0),
+            serving_after_death_ms: Some(870.0),
+            first_client_after_death_ms: Some(860.0),
             polls: 80,
             replacement: Some("S123456".into()),
             replacement_handle: None,
@@ -508,6 +514,7 @@ mod tests {
         );
         let column = |name: &str| SUPERVISORS_HEADER.iter().position(|h| *h == name).unwrap();
         assert_eq!(lines[1][column("serving_again_ms")], "900.000000");
+        assert_eq!(lines[1][column("serving_after_death_ms")], "870.000000");
         assert_eq!(lines[1][column("failed_by_kind")], "HTTP 502=2");
         assert_eq!(lines[1][column("same_hostname")], "false");
         assert_eq!(lines[2][column("ran")], "false");

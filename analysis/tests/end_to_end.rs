@@ -148,6 +148,14 @@ fn assert_supervisors(runs: &Value, report: &str, csv: &Path) {
             .as_f64()
             .unwrap_or_else(|| panic!("{kind}: not serving again within the limit: {k}"));
         assert!(out >= 0.0 && out < again && again < 30_000.0, "{kind}: {k}");
+        // From the victim's death: kill(2) for a process, the engine's die event for a
+        // container, within the docker kill command (give or take the clocks).
+        let died = k["died_ms"].as_f64().expect("the victim's death time");
+        let kill_ms = k["kill_ms"].as_f64().unwrap();
+        assert!(died >= 0.0 && died <= kill_ms + 2_000.0, "{kind}: {k}");
+        let after_death = k["serving_after_death_ms"].as_f64().unwrap();
+        assert!((after_death - (again - died)).abs() < 1e-6, "{kind}: {k}");
+        assert!(after_death > 0.0, "{kind}: {k}");
         assert_eq!(k["victim_id_back"], true, "{kind}: {k}");
         let replacement = k["replacement"]
             .as_str()
@@ -189,7 +197,10 @@ fn assert_supervisors(runs: &Value, report: &str, csv: &Path) {
             k["traffic"]["served"][replacement].as_u64() > Some(0),
             "{kind}: no client request answered by the victim's id after the kill: {k}"
         );
-        assert!(k["first_client_ms"].as_f64().is_some(), "{kind}: {k}");
+        assert!(
+            k["first_client_after_death_ms"].as_f64() > Some(0.0),
+            "{kind}: {k}"
+        );
         assert!(
             report.contains(&format!("| {kind} | {victim} (")),
             "report.md lacks the {kind} row"

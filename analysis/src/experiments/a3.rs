@@ -598,6 +598,7 @@ fn routing_check(ctx: &Context, c: &mut Checker<'_>) {
 }
 
 /// How a replica's process is reached from here.
+#[derive(Debug, Clone)]
 pub(super) enum KillBy {
     /// A local process.
     Pid(u32),

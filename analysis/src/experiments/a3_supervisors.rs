@@ -11,8 +11,8 @@
 //! restarts the task itself); poll until it serves again; let the clients run a little longer;
 //! stop `lb` (SIGTERM) and clean up.
 //!
-//! **Serving again** has one definition for all three: the first poll (one every [`POLL`] after
-//! the kill, once the victim was seen out of service) at which
+//! **Serving again** has one definition for all three: the first poll (one every [`POLL`] from
+//! the kill on, once the victim was seen out of service) at which
 //!
 //! 1. `/_lb/status` lists a replica with the victim's **server id**, healthy,
 //! 2. `GET /home` with the probe id is answered 200 by that replica — the probe id's slot belongs
@@ -22,9 +22,13 @@
 //!
 //! By server id, not hostname: the process and Docker supervisors replace a dead replica with a
 //! new one under a new hostname and the same server id, while after a Swarm task restart the
-//! load balancer keeps the replica, hostname and all. The time runs from the moment the kill
-//! returned (`kill(2)`, or the `docker kill` command, whose own duration is reported apart) to
-//! the end of the poll that saw all three.
+//! load balancer keeps the replica, hostname and all.
+//!
+//! The polls start as the kill is issued (the kill runs on a thread of its own): a `docker kill`
+//! command takes a while of its own (hundreds of ms on a busy machine), the container dies
+//! somewhere within it, and `lb` may react before it returns. The figure compared is **from the
+//! victim's death**: the moment `kill(2)` returned for a process, the engine's `die` event of the
+//! container (`docker events`) for Docker and Swarm.
 //!
 //! Docker and Swarm need a working `docker`, the image [`IMAGE`] and, for Swarm, an active swarm;
 //! without them the row is skipped with the reason — unless `LB_REQUIRE_DOCKER=1`, where that is
@@ -37,7 +41,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -78,6 +82,9 @@ const PROBE_CANDIDATES: usize = 1000;
 const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 /// How long the clean-up may wait for containers and the network to go.
 const CLEAN_LIMIT: Duration = Duration::from_secs(30);
+/// How far outside the `docker kill` command a container's `die` event may be and still count
+/// (the engine's clock against ours).
+const DIE_SLACK: Duration = Duration::from_secs(2);
 /// Lines of a load balancer's output kept in an error.
 const LOG_TAIL: usize = 40;
 /// The environment variable that makes a Docker or Swarm row that cannot run an error.
@@ -128,21 +135,28 @@ pub struct SupervisedKill {
     pub victim_id: u64,
     /// How it was killed, e.g. `SIGKILL to pid 1234`, `docker kill 0123abcd…`.
     pub how: String,
-    /// How long the kill itself took (the `docker kill` command), ms.
+    /// How long the kill took: `kill(2)`, or the `docker kill` command, ms.
     pub kill_ms: f64,
+    /// When the victim died, ms after the kill was issued: as `kill(2)` returned for a process,
+    /// the engine's `die` event (`docker events`) for a container; `None` when that event could
+    /// not be read (then the times "after death" are from the command's return).
+    pub died_ms: Option<f64>,
     /// The request id the victim answered before the kill, polled for after it.
     pub probe_id: u32,
     /// N (`/rep`) before the kill.
     pub n_before: usize,
     /// N (`/rep`) at the end.
     pub n_after: usize,
-    /// The first poll that saw the victim's server id not serving, ms after the kill.
+    /// The first poll that saw the victim's server id not serving, ms after the kill was issued.
     pub out_after_ms: Option<f64>,
-    /// The first poll that saw it serving again (see the module docs), ms after the kill.
+    /// The first poll after that which saw it serving again (see the module docs), ms after the
+    /// kill was issued.
     pub serving_again_ms: Option<f64>,
-    /// When the first client request sent after the kill was answered by the replica with the
-    /// victim's server id, ms after the kill.
-    pub first_client_ms: Option<f64>,
+    /// The same, ms after the victim died: the figure compared across supervisors.
+    pub serving_after_death_ms: Option<f64>,
+    /// When the first client request sent after the victim died was answered by the replica
+    /// with its server id, ms after the death.
+    pub first_client_after_death_ms: Option<f64>,
     /// Polls made while waiting.
     pub polls: u64,
     /// The hostname with the victim's server id at the end.
@@ -155,7 +169,7 @@ pub struct SupervisedKill {
     pub traffic: Tally,
     /// Failed client requests (any non-200, transport error or timeout).
     pub failed: u64,
-    /// First and last failure (when its answer or error came), ms after the kill.
+    /// First and last failure (when its answer or error came), ms after the victim died.
     pub failure_window_ms: Option<(f64, f64)>,
     /// How `lb` exited after SIGTERM.
     pub lb_exit: String,
@@ -191,10 +205,10 @@ pub fn run(ctx: &Context) -> Result<Vec<SupervisorRun>> {
         let outcome = one(ctx, kind)?;
         match &outcome {
             SupervisorOutcome::Done(k) => progress::note(&format!(
-                "A-3 {kind}: {} ({}); serving again after {} ms; {} of {} requests failed; N {} → {}",
+                "A-3 {kind}: {} ({}); serving again {} ms after it died; {} of {} requests failed; N {} → {}",
                 k.victim,
                 k.how,
-                k.serving_again_ms
+                k.serving_after_death_ms
                     .map_or("(not within the limit)".into(), |t| format!("{t:.0}")),
                 k.failed,
                 k.traffic.sent,
@@ -374,26 +388,43 @@ fn measure(
     );
     traffic.warmed_up(BEFORE_KILL)?;
     spinner.set_message(format!("killing {}", victim.hostname));
-    let kill_started = Instant::now();
-    let how = kill(&target)?;
-    let killed = Instant::now();
+    // The kill runs on a thread of its own and the polls start at once: a `docker kill` command
+    // takes a while, and the container dies (and `lb` reacts) somewhere within it.
+    let (issued, issued_wall) = (Instant::now(), SystemTime::now());
+    let mut killer = Some({
+        let target = target.clone();
+        std::thread::spawn(move || kill(&target).map(|how| (issued.elapsed(), how)))
+    });
     spinner.set_message(format!("waiting for server id {} to serve", victim.id));
-
+    let mut killed: Option<(Duration, String)> = None;
     let mut out = None;
     let mut polls = 0u64;
     let serving_again = loop {
+        if killer.as_ref().is_some_and(|k| k.is_finished()) {
+            killed = killer.take().map(join_killer).transpose()?.transpose()?;
+        }
         polls += 1;
         let state = serving(&mut conn, victim.id, n_before, probe_id);
-        let since = killed.elapsed();
+        let since = issued.elapsed();
         match state {
             Err(_) if out.is_none() => out = Some(since),
             Ok(_) if out.is_some() => break Some(since),
             _ => {}
         }
-        if since >= RECOVERY_LIMIT {
+        // The command itself is bounded (COMMAND_LIMIT); the wait starts when it returned.
+        if killed
+            .as_ref()
+            .is_some_and(|(k, _)| since >= *k + RECOVERY_LIMIT)
+        {
             break None;
         }
         std::thread::sleep(POLL);
+    };
+    if let Some(k) = killer.take() {
+        killed = Some(join_killer(k)??);
+    }
+    let Some((kill_took, how)) = killed else {
+        return Err(panicked("the kill ended without a result"));
     };
     if serving_again.is_some() {
         let (at, since) = (traffic.completed(), Instant::now());
@@ -401,26 +432,34 @@ fn measure(
             Ok(traffic.completed() >= at + AFTER_REQUESTS && since.elapsed() >= AFTER_RECOVERY)
         })?;
     }
-    let killed_at = killed.saturating_duration_since(traffic.origin());
+    // When the victim died, since the kill was issued: as kill(2) returned for a process; the
+    // engine's die event for a container (else, as the command returned).
+    let died = match &target {
+        KillBy::Pid(_) => Some(kill_took),
+        KillBy::Docker(id) => died_at(id, issued_wall, issued_wall + kill_took)
+            .map(|t| t.duration_since(issued_wall).unwrap_or_default()),
+    };
+    let death = died.unwrap_or(kill_took);
+    let death_at = (issued + death).saturating_duration_since(traffic.origin());
     let run = traffic.finish()?;
 
     let rep = client.rep()?;
     let after: Status = client.status()?;
     let back = after.replicas.iter().find(|r| r.id == victim.id);
     let replacement = back.map(|r| r.hostname.clone());
-    let since_kill = |t: Duration| ms(t) - ms(killed_at);
-    let first_client_ms = run
+    let since_death = |t: Duration| ms(t) - ms(death_at);
+    let first_client_after_death_ms = run
         .samples
         .iter()
-        .filter(|s| s.sent >= killed_at)
+        .filter(|s| s.sent >= death_at)
         .filter(|s| matches!(&s.outcome, Outcome::Served(h) if Some(h) == replacement.as_ref()))
-        .map(|s| since_kill(s.done))
+        .map(|s| since_death(s.done))
         .reduce(f64::min);
     let failure_window_ms = run
         .samples
         .iter()
         .filter(|s| matches!(s.outcome, Outcome::Failed(_)))
-        .map(|s| since_kill(s.done))
+        .map(|s| since_death(s.done))
         .fold(None, |w: Option<(f64, f64)>, t| {
             Some(w.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
         });
@@ -431,13 +470,15 @@ fn measure(
         victim: victim.hostname,
         victim_id: victim.id,
         how,
-        kill_ms: ms(killed - kill_started),
+        kill_ms: ms(kill_took),
+        died_ms: died.map(ms),
         probe_id,
         n_before,
         n_after: rep.n,
         out_after_ms: out.map(ms),
         serving_again_ms: serving_again.map(ms),
-        first_client_ms,
+        serving_after_death_ms: serving_again.map(|t| ms(t) - ms(death)),
+        first_client_after_death_ms,
         polls,
         replacement,
         replacement_handle: back.map(|r| r.handle.clone()),
@@ -453,6 +494,24 @@ fn measure(
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+fn panicked(reason: &str) -> Error {
+    Error::Unexpected {
+        request: "killing the victim".into(),
+        reason: reason.into(),
+    }
+}
+
+/// What the kill thread answers: when the kill returned (since it was issued) and how it was
+/// done.
+type Killed = Result<(Duration, String)>;
+
+/// The kill thread's result.
+fn join_killer(killer: std::thread::JoinHandle<Killed>) -> Result<Killed> {
+    killer
+        .join()
+        .map_err(|_| panicked("the kill thread panicked"))
 }
 
 /// Kill the victim: SIGKILL to its pid, or `docker kill` of its container.
@@ -475,6 +534,34 @@ fn kill(target: &KillBy) -> Result<String> {
             Ok(format!("docker kill {}", short(id)))
         }
     }
+}
+
+/// When the engine saw `container` die (its `die` event), if that was between shortly before
+/// `from` and shortly after `to` (wall clock; a remote engine's clock may be off).
+fn died_at(container: &str, from: SystemTime, to: SystemTime) -> Option<SystemTime> {
+    let (from, to) = (from - DIE_SLACK, to + DIE_SLACK);
+    let unix = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+            .ok()
+    };
+    let out = docker(&[
+        "events",
+        "--since",
+        &unix(from)?,
+        "--until",
+        &unix(to)?,
+        "--filter",
+        &format!("container={container}"),
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.TimeNano}}",
+    ])
+    .ok()?;
+    let nanos: u64 = out.split_whitespace().next()?.parse().ok()?;
+    let died = UNIX_EPOCH + Duration::from_nanos(nanos);
+    (from..=to).contains(&died).then_some(died)
 }
 
 /// A container id as `docker ps` shows it (12 characters).
