@@ -27,7 +27,8 @@ pub enum Which {
     /// N = 2..6, load and spread per N.
     A2,
     /// every endpoint checked; a replica killed under traffic, recovery timed; a replica
-    /// hung (SIGSTOP) for 5 s under 32 clients; a slow-loris attack next to normal clients.
+    /// hung (SIGSTOP) for 5 s under 32 clients; a slow-loris attack next to normal clients; the
+    /// kill again with the process, Docker and Swarm supervisors, each with an lb of its own.
     A3,
     /// A-4: A-1 and A-2 for every hash plugin, plus the ring's shares and key moves offline.
     A4,

@@ -15,6 +15,67 @@ pub const HEADER_TIMEOUT_MS: u64 = 3000;
 /// [`HEADER_TIMEOUT_MS`] header timeout, hash plugins looked up in `plugin_dir` first, and three
 /// replicas `Server 1`..`Server 3` with server ids 1..3.
 pub fn initial(plugin_dir: &Path) -> String {
+    with_header(&initial_doc(plugin_dir))
+}
+
+fn with_header(doc: &DocumentMut) -> String {
+    format!(
+        "# Written by `analysis`; the load balancer writes /add, /rm and replacements back.\n{doc}"
+    )
+}
+
+/// How long a replica container may take to answer its first heartbeat
+/// (`[health] start_timeout_ms` with the Docker and Swarm supervisors).
+pub const CONTAINER_START_MS: u64 = 20_000;
+
+/// The `[supervisor]` section of a load balancer `analysis` starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Supervisor {
+    /// `kind = "process"`: replicas are child processes of `lb`.
+    Process,
+    /// `kind = "docker"` or `"swarm"`: replicas are containers (or Swarm services) of `image`
+    /// on `network`, owned by `instance`.
+    Containers {
+        /// `"docker"` or `"swarm"`.
+        kind: &'static str,
+        /// The replica image.
+        image: String,
+        /// The network the replicas join.
+        network: String,
+        /// The load balancer's instance name (in the ownership labels).
+        instance: String,
+        /// How `lb` reaches the replicas (`"ip"`, `"published"`, …).
+        address: &'static str,
+    },
+}
+
+/// [`initial`] with an explicit `[supervisor]` section; for containers also
+/// `[health] start_timeout_ms = CONTAINER_START_MS`.
+pub fn with_supervisor(plugin_dir: &Path, supervisor: &Supervisor) -> String {
+    let mut doc = initial_doc(plugin_dir);
+    let mut section = Table::new();
+    match supervisor {
+        Supervisor::Process => section["kind"] = value("process"),
+        Supervisor::Containers {
+            kind,
+            image,
+            network,
+            instance,
+            address,
+        } => {
+            section["kind"] = value(*kind);
+            section["image"] = value(image.as_str());
+            section["network"] = value(network.as_str());
+            section["instance"] = value(instance.as_str());
+            section["address"] = value(*address);
+            doc["health"]["start_timeout_ms"] = value(CONTAINER_START_MS as i64);
+        }
+    }
+    doc["supervisor"] = Item::Table(section);
+    with_header(&doc)
+}
+
+fn initial_doc(plugin_dir: &Path) -> DocumentMut {
     let mut doc = DocumentMut::new();
     let mut ring = Table::new();
     ring["hash"] = value("spec");
@@ -38,9 +99,7 @@ pub fn initial(plugin_dir: &Path) -> String {
         replicas.push(replica);
     }
     doc["replicas"] = Item::ArrayOfTables(replicas);
-    format!(
-        "# Written by `analysis`; the load balancer writes /add, /rm and replacements back.\n{doc}"
-    )
+    doc
 }
 
 /// Set `[ring] hash = "NAME"` in the file at `path`, keeping everything else (the load balancer
@@ -170,6 +229,48 @@ mod tests {
             .map(|t| t["id"].as_integer().unwrap())
             .collect();
         assert_eq!(ids, [1, 2, 3]);
+    }
+
+    #[test]
+    fn supervisor_sections() {
+        let process: DocumentMut = with_supervisor(Path::new("/p"), &Supervisor::Process)
+            .parse()
+            .unwrap();
+        assert_eq!(process["supervisor"]["kind"].as_str(), Some("process"));
+        assert!(process["health"].get("start_timeout_ms").is_none());
+        let swarm = Supervisor::Containers {
+            kind: "swarm",
+            image: "lb-replica:latest".into(),
+            network: "net-a".into(),
+            instance: "inst-a".into(),
+            address: "published",
+        };
+        let text = with_supervisor(Path::new("/p"), &swarm);
+        let doc: DocumentMut = text.parse().unwrap();
+        let s = &doc["supervisor"];
+        assert_eq!(
+            [
+                &s["kind"],
+                &s["image"],
+                &s["network"],
+                &s["instance"],
+                &s["address"]
+            ]
+            .map(|v| v.as_str()),
+            [
+                Some("swarm"),
+                Some("lb-replica:latest"),
+                Some("net-a"),
+                Some("inst-a"),
+                Some("published")
+            ]
+        );
+        assert_eq!(
+            doc["health"]["start_timeout_ms"].as_integer(),
+            Some(CONTAINER_START_MS as i64)
+        );
+        assert_eq!(doc["replicas"].as_array_of_tables().unwrap().len(), 3);
+        assert!(text.starts_with("# Written by `analysis`"), "{text}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::error::{io, Error, Result};
 use crate::experiments::a2::A2;
 use crate::experiments::a3::A3;
+use crate::experiments::a3_supervisors::{SupervisorOutcome, SupervisorRun};
 use crate::experiments::a4::A4;
 use crate::experiments::a5::A5;
 use crate::experiments::Measurement;
@@ -212,6 +213,9 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
             ]);
         }
         loris.write(dir, "a3_slowloris.csv", &mut written)?;
+        if !a3.supervisors.is_empty() {
+            a3_supervisors_csv(dir, &a3.supervisors, &mut written)?;
+        }
     }
     if let Some(a4) = &results.a4 {
         if !a4.runs.is_empty() {
@@ -272,6 +276,83 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
         a5_csvs(dir, a5, &mut written)?;
     }
     Ok(written)
+}
+
+/// Failures per kind as `kind=count; …`.
+pub fn kinds(failed: &std::collections::BTreeMap<String, u64>) -> String {
+    failed
+        .iter()
+        .map(|(kind, n)| format!("{kind}={n}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The columns of `a3_supervisors.csv`.
+const SUPERVISORS_HEADER: [&str; 24] = [
+    "supervisor",
+    "ran",
+    "skipped_because",
+    "victim",
+    "victim_id",
+    "how",
+    "kill_ms",
+    "n_before",
+    "n_after",
+    "out_after_ms",
+    "serving_again_ms",
+    "died_ms",
+    "serving_after_death_ms",
+    "first_client_after_death_ms",
+    "replacement",
+    "same_hostname",
+    "victim_id_back",
+    "sent",
+    "ok",
+    "failed",
+    "failed_by_kind",
+    "ready_ms",
+    "cleanup",
+    "took_ms",
+];
+
+fn a3_supervisors_csv(dir: &Path, runs: &[SupervisorRun], written: &mut Vec<String>) -> Result<()> {
+    let mut csv = Csv::new(&SUPERVISORS_HEADER);
+    for r in runs {
+        let mut row = vec![r.supervisor.name().to_owned()];
+        match &r.outcome {
+            SupervisorOutcome::Skipped(why) => {
+                row.extend(["false".into(), why.clone()]);
+                row.resize(SUPERVISORS_HEADER.len(), String::new());
+            }
+            SupervisorOutcome::Done(k) => row.extend([
+                "true".into(),
+                String::new(),
+                k.victim.clone(),
+                k.victim_id.to_string(),
+                k.how.clone(),
+                f(k.kill_ms),
+                k.n_before.to_string(),
+                k.n_after.to_string(),
+                opt(k.out_after_ms.map(f)),
+                opt(k.serving_again_ms.map(f)),
+                opt(k.died_ms.map(f)),
+                opt(k.serving_after_death_ms.map(f)),
+                opt(k.first_client_after_death_ms.map(f)),
+                opt(k.replacement.clone()),
+                opt(k.replacement.as_ref().map(|h| *h == k.victim)),
+                k.victim_id_back.to_string(),
+                k.traffic.sent.to_string(),
+                k.traffic.successes().to_string(),
+                k.failed.to_string(),
+                kinds(&k.traffic.failed),
+                f(k.ready_ms),
+                k.cleanup.clone().unwrap_or_default(),
+                f(k.took_ms),
+            ]),
+        }
+        csv.row(&row);
+    }
+    csv.write(dir, "a3_supervisors.csv", written)
 }
 
 fn a5_csvs(dir: &Path, a5: &A5, written: &mut Vec<String>) -> Result<()> {
@@ -356,6 +437,92 @@ fn a5_csvs(dir: &Path, a5: &A5, written: &mut Vec<String>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fields of one CSV line (quotes as [`field`] writes them).
+    fn fields(line: &str) -> Vec<String> {
+        let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, quoted) {
+                ('"', true) if chars.peek() == Some(&'"') => {
+                    cur.push('"');
+                    chars.next();
+                }
+                ('"', _) => quoted = !quoted,
+                (',', false) => out.push(std::mem::take(&mut cur)),
+                _ => cur.push(c),
+            }
+        }
+        out.push(cur);
+        out
+    }
+
+    #[test]
+    fn supervisor_rows_have_every_column() {
+        use crate::experiments::a3_supervisors::{Kind, SupervisedKill};
+        let kill = SupervisedKill {
+            instance: Some("a3sup-docker-1-2".into()),
+            ready_ms: 1000.0,
+            victim: "Server 1".into(),
+            victim_id: 1,
+            how: "docker kill 0123456789ab".into(),
+            kill_ms: 50.0,
+            probe_id: 123_456,
+            n_before: 3,
+            n_after: 3,
+            out_after_ms: Some(1.0),
+            serving_again_ms: Some(900.0),
+            died_ms: Some(30.0),
+            serving_after_death_ms: Some(870.0),
+            first_client_after_death_ms: Some(860.0),
+            polls: 80,
+            replacement: Some("S123456".into()),
+            replacement_handle: None,
+            victim_id_back: true,
+            traffic: crate::load::Tally {
+                planned: 10,
+                sent: 10,
+                served: [("Server 2".to_owned(), 8)].into(),
+                failed: [("HTTP 502".to_owned(), 2)].into(),
+            },
+            failed: 2,
+            failure_window_ms: Some((0.0, 5.0)),
+            lb_exit: "exit status: 0".into(),
+            cleanup: Some("0 containers left by lb removed, network x removed".into()),
+            took_ms: 4000.0,
+        };
+        let runs = [
+            SupervisorRun {
+                supervisor: Kind::Docker,
+                outcome: SupervisorOutcome::Done(Box::new(kill)),
+            },
+            SupervisorRun {
+                supervisor: Kind::Swarm,
+                outcome: SupervisorOutcome::Skipped("the swarm is not active, \"x\"".into()),
+            },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut written = Vec::new();
+        a3_supervisors_csv(dir.path(), &runs, &mut written).unwrap();
+        assert_eq!(written, ["a3_supervisors.csv"]);
+        let text = std::fs::read_to_string(dir.path().join("a3_supervisors.csv")).unwrap();
+        let lines: Vec<Vec<String>> = text.lines().map(fields).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines.iter().all(|l| l.len() == SUPERVISORS_HEADER.len()),
+            "{text}"
+        );
+        let column = |name: &str| SUPERVISORS_HEADER.iter().position(|h| *h == name).unwrap();
+        assert_eq!(lines[1][column("serving_again_ms")], "900.000000");
+        assert_eq!(lines[1][column("serving_after_death_ms")], "870.000000");
+        assert_eq!(lines[1][column("failed_by_kind")], "HTTP 502=2");
+        assert_eq!(lines[1][column("same_hostname")], "false");
+        assert_eq!(lines[2][column("ran")], "false");
+        assert_eq!(
+            lines[2][column("skipped_because")],
+            "the swarm is not active, \"x\""
+        );
+    }
 
     #[test]
     fn csv_fields_are_quoted_when_needed() {

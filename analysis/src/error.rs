@@ -104,6 +104,33 @@ pub enum Error {
     /// A ring could not be built.
     #[error(transparent)]
     Ring(#[from] lb_balance::ring::RingError),
+    /// An external command (`docker …`, `lb check`) failed or did not finish in time.
+    #[error("`{command}`: {reason}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// What went wrong, with its error output.
+        reason: String,
+    },
+    /// `LB_REQUIRE_DOCKER=1` is set, but a Docker or Swarm measurement cannot run here.
+    #[error("{what} is required here (LB_REQUIRE_DOCKER=1), but {reason}")]
+    Required {
+        /// The measurement.
+        what: String,
+        /// Why it cannot run.
+        reason: String,
+    },
+    /// A measurement against a load balancer of its own failed; with that load balancer's last
+    /// lines of output.
+    #[error("{what}: {source}; the last lines of its lb:\n{log}")]
+    OwnLb {
+        /// The measurement.
+        what: String,
+        /// The cause.
+        source: Box<Error>,
+        /// What its `lb` printed last.
+        log: String,
+    },
     /// Data could not be serialised.
     #[error("serialising {what}: {source}")]
     Json {

@@ -38,7 +38,9 @@ impl Rep {
     }
 }
 
-/// How the supervisor runs a replica (from `/_lb/status`).
+/// How the supervisor runs a replica (from `/_lb/status`): `{"pid": …}` (process supervisor),
+/// `{"container_id": "…"}` (Docker supervisor) or `{"swarm_task": {"service": "…", "task": "…",
+/// "container_id": "…"}}` (Swarm supervisor).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Handle {
     /// Process id, for local processes.
@@ -47,6 +49,33 @@ pub struct Handle {
     /// Container id, for containers.
     #[serde(default)]
     pub container_id: Option<String>,
+    /// The running task, for a Swarm service.
+    #[serde(default)]
+    pub swarm_task: Option<SwarmTask>,
+}
+
+impl Handle {
+    /// The replica's container id, from either the Docker or the Swarm form.
+    pub fn container(&self) -> Option<&str> {
+        self.container_id
+            .as_deref()
+            .or_else(|| self.swarm_task.as_ref().map(|t| t.container_id.as_str()))
+            .filter(|id| !id.is_empty())
+    }
+}
+
+/// A Swarm service's running task, as `/_lb/status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct SwarmTask {
+    /// The service's id.
+    #[serde(default)]
+    pub service: String,
+    /// The task's id.
+    #[serde(default)]
+    pub task: String,
+    /// The task's container (what `docker kill` takes).
+    #[serde(default)]
+    pub container_id: String,
 }
 
 /// One replica in `/_lb/status`.
@@ -310,5 +339,21 @@ mod tests {
         assert_eq!(rep.replicas, ["Server 1", "S5"]);
         assert!(Rep::parse(r#"{"message": "<Error> x", "status": "failure"}"#).is_none());
         assert!(Rep::parse("not json").is_none());
+    }
+
+    #[test]
+    fn parses_every_handle() {
+        let handle = |json: &str| serde_json::from_str::<Handle>(json).unwrap();
+        let pid = handle(r#"{"pid": 42}"#);
+        assert_eq!((pid.pid, pid.container()), (Some(42), None));
+        assert_eq!(handle(r#"{"container_id": "c1"}"#).container(), Some("c1"));
+        let task =
+            handle(r#"{"swarm_task": {"service": "s1", "task": "t1", "container_id": "c2"}}"#);
+        assert_eq!(task.container(), Some("c2"));
+        assert_eq!(
+            task.swarm_task.as_ref().map(|t| t.service.as_str()),
+            Some("s1")
+        );
+        assert_eq!(handle(r#"{"address": "10.0.0.1:80"}"#), Handle::default());
     }
 }

@@ -36,6 +36,13 @@ impl Log {
         let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
         lines.iter().map(|l| format!("{l}\n")).collect()
     }
+
+    /// The last `count` lines kept, one line each.
+    pub fn tail(&self, count: usize) -> String {
+        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let skip = lines.len().saturating_sub(count);
+        lines.iter().skip(skip).map(|l| format!("{l}\n")).collect()
+    }
 }
 
 /// A running `lb` child process with its own configuration file in a temporary directory.
@@ -79,12 +86,19 @@ impl OwnedLb {
     /// fresh temporary directory, start `lb_bin` on it on a free loopback port and wait until it
     /// prints `lb listening on http://ADDR`.
     pub fn start(lb_bin: &Path, plugin_dir: &Path) -> Result<OwnedLb> {
+        OwnedLb::start_with(lb_bin, &config_file::initial(plugin_dir))
+    }
+
+    /// Write `config` as `lb.toml` into a fresh temporary directory, start `lb_bin` on it on a
+    /// free loopback port and wait until it prints `lb listening on http://ADDR`.
+    pub fn start_with(lb_bin: &Path, config: &str) -> Result<OwnedLb> {
         let dir = tempfile::Builder::new()
             .prefix("analysis-lb-")
             .tempdir()
             .map_err(io(std::env::temp_dir()))?;
+        let text = config;
         let config = dir.path().join("lb.toml");
-        std::fs::write(&config, config_file::initial(plugin_dir)).map_err(io(&config))?;
+        std::fs::write(&config, text).map_err(io(&config))?;
         let mut child = Command::new(lb_bin)
             .arg("--config")
             .arg(&config)

@@ -36,7 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let seed = o.seed.unwrap_or_else(|| fastrand::u64(..));
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
 
-    let (own, url, plugin_dir) = match &o.lb {
+    let (own, url, plugin_dir, lb_bin) = match &o.lb {
         Some(url) => {
             let plugin_dir = match &o.plugin_dir {
                 Some(dir) => absolute(dir)?,
@@ -45,7 +45,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map(Path::to_path_buf)
                     .unwrap_or_default(),
             };
-            (None, url.trim_end_matches('/').to_owned(), plugin_dir)
+            // A-3's supervisor comparison starts load balancers of its own even then.
+            let lb_bin = match &o.lb_bin {
+                Some(path) => Some(absolute(path)?),
+                None => default_lb_bin()
+                    .ok()
+                    .filter(|p| p.is_file())
+                    .and_then(|p| absolute(&p).ok()),
+            };
+            (
+                None,
+                url.trim_end_matches('/').to_owned(),
+                plugin_dir,
+                lb_bin,
+            )
         }
         None => {
             let lb_bin = match &o.lb_bin {
@@ -70,7 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 lb.url()
             ));
             let url = lb.url();
-            (Some(lb), url, plugin_dir)
+            (Some(lb), url, plugin_dir, Some(lb_bin))
         }
     };
 
@@ -82,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         seed,
         owned_config: own.as_ref().map(|lb| lb.config_path().to_path_buf()),
         plugin_dir: plugin_dir.clone(),
+        lb_bin,
     };
     let mut results = Results {
         settings: Settings {

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use crate::data::Results;
 use crate::experiments::a3::{KillOutcome, Verdict, A3};
 use crate::experiments::a3_faults::{self, Hang, HangOutcome, Slowloris, LORIS_HEAD};
+use crate::experiments::a3_supervisors::{self, SupervisedKill, SupervisorOutcome, SupervisorRun};
 use crate::experiments::a4::A4;
 use crate::experiments::a5::{self as a5mod, Point, A5};
 use crate::experiments::offline::HashOffline;
@@ -372,6 +373,155 @@ fn a3_section(md: &mut String, a3: &A3, figures: &Figures, concurrency: usize) {
         HangOutcome::Done(h) => hang_part(md, h, figures),
     }
     slowloris_part(md, &a3.slowloris, figures);
+    if !a3.supervisors.is_empty() {
+        supervisors_part(md, &a3.supervisors, concurrency);
+    }
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.0} ms"))
+}
+
+fn supervisors_part(md: &mut String, runs: &[SupervisorRun], concurrency: usize) {
+    let _ = writeln!(md, "### A replica killed, per supervisor\n");
+    let _ = writeln!(
+        md,
+        "The kill once more for each supervisor, each with a load balancer of its own (its own \
+         `lb.toml` and port, {} replicas, 100 ms heartbeats), while {concurrency} clients send \
+         `GET /home`. The victim is the replica serving the most slots (the same ring each time, \
+         so the same server id). **Serving again** is the first poll (every {} ms after the \
+         kill, once the victim was seen out of service) at which `/_lb/status` lists the \
+         victim's *server id* healthy, `GET /home` with a request id the victim answered before \
+         the kill (so routed to its slots) is answered by that replica, and `/rep` shows N \
+         again. By server id and not hostname, since the process and Docker supervisors replace \
+         the victim under a new hostname while Swarm restarts its task and `lb` keeps the \
+         replica. The polls start as the kill is issued; times are **from the victim's death**: \
+         the moment `kill(2)` returned for a process, the engine's `die` event for a container \
+         (a `docker kill` command takes a while of its own, in brackets, and the container dies \
+         somewhere within it).\n",
+        a3_supervisors::N,
+        crate::lb_api::POLL.as_millis()
+    );
+    let _ = writeln!(
+        md,
+        "| supervisor | victim (server id) | killed with | victim died | serving again after its death | \
+         first client answer from that id | serving with the id now | requests sent | failed (by kind) | N before → after |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in runs {
+        match &r.outcome {
+            SupervisorOutcome::Skipped(why) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | skipped: {} | – | – | – | – | – | – | – | – |",
+                    r.supervisor,
+                    cell(why)
+                );
+            }
+            SupervisorOutcome::Done(k) => supervisor_row(md, r.supervisor, k),
+        }
+    }
+    md.push('\n');
+    let mut timed: Vec<(String, f64)> = runs
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            SupervisorOutcome::Done(k) => k
+                .serving_after_death_ms
+                .map(|t| (r.supervisor.to_string(), t)),
+            SupervisorOutcome::Skipped(_) => None,
+        })
+        .collect();
+    timed.sort_by(|a, b| a.1.total_cmp(&b.1));
+    if let [(fastest, base), rest @ ..] = timed.as_slice() {
+        if !rest.is_empty() {
+            let others: Vec<String> = rest
+                .iter()
+                .map(|(name, t)| format!("{name} {t:.0} ms ({:.1} × as long)", t / base.max(1.0)))
+                .collect();
+            let _ = writeln!(
+                md,
+                "- Serving again soonest after the death: **{fastest}** ({base:.0} ms); then {}.",
+                others.join(", ")
+            );
+        }
+    }
+    for r in runs {
+        if let SupervisorOutcome::Done(k) = &r.outcome {
+            let window = k.failure_window_ms.map_or(String::new(), |(a, b)| {
+                format!("; client failures from {a:.0} ms to {b:.0} ms after the death")
+            });
+            let cleanup = k
+                .cleanup
+                .as_ref()
+                .map_or(String::new(), |c| format!("; clean-up: {c}"));
+            let _ = writeln!(
+                md,
+                "- {}: `lb` had {} healthy replicas {:.0} ms after it was started; polled from the \
+                 moment the kill was issued, the victim was seen out of service after {} and \
+                 serving again after {} ({} polls){window}; `lb` stopped on SIGTERM ({}){cleanup}; \
+                 {:.1} s in all.",
+                r.supervisor,
+                a3_supervisors::N,
+                k.ready_ms,
+                opt_ms(k.out_after_ms),
+                opt_ms(k.serving_again_ms),
+                k.polls,
+                k.lb_exit,
+                k.took_ms / 1000.0
+            );
+        }
+    }
+    md.push('\n');
+}
+
+fn supervisor_row(md: &mut String, kind: a3_supervisors::Kind, k: &SupervisedKill) {
+    let failed = if k.failed == 0 {
+        "0".to_owned()
+    } else {
+        let kinds: Vec<String> = k
+            .traffic
+            .failed
+            .iter()
+            .map(|(kind, n)| format!("{n} × {kind}"))
+            .collect();
+        format!("{} ({})", k.failed, kinds.join(", "))
+    };
+    let mut now = match &k.replacement {
+        None => "nobody".to_owned(),
+        Some(h) if *h == k.victim => format!("{h} (the same hostname)"),
+        Some(h) => format!("{h} (new)"),
+    };
+    if !k.victim_id_back {
+        now.push_str(", not healthy");
+    }
+    let process = k.how.starts_with("SIGKILL");
+    let how = if process {
+        format!("`{}`", k.how)
+    } else {
+        format!("`{}` ({:.0} ms)", k.how, k.kill_ms)
+    };
+    let died = match k.died_ms {
+        _ if process => "as `kill(2)` returned".to_owned(),
+        None => "? (no `die` event read: times from the command's return)".to_owned(),
+        Some(t) => format!("{t:.0} ms into the command (its `die` event)"),
+    };
+    let again = k
+        .serving_after_death_ms
+        .map_or("not within the limit".into(), |t| format!("**{t:.0} ms**"));
+    let _ = writeln!(
+        md,
+        "| {kind} | {} ({}) | {} | {} | {again} | {} | {} | {} | {} | {} → {} |",
+        cell(&k.victim),
+        k.victim_id,
+        cell(&how),
+        cell(&died),
+        opt_ms(k.first_client_after_death_ms),
+        cell(&now),
+        k.traffic.sent,
+        cell(&failed),
+        k.n_before,
+        k.n_after
+    );
 }
 
 fn ms(summary: Option<stats::Summary>, f: impl Fn(&stats::Summary) -> f64) -> String {

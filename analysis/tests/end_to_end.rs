@@ -101,6 +101,136 @@ fn assert_counts(m: &Value, n: u64, what: &str) {
     assert_eq!(ids, (1..=n).collect::<Vec<_>>(), "{what}");
 }
 
+/// `docker ARGS…`'s standard output, if it ran and succeeded.
+fn docker_out(args: &[&str]) -> Option<String> {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// A-3 per supervisor: a row for process, docker and swarm in that order; the process row always
+/// ran, the docker and swarm rows ran or say why not (and must have run with
+/// `LB_REQUIRE_DOCKER=1`). Every row that ran: N restored, the victim's server id serving again
+/// in finite time and listed healthy, every request accounted for, nothing left behind.
+fn assert_supervisors(runs: &Value, report: &str, csv: &Path) {
+    let runs = runs.as_array().expect("A-3 per supervisor ran");
+    let kinds: Vec<&str> = runs
+        .iter()
+        .map(|r| r["supervisor"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["process", "docker", "swarm"]);
+    let required = std::env::var("LB_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    let csv = std::fs::read_to_string(csv).unwrap();
+    let csv_rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(csv_rows.len(), 3, "{csv}");
+    assert!(report.contains("### A replica killed, per supervisor"));
+    let mut victim_ids = Vec::new();
+    for ((run, kind), row) in runs.iter().zip(&kinds).zip(&csv_rows) {
+        assert!(row.starts_with(&format!("{kind},")), "{row}");
+        let outcome = &run["outcome"];
+        if let Some(why) = outcome["skipped"].as_str() {
+            assert!(*kind != "process" && !required, "{kind} was skipped: {why}");
+            assert!(!why.is_empty());
+            eprintln!("A-3 {kind} was skipped: {why}");
+            assert!(report.contains(&format!("| {kind} | skipped: ")), "{kind}");
+            continue;
+        }
+        let k = &outcome["done"];
+        assert!(k.is_object(), "{kind}: {run}");
+        assert_eq!(k["n_before"], 3, "{kind}: {k}");
+        assert_eq!(k["n_after"], 3, "{kind}: N restored: {k}");
+        let out = k["out_after_ms"].as_f64().expect("seen out of service");
+        let again = k["serving_again_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{kind}: not serving again within the limit: {k}"));
+        assert!(out >= 0.0 && out < again && again < 30_000.0, "{kind}: {k}");
+        // From the victim's death: kill(2) for a process, the engine's die event for a
+        // container, within the docker kill command (give or take the clocks).
+        let died = k["died_ms"].as_f64().expect("the victim's death time");
+        let kill_ms = k["kill_ms"].as_f64().unwrap();
+        assert!(died >= 0.0 && died <= kill_ms + 2_000.0, "{kind}: {k}");
+        let after_death = k["serving_after_death_ms"].as_f64().unwrap();
+        assert!((after_death - (again - died)).abs() < 1e-6, "{kind}: {k}");
+        assert!(after_death > 0.0, "{kind}: {k}");
+        assert_eq!(k["victim_id_back"], true, "{kind}: {k}");
+        let replacement = k["replacement"]
+            .as_str()
+            .expect("the victim's id is listed");
+        let victim = k["victim"].as_str().unwrap();
+        // Process and Docker replace the victim under a new hostname; Swarm restarts its task
+        // and lb keeps the replica.
+        if *kind == "swarm" {
+            assert_eq!(replacement, victim, "{k}");
+        } else {
+            assert_ne!(replacement, victim, "{k}");
+        }
+        let how = k["how"].as_str().unwrap();
+        let handle = &k["replacement_handle"];
+        match *kind {
+            "process" => {
+                assert!(how.starts_with("SIGKILL to pid "), "{how}");
+                assert!(handle["pid"].is_u64(), "{handle}");
+            }
+            "docker" => {
+                assert!(how.starts_with("docker kill "), "{how}");
+                assert!(handle["container_id"].is_string(), "{handle}");
+            }
+            _ => {
+                assert!(how.starts_with("docker kill "), "{how}");
+                assert!(handle["swarm_task"]["container_id"].is_string(), "{handle}");
+            }
+        }
+        let sent = k["traffic"]["sent"].as_u64().unwrap();
+        let ok: u64 = k["traffic"]["served"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        let failed = k["failed"].as_u64().unwrap();
+        assert!(sent > 0 && ok + failed == sent, "{kind}: {k}");
+        assert!(
+            k["traffic"]["served"][replacement].as_u64() > Some(0),
+            "{kind}: no client request answered by the victim's id after the kill: {k}"
+        );
+        assert!(
+            k["first_client_after_death_ms"].as_f64() > Some(0.0),
+            "{kind}: {k}"
+        );
+        assert!(
+            report.contains(&format!("| {kind} | {victim} (")),
+            "report.md lacks the {kind} row"
+        );
+        victim_ids.push(k["victim_id"].as_u64().unwrap());
+        // Nothing is left behind: containers, services, network.
+        if let Some(instance) = k["instance"].as_str() {
+            assert!(k["cleanup"].as_str().is_some_and(|c| !c.is_empty()), "{k}");
+            let label = match *kind {
+                "swarm" => format!("label=io.lb.swarm.instance={instance}"),
+                _ => format!("label=io.lb.owner={instance}"),
+            };
+            let left = docker_out(&["ps", "-aq", "--filter", &label]).expect("docker ps");
+            assert!(left.trim().is_empty(), "{kind}: containers left: {left}");
+            if *kind == "swarm" {
+                let left = docker_out(&["service", "ls", "-q", "--filter", &label])
+                    .expect("docker service ls");
+                assert!(left.trim().is_empty(), "swarm services left: {left}");
+            }
+            assert!(
+                docker_out(&["network", "inspect", instance]).is_none(),
+                "{kind}: network {instance} left"
+            );
+        }
+    }
+    // The same ring for every supervisor: the same victim.
+    victim_ids.dedup();
+    assert_eq!(victim_ids.len(), 1, "{victim_ids:?}");
+}
+
 #[test]
 fn all_experiments_end_to_end() {
     let plugins = built_plugins();
@@ -138,6 +268,7 @@ fn all_experiments_end_to_end() {
         "a3_timeline.csv",
         "a3_hang_timeline.csv",
         "a3_slowloris.csv",
+        "a3_supervisors.csv",
         "a4_a1.csv",
         "a4_a2_spread.csv",
         "a4_offline_shares.csv",
@@ -353,6 +484,12 @@ fn all_experiments_end_to_end() {
     assert!(
         report.contains("client_header_timeout_ms` was **3000 ms**"),
         "report.md lacks the header timeout"
+    );
+
+    assert_supervisors(
+        &a3["supervisors"],
+        &report,
+        &out.path().join("a3_supervisors.csv"),
     );
 
     // every shipped plugin ran live, with the same checks as, and offline.

@@ -1,7 +1,8 @@
 //! every endpoint checked (SPEC §3, success and error rows), then a replica killed while a
 //! client keeps sending requests: how long until `/rep` shows N again without the victim, and
 //! how many client requests failed. Then a replica hung and a slow-loris attack
-//! ([`super::a3_faults`]).
+//! ([`super::a3_faults`]), and last the kill again once per supervisor, each with a load balancer
+//! of its own ([`super::a3_supervisors`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::a3_faults::{self, HangOutcome, Slowloris};
+use super::a3_supervisors::{self, SupervisorRun};
 use super::Context;
 use crate::client::{Answer, LbClient, Method};
 use crate::config_file;
@@ -124,6 +126,8 @@ pub struct A3 {
     pub hang: HangOutcome,
     /// Slow-loris connections next to normal clients ([`a3_faults::slowloris`]).
     pub slowloris: Slowloris,
+    /// The kill once per supervisor, side by side ([`a3_supervisors::run`]).
+    pub supervisors: Vec<SupervisorRun>,
 }
 
 impl A3 {
@@ -133,7 +137,7 @@ impl A3 {
     }
 }
 
-/// Run the checks, then the kill.
+/// Run the checks, the kill, the hang, the slow-loris attack, then the kill per supervisor.
 pub fn run(ctx: &Context) -> Result<A3> {
     ctx.client.scale_to(3)?;
     let spinner = progress::spinner("A-3 endpoint checks");
@@ -171,11 +175,13 @@ pub fn run(ctx: &Context) -> Result<A3> {
     ctx.client.scale_to(3)?;
     let hang = a3_faults::hang(ctx)?;
     let slowloris = a3_faults::slowloris(ctx)?;
+    let supervisors = a3_supervisors::run(ctx)?;
     Ok(A3 {
         checks,
         kill,
         hang,
         slowloris,
+        supervisors,
     })
 }
 
@@ -592,6 +598,7 @@ fn routing_check(ctx: &Context, c: &mut Checker<'_>) {
 }
 
 /// How a replica's process is reached from here.
+#[derive(Debug, Clone)]
 pub(super) enum KillBy {
     /// A local process.
     Pid(u32),
@@ -607,9 +614,9 @@ pub(super) fn signal_target(
 ) -> std::result::Result<KillBy, String> {
     let host = ctx.client.host();
     let local = ctx.owned_config.is_some() || is_loopback(&host);
-    match (&victim.handle.pid, &victim.handle.container_id) {
+    match (&victim.handle.pid, victim.handle.container()) {
         (Some(pid), _) if local => Ok(KillBy::Pid(*pid)),
-        (_, Some(id)) => Ok(KillBy::Docker(id.clone())),
+        (_, Some(id)) => Ok(KillBy::Docker(id.to_owned())),
         (Some(pid), None) => Err(format!(
             "the victim {} is pid {pid} on another host ({host}); it cannot be signalled from here",
             victim.hostname

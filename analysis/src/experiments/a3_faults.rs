@@ -284,7 +284,7 @@ fn docker(args: &[&str]) -> std::result::Result<(), String> {
 }
 
 /// `GET /home` traffic on a thread of its own, until its stop flag is set.
-struct Traffic {
+pub(super) struct Traffic {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<LoadRun>>,
     spinner: ProgressBar,
@@ -294,7 +294,13 @@ struct Traffic {
 impl Traffic {
     /// Start `clients` clients with the ids of `phase` (at most `ids`), each request within
     /// [`CLIENT_TIMEOUT`], for at most `time`.
-    fn start(ctx: &Context, phase: &str, ids: usize, clients: usize, time: Duration) -> Traffic {
+    pub(super) fn start(
+        ctx: &Context,
+        phase: &str,
+        ids: usize,
+        clients: usize,
+        time: Duration,
+    ) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let ids = Arc::new(load::request_ids(ctx.seed, phase, ids));
         let limits = Limits {
@@ -318,14 +324,24 @@ impl Traffic {
     }
 
     /// Wait until some request was answered and at least `baseline` has passed.
-    fn warmed_up(&self, baseline: Duration) -> Result<()> {
+    pub(super) fn warmed_up(&self, baseline: Duration) -> Result<()> {
         eventually(FIRST_ANSWER_LIMIT, "answers to the client traffic", || {
             Ok(self.spinner.position() > 0 && self.origin.elapsed() >= baseline)
         })
     }
 
+    /// When it started: the origin of its samples' times.
+    pub(super) fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    /// Requests completed so far (answered or failed).
+    pub(super) fn completed(&self) -> u64 {
+        self.spinner.position()
+    }
+
     /// Stop it and collect its requests (the ones in flight end within [`CLIENT_TIMEOUT`]).
-    fn finish(mut self) -> Result<LoadRun> {
+    pub(super) fn finish(mut self) -> Result<LoadRun> {
         self.stop.store(true, Ordering::Relaxed);
         let thread = self.thread.take();
         self.spinner.finish_and_clear();
@@ -354,7 +370,7 @@ fn panicked(reason: &str) -> Error {
 /// Request ids for the traffic of a phase: more than its clients send in the phase's time on
 /// this kind of machine (some 10 000 requests a second), so the traffic lasts the whole phase;
 /// the report says so if they ran out.
-const PHASE_IDS: usize = 1_000_000;
+pub(super) const PHASE_IDS: usize = 1_000_000;
 
 /// First and last failure, ms since the traffic's origin.
 fn failure_window(run: &LoadRun) -> Option<(f64, f64)> {

@@ -5,6 +5,7 @@ pub mod a1;
 pub mod a2;
 pub mod a3;
 pub mod a3_faults;
+pub mod a3_supervisors;
 pub mod a4;
 pub mod a5;
 pub mod offline;
@@ -40,6 +41,9 @@ pub struct Context {
     pub owned_config: Option<PathBuf>,
     /// Where the hash plugins are (for the offline part of A-4 and the routing check of A-3).
     pub plugin_dir: PathBuf,
+    /// The `lb` binary, for the load balancers A-3's supervisor comparison starts of its own
+    /// (`None`: there is none, and that comparison is skipped).
+    pub lb_bin: Option<PathBuf>,
 }
 
 /// Requests served by one replica.
