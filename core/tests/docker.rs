@@ -12,23 +12,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, Lb, Traffic};
+use common::{docker, eventually, Lb, Traffic};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Run `docker ARGS`, returning stdout; panics with stderr on failure.
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Whether the engine and the images are there; if not, skip (or fail where Docker is required).
 fn docker_ready(images: &[&str]) -> bool {

@@ -15,25 +15,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, Lb, Traffic};
+use common::{docker, eventually, Lb, Traffic};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Request ids routed through both load balancers.
 const IDS: usize = 40;
-
-/// Run `docker ARGS`, returning stdout; panics with stderr on failure.
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Whether the engine is an active swarm manager with the replica image; if not, skip (or fail
 /// where Docker is required).

@@ -228,21 +228,7 @@ impl Controller {
             .launcher
             .launch_all(specs.clone(), &self.settings(), deadline)
             .await;
-        for (spec, result) in specs.into_iter().zip(results) {
-            match result {
-                Ok(backend) => {
-                    tracing::info!(hostname = %backend.hostname, id = backend.id, "replica up");
-                    self.replicas.insert(spec.id, backend);
-                }
-                Err(reason) => {
-                    tracing::error!(hostname = %spec.hostname, %reason, "replica did not start");
-                    self.vacancies
-                        .insert(spec.id, vacancy_of(&spec, 1, reason.to_string()));
-                    self.schedule_respawn(spec.id, 1);
-                }
-            }
-        }
-        self.publish();
+        self.seat(specs, results);
     }
 
     /// Start with a shared membership (Swarm): the services of the instance are the replica
@@ -296,6 +282,13 @@ impl Controller {
             }
             None => (Vec::new(), Vec::new()),
         };
+        self.seat(specs, results);
+        self.write_back().await;
+    }
+
+    /// Start-up: the replicas that came up join the ring (published); the others become
+    /// vacancies, retried with backoff once the controller runs.
+    fn seat(&mut self, specs: Vec<ReplicaSpec>, results: Vec<Result<Arc<Backend>, LaunchError>>) {
         for (spec, result) in specs.into_iter().zip(results) {
             match result {
                 Ok(backend) => {
@@ -303,7 +296,7 @@ impl Controller {
                     self.replicas.insert(spec.id, backend);
                 }
                 Err(reason) => {
-                    tracing::error!(hostname = %spec.hostname, %reason, "replica not serving yet; retrying");
+                    tracing::error!(hostname = %spec.hostname, %reason, "replica did not start; will retry");
                     self.vacancies
                         .insert(spec.id, vacancy_of(&spec, 1, reason.to_string()));
                     self.schedule_respawn(spec.id, 1);
@@ -311,7 +304,6 @@ impl Controller {
             }
         }
         self.publish();
-        self.write_back().await;
     }
 
     /// Follow the runtime's membership listing (shared membership): services that appeared

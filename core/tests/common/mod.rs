@@ -498,6 +498,20 @@ pub fn read_response(stream: &mut std::net::TcpStream, limit: Duration) -> Optio
     None
 }
 
+/// Run `docker ARGS`, returning stdout; panics with stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Send `sig` to process `pid` (a process this test started, directly or through its `lb`).
 #[allow(unsafe_code)]
 pub fn signal(pid: u32, sig: libc::c_int) {
