@@ -516,3 +516,22 @@ async fn the_stack_runs_lb_on_the_overlay_and_shares_the_ring_with_a_host_lb() {
     drop(host);
     drop(stack);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_load_balancers_seeding_at_once_create_each_service_once() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let config = scope.config(&THREE);
+    // Both find no service and create the same three: the second create of each name finds
+    // the first one's service for the same replica and takes it.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Lb::start(&config));
+        let b = s.spawn(|| Lb::start(&config));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    agree(&a, &b, 3, "both serving the same three").await;
+    assert_eq!(scope.services().len(), 3, "{:?}", scope.services());
+    assert_eq!(routing(&a).await, routing(&b).await);
+}

@@ -298,12 +298,15 @@ impl SwarmSupervisor {
                         tracing::info!(network = %self.network, "created overlay network");
                         Ok(())
                     }
-                    // Another lb of the instance created it at the same moment.
-                    Err(e) if status_of(&e) == Some(409) => Ok(()),
-                    Err(e) => Err(SupervisorError::Engine(format!(
-                        "cannot create overlay network {}: {e}",
-                        self.network
-                    ))),
+                    // Another lb of the instance created it at the same moment (the engine
+                    // says 409, or 500 "name conflicts with an existing object").
+                    Err(e) => match self.docker.inspect_network(&self.network, None).await {
+                        Ok(network) if network.scope.as_deref() == Some("swarm") => Ok(()),
+                        _ => Err(SupervisorError::Engine(format!(
+                            "cannot create overlay network {}: {e}",
+                            self.network
+                        ))),
+                    },
                 }
             }
             Err(e) => Err(SupervisorError::Engine(format!(
@@ -704,13 +707,19 @@ impl Supervisor for SwarmSupervisor {
                     ))
                 }
             },
-            Err(e) if status_of(&e) == Some(409) => (self.service_of(spec).await?, false),
-            Err(e) => {
-                return Err(SupervisorError::Start {
-                    hostname: spec.hostname.clone(),
-                    reason: format!("cannot create service: {e}"),
-                })
-            }
+            // The name is taken (409, or 500 "name conflicts with an existing object" when
+            // another lb of the instance created it at the same moment): take the service if
+            // it is this replica's.
+            Err(e) => match self.service_of(spec).await {
+                Ok(service) => (service, false),
+                Err(SupervisorError::Gone { .. }) => {
+                    return Err(SupervisorError::Start {
+                        hostname: spec.hostname.clone(),
+                        reason: format!("cannot create service: {e}"),
+                    })
+                }
+                Err(other) => return Err(other),
+            },
         };
         match self.wait_running(spec, &service).await {
             Ok(started) => {
