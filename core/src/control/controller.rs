@@ -26,7 +26,9 @@ use super::command::{Command, ControlError, ControllerHandle, ScaleReply, ScaleR
 use super::launch::{self, LaunchError, Launcher};
 use super::persist;
 use super::probe::Prober;
-use super::reconcile::{changes, plan_add, plan_remove, reconcile, Members};
+use super::reconcile::{
+    changes, plan_add, plan_membership, plan_remove, reconcile, Members, MembershipChange,
+};
 use super::supervisor::{ReplicaSpec, Supervisor, SupervisorEvent};
 
 /// Longest wait between two attempts to fill a vacancy.
@@ -318,26 +320,9 @@ impl Controller {
         // A listing newer than a finished local change speaks for that id from now on.
         self.local_changes
             .retain(|_, at| at.is_none_or(|at| listed_at <= at));
-        let settled = |id: &u64| !self.local_changes.contains_key(id);
-        let current: BTreeMap<u64, String> = self
-            .replicas
-            .values()
-            .map(|b| (b.id, b.hostname.clone()))
-            .chain(self.vacancies.values().map(|v| (v.id, v.hostname.clone())))
-            .filter(|(id, _)| settled(id) && !self.adding.contains_key(id))
-            .collect();
-        let mut gone: Vec<u64> = current
-            .iter()
-            .filter(|(id, hostname)| listed.get(id) != Some(hostname))
-            .map(|(id, _)| *id)
-            .collect();
-        let new: Vec<ReplicaSpec> = listed
-            .iter()
-            .filter(|(id, hostname)| {
-                settled(id) && !self.adding.contains_key(id) && current.get(id) != Some(hostname)
-            })
-            .map(|(id, hostname)| ReplicaSpec::managed(hostname.clone(), *id))
-            .collect();
+        let MembershipChange { gone, new } = plan_membership(&self.members(), &listed, |id| {
+            !self.local_changes.contains_key(&id)
+        });
         // Room for the new ones: a listing that would overflow the ring is not applied.
         let after = self.replicas.len() + self.vacancies.len() - gone.len() + new.len();
         if let Err(e) = self.balancer.check_capacity(after) {
@@ -347,7 +332,6 @@ impl Controller {
         if gone.is_empty() && new.is_empty() {
             return;
         }
-        gone.sort_unstable();
         let mut left = Vec::new();
         for id in &gone {
             self.vacancies.remove(id);

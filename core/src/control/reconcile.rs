@@ -364,5 +364,43 @@ pub(crate) fn plan_remove(
     Ok(victims)
 }
 
+/// What a shared-membership listing (Swarm's labelled services) changes in the replica set.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct MembershipChange {
+    /// Ids to take out of the ring: their service is gone, or now runs another hostname.
+    pub(crate) gone: Vec<u64>,
+    /// Replicas to find and join: services that appeared (or were renamed).
+    pub(crate) new: Vec<ReplicaSpec>,
+}
+
+/// Compare a membership listing (`id → hostname`) with the replica set. Ids in `/add`s still
+/// starting, and ids `settled` says this load balancer is changing itself (the listing was
+/// asked for before its change was done), are left alone either way.
+pub(crate) fn plan_membership(
+    members: &Members,
+    listed: &BTreeMap<u64, String>,
+    settled: impl Fn(u64) -> bool,
+) -> MembershipChange {
+    let ours = |id: u64| settled(id) && !members.adding.contains_key(&id);
+    let current: BTreeMap<u64, &String> = members
+        .running
+        .iter()
+        .chain(&members.vacant)
+        .filter(|(id, _)| ours(**id))
+        .map(|(id, name)| (*id, name))
+        .collect();
+    let gone = current
+        .iter()
+        .filter(|(id, name)| listed.get(id) != Some(**name))
+        .map(|(id, _)| *id)
+        .collect();
+    let new = listed
+        .iter()
+        .filter(|(id, name)| ours(**id) && current.get(id) != Some(name))
+        .map(|(id, name)| ReplicaSpec::managed(name.clone(), *id))
+        .collect();
+    MembershipChange { gone, new }
+}
+
 #[cfg(test)]
 mod tests;

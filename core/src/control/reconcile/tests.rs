@@ -420,3 +420,43 @@ fn a_change_of_algorithm_swaps_the_balancer_live_and_is_logged() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_membership_listing_adds_removes_and_renames() {
+    let m = members(&[(1, "a"), (2, "b")], &[(3, "c")]);
+    let all = |_: u64| true;
+    // The same set: nothing.
+    let same = set(&[(1, "a"), (2, "b"), (3, "c")]);
+    assert_eq!(plan_membership(&m, &same, all), MembershipChange::default());
+    // 2 gone, 4 new, 3 renamed (out under its old name, in under the new one).
+    let listed = set(&[(1, "a"), (3, "z"), (4, "d")]);
+    let change = plan_membership(&m, &listed, all);
+    assert_eq!(change.gone, [2, 3]);
+    assert_eq!(
+        change.new,
+        [ReplicaSpec::managed("z", 3), ReplicaSpec::managed("d", 4)]
+    );
+}
+
+#[test]
+fn a_membership_listing_leaves_ids_being_changed_here_alone() {
+    let mut m = members(&[(1, "a"), (2, "b")], &[]);
+    m.adding.insert(5, "e".into());
+    // The listing was asked for before this lb's /rm of 2 (or of 6) was done, and while /add
+    // of 5 is still starting: it speaks for none of them.
+    let listed = set(&[(1, "a"), (2, "b"), (6, "f"), (7, "g")]);
+    let change = plan_membership(&m, &set(&[(1, "a")]), |id| id != 2);
+    assert_eq!(
+        change,
+        MembershipChange::default(),
+        "2 kept: its removal is ours"
+    );
+    let change = plan_membership(&m, &listed, |id| id != 6);
+    assert_eq!(change.new, [ReplicaSpec::managed("g", 7)]);
+    assert!(change.gone.is_empty(), "5 (adding) untouched");
+    // 6 was just removed here; a listing from before still shows it: not joined again.
+    assert!(!change.new.iter().any(|s| s.id == 6));
+    // Without the guard, 2 would go.
+    let change = plan_membership(&m, &set(&[(1, "a")]), |_| true);
+    assert_eq!(change.gone, [2]);
+}
