@@ -535,3 +535,47 @@ async fn two_load_balancers_seeding_at_once_create_each_service_once() {
     assert_eq!(scope.services().len(), 3, "{:?}", scope.services());
     assert_eq!(routing(&a).await, routing(&b).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seed_that_cannot_run_is_kept_retried_and_removed_with_its_entry() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let config = scope
+        .config(&[("Broken", 1)])
+        .replace("lb-replica:latest", "lb-replica:no-such-tag")
+        .replace("start_timeout_ms = 20000", "start_timeout_ms = 1500");
+    let lb = Lb::start(&config);
+    // It stays a vacancy with the engine's reason, is created again and again, and the file
+    // keeps listing it.
+    let vacancy = |status: serde_json::Value| {
+        status["vacancies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["hostname"] == "Broken")
+            .cloned()
+    };
+    let retried = eventually(DEADLINE, "a second attempt", || async {
+        vacancy(lb.status().await).filter(|v| v["failed_attempts"].as_u64() >= Some(2))
+    })
+    .await;
+    let reason = retried["reason"].as_str().unwrap();
+    assert!(reason.contains("image"), "{reason}");
+    assert_eq!(lb.rep().await.0, 0);
+    let file = std::fs::read_to_string(&lb.config).unwrap();
+    assert!(file.contains("\"Broken\""), "{file}");
+
+    // Removing the entry removes the vacancy and leaves no service behind.
+    let without = file.replace("[[replicas]]\nhostname = \"Broken\"\nid = 1\n", "");
+    assert_ne!(without, file);
+    std::fs::write(&lb.config, &without).unwrap();
+    eventually(DEADLINE, "no vacancy and no service", || async {
+        (vacancy(lb.status().await).is_none() && scope.services().is_empty()).then_some(())
+    })
+    .await;
+    assert!(!std::fs::read_to_string(&lb.config)
+        .unwrap()
+        .contains("Broken"));
+}

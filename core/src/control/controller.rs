@@ -29,10 +29,12 @@ use super::probe::Prober;
 use super::reconcile::{
     changes, plan_add, plan_membership, plan_remove, reconcile, Members, MembershipChange,
 };
-use super::supervisor::{ReplicaSpec, Supervisor, SupervisorEvent};
+use super::supervisor::{ReplicaSpec, Supervisor, SupervisorError, SupervisorEvent};
 
 /// Longest wait between two attempts to fill a vacancy.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Shared membership: how long start-up waits for the running services' tasks to answer.
+const START_REJOIN: Duration = Duration::from_secs(3);
 /// A replica that dies sooner than this after joining the ring counts toward a crash loop.
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
 
@@ -72,6 +74,9 @@ pub struct Controller {
     /// Shared membership: ids this load balancer is changing (`None`: in progress) or changed
     /// at that instant. A listing asked for before then does not speak for them.
     local_changes: BTreeMap<u64, Option<Instant>>,
+    /// Shared membership: services the last listing had no room for in the ring (logged when
+    /// it changes).
+    membership_overflow: usize,
     file: Option<ConfigFile>,
     /// The configuration the process started with (for fields that need a restart).
     startup: Config,
@@ -143,6 +148,7 @@ impl Controller {
             shared_membership: supervisor_shares,
             to_create: BTreeSet::new(),
             local_changes: BTreeMap::new(),
+            membership_overflow: 0,
             file,
             startup: config.clone(),
             applied: config.clone(),
@@ -262,9 +268,16 @@ impl Controller {
                     .launch_all(seeds.clone(), &self.settings(), deadline)
                     .await;
                 // Ours, made after the listing: a listing from before does not speak for them.
+                // A seed that did not start is created again (with backoff) until it does;
+                // until then no listing speaks for it either.
                 let now = Instant::now();
-                for spec in &seeds {
-                    self.local_changes.insert(spec.id, Some(now));
+                for (spec, result) in seeds.iter().zip(&results) {
+                    if result.is_ok() {
+                        self.local_changes.insert(spec.id, Some(now));
+                    } else {
+                        self.to_create.insert(spec.id);
+                        self.local_changes.insert(spec.id, None);
+                    }
                 }
                 (seeds, results)
             }
@@ -275,7 +288,10 @@ impl Controller {
                         "the swarm already runs this instance's replicas; they replace the file's [[replicas]] (written back)"
                     );
                 }
+                // Running tasks answer at once; one that does not (a failing service) must not
+                // hold the others up: it is retried in the background.
                 let health = self.settings();
+                let deadline = deadline.min(START_REJOIN);
                 let joins = listed
                     .iter()
                     .map(|spec| self.launcher.rejoin(spec.clone(), &health, deadline));
@@ -323,12 +339,22 @@ impl Controller {
         let MembershipChange { gone, new } = plan_membership(&self.members(), &listed, |id| {
             !self.local_changes.contains_key(&id)
         });
-        // Room for the new ones: a listing that would overflow the ring is not applied.
-        let after = self.replicas.len() + self.vacancies.len() - gone.len() + new.len();
-        if let Err(e) = self.balancer.check_capacity(after) {
-            tracing::error!(error = %e, "the swarm lists more replicas than the ring holds; keeping the ring");
-            return;
+        // Removals always apply; new replicas only as far as the ring has room (in id order).
+        let base = self.replicas.len() + self.vacancies.len() - gone.len();
+        let mut new = new;
+        let mut room = new.len();
+        while room > 0 && self.balancer.check_capacity(base + room).is_err() {
+            room -= 1;
         }
+        let left_out = new.len() - room;
+        if left_out != self.membership_overflow {
+            if left_out > 0 {
+                let e = self.balancer.check_capacity(base + room + 1).err();
+                tracing::error!(left_out, error = ?e, "the swarm lists more replicas than the ring holds; leaving the rest out");
+            }
+            self.membership_overflow = left_out;
+        }
+        new.truncate(room);
         if gone.is_empty() && new.is_empty() {
             return;
         }
@@ -876,6 +902,18 @@ impl Controller {
                 self.respawn(spec.id);
                 false
             }
+            Err(LaunchError::Supervisor(SupervisorError::Taken { by, .. }))
+                if wanted && self.to_create.remove(&spec.id) =>
+            {
+                // Another lb (or a foreign service) holds the id in the swarm: the swarm wins.
+                // The next listing replaces this vacancy with whatever holds the id, or drops it.
+                tracing::warn!(hostname = %spec.hostname, id = spec.id, %by, "server id taken in the swarm; following the swarm instead of this entry");
+                self.local_changes.insert(spec.id, Some(Instant::now()));
+                let vacancy = self.vacancies.get_mut(&spec.id).expect("checked above");
+                vacancy.reason = format!("server id {} is taken by {by}", spec.id);
+                self.publish();
+                false
+            }
             Err(reason)
                 if wanted
                     && (spec.address.is_some() || self.shared_membership)
@@ -1088,8 +1126,29 @@ impl Controller {
             .iter()
             .filter_map(|id| self.replicas.remove(id))
             .collect();
+        let mut forgotten = Vec::new();
         for id in &plan.forget {
-            self.vacancies.remove(id);
+            if let Some(vacancy) = self.vacancies.remove(id) {
+                forgotten.push(spec_of(&vacancy));
+            }
+            self.to_create.remove(id);
+        }
+        if self.shared_membership && !forgotten.is_empty() {
+            // A vacancy's service (a task that does not run) is removed too, or the next
+            // listing would bring the entry back.
+            self.changing(forgotten.iter().map(|s| s.id));
+            let ids = forgotten.iter().map(|s| s.id).collect();
+            let launcher = self.launcher.clone();
+            let (removed, settled) = oneshot::channel();
+            tokio::spawn(async move {
+                for spec in forgotten {
+                    if let Err(e) = launcher.supervisor.remove_replica(&spec).await {
+                        tracing::warn!(hostname = %spec.hostname, id = spec.id, error = %e, "cannot remove the service of a replica removed from the file");
+                    }
+                }
+                let _ = removed.send(());
+            });
+            self.settle_after(ids, settled);
         }
 
         // A kept entry whose `pipelining` changed: the same backend with the new setting.

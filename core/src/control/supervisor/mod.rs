@@ -95,6 +95,18 @@ pub enum SupervisorError {
     /// The container engine refused or failed.
     #[error("container engine: {0}")]
     Engine(String),
+    /// The replica's server id is taken in the runtime by something else (shared membership:
+    /// another lb created a service for another replica with that id, or a foreign service has
+    /// its name).
+    #[error("server id {id} for replica {hostname:?} is taken by {by}")]
+    Taken {
+        /// The replica asked for.
+        hostname: String,
+        /// Its server id.
+        id: u64,
+        /// What holds it.
+        by: String,
+    },
     /// The replica is not (or no longer) in the runtime (shared membership: its service is
     /// gone).
     #[error("replica {hostname:?} (server id {id}) has no service in the swarm")]
@@ -139,6 +151,13 @@ pub trait Supervisor: Send + Sync + 'static {
     /// The replicas the runtime runs for this instance right now (shared membership only).
     async fn members(&self) -> Result<Vec<ReplicaSpec>, SupervisorError> {
         Ok(Vec::new())
+    }
+
+    /// Remove a replica that has no running handle (shared membership: a vacancy's service,
+    /// removed from the configuration). Default: nothing to remove.
+    async fn remove_replica(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
+        let _ = spec;
+        Ok(())
     }
 
     /// Where an existing replica runs now, without starting anything (shared membership: the

@@ -120,11 +120,12 @@ fn label_filter(instance: &str) -> HashMap<String, Vec<String>> {
 fn spec_from_labels(labels: &HashMap<String, String>) -> Option<ReplicaSpec> {
     let hostname = labels.get(HOSTNAME_LABEL)?;
     check_hostname(hostname).ok()?;
+    // An id lb.toml can hold (a TOML integer), so that the write-back keeps it.
     let id = labels
         .get(ID_LABEL)?
         .parse::<u64>()
         .ok()
-        .filter(|&id| id > 0)?;
+        .filter(|&id| id > 0 && i64::try_from(id).is_ok())?;
     Some(ReplicaSpec::managed(hostname.clone(), id))
 }
 
@@ -141,7 +142,7 @@ fn distinct(found: Vec<(ReplicaSpec, String)>) -> Vec<(ReplicaSpec, String)> {
                 ids.insert(spec.id);
                 names.insert(spec.hostname.clone());
             } else {
-                tracing::debug!(%service, hostname = %spec.hostname, id = spec.id, "service repeats a server id or hostname; ignored");
+                tracing::warn!(%service, hostname = %spec.hostname, id = spec.id, "service repeats a server id or hostname of another; ignored");
             }
             fresh
         })
@@ -160,19 +161,29 @@ async fn list(
         }))
         .await
         .map_err(engine)?;
-    let mut found: Vec<(ReplicaSpec, String)> = services
+    let mut found: Vec<(ReplicaSpec, String, bool)> = services
         .into_iter()
         .filter_map(|s| {
-            let labels = s.spec?.labels?;
+            let spec = s.spec?;
+            let labels = spec.labels?;
             // The filter is the engine's; check again rather than trust it.
             if labels.get(INSTANCE_LABEL).map(String::as_str) != Some(instance) {
                 return None;
             }
-            Some((spec_from_labels(&labels)?, s.id?))
+            let replica = spec_from_labels(&labels)?;
+            let canonical = spec.name.as_deref() == Some(&service_name(instance, replica.id));
+            Some((replica, s.id?, canonical))
         })
         .collect();
-    found.sort_by_key(|(spec, _)| spec.id);
-    Ok(distinct(found))
+    // Per id, the service lb would have named so first, then by service id: every lb of the
+    // instance picks the same one.
+    found.sort_by(|a, b| (a.0.id, !a.2, &a.1).cmp(&(b.0.id, !b.2, &b.1)));
+    Ok(distinct(
+        found
+            .into_iter()
+            .map(|(spec, service, _)| (spec, service))
+            .collect(),
+    ))
 }
 
 /// How long `lb swarm down` waits for the services' tasks to let go of the network.
@@ -463,17 +474,20 @@ impl SwarmSupervisor {
         let ours = labels.get(INSTANCE_LABEL).map(String::as_str) == Some(&self.instance);
         match spec_from_labels(&labels) {
             Some(found) if ours && found.same_replica(spec) => service.id.ok_or_else(gone),
-            Some(found) if ours => Err(SupervisorError::Start {
+            Some(found) if ours => Err(SupervisorError::Taken {
                 hostname: spec.hostname.clone(),
-                reason: format!(
-                    "service {name} runs replica {:?} with server id {}",
+                id: spec.id,
+                by: format!(
+                    "service {name}, which runs replica {:?} with server id {}",
                     found.hostname, found.id
                 ),
             }),
-            _ => Err(SupervisorError::Start {
+            _ => Err(SupervisorError::Taken {
                 hostname: spec.hostname.clone(),
-                reason: format!(
-                    "service {name} exists and is not one of instance {}'s",
+                id: spec.id,
+                by: format!(
+                    "service {name}, which does not carry the labels of a replica of instance {} \
+                     (remove or rename it to free the id)",
                     self.instance
                 ),
             }),
@@ -486,11 +500,8 @@ impl SwarmSupervisor {
         spec: &ReplicaSpec,
         service: &str,
     ) -> Result<Started, SupervisorError> {
-        let filters = HashMap::from([
-            ("service".to_owned(), vec![service.to_owned()]),
-            ("desired-state".to_owned(), vec!["running".to_owned()]),
-        ]);
-        let tasks = self
+        let filters = HashMap::from([("service".to_owned(), vec![service.to_owned()])]);
+        let mut tasks = self
             .docker
             .list_tasks(Some(ListTasksOptions {
                 filters: Some(filters),
@@ -501,20 +512,28 @@ impl SwarmSupervisor {
             hostname: spec.hostname.clone(),
             reason: why,
         };
+        // Most recently changed first: the running task, or the latest attempt's reason (a
+        // rejected task, e.g. "No such image", is no longer desired running).
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.version.as_ref().and_then(|v| v.index)));
         let running = tasks.iter().find(|t| {
             t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+                && t.desired_state == Some(TaskState::RUNNING)
                 && t.service_id.as_deref() == Some(service)
         });
         let Some(task) = running else {
-            let last = tasks
-                .iter()
-                .filter_map(|t| t.status.as_ref())
-                .map(|s| {
-                    let state = s.state.map(|s| s.to_string()).unwrap_or_default();
-                    let err = s.err.clone().or(s.message.clone()).unwrap_or_default();
-                    format!("{state}: {err}")
-                })
-                .next()
+            // The latest error says more than the latest state ("assigned" while the next
+            // attempt is scheduled after a rejection).
+            let describe = |s: &bollard::models::TaskStatus| {
+                let state = s.state.map(|s| s.to_string()).unwrap_or_default();
+                let detail = s.err.clone().or(s.message.clone()).unwrap_or_default();
+                format!("{state}: {detail}")
+            };
+            let statuses = tasks.iter().filter_map(|t| t.status.as_ref());
+            let last = statuses
+                .clone()
+                .find(|s| s.err.as_ref().is_some_and(|e| !e.is_empty()))
+                .or(statuses.clone().next())
+                .map(describe)
                 .unwrap_or_else(|| "no task scheduled".into());
             return Err(not_yet(format!("service has no running task yet ({last})")));
         };
@@ -694,10 +713,21 @@ impl Supervisor for SwarmSupervisor {
     /// Create the replica's service (or take the one another load balancer of the instance
     /// created for the same replica) and wait for its running task.
     async fn start(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
-        let created = self
+        let mut created = self
             .docker
             .create_service(self.service_spec(spec), None)
             .await;
+        if created.as_ref().is_err_and(|e| {
+            let text = e.to_string();
+            text.contains("network") && text.contains("not found")
+        }) {
+            // Removed since (`lb swarm down`): make it again, once.
+            self.ensure_network().await?;
+            created = self
+                .docker
+                .create_service(self.service_spec(spec), None)
+                .await;
+        }
         let (service, ours) = match created {
             Ok(response) => match response.id {
                 Some(id) => (id, true),
@@ -732,6 +762,19 @@ impl Supervisor for SwarmSupervisor {
                 }
                 Err(e)
             }
+        }
+    }
+
+    async fn remove_replica(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
+        match self.find_service(spec).await {
+            Ok(service) => match self.docker.delete_service(&service).await {
+                Err(e) if status_of(&e) != Some(404) => Err(SupervisorError::Engine(format!(
+                    "cannot remove service {service}: {e}"
+                ))),
+                _ => Ok(()),
+            },
+            Err(SupervisorError::Gone { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -792,7 +835,14 @@ mod tests {
             Some(ReplicaSpec::managed("Server 1", 7))
         );
         assert_eq!(spec_from_labels(&labels(&[(ID_LABEL, "7")])), None);
-        for bad in ["0", "-1", "x", ""] {
+        for bad in [
+            "0",
+            "-1",
+            "x",
+            "",
+            "9223372036854775808",
+            "18446744073709551615",
+        ] {
             let l = labels(&[(HOSTNAME_LABEL, "a"), (ID_LABEL, bad)]);
             assert_eq!(spec_from_labels(&l), None, "id {bad:?}");
         }
