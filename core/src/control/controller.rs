@@ -538,15 +538,7 @@ impl Controller {
             )
             .collect();
         entries.sort_unstable();
-        let result = std::fs::read_to_string(&file.path)
-            .map_err(persist::PersistError::from)
-            .and_then(|text| {
-                let new = persist::with_replicas(&text, &entries)?;
-                if new != text {
-                    persist::write_atomic(&file.path, &new)?;
-                }
-                Ok((text, new))
-            });
+        let result = merge_replicas_into(&file.path, &entries);
         let error = match result {
             Ok((on_disk, written)) => {
                 // Only our own change is known to be applied. If the file also holds an edit we
@@ -1210,6 +1202,31 @@ impl Controller {
         });
         true
     }
+}
+
+/// Rewrite the file at `path` with `entries` as its replica list, keeping everything else;
+/// returns the text it held and the text written. A save that lands while the new text is
+/// being made is not overwritten: the merge starts again from it (a few times at most).
+fn merge_replicas_into(
+    path: &std::path::Path,
+    entries: &[persist::Entry<'_>],
+) -> Result<(String, String), persist::PersistError> {
+    let mut text = std::fs::read_to_string(path)?;
+    for _ in 0..4 {
+        let new = persist::with_replicas(&text, entries)?;
+        if new == text {
+            return Ok((text, new));
+        }
+        let now = std::fs::read_to_string(path)?;
+        if now == text {
+            persist::write_atomic(path, &new)?;
+            return Ok((text, new));
+        }
+        text = now;
+    }
+    let new = persist::with_replicas(&text, entries)?;
+    persist::write_atomic(path, &new)?;
+    Ok((text, new))
 }
 
 /// The configured address of a backend by address.
