@@ -579,3 +579,34 @@ async fn a_seed_that_cannot_run_is_kept_retried_and_removed_with_its_entry() {
         .unwrap()
         .contains("Broken"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_adds_through_two_load_balancers_both_succeed() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let a = Lb::start(&scope.config(&THREE));
+    let b = Lb::start(&scope.config(&THREE));
+    agree(&a, &b, 3, "both rings the same").await;
+    // Both pick the lowest free server id; the one whose service comes second plans again once
+    // the listing shows the other's.
+    for round in 0..2 {
+        let body = br#"{"n": 1}"#;
+        let (ra, rb) = tokio::join!(
+            a.send("POST", "/add", body, &[]),
+            b.send("POST", "/add", body, &[])
+        );
+        assert_eq!(
+            (ra.status, rb.status),
+            (200, 200),
+            "round {round}: {} / {}",
+            ra.body,
+            rb.body
+        );
+        let n = 5 + 2 * round;
+        agree(&a, &b, n, "both adds in both rings").await;
+        assert_eq!(scope.services().len() as u64, n);
+    }
+    assert_eq!(routing(&a).await, routing(&b).await);
+}

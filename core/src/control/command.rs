@@ -88,6 +88,9 @@ pub enum Command {
         request: ScaleRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<ScaleReply>,
+        /// Shared membership: how many more times to plan it again when another load
+        /// balancer takes a chosen server id at the same moment.
+        retries: u32,
     },
     /// `DELETE /rm`.
     Remove {
@@ -119,6 +122,10 @@ pub enum Command {
         results: Vec<Result<Arc<Backend>, LaunchError>>,
         /// Where the `/add`'s answer goes.
         reply: oneshot::Sender<ScaleReply>,
+        /// The request and its retries left, to plan it again after an id collision.
+        request: ScaleRequest,
+        /// Retries left.
+        retries: u32,
     },
     /// A vacancy's replica started, or did not (sent by the task starting it).
     Started {
@@ -154,6 +161,10 @@ pub enum Command {
     },
 }
 
+/// How many times an `/add` is planned again after another load balancer of a shared
+/// membership took one of its server ids at the same moment.
+pub const ADD_RETRIES: u32 = 3;
+
 /// A cheap, cloneable way to send the controller commands.
 #[derive(Debug, Clone)]
 pub struct ControllerHandle {
@@ -181,7 +192,12 @@ impl ControllerHandle {
 
     /// Add replicas; returns the hostnames in the ring afterwards.
     pub async fn add(&self, request: ScaleRequest) -> ScaleReply {
-        self.ask(|reply| Command::Add { request, reply }).await
+        self.ask(|reply| Command::Add {
+            request,
+            reply,
+            retries: ADD_RETRIES,
+        })
+        .await
     }
 
     /// Remove replicas; returns once they are out of the ring and stopped.

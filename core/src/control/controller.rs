@@ -33,6 +33,9 @@ use super::supervisor::{ReplicaSpec, Supervisor, SupervisorError, SupervisorEven
 
 /// Longest wait between two attempts to fill a vacancy.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Shared membership: how long after an id collision an `/add` is planned again (a listing
+/// comes every second).
+const ADD_AGAIN_AFTER: Duration = Duration::from_millis(1500);
 /// Shared membership: how long start-up waits for the running services' tasks to answer.
 const START_REJOIN: Duration = Duration::from_secs(3);
 /// A replica that dies sooner than this after joining the ring counts toward a crash loop.
@@ -410,13 +413,41 @@ impl Controller {
     pub async fn run(mut self) {
         while let Some(command) = self.rx.recv().await {
             match command {
-                Command::Add { request, reply } => self.add(request, reply),
+                Command::Add {
+                    request,
+                    reply,
+                    retries,
+                } => self.add(request, reply, retries),
                 Command::Added {
                     specs,
                     results,
                     reply,
+                    request,
+                    retries,
                 } => {
+                    let collided = self.shared_membership
+                        && results.iter().any(|r| {
+                            matches!(
+                                r,
+                                Err(LaunchError::Supervisor(SupervisorError::Taken { .. }))
+                            )
+                        });
                     let result = self.added(specs, results);
+                    if result.is_err() && collided && retries > 0 {
+                        // Another lb took an id at the same moment: plan again once a listing
+                        // shows its service (the ids are then taken here too).
+                        tracing::info!(retries, "a server id of an /add was taken in the swarm meanwhile; planning it again");
+                        let commands = self.commands.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(ADD_AGAIN_AFTER).await;
+                            commands.send(Command::Add {
+                                request,
+                                reply,
+                                retries: retries - 1,
+                            });
+                        });
+                        continue;
+                    }
                     self.shared.metrics.reload(result.is_ok());
                     if result.is_ok() {
                         self.write_back().await;
@@ -589,7 +620,7 @@ impl Controller {
 
     /// `/add`: reserve ids and names, and start the replicas on a task of their own, which
     /// reports back with [`Command::Added`].
-    fn add(&mut self, request: ScaleRequest, reply: oneshot::Sender<ScaleReply>) {
+    fn add(&mut self, request: ScaleRequest, reply: oneshot::Sender<ScaleReply>, retries: u32) {
         if self.shared_membership && !request.addresses.is_empty() {
             self.shared.metrics.reload(false);
             let kind = self.launcher.supervisor.kind();
@@ -620,11 +651,15 @@ impl Controller {
         let deadline = Duration::from_millis(health.start_timeout_ms);
         let commands = self.commands.clone();
         tokio::spawn(async move {
-            let results = launcher.launch_all(specs.clone(), &health, deadline).await;
+            let results = launcher
+                .launch_all_new(specs.clone(), &health, deadline)
+                .await;
             commands.send(Command::Added {
                 specs,
                 results,
                 reply,
+                request,
+                retries,
             });
         });
     }

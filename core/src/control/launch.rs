@@ -69,6 +69,24 @@ impl Launcher {
         futures_util::future::join_all(launches).await
     }
 
+    /// [`Launcher::launch_all`] for replicas that must be new (`/add`): a replica the runtime
+    /// already runs under one of the ids is an error ([`Supervisor::start_new`]).
+    pub(crate) async fn launch_all_new(
+        &self,
+        specs: Vec<ReplicaSpec>,
+        health: &HealthSection,
+        deadline: Duration,
+    ) -> Vec<Result<Arc<Backend>, LaunchError>> {
+        let launches = specs.into_iter().map(|spec| async move {
+            if spec.address.is_some() {
+                return self.launch(spec, health, deadline).await;
+            }
+            let started = self.supervisor.start_new(&spec).await?;
+            self.join_when_alive(started, health, deadline).await
+        });
+        futures_util::future::join_all(launches).await
+    }
+
     /// Start one replica and wait up to `deadline` for its first heartbeat; stop it again if it
     /// never answers. A backend by address is resolved and checked instead.
     pub(crate) async fn launch(

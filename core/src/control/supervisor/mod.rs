@@ -153,6 +153,14 @@ pub trait Supervisor: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Start a replica that must be new (an `/add`): like [`Supervisor::start`], except that
+    /// a replica the runtime already runs under the same id (shared membership: another load
+    /// balancer's service, made at the same moment) is [`SupervisorError::Taken`] rather than
+    /// taken over. Default: `start`.
+    async fn start_new(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
+        self.start(spec).await
+    }
+
     /// Remove a replica that has no running handle (shared membership: a vacancy's service,
     /// removed from the configuration). Default: nothing to remove.
     async fn remove_replica(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {

@@ -630,6 +630,73 @@ impl SwarmSupervisor {
         }
     }
 
+    /// Create the replica's service and wait for its running task. A service another lb of
+    /// the instance made for the same replica at the same moment is taken over, unless
+    /// `exclusive` (the replica must be new), when it is [`SupervisorError::Taken`].
+    async fn create(
+        &self,
+        spec: &ReplicaSpec,
+        exclusive: bool,
+    ) -> Result<Started, SupervisorError> {
+        let mut created = self
+            .docker
+            .create_service(self.service_spec(spec), None)
+            .await;
+        if created.as_ref().is_err_and(|e| {
+            let text = e.to_string();
+            text.contains("network") && text.contains("not found")
+        }) {
+            // Removed since (`lb swarm down`): make it again, once.
+            self.ensure_network().await?;
+            created = self
+                .docker
+                .create_service(self.service_spec(spec), None)
+                .await;
+        }
+        let (service, ours) = match created {
+            Ok(response) => match response.id {
+                Some(id) => (id, true),
+                None => {
+                    return Err(SupervisorError::Engine(
+                        "the engine created a service without an id".into(),
+                    ))
+                }
+            },
+            // The name is taken (409, or 500 "name conflicts with an existing object" when
+            // another lb of the instance created it at the same moment): take the service if
+            // it is this replica's (unless this one must be new).
+            Err(e) => match self.service_of(spec).await {
+                Ok(service) if exclusive => {
+                    return Err(SupervisorError::Taken {
+                        hostname: spec.hostname.clone(),
+                        id: spec.id,
+                        by: format!("service {service}, just created by another lb"),
+                    })
+                }
+                Ok(service) => (service, false),
+                Err(SupervisorError::Gone { .. }) => {
+                    return Err(SupervisorError::Start {
+                        hostname: spec.hostname.clone(),
+                        reason: format!("cannot create service: {e}"),
+                    })
+                }
+                Err(other) => return Err(other),
+            },
+        };
+        match self.wait_running(spec, &service).await {
+            Ok(started) => {
+                tracing::info!(hostname = %spec.hostname, id = spec.id, service = %service_name(&self.instance, spec.id), address = %started.address, "replica service running");
+                Ok(started)
+            }
+            Err(e) => {
+                if ours {
+                    let _ = self.docker.delete_service(&service).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn service_spec(&self, spec: &ReplicaSpec) -> ServiceSpec {
         let labels = HashMap::from([
             (INSTANCE_LABEL.to_owned(), self.instance.clone()),
@@ -713,56 +780,18 @@ impl Supervisor for SwarmSupervisor {
     /// Create the replica's service (or take the one another load balancer of the instance
     /// created for the same replica) and wait for its running task.
     async fn start(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
-        let mut created = self
-            .docker
-            .create_service(self.service_spec(spec), None)
-            .await;
-        if created.as_ref().is_err_and(|e| {
-            let text = e.to_string();
-            text.contains("network") && text.contains("not found")
-        }) {
-            // Removed since (`lb swarm down`): make it again, once.
-            self.ensure_network().await?;
-            created = self
-                .docker
-                .create_service(self.service_spec(spec), None)
-                .await;
-        }
-        let (service, ours) = match created {
-            Ok(response) => match response.id {
-                Some(id) => (id, true),
-                None => {
-                    return Err(SupervisorError::Engine(
-                        "the engine created a service without an id".into(),
-                    ))
-                }
-            },
-            // The name is taken (409, or 500 "name conflicts with an existing object" when
-            // another lb of the instance created it at the same moment): take the service if
-            // it is this replica's.
-            Err(e) => match self.service_of(spec).await {
-                Ok(service) => (service, false),
-                Err(SupervisorError::Gone { .. }) => {
-                    return Err(SupervisorError::Start {
-                        hostname: spec.hostname.clone(),
-                        reason: format!("cannot create service: {e}"),
-                    })
-                }
-                Err(other) => return Err(other),
-            },
-        };
-        match self.wait_running(spec, &service).await {
-            Ok(started) => {
-                tracing::info!(hostname = %spec.hostname, id = spec.id, service = %service_name(&self.instance, spec.id), address = %started.address, "replica service running");
-                Ok(started)
-            }
-            Err(e) => {
-                if ours {
-                    let _ = self.docker.delete_service(&service).await;
-                }
-                Err(e)
-            }
-        }
+        self.create(spec, false).await
+    }
+
+    /// Create the replica's service; another lb's service for the same replica is an error
+    /// (two `/add`s at the same moment each add a replica).
+    async fn start_new(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
+        self.create(spec, true).await
+    }
+
+    async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
+        let service = self.find_service(spec).await?;
+        self.running_task(spec, &service).await
     }
 
     async fn remove_replica(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
@@ -776,11 +805,6 @@ impl Supervisor for SwarmSupervisor {
             Err(SupervisorError::Gone { .. }) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
-        let service = self.find_service(spec).await?;
-        self.running_task(spec, &service).await
     }
 
     /// Remove the replica's service (its task stops with it).
