@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{docker, eventually, Lb, Traffic};
+use common::{docker, docker_quiet, eventually, Lb, Traffic};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -105,18 +105,10 @@ address = "ip"
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        let ids = Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=io.lb.owner={}", self.instance),
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+        let label = format!("label=io.lb.owner={}", self.instance);
+        let ids = docker_quiet(&["ps", "-aq", "--filter", &label]);
         for id in ids.split_whitespace() {
-            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            docker_quiet(&["rm", "-f", id]);
         }
         let _ = Command::new("docker")
             .args(["network", "rm", &self.network])

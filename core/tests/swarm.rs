@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{docker, eventually, Lb, Traffic};
+use common::{docker, docker_quiet, eventually, Lb, Traffic};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Request ids routed through both load balancers.
@@ -135,19 +135,10 @@ address = "published"
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        let ids = Command::new("docker")
-            .args([
-                "service",
-                "ls",
-                "-q",
-                "--filter",
-                &format!("label=io.lb.swarm.instance={}", self.instance),
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+        let label = format!("label=io.lb.swarm.instance={}", self.instance);
+        let ids = docker_quiet(&["service", "ls", "-q", "--filter", &label]);
         for id in ids.split_whitespace() {
-            let _ = Command::new("docker").args(["service", "rm", id]).output();
+            docker_quiet(&["service", "rm", id]);
         }
         // The network is in use until the tasks have stopped.
         let deadline = Instant::now() + DEADLINE;

@@ -789,31 +789,21 @@ impl Controller {
             return; // an earlier incarnation, or already removed
         }
         let dead = self.replicas.remove(&id).expect("checked above");
-        if self.shared_membership {
-            // The runtime restarts it (Swarm: a new task, at a new address); out of the ring
-            // until that task answers, then back with the same id, name and slots.
-            tracing::warn!(hostname = %dead.hostname, id, handle = %dead.handle, %reason, "replica failed; out of the ring until its service's task answers again");
-            self.shared.metrics.restarted();
-            let spec = ReplicaSpec::managed(dead.hostname.clone(), id);
-            self.vacancies.insert(
-                id,
-                vacancy_of(&spec, 0, format!("'{}' {reason}", dead.hostname)),
-            );
-            self.publish();
-            dead.failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            drop(self.retire(vec![dead], false));
-            self.respawn(id);
-            return;
-        }
-        if let Handle::Address(address) = &dead.handle {
-            // Not ours to replace: out of the ring until its health checks pass again, then
-            // back with the same id (hence the same slots) and name.
-            tracing::warn!(hostname = %dead.hostname, id, %address, %reason, "backend down; out of the ring until it answers again");
+        let address = address_of(&dead.handle).map(str::to_owned);
+        if self.shared_membership || address.is_some() {
+            // Not replaced by lb: a backend by address is not ours, and Swarm restarts its own
+            // tasks (at a new address). Out of the ring until it answers again, then back with
+            // the same id (hence the same slots), name and pipelining.
+            if self.shared_membership {
+                self.shared.metrics.restarted();
+                tracing::warn!(hostname = %dead.hostname, id, handle = %dead.handle, %reason, "replica failed; out of the ring until its service's task answers again");
+            } else {
+                tracing::warn!(hostname = %dead.hostname, id, address = address.as_deref().unwrap_or_default(), %reason, "backend down; out of the ring until it answers again");
+            }
             let spec = ReplicaSpec {
                 hostname: dead.hostname.clone(),
                 id,
-                address: Some(address.clone()),
+                address,
                 pipelining: Some(dead.pipelining),
             };
             self.vacancies.insert(

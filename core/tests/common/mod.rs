@@ -498,6 +498,16 @@ pub fn read_response(stream: &mut std::net::TcpStream, limit: Duration) -> Optio
     None
 }
 
+/// Run `docker ARGS` for a clean-up: its stdout, or nothing when it fails (never panics, so a
+/// drop guard can use it while a test is failing).
+pub fn docker_quiet(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 /// Run `docker ARGS`, returning stdout; panics with stderr on failure.
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
