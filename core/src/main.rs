@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use lb::config::{Config, ConfigError, Source, DEFAULTS_PATH, DEFAULT_PATH};
@@ -172,13 +171,8 @@ fn swarm_down(instance: &str) -> anyhow::Result<()> {
 fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     let (name, loaded) = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Io {
-                    path: path.clone(),
-                    source,
-                })
-                .with_context(|| path.display().to_string())?;
-            let config = Config::parse_file(&text, &path);
+            let config =
+                lb::config::read_text(&path).and_then(|text| Config::parse_file(&text, &path));
             (path.display().to_string(), config)
         }
         None => {
@@ -223,9 +217,13 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
 /// and the path relative paths in it are relative to.
 fn which_file_lb_would_use() -> anyhow::Result<(String, String, PathBuf)> {
     for path in [DEFAULT_PATH, DEFAULTS_PATH] {
-        match std::fs::read_to_string(path) {
+        match lb::config::read_text(std::path::Path::new(path)) {
             Ok(text) => return Ok((path.to_owned(), text, PathBuf::from(DEFAULT_PATH))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(ConfigError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                continue
+            }
             Err(e) => return Err(anyhow::Error::new(e).context(path)),
         }
     }

@@ -17,11 +17,15 @@ use super::{
     ProxySection, ReplicaEntry, RingSection, SupervisorSection,
 };
 
-/// At most this many deserialization attempts (each finds one type error).
+/// At most this many deserialization attempts (each finds one type error) on a small file.
 const MAX_ROUNDS: usize = 64;
+/// At most this many bytes parsed in all by the deserialization attempts: a large file gets
+/// fewer attempts, so checking stays linear in its size.
+const ROUND_BUDGET: usize = 8 << 20;
 
 /// Parse `text` into a configuration with defaults wherever a problem was found, and every
-/// problem found; the configuration is `None` only for a syntax error.
+/// problem found; the configuration is `None` only for a syntax error. Linear in the size of
+/// `text` (a file of 30 000 unknown keys is checked in one pass, not one pass per key).
 pub(super) fn collect(text: &str) -> (Option<Config>, Vec<Problem>) {
     let doc = match ImDocument::parse(text) {
         Ok(doc) => doc,
@@ -30,33 +34,42 @@ pub(super) fn collect(text: &str) -> (Option<Config>, Vec<Problem>) {
             return (None, vec![Problem::at(text, at, one_line(e.message()))]);
         }
     };
+    let layout = Layout::new(text);
     let mut problems = Vec::new();
-    let mut blanked = text.to_owned();
-    for (range, problem) in unknown_keys(&doc, text) {
-        blank(&mut blanked, range);
+    let mut blanked = text.as_bytes().to_vec();
+    let mut ranges = Vec::new();
+    for (range, problem) in unknown_keys(&doc, &layout) {
+        ranges.push(range);
         problems.push(problem);
     }
+    blank_all(&mut blanked, ranges);
+    let rounds = MAX_ROUNDS.min(ROUND_BUDGET / text.len().max(1)).max(1);
     let mut config = None;
-    for _ in 0..MAX_ROUNDS {
-        match toml::from_str::<Config>(&blanked) {
+    for _ in 0..rounds {
+        // Blanking keeps UTF-8 valid: whole characters become spaces.
+        let Ok(current) = std::str::from_utf8(&blanked) else {
+            break;
+        };
+        match toml::from_str::<Config>(current) {
             Ok(parsed) => {
                 config = Some(parsed);
                 break;
             }
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
-                problems.push(Problem::at(text, span.start, one_line(e.message())));
+                let start = floor_char_boundary(text, span.start);
+                problems.push(Problem::pending(start, one_line(e.message())));
                 let before = blanked.clone();
                 // An entry of an array of tables has required keys: taking out one key would
                 // only add a "missing field" error, so the whole entry goes.
-                let section = section_of(text, span.start);
+                let section = layout.section_of(start);
                 if text[section.clone()].trim_start().starts_with("[[") {
                     blank(&mut blanked, section);
                 } else {
-                    blank(&mut blanked, lines_of(text, span.clone()));
+                    blank(&mut blanked, layout.lines_of(start..span.end.max(start)));
                 }
                 if blanked == before {
-                    blank(&mut blanked, section_of(text, span.start));
+                    blank(&mut blanked, layout.section_of(start));
                 }
                 if blanked == before {
                     break; // nothing left to take out: give up on finding more
@@ -64,8 +77,76 @@ pub(super) fn collect(text: &str) -> (Option<Config>, Vec<Problem>) {
             }
         }
     }
+    locate(text, &mut problems);
     problems.sort_by_key(|p| (p.line, p.column));
     (config, problems)
+}
+
+/// The largest character boundary of `text` at or before `offset` (a parser's span may point
+/// anywhere).
+fn floor_char_boundary(text: &str, offset: usize) -> usize {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Where the lines and the section headers of a text start, found once so that every lookup is
+/// a binary search (a file with many problems must not be scanned once per problem).
+pub(super) struct Layout {
+    len: usize,
+    /// Byte offset of every line's first byte (the first is 0).
+    lines: Vec<usize>,
+    /// Byte offset of every line that starts a section (`[table]`, `[[array]]`).
+    headers: Vec<usize>,
+}
+
+impl Layout {
+    pub(super) fn new(text: &str) -> Layout {
+        let mut lines = vec![0];
+        let mut headers = Vec::new();
+        let mut pos = 0;
+        for line in text.split_inclusive('\n') {
+            if line.trim_start().starts_with('[') {
+                headers.push(pos);
+            }
+            pos += line.len();
+            if line.ends_with('\n') {
+                lines.push(pos);
+            }
+        }
+        Layout {
+            len: text.len(),
+            lines,
+            headers,
+        }
+    }
+
+    /// The whole lines `span` touches (without the last line break).
+    fn lines_of(&self, span: Range<usize>) -> Range<usize> {
+        let start = span.start.min(self.len);
+        let end = span.end.max(start).min(self.len);
+        let first = self.lines.partition_point(|&l| l <= start) - 1;
+        let last = self.lines.partition_point(|&l| l <= end);
+        let end = match self.lines.get(last) {
+            Some(&next) => next - 1, // the line break before the next line
+            None => self.len,
+        };
+        self.lines[first]..end.max(self.lines[first])
+    }
+
+    /// The section (`[table]` or `[[array]]` header up to the next header) holding `offset`; a
+    /// key before the first header is its own section.
+    fn section_of(&self, offset: usize) -> Range<usize> {
+        let after = self.headers.partition_point(|&h| h <= offset);
+        if after == 0 {
+            return self.lines_of(offset..offset);
+        }
+        let start = self.headers[after - 1];
+        let end = self.headers.get(after).copied().unwrap_or(self.len);
+        start..end
+    }
 }
 
 /// A parser's message on one line (`toml` spreads some over several).
@@ -80,10 +161,10 @@ fn one_line(message: &str) -> String {
 
 /// Every key the configuration types do not know, with where it is (to blank it out) and a
 /// problem that names the closest known key.
-fn unknown_keys(doc: &ImDocument<&str>, text: &str) -> Vec<(Range<usize>, Problem)> {
+fn unknown_keys(doc: &ImDocument<&str>, layout: &Layout) -> Vec<(Range<usize>, Problem)> {
     let mut found = Vec::new();
     let top = doc.as_table();
-    check_table(top, None, fields_of::<Config>(), text, &mut found);
+    check_table(top, None, fields_of::<Config>(), layout, &mut found);
     for (name, item) in top.iter() {
         let Some(fields) = section_fields(name) else {
             continue;
@@ -91,19 +172,19 @@ fn unknown_keys(doc: &ImDocument<&str>, text: &str) -> Vec<(Range<usize>, Proble
         match item {
             Item::ArrayOfTables(tables) => {
                 for table in tables.iter() {
-                    check_table(table, Some(name), fields, text, &mut found);
+                    check_table(table, Some(name), fields, layout, &mut found);
                 }
             }
             Item::Value(toml_edit::Value::Array(array)) => {
                 for value in array.iter() {
                     if let Some(table) = value.as_inline_table() {
-                        check_table(table, Some(name), fields, text, &mut found);
+                        check_table(table, Some(name), fields, layout, &mut found);
                     }
                 }
             }
             _ => {
                 if let Some(table) = item.as_table_like() {
-                    check_table(table, Some(name), fields, text, &mut found);
+                    check_table(table, Some(name), fields, layout, &mut found);
                 }
             }
         }
@@ -115,7 +196,7 @@ fn check_table(
     table: &dyn TableLike,
     section: Option<&str>,
     fields: &[&str],
-    text: &str,
+    layout: &Layout,
     found: &mut Vec<(Range<usize>, Problem)>,
 ) {
     for (name, _) in table.iter() {
@@ -141,11 +222,11 @@ fn check_table(
         let message = format!("unknown key `{name}`{where_}{hint}");
         // A sub-table is its whole section; a key is its own lines.
         let range = match (item, item.span()) {
-            (Item::Table(_) | Item::ArrayOfTables(_), _) => section_of(text, start),
-            (_, Some(value)) => lines_of(text, start..value.end),
-            (_, None) => lines_of(text, start..start),
+            (Item::Table(_) | Item::ArrayOfTables(_), _) => layout.section_of(start),
+            (_, Some(value)) => layout.lines_of(start..value.end),
+            (_, None) => layout.lines_of(start..start),
         };
-        found.push((range, Problem::at(text, start, message)));
+        found.push((range, Problem::pending(start, message)));
     }
 }
 
@@ -203,52 +284,53 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The whole lines `span` touches.
-fn lines_of(text: &str, span: Range<usize>) -> Range<usize> {
-    let start = text[..span.start.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let end_from = span.end.max(span.start).min(text.len());
-    let end = text[end_from..]
-        .find('\n')
-        .map_or(text.len(), |i| end_from + i);
-    start..end
+/// Replace `range` of `text` by spaces, keeping line breaks (so offsets and lines stay valid);
+/// a multi-byte character becomes as many spaces as it has bytes, so the text stays UTF-8.
+fn blank(text: &mut [u8], range: Range<usize>) {
+    let range = range.start.min(text.len())..range.end.min(text.len());
+    for byte in &mut text[range] {
+        if *byte != b'\n' {
+            *byte = b' ';
+        }
+    }
 }
 
-/// The section (`[table]` or `[[array]]` header up to the next header) holding `offset`; a key
-/// before the first header is its own section.
-fn section_of(text: &str, offset: usize) -> Range<usize> {
-    let is_header = |line: &str| line.trim_start().starts_with('[');
-    let mut start = None;
-    let mut end = text.len();
-    let mut pos = 0;
-    for line in text.split_inclusive('\n') {
-        if is_header(line) {
-            if pos <= offset {
-                start = Some(pos);
-            } else {
-                end = pos;
-                break;
+/// [`blank`] every range, each byte once however the ranges overlap (many unknown keys on one
+/// line all name that line).
+fn blank_all(text: &mut [u8], mut ranges: Vec<Range<usize>>) {
+    ranges.sort_unstable_by_key(|r| r.start);
+    let mut done = 0;
+    for range in ranges {
+        let start = range.start.max(done);
+        if start < range.end {
+            blank(text, start..range.end);
+            done = range.end;
+        }
+    }
+}
+
+/// Fill in the line and column of every problem made with [`Problem::pending`], in one pass over
+/// `text` (in offset order), whatever their number.
+pub(super) fn locate(text: &str, problems: &mut [Problem]) {
+    let mut order: Vec<usize> = (0..problems.len()).collect();
+    order.sort_by_key(|&i| problems[i].offset);
+    let bytes = text.as_bytes();
+    let (mut pos, mut line, mut column) = (0, 1, 1);
+    for i in order {
+        let target = problems[i].offset.min(bytes.len());
+        for &b in &bytes[pos..target] {
+            if b == b'\n' {
+                line += 1;
+                column = 1;
+            } else if b & 0xC0 != 0x80 {
+                // Count characters, not bytes: skip UTF-8 continuation bytes.
+                column += 1;
             }
         }
-        pos += line.len();
+        pos = target;
+        problems[i].line = line;
+        problems[i].column = column;
     }
-    match start {
-        Some(start) => start..end,
-        None => lines_of(text, offset..offset),
-    }
-}
-
-/// Replace `range` of `text` by spaces, keeping line breaks (so offsets and lines stay valid).
-fn blank(text: &mut String, range: Range<usize>) {
-    let range = range.start.min(text.len())..range.end.min(text.len());
-    let replaced: String = text[range.clone()]
-        .chars()
-        .map(|c| if c == '\n' { '\n' } else { ' ' })
-        .collect();
-    // Multi-byte characters become several spaces: keep the byte length.
-    let padded = format!("{replaced:<width$}", width = range.len());
-    text.replace_range(range, &padded[..]);
 }
 
 /// The field names a `Deserialize` struct declares (skipped fields excluded).
@@ -322,10 +404,11 @@ mod tests {
 
     #[test]
     fn blanking_keeps_offsets_and_lines() {
-        let mut text = String::from("a = \"é\"\nb = 1\n");
-        let len = text.len();
-        blank(&mut text, lines_of("a = \"é\"\nb = 1\n", 4..5));
-        assert_eq!(text.len(), len);
+        let original = "a = \"é\"\nb = 1\n";
+        let mut text = original.as_bytes().to_vec();
+        blank(&mut text, Layout::new(original).lines_of(4..5));
+        let text = String::from_utf8(text).expect("still UTF-8");
+        assert_eq!(text.len(), original.len());
         assert_eq!(text.lines().nth(1), Some("b = 1"));
         assert!(text.lines().next().unwrap().trim().is_empty());
     }
@@ -333,8 +416,9 @@ mod tests {
     #[test]
     fn sections_run_from_header_to_header() {
         let text = "x = 1\n[ring]\nslots = 2\n[[replicas]]\nid = 1\n";
-        assert_eq!(&text[section_of(text, 2)], "x = 1");
-        assert_eq!(&text[section_of(text, 15)], "[ring]\nslots = 2\n");
-        assert_eq!(&text[section_of(text, 40)], "[[replicas]]\nid = 1\n");
+        let layout = Layout::new(text);
+        assert_eq!(&text[layout.section_of(2)], "x = 1");
+        assert_eq!(&text[layout.section_of(15)], "[ring]\nslots = 2\n");
+        assert_eq!(&text[layout.section_of(40)], "[[replicas]]\nid = 1\n");
     }
 }

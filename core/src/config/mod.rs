@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -451,6 +452,16 @@ pub enum ConfigError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The file is larger than [`MAX_CONFIG_BYTES`]; it was not parsed.
+    #[error(
+        "the file is {size} bytes; a configuration may be at most {MAX_CONFIG_BYTES} bytes (1 MiB)"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
     /// TOML syntax, unknown keys, wrong types or rules of the load balancer: every problem
     /// found, in file order (never empty).
     #[error("{}", .0.iter().map(Problem::to_string).collect::<Vec<_>>().join("; "))]
@@ -467,18 +478,93 @@ pub struct Problem {
     pub column: usize,
     /// What is wrong.
     pub message: String,
+    /// Byte offset in the text (line and column are computed from it).
+    offset: usize,
 }
 
 impl Problem {
     /// A problem at byte `offset` of `text`.
     fn at(text: &str, offset: usize, message: String) -> Problem {
-        let (line, column) = line_column(text, offset);
+        let mut problem = Problem::pending(offset, message);
+        check::locate(text, std::slice::from_mut(&mut problem));
+        problem
+    }
+
+    /// A problem at byte `offset` whose line and column [`check::locate`] fills in later, with
+    /// the others (one pass over the text for all of them).
+    fn pending(offset: usize, message: String) -> Problem {
         Problem {
-            line,
-            column,
+            line: 0,
+            column: 0,
             message,
+            offset,
         }
     }
+}
+
+/// Largest configuration file accepted (1 MiB): larger ones are refused before they are parsed.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// At most this many problems are reported for one file; the rest are counted in a last line.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// Read a configuration file: a regular file (never a FIFO or a device, which could block or
+/// never end) of at most [`MAX_CONFIG_BYTES`], in UTF-8.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let io = |source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    // The kind of file is checked on the name before opening: opening a FIFO blocks.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            size: meta.len().max(bytes.len() as u64),
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e.utf8_error(),
+        ))
+    })
+}
+
+/// Sort, de-duplicate and cap `problems` (the last one kept says how many more there were).
+fn finish(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|p| (p.line, p.column));
+    problems.dedup();
+    if problems.len() > MAX_PROBLEMS {
+        let more = problems.len() - (MAX_PROBLEMS - 1);
+        problems.truncate(MAX_PROBLEMS - 1);
+        let last = problems.last().map_or((1, 1), |p| (p.line, p.column));
+        problems.push(Problem {
+            line: last.0,
+            column: last.1,
+            message: format!(
+                "{more} more problems not shown (at most {MAX_PROBLEMS} are reported)"
+            ),
+            offset: 0,
+        });
+    }
+    problems
 }
 
 /// A configuration with its origin and the exact text it was parsed from.
@@ -522,18 +608,28 @@ impl Config {
     ///
     /// Every problem is reported, not only the first (see [`ConfigError::Invalid`]).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid(vec![Problem::at(
+                text,
+                0,
+                format!(
+                    "the file is {} bytes; a configuration may be at most {MAX_CONFIG_BYTES} bytes (1 MiB)",
+                    text.len()
+                ),
+            )]));
+        }
         let (config, mut problems) = check::collect(text);
         let Some(mut config) = config else {
-            return Err(ConfigError::Invalid(problems));
+            return Err(ConfigError::Invalid(finish(problems)));
         };
         config.text = text.to_owned();
-        problems.extend(config.validate());
+        let mut more = config.validate();
+        check::locate(text, &mut more);
+        problems.extend(more);
         if problems.is_empty() {
             Ok(config)
         } else {
-            problems.sort_by_key(|p| (p.line, p.column));
-            problems.dedup();
-            Err(ConfigError::Invalid(problems))
+            Err(ConfigError::Invalid(finish(problems)))
         }
     }
 
@@ -569,10 +665,20 @@ impl Config {
         let name = self.ring.hash.get_ref();
         let hash = plugin::resolve_any(name, dirs)
             .map_err(|e| self.at(self.ring.hash.span(), e.to_string()))?;
-        self.balancer()
-            .place(Arc::clone(&hash), &self.replica_ids())
+        self.check_placement(Arc::clone(&hash))
             .map_err(|e| self.at(self.span_of(&e), e.to_string()))?;
         Ok(hash)
+    }
+
+    /// Whether the configured replicas can be placed with `hash`. The ring is built (probing
+    /// can fail even when `K·N ≤ M`); Maglev and rendezvous fill any table that has room, so
+    /// only their capacity is checked — building a rendezvous table of millions of slots takes
+    /// seconds, which a check must not.
+    fn check_placement(&self, hash: Arc<dyn RingHash>) -> Result<(), RingError> {
+        match self.balancer() {
+            balancer @ Balancer::Ring(_) => balancer.place(hash, &self.replica_ids()).map(drop),
+            balancer => balancer.check_capacity(self.replicas.len()),
+        }
     }
 
     fn replica_ids(&self) -> Vec<u64> {
@@ -613,21 +719,17 @@ impl Config {
 
     /// An error at `span` of the text.
     fn at(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
-        ConfigError::Invalid(vec![self.problem(span, message)])
+        ConfigError::Invalid(vec![Problem::at(&self.text, span.start, message)])
     }
 
     /// A problem at `span` of the text.
     fn problem(&self, span: std::ops::Range<usize>, message: String) -> Problem {
-        Problem::at(&self.text, span.start, message)
+        Problem::pending(span.start, message)
     }
 
     /// Read, parse and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse_file(&text, path)
+        Config::parse_file(&read_text(path)?, path)
     }
 
     /// The configuration `lb` runs on: the file at `path`; where it does not exist yet, it is
@@ -643,7 +745,7 @@ impl Config {
             let path = path.to_owned();
             move |source| ConfigError::Io { path, source }
         };
-        match std::fs::read_to_string(path) {
+        match read_text(path) {
             Ok(text) => {
                 return Ok(Loaded {
                     config: Config::parse_file(&text, path)?,
@@ -652,15 +754,18 @@ impl Config {
                     created_from: None,
                 })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(path)(e)),
+            Err(ConfigError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        let (text, seed) = match std::fs::read_to_string(defaults) {
+        let (text, seed) = match read_text(defaults) {
             Ok(text) => (text, Source::File(defaults.to_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ConfigError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 (EMBEDDED.to_owned(), Source::Embedded)
             }
-            Err(e) => return Err(io(defaults)(e)),
+            Err(e) => return Err(e),
         };
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = dir.filter(|d| !d.is_dir()) {
@@ -906,7 +1011,7 @@ impl Config {
             // Capacity (K·N ≤ M for the ring, N ≤ M for the others) needs no hash; with a
             // compiled-in hash the whole table is built now.
             let capacity = match hash::builtin(name) {
-                Some(hash) => self.balancer().place(hash, &self.replica_ids()).map(drop),
+                Some(hash) => self.check_placement(hash),
                 None => self.balancer().check_capacity(self.replicas.len()),
             };
             if let Err(e) = capacity {
@@ -1036,14 +1141,6 @@ fn check_access_log(access: &str) -> Result<(), String> {
     } else {
         Ok(())
     }
-}
-
-/// 1-based line and column of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 /// Longest hostname accepted (a DNS label's limit).

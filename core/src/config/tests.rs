@@ -523,3 +523,137 @@ fn swarm_settings_are_checked_with_line_and_column() {
         .to_string();
     assert!(err.contains("line 3") && err.contains("swarm"), "{err}");
 }
+
+/// Issue "hard to break, round 2", item 1: a rejected value longer than 65 535 bytes used to
+/// panic while its key was blanked out (a `format!` width is capped), killing the controller.
+#[test]
+fn a_huge_rejected_value_is_a_problem_not_a_panic() {
+    let value = "x".repeat(70_000);
+    for text in [
+        format!("[ring]\nslots = \"{value}\"\n"),
+        format!("[health]\n{value} = 1\n"),
+        format!("[{value}]\na = 1\n"),
+        format!("listen = \"{value}\"\n"),
+        format!("[[replicas]]\nhostname = \"{value}\"\nid = 1\n"),
+        format!("[ring]\nslots = \"é{value}é\"\n"),
+    ] {
+        let found = problems(&text);
+        assert!(!found.is_empty());
+        assert!(found[0].line <= 3, "{:?}", found[0]);
+    }
+}
+
+/// Item 5: every unknown key is found in one pass, and at most `MAX_PROBLEMS` are reported,
+/// the last saying how many more there were.
+#[test]
+fn thousands_of_unknown_keys_are_reported_capped() {
+    let mut text = String::from("[ring]\nslots = 512\n");
+    for i in 0..30_000 {
+        text.push_str(&format!("unknown_{i} = {i}\n"));
+    }
+    let found = problems(&text);
+    assert_eq!(found.len(), MAX_PROBLEMS);
+    assert_eq!((found[0].line, found[0].column), (3, 1));
+    assert!(
+        found[0].message.contains("unknown key `unknown_0`"),
+        "{:?}",
+        found[0]
+    );
+    assert_eq!(found[MAX_PROBLEMS - 2].line, MAX_PROBLEMS + 1);
+    let last = &found[MAX_PROBLEMS - 1].message;
+    assert!(last.starts_with("29901 more problems not shown"), "{last}");
+    // Many unknown keys on one line (an inline table) are found too.
+    let inline: Vec<String> = (0..20_000).map(|i| format!("k{i} = 1")).collect();
+    let text = format!("ring = {{ {} }}\n", inline.join(", "));
+    let found = problems(&text);
+    assert_eq!(found.len(), MAX_PROBLEMS);
+    assert_eq!((found[1].line, found[1].column), (1, 18));
+}
+
+/// Item 1: a file over `MAX_CONFIG_BYTES` is refused before it is parsed; files that are not
+/// regular files (a FIFO would block a reader forever) are refused without being opened.
+#[test]
+fn oversized_and_special_files_are_refused() {
+    let big = format!("# {}\n", "x".repeat(MAX_CONFIG_BYTES));
+    let found = problems(&big);
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].message.contains("at most 1048576 bytes"),
+        "{:?}",
+        found[0]
+    );
+    let dir = std::env::temp_dir().join(format!("lb-config-read-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("big.toml");
+    std::fs::write(&file, &big).unwrap();
+    match read_text(&file) {
+        Err(ConfigError::TooLarge { size, .. }) => assert_eq!(size, big.len() as u64),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let fifo = dir.join("fifo.toml");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        match read_text(&fifo) {
+            Err(ConfigError::Io { source, .. }) => {
+                assert!(
+                    source.to_string().contains("not a regular file"),
+                    "{source}"
+                )
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+    assert!(
+        read_text(&dir).is_err(),
+        "a directory is not a configuration"
+    );
+    std::fs::write(&file, b"listen = \"\xff\"\n").unwrap();
+    assert!(matches!(read_text(&file), Err(ConfigError::Io { .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces of `lb.toml` syntax, valid and not, to build hostile files from.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("[ring]\n".to_owned()),
+            Just("[[replicas]]\n".to_owned()),
+            Just("[health]\n".to_owned()),
+            Just("[proxy]\n".to_owned()),
+            Just("[supervisor]\n".to_owned()),
+            Just("[admin]\n".to_owned()),
+            Just("[log]\n".to_owned()),
+            "[a-z_]{1,12} = [0-9]{1,25}\n",
+            "[a-z_]{1,12} = \"[^\"\\\\\n]{0,40}\"\n",
+            "(slots|virtual_nodes|id|fall|rise|interval_ms|timeout_ms|hostname|address|listen|algorithm|hash|key|probing|kind|bounded_load) = (-?[0-9]{1,22}|\"[a-zé: .-]{0,20}\"|true|1e400|nan|\\[\\]|\\{\\})\n",
+            "[\\[\\]{}=\",.\n é#'a-z0-9]{0,30}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// `lb check` and every reload parse arbitrary files: never a panic, and every problem
+        /// points inside the file.
+        #[test]
+        fn parsing_never_panics(pieces in proptest::collection::vec(piece(), 0..24)) {
+            let text: String = pieces.concat();
+            if let Err(ConfigError::Invalid(found)) = Config::parse(&text) {
+                prop_assert!(!found.is_empty());
+                for p in &found {
+                    prop_assert!(p.line >= 1 && p.line <= text.lines().count().max(1) + 1, "{p:?}");
+                }
+            }
+        }
+
+        /// Arbitrary bytes (as text) never panic either.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = Config::parse(&text);
+        }
+    }
+}
