@@ -112,6 +112,20 @@ impl Balancer {
         }
     }
 
+    /// A rough count of the steps [`Balancer::place`] takes for `replicas` members (one step is
+    /// a hash evaluation or a table write), to decide whether a table is cheap enough to build
+    /// where it is needed or must be built in the background. The ring and Maglev fill the
+    /// table about once (Maglev: a few passes); rendezvous scores every member for every slot.
+    pub fn build_cost(&self, replicas: usize) -> u64 {
+        let slots = u64::from(self.slots());
+        let replicas = replicas as u64;
+        match *self {
+            Balancer::Ring(p) => slots + u64::from(p.virtual_nodes).saturating_mul(replicas) * 4,
+            Balancer::Maglev { .. } => slots.saturating_mul(4),
+            Balancer::Rendezvous { .. } => slots.saturating_mul(replicas),
+        }
+    }
+
     /// The ring's parameters, if this is the ring.
     pub fn ring_params(&self) -> Option<RingParams> {
         match self {

@@ -124,12 +124,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         }
     });
     tokio::spawn(controller.run());
-    tokio::spawn(health::run(
-        Arc::clone(&shared),
-        health_settings,
-        handle.clone(),
-        Prober::default(),
-    ));
+    spawn_health_checks(Arc::clone(&shared), health_settings, handle.clone())?;
 
     let access_log = AccessLog::start(&config.access_log(), config.log.access_format, &shared)?;
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
@@ -172,6 +167,38 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     tracing::info!("stopping replicas");
     handle.shutdown().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Heartbeats on a thread of their own: their timing never shares a thread with the
+/// controller's work (a large table build, a huge file), so a late check can only mean a late
+/// replica. A panic in them is logged, counted, and they start again.
+fn spawn_health_checks(
+    shared: Arc<lb::state::Shared>,
+    settings: tokio::sync::watch::Receiver<lb::config::HealthSection>,
+    handle: ControllerHandle,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the health checks' runtime")?;
+    std::thread::Builder::new()
+        .name("lb-health".into())
+        .spawn(move || {
+            runtime.block_on(lb::control::guard::restart_on_panic(
+                "the health checks",
+                Arc::clone(&shared),
+                || {
+                    health::run(
+                        Arc::clone(&shared),
+                        settings.clone(),
+                        handle.clone(),
+                        Prober::default(),
+                    )
+                },
+            ))
+        })
+        .context("cannot start the health checks' thread")?;
     Ok(())
 }
 

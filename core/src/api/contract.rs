@@ -111,7 +111,9 @@ impl From<ControlError> for ApiError {
             | ControlError::TooFew { .. }
             | ControlError::UnknownName { .. }
             | ControlError::TooMany { .. } => ApiError::BadRequest(e.to_string()),
-            ControlError::StartFailed(_) => ApiError::Internal(e.to_string()),
+            ControlError::StartFailed(_) | ControlError::Failed => {
+                ApiError::Internal(e.to_string())
+            }
             ControlError::ShuttingDown => ApiError::Unavailable(e.to_string()),
         }
     }

@@ -128,6 +128,16 @@ pub(crate) fn metrics(shared: &Shared) -> String {
     );
     page.sample("lb_replica_restarts_total", &[], shared.metrics.restarts());
     page.family(
+        "lb_control_panics_total",
+        Kind::Counter,
+        "Panics caught in the control plane (controller, health checks, file reads); each was logged and the control plane kept running.",
+    );
+    page.sample(
+        "lb_control_panics_total",
+        &[],
+        shared.metrics.control_panics(),
+    );
+    page.family(
         "lb_inflight_requests",
         Kind::Gauge,
         "Proxied requests in progress (head read, response not done).",

@@ -492,7 +492,16 @@ impl Problem {
 
     /// A problem at byte `offset` whose line and column [`check::locate`] fills in later, with
     /// the others (one pass over the text for all of them).
-    fn pending(offset: usize, message: String) -> Problem {
+    fn pending(offset: usize, mut message: String) -> Problem {
+        // A message quotes keys and values from the file, which may be huge.
+        if message.len() > MAX_PROBLEM_LEN {
+            let mut end = MAX_PROBLEM_LEN;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
         Problem {
             line: 0,
             column: 0,
@@ -504,6 +513,9 @@ impl Problem {
 
 /// Largest configuration file accepted (1 MiB): larger ones are refused before they are parsed.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// Longest problem message kept (they quote the file, whose keys and values may be huge).
+pub const MAX_PROBLEM_LEN: usize = 400;
 
 /// At most this many problems are reported for one file; the rest are counted in a last line.
 pub const MAX_PROBLEMS: usize = 100;

@@ -2,13 +2,14 @@
 //! the file watcher, supervisors and the REST front depend on this module only, never on the
 //! controller itself.
 
-use lb_balance::RingError;
+use lb_balance::{Placement, RingError};
 use tokio::sync::{mpsc, oneshot};
 
 use std::sync::Arc;
 
 use crate::state::{Backend, Handle};
 
+use super::file::{FileRead, WriteOutcome};
 use super::launch::LaunchError;
 use super::supervisor::{ReplicaSpec, SupervisorEvent};
 
@@ -74,6 +75,12 @@ pub enum ControlError {
     /// The controller has stopped.
     #[error("the load balancer is shutting down")]
     ShuttingDown,
+    /// The controller failed while handling this request (a bug: it was logged and counted in
+    /// `lb_control_panics_total`); it keeps running with the replicas it had.
+    #[error(
+        "the load balancer failed while handling this request (see its log); /rep shows what runs"
+    )]
+    Failed,
 }
 
 /// The reply to `/add` and `/rm`: the hostnames in the ring afterwards, or why nothing changed.
@@ -103,6 +110,27 @@ pub enum Command {
     FileChanged,
     /// SIGHUP: read the configuration file and apply it if it changed, saying so either way.
     Reload,
+    /// The configuration file was read and checked off the controller.
+    FileRead {
+        /// What was found.
+        read: FileRead,
+        /// Asked for by SIGHUP.
+        hangup: bool,
+    },
+    /// A write-back of the replica list ended, with whom to tell.
+    Written {
+        /// How it ended, and the waiters (answered `/add`s and `/rm`s) to tell.
+        outcome: (WriteOutcome, Vec<oneshot::Sender<()>>),
+    },
+    /// A large table was built off the controller.
+    Placed {
+        /// Which build.
+        build: u64,
+        /// The server ids it was built for.
+        key_ids: Vec<u64>,
+        /// The table, or why it could not be built.
+        placement: Result<Box<Placement>, String>,
+    },
     /// The health checker gave up on a replica.
     ReplicaFailed {
         /// Its server id.
@@ -161,6 +189,29 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// What the command is, in words, for the log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Add { .. } => "an /add",
+            Command::Remove { .. } => "an /rm",
+            Command::FileChanged => "a file change",
+            Command::Reload => "a reload",
+            Command::FileRead { .. } => "a saved configuration",
+            Command::Written { .. } => "a write-back",
+            Command::Placed { .. } => "a built table",
+            Command::ReplicaFailed { .. } => "a failed replica",
+            Command::Supervisor(_) => "a supervisor event",
+            Command::Added { .. } => "started replicas of an /add",
+            Command::Started { .. } => "a started replica",
+            Command::Resolved { .. } => "a resolved backend",
+            Command::Settled { .. } => "a settled change",
+            Command::Respawn { .. } => "a respawn",
+            Command::Shutdown { .. } => "the shutdown",
+        }
+    }
+}
+
 /// How many times an `/add` is planned again after another load balancer of a shared
 /// membership took one of its server ids at the same moment.
 pub const ADD_RETRIES: u32 = 3;
@@ -187,7 +238,13 @@ impl ControllerHandle {
     async fn ask(&self, make: impl FnOnce(oneshot::Sender<ScaleReply>) -> Command) -> ScaleReply {
         let (reply, answer) = oneshot::channel();
         self.send(make(reply));
-        answer.await.unwrap_or(Err(ControlError::ShuttingDown))
+        match answer.await {
+            Ok(reply) => reply,
+            // The answer was dropped: by a controller that stopped, or that failed on this
+            // command and went on with the next one.
+            Err(_) if self.tx.is_closed() => Err(ControlError::ShuttingDown),
+            Err(_) => Err(ControlError::Failed),
+        }
     }
 
     /// Add replicas; returns the hostnames in the ring afterwards.

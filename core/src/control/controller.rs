@@ -6,15 +6,17 @@
 //! to `lb.toml`. Nothing else mutates the replica set.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use lb_balance::{Balancer, RingError, RingHash};
+use lb_balance::{Balancer, Placement, RingError, RingHash};
 
 use crate::config::key::KeyRule;
 use crate::config::{Config, HealthSection, Loaded, Source};
@@ -23,8 +25,9 @@ use crate::state::{
 };
 
 use super::command::{Command, ControlError, ControllerHandle, ScaleReply, ScaleRequest};
+use super::file::{self, FileRead, OwnedEntry, WriteOutcome};
+use super::guard::panic_message;
 use super::launch::{self, LaunchError, Launcher};
-use super::persist;
 use super::probe::Prober;
 use super::reconcile::{
     changes, plan_add, plan_membership, plan_remove, reconcile, Members, MembershipChange,
@@ -41,11 +44,43 @@ const START_REJOIN: Duration = Duration::from_secs(3);
 /// A replica that dies sooner than this after joining the ring counts toward a crash loop.
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
 
-/// The configuration file being followed.
+/// Tables whose build costs more than this ([`Balancer::build_cost`]: about a few milliseconds
+/// here) are built on a blocking thread while requests keep the table they have.
+const INLINE_BUILD_COST: u64 = 1 << 21;
+
+/// The configuration file being followed, and its I/O in progress (reads and write-backs run
+/// off the controller, one at a time: see [`Controller::kick_file`]).
 struct ConfigFile {
     path: PathBuf,
     /// The text last applied or written: the same text again is not a change.
     last_text: String,
+    /// A read or a write-back is running.
+    busy: bool,
+    /// Read the file again when the current I/O is done (`Some(true)`: asked by SIGHUP).
+    read_again: Option<bool>,
+    /// Write the replica list back when the file is not busy and holds no unapplied save.
+    write_due: bool,
+    /// Told once the next write-back is done (`/add` and `/rm` answer then).
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// What a published table was built from: the same again needs no new build.
+#[derive(Clone, Debug, PartialEq)]
+struct PlacementKey {
+    balancer: Balancer,
+    /// The hash's identity (its `Arc`'s address; the controller holds the `Arc`).
+    hash: usize,
+    ids: Vec<u64>,
+}
+
+impl PlacementKey {
+    fn new(balancer: Balancer, hash: &Arc<dyn RingHash>, ids: Vec<u64>) -> PlacementKey {
+        PlacementKey {
+            balancer,
+            hash: Arc::as_ptr(hash).cast::<()>() as usize,
+            ids,
+        }
+    }
 }
 
 /// Owns the replica set. Build with [`Controller::new`], fill with [`Controller::start`], then
@@ -80,6 +115,12 @@ pub struct Controller {
     /// Shared membership: services the last listing had no room for in the ring (logged when
     /// it changes).
     membership_overflow: usize,
+    /// What the published table was built from.
+    placed: Option<PlacementKey>,
+    /// A table being built off the controller (its number), if any.
+    building: Option<u64>,
+    /// Numbers the builds.
+    builds: u64,
     file: Option<ConfigFile>,
     /// The configuration the process started with (for fields that need a restart).
     startup: Config,
@@ -103,10 +144,15 @@ impl Controller {
         let config = &loaded.config;
         let balancer = config.balancer();
         let empty = balancer.place(Arc::clone(&hash), &[])?;
+        let placed = Some(PlacementKey::new(balancer, &hash, Vec::new()));
         let file = match &loaded.source {
             Source::File(path) => Some(ConfigFile {
                 path: path.clone(),
                 last_text: loaded.text.clone(),
+                busy: false,
+                read_again: None,
+                write_due: false,
+                waiters: Vec::new(),
             }),
             Source::Embedded | Source::Copy(_) => None,
         };
@@ -152,6 +198,9 @@ impl Controller {
             to_create: BTreeSet::new(),
             local_changes: BTreeMap::new(),
             membership_overflow: 0,
+            placed,
+            building: None,
+            builds: 0,
             file,
             startup: config.clone(),
             applied: config.clone(),
@@ -304,7 +353,7 @@ impl Controller {
             None => (Vec::new(), Vec::new()),
         };
         self.seat(specs, results);
-        self.write_back().await;
+        self.write_back(None);
     }
 
     /// Start-up: the replicas that came up join the ring (published); the others become
@@ -330,7 +379,7 @@ impl Controller {
     /// Follow the runtime's membership listing (shared membership): services that appeared
     /// join (once their task answers), services that are gone leave the ring. Ids this load
     /// balancer is changing itself are judged only by listings asked for after its change.
-    async fn membership(&mut self, listed_at: Instant, listed: Vec<ReplicaSpec>) {
+    fn membership(&mut self, listed_at: Instant, listed: Vec<ReplicaSpec>) {
         if !self.shared_membership {
             return;
         }
@@ -383,7 +432,7 @@ impl Controller {
         for spec in &new {
             self.respawn(spec.id);
         }
-        self.write_back().await;
+        self.write_back(None);
     }
 
     /// Mark `ids` as being changed by this load balancer until [`Command::Settled`] says
@@ -408,135 +457,297 @@ impl Controller {
         });
     }
 
-    /// Apply commands until shutdown. Nothing here waits for a replica to start: starts run on
-    /// tasks of their own and report back with [`Command::Started`] or [`Command::Added`].
+    /// Apply commands until shutdown. Nothing here waits for a replica to start, a file to be
+    /// read or written, or a large table to be built: those run on tasks of their own and
+    /// report back with a command. A panic while handling a command is caught, logged and
+    /// counted (`lb_control_panics_total`); the controller goes on with the state it has.
     pub async fn run(mut self) {
         while let Some(command) = self.rx.recv().await {
-            match command {
-                Command::Add {
-                    request,
-                    reply,
-                    retries,
-                } => self.add(request, reply, retries),
-                Command::Added {
-                    specs,
-                    results,
-                    reply,
-                    request,
-                    retries,
-                } => {
-                    let collided = self.shared_membership
-                        && results.iter().any(|r| {
-                            matches!(
-                                r,
-                                Err(LaunchError::Supervisor(SupervisorError::Taken { .. }))
-                            )
-                        });
-                    let result = self.added(specs, results);
-                    if result.is_err() && collided && retries > 0 {
-                        // Another lb took an id at the same moment: plan again once a listing
-                        // shows its service (the ids are then taken here too).
-                        tracing::info!(retries, "a server id of an /add was taken in the swarm meanwhile; planning it again");
-                        let commands = self.commands.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(ADD_AGAIN_AFTER).await;
-                            commands.send(Command::Add {
-                                request,
-                                reply,
-                                retries: retries - 1,
-                            });
-                        });
-                        continue;
-                    }
-                    self.shared.metrics.reload(result.is_ok());
-                    if result.is_ok() {
-                        self.write_back().await;
-                    }
-                    let _ = reply.send(result);
-                }
-                Command::Remove { request, reply } => {
-                    let removed = self.remove(request, reply);
-                    self.shared.metrics.reload(removed.is_some());
-                    if let Some(written) = removed {
-                        self.write_back().await;
-                        let _ = written.send(());
-                    }
-                }
-                Command::FileChanged => self.file_changed(false).await,
-                Command::Reload => self.file_changed(true).await,
-                Command::ReplicaFailed { id, handle, reason } => {
-                    self.replica_failed(id, &handle, reason).await;
-                }
-                Command::Supervisor(SupervisorEvent::Exited { handle, detail }) => {
-                    let id = self
-                        .replicas
-                        .values()
-                        .find(|b| b.handle == handle)
-                        .map(|b| b.id);
-                    if let Some(id) = id {
-                        self.replica_failed(id, &handle, format!("exited ({detail})"))
-                            .await;
-                    }
-                }
-                Command::Respawn { id } => self.respawn(id),
-                Command::Supervisor(SupervisorEvent::Members { listed_at, members }) => {
-                    self.membership(listed_at, members).await;
-                }
-                Command::Settled { ids } => {
-                    let now = Instant::now();
-                    for id in ids {
-                        if let Some(at) = self.local_changes.get_mut(&id) {
-                            *at = Some(now);
-                        }
-                    }
-                }
-                Command::Resolved {
-                    id,
-                    handle,
-                    address,
-                } => self.resolved(id, &handle, address),
-                Command::Started { spec, result } => {
-                    if self.started(spec, result) {
-                        self.write_back().await;
-                    }
-                }
-                Command::Shutdown { reply } => {
-                    self.launcher.supervisor.stop_all().await;
-                    let _ = reply.send(());
-                    return;
-                }
+            let what = command.name();
+            match AssertUnwindSafe(self.handle(command)).catch_unwind().await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(panic) => self.recover(what, panic.as_ref()),
             }
         }
     }
 
-    /// What `/rep` lists, as last published: replicas in the ring and backends by address that
-    /// are down.
-    fn hostnames(&self) -> Vec<String> {
-        let snapshot = self.shared.snapshot.load();
-        snapshot.listed().into_iter().map(str::to_owned).collect()
+    /// After a panic in the handling of a `what` command: say so, count it, and make sure what
+    /// readers see matches the controller's state again.
+    fn recover(&mut self, what: &str, panic: &(dyn std::any::Any + Send)) {
+        let detail = panic_message(panic);
+        let message = format!(
+            "internal error while handling {what}: {detail}; the load balancer keeps running with its last state"
+        );
+        tracing::error!("{message}");
+        self.shared.metrics.control_panicked();
+        if what == "a saved configuration" {
+            self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+        }
+        let republished = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.publish();
+            self.kick_file();
+        }));
+        if republished.is_err() {
+            self.shared.metrics.control_panicked();
+            tracing::error!("internal error again while publishing the replica set; keeping the last published one");
+        }
     }
 
-    /// Publish the current replica set as a new snapshot.
-    fn publish(&self) {
+    /// Handle one command; false once the controller is to stop.
+    async fn handle(&mut self, command: Command) -> bool {
+        match command {
+            Command::Add {
+                request,
+                reply,
+                retries,
+            } => self.add(request, reply, retries),
+            Command::Added {
+                specs,
+                results,
+                reply,
+                request,
+                retries,
+            } => {
+                let collided = self.shared_membership
+                    && results.iter().any(|r| {
+                        matches!(
+                            r,
+                            Err(LaunchError::Supervisor(SupervisorError::Taken { .. }))
+                        )
+                    });
+                let result = self.added(specs, results);
+                if result.is_err() && collided && retries > 0 {
+                    // Another lb took an id at the same moment: plan again once a listing
+                    // shows its service (the ids are then taken here too).
+                    tracing::info!(retries, "a server id of an /add was taken in the swarm meanwhile; planning it again");
+                    let commands = self.commands.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(ADD_AGAIN_AFTER).await;
+                        commands.send(Command::Add {
+                            request,
+                            reply,
+                            retries: retries - 1,
+                        });
+                    });
+                    return true;
+                }
+                self.shared.metrics.reload(result.is_ok());
+                if result.is_ok() {
+                    // Answer once the change is in the file.
+                    let (written, done) = oneshot::channel();
+                    self.write_back(Some(written));
+                    tokio::spawn(async move {
+                        let _ = done.await;
+                        let _ = reply.send(result);
+                    });
+                } else {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::Remove { request, reply } => {
+                let removed = self.remove(request, reply);
+                self.shared.metrics.reload(removed.is_some());
+                if let Some(written) = removed {
+                    self.write_back(Some(written));
+                }
+            }
+            Command::FileChanged => self.read_file(false),
+            Command::Reload => self.read_file(true),
+            Command::FileRead { read, hangup } => self.file_read(read, hangup),
+            Command::Written { outcome } => self.written(outcome),
+            Command::Placed {
+                build,
+                key_ids,
+                placement,
+            } => self.placed(build, key_ids, placement),
+            Command::ReplicaFailed { id, handle, reason } => {
+                self.replica_failed(id, &handle, reason);
+            }
+            Command::Supervisor(SupervisorEvent::Exited { handle, detail }) => {
+                let id = self
+                    .replicas
+                    .values()
+                    .find(|b| b.handle == handle)
+                    .map(|b| b.id);
+                if let Some(id) = id {
+                    self.replica_failed(id, &handle, format!("exited ({detail})"));
+                }
+            }
+            Command::Respawn { id } => self.respawn(id),
+            Command::Supervisor(SupervisorEvent::Members { listed_at, members }) => {
+                self.membership(listed_at, members);
+            }
+            Command::Settled { ids } => {
+                let now = Instant::now();
+                for id in ids {
+                    if let Some(at) = self.local_changes.get_mut(&id) {
+                        *at = Some(now);
+                    }
+                }
+            }
+            Command::Resolved {
+                id,
+                handle,
+                address,
+            } => self.resolved(id, &handle, address),
+            Command::Started { spec, result } => {
+                if self.started(spec, result) {
+                    self.write_back(None);
+                }
+            }
+            Command::Shutdown { reply } => {
+                self.launcher.supervisor.stop_all().await;
+                let _ = reply.send(());
+                return false;
+            }
+        }
+        true
+    }
+
+    /// What `/rep` lists: replicas in the ring and backends by address that are down, in
+    /// server-id order. From the controller's state, which a large table being built may not
+    /// have published yet.
+    fn hostnames(&self) -> Vec<String> {
+        let mut listed: Vec<(u64, &str)> = self
+            .replicas
+            .values()
+            .map(|b| (b.id, b.hostname.as_str()))
+            .chain(
+                self.vacancies
+                    .values()
+                    .filter(|v| v.address.is_some())
+                    .map(|v| (v.id, v.hostname.as_str())),
+            )
+            .collect();
+        listed.sort_unstable();
+        listed
+            .into_iter()
+            .map(|(_, name)| name.to_owned())
+            .collect()
+    }
+
+    /// What the table for the current replica set and parameters is built from.
+    fn wanted_placement(&self) -> PlacementKey {
+        PlacementKey::new(
+            self.balancer,
+            &self.hash,
+            self.replicas.keys().copied().collect(),
+        )
+    }
+
+    /// Publish the current replica set as a new snapshot. The table is built here when it is
+    /// cheap (the assignment's 512 slots take microseconds); a large one (rendezvous over
+    /// millions of slots takes seconds) is built on a blocking thread, and until it is ready
+    /// requests keep the table and replicas they have — only the vacancies, the key rule and
+    /// bounded loads are published at once.
+    fn publish(&mut self) {
+        let wanted = self.wanted_placement();
+        if self.placed.as_ref() == Some(&wanted) {
+            let placement = self.shared.snapshot.load().placement.clone();
+            self.store(placement);
+            return;
+        }
+        if self.balancer.build_cost(wanted.ids.len()) <= INLINE_BUILD_COST {
+            match self.balancer.place(Arc::clone(&self.hash), &wanted.ids) {
+                Ok(placement) => {
+                    self.store(placement);
+                    self.placed = Some(wanted);
+                }
+                // Capacity is checked before anything is added, so this means a bug; keep
+                // serving the last good ring rather than an inconsistent one.
+                Err(e) => {
+                    tracing::error!(error = %e, "ring rebuild failed; keeping the previous ring")
+                }
+            }
+            return;
+        }
+        // The table requests use now, with what changed besides it.
+        let current = self.shared.snapshot.load_full();
+        self.shared.snapshot.store(Arc::new(Snapshot {
+            placement: current.placement.clone(),
+            backends: current.backends.clone(),
+            vacancies: self.vacancies.values().cloned().collect(),
+            key: self.key.clone(),
+            bounded_load: self.bounded_load,
+        }));
+        if self.building.is_some() {
+            return; // when it is done, the state then is published (built again if need be)
+        }
+        self.builds += 1;
+        let build = self.builds;
+        self.building = Some(build);
+        let balancer = self.balancer;
+        let hash = Arc::clone(&self.hash);
+        let ids = wanted.ids;
+        tracing::info!(
+            algorithm = %balancer,
+            slots = balancer.slots(),
+            replicas = ids.len(),
+            "building a large table off the controller; requests keep the current one meanwhile"
+        );
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let key_ids = ids.clone();
+            let placement = tokio::task::spawn_blocking(move || {
+                balancer.place(hash, &ids).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the build failed: {e}")));
+            tracing::info!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "large table built"
+            );
+            commands.send(Command::Placed {
+                build,
+                key_ids,
+                placement: placement.map(Box::new),
+            });
+        });
+    }
+
+    /// Store a snapshot of the current replicas with `placement` (built for them).
+    fn store(&self, placement: Placement) {
         let backends: Vec<Arc<Backend>> = self.replicas.values().cloned().collect();
         for backend in &backends {
             backend
                 .metrics
                 .get_or_init(|| self.shared.metrics.replica(&backend.hostname));
         }
-        let ids: Vec<u64> = self.replicas.keys().copied().collect();
-        match self.balancer.place(Arc::clone(&self.hash), &ids) {
-            Ok(placement) => self.shared.snapshot.store(Arc::new(Snapshot {
-                placement,
-                backends,
-                vacancies: self.vacancies.values().cloned().collect(),
-                key: self.key.clone(),
-                bounded_load: self.bounded_load,
-            })),
-            // Capacity is checked before anything is added, so this means a bug; keep serving
-            // the last good ring rather than an inconsistent one.
-            Err(e) => tracing::error!(error = %e, "ring rebuild failed; keeping the previous ring"),
+        self.shared.snapshot.store(Arc::new(Snapshot {
+            placement,
+            backends,
+            vacancies: self.vacancies.values().cloned().collect(),
+            key: self.key.clone(),
+            bounded_load: self.bounded_load,
+        }));
+    }
+
+    /// A large table was built off the controller for the server ids `key_ids` (with the
+    /// balancer and hash of that moment). Published if the state still wants it; otherwise the
+    /// state now is built (or published, when cheap) instead.
+    fn placed(&mut self, build: u64, key_ids: Vec<u64>, placement: Result<Box<Placement>, String>) {
+        if self.building != Some(build) {
+            return;
         }
+        self.building = None;
+        let wanted = self.wanted_placement();
+        match placement {
+            Ok(placement) => {
+                let built = PlacementKey::new(placement.balancer(), placement.hash(), key_ids);
+                if built == wanted {
+                    self.store(*placement);
+                    self.placed = Some(wanted);
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "building the table failed; keeping the previous one")
+            }
+        }
+        // The state moved on meanwhile: build (or publish) what it is now.
+        self.publish();
     }
 
     fn update_config_status(&self, change: impl FnOnce(&mut ConfigStatus)) {
@@ -545,50 +756,180 @@ impl Controller {
         self.shared.config.store(Arc::new(status));
     }
 
-    /// Write the replica list (running replicas and vacancies) back to the file, if there is one.
-    /// A save of the file not applied yet is applied first, so the write merges with it instead
-    /// of overwriting it.
-    async fn write_back(&mut self) {
-        if let Some(file) = &self.file {
-            let on_disk = tokio::fs::read_to_string(&file.path).await.ok();
-            if on_disk.is_some_and(|text| text != file.last_text) {
-                self.file_changed(false).await;
+    /// Write the replica list (running replicas and vacancies) back to the file, if there is
+    /// one, off the controller; `done` is told when that happened (or failed). A save of the
+    /// file not applied yet is read and applied first, so the write never puts the controller's
+    /// replica list over the user's edit.
+    fn write_back(&mut self, done: Option<oneshot::Sender<()>>) {
+        let Some(file) = &mut self.file else {
+            if let Some(done) = done {
+                let _ = done.send(());
             }
-        }
+            return;
+        };
+        file.write_due = true;
+        file.waiters.extend(done);
+        self.kick_file();
+    }
+
+    /// Read the followed file off the controller (a save, or SIGHUP when `hangup`); its
+    /// result comes back as [`Command::FileRead`].
+    fn read_file(&mut self, hangup: bool) {
+        let Some(file) = &mut self.file else {
+            if hangup {
+                let source = self.shared.config.load().path.clone();
+                tracing::info!(%source, "no configuration file is followed; nothing to re-read");
+            }
+            return;
+        };
+        file.read_again = Some(file.read_again.unwrap_or(false) || hangup);
+        self.kick_file();
+    }
+
+    /// Start the file's next I/O if none runs: a read when one is asked for (saves are applied
+    /// before anything is written), else a write-back when one is due. One at a time, so a
+    /// write-back never races a read of the file and the text last applied or written is
+    /// always known.
+    fn kick_file(&mut self) {
+        let entries = self.entries();
         let Some(file) = &mut self.file else {
             return;
         };
-        let mut entries: Vec<persist::Entry<'_>> = self
+        if file.busy {
+            return;
+        }
+        let commands = self.commands.clone();
+        let path = file.path.clone();
+        let last_text = file.last_text.clone();
+        if let Some(hangup) = file.read_again.take() {
+            file.busy = true;
+            let dirs = self.startup.plugin_dirs();
+            tokio::spawn(async move {
+                let work = tokio::task::spawn_blocking(move || {
+                    file::read_and_check(&path, &last_text, &dirs)
+                });
+                let read = match tokio::time::timeout(file::READ_LIMIT, work).await {
+                    Ok(Ok(read)) => read,
+                    Ok(Err(e)) => FileRead::Refused {
+                        text: None,
+                        message: format!("internal error while checking the file: {e}"),
+                    },
+                    Err(_) => FileRead::Refused {
+                        text: None,
+                        message: format!(
+                            "reading and checking the file took over {} s; keeping the running configuration",
+                            file::READ_LIMIT.as_secs()
+                        ),
+                    },
+                };
+                commands.send(Command::FileRead { read, hangup });
+            });
+        } else if file.write_due {
+            file.write_due = false;
+            file.busy = true;
+            let waiters = std::mem::take(&mut file.waiters);
+            tokio::spawn(async move {
+                let outcome = tokio::task::spawn_blocking(move || {
+                    file::write_back(&path, &last_text, &entries)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    WriteOutcome::Failed(format!("internal error while writing the file back: {e}"))
+                });
+                // The waiters learn of it once the controller has taken the outcome in.
+                commands.send(Command::Written {
+                    outcome: (outcome, waiters),
+                });
+            });
+        }
+    }
+
+    /// The replica list as the file should hold it: running replicas and vacancies by id.
+    fn entries(&self) -> Vec<OwnedEntry> {
+        let mut entries: Vec<OwnedEntry> = self
             .replicas
             .values()
-            .map(|b| (b.id, b.hostname.as_str(), address_of(&b.handle)))
+            .map(|b| {
+                (
+                    b.id,
+                    b.hostname.clone(),
+                    address_of(&b.handle).map(str::to_owned),
+                )
+            })
             .chain(
                 self.vacancies
                     .values()
-                    .map(|v| (v.id, v.hostname.as_str(), v.address.as_deref())),
+                    .map(|v| (v.id, v.hostname.clone(), v.address.clone())),
             )
             .collect();
         entries.sort_unstable();
-        let result = merge_replicas_into(&file.path, &entries);
-        let error = match result {
-            Ok((on_disk, written)) => {
-                // Only our own change is known to be applied. If the file also holds an edit we
-                // have not applied yet, leave it to be read and applied like any other change.
-                if on_disk == file.last_text {
+        entries
+    }
+
+    /// A write-back ended.
+    fn written(&mut self, (outcome, waiters): (WriteOutcome, Vec<oneshot::Sender<()>>)) {
+        let Some(file) = &mut self.file else {
+            return;
+        };
+        file.busy = false;
+        let error = match outcome {
+            WriteOutcome::Done { before, written } => {
+                if before == file.last_text {
                     file.last_text = written;
                 }
                 None
             }
-            Err(e) => {
-                let message = format!(
-                    "could not write the replica list back to {}: {e}",
-                    file.path.display()
-                );
+            WriteOutcome::SaveFirst => {
+                // Apply the save, then write again (with the waiters still waiting).
+                file.waiters.extend(waiters);
+                file.write_due = true;
+                file.read_again.get_or_insert(false);
+                self.kick_file();
+                return;
+            }
+            WriteOutcome::Failed(message) => {
                 tracing::error!("{message}");
                 Some(Issue::now(message))
             }
         };
         self.update_config_status(|s| s.write_error = error);
+        for waiter in waiters {
+            let _ = waiter.send(());
+        }
+        self.kick_file();
+    }
+
+    /// A read of the followed file ended: apply it, or say why not and keep what runs.
+    fn file_read(&mut self, read: FileRead, hangup: bool) {
+        let Some(file) = &mut self.file else {
+            return;
+        };
+        file.busy = false;
+        let path = file.path.display().to_string();
+        match read {
+            FileRead::Unchanged => {
+                if hangup {
+                    tracing::info!(%path, "configuration unchanged");
+                    self.resolve_again();
+                    self.shared.metrics.reload(true);
+                }
+            }
+            FileRead::Refused { text, message } => {
+                if let Some(text) = text {
+                    file.last_text = text;
+                }
+                tracing::error!("{message}; keeping the running configuration");
+                self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+                self.shared.metrics.reload(false);
+            }
+            FileRead::Valid { text, config, hash } => {
+                file.last_text = text;
+                super::failpoint::hit("apply");
+                self.apply(*config, hash);
+                self.shared.metrics.reload(true);
+            }
+        }
+        self.kick_file();
     }
 
     /// The replica set as plain data, for the planning functions in [`super::reconcile`].
@@ -783,7 +1124,7 @@ impl Controller {
         finished
     }
 
-    async fn replica_failed(&mut self, id: u64, handle: &Handle, reason: String) {
+    fn replica_failed(&mut self, id: u64, handle: &Handle, reason: String) {
         let current = self.replicas.get(&id).is_some_and(|b| &b.handle == handle);
         if !current {
             return; // an earlier incarnation, or already removed
@@ -856,7 +1197,7 @@ impl Controller {
         } else {
             self.respawn(id);
         }
-        self.write_back().await;
+        self.write_back(None);
     }
 
     /// Try to fill a vacant id: start its replica on a task of its own, which reports back with
@@ -1049,86 +1390,8 @@ impl Controller {
             .insert(id, Arc::new(new.with_pipelining(pipelining)))
     }
 
-    /// The file changed: validate it whole, then apply the difference, or keep what runs.
-    /// `hangup`: asked by SIGHUP, so say what happened even when nothing changed.
-    async fn file_changed(&mut self, hangup: bool) {
-        let Some(file) = &mut self.file else {
-            if hangup {
-                let source = self.shared.config.load().path.clone();
-                tracing::info!(%source, "no configuration file is followed; nothing to re-read");
-            }
-            return;
-        };
-        let text = match tokio::fs::read_to_string(&file.path).await {
-            Ok(text) => text,
-            Err(e) => {
-                let message = format!("cannot read {}: {e}", file.path.display());
-                tracing::error!("{message}; keeping the running configuration");
-                self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
-                self.shared.metrics.reload(false);
-                return;
-            }
-        };
-        if text == file.last_text {
-            // Our own write, or saved without changes.
-            if hangup {
-                tracing::info!(path = %file.path.display(), "configuration unchanged");
-                self.resolve_again();
-                self.shared.metrics.reload(true);
-            }
-            return;
-        }
-        file.last_text = text.clone();
-        if text.trim().is_empty() {
-            // Valid TOML meaning "no replicas", but far more likely a save in progress or a full
-            // disk than a wish to stop everything.
-            let message = format!(
-                "{} is empty; keeping the running configuration (to remove every replica, \
-                 leave the other settings in the file)",
-                file.path.display()
-            );
-            tracing::error!("{message}");
-            self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
-            self.shared.metrics.reload(false);
-            return;
-        }
-        let path = file.path.display().to_string();
-        let config = match Config::parse_file(&text, &file.path) {
-            Ok(config) => config,
-            Err(e) => {
-                let message = format!("{path}: {e}");
-                tracing::error!("{message}; keeping the running configuration");
-                self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
-                self.shared.metrics.reload(false);
-                return;
-            }
-        };
-        let applied = self.apply(config).await;
-        self.shared.metrics.reload(applied);
-    }
-
-    /// Make the running state match a validated configuration; false if it could not (the
-    /// hash it names could not be loaded), and nothing changed.
-    async fn apply(&mut self, config: Config) -> bool {
-        // Loading a plugin reads files and runs its self-check: not on the async workers.
-        let resolved = {
-            let config = config.clone();
-            let dirs = self.startup.plugin_dirs();
-            tokio::task::spawn_blocking(move || config.resolve_hash_in(&dirs)).await
-        };
-        let hash = match resolved {
-            Ok(Ok(hash)) => hash,
-            Ok(Err(e)) => {
-                let message = format!("{}: {e}", self.shared.config.load().path);
-                tracing::error!("{message}; keeping the running configuration");
-                self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
-                return false;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "resolving the hash failed");
-                return false;
-            }
-        };
+    /// Make the running state match a validated configuration, with its hash resolved.
+    fn apply(&mut self, config: Config, hash: Arc<dyn RingHash>) {
         let members = self.members();
         let plan = reconcile(&members, &config, &self.startup);
         for change in changes(&self.applied, &config, &members, &plan) {
@@ -1225,33 +1488,7 @@ impl Controller {
             s.last_error = None;
             s.needs_restart = plan.needs_restart.iter().map(|f| f.to_string()).collect();
         });
-        true
     }
-}
-
-/// Rewrite the file at `path` with `entries` as its replica list, keeping everything else;
-/// returns the text it held and the text written. A save that lands while the new text is
-/// being made is not overwritten: the merge starts again from it (a few times at most).
-fn merge_replicas_into(
-    path: &std::path::Path,
-    entries: &[persist::Entry<'_>],
-) -> Result<(String, String), persist::PersistError> {
-    let mut text = std::fs::read_to_string(path)?;
-    for _ in 0..4 {
-        let new = persist::with_replicas(&text, entries)?;
-        if new == text {
-            return Ok((text, new));
-        }
-        let now = std::fs::read_to_string(path)?;
-        if now == text {
-            persist::write_atomic(path, &new)?;
-            return Ok((text, new));
-        }
-        text = now;
-    }
-    let new = persist::with_replicas(&text, entries)?;
-    persist::write_atomic(path, &new)?;
-    Ok((text, new))
 }
 
 /// The configured address of a backend by address.

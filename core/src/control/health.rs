@@ -1,7 +1,10 @@
 //! Heartbeats: `GET /heartbeat` to every replica in the ring every `interval_ms`.
 //!
 //! After `fall` misses in a row the controller is told the replica is dead; what happens next is
-//! the controller's decision.
+//! the controller's decision. A check counts as missed only when it was refused, failed, or
+//! timed out on time: one whose timer fired late (this thread was held up) counts neither way,
+//! so a stalled checker never declares healthy replicas dead. `lb` runs the checks on a thread
+//! of their own (`boot.rs`), apart from the controller's work.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::command::{Command, ControllerHandle};
-use super::probe::Prober;
+use super::probe::{ProbeError, Prober};
 use crate::config::HealthSection;
 use crate::state::Shared;
 
@@ -29,11 +32,20 @@ pub async fn run(
         let beats = snapshot.backends.iter().map(|b| {
             let prober = &prober;
             let path = settings.check_path(b.is_address());
-            async move { (b, prober.beat(&b.addr, path, timeout).await) }
+            async move {
+                let sent = tokio::time::Instant::now();
+                let result = prober.beat(&b.addr, path, timeout).await;
+                (b, result, sent.elapsed())
+            }
         });
-        for (backend, result) in futures_util::future::join_all(beats).await {
+        for (backend, result, took) in futures_util::future::join_all(beats).await {
             match result {
                 Ok(()) => backend.missed.store(0, Ordering::Relaxed),
+                Err(ProbeError::Timeout(_)) if checker_was_late(timeout, took) => {
+                    // The timer fired long after it was due: this thread was held up, so the
+                    // replica may well have answered in time. Neither a miss nor a success.
+                    tracing::warn!(hostname = %backend.hostname, waited_ms = took.as_millis() as u64, timeout_ms = timeout.as_millis() as u64, "heartbeat inconclusive: the health checker itself was late");
+                }
                 Err(reason) => {
                     let missed = backend.missed.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::warn!(hostname = %backend.hostname, missed, %reason, "heartbeat missed");
@@ -51,5 +63,31 @@ pub async fn run(
         }
         drop(snapshot);
         tokio::time::sleep_until(round + Duration::from_millis(settings.interval_ms)).await;
+    }
+}
+
+/// Whether a heartbeat that timed out after `took` (its timeout being `timeout`) timed out
+/// late enough that the checker, not the replica, was slow: its timer should have fired at
+/// `timeout`. A miss is counted only for checks that were sent and timed out on time, so a
+/// stalled checker can never declare healthy replicas dead.
+pub fn checker_was_late(timeout: Duration, took: Duration) -> bool {
+    took > timeout + timeout / 2 + Duration::from_millis(50)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_timeout_that_fired_late_is_the_checkers_fault() {
+        let timeout = Duration::from_millis(300);
+        assert!(!checker_was_late(timeout, Duration::from_millis(300)));
+        assert!(!checker_was_late(timeout, Duration::from_millis(480)));
+        assert!(checker_was_late(timeout, Duration::from_millis(520)));
+        assert!(checker_was_late(timeout, Duration::from_secs(2)));
+        assert!(!checker_was_late(
+            Duration::from_millis(10),
+            Duration::from_millis(40)
+        ));
     }
 }

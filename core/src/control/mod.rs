@@ -7,12 +7,16 @@
 //!   controller only through it; none of them imports the controller.
 //! - [`launch`]: starts a replica and waits for its first heartbeat, on a task of its own.
 //! - [`supervisor`]: runs replicas (local processes or Docker containers).
-//! - [`persist`]: writes replica changes back to `lb.toml`.
+//! - [`file`]: reads and checks a saved `lb.toml`, and writes replica changes back (through
+//!   [`persist`]), on blocking threads: the controller never waits for a file.
 //!
 //! Nothing here imports the data plane or the REST API.
 
 pub mod command;
 pub mod controller;
+pub(crate) mod failpoint;
+pub mod file;
+pub mod guard;
 pub mod health;
 pub mod launch;
 pub(crate) mod persist;

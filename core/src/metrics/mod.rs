@@ -374,6 +374,8 @@ pub struct Metrics {
     reloads_failed: AtomicU64,
     /// Replicas replaced after they died or failed their health checks.
     restarts: AtomicU64,
+    /// Panics caught in the control plane (the controller, health checks, file reads).
+    control_panics: AtomicU64,
 }
 
 /// The counters of every label set at one scrape.
@@ -396,6 +398,7 @@ impl Metrics {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            control_panics: AtomicU64::new(0),
         }
     }
 
@@ -463,6 +466,16 @@ impl Metrics {
     /// Replicas replaced so far.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Count a panic caught in the control plane.
+    pub fn control_panicked(&self) {
+        self.control_panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Panics caught in the control plane so far.
+    pub fn control_panics(&self) -> u64 {
+        self.control_panics.load(Ordering::Relaxed)
     }
 
     /// Access log lines dropped so far, over all workers.

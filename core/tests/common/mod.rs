@@ -131,6 +131,17 @@ impl Lb {
         Lb::spawn(command, Some(dir), path)
     }
 
+    /// Start `lb` with `config` and extra environment variables (e.g. `LB_FAILPOINTS`).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
+        command.arg("--config").arg(&path);
+        command.envs(env.iter().copied());
+        Lb::spawn(command, Some(dir), path)
+    }
+
     /// Start `lb` on a configuration file the caller owns (it may be a symlink).
     pub fn start_file(path: &std::path::Path) -> Lb {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
