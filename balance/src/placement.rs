@@ -126,6 +126,48 @@ impl Balancer {
         }
     }
 
+    /// The steps [`Balancer::place_from`] takes to go from `previous` to `server_ids`: for
+    /// rendezvous with a table of the same size, `M` per replica added or removed plus one pass;
+    /// otherwise a full build ([`Balancer::build_cost`]).
+    pub fn rebuild_cost(
+        &self,
+        previous: &Placement,
+        hash: &Arc<dyn RingHash>,
+        server_ids: &[u64],
+    ) -> u64 {
+        if !self.can_rebuild(previous, hash) {
+            return self.build_cost(server_ids.len());
+        }
+        let before = previous.server_ids();
+        let changed = server_ids.iter().filter(|id| !before.contains(id)).count()
+            + before.iter().filter(|id| !server_ids.contains(id)).count();
+        u64::from(self.slots()).saturating_mul(1 + changed as u64)
+    }
+
+    /// Whether [`Balancer::place_from`] can update `previous` instead of building anew.
+    fn can_rebuild(&self, previous: &Placement, hash: &Arc<dyn RingHash>) -> bool {
+        matches!(self, Balancer::Rendezvous { .. })
+            && previous.balancer() == *self
+            && Arc::ptr_eq(previous.hash(), hash)
+            && !previous.server_ids().is_empty()
+    }
+
+    /// [`Balancer::place`], reusing `previous` where the algorithm allows (rendezvous with the
+    /// same size and hash: only the slots that must move are computed). The result is the same
+    /// table as a full build.
+    pub fn place_from(
+        &self,
+        previous: &Placement,
+        hash: Arc<dyn RingHash>,
+        server_ids: &[u64],
+    ) -> Result<Placement, RingError> {
+        if self.can_rebuild(previous, &hash) {
+            crate::rendezvous::rebuild(previous, server_ids)
+        } else {
+            self.place(hash, server_ids)
+        }
+    }
+
     /// The ring's parameters, if this is the ring.
     pub fn ring_params(&self) -> Option<RingParams> {
         match self {

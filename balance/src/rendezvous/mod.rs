@@ -82,6 +82,85 @@ pub fn build(
     ))
 }
 
+/// The table for `server_ids` made from `previous`, a rendezvous table of the same size and
+/// hash, by moving only what must move: a slot of a removed replica goes to the best of the
+/// rest (scoring every remaining replica for it), and every slot is scored once for each added
+/// replica. Equal to [`build`] (a slot's owner is a maximum over the replicas present), in
+/// O(M·(1 + added) + removed·M) instead of O(M·N): a replica leaving or joining a table of
+/// millions of slots costs tens of milliseconds, not seconds.
+///
+/// Falls back to [`build`] when `previous` is not such a table.
+pub(crate) fn rebuild(previous: &Placement, server_ids: &[u64]) -> Result<Placement, RingError> {
+    let balancer = previous.balancer();
+    let hash = Arc::clone(previous.hash());
+    let Balancer::Rendezvous { slots } = balancer else {
+        return balancer.place(hash, server_ids);
+    };
+    let order = checked_order(balancer, server_ids)?;
+    let before = previous.server_ids();
+    if order.is_empty() || before.is_empty() || previous.owners().len() != slots as usize {
+        return build(slots, hash, server_ids);
+    }
+    // Member index of each kept id in the new table; which ids were added.
+    let index: std::collections::HashMap<u64, u32> = server_ids
+        .iter()
+        .enumerate()
+        .map(|(k, &id)| (id, k as u32))
+        .collect();
+    let old_to_new: Vec<Option<u32>> = before.iter().map(|id| index.get(id).copied()).collect();
+    let added: Vec<(u64, u64, u32)> = server_ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| !before.contains(id))
+        .map(|(k, &id)| (seed(id), id, k as u32))
+        .collect();
+    let all: Vec<(u64, u64, u32)> = order
+        .iter()
+        .map(|&k| (seed(server_ids[k]), server_ids[k], k as u32))
+        .collect();
+    let best_of = |candidates: &[(u64, u64, u32)], step: u64| {
+        let mut best = (0u64, 0u64, 0u32);
+        for (n, &(seed, id, k)) in candidates.iter().enumerate() {
+            let w = splitmix64(seed, step);
+            if n == 0 || (w, id) > (best.0, best.1) {
+                best = (w, id, k);
+            }
+        }
+        best
+    };
+    let table = previous
+        .owners()
+        .iter()
+        .enumerate()
+        .map(|(slot, &owner)| {
+            let step = slot as u64 + 1;
+            let kept = old_to_new.get(owner as usize).copied().flatten();
+            let Some(member) = kept else {
+                // Its owner left: the best of everyone present now (added ones included).
+                return best_of(&all, step).2;
+            };
+            if added.is_empty() {
+                return member;
+            }
+            let id = server_ids[member as usize];
+            let current = (splitmix64(seed(id), step), id, member);
+            let challenger = best_of(&added, step);
+            if (challenger.0, challenger.1) > (current.0, current.1) {
+                challenger.2
+            } else {
+                current.2
+            }
+        })
+        .collect();
+    Ok(Placement::new(
+        balancer,
+        hash,
+        server_ids.to_vec(),
+        Marks::default(),
+        table,
+    ))
+}
+
 /// The member (an index into `server_ids`) with the highest `(w(slot, i), i)` that `skip` does
 /// not rule out: the owner of `slot`, or where `slot` would go if the ruled-out members left.
 pub(crate) fn preferred(

@@ -176,3 +176,41 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Updating a table for replicas that left and joined gives exactly the table built anew.
+    #[test]
+    fn a_rebuild_equals_a_build(
+        slots in 1u32..300,
+        before in proptest::collection::btree_set(1u64..40, 1..12),
+        after in proptest::collection::btree_set(1u64..40, 1..12),
+    ) {
+        let before: Vec<u64> = before.into_iter().filter(|_| true).collect();
+        let after: Vec<u64> = after.into_iter().rev().collect(); // any member order
+        prop_assume!(before.len() as u32 <= slots && after.len() as u32 <= slots);
+        let old = build(slots, spec(), &before).unwrap();
+        let balancer = Balancer::Rendezvous { slots };
+        let updated = balancer.place_from(&old, Arc::clone(old.hash()), &after).unwrap();
+        let fresh = build(slots, spec(), &after).unwrap();
+        prop_assert_eq!(owner_ids(&updated), owner_ids(&fresh));
+        prop_assert_eq!(updated.server_ids(), &after[..]);
+    }
+}
+
+#[test]
+fn a_rebuild_costs_a_pass_per_change_not_per_replica() {
+    let ids: Vec<u64> = (1..=64).collect();
+    let balancer = Balancer::Rendezvous { slots: 1 << 16 };
+    let old = build(1 << 16, spec(), &ids).unwrap();
+    assert_eq!(balancer.build_cost(64), 64 << 16);
+    let hash = Arc::clone(old.hash());
+    assert_eq!(balancer.rebuild_cost(&old, &hash, &ids[1..]), 2 << 16);
+    let more = [ids.clone(), vec![65]].concat();
+    assert_eq!(balancer.rebuild_cost(&old, &hash, &more), 2 << 16);
+    // Another size, or another hash: a full build.
+    let other = Balancer::Rendezvous { slots: 1 << 15 };
+    assert_eq!(other.rebuild_cost(&old, &hash, &ids), 64 << 15);
+    assert_eq!(balancer.rebuild_cost(&old, &spec(), &ids), 64 << 16);
+}

@@ -648,8 +648,15 @@ impl Controller {
             self.store(placement);
             return;
         }
-        if self.balancer.build_cost(wanted.ids.len()) <= INLINE_BUILD_COST {
-            match self.balancer.place(Arc::clone(&self.hash), &wanted.ids) {
+        let current = self.shared.snapshot.load_full();
+        let cost = self
+            .balancer
+            .rebuild_cost(&current.placement, &self.hash, &wanted.ids);
+        if cost <= INLINE_BUILD_COST {
+            let built =
+                self.balancer
+                    .place_from(&current.placement, Arc::clone(&self.hash), &wanted.ids);
+            match built {
                 Ok(placement) => {
                     self.store(placement);
                     self.placed = Some(wanted);
@@ -663,7 +670,6 @@ impl Controller {
             return;
         }
         // The table requests use now, with what changed besides it.
-        let current = self.shared.snapshot.load_full();
         self.shared.snapshot.store(Arc::new(Snapshot {
             placement: current.placement.clone(),
             backends: current.backends.clone(),
@@ -690,8 +696,11 @@ impl Controller {
         tokio::spawn(async move {
             let started = Instant::now();
             let key_ids = ids.clone();
+            // From the table requests use now: rendezvous moves only what must move.
             let placement = tokio::task::spawn_blocking(move || {
-                balancer.place(hash, &ids).map_err(|e| e.to_string())
+                balancer
+                    .place_from(&current.placement, hash, &ids)
+                    .map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(format!("the build failed: {e}")));
