@@ -121,6 +121,9 @@ pub struct Controller {
     building: Option<u64>,
     /// Numbers the builds.
     builds: u64,
+    /// The command loop runs (before it does, at start-up, tables are built in place: nothing
+    /// is served yet, and a build's result could not be taken in).
+    running: bool,
     file: Option<ConfigFile>,
     /// The configuration the process started with (for fields that need a restart).
     startup: Config,
@@ -201,6 +204,7 @@ impl Controller {
             placed,
             building: None,
             builds: 0,
+            running: false,
             file,
             startup: config.clone(),
             applied: config.clone(),
@@ -462,6 +466,7 @@ impl Controller {
     /// report back with a command. A panic while handling a command is caught, logged and
     /// counted (`lb_control_panics_total`); the controller goes on with the state it has.
     pub async fn run(mut self) {
+        self.running = true;
         while let Some(command) = self.rx.recv().await {
             let what = command.name();
             match AssertUnwindSafe(self.handle(command)).catch_unwind().await {
@@ -652,7 +657,7 @@ impl Controller {
         let cost = self
             .balancer
             .rebuild_cost(&current.placement, &self.hash, &wanted.ids);
-        if cost <= INLINE_BUILD_COST {
+        if cost <= INLINE_BUILD_COST || !self.running {
             let built =
                 self.balancer
                     .place_from(&current.placement, Arc::clone(&self.hash), &wanted.ids);
@@ -1000,10 +1005,28 @@ impl Controller {
         let health = self.settings();
         let deadline = Duration::from_millis(health.start_timeout_ms);
         let commands = self.commands.clone();
+        let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
-            let results = launcher
-                .launch_all_new(specs.clone(), &health, deadline)
-                .await;
+            let results =
+                AssertUnwindSafe(launcher.launch_all_new(specs.clone(), &health, deadline))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        let message = panic_message(panic.as_ref());
+                        shared.metrics.control_panicked();
+                        tracing::error!(
+                            "internal error while starting the replicas of an /add: {message}"
+                        );
+                        specs
+                            .iter()
+                            .map(|spec| {
+                                Err(LaunchError::Panicked {
+                                    hostname: spec.hostname.clone(),
+                                    message: message.clone(),
+                                })
+                            })
+                            .collect()
+                    });
             commands.send(Command::Added {
                 specs,
                 results,
@@ -1226,12 +1249,20 @@ impl Controller {
         let health = self.settings();
         let deadline = Duration::from_millis(health.start_timeout_ms);
         let commands = self.commands.clone();
+        let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
-            let result = if find {
-                launcher.rejoin(spec.clone(), &health, deadline).await
-            } else {
-                launcher.launch(spec.clone(), &health, deadline).await
+            let start = async {
+                if find {
+                    launcher.rejoin(spec.clone(), &health, deadline).await
+                } else {
+                    launcher.launch(spec.clone(), &health, deadline).await
+                }
             };
+            // A panic must still report back, or the id would wait for this start forever.
+            let result = AssertUnwindSafe(start)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(panicked(&shared, &spec, panic.as_ref())));
             commands.send(Command::Started { spec, result });
         });
     }
@@ -1497,6 +1528,21 @@ impl Controller {
             s.last_error = None;
             s.needs_restart = plan.needs_restart.iter().map(|f| f.to_string()).collect();
         });
+    }
+}
+
+/// Log and count a panic while starting `spec`; the error that reports it.
+fn panicked(
+    shared: &Shared,
+    spec: &ReplicaSpec,
+    panic: &(dyn std::any::Any + Send),
+) -> LaunchError {
+    let message = panic_message(panic);
+    shared.metrics.control_panicked();
+    tracing::error!(hostname = %spec.hostname, id = spec.id, "internal error while starting a replica: {message}");
+    LaunchError::Panicked {
+        hostname: spec.hostname.clone(),
+        message,
     }
 }
 

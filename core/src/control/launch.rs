@@ -46,6 +46,14 @@ pub enum LaunchError {
         /// What it reported.
         address: String,
     },
+    /// Starting it panicked (a bug; logged and counted in `lb_control_panics_total`).
+    #[error("replica '{hostname}': internal error while starting it: {message}")]
+    Panicked {
+        /// The replica.
+        hostname: String,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// Starts replicas and waits for their first heartbeat; cheap to clone onto a task, so the
