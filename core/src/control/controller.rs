@@ -64,6 +64,14 @@ struct ConfigFile {
     waiters: Vec<oneshot::Sender<()>>,
 }
 
+/// What a table built off the controller starts from.
+enum Base {
+    /// The table requests use now.
+    Published(Arc<Snapshot>),
+    /// A table just built for replicas that changed since.
+    Built(Box<Placement>),
+}
+
 /// What a published table was built from: the same again needs no new build.
 #[derive(Clone, Debug, PartialEq)]
 struct PlacementKey {
@@ -642,10 +650,11 @@ impl Controller {
     }
 
     /// Publish the current replica set as a new snapshot. The table is built here when it is
-    /// cheap (the assignment's 512 slots take microseconds); a large one (rendezvous over
-    /// millions of slots takes seconds) is built on a blocking thread, and until it is ready
-    /// requests keep the table and replicas they have — only the vacancies, the key rule and
-    /// bounded loads are published at once.
+    /// cheap (the assignment's 512 slots take microseconds). A costly one — rendezvous over
+    /// millions of slots after a change of parameters takes seconds — is built on a blocking
+    /// thread; until it is ready, replicas that leave or join are published at once with the
+    /// algorithm and hash requests use now (when that is cheap), so failover never waits for a
+    /// build, and the new parameters take effect when their table is ready.
     fn publish(&mut self) {
         let wanted = self.wanted_placement();
         if self.placed.as_ref() == Some(&wanted) {
@@ -674,23 +683,43 @@ impl Controller {
             }
             return;
         }
-        // The table requests use now, with what changed besides it.
-        self.shared.snapshot.store(Arc::new(Snapshot {
-            placement: current.placement.clone(),
-            backends: current.backends.clone(),
-            vacancies: self.vacancies.values().cloned().collect(),
-            key: self.key.clone(),
-            bounded_load: self.bounded_load,
-        }));
-        if self.building.is_some() {
-            return; // when it is done, the state then is published (built again if need be)
+        // Meanwhile: the replicas of now with the table's current parameters, if that is cheap;
+        // else the table requests use now, with what changed besides it.
+        let interim_balancer = current.placement.balancer();
+        let interim_hash = Arc::clone(current.placement.hash());
+        let interim = PlacementKey::new(interim_balancer, &interim_hash, wanted.ids.clone());
+        let interim_cost =
+            interim_balancer.rebuild_cost(&current.placement, &interim_hash, &wanted.ids);
+        let rebuilt = (interim != wanted && interim_cost <= INLINE_BUILD_COST)
+            .then(|| interim_balancer.place_from(&current.placement, interim_hash, &wanted.ids))
+            .and_then(Result::ok);
+        match rebuilt {
+            Some(placement) => {
+                self.store(placement);
+                self.placed = Some(interim);
+            }
+            None => self.shared.snapshot.store(Arc::new(Snapshot {
+                placement: current.placement.clone(),
+                backends: current.backends.clone(),
+                vacancies: self.vacancies.values().cloned().collect(),
+                key: self.key.clone(),
+                bounded_load: self.bounded_load,
+            })),
         }
+        if self.building.is_none() {
+            self.build(wanted.ids, Base::Published(current));
+        }
+    }
+
+    /// Build the table for `ids` with the wanted balancer and hash on a blocking thread, from
+    /// `base` (rendezvous moves only what must move); the result comes back as
+    /// [`Command::Placed`].
+    fn build(&mut self, ids: Vec<u64>, base: Base) {
         self.builds += 1;
         let build = self.builds;
         self.building = Some(build);
         let balancer = self.balancer;
         let hash = Arc::clone(&self.hash);
-        let ids = wanted.ids;
         tracing::info!(
             algorithm = %balancer,
             slots = balancer.slots(),
@@ -701,10 +730,13 @@ impl Controller {
         tokio::spawn(async move {
             let started = Instant::now();
             let key_ids = ids.clone();
-            // From the table requests use now: rendezvous moves only what must move.
             let placement = tokio::task::spawn_blocking(move || {
+                let base = match &base {
+                    Base::Published(snapshot) => &snapshot.placement,
+                    Base::Built(placement) => &**placement,
+                };
                 balancer
-                    .place_from(&current.placement, hash, &ids)
+                    .place_from(base, hash, &ids)
                     .map_err(|e| e.to_string())
             })
             .await
@@ -740,7 +772,7 @@ impl Controller {
 
     /// A large table was built off the controller for the server ids `key_ids` (with the
     /// balancer and hash of that moment). Published if the state still wants it; otherwise the
-    /// state now is built (or published, when cheap) instead.
+    /// state now is built from it (for rendezvous, moving only what changed meanwhile).
     fn placed(&mut self, build: u64, key_ids: Vec<u64>, placement: Result<Box<Placement>, String>) {
         if self.building != Some(build) {
             return;
@@ -753,15 +785,20 @@ impl Controller {
                 if built == wanted {
                     self.store(*placement);
                     self.placed = Some(wanted);
-                    return;
+                } else if built.balancer == wanted.balancer && built.hash == wanted.hash {
+                    // Replicas changed meanwhile (they are published with the previous
+                    // parameters until then): bring this table up to date.
+                    self.build(wanted.ids, Base::Built(placement));
+                } else {
+                    self.publish();
                 }
             }
+            // A bug (capacity is checked before anything changes): not retried in a loop; the
+            // next change of the replica set tries again.
             Err(e) => {
                 tracing::error!(error = %e, "building the table failed; keeping the previous one")
             }
         }
-        // The state moved on meanwhile: build (or publish) what it is now.
-        self.publish();
     }
 
     fn update_config_status(&self, change: impl FnOnce(&mut ConfigStatus)) {
@@ -843,13 +880,19 @@ impl Controller {
             file.busy = true;
             let waiters = std::mem::take(&mut file.waiters);
             tokio::spawn(async move {
-                let outcome = tokio::task::spawn_blocking(move || {
+                let work = tokio::task::spawn_blocking(move || {
                     file::write_back(&path, &last_text, &entries)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    WriteOutcome::Failed(format!("internal error while writing the file back: {e}"))
                 });
+                let outcome = match tokio::time::timeout(file::READ_LIMIT, work).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(e)) => WriteOutcome::Failed(format!(
+                        "internal error while writing the file back: {e}"
+                    )),
+                    Err(_) => WriteOutcome::Failed(format!(
+                        "writing the file back took over {} s",
+                        file::READ_LIMIT.as_secs()
+                    )),
+                };
                 // The waiters learn of it once the controller has taken the outcome in.
                 commands.send(Command::Written {
                     outcome: (outcome, waiters),

@@ -16,8 +16,9 @@ use crate::config::{read_text, Config};
 
 use super::persist::{self, PersistError};
 
-/// How long reading, checking and resolving a file (plugins included) may take before it is
-/// given up as failed. The work goes on in the background, but the controller stops waiting.
+/// How long reading, checking and resolving a file (plugins included), or writing it back, may
+/// take before it is given up as failed. The work may go on in the background, but the file is
+/// free for the next read or write.
 pub(crate) const READ_LIMIT: Duration = Duration::from_secs(20);
 
 /// What reading the followed file found.
