@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use lb_balance::Balancer;
 
-use crate::state::{ConfigStatus, Handle, Shared, Snapshot, Vacancy};
+use crate::state::{ConfigStatus, Handle, Shared, Snapshot, Vacancy, Via};
 
 #[derive(Serialize)]
 struct RingInfo<'a> {
@@ -64,6 +64,8 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     #[derive(Serialize)]
     struct Status<'a> {
         listen: String,
+        /// The `Via` value this process marks forwarded requests and health checks with.
+        via: &'a str,
         supervisor: &'a str,
         uptime_ms: u128,
         #[serde(rename = "N")]
@@ -119,6 +121,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     replicas.sort_by_key(|r| r.id);
     let status = Status {
         listen: shared.meta.listen.to_string(),
+        via: Via::mine().value().to_str().unwrap_or_default(),
         supervisor: shared.meta.supervisor,
         uptime_ms: shared.meta.started.elapsed().as_millis(),
         n: snapshot.listed().len(),

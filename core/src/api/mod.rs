@@ -17,6 +17,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use contract::PROXIED_METHODS;
 pub(crate) use contract::{parse_scale, replicas_body, ApiError, Scale, MAX_BODY};
 
 use crate::control::ControllerHandle;
@@ -131,15 +132,15 @@ impl Api {
         }
         let body = read_body(req).await?;
         let request = parse_scale(&body, scale)?;
-        let listen = self.shared.meta.listen;
-        if let Some(own) = request
-            .addresses
-            .iter()
-            .find(|a| crate::config::address_is(a, listen))
-        {
-            return Err(ApiError::BadRequest(format!(
-                "address '{own}' is lb's own listening address: requests would loop"
-            )));
+        let listening = self.shared.meta.listening();
+        for address in &request.addresses {
+            let is_local = &crate::config::own::on_this_machine;
+            if let Some(own) = crate::config::own::reached_listener(address, &listening, is_local) {
+                return Err(ApiError::BadRequest(format!(
+                    "address '{address}' is lb's own listening address ({own}): \
+                     requests would loop"
+                )));
+            }
         }
         let hostnames = match scale {
             Scale::Add => self.controller.add(request).await?,
@@ -268,6 +269,10 @@ pub(crate) fn error_response(error: &ApiError) -> Response<Bytes> {
         ApiError::MethodNotAllowed { allowed, .. } => {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allowed));
+        }
+        ApiError::NoTunnel => {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(PROXIED_METHODS));
         }
         ApiError::PayloadTooLarge | ApiError::RequestTimeout(_) => {
             resp.headers_mut()
