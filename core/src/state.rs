@@ -314,7 +314,8 @@ impl Via {
         MINE.get_or_init(|| Via::with_id(random_id()))
     }
 
-    /// The mark with `id` (tests; [`Via::mine`] picks one at random).
+    /// The mark with `id` (tests; [`Via::mine`] picks one at random). Its text is leaked, to
+    /// be a `'static` field value: meant for once per process.
     pub fn with_id(id: u64) -> Via {
         let value: &'static str = Box::leak(format!("1.1 lb-{id:016x}").into_boxed_str());
         Via {
