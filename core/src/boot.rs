@@ -101,6 +101,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     };
     let meta = Meta {
         listen: local,
+        admin: admin.as_ref().and_then(|a| a.local_addr().ok()),
         supervisor: supervisor.kind(),
         started: Instant::now(),
         workers: listeners.len() + usize::from(admin.is_some()),

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use http::header::HeaderValue;
 use http::uri::Authority;
 use serde::Serialize;
 
@@ -275,12 +276,81 @@ impl Snapshot {
 pub struct Meta {
     /// Address the proxy listens on.
     pub listen: SocketAddr,
+    /// Address `/add`, `/rm` and `/_lb/*` are served on when `[admin] listen` moves them.
+    pub admin: Option<SocketAddr>,
     /// The supervisor's kind.
     pub supervisor: &'static str,
     /// When the load balancer started.
     pub started: Instant,
     /// Threads serving requests (traffic workers and the admin address's thread).
     pub workers: usize,
+}
+
+impl Meta {
+    /// Every address `lb` listens on (the traffic listener, then the admin one): a backend at
+    /// any of them would be `lb` itself.
+    pub fn listening(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen).chain(self.admin).collect()
+    }
+}
+
+/// The mark `lb` puts on every request it sends (proxied requests on both forwarding paths, and
+/// its own health checks): a `Via` field (RFC 9110 §7.6.3) naming this process with a random
+/// 64-bit id, `1.1 lb-<16 hex digits>`. A request that arrives already carrying it has been
+/// through this `lb` before: a loop, answered 508 instead of being sent round again. Another
+/// `lb` in a chain has another id.
+#[derive(Debug)]
+pub struct Via {
+    /// The field value, built once (cloning it copies no bytes).
+    value: HeaderValue,
+    /// `lb-<id>`: what is looked for in a request's `Via` fields.
+    token: &'static str,
+}
+
+impl Via {
+    /// This process's mark (chosen at random on first use).
+    pub fn mine() -> &'static Via {
+        static MINE: OnceLock<Via> = OnceLock::new();
+        MINE.get_or_init(|| Via::with_id(random_id()))
+    }
+
+    /// The mark with `id` (tests; [`Via::mine`] picks one at random). Its text is leaked, to
+    /// be a `'static` field value: meant for once per process.
+    pub fn with_id(id: u64) -> Via {
+        let value: &'static str = Box::leak(format!("1.1 lb-{id:016x}").into_boxed_str());
+        Via {
+            value: HeaderValue::from_static(value),
+            token: &value[4..],
+        }
+    }
+
+    /// The `Via` field value: `1.1 lb-<id>`.
+    #[inline]
+    pub fn value(&self) -> &HeaderValue {
+        &self.value
+    }
+
+    /// Whether any of `headers`' `Via` fields carries this mark. Costs one lookup for a request
+    /// without `Via`.
+    #[inline]
+    pub fn is_in(&self, headers: &http::HeaderMap) -> bool {
+        let token = self.token.as_bytes();
+        headers.get_all(http::header::VIA).iter().any(|v| {
+            v.as_bytes()
+                .windows(token.len())
+                .any(|w| w.eq_ignore_ascii_case(token))
+        })
+    }
+}
+
+/// 64 bits no other process is likely to pick: the standard library's per-process random hash
+/// keys (seeded from the OS), over the process id and the time.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    std::process::id().hash(&mut hasher);
+    std::time::SystemTime::now().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Everything readers share: the current snapshot and fixed facts.
@@ -296,4 +366,34 @@ pub struct Shared {
     pub retries: AtomicU64,
     /// The counters `/_lb/metrics` shows.
     pub metrics: Metrics,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    #[test]
+    fn a_request_carries_the_mark_only_when_one_of_its_via_fields_names_it() {
+        let mark = Via::with_id(0xfeed_0000_0000_beef);
+        assert_eq!(mark.value(), "1.1 lb-feed00000000beef");
+        let with = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(http::header::VIA, HeaderValue::from_static(v));
+            }
+            mark.is_in(&headers)
+        };
+        assert!(!with(&[]));
+        assert!(!with(&["1.1 lb-feed00000000beee", "1.0 fred"]));
+        assert!(with(&["1.1 lb-feed00000000beef"]));
+        assert!(with(&["1.0 fred, 1.1 lb-feed00000000beef (lb)", "1.1 x"]));
+        assert!(with(&["1.1 x", "HTTP/1.1 LB-FEED00000000BEEF"]));
+        // Another lb in a chain is not this one.
+        let other = Via::with_id(1);
+        let mut headers = HeaderMap::new();
+        headers.append(http::header::VIA, other.value().clone());
+        assert!(!mark.is_in(&headers) && other.is_in(&headers));
+        assert_ne!(Via::mine().value(), other.value());
+    }
 }

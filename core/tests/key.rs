@@ -290,7 +290,10 @@ async fn replicas_receive_the_forwarding_fields_on_both_paths() {
         ("X-Forwarded-Proto", "https"),
         ("X-Forwarded-Host", "evil.example"),
         ("Via", "1.1 somewhere"),
+        ("Forwarded", "for=203.0.113.66"),
+        ("X-Real-IP", "203.0.113.66"),
     ];
+    let via = lb.status().await["via"].as_str().unwrap().to_owned();
     // GET goes over the batching client, POST over hyper's.
     for (method, body) in [("GET", &b""[..]), ("POST", &b"x=1"[..])] {
         let a = lb.send(method, "/echo?q=1", body, &sent).await;
@@ -300,9 +303,9 @@ async fn replicas_receive_the_forwarding_fields_on_both_paths() {
         assert_eq!(echo["path"], "/echo?q=1");
         assert_eq!(received(&echo, "host"), ["shop.example:8080"], "{method}");
         assert_eq!(
-            received(&echo, "x-forwarded-for").join(", "),
-            "198.51.100.1, 127.0.0.1",
-            "{method}: appended"
+            received(&echo, "x-forwarded-for"),
+            ["198.51.100.1, 127.0.0.1"],
+            "{method}: appended, in one field line"
         );
         assert_eq!(received(&echo, "x-forwarded-proto"), ["http"], "{method}");
         assert_eq!(
@@ -310,8 +313,15 @@ async fn replicas_receive_the_forwarding_fields_on_both_paths() {
             ["shop.example:8080"],
             "{method}"
         );
-        // lb adds no Via of its own; the client's goes on like any end-to-end field.
-        assert_eq!(received(&echo, "via"), ["1.1 somewhere"], "{method}");
+        // The client's Via goes on like any end-to-end field, lb's mark after it.
+        assert_eq!(
+            received(&echo, "via"),
+            ["1.1 somewhere", via.as_str()],
+            "{method}"
+        );
+        // Client addresses only a trusted proxy may give are removed.
+        assert!(received(&echo, "forwarded").is_empty(), "{method}");
+        assert!(received(&echo, "x-real-ip").is_empty(), "{method}");
     }
     drop(lb);
 
@@ -331,10 +341,16 @@ async fn replicas_receive_the_forwarding_fields_on_both_paths() {
         );
         assert_eq!(received(&echo, "host"), ["shop.example:8080"], "{method}");
         assert_eq!(
-            received(&echo, "x-forwarded-for").join(", "),
-            "198.51.100.1, 127.0.0.1",
+            received(&echo, "x-forwarded-for"),
+            ["198.51.100.1, 127.0.0.1"],
             "{method}"
         );
+        assert_eq!(
+            received(&echo, "forwarded"),
+            ["for=203.0.113.66"],
+            "{method}"
+        );
+        assert_eq!(received(&echo, "x-real-ip"), ["203.0.113.66"], "{method}");
     }
     // Sent without any: lb's own.
     let echo = lb.send("GET", "/echo", b"", &[]).await.json();

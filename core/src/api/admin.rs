@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use lb_balance::Balancer;
 
-use crate::state::{ConfigStatus, Handle, Shared, Snapshot, Vacancy};
+use crate::state::{ConfigStatus, Handle, Shared, Snapshot, Vacancy, Via};
 
 #[derive(Serialize)]
 struct RingInfo<'a> {
@@ -64,6 +64,8 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     #[derive(Serialize)]
     struct Status<'a> {
         listen: String,
+        /// The `Via` value this process marks forwarded requests and health checks with.
+        via: &'a str,
         supervisor: &'a str,
         uptime_ms: u128,
         #[serde(rename = "N")]
@@ -119,6 +121,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     replicas.sort_by_key(|r| r.id);
     let status = Status {
         listen: shared.meta.listen.to_string(),
+        via: Via::mine().value().to_str().unwrap_or_default(),
         supervisor: shared.meta.supervisor,
         uptime_ms: shared.meta.started.elapsed().as_millis(),
         n: snapshot.listed().len(),
@@ -131,9 +134,75 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     serde_json::to_vec(&status).expect("status serializes")
 }
 
+/// Most slots' owners one page of `/_lb/ring` holds.
+pub(crate) const MAX_PAGE: u32 = 65_536;
+
+/// The part of the slot table one `/_lb/ring?from=F&count=C` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Page {
+    /// The first slot.
+    pub(crate) from: u32,
+    /// How many slots, at most.
+    pub(crate) count: u32,
+}
+
+/// The page a `/_lb/ring` query asks for, over a table of `slots` slots: `None` without
+/// parameters (the whole table). `from` defaults to 0, `count` to [`MAX_PAGE`]; a page reaching
+/// past the last slot ends there. Anything else is refused with the reason.
+pub(crate) fn parse_page(query: Option<&str>, slots: u32) -> Result<Option<Page>, String> {
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    let (mut from, mut count) = (None, None);
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (seen, max) = match name {
+            "from" => (&mut from, u64::from(slots.saturating_sub(1))),
+            "count" => (&mut count, u64::from(MAX_PAGE)),
+            _ => {
+                return Err(format!(
+                    "unknown parameter '{}': /_lb/ring takes from and count",
+                    name.chars().take(40).collect::<String>()
+                ))
+            }
+        };
+        if seen.is_some() {
+            return Err(format!("{name} is given twice"));
+        }
+        let number =
+            (!value.is_empty() && value.len() <= 10 && value.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| value.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| {
+                    format!(
+                        "{name} must be a whole number, not '{}'",
+                        value.chars().take(20).collect::<String>()
+                    )
+                })?;
+        if name == "count" && number == 0 {
+            return Err("count must be at least 1".into());
+        }
+        if number > max {
+            return Err(if name == "from" {
+                format!("from {number} is past the last slot ({max}; the table has {slots})")
+            } else {
+                format!("count must be at most {MAX_PAGE}")
+            });
+        }
+        // At most `max`, a u32.
+        *seen = Some(number as u32);
+    }
+    Ok(Some(Page {
+        from: from.unwrap_or(0),
+        count: count.unwrap_or(MAX_PAGE),
+    }))
+}
+
 /// `GET /_lb/ring`: parameters, each replica's virtual-node slots (empty for Maglev and
-/// rendezvous, which have none) and the owner of every slot.
-pub(crate) fn ring(snapshot: &Snapshot) -> Vec<u8> {
+/// rendezvous, which have none) and the owner of every slot — or, with a `page`, of the slots
+/// in it, saying which (`from`, `count`). The whole table can be megabytes: build it off the
+/// async workers.
+pub(crate) fn ring(snapshot: &Snapshot, page: Option<Page>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Member<'a> {
         hostname: &'a str,
@@ -145,8 +214,22 @@ pub(crate) fn ring(snapshot: &Snapshot) -> Vec<u8> {
         #[serde(flatten)]
         info: RingInfo<'a>,
         replicas: Vec<Member<'a>>,
+        /// The first slot in `owners` (pages only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<u32>,
+        /// How many slots `owners` holds (pages only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<u32>,
         owners: Vec<&'a str>,
     }
+    let table = snapshot.placement.owners();
+    let (start, end) = match page {
+        Some(Page { from, count }) => {
+            let start = (from as usize).min(table.len());
+            (start, start.saturating_add(count as usize).min(table.len()))
+        }
+        None => (0, table.len()),
+    };
     let view = RingView {
         info: ring_info(snapshot),
         replicas: snapshot
@@ -159,9 +242,9 @@ pub(crate) fn ring(snapshot: &Snapshot) -> Vec<u8> {
                 slots: snapshot.placement.virtual_slots(k),
             })
             .collect(),
-        owners: snapshot
-            .placement
-            .owners()
+        from: page.map(|_| start as u32),
+        count: page.map(|_| (end - start) as u32),
+        owners: table[start..end]
             .iter()
             .map(|&k| snapshot.backends[k as usize].hostname.as_str())
             .collect(),
@@ -222,4 +305,36 @@ pub(crate) fn plugins(shared: &Shared) -> Vec<u8> {
         plugins,
     };
     serde_json::to_vec(&view).expect("plugins serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_pages_are_read_from_the_query_and_bad_ones_refused_with_the_reason() {
+        let page = |from, count| Ok(Some(Page { from, count }));
+        assert_eq!(parse_page(None, 512), Ok(None));
+        assert_eq!(parse_page(Some(""), 512), Ok(None));
+        assert_eq!(parse_page(Some("from=10&count=5"), 512), page(10, 5));
+        assert_eq!(parse_page(Some("count=5&from=511"), 512), page(511, 5));
+        assert_eq!(parse_page(Some("from=7"), 512), page(7, MAX_PAGE));
+        assert_eq!(parse_page(Some("count=65536"), 1 << 22), page(0, MAX_PAGE));
+        for (query, says) in [
+            ("from=512", "past the last slot (511; the table has 512)"),
+            ("from=-1", "whole number"),
+            ("from=1.5", "whole number"),
+            ("from=", "whole number"),
+            ("from", "whole number"),
+            ("from=99999999999999999999", "whole number"),
+            ("count=0", "at least 1"),
+            ("count=65537", "at most 65536"),
+            ("from=1&from=2", "twice"),
+            ("page=2", "unknown parameter 'page'"),
+            ("from=1&", "unknown parameter ''"),
+        ] {
+            let why = parse_page(Some(query), 512).expect_err(query);
+            assert!(why.contains(says), "{query}: {why}");
+        }
+    }
 }

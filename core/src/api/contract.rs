@@ -65,14 +65,29 @@ pub(crate) enum ApiError {
     /// 504: the chosen replica (and those tried after it) did not answer in time.
     #[error("{0}")]
     GatewayTimeout(String),
+    /// 405: `CONNECT`, which asks for a tunnel; answered with `Allow`.
+    #[error("lb is a reverse proxy and does not tunnel: CONNECT is not supported")]
+    NoTunnel,
+    /// 508: the request already carries this load balancer's `Via` mark (the value given): it
+    /// came back through a backend that leads to `lb` itself.
+    #[error(
+        "request loop: this request already passed through this load balancer (Via: {0}); \
+         a backend's address leads back to lb itself"
+    )]
+    LoopDetected(String),
 }
+
+/// What `Allow` says with [`ApiError::NoTunnel`]: every method is proxied but `CONNECT`.
+pub(crate) const PROXIED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
 
 impl ApiError {
     /// The HTTP status of this error.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } | ApiError::NoTunnel => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             ApiError::NotFound(_) | ApiError::Elsewhere(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -81,6 +96,7 @@ impl ApiError {
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::LoopDetected(_) => StatusCode::LOOP_DETECTED,
         }
     }
 

@@ -8,7 +8,7 @@ mod contract;
 mod prometheus;
 mod ui;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,10 +17,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use contract::PROXIED_METHODS;
 pub(crate) use contract::{parse_scale, replicas_body, ApiError, Scale, MAX_BODY};
 
 use crate::control::ControllerHandle;
-use crate::state::Shared;
+use crate::state::{Shared, Snapshot};
 
 /// Whether `path` is one of the load balancer's own endpoints (everything else is proxied).
 pub(crate) fn owns(path: &str) -> bool {
@@ -46,10 +47,22 @@ impl Access {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| bearer_token(v.as_bytes()))
             .unwrap_or_default();
         constant_time_eq(given, token.as_bytes())
     }
+}
+
+/// The token of `Authorization: Bearer <token>` credentials: the scheme in any case (RFC 9110
+/// §11.1), then one or more spaces. `None` for another scheme or no token.
+fn bearer_token(credentials: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer";
+    let (scheme, rest) = credentials.split_at_checked(SCHEME.len())?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty()).then_some(token)
 }
 
 /// Equality that takes as long for every byte string of the same length (no early exit that
@@ -100,6 +113,7 @@ impl Api {
             "/_lb/plugins" => self.plugins(req.method()).await,
             "/_lb/ui" => ui::page(req.method()),
             "/_lb/metrics" => self.metrics(req.method()).await,
+            "/_lb/ring" => self.ring(&req).await,
             _ => self.views(&req),
         };
         result.unwrap_or_else(|e| error_response(&e))
@@ -131,15 +145,15 @@ impl Api {
         }
         let body = read_body(req).await?;
         let request = parse_scale(&body, scale)?;
-        let listen = self.shared.meta.listen;
-        if let Some(own) = request
-            .addresses
-            .iter()
-            .find(|a| crate::config::address_is(a, listen))
-        {
-            return Err(ApiError::BadRequest(format!(
-                "address '{own}' is lb's own listening address: requests would loop"
-            )));
+        let listening = self.shared.meta.listening();
+        for address in &request.addresses {
+            let is_local = &crate::config::own::on_this_machine;
+            if let Some(own) = crate::config::own::reached_listener(address, &listening, is_local) {
+                return Err(ApiError::BadRequest(format!(
+                    "address '{address}' is lb's own listening address ({own}): \
+                     requests would loop"
+                )));
+            }
         }
         let hostnames = match scale {
             Scale::Add => self.controller.add(request).await?,
@@ -184,11 +198,35 @@ impl Api {
         Ok(resp)
     }
 
+    /// `/_lb/ring`: a page of the slot table (`?from=F&count=C`), or the whole table, built off
+    /// the workers once per snapshot ([`whole_ring`]).
+    async fn ring(&self, req: &Request<Incoming>) -> Result<Response<Bytes>, ApiError> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(ApiError::MethodNotAllowed {
+                path: "/_lb/",
+                allowed: "GET",
+            });
+        }
+        let snapshot = self.shared.snapshot.load_full();
+        let slots = snapshot.placement.balancer().slots();
+        let page = admin::parse_page(req.uri().query(), slots)
+            .map_err(|why| ApiError::BadRequest(format!("/_lb/ring: {why}")))?;
+        let body =
+            match page {
+                None => whole_ring(snapshot).await?,
+                Some(page) => tokio::task::spawn_blocking(move || {
+                    Bytes::from(admin::ring(&snapshot, Some(page)))
+                })
+                .await
+                .map_err(|e| ApiError::Internal(format!("building the ring view failed: {e}")))?,
+            };
+        Ok(json_response(StatusCode::OK, body))
+    }
+
     fn views(&self, req: &Request<Incoming>) -> Result<Response<Bytes>, ApiError> {
         let path = req.uri().path();
         let endpoint: fn(&Api) -> Vec<u8> = match path {
             "/_lb/status" => |app| admin::status(&app.shared),
-            "/_lb/ring" => |app| admin::ring(&app.shared.snapshot.load()),
             _ => return Err(ApiError::NotFound(path.to_owned())),
         };
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -199,6 +237,38 @@ impl Api {
         }
         Ok(json_response(StatusCode::OK, Bytes::from(endpoint(self))))
     }
+}
+
+/// The whole `/_lb/ring` body of the latest snapshot asked for, shared by every worker: built
+/// once per snapshot on a blocking thread (at 4 194 304 slots it is tens of megabytes), with
+/// requests that come while it is being built waiting for the same build. Held by a weak
+/// reference, so the cache keeps no snapshot alive (its allocation stays, so the address cannot
+/// be taken by another).
+type RingCache = Option<(Weak<Snapshot>, Arc<tokio::sync::OnceCell<Bytes>>)>;
+static WHOLE_RING: Mutex<RingCache> = Mutex::new(None);
+
+/// The whole `/_lb/ring` body for `snapshot` ([`WHOLE_RING`]).
+async fn whole_ring(snapshot: Arc<Snapshot>) -> Result<Bytes, ApiError> {
+    let cell = {
+        let mut cache = WHOLE_RING.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cache {
+            Some((built_for, cell)) if std::ptr::eq(built_for.as_ptr(), Arc::as_ptr(&snapshot)) => {
+                Arc::clone(cell)
+            }
+            _ => {
+                let cell = Arc::new(tokio::sync::OnceCell::new());
+                *cache = Some((Arc::downgrade(&snapshot), Arc::clone(&cell)));
+                cell
+            }
+        }
+    };
+    cell.get_or_try_init(|| async move {
+        tokio::task::spawn_blocking(move || Bytes::from(admin::ring(&snapshot, None)))
+            .await
+            .map_err(|e| ApiError::Internal(format!("building the ring view failed: {e}")))
+    })
+    .await
+    .cloned()
 }
 
 /// Largest oversized body that is read and discarded before answering 413, so that the client
@@ -269,6 +339,10 @@ pub(crate) fn error_response(error: &ApiError) -> Response<Bytes> {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allowed));
         }
+        ApiError::NoTunnel => {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(PROXIED_METHODS));
+        }
         ApiError::PayloadTooLarge | ApiError::RequestTimeout(_) => {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -288,6 +362,29 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secre"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
+        for credentials in [
+            &b"Bearer s3cret"[..],
+            b"bearer s3cret",
+            b"BEARER s3cret",
+            b"bEaReR   s3cret",
+        ] {
+            assert_eq!(bearer_token(credentials), Some(&b"s3cret"[..]));
+        }
+        for credentials in [
+            &b"Basic s3cret"[..],
+            b"Bearers3cret",
+            b"Bearer",
+            b"Bearer ",
+            b"s3cret",
+            b"",
+        ] {
+            assert_eq!(bearer_token(credentials), None, "{credentials:?}");
+        }
+        assert_eq!(bearer_token(b"bearer S3CRET"), Some(&b"S3CRET"[..]));
     }
 
     #[test]

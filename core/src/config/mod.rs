@@ -14,6 +14,7 @@ use toml::Spanned;
 
 mod check;
 pub mod key;
+pub mod own;
 
 use lb_balance::hash::{self, RingHash};
 use lb_balance::plugin;
@@ -830,6 +831,13 @@ impl Config {
         self.ring.params()
     }
 
+    /// The addresses the file says `lb` listens on: `listen`, and `[admin] listen` if set.
+    pub fn listening(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen)
+            .chain(self.admin.listen)
+            .collect()
+    }
+
     /// The balancing algorithm and its parameters.
     pub fn balancer(&self) -> Balancer {
         Balancer::new(*self.ring.algorithm.get_ref(), self.ring_params())
@@ -931,16 +939,13 @@ impl Config {
                         address.span(),
                         format!("duplicate address {:?}", address.get_ref()),
                     ));
-                } else if address_is(address.get_ref(), self.listen)
-                    || self
-                        .admin
-                        .listen
-                        .is_some_and(|a| address_is(address.get_ref(), a))
+                } else if let Some(own) =
+                    own::reached_listener(address.get_ref(), &self.listening(), &|_| false)
                 {
                     problems.push(self.problem(
                         address.span(),
                         format!(
-                            "address {:?} is lb's own listening address: requests would loop",
+                            "address {:?} is lb's own listening address ({own}): requests would loop",
                             address.get_ref()
                         ),
                     ));
@@ -1110,16 +1115,6 @@ pub fn check_address(address: &str) -> Result<(), AddressError> {
     } else {
         Err(AddressError::Host(address.to_owned()))
     }
-}
-
-/// Whether `address` names exactly `listen` (an IP literal and the same port, or any IP and the
-/// port when `listen` is a wildcard). Names are not resolved here; a name that resolves to `lb`
-/// itself never passes a health check (its answer to the health path is not a 200), but
-/// nothing else stops it.
-pub fn address_is(address: &str, listen: SocketAddr) -> bool {
-    address
-        .parse::<SocketAddr>()
-        .is_ok_and(|a| a == listen || (a.port() == listen.port() && listen.ip().is_unspecified()))
 }
 
 /// The health check path: an absolute path (with an optional query) of printable ASCII without

@@ -179,6 +179,40 @@ fn backends_by_address_in_the_file() {
     }
 }
 
+/// Every spelling of `lb`'s own listeners (the traffic one and `[admin] listen`) in an entry is
+/// refused where the file shows it.
+#[test]
+fn backends_at_lbs_own_listeners_are_refused_with_their_place() {
+    for (address, listener) in [
+        ("localhost:5000", "127.0.0.1:5000"),
+        ("0.0.0.0:5000", "127.0.0.1:5000"),
+        ("[::ffff:127.0.0.1]:5000", "127.0.0.1:5000"),
+        ("127.0.0.1:5001", "127.0.0.1:5001"),
+        ("LOCALHOST:5001", "127.0.0.1:5001"),
+    ] {
+        let text = format!(
+            "listen = \"127.0.0.1:5000\"\n[admin]\nlisten = \"127.0.0.1:5001\"\n\
+             [[replicas]]\nhostname = \"a\"\nid = 1\naddress = \"{address}\"\n"
+        );
+        let (line, column, message) = invalid(&text);
+        assert_eq!((line, column), (7, 11), "{address}: {message}");
+        assert!(
+            message.contains("lb's own listening address")
+                && message.contains(listener)
+                && message.contains(address),
+            "{address}: {message}"
+        );
+    }
+    // Another port, or a wildcard listener's port on another machine: fine.
+    for address in ["localhost:5002", "10.0.0.1:5000"] {
+        let text = format!(
+            "listen = \"127.0.0.1:5000\"\n[[replicas]]\nhostname = \"a\"\nid = 1\n\
+             address = \"{address}\"\n"
+        );
+        assert!(Config::parse(&text).is_ok(), "{address}");
+    }
+}
+
 fn problems(text: &str) -> Vec<Problem> {
     match Config::parse(text) {
         Err(ConfigError::Invalid(problems)) => problems,

@@ -194,6 +194,7 @@ impl Controller {
             launcher: Launcher {
                 supervisor,
                 prober: Prober::default(),
+                listening: shared.meta.listening(),
             },
             launching: BTreeSet::new(),
             adding: BTreeMap::new(),

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::HealthSection;
+use std::net::SocketAddr;
+
+use crate::config::{own, HealthSection};
 use crate::state::{Backend, Handle};
 
 use super::probe::{ProbeError, Prober};
@@ -38,6 +40,20 @@ pub enum LaunchError {
         /// What the resolver said.
         reason: String,
     },
+    /// A backend's address resolves to one of `lb`'s own listeners: it would be `lb` itself,
+    /// and every request sent to it would come back (a loop). It stays out of the ring.
+    #[error(
+        "backend '{hostname}' {address} resolves to this load balancer itself ({resolved}, \
+         where lb listens): requests would loop"
+    )]
+    Itself {
+        /// The backend.
+        hostname: String,
+        /// Its configured address.
+        address: String,
+        /// What it resolved to.
+        resolved: String,
+    },
     /// The supervisor reported an address that is not `host:port`.
     #[error("replica '{hostname}' {address} is not a valid host:port")]
     BadAddress {
@@ -62,6 +78,9 @@ pub enum LaunchError {
 pub(crate) struct Launcher {
     pub(crate) supervisor: Arc<dyn Supervisor>,
     pub(crate) prober: Prober,
+    /// Where `lb` itself listens ([`crate::state::Meta::listening`]): a backend by address
+    /// that resolves to one of these is refused.
+    pub(crate) listening: Vec<SocketAddr>,
 }
 
 impl Launcher {
@@ -105,13 +124,31 @@ impl Launcher {
     ) -> Result<Arc<Backend>, LaunchError> {
         let started = match &spec.address {
             Some(address) => Started {
-                address: resolve(&spec.hostname, address).await?,
+                address: self.resolve_elsewhere(&spec.hostname, address).await?,
                 handle: Handle::Address(address.clone()),
                 spec,
             },
             None => self.supervisor.start(&spec).await?,
         };
         self.join_when_alive(started, health, deadline).await
+    }
+
+    /// [`resolve`] a backend's address, refusing one that leads to `lb` itself (any of its
+    /// listeners, on any of this machine's addresses).
+    async fn resolve_elsewhere(
+        &self,
+        hostname: &str,
+        address: &str,
+    ) -> Result<String, LaunchError> {
+        let resolved = resolve(hostname, address).await?;
+        if own::reached_listener(&resolved, &self.listening, &own::on_this_machine).is_some() {
+            return Err(LaunchError::Itself {
+                hostname: hostname.to_owned(),
+                address: address.to_owned(),
+                resolved,
+            });
+        }
+        Ok(resolved)
     }
 
     /// A backend for a running replica once it answers a heartbeat within `deadline` (a backend

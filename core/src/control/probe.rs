@@ -8,6 +8,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::state::Via;
+
 /// HTTP client for heartbeats (its own pool, so heartbeats never queue behind proxied traffic).
 #[derive(Clone, Debug)]
 pub struct Prober {
@@ -27,10 +29,13 @@ impl Default for Prober {
 }
 
 impl Prober {
-    /// One heartbeat: `Ok` if `GET path` answered 200 within `timeout`.
+    /// One heartbeat: `Ok` if `GET path` answered 200 within `timeout`. It carries `lb`'s
+    /// [`Via`] mark, so a backend that is this `lb` itself (however it is reached) answers 508
+    /// and never passes.
     pub async fn beat(&self, addr: &str, path: &str, timeout: Duration) -> Result<(), ProbeError> {
         let uri = format!("http://{addr}{path}");
         let req = hyper::Request::get(uri)
+            .header(http::header::VIA, Via::mine().value().clone())
             .body(Empty::new())
             .map_err(|source| ProbeError::Address {
                 addr: addr.to_owned(),
@@ -118,8 +123,9 @@ pub enum ProbeError {
     /// The connection or the exchange failed.
     #[error("request failed: {0}")]
     Request(#[source] hyper_util::client::legacy::Error),
-    /// An answer other than 200.
-    #[error("answered {0}")]
+    /// An answer other than 200 (508: the check came back to an `lb` that had sent or passed it
+    /// on, usually this one: the address leads back to it).
+    #[error("answered {0}{hint}", hint = loop_hint(*.0))]
     Status(hyper::StatusCode),
     /// The replica's address does not make a URI.
     #[error("{addr:?} is not a usable address: {source}")]
@@ -141,4 +147,13 @@ pub enum ProbeError {
         /// The last attempt's failure.
         last: Option<Box<ProbeError>>,
     },
+}
+
+/// What a 508 answer to a health check means.
+fn loop_hint(status: hyper::StatusCode) -> &'static str {
+    if status == hyper::StatusCode::LOOP_DETECTED {
+        ": a request loop (the check came back to a load balancer it had passed)"
+    } else {
+        ""
+    }
 }

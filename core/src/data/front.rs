@@ -34,11 +34,11 @@ use crate::api::{self, Access, Api, ApiError};
 use crate::config::ProxySection;
 use crate::control::ControllerHandle;
 use crate::metrics::UpstreamErrorKind;
-use crate::state::{Backend, Shared};
+use crate::state::{Backend, Shared, Via};
 
 /// Most header fields in a client's request: hyper's (and so `server`'s) limit is 100, and `lb`
-/// adds up to four (`X-Forwarded-For`, `-Proto`, `-Host`, and `Host` when the client sent none);
-/// a request it could not forward whole is refused here (431).
+/// adds up to four (`X-Forwarded-For`, `-Proto`, `Via`, and `X-Forwarded-Host`, or `Host` when
+/// the client sent none); a request it could not forward whole is refused here (431).
 const MAX_CLIENT_HEADERS: usize = 96;
 /// Largest client request head (431 beyond): bounds the memory one connection can hold.
 const MAX_CLIENT_HEAD: usize = 32 * 1024;
@@ -64,6 +64,8 @@ pub(crate) struct App {
     upstreams: Option<Upstreams>,
     /// Where this worker counts and logs finished requests.
     recorder: Arc<Recorder>,
+    /// This process's mark on what it forwards: a request carrying it is a loop.
+    via: &'static Via,
 }
 
 impl App {
@@ -100,6 +102,7 @@ impl App {
                 .pipelining
                 .then(|| Upstreams::with_connect_timeout(connect_timeout)),
             recorder: Arc::new(recorder),
+            via: Via::mine(),
         }
     }
 
@@ -116,6 +119,15 @@ impl App {
         exchange.count(&self.recorder.metrics);
         if !self.proxies {
             return error_response(&ApiError::NotFound(req.uri().path().to_owned()));
+        }
+        if req.method() == Method::CONNECT {
+            return error_response(&ApiError::NoTunnel);
+        }
+        // Sent by this lb before (a backend's address leads back here): never round again.
+        if self.via.is_in(req.headers()) {
+            return error_response(&ApiError::LoopDetected(
+                self.via.value().to_str().unwrap_or_default().to_owned(),
+            ));
         }
         let timed = Observation::times_upstream(&self.recorder).then(Instant::now);
         let resp = self.proxy(req, peer, exchange).await;

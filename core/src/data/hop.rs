@@ -4,14 +4,20 @@
 //! And the fields `lb` adds to every request it forwards, on both forwarding paths (the batching
 //! client's `request_head` and hyper's, [`add_forwarded`]), as nginx, HAProxy and Traefik do:
 //!
-//! - `X-Forwarded-For`: the client's address, appended after any the client sent (the usual
-//!   chain; a replica must trust only the last entry);
+//! - `X-Forwarded-For`: the client's address, after any the client sent (the usual chain; a
+//!   replica must trust only the last entry), as one field line: the client's values joined
+//!   with `, `, then the peer — a backend that reads only the first line sees the whole chain;
 //! - `X-Forwarded-Proto: http` (`lb` does not terminate TLS) and `X-Forwarded-Host`: the
 //!   client's `Host`. A client's own values are replaced (as Traefik does for clients it does
 //!   not trust) — unless `[proxy] trust_forwarded_for`, when the proxy in front of `lb` sent
-//!   them and they are passed on;
-//! - no `Via`, like nginx and HAProxy by default; `Host` itself goes on unchanged.
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+//!   them and they are passed on. For the same reason a client's `Forwarded` and `X-Real-IP`
+//!   are removed unless trusted (`lb` sets neither);
+//! - `Via: 1.1 lb-<id>` ([`Via`]), appended: this process's mark, which lets `lb` refuse a
+//!   request that comes back to it (a loop); `Host` itself goes on unchanged.
+use bytes::BytesMut;
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+
+use crate::state::Via;
 
 /// The client's address, appended after any the client sent.
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -21,6 +27,35 @@ pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forw
 pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// The value of `X-Forwarded-Proto`.
 pub(crate) const PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+/// A client address some proxies set; removed from untrusted clients' requests.
+pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Whether a client's field `name` is one only a trusted proxy may send (removed from other
+/// clients' requests): `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`, `X-Real-IP`.
+#[inline]
+pub(crate) fn trusted_only(name: &HeaderName) -> bool {
+    *name == X_FORWARDED_PROTO
+        || *name == X_FORWARDED_HOST
+        || *name == header::FORWARDED
+        || *name == X_REAL_IP
+}
+
+/// `X-Forwarded-For` as one value: the client's `values` (empty ones skipped) joined with `, `,
+/// then `peer`, written to `out`.
+pub(crate) fn forwarded_chain<'a>(
+    out: &mut BytesMut,
+    values: impl Iterator<Item = &'a HeaderValue>,
+    peer: &HeaderValue,
+) {
+    for value in values {
+        let value = value.as_bytes().trim_ascii();
+        if !value.is_empty() {
+            out.extend_from_slice(value);
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(peer.as_bytes());
+}
 
 /// Fields that are always hop-by-hop, lower-case.
 const HOP_BY_HOP: [&str; 8] = [
@@ -72,12 +107,26 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
     }
 }
 
-/// Add the forwarding fields to a request's (already stripped) `headers`: append
-/// `forwarded_for` to `X-Forwarded-For`, and set `X-Forwarded-Proto: http` and
+/// Add the forwarding fields to a request's (already stripped) `headers`: `forwarded_for` after
+/// the client's `X-Forwarded-For` values, in one field line; `X-Forwarded-Proto: http` and
 /// `X-Forwarded-Host` (the `Host` the client sent; none if it sent none), replacing the client's
-/// own values unless `trust` (`[proxy] trust_forwarded_for`) and the client sent them.
+/// own values unless `trust` (`[proxy] trust_forwarded_for`) and the client sent them; the
+/// client's `Forwarded` and `X-Real-IP` removed unless `trust`; and `lb`'s [`Via`] appended.
+/// Allocates only when the client sent `X-Forwarded-For` itself.
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, forwarded_for: &HeaderValue, trust: bool) {
-    headers.append(X_FORWARDED_FOR, forwarded_for.clone());
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(entry) => {
+            entry.insert(forwarded_for.clone());
+        }
+        Entry::Occupied(mut entry) => {
+            let mut chain = BytesMut::new();
+            forwarded_chain(&mut chain, entry.iter(), forwarded_for);
+            // Valid: made of valid field values, commas and spaces.
+            let joined = HeaderValue::from_maybe_shared(chain.freeze())
+                .unwrap_or_else(|_| forwarded_for.clone());
+            entry.insert(joined);
+        }
+    }
     if !(trust && headers.contains_key(X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO, PROTO_HTTP);
     }
@@ -91,6 +140,11 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, forwarded_for: &HeaderValue
             }
         }
     }
+    if !trust {
+        headers.remove(header::FORWARDED);
+        headers.remove(X_REAL_IP);
+    }
+    headers.append(header::VIA, Via::mine().value().clone());
 }
 
 #[cfg(test)]
@@ -155,14 +209,14 @@ mod tests {
                 .map(|v| v.to_str().unwrap().to_owned())
                 .collect()
         };
-        assert_eq!(all(&headers, X_FORWARDED_FOR), ["1.2.3.4", "10.0.0.9"]);
+        assert_eq!(all(&headers, X_FORWARDED_FOR), ["1.2.3.4, 10.0.0.9"]);
         assert_eq!(all(&headers, X_FORWARDED_PROTO), ["http"]);
         assert_eq!(all(&headers, X_FORWARDED_HOST), ["shop.example:5000"]);
         assert_eq!(headers.get(header::HOST).unwrap(), "shop.example:5000");
 
         let mut trusted = sent.clone();
         add_forwarded(&mut trusted, &client, true);
-        assert_eq!(all(&trusted, X_FORWARDED_FOR), ["1.2.3.4", "10.0.0.9"]);
+        assert_eq!(all(&trusted, X_FORWARDED_FOR), ["1.2.3.4, 10.0.0.9"]);
         assert_eq!(all(&trusted, X_FORWARDED_PROTO), ["https", "gopher"]);
         assert_eq!(all(&trusted, X_FORWARDED_HOST), ["evil.example"]);
 
@@ -172,7 +226,8 @@ mod tests {
         add_forwarded(&mut bare, &client, true);
         assert_eq!(all(&bare, X_FORWARDED_PROTO), ["http"]);
         assert_eq!(all(&bare, X_FORWARDED_HOST), ["a"]);
-        assert!(!bare.contains_key("via"));
+        assert_eq!(all(&bare, X_FORWARDED_FOR), ["10.0.0.9"]);
+        assert_eq!(bare.get_all(header::VIA).iter().count(), 1);
 
         // No Host at all (HTTP/1.0): no X-Forwarded-Host, and not the client's.
         let mut old = HeaderMap::new();
@@ -180,5 +235,55 @@ mod tests {
         add_forwarded(&mut old, &client, false);
         assert!(!old.contains_key(X_FORWARDED_HOST));
         assert_eq!(all(&old, X_FORWARDED_PROTO), ["http"]);
+    }
+
+    /// A client's `X-Forwarded-For` lines become one line with the peer last (a backend that
+    /// reads only the first line sees the whole chain); `Forwarded` and `X-Real-IP` go unless
+    /// trusted; `Via` is appended after a client's own.
+    #[test]
+    fn one_forwarded_for_line_no_untrusted_client_addresses_and_lbs_via() {
+        let client = HeaderValue::from_static("10.0.0.9");
+        let mut sent = HeaderMap::new();
+        sent.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        sent.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static(" 2.2.2.2, 3.3.3.3 "),
+        );
+        sent.append(X_FORWARDED_FOR, HeaderValue::from_static(""));
+        sent.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        sent.insert(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
+        sent.insert(header::VIA, HeaderValue::from_static("1.0 fred"));
+        let values = |h: &HeaderMap, name: HeaderName| -> Vec<String> {
+            h.get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        let mine = Via::mine().value().to_str().unwrap().to_owned();
+        for trust in [false, true] {
+            let mut headers = sent.clone();
+            add_forwarded(&mut headers, &client, trust);
+            assert_eq!(
+                values(&headers, X_FORWARDED_FOR),
+                ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"],
+                "trust {trust}"
+            );
+            assert_eq!(
+                values(&headers, header::VIA),
+                ["1.0 fred".to_owned(), mine.clone()]
+            );
+            let kept = |name| headers.contains_key(name);
+            assert_eq!(kept(header::FORWARDED), trust);
+            assert_eq!(kept(X_REAL_IP), trust);
+        }
+        for name in [
+            X_FORWARDED_PROTO,
+            X_FORWARDED_HOST,
+            header::FORWARDED,
+            X_REAL_IP,
+        ] {
+            assert!(trusted_only(&name), "{name}");
+        }
+        assert!(!trusted_only(&X_FORWARDED_FOR) && !trusted_only(&header::VIA));
     }
 }

@@ -3,13 +3,16 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::data::hop::{self, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::data::hop::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::state::Via;
 
 /// Serialize a request head for a replica: `method target HTTP/1.1`, a `host` field if the
 /// client sent none, the client's fields minus hop-by-hop ones (RFC 9110 §7.6.1), and the
-/// forwarding fields ([`hop`]): `x-forwarded-for` (appended), `x-forwarded-proto: http` and
-/// `x-forwarded-host` (the client's `Host`), which replace the client's own unless
-/// `trust_forwarded` (`[proxy] trust_forwarded_for`) and the client sent them.
+/// forwarding fields ([`hop`]): one `x-forwarded-for` line (the client's values, then
+/// `forwarded_for`), `x-forwarded-proto: http` and `x-forwarded-host` (the client's `Host`),
+/// which replace the client's own unless `trust_forwarded` (`[proxy] trust_forwarded_for`) and
+/// the client sent them, and `via` with `lb`'s mark ([`Via`]) last. A client's `Forwarded` and
+/// `X-Real-IP` go on only when trusted.
 pub fn request_head(
     method: &http::Method,
     target: &str,
@@ -35,31 +38,37 @@ pub fn request_head(
             .iter()
             .map(|v| v.as_bytes()),
     );
+    let hop_by_hop = |name: &str| hop::is_hop_by_hop(name) || listed.iter().any(|t| t == name);
     // Whether the client's own X-Forwarded-Proto / -Host went on (trusted): then lb adds none.
     let (mut sent_proto, mut sent_host) = (false, false);
     for (name, value) in headers {
-        if hop::is_hop_by_hop(name.as_str()) || listed.iter().any(|t| t == name.as_str()) {
+        if hop_by_hop(name.as_str()) || *name == X_FORWARDED_FOR {
             continue;
         }
-        if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST {
+        if hop::trusted_only(name) {
             if !trust_forwarded {
                 continue;
             }
             if *name == X_FORWARDED_PROTO {
                 sent_proto = true;
-            } else {
+            } else if *name == X_FORWARDED_HOST {
                 sent_host = true;
             }
         }
         field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
-    field(&mut out, b"x-forwarded-for", forwarded_for.as_bytes());
+    out.extend_from_slice(b"x-forwarded-for: ");
+    let chain = headers.get_all(X_FORWARDED_FOR);
+    let client_chain = (!hop_by_hop(X_FORWARDED_FOR.as_str())).then(|| chain.iter());
+    hop::forwarded_chain(&mut out, client_chain.into_iter().flatten(), forwarded_for);
+    out.extend_from_slice(b"\r\n");
     if !sent_proto {
         field(&mut out, b"x-forwarded-proto", hop::PROTO_HTTP.as_bytes());
     }
     if let Some(host) = host.filter(|_| !sent_host) {
         field(&mut out, b"x-forwarded-host", host.as_bytes());
     }
+    field(&mut out, b"via", Via::mine().value().as_bytes());
     out.extend_from_slice(b"\r\n");
     out.freeze()
 }
@@ -78,6 +87,11 @@ mod tests {
 
     fn text(head: &Bytes) -> &str {
         std::str::from_utf8(head).unwrap()
+    }
+
+    /// This process's `via` line.
+    fn via() -> String {
+        format!("via: {}\r\n", Via::mine().value().to_str().unwrap())
     }
 
     #[test]
@@ -103,7 +117,10 @@ mod tests {
             text(&head),
             "GET /home?x=1 HTTP/1.1\r\nhost: lb:5000\r\nx-request-id: 42\r\n\
              x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\n\
-             x-forwarded-host: lb:5000\r\n\r\n"
+             x-forwarded-host: lb:5000\r\n"
+                .to_owned()
+                + &via()
+                + "\r\n"
         );
         // No Host from the client (HTTP/1.0): the replica's, and no X-Forwarded-Host.
         let head = request_head(
@@ -117,7 +134,10 @@ mod tests {
         assert_eq!(
             text(&head),
             "HEAD / HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-forwarded-for: ::1\r\n\
-             x-forwarded-proto: http\r\n\r\n"
+             x-forwarded-proto: http\r\n"
+                .to_owned()
+                + &via()
+                + "\r\n"
         );
     }
 
@@ -132,16 +152,22 @@ mod tests {
         let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, false);
         assert_eq!(
             text(&head),
-            "GET / HTTP/1.1\r\nhost: shop.example\r\nx-forwarded-for: 1.2.3.4\r\n\
-             x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\n\
-             x-forwarded-host: shop.example\r\n\r\n"
+            "GET / HTTP/1.1\r\nhost: shop.example\r\n\
+             x-forwarded-for: 1.2.3.4, 10.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: shop.example\r\n"
+                .to_owned()
+                + &via()
+                + "\r\n"
         );
         let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, true);
         assert_eq!(
             text(&head),
-            "GET / HTTP/1.1\r\nhost: shop.example\r\nx-forwarded-for: 1.2.3.4\r\n\
+            "GET / HTTP/1.1\r\nhost: shop.example\r\n\
              x-forwarded-proto: https\r\nx-forwarded-host: evil.example\r\n\
-             x-forwarded-for: 10.0.0.1\r\n\r\n"
+             x-forwarded-for: 1.2.3.4, 10.0.0.1\r\n"
+                .to_owned()
+                + &via()
+                + "\r\n"
         );
         // Trusted, but listed as hop-by-hop by the client: dropped, and lb's own go on.
         headers.insert(
@@ -154,6 +180,47 @@ mod tests {
             "{}",
             text(&head)
         );
-        assert!(!text(&head).to_ascii_lowercase().contains("via:"));
+        assert!(text(&head).ends_with(&(via() + "\r\n")));
+    }
+
+    /// Several `X-Forwarded-For` lines from the client go on as one, the peer last; a client's
+    /// `Forwarded` and `X-Real-IP` only when trusted.
+    #[test]
+    fn one_forwarded_for_line_and_no_untrusted_client_addresses() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("h"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
+        );
+        headers.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        headers.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        headers.insert("via", HeaderValue::from_static("1.0 fred"));
+        let client = HeaderValue::from_static("10.0.0.1");
+        for trust in [false, true] {
+            let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, trust);
+            let head = text(&head);
+            assert_eq!(head.matches("x-forwarded-for").count(), 1, "{head}");
+            assert!(
+                head.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1\r\n"),
+                "{head}"
+            );
+            assert_eq!(head.contains("forwarded: for=6.6.6.6"), trust, "{head}");
+            assert_eq!(head.contains("x-real-ip"), trust, "{head}");
+            assert!(head.contains("via: 1.0 fred\r\n"), "{head}");
+            assert!(head.ends_with(&(via() + "\r\n")), "{head}");
+        }
+        // The client listed X-Forwarded-For as hop-by-hop: only the peer goes on.
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-forwarded-for"),
+        );
+        let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, false);
+        assert!(
+            text(&head).contains("x-forwarded-for: 10.0.0.1\r\n"),
+            "{}",
+            text(&head)
+        );
     }
 }
