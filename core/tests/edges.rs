@@ -20,10 +20,7 @@ async fn connect_is_refused_with_405_and_logged_as_sent() {
     let log = lb.config.parent().unwrap().join("access.log");
     let mut stream = std::net::TcpStream::connect(lb.addr).unwrap();
     stream
-        .write_all(
-            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\
-              GET /rep HTTP/1.1\r\nHost: lb\r\n\r\n",
-        )
+        .write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
         .unwrap();
     let answer =
         common::read_response(&mut stream, Duration::from_secs(10)).expect("an answer to CONNECT");
@@ -51,6 +48,9 @@ async fn connect_is_refused_with_405_and_logged_as_sent() {
         "{json}"
     );
     // The same connection answers the next request.
+    stream
+        .write_all(b"GET /rep HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .unwrap();
     let next = common::read_response(&mut stream, Duration::from_secs(10))
         .expect("an answer to the request after CONNECT");
     assert!(next.starts_with("HTTP/1.1 200"), "{next}");
