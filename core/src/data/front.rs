@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::answer::{Answer, Rules};
 use super::body::LbBody;
 use super::client::{self, Activity, ClientStream, Tracked, Verdict, Watchdog};
 use super::hop;
@@ -87,6 +88,8 @@ impl App {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1024)
+            // A response head larger than the batching client takes is refused here too.
+            .http1_max_buf_size(upstream::MAX_HEAD)
             .build(connector);
         App {
             api: Api::new(Arc::clone(&shared), controller, access),
@@ -192,7 +195,9 @@ impl App {
     /// in ring order (up to `retries` times) when none of it reached its replica (it could not
     /// connect), or, for a bodiless request safe to repeat (GET, HEAD, OPTIONS, TRACE), when the
     /// replica gave no response head: it failed, took longer than the response timeout, or was
-    /// taken out of the ring as failed while the request waited.
+    /// taken out of the ring as failed while the request waited. A response that came but is
+    /// invalid (a head too large, too many interim responses, a `101` to a request that asked
+    /// for no upgrade: [`super::answer`]) is an answer: 502, never sent again.
     async fn forward(
         &self,
         req: Request<Incoming>,
@@ -227,10 +232,12 @@ impl App {
             *request.headers_mut() = parts.headers.clone();
 
             let in_flight = backend.begin_request();
-            let sent = self.client.request(request);
+            let rules = Rules::watch(&mut request);
+            let sent = rules.check(self.client.request(request));
             let error = match wait(sent, backend, self.response_timeout, repeatable).await {
+                Ok(Answer::Invalid(reason)) => Failure::Upstream(UpstreamError::Invalid(reason)),
                 // hyper takes any three digits; RFC 9110 §15 has 100–599.
-                Ok(Ok(resp)) if resp.status().as_u16() > 599 => {
+                Ok(Answer::Response(resp)) if resp.status().as_u16() > 599 => {
                     let reason =
                         format!("invalid response: status code {}", resp.status().as_u16());
                     self.recorder
@@ -239,10 +246,12 @@ impl App {
                 }
                 // The assignment's replicas have /home and /heartbeat only; a service by address
                 // answers its own 404s.
-                Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND && !backend.is_address() => {
+                Ok(Answer::Response(resp))
+                    if resp.status() == StatusCode::NOT_FOUND && !backend.is_address() =>
+                {
                     return not_in_replicas(path_and_query.path())
                 }
-                Ok(Ok(resp)) => {
+                Ok(Answer::Response(resp)) => {
                     let (mut parts, body) = resp.into_parts();
                     hop::strip(&mut parts.headers);
                     return Response::from_parts(
@@ -253,7 +262,7 @@ impl App {
                         },
                     );
                 }
-                Ok(Err(e)) => {
+                Ok(Answer::Failed(e)) => {
                     if let Some(reason) = held.as_ref().and_then(|h| h.client_error()) {
                         return error_response(&ApiError::BadRequest(format!(
                             "the request body could not be read: {reason}"
@@ -277,7 +286,10 @@ impl App {
             self.recorder.upstream_error(backend, kind);
             tried.push(backend.id);
             let untouched = held.as_ref().is_none_or(|h| !h.taken());
-            let retryable = untouched && (repeatable || matches!(error, Failure::Unreached(_)));
+            // An invalid response is still an answer: the replica is not asked again.
+            let answered = matches!(error, Failure::Upstream(UpstreamError::Invalid(_)));
+            let retryable =
+                untouched && !answered && (repeatable || matches!(error, Failure::Unreached(_)));
             let next = (retryable && tried.len() <= self.retries)
                 .then(|| self.next_replica(slot, &tried))
                 .flatten();
