@@ -54,6 +54,8 @@ pub(crate) struct App {
     header_timeout: Duration,
     /// How long a keep-alive connection may sit idle between requests ([`client`]).
     idle_timeout: Duration,
+    /// How long a client may take none of a response ([`client`]).
+    send_timeout: Duration,
     /// How many other replicas a request that never reached one may be sent to.
     retries: usize,
     /// How long a replica may take to start its response.
@@ -97,6 +99,7 @@ impl App {
             proxies,
             header_timeout: Duration::from_millis(settings.client_header_timeout_ms),
             idle_timeout: Duration::from_millis(settings.client_idle_timeout_ms),
+            send_timeout: Duration::from_millis(settings.client_send_timeout_ms),
             retries: settings.retries,
             response_timeout: Duration::from_millis(settings.response_timeout_ms),
             trust_forwarded_for: settings.trust_forwarded_for,
@@ -621,9 +624,11 @@ async fn connection(
         Arc::clone(&activity),
         header_timeout,
         app.idle_timeout,
+        app.send_timeout,
         accepted,
     );
     let stream = TokioIo::new(ClientStream::new(stream, Arc::clone(&activity)));
+    let metrics = Arc::clone(&app.recorder.metrics);
     // Built once per connection, cloned (a reference count) per request.
     let peer = Arc::new(Peer::new(remote.ip()));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -668,8 +673,20 @@ async fn connection(
             }
         }
     };
-    if verdict == Verdict::RequestTimeout {
-        let stream = conn.into_parts().io.into_inner().into_inner();
-        client::answer_request_timeout(stream, header_timeout).await;
+    match verdict {
+        Verdict::RequestTimeout => {
+            let stream = conn.into_parts().io.into_inner().into_inner();
+            client::answer_request_timeout(stream, header_timeout).await;
+        }
+        Verdict::SendTimeout => {
+            // The response in progress goes with the connection (a replica's connection is
+            // closed, not pooled, when its body is dropped midway); a reset frees the output
+            // the client never took at once, instead of leaving the kernel to retry it.
+            metrics.send_timeout();
+            let stream = conn.into_parts().io.into_inner().into_inner();
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            tracing::debug!(client = %remote, "client took nothing for the send timeout: cut");
+        }
+        Verdict::Close | Verdict::Fine => {}
     }
 }
