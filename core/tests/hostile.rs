@@ -690,3 +690,57 @@ async fn a_slow_but_steady_reader_is_not_cut() {
     assert!(got > 10 << 20, "cut after {got} bytes");
     assert_eq!(metric(&lb, "lb_client_send_timeouts_total").await, 0);
 }
+
+/// Under an open files limit too low for `max_connections` (two descriptors a connection),
+/// `lb` lowers `max_connections` to what the limit allows, says so once with both numbers, and
+/// clients beyond it wait their turn instead of getting "Too many open files".
+#[tokio::test(flavor = "multi_thread")]
+async fn max_connections_is_lowered_to_what_the_open_files_limit_allows() {
+    use std::io::Write;
+    const FILES: u64 = 256;
+    let lb = Lb::start_with_open_files(
+        &format!(
+            "[proxy]\nworkers = 1\nmax_connections = 10000\nclient_header_timeout_ms = 20000\n\
+             [limits]\nmax_replicas = 4\n{}",
+            common::THREE
+        ),
+        FILES,
+    );
+    let allowed =
+        lb::data::workers::connection_limit(10_000, FILES, lb::data::workers::files_reserved(1, 4));
+    assert!(allowed < 10_000 && allowed > 10, "{allowed}");
+    let log = eventually(Duration::from_secs(5), "the line that says so", || async {
+        let log = lb.log();
+        log.contains("max_connections lowered").then_some(log)
+    })
+    .await;
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("max_connections lowered"))
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(
+        said[0].contains("max_connections=10000")
+            && said[0].contains(&format!("allowed={allowed}"))
+            && said[0].contains(&format!("open_files={FILES}")),
+        "{}",
+        said[0]
+    );
+
+    // The allowed connections are taken (the kernel hands them over in order)...
+    let mut held: Vec<std::net::TcpStream> = (0..allowed)
+        .map(|_| std::net::TcpStream::connect(lb.addr).unwrap())
+        .collect();
+    // ... so the next one waits.
+    let mut next = std::net::TcpStream::connect(lb.addr).unwrap();
+    next.write_all(b"GET /rep HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (waiting, closed) = read_until_closed(&mut next, Duration::from_millis(700));
+    assert!(
+        waiting.is_empty() && !closed,
+        "served beyond {allowed} connections: {waiting}"
+    );
+    held.pop();
+    let (answer, _) = read_until_closed(&mut next, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}

@@ -144,6 +144,22 @@ impl Lb {
         Lb::spawn(command, Some(dir), path)
     }
 
+    /// Start `lb` with `config` (TOML text) under an open files limit of `files` (soft and hard,
+    /// set with `prlimit`, so `lb` cannot raise it).
+    pub fn start_with_open_files(config: &str, files: u64) -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={files}:{files}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_lb"))
+            .arg("--config")
+            .arg(&path);
+        Lb::spawn(command, Some(dir), path)
+    }
+
     /// Start `lb` on a configuration file the caller owns (it may be a symlink).
     pub fn start_file(path: &std::path::Path) -> Lb {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
