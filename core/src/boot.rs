@@ -52,10 +52,34 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let loaded = Config::load_runtime(&config_path, &defaults, create_dirs)
         .with_context(|| config_path.display().to_string())?;
     let config = &loaded.config;
-    // Each client and each replica connection is a file descriptor: use all the system allows.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::debug!(limit, "open files"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    // Each client and each replica connection is a file descriptor: use all the system allows,
+    // and accept no more connections than that allows.
+    let open_files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+    };
+    let mut proxy = config.proxy;
+    if let Some(open_files) = open_files {
+        tracing::debug!(limit = open_files, "open files");
+        let listeners = proxy.worker_count() + usize::from(config.admin.listen.is_some());
+        let reserved = workers::files_reserved(listeners, config.limits.max_replicas);
+        let allowed = workers::connection_limit(proxy.max_connections, open_files, reserved);
+        if allowed != proxy.max_connections {
+            tracing::warn!(
+                max_connections = proxy.max_connections,
+                allowed,
+                open_files,
+                reserved,
+                "max_connections lowered to what the open files limit allows \
+                 (two per connection, the reserve for replicas, listeners and files)"
+            );
+            proxy.max_connections = allowed;
+        }
     }
     if let Some(seed) = &loaded.created_from {
         tracing::info!(config = %loaded.source, from = %seed, "configuration file created");
@@ -133,7 +157,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         listeners,
         admin,
         token,
-        config.proxy,
+        proxy,
         &shared,
         &handle,
         access_log.as_ref(),

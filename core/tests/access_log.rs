@@ -293,3 +293,45 @@ async fn the_log_can_go_to_stdout() {
     })
     .await;
 }
+
+/// The value of the sample `name` (no labels) on `lb`'s metrics page.
+async fn metric(lb: &Lb, name: &str) -> u64 {
+    let page = lb.get("/_lb/metrics").await.body;
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{page}"))
+}
+
+/// A log whose writes fail (`/dev/full`: every write is `ENOSPC`, as on a full disk): every line
+/// lost is counted in `lb_access_log_dropped_total`, the error is logged (not once per line) and
+/// requests are served as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn lines_a_full_disk_loses_are_counted_as_dropped() {
+    let lb = Lb::start(&format!(
+        "[log]\naccess = \"/dev/full\"\naccess_format = \"json\"\n{THREE}"
+    ));
+    let started = std::time::Instant::now();
+    const SENT: u64 = 25;
+    for id in 0..SENT {
+        lb.home(&[("X-Request-Id", &id.to_string())]).await;
+    }
+    eventually(DEADLINE, "every line counted as dropped", || async {
+        (metric(&lb, "lb_access_log_dropped_total").await == SENT).then_some(())
+    })
+    .await;
+    // A second batch, written after the first failed: counted too.
+    for id in 0..SENT {
+        lb.home(&[("X-Request-Id", &id.to_string())]).await;
+    }
+    eventually(DEADLINE, "the second batch counted", || async {
+        (metric(&lb, "lb_access_log_dropped_total").await == 2 * SENT).then_some(())
+    })
+    .await;
+    let log = lb.log();
+    let errors = log.matches("cannot write the access log").count() as u64;
+    let most = started.elapsed().as_secs() + 1;
+    assert!(
+        (1..=most).contains(&errors),
+        "{errors} error lines in {most} s:\n{log}"
+    );
+}

@@ -549,3 +549,148 @@ async fn a_backend_down_at_start_up_holds_nothing_up() {
     assert_eq!(status_of(&lb, "gone").await["health"], "down");
     assert_eq!(lb.rep().await.1, ["gone", "Server 2"]);
 }
+
+/// Two test backends by address with the same script (so that a request sent again would
+/// reach the second), `pipelining` as given, and `lb` in front of them once both are up.
+async fn two_scripted(
+    pipelining: bool,
+    script: fn(&str) -> common::backend::Reply,
+) -> (Lb, [common::backend::Backend; 2]) {
+    use common::backend::{Backend, HEALTH};
+    let backends = [Backend::start(script), Backend::start(script)];
+    let lb = Lb::start(&format!(
+        "[proxy]\nworkers = 1\n{HEALTH}{}{}",
+        backends[0].entry("hostile-1", 1, pipelining),
+        backends[1].entry("hostile-2", 2, pipelining)
+    ));
+    eventually(Duration::from_secs(10), "both backends up", || async {
+        let s = lb.status().await;
+        (s["replicas"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["health"] == "up")
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    (lb, backends)
+}
+
+/// A backend by address that answers a `GET` with an invalid head (200 header fields, or one of
+/// 70 KiB) gets its client a 502, and the request is not sent to the other backend: one that
+/// answered, even badly, is never asked again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_answer_is_a_502_and_never_sent_to_another_backend() {
+    use common::backend::Reply;
+    fn script(path: &str) -> Reply {
+        let mut head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_owned();
+        if path == "/many-fields" {
+            for i in 0..200 {
+                head.push_str(&format!("X-Field-{i}: {i}\r\n"));
+            }
+        } else {
+            head.push_str(&format!("X-Large: {}\r\n", "a".repeat(70 * 1024)));
+        }
+        head.push_str("\r\nok");
+        Reply::Raw(head.into_bytes())
+    }
+    for pipelining in [false, true] {
+        let (lb, backends) = two_scripted(pipelining, script).await;
+        for (i, path) in ["/many-fields", "/large-head"].into_iter().enumerate() {
+            let a = lb.get(path).await;
+            assert_eq!(a.status, 502, "pipelining {pipelining}, {path}: {}", a.body);
+            assert!(a.body.contains("invalid response"), "{}", a.body);
+            let reached = backends[0].count() + backends[1].count();
+            assert_eq!(
+                reached,
+                i + 1,
+                "pipelining {pipelining}, {path}: the request was sent again"
+            );
+        }
+    }
+}
+
+/// More than 8 interim (`100 Continue`) responses to one request are a logged 502, on both
+/// forwarding paths; `lb` gives up on the request after the ninth instead of reading them all
+/// (the backend's writes fail long before its thousandth), and does not send it elsewhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_than_eight_interim_responses_are_a_502() {
+    use common::backend::{ok, Reply};
+    fn script(_: &str) -> Reply {
+        Reply::Trickle {
+            count: 1000,
+            every: Duration::from_millis(5),
+            final_answer: ok("late"),
+        }
+    }
+    for pipelining in [false, true] {
+        let (lb, backends) = two_scripted(pipelining, script).await;
+        let a = lb.get("/interim").await;
+        assert_eq!(a.status, 502, "pipelining {pipelining}: {}", a.body);
+        assert!(a.body.contains("interim (1xx) responses"), "{}", a.body);
+        assert_eq!(backends[0].count() + backends[1].count(), 1, "sent again");
+        // Over within 5 s either way: its writes fail, or all 1000 went out.
+        eventually(Duration::from_secs(10), "the backend done", || async {
+            let done: usize = backends
+                .iter()
+                .map(|b| b.trickles_done.load(std::sync::atomic::Ordering::SeqCst))
+                .sum();
+            (done == 1).then_some(())
+        })
+        .await;
+        let written: usize = backends
+            .iter()
+            .map(|b| b.interim_written.load(std::sync::atomic::Ordering::SeqCst))
+            .sum();
+        assert!(
+            written < 1000,
+            "pipelining {pipelining}: lb read all {written} interim responses"
+        );
+        eventually(Duration::from_secs(5), "the 502 in the log", || async {
+            lb.log()
+                .contains("502: replica did not answer")
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+/// A `101 Switching Protocols` to a plain `GET` (no `Upgrade` asked for) is a 502, on both
+/// forwarding paths, and the next request the client pipelined behind it is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_101_to_a_plain_get_is_a_502_and_the_next_pipelined_request_is_answered() {
+    use common::backend::{ok, read_responses, Reply};
+    fn script(path: &str) -> Reply {
+        if path == "/switch" {
+            Reply::RawClose(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: upgrade\r\n\r\nother protocol"
+                    .to_vec(),
+            )
+        } else {
+            Reply::Raw(ok("after"))
+        }
+    }
+    for pipelining in [false, true] {
+        let (lb, backends) = two_scripted(pipelining, script).await;
+        let mut client = std::net::TcpStream::connect(lb.addr).unwrap();
+        std::io::Write::write_all(
+            &mut client,
+            b"GET /switch HTTP/1.1\r\nHost: lb\r\n\r\nGET /next HTTP/1.1\r\nHost: lb\r\n\r\n",
+        )
+        .unwrap();
+        let answers = read_responses(&mut client, 2, Duration::from_secs(10));
+        let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+        assert_eq!(statuses, [502, 200], "pipelining {pipelining}: {answers:?}");
+        assert!(
+            answers[0].1.contains("101 Switching Protocols"),
+            "{answers:?}"
+        );
+        assert_eq!(answers[1].1, "after");
+        assert_eq!(
+            backends[0].count() + backends[1].count(),
+            2,
+            "pipelining {pipelining}: the 101 was sent again"
+        );
+    }
+}

@@ -577,3 +577,170 @@ async fn no_answer_in_time_without_retries_is_a_504() {
     );
     assert!(start.elapsed() < Duration::from_secs(2));
 }
+
+/// A connection to `addr` with a small receive buffer, so that what its client does not read
+/// backs up into `lb` after a few kilobytes.
+fn small_window_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// The value of the unlabelled sample `name` on `lb`'s metrics page.
+async fn metric(lb: &Lb, name: &str) -> u64 {
+    let page = lb.get("/_lb/metrics").await.body;
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{page}"))
+}
+
+/// `lb` with `max_connections = 4`, a 400 ms send timeout and one test backend by address
+/// (`pipelining` as given) whose `/big` is 64 MiB and `/steady` 10 MiB; up once the backend is.
+async fn send_timeout_lb(pipelining: bool) -> (Lb, common::backend::Backend) {
+    use common::backend::{ok, Backend, Reply, HEALTH};
+    let backend = Backend::start(|path| match path {
+        "/big" => Reply::Body(64 << 20),
+        "/steady" => Reply::Body(10 << 20),
+        _ => Reply::Raw(ok("small")),
+    });
+    let lb = Lb::start(&format!(
+        "[proxy]\nworkers = 1\nmax_connections = 4\nclient_send_timeout_ms = 400\n{HEALTH}{}",
+        backend.entry("big", 1, pipelining)
+    ));
+    eventually(Duration::from_secs(10), "the backend up", || async {
+        (lb.rep().await.0 == 1 && lb.status().await["vacancies"].as_array()?.is_empty())
+            .then_some(())
+    })
+    .await;
+    (lb, backend)
+}
+
+/// Clients that ask for a large response and never read it cannot hold `max_connections`: each
+/// is cut after `client_send_timeout_ms` without taking a byte (counted in
+/// `lb_client_send_timeouts_total`), so a new client is answered. On both forwarding paths.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_stop_reading_are_cut_and_new_clients_answered() {
+    use std::io::Write;
+    for pipelining in [false, true] {
+        let (lb, _backend) = send_timeout_lb(pipelining).await;
+        // Twice the connection limit: the last four wait for the first four to go.
+        let stalled: Vec<std::net::TcpStream> = (0..8)
+            .map(|_| {
+                let mut client = small_window_client(lb.addr);
+                client
+                    .write_all(b"GET /big HTTP/1.1\r\nHost: lb\r\n\r\n")
+                    .unwrap();
+                client
+            })
+            .collect();
+        let mut fresh = std::net::TcpStream::connect(lb.addr).unwrap();
+        fresh
+            .write_all(b"GET /small HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .unwrap();
+        let answers = common::backend::read_responses(&mut fresh, 1, Duration::from_secs(20));
+        assert_eq!(
+            answers,
+            [(200, "small".to_owned())],
+            "pipelining {pipelining}: a new client behind clients that do not read"
+        );
+        // Accepted only after all eight before it: at least four were cut; the rest follow.
+        assert!(metric(&lb, "lb_client_send_timeouts_total").await >= 4);
+        eventually(Duration::from_secs(20), "all eight cut", || async {
+            (metric(&lb, "lb_client_send_timeouts_total").await == 8).then_some(())
+        })
+        .await;
+        drop(stalled);
+    }
+}
+
+/// A client that reads a response slowly but steadily — 10 MiB, more than the buffers between
+/// it and the backend hold, so `lb`'s socket to it is full most of the time, in small reads
+/// that take longer than the 400 ms send timeout in all — gets all of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_but_steady_reader_is_not_cut() {
+    use std::io::{Read, Write};
+    // The watchdog is the client side's: the same whichever path the response comes by.
+    let (lb, _backend) = send_timeout_lb(true).await;
+    let addr = lb.addr;
+    let got = tokio::task::spawn_blocking(move || {
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client
+            .write_all(b"GET /steady HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let started = Instant::now();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 16 * 1024];
+        // Bounded: 10 MiB and its head, or a minute.
+        while total < (10 << 20) + 1024 && started.elapsed() < Duration::from_secs(60) {
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+            // The pace of a slow reader.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        total
+    })
+    .await
+    .unwrap();
+    assert!(got > 10 << 20, "cut after {got} bytes");
+    assert_eq!(metric(&lb, "lb_client_send_timeouts_total").await, 0);
+}
+
+/// Under an open files limit too low for `max_connections` (two descriptors a connection),
+/// `lb` lowers `max_connections` to what the limit allows, says so once with both numbers, and
+/// clients beyond it wait their turn instead of getting "Too many open files".
+#[tokio::test(flavor = "multi_thread")]
+async fn max_connections_is_lowered_to_what_the_open_files_limit_allows() {
+    use std::io::Write;
+    const FILES: u64 = 256;
+    let lb = Lb::start_with_open_files(
+        &format!(
+            "[proxy]\nworkers = 1\nmax_connections = 10000\nclient_header_timeout_ms = 20000\n\
+             [limits]\nmax_replicas = 4\n{}",
+            common::THREE
+        ),
+        FILES,
+    );
+    let allowed =
+        lb::data::workers::connection_limit(10_000, FILES, lb::data::workers::files_reserved(1, 4));
+    assert!(allowed < 10_000 && allowed > 10, "{allowed}");
+    let log = eventually(Duration::from_secs(5), "the line that says so", || async {
+        let log = lb.log();
+        log.contains("max_connections lowered").then_some(log)
+    })
+    .await;
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("max_connections lowered"))
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(
+        said[0].contains("max_connections=10000")
+            && said[0].contains(&format!("allowed={allowed}"))
+            && said[0].contains(&format!("open_files={FILES}")),
+        "{}",
+        said[0]
+    );
+
+    // The allowed connections are taken (the kernel hands them over in order)...
+    let mut held: Vec<std::net::TcpStream> = (0..allowed)
+        .map(|_| std::net::TcpStream::connect(lb.addr).unwrap())
+        .collect();
+    // ... so the next one waits.
+    let mut next = std::net::TcpStream::connect(lb.addr).unwrap();
+    next.write_all(b"GET /rep HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (waiting, closed) = read_until_closed(&mut next, Duration::from_millis(700));
+    assert!(
+        waiting.is_empty() && !closed,
+        "served beyond {allowed} connections: {waiting}"
+    );
+    held.pop();
+    let (answer, _) = read_until_closed(&mut next, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}

@@ -146,9 +146,17 @@ pub(crate) fn metrics(shared: &Shared) -> String {
     page.family(
         "lb_access_log_dropped_total",
         Kind::Counter,
-        "Access log lines dropped because the writer could not keep up.",
+        "Access log lines dropped because the writer could not keep up or could not write them \
+         (a full disk).",
     );
     page.sample("lb_access_log_dropped_total", &[], scrape.access_dropped);
+    page.family(
+        "lb_client_send_timeouts_total",
+        Kind::Counter,
+        "Client connections closed because the client took none of a response for \
+         client_send_timeout_ms.",
+    );
+    page.sample("lb_client_send_timeouts_total", &[], scrape.send_timeouts);
 
     let facts = process::read();
     let gauges: [(&str, Kind, &str, Option<f64>); 5] = [

@@ -97,6 +97,10 @@ pub struct ProxySection {
     /// A keep-alive connection with no request in progress on which nothing is received or
     /// sent for this long is closed, without an answer.
     pub client_idle_timeout_ms: u64,
+    /// A response to which the client takes no byte for this long (its socket accepts nothing)
+    /// is cut: the client connection is closed and the replica's connection let go (nginx's
+    /// `send_timeout`).
+    pub client_send_timeout_ms: u64,
     /// Most client connections open at once, over all workers; beyond it `lb` stops accepting
     /// (new connections wait in the kernel's queue) until one closes. 0: no limit.
     pub max_connections: usize,
@@ -123,6 +127,7 @@ impl Default for ProxySection {
             pipelining: true,
             client_header_timeout_ms: 10_000,
             client_idle_timeout_ms: 60_000,
+            client_send_timeout_ms: 60_000,
             max_connections: 10_000,
             retries: 1,
             response_timeout_ms: 30_000,
@@ -991,6 +996,13 @@ impl Config {
             problems.push(self.problem(
                 at..at,
                 "proxy.client_idle_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.proxy.client_send_timeout_ms == 0 {
+            let at = check::key_offset(&self.text, "proxy", "client_send_timeout_ms").unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                "proxy.client_send_timeout_ms must be at least 1".into(),
             ));
         }
         if self.replicas.len() > self.limits.max_replicas {

@@ -291,7 +291,7 @@ fn wrong_types_in_one_section_are_all_found() {
 fn proxy_timeouts_must_be_positive() {
     let found = problems(
         "[proxy]\nconnect_timeout_ms = 0\nresponse_timeout_ms = 0\nclient_header_timeout_ms = 0\n\
-         client_idle_timeout_ms = 0\n",
+         client_idle_timeout_ms = 0\nclient_send_timeout_ms = 0\n",
     );
     let messages: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
     assert_eq!(
@@ -301,11 +301,12 @@ fn proxy_timeouts_must_be_positive() {
             "proxy.response_timeout_ms must be at least 1",
             "proxy.client_header_timeout_ms must be at least 1",
             "proxy.client_idle_timeout_ms must be at least 1",
+            "proxy.client_send_timeout_ms must be at least 1",
         ]
     );
     assert_eq!(
         found.iter().map(|p| p.line).collect::<Vec<_>>(),
-        [2, 3, 4, 5]
+        [2, 3, 4, 5, 6]
     );
 }
 
@@ -315,10 +316,13 @@ fn client_timeouts_have_defaults_and_are_read() {
     assert_eq!(
         (
             c.proxy.client_header_timeout_ms,
-            c.proxy.client_idle_timeout_ms
+            c.proxy.client_idle_timeout_ms,
+            c.proxy.client_send_timeout_ms
         ),
-        (10_000, 60_000)
+        (10_000, 60_000, 60_000)
     );
+    let c = Config::parse("[proxy]\nclient_send_timeout_ms = 250\n").unwrap();
+    assert_eq!(c.proxy.client_send_timeout_ms, 250);
     let c = Config::parse("[proxy]\nclient_idle_timeout_ms = 1500\n").unwrap();
     assert_eq!(c.proxy.client_idle_timeout_ms, 1500);
     let c = Config::parse(EMBEDDED).unwrap();

@@ -7,6 +7,12 @@
 //! is dropped and counted (`lb_access_log_dropped_total`; the writer also logs how many). A log
 //! file is appended to and reopened on SIGHUP ([`AccessLog::reopen`]), for logrotate.
 //!
+//! A write that fails (a full disk: `ENOSPC`, `EIO`) loses the lines not written whole, and
+//! counts them in `lb_access_log_dropped_total` too; it never leaves a cut record: a record a
+//! short write cut is taken back (the file is shortened to the last whole record), or, where
+//! that cannot be done (standard output), finished first on the next write. The error is logged
+//! at most once a second; the writer tries again at every flush and says when it works again.
+//!
 //! Lines cannot be broken by what a client sends: JSON strings are JSON-encoded; text values
 //! are quoted with `"`, `\` and control characters escaped.
 
@@ -109,10 +115,10 @@ impl AccessLog {
     ) -> Result<Option<AccessLog>, AccessLogError> {
         let output = match target {
             AccessTarget::Off => return Ok(None),
-            AccessTarget::Stdout => Output::Stdout,
-            AccessTarget::File(path) => Output::File {
+            AccessTarget::Stdout => Output::stdout()?,
+            AccessTarget::File(path) => Output {
                 file: open(path)?,
-                path: path.clone(),
+                path: Some(path.clone()),
             },
         };
         let (tx, rx) = mpsc::sync_channel(QUEUE);
@@ -121,11 +127,16 @@ impl AccessLog {
         let writer = Writer {
             output,
             format,
-            buffer: Vec::with_capacity(BUFFER * 2),
+            pending: Pending {
+                buffer: Vec::with_capacity(BUFFER * 2),
+                begun: 0,
+            },
             reopen: Arc::clone(&reopen),
             shared: Arc::clone(shared),
             dropped: 0,
-            failing: false,
+            failing: None,
+            logged: None,
+            lost: 0,
         };
         std::thread::Builder::new()
             .name("lb-access-log".into())
@@ -171,22 +182,127 @@ fn open(path: &std::path::Path) -> Result<std::fs::File, AccessLogError> {
         })
 }
 
-/// Where the writer writes.
-enum Output {
-    Stdout,
-    File { file: std::fs::File, path: PathBuf },
+/// Where the writer writes: the file, or a copy of the standard output's descriptor (written
+/// unbuffered, so that the writer knows exactly what a failed write left behind).
+struct Output {
+    file: std::fs::File,
+    /// The file's path; `None` for the standard output.
+    path: Option<PathBuf>,
 }
 
 impl Output {
-    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Output::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(bytes)?;
-                out.flush()
-            }
-            Output::File { file, .. } => file.write_all(bytes),
+    fn stdout() -> Result<Output, AccessLogError> {
+        use std::os::fd::AsFd as _;
+        let fd = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| AccessLogError::Open {
+                path: "(standard output)".into(),
+                source,
+            })?;
+        Ok(Output {
+            file: fd.into(),
+            path: None,
+        })
+    }
+}
+
+/// What the writer needs of where lines go (a trait, so that tests can make writes fail).
+trait Destination {
+    /// Write some of `bytes`; how many.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize>;
+    /// Remove the last `n` bytes written (the start of a record a failed write cut short); an
+    /// error where that cannot be done.
+    fn take_back(&mut self, n: u64) -> std::io::Result<()>;
+}
+
+impl Destination for Output {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.file.write(bytes)
+    }
+
+    fn take_back(&mut self, n: u64) -> std::io::Result<()> {
+        if self.path.is_none() {
+            // A pipe or a terminal cannot be shortened (and a redirected standard output is not
+            // opened for appending: shortening it would leave a hole).
+            return Err(std::io::ErrorKind::Unsupported.into());
         }
+        // Opened for appending: writes go to the end wherever the length is.
+        let len = self.file.metadata()?.len();
+        self.file.set_len(len.saturating_sub(n))
+    }
+}
+
+/// Lines not yet written, and the start of a record a failed write cut short.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Whole records, each ending in its only line feed; the first may have begun already.
+    buffer: Vec<u8>,
+    /// Bytes of the first record already written (a write failed in it and they could not be
+    /// taken back): they are finished, not written again.
+    begun: usize,
+}
+
+/// What writing the pending lines did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Flushed {
+    /// Records written whole.
+    written: u64,
+    /// Records lost: not written, or cut and taken back.
+    lost: u64,
+}
+
+impl Pending {
+    /// Write every pending record to `out`. On a failed write, the records not written whole are
+    /// lost and counted, except one it cut short that could not be taken back: the rest of that
+    /// one stays pending, to be finished first next time. Never leaves a cut record behind
+    /// otherwise.
+    fn flush(&mut self, out: &mut impl Destination) -> (Flushed, Option<std::io::Error>) {
+        let mut done = 0;
+        let error = loop {
+            if done == self.buffer.len() {
+                break None;
+            }
+            match out.write(&self.buffer[done..]) {
+                Ok(0) => break Some(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e),
+            }
+        };
+        let lines = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        let mut flushed = Flushed {
+            written: lines(&self.buffer[..done]),
+            lost: 0,
+        };
+        if error.is_none() {
+            self.buffer.clear();
+            self.begun = 0;
+            return (flushed, None);
+        }
+        // Where the record the failure is in begins (in the buffer), and how much of it went out.
+        let start = self.buffer[..done]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let cut = (done - start) + if start == 0 { self.begun } else { 0 };
+        let end = start
+            + self.buffer[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.buffer.len() - start, |i| i + 1);
+        if cut > 0 && out.take_back(cut as u64).is_err() {
+            // The record cannot be taken back: finish it next time; the rest are lost.
+            flushed.lost = lines(&self.buffer[end..]);
+            self.buffer.truncate(end);
+            self.buffer.drain(..done);
+            self.begun = cut;
+        } else {
+            flushed.lost = lines(&self.buffer[start..]);
+            self.buffer.clear();
+            self.begun = 0;
+        }
+        (flushed, error)
     }
 }
 
@@ -194,13 +310,17 @@ impl Output {
 struct Writer {
     output: Output,
     format: AccessFormat,
-    buffer: Vec<u8>,
+    pending: Pending,
     reopen: Arc<AtomicBool>,
     shared: Arc<Shared>,
-    /// Lines dropped, as last reported.
+    /// Lines dropped by the queue, as last reported.
     dropped: u64,
-    /// Whether the last write failed (reported once until one succeeds).
-    failing: bool,
+    /// Since when writes fail (`None`: the last one worked).
+    failing: Option<Instant>,
+    /// When a failure was last logged: at most once a [`FLUSH_EVERY`].
+    logged: Option<Instant>,
+    /// Lines lost to failed writes since the last line that said so.
+    lost: u64,
 }
 
 impl Writer {
@@ -211,13 +331,13 @@ impl Writer {
             match rx.recv_timeout(wait) {
                 Ok(record) => {
                     self.line(&record);
-                    while self.buffer.len() < BUFFER {
+                    while self.pending.buffer.len() < BUFFER {
                         match rx.try_recv() {
                             Ok(record) => self.line(&record),
                             Err(_) => break,
                         }
                     }
-                    if self.buffer.len() >= BUFFER {
+                    if self.pending.buffer.len() >= BUFFER {
                         self.flush();
                     }
                 }
@@ -241,32 +361,59 @@ impl Writer {
 
     fn line(&mut self, record: &Record) {
         match self.format {
-            AccessFormat::Json => write_json(record, &mut self.buffer),
-            AccessFormat::Text => write_text(record, &mut self.buffer),
+            AccessFormat::Json => write_json(record, &mut self.pending.buffer),
+            AccessFormat::Text => write_text(record, &mut self.pending.buffer),
         }
     }
 
+    /// Write the pending lines; count and report (at most once a second) the lines a failed
+    /// write lost, and say when writing works again.
     fn flush(&mut self) {
-        if self.buffer.is_empty() {
+        if self.pending.buffer.is_empty() {
             return;
         }
-        match self.output.write_all(&self.buffer) {
-            Ok(()) => self.failing = false,
-            Err(e) => {
-                if !self.failing {
-                    tracing::error!(error = %e, "cannot write the access log; lines are lost until it works again");
+        let (flushed, error) = self.pending.flush(&mut self.output);
+        if flushed.lost > 0 {
+            self.shared.metrics.access_lost(flushed.lost);
+            self.lost += flushed.lost;
+        }
+        let now = Instant::now();
+        match error {
+            Some(e) => {
+                self.failing.get_or_insert(now);
+                if self
+                    .logged
+                    .is_none_or(|at| now.duration_since(at) >= FLUSH_EVERY)
+                {
+                    tracing::error!(
+                        error = %e,
+                        lines_lost = self.lost,
+                        "cannot write the access log; lines are lost (counted in \
+                         lb_access_log_dropped_total) until it works again"
+                    );
+                    self.logged = Some(now);
+                    self.lost = 0;
                 }
-                self.failing = true;
+            }
+            None => {
+                if let Some(since) = self.failing.take() {
+                    tracing::info!(
+                        lines_lost = self.lost,
+                        failed_for_ms = now.duration_since(since).as_millis() as u64,
+                        "the access log is written again"
+                    );
+                    self.logged = None;
+                    self.lost = 0;
+                }
             }
         }
-        self.buffer.clear();
     }
 
     fn reopen_file(&mut self) {
-        if let Output::File { file, path } = &mut self.output {
+        if let Some(path) = &self.output.path {
             match open(path) {
                 Ok(new) => {
-                    *file = new;
+                    self.output.file = new;
                     tracing::info!(path = %path.display(), "access log reopened");
                 }
                 Err(e) => tracing::error!(error = %e, "keeping the access log file open before"),
@@ -474,6 +621,148 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.lines().count(), 1);
+    }
+
+    /// A destination with room for `room` more bytes; then writes fail with `ENOSPC` (after a
+    /// short write, like a filling disk). `shortens`: whether bytes can be taken back (a file)
+    /// or not (a pipe).
+    struct Disk {
+        data: Vec<u8>,
+        room: usize,
+        shortens: bool,
+    }
+
+    impl Destination for Disk {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = bytes.len().min(self.room);
+            self.data.extend_from_slice(&bytes[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn take_back(&mut self, n: u64) -> std::io::Result<()> {
+            if !self.shortens {
+                return Err(std::io::ErrorKind::Unsupported.into());
+            }
+            self.data.truncate(self.data.len() - n as usize);
+            Ok(())
+        }
+    }
+
+    fn pending(lines: &[&str]) -> Pending {
+        let mut p = Pending::default();
+        for line in lines {
+            p.buffer.extend_from_slice(line.as_bytes());
+            p.buffer.push(b'\n');
+        }
+        p
+    }
+
+    fn whole_lines(data: &[u8]) -> Vec<&str> {
+        let text = std::str::from_utf8(data).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "a cut record: {text:?}"
+        );
+        text.lines().collect()
+    }
+
+    #[test]
+    fn a_write_failing_mid_record_leaves_no_cut_record_and_counts_every_lost_line() {
+        let mut disk = Disk {
+            data: Vec::new(),
+            room: "first\n".len() + 3,
+            shortens: true,
+        };
+        let mut p = pending(&["first", "second", "third"]);
+        let (flushed, error) = p.flush(&mut disk);
+        assert_eq!(error.unwrap().raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(
+            flushed,
+            Flushed {
+                written: 1,
+                lost: 2
+            }
+        );
+        assert_eq!(whole_lines(&disk.data), ["first"]);
+        assert!(p.buffer.is_empty());
+
+        // Still full: every line lost, nothing written.
+        let mut p2 = pending(&["fourth"]);
+        std::mem::swap(&mut p, &mut p2);
+        assert_eq!(
+            p.flush(&mut disk).0,
+            Flushed {
+                written: 0,
+                lost: 1
+            }
+        );
+        assert_eq!(whole_lines(&disk.data), ["first"]);
+
+        // Room again: writing recovers.
+        disk.room = 1024;
+        let mut p = pending(&["fifth", "sixth"]);
+        let (flushed, error) = p.flush(&mut disk);
+        assert!(error.is_none());
+        assert_eq!(
+            flushed,
+            Flushed {
+                written: 2,
+                lost: 0
+            }
+        );
+        assert_eq!(whole_lines(&disk.data), ["first", "fifth", "sixth"]);
+    }
+
+    #[test]
+    fn a_cut_record_that_cannot_be_taken_back_is_finished_first() {
+        let mut pipe = Disk {
+            data: Vec::new(),
+            room: "first\n".len() + 3,
+            shortens: false,
+        };
+        let mut p = pending(&["first", "second", "third"]);
+        let (flushed, error) = p.flush(&mut pipe);
+        assert!(error.is_some());
+        // "second" is half out: it is finished later, "third" is lost.
+        assert_eq!(
+            flushed,
+            Flushed {
+                written: 1,
+                lost: 1
+            }
+        );
+        assert_eq!(p.buffer, b"ond\n");
+        assert_eq!(p.begun, 3);
+
+        // Still full: the new line is lost, the cut one still waits (a byte more of it went).
+        pipe.room = 1;
+        p.buffer.extend_from_slice(b"fourth\n");
+        assert_eq!(
+            p.flush(&mut pipe).0,
+            Flushed {
+                written: 0,
+                lost: 1
+            }
+        );
+        assert_eq!(p.buffer, b"nd\n");
+        assert_eq!(p.begun, 4);
+
+        pipe.room = 1024;
+        p.buffer.extend_from_slice(b"fifth\n");
+        let (flushed, error) = p.flush(&mut pipe);
+        assert!(error.is_none());
+        assert_eq!(
+            flushed,
+            Flushed {
+                written: 2,
+                lost: 0
+            }
+        );
+        assert_eq!(whole_lines(&pipe.data), ["first", "second", "fifth"]);
     }
 
     #[test]

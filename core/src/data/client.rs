@@ -1,6 +1,7 @@
 //! Client-side timeouts: how long a client may take to send a request head
-//! (`[proxy] client_header_timeout_ms`, answered 408) and how long a keep-alive connection may
-//! sit idle (`[proxy] client_idle_timeout_ms`, closed without an answer).
+//! (`[proxy] client_header_timeout_ms`, answered 408), how long a keep-alive connection may
+//! sit idle (`[proxy] client_idle_timeout_ms`, closed without an answer) and how long a client
+//! may take none of a response (`[proxy] client_send_timeout_ms`, cut).
 //!
 //! hyper's own `header_read_timeout` cannot tell the two apart (its clock also runs while a
 //! keep-alive connection waits for its next request) and closes without an answer, so `lb` keeps
@@ -25,6 +26,11 @@
 //!   activity, and so is one still being produced (a request in progress is never cut here).
 //! - Bytes written to the client also restart the header clock: a client reading a long response
 //!   while it sends its next request is not cut.
+//! - While output waits for a client whose socket takes none of it (the last write found no
+//!   room), the send timeout runs, in any phase — a response in progress too: past it the
+//!   connection is cut, like nginx's `send_timeout`. Each write the socket takes restarts it, so
+//!   a client that reads slowly but steadily is never cut; one that stopped reading cannot hold
+//!   its connection (and the replica's) forever.
 //!
 //! Times are measured at the watchdog's looks, so a timeout fires between its length and a
 //! quarter (of the shorter timeout) more. One imprecision is accepted: the bytes of the next
@@ -284,6 +290,9 @@ pub(crate) enum Verdict {
     /// Past a timeout with nothing to answer (idle, or a new connection that sent nothing, or
     /// hyper still holds output for a client that does not read): close.
     Close,
+    /// The client's socket took none of the output waiting for it within the send timeout:
+    /// cut the connection (and with it the response in progress).
+    SendTimeout,
 }
 
 /// Decides, from a connection's [`Activity`], when it is past the header or the idle timeout.
@@ -292,9 +301,12 @@ pub(crate) struct Watchdog {
     activity: Arc<Activity>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
     phase: Phase,
     /// When the current phase's clock started.
     since: Instant,
+    /// When the client last took output, or was last seen with none waiting for it.
+    sending: Instant,
     /// `begun`, `reads` and `writes` at the last look.
     begun: u64,
     reads: u64,
@@ -308,23 +320,30 @@ impl Watchdog {
         activity: Arc<Activity>,
         header_timeout: Duration,
         idle_timeout: Duration,
+        send_timeout: Duration,
         accepted: Instant,
     ) -> Self {
         Watchdog {
             activity,
             header_timeout,
             idle_timeout,
+            send_timeout,
             phase: Phase::Head,
             since: accepted,
+            sending: accepted,
             begun: 0,
             reads: 0,
             writes: 0,
         }
     }
 
-    /// How often to [`check`](Self::check): a quarter of the shorter timeout (at least 1 ms).
+    /// How often to [`check`](Self::check): a quarter of the shortest timeout (at least 1 ms).
     pub(crate) fn period(&self) -> Duration {
-        (self.header_timeout.min(self.idle_timeout) / 4).max(Duration::from_millis(1))
+        let shortest = self
+            .header_timeout
+            .min(self.idle_timeout)
+            .min(self.send_timeout);
+        (shortest / 4).max(Duration::from_millis(1))
     }
 
     /// Look at the connection at `now`.
@@ -337,6 +356,12 @@ impl Watchdog {
         let sent = writes != self.writes;
         self.reads = reads;
         self.writes = writes;
+        // Whatever the phase: output waiting for a client that takes none of it.
+        if sent || !a.write_blocked.load(Ordering::Relaxed) {
+            self.sending = now;
+        } else if now.saturating_duration_since(self.sending) >= self.send_timeout {
+            return Verdict::SendTimeout;
+        }
         if a.open.load(Ordering::Relaxed) > 0 {
             self.begun = begun;
             self.phase = Phase::Busy;
@@ -433,11 +458,17 @@ mod tests {
 
     const HEAD: Duration = Duration::from_millis(400);
     const IDLE: Duration = Duration::from_millis(2000);
+    /// Longer than the others in most tests, so that theirs are the ones seen.
+    const SEND: Duration = Duration::from_millis(3000);
 
     fn watchdog() -> (Arc<Activity>, Watchdog, Instant) {
+        watchdog_sending(SEND)
+    }
+
+    fn watchdog_sending(send: Duration) -> (Arc<Activity>, Watchdog, Instant) {
         let activity = Arc::new(Activity::default());
         let start = Instant::now();
-        let dog = Watchdog::new(Arc::clone(&activity), HEAD, IDLE, start);
+        let dog = Watchdog::new(Arc::clone(&activity), HEAD, IDLE, send, start);
         (activity, dog, start)
     }
 
@@ -463,9 +494,16 @@ mod tests {
             Arc::default(),
             Duration::from_millis(1),
             Duration::from_millis(1),
+            Duration::from_millis(1),
             Instant::now(),
         );
         assert_eq!(dog.period(), Duration::from_millis(1));
+        let (_, dog, _) = watchdog_sending(Duration::from_millis(200));
+        assert_eq!(
+            dog.period(),
+            Duration::from_millis(50),
+            "the send timeout counts"
+        );
     }
 
     #[test]
@@ -568,6 +606,55 @@ mod tests {
         activity.write_blocked.store(true, Ordering::Relaxed);
         let (verdict, _) = run(&mut dog, at, at + IDLE * 2).unwrap();
         assert_eq!(verdict, Verdict::Close);
+    }
+
+    #[test]
+    fn a_response_the_client_stops_taking_is_cut_after_the_send_timeout() {
+        let send = Duration::from_millis(800);
+        let (activity, mut dog, start) = watchdog_sending(send);
+        bump(&activity.reads);
+        let busy = activity.begin();
+        // The replica takes its time: nothing waits for the client, nothing is cut.
+        let mut at = start;
+        while at < start + send * 3 {
+            at += dog.period();
+            assert_eq!(dog.check(at), Verdict::Fine);
+        }
+        // The response streams, then the client stops reading.
+        bump(&activity.writes);
+        activity.write_blocked.store(true, Ordering::Relaxed);
+        at += dog.period();
+        assert_eq!(dog.check(at), Verdict::Fine);
+        let (verdict, after) = run(&mut dog, at, at + IDLE * 2).unwrap();
+        assert_eq!(verdict, Verdict::SendTimeout);
+        assert_eq!(after, send);
+        drop(busy);
+    }
+
+    #[test]
+    fn a_client_reading_slowly_but_steadily_is_never_cut() {
+        let send = Duration::from_millis(800);
+        let (activity, mut dog, start) = watchdog_sending(send);
+        bump(&activity.reads);
+        let busy = activity.begin();
+        let mut at = start;
+        let mut looks = 0;
+        while at < start + send * 10 {
+            // The socket is full between looks, and takes a little every now and then (less
+            // often than the watchdog looks).
+            activity.write_blocked.store(true, Ordering::Relaxed);
+            if looks % 3 == 0 {
+                bump(&activity.writes);
+            }
+            looks += 1;
+            at += dog.period();
+            assert_eq!(dog.check(at), Verdict::Fine, "cut after {:?}", at - start);
+        }
+        drop(busy);
+        // Its response done but still held by hyper for it: the same rule.
+        let (verdict, after) = run(&mut dog, at, at + IDLE * 2).unwrap();
+        assert_eq!(verdict, Verdict::SendTimeout);
+        assert!(after <= send + dog.period(), "{after:?}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::answer::{Answer, Rules};
 use super::body::LbBody;
 use super::client::{self, Activity, ClientStream, Tracked, Verdict, Watchdog};
 use super::hop;
@@ -53,6 +54,8 @@ pub(crate) struct App {
     header_timeout: Duration,
     /// How long a keep-alive connection may sit idle between requests ([`client`]).
     idle_timeout: Duration,
+    /// How long a client may take none of a response ([`client`]).
+    send_timeout: Duration,
     /// How many other replicas a request that never reached one may be sent to.
     retries: usize,
     /// How long a replica may take to start its response.
@@ -87,6 +90,8 @@ impl App {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1024)
+            // A response head larger than the batching client takes is refused here too.
+            .http1_max_buf_size(upstream::MAX_HEAD)
             .build(connector);
         App {
             api: Api::new(Arc::clone(&shared), controller, access),
@@ -94,6 +99,7 @@ impl App {
             proxies,
             header_timeout: Duration::from_millis(settings.client_header_timeout_ms),
             idle_timeout: Duration::from_millis(settings.client_idle_timeout_ms),
+            send_timeout: Duration::from_millis(settings.client_send_timeout_ms),
             retries: settings.retries,
             response_timeout: Duration::from_millis(settings.response_timeout_ms),
             trust_forwarded_for: settings.trust_forwarded_for,
@@ -192,7 +198,9 @@ impl App {
     /// in ring order (up to `retries` times) when none of it reached its replica (it could not
     /// connect), or, for a bodiless request safe to repeat (GET, HEAD, OPTIONS, TRACE), when the
     /// replica gave no response head: it failed, took longer than the response timeout, or was
-    /// taken out of the ring as failed while the request waited.
+    /// taken out of the ring as failed while the request waited. A response that came but is
+    /// invalid (a head too large, too many interim responses, a `101` to a request that asked
+    /// for no upgrade: [`super::answer`]) is an answer: 502, never sent again.
     async fn forward(
         &self,
         req: Request<Incoming>,
@@ -227,10 +235,12 @@ impl App {
             *request.headers_mut() = parts.headers.clone();
 
             let in_flight = backend.begin_request();
-            let sent = self.client.request(request);
+            let rules = Rules::watch(&mut request);
+            let sent = rules.check(self.client.request(request));
             let error = match wait(sent, backend, self.response_timeout, repeatable).await {
+                Ok(Answer::Invalid(reason)) => Failure::Upstream(UpstreamError::Invalid(reason)),
                 // hyper takes any three digits; RFC 9110 §15 has 100–599.
-                Ok(Ok(resp)) if resp.status().as_u16() > 599 => {
+                Ok(Answer::Response(resp)) if resp.status().as_u16() > 599 => {
                     let reason =
                         format!("invalid response: status code {}", resp.status().as_u16());
                     self.recorder
@@ -239,10 +249,12 @@ impl App {
                 }
                 // The assignment's replicas have /home and /heartbeat only; a service by address
                 // answers its own 404s.
-                Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND && !backend.is_address() => {
+                Ok(Answer::Response(resp))
+                    if resp.status() == StatusCode::NOT_FOUND && !backend.is_address() =>
+                {
                     return not_in_replicas(path_and_query.path())
                 }
-                Ok(Ok(resp)) => {
+                Ok(Answer::Response(resp)) => {
                     let (mut parts, body) = resp.into_parts();
                     hop::strip(&mut parts.headers);
                     return Response::from_parts(
@@ -253,7 +265,7 @@ impl App {
                         },
                     );
                 }
-                Ok(Err(e)) => {
+                Ok(Answer::Failed(e)) => {
                     if let Some(reason) = held.as_ref().and_then(|h| h.client_error()) {
                         return error_response(&ApiError::BadRequest(format!(
                             "the request body could not be read: {reason}"
@@ -277,7 +289,10 @@ impl App {
             self.recorder.upstream_error(backend, kind);
             tried.push(backend.id);
             let untouched = held.as_ref().is_none_or(|h| !h.taken());
-            let retryable = untouched && (repeatable || matches!(error, Failure::Unreached(_)));
+            // An invalid response is still an answer: the replica is not asked again.
+            let answered = matches!(error, Failure::Upstream(UpstreamError::Invalid(_)));
+            let retryable =
+                untouched && !answered && (repeatable || matches!(error, Failure::Unreached(_)));
             let next = (retryable && tried.len() <= self.retries)
                 .then(|| self.next_replica(slot, &tried))
                 .flatten();
@@ -609,9 +624,11 @@ async fn connection(
         Arc::clone(&activity),
         header_timeout,
         app.idle_timeout,
+        app.send_timeout,
         accepted,
     );
     let stream = TokioIo::new(ClientStream::new(stream, Arc::clone(&activity)));
+    let metrics = Arc::clone(&app.recorder.metrics);
     // Built once per connection, cloned (a reference count) per request.
     let peer = Arc::new(Peer::new(remote.ip()));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -656,8 +673,20 @@ async fn connection(
             }
         }
     };
-    if verdict == Verdict::RequestTimeout {
-        let stream = conn.into_parts().io.into_inner().into_inner();
-        client::answer_request_timeout(stream, header_timeout).await;
+    match verdict {
+        Verdict::RequestTimeout => {
+            let stream = conn.into_parts().io.into_inner().into_inner();
+            client::answer_request_timeout(stream, header_timeout).await;
+        }
+        Verdict::SendTimeout => {
+            // The response in progress goes with the connection (a replica's connection is
+            // closed, not pooled, when its body is dropped midway); a reset frees the output
+            // the client never took at once, instead of leaving the kernel to retry it.
+            metrics.send_timeout();
+            let stream = conn.into_parts().io.into_inner().into_inner();
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            tracing::debug!(client = %remote, "client took nothing for the send timeout: cut");
+        }
+        Verdict::Close | Verdict::Fine => {}
     }
 }

@@ -6,7 +6,8 @@
 //! - [`upstream`]: the batching HTTP/1.1 client to the replicas; [`body`] the response bodies;
 //!   [`hop`] the hop-by-hop header rules and the `X-Forwarded-*` fields; [`key`] what a request
 //!   is hashed by; [`outgoing`] a request body that can go to the next
-//!   replica when the first could not be reached.
+//!   replica when the first could not be reached; [`answer`] what that path accepts as a
+//!   replica's answer.
 //! - [`client`]: the client-side timeouts (request head, idle keep-alive connection).
 //! - [`observe`]: what each proxied request is counted and logged as, once its response is
 //!   done; [`access`]: the access log's writer.
@@ -15,6 +16,7 @@
 //! through [`crate::control::ControllerHandle`].
 
 pub mod access;
+pub(crate) mod answer;
 pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod front;

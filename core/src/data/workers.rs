@@ -25,6 +25,36 @@ use crate::state::Shared;
 /// Pending connections each listening socket queues.
 const BACKLOG: i32 = 4096;
 
+/// Descriptors kept for everything but connections and replicas: the standard streams, the
+/// configuration file and its watcher, the access log, the runtimes' event loops and signals,
+/// the Docker socket.
+pub const FILES_RESERVED: u64 = 64;
+/// Descriptors kept per listener (a worker's socket, the admin address): the socket and its
+/// worker's event loop.
+pub const FILES_PER_LISTENER: u64 = 2;
+/// Descriptors kept per replica `[limits] max_replicas` allows: its health checks' connection,
+/// a started process' pipes.
+pub const FILES_PER_REPLICA: u64 = 4;
+
+/// Descriptors to keep aside from proxied connections for `listeners` listening sockets and up
+/// to `max_replicas` replicas.
+pub fn files_reserved(listeners: usize, max_replicas: usize) -> u64 {
+    FILES_RESERVED + FILES_PER_LISTENER * listeners as u64 + FILES_PER_REPLICA * max_replicas as u64
+}
+
+/// The most client connections an open-files limit of `open_files` allows, for a configured
+/// `max_connections` (0: no limit): every proxied connection takes two descriptors (the client's
+/// and the replica's), once `reserved` ([`files_reserved`]) are kept for the rest; at least one.
+/// Past it, clients would get 502 "Too many open files" instead of waiting their turn.
+pub fn connection_limit(max_connections: usize, open_files: u64, reserved: u64) -> usize {
+    let allowed = open_files.saturating_sub(reserved) / 2;
+    let allowed = usize::try_from(allowed).unwrap_or(usize::MAX).max(1);
+    match max_connections {
+        0 => allowed,
+        n => n.min(allowed),
+    }
+}
+
 /// Why the workers could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkersError {
@@ -192,5 +222,28 @@ impl Workers {
         for thread in self.threads {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_connections_is_what_the_open_files_limit_allows() {
+        let reserved = files_reserved(2, 64);
+        assert_eq!(reserved, 64 + 2 * 2 + 4 * 64);
+        // Plenty of descriptors: the setting stands.
+        assert_eq!(connection_limit(10_000, 1 << 20, reserved), 10_000);
+        // 1024 descriptors: two per connection after the reserve.
+        assert_eq!(connection_limit(10_000, 1024, reserved), (1024 - 324) / 2);
+        // "No limit" is limited too.
+        assert_eq!(connection_limit(0, 1024, reserved), 350);
+        assert_eq!(connection_limit(0, u64::MAX, 0), usize::MAX / 2);
+        // Fewer descriptors than the reserve: one connection, not none (0 would mean no limit).
+        assert_eq!(connection_limit(10_000, 100, reserved), 1);
+        // Exactly at the edge.
+        assert_eq!(connection_limit(350, 1024, reserved), 350);
+        assert_eq!(connection_limit(351, 1024, reserved), 350);
     }
 }

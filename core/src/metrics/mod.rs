@@ -2,7 +2,8 @@
 //! cache line another thread writes.
 //!
 //! - Every worker thread owns a [`WorkerMetrics`]: its requests in progress, the requests it
-//!   answered before choosing a replica (`replica=""`), the access log lines it dropped.
+//!   answered before choosing a replica (`replica=""`), the access log lines it dropped, the
+//!   client connections it cut for the send timeout.
 //! - Every replica incarnation (a `Backend` in the ring) owns a [`ReplicaMetrics`]: one block of
 //!   [`SeriesCells`] per worker thread, each on cache lines of its own. A worker records a
 //!   request to a replica in that replica's block for the worker — the backend is already in
@@ -239,6 +240,9 @@ pub struct WorkerMetrics {
     finished: AtomicU64,
     /// Access log lines dropped because the writer could not keep up.
     access_dropped: AtomicU64,
+    /// Client connections cut because their client took none of a response for
+    /// `client_send_timeout_ms`.
+    send_timeouts: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -270,6 +274,12 @@ impl WorkerMetrics {
     #[inline]
     pub fn access_dropped(&self) {
         bump(&self.access_dropped);
+    }
+
+    /// A client connection was cut: its client took none of a response for the send timeout.
+    #[inline]
+    pub fn send_timeout(&self) {
+        bump(&self.send_timeouts);
     }
 }
 
@@ -376,6 +386,8 @@ pub struct Metrics {
     restarts: AtomicU64,
     /// Panics caught in the control plane (the controller, health checks, file reads).
     control_panics: AtomicU64,
+    /// Access log lines the writer could not write (a full disk); only the writer thread adds.
+    access_lost: AtomicU64,
 }
 
 /// The counters of every label set at one scrape.
@@ -385,8 +397,10 @@ pub struct Scrape {
     pub series: BTreeMap<Arc<str>, SeriesTotals>,
     /// Proxied requests in progress.
     pub in_flight: u64,
-    /// Access log lines dropped.
+    /// Access log lines dropped: the writer could not keep up, or could not write them.
     pub access_dropped: u64,
+    /// Client connections cut by the send timeout.
+    pub send_timeouts: u64,
 }
 
 impl Metrics {
@@ -399,6 +413,7 @@ impl Metrics {
             reloads_failed: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             control_panics: AtomicU64::new(0),
+            access_lost: AtomicU64::new(0),
         }
     }
 
@@ -411,6 +426,7 @@ impl Metrics {
             started: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             access_dropped: AtomicU64::new(0),
+            send_timeouts: AtomicU64::new(0),
         });
         if worker.index >= self.workers {
             tracing::warn!(
@@ -478,7 +494,13 @@ impl Metrics {
         self.control_panics.load(Ordering::Relaxed)
     }
 
-    /// Access log lines dropped so far, over all workers.
+    /// Count `lines` access log lines the writer could not write (a full disk).
+    pub fn access_lost(&self, lines: u64) {
+        self.access_lost.fetch_add(lines, Ordering::Relaxed);
+    }
+
+    /// Access log lines dropped so far because the writer could not keep up, over all workers
+    /// (not those it could not write: [`Metrics::access_lost`]).
     pub fn access_dropped(&self) -> u64 {
         lock(&self.registry)
             .workers
@@ -522,7 +544,9 @@ impl Metrics {
                 finished += worker.finished.load(Ordering::Relaxed);
                 started += worker.started.load(Ordering::Relaxed);
                 scrape.access_dropped += worker.access_dropped.load(Ordering::Relaxed);
+                scrape.send_timeouts += worker.send_timeouts.load(Ordering::Relaxed);
             }
+            scrape.access_dropped += self.access_lost.load(Ordering::Relaxed);
             if unrouted.count() > 0 || !unrouted.codes.is_empty() {
                 scrape.series.entry("".into()).or_default().merge(&unrouted);
             }

@@ -88,6 +88,16 @@ fn in_flight_is_begun_minus_done() {
     assert_eq!(metrics.scrape().in_flight, 2);
     w0.access_dropped();
     assert_eq!(metrics.scrape().access_dropped, 1);
+    metrics.access_lost(3);
+    assert_eq!(
+        metrics.scrape().access_dropped,
+        4,
+        "lines the writer lost count too"
+    );
+    assert_eq!(metrics.access_dropped(), 1, "the queue's drops alone");
+    w1.send_timeout();
+    w0.send_timeout();
+    assert_eq!(metrics.scrape().send_timeouts, 2);
 }
 
 #[test]

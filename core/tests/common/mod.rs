@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod backend;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -139,6 +141,22 @@ impl Lb {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
         command.arg("--config").arg(&path);
         command.envs(env.iter().copied());
+        Lb::spawn(command, Some(dir), path)
+    }
+
+    /// Start `lb` with `config` (TOML text) under an open files limit of `files` (soft and hard,
+    /// set with `prlimit`, so `lb` cannot raise it).
+    pub fn start_with_open_files(config: &str, files: u64) -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={files}:{files}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_lb"))
+            .arg("--config")
+            .arg(&path);
         Lb::spawn(command, Some(dir), path)
     }
 

@@ -61,12 +61,13 @@ pub const BATCH_WHILE_FASTER_THAN: Duration = Duration::from_millis(1);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long connecting to a replica may take, unless configured (`[proxy] connect_timeout_ms`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest response head accepted (on both forwarding paths).
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 100;
-/// Most interim (1xx) responses accepted before the final response to one request.
-const MAX_INTERIM: u8 = 8;
+/// Most interim (1xx) responses accepted before the final response to one request (on both
+/// forwarding paths).
+pub const MAX_INTERIM: u8 = 8;
 /// Longest chunk-size or trailer line accepted in a chunked body.
 const MAX_LINE: usize = 4096;
 /// Bytes read at once.
