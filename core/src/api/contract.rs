@@ -112,7 +112,9 @@ impl From<ControlError> for ApiError {
             | ControlError::UnknownName { .. }
             | ControlError::TooMany { .. } => ApiError::BadRequest(e.to_string()),
             ControlError::StartFailed(_) => ApiError::Internal(e.to_string()),
-            ControlError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            ControlError::ShuttingDown | ControlError::RemoveFailed(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
         }
     }
 }

@@ -71,6 +71,10 @@ pub enum ControlError {
         /// The replicas there are.
         replicas: Vec<String>,
     },
+    /// `/rm`: the runtime could not remove some of the replicas (the container engine refused
+    /// or did not answer); they stay replicas.
+    #[error("{}", .0.join("; "))]
+    RemoveFailed(Vec<String>),
     /// The controller has stopped.
     #[error("the load balancer is shutting down")]
     ShuttingDown,
@@ -97,6 +101,14 @@ pub enum Command {
         /// The validated body.
         request: ScaleRequest,
         /// Where the answer goes.
+        reply: oneshot::Sender<ScaleReply>,
+    },
+    /// Replicas an `/rm` took out of the ring could not be stopped (sent by the task stopping
+    /// them): they go back, and the `/rm` fails.
+    NotRemoved {
+        /// The replicas, and why each stop failed.
+        failed: Vec<(Arc<Backend>, String)>,
+        /// Where the `/rm`'s answer goes.
         reply: oneshot::Sender<ScaleReply>,
     },
     /// The configuration file may have changed: read it and apply it if it did.

@@ -27,10 +27,16 @@ use super::launch::{self, LaunchError, Launcher};
 use super::persist;
 use super::probe::Prober;
 use super::reconcile::{
-    changes, plan_add, plan_membership, plan_remove, reconcile, Members, MembershipChange,
+    changes, file_touched, plan_add, plan_membership, plan_remove, reconcile, room, Members,
+    MembershipChange, Plan,
 };
 use super::supervisor::{ReplicaSpec, Supervisor, SupervisorError, SupervisorEvent};
 
+/// Replicas whose stop failed, and why (what [`Controller::retire`] reports).
+type Retired = Vec<(Arc<Backend>, String)>;
+
+/// How many replicas of one `/add` are started at the same time.
+const ADD_BATCH: usize = 8;
 /// Longest wait between two attempts to fill a vacancy.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Shared membership: how long after an id collision an `/add` is planned again (a listing
@@ -80,6 +86,9 @@ pub struct Controller {
     /// Shared membership: services the last listing had no room for in the ring (logged when
     /// it changes).
     membership_overflow: usize,
+    /// Shared membership: the replica list (id → hostname) of the file version this load
+    /// balancer last wrote or applied; a save changes only the ids it differs in from this.
+    file_base: BTreeMap<u64, String>,
     file: Option<ConfigFile>,
     /// The configuration the process started with (for fields that need a restart).
     startup: Config,
@@ -152,6 +161,7 @@ impl Controller {
             to_create: BTreeSet::new(),
             local_changes: BTreeMap::new(),
             membership_overflow: 0,
+            file_base: listed_in(config),
             file,
             startup: config.clone(),
             applied: config.clone(),
@@ -284,7 +294,19 @@ impl Controller {
                 }
                 (seeds, results)
             }
-            Some(listed) => {
+            Some(mut listed) => {
+                // Only what the ring holds, in id order (as later listings): a service beyond
+                // that (one made by hand with the labels, or by an lb with a larger ring) is
+                // left out, never seated to fail the ring build or written back.
+                listed.sort_by_key(|s| s.id);
+                let fit = room(&self.balancer, 0, listed.len());
+                if fit < listed.len() {
+                    let left_out = listed.split_off(fit);
+                    let e = self.balancer.check_capacity(fit + 1).err();
+                    let ids: Vec<u64> = left_out.iter().map(|s| s.id).collect();
+                    tracing::error!(left_out = ?ids, error = ?e, "the swarm lists more replicas than the ring holds; leaving the rest out");
+                    self.membership_overflow = left_out.len();
+                }
                 if listed != seeds {
                     tracing::info!(
                         services = listed.len(),
@@ -345,10 +367,7 @@ impl Controller {
         // Removals always apply; new replicas only as far as the ring has room (in id order).
         let base = self.replicas.len() + self.vacancies.len() - gone.len();
         let mut new = new;
-        let mut room = new.len();
-        while room > 0 && self.balancer.check_capacity(base + room).is_err() {
-            room -= 1;
-        }
+        let room = room(&self.balancer, base, new.len());
         let left_out = new.len() - room;
         if left_out != self.membership_overflow {
             if left_out > 0 {
@@ -397,7 +416,7 @@ impl Controller {
     }
 
     /// Send [`Command::Settled`] for `ids` once `done` completes.
-    fn settle_after(&self, ids: Vec<u64>, done: oneshot::Receiver<()>) {
+    fn settle_after<T: Send + 'static>(&self, ids: Vec<u64>, done: oneshot::Receiver<T>) {
         if !self.shared_membership || ids.is_empty() {
             return;
         }
@@ -406,6 +425,18 @@ impl Controller {
             let _ = done.await;
             commands.send(Command::Settled { ids });
         });
+    }
+
+    /// Shared membership: a saved file speaks only for the ids it changed relative to the
+    /// version this load balancer last wrote or applied; every other id keeps what the
+    /// runtime's listings say (they may be newer than the text that was saved).
+    fn only_what_the_save_changed(&mut self, plan: &mut Plan, config: &Config) {
+        if !self.shared_membership {
+            return;
+        }
+        let touched = file_touched(&self.file_base, config);
+        plan.only(&touched);
+        self.file_base = listed_in(config);
     }
 
     /// Apply commands until shutdown. Nothing here waits for a replica to start: starts run on
@@ -462,6 +493,7 @@ impl Controller {
                         let _ = written.send(());
                     }
                 }
+                Command::NotRemoved { failed, reply } => self.not_removed(failed, reply).await,
                 Command::FileChanged => self.file_changed(false).await,
                 Command::Reload => self.file_changed(true).await,
                 Command::ReplicaFailed { id, handle, reason } => {
@@ -572,6 +604,11 @@ impl Controller {
         let result = merge_replicas_into(&file.path, &entries);
         let error = match result {
             Ok((on_disk, written)) => {
+                // The file lists exactly these now: the base the next save is compared with.
+                self.file_base = entries
+                    .iter()
+                    .map(|&(id, hostname, _)| (id, hostname.to_owned()))
+                    .collect();
                 // Only our own change is known to be applied. If the file also holds an edit we
                 // have not applied yet, leave it to be read and applied like any other change.
                 if on_disk == file.last_text {
@@ -651,9 +688,7 @@ impl Controller {
         let deadline = Duration::from_millis(health.start_timeout_ms);
         let commands = self.commands.clone();
         tokio::spawn(async move {
-            let results = launcher
-                .launch_all_new(specs.clone(), &health, deadline)
-                .await;
+            let results = launch_in_batches(&launcher, specs.clone(), &health, deadline).await;
             commands.send(Command::Added {
                 specs,
                 results,
@@ -743,20 +778,66 @@ impl Controller {
         let (stopped, settled) = oneshot::channel();
         self.settle_after(victims.clone(), settled);
         let (written, write_back) = oneshot::channel();
+        let commands = self.commands.clone();
         tokio::spawn(async move {
-            let _ = done.await;
+            let failed = done.await.unwrap_or_default();
             let _ = stopped.send(());
             let _ = write_back.await;
-            let _ = reply.send(Ok(remaining));
+            if failed.is_empty() {
+                let _ = reply.send(Ok(remaining));
+            } else {
+                // Not removed after all (the engine refused or did not answer): the controller
+                // takes them back and the answer says why.
+                commands.send(Command::NotRemoved { failed, reply });
+            }
         });
         Some(written)
     }
 
+    /// Replicas an `/rm` took out of the ring whose stop failed (the container engine refused
+    /// or did not answer): they still run, so they go back into the ring (unless their id was
+    /// filled meanwhile, e.g. by a listing that still shows the service) and the `/rm` fails
+    /// with the engine's reason. Nothing is reported removed that was not.
+    async fn not_removed(
+        &mut self,
+        failed: Vec<(Arc<Backend>, String)>,
+        reply: oneshot::Sender<ScaleReply>,
+    ) {
+        let mut reasons = Vec::new();
+        let mut restored = false;
+        let now = Instant::now();
+        for (backend, reason) in failed {
+            reasons.push(format!(
+                "could not remove '{}': {reason}; it is still a replica",
+                backend.hostname
+            ));
+            let id = backend.id;
+            if self.shared_membership {
+                self.local_changes.insert(id, Some(now));
+            }
+            let free = !self.replicas.contains_key(&id)
+                && !self.vacancies.contains_key(&id)
+                && !self.adding.contains_key(&id);
+            if free {
+                tracing::warn!(hostname = %backend.hostname, id, "replica not removed; back in the ring");
+                self.replicas.insert(id, backend);
+                restored = true;
+            }
+        }
+        if restored {
+            self.publish();
+            self.write_back().await;
+        }
+        self.shared.metrics.reload(false);
+        let _ = reply.send(Err(ControlError::RemoveFailed(reasons)));
+    }
+
     /// Drain replicas already out of the ring and, with `stop`, stop them, on another task.
-    /// The returned receiver completes when they are drained and stopped. Without `stop` they
-    /// are left to run: the same replica at a new address, or a service that failed or was
-    /// removed elsewhere (shared membership: the runtime owns it).
-    fn retire(&self, removed: Vec<Arc<Backend>>, stop: bool) -> oneshot::Receiver<()> {
+    /// The returned receiver completes when they are drained and stopped, with the ones whose
+    /// stop failed and why. Without `stop` they are left to run: the same replica at a new
+    /// address, or a service that failed or was removed elsewhere (shared membership: the
+    /// runtime owns it).
+    fn retire(&self, removed: Vec<Arc<Backend>>, stop: bool) -> oneshot::Receiver<Retired> {
         let launcher = self.launcher.clone();
         let drain = Duration::from_millis(self.settings().drain_timeout_ms);
         let (done, finished) = oneshot::channel();
@@ -766,19 +847,23 @@ impl Controller {
                 async move {
                     drain_requests(&backend, drain).await;
                     if !stop {
-                        return;
+                        return None;
                     }
                     // A backend by address is left running: lb did not start it.
-                    let _ = launcher.stop(&backend.handle).await;
+                    if let Err(e) = launcher.stop(&backend.handle).await {
+                        tracing::error!(hostname = %backend.hostname, id = backend.id, error = %e, "could not remove the replica; it may still run");
+                        return Some((backend, e.to_string()));
+                    }
                     if backend.is_address() {
                         tracing::info!(hostname = %backend.hostname, id = backend.id, "backend out of the ring (left running)");
                     } else {
                         tracing::info!(hostname = %backend.hostname, id = backend.id, "replica removed");
                     }
+                    None
                 }
             });
-            futures_util::future::join_all(stops).await;
-            let _ = done.send(());
+            let failed = futures_util::future::join_all(stops).await;
+            let _ = done.send(failed.into_iter().flatten().collect());
         });
         finished
     }
@@ -1130,7 +1215,8 @@ impl Controller {
             }
         };
         let members = self.members();
-        let plan = reconcile(&members, &config, &self.startup);
+        let mut plan = reconcile(&members, &config, &self.startup);
+        self.only_what_the_save_changed(&mut plan, &config);
         for change in changes(&self.applied, &config, &members, &plan) {
             tracing::info!("configuration change: {change}");
         }
@@ -1229,6 +1315,30 @@ impl Controller {
     }
 }
 
+/// Start the replicas of an `/add`, [`ADD_BATCH`] at a time (each batch within `deadline`):
+/// dozens of containers created at once on a small machine would all miss their deadline
+/// together. After a batch with a failure nothing more is started (the `/add` fails as a
+/// whole, and only what it created is removed), so the results may be fewer than `specs`.
+async fn launch_in_batches(
+    launcher: &Launcher,
+    specs: Vec<ReplicaSpec>,
+    health: &HealthSection,
+    deadline: Duration,
+) -> Vec<Result<Arc<Backend>, LaunchError>> {
+    let mut results = Vec::with_capacity(specs.len());
+    for batch in specs.chunks(ADD_BATCH) {
+        let started = launcher
+            .launch_all_new(batch.to_vec(), health, deadline)
+            .await;
+        let failed = started.iter().any(Result::is_err);
+        results.extend(started);
+        if failed {
+            break;
+        }
+    }
+    results
+}
+
 /// Rewrite the file at `path` with `entries` as its replica list, keeping everything else;
 /// returns the text it held and the text written. A save that lands while the new text is
 /// being made is not overwritten: the merge starts again from it (a few times at most).
@@ -1252,6 +1362,15 @@ fn merge_replicas_into(
     let new = persist::with_replicas(&text, entries)?;
     persist::write_atomic(path, &new)?;
     Ok((text, new))
+}
+
+/// The replica list of a configuration: id → hostname.
+fn listed_in(config: &Config) -> BTreeMap<u64, String> {
+    config
+        .replicas
+        .iter()
+        .map(|r| (*r.id.get_ref(), r.hostname.get_ref().clone()))
+        .collect()
 }
 
 /// The configured address of a backend by address.
