@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod engine;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -128,6 +130,19 @@ impl Lb {
         std::fs::write(&path, config).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
         command.arg("--config").arg(&path);
+        Lb::spawn(command, Some(dir), path)
+    }
+
+    /// [`Lb::start`] with extra environment variables (e.g. `DOCKER_HOST`).
+    pub fn start_with_env(config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
+        command.arg("--config").arg(&path);
+        for (key, value) in env {
+            command.env(key, value);
+        }
         Lb::spawn(command, Some(dir), path)
     }
 
