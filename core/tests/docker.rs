@@ -288,6 +288,15 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
     impl<F: Fn(&[&str]) -> (bool, String)> Drop for Down<F> {
         fn drop(&mut self) {
             let _ = (self.0)(&["down", "-t", "30"]);
+            // Replicas the stack's lb started and could not remove itself (it died during a
+            // failing test), then the network they held.
+            if std::thread::panicking() {
+                let left = docker_quiet(&["ps", "-aq", "--filter", "label=io.lb.owner=lb"]);
+                for id in left.split_whitespace() {
+                    docker_quiet(&["rm", "-f", id]);
+                }
+                docker_quiet(&["network", "rm", "net1"]);
+            }
         }
     }
     let (ok, err) = compose(&["up", "-d"]);

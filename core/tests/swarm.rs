@@ -70,7 +70,8 @@ impl Scope {
         }
     }
 
-    /// The instance's services: name → hostname label.
+    /// The instance's services: name → hostname label (a service removed between the listing
+    /// and its inspection is left out).
     fn services(&self) -> BTreeMap<String, String> {
         docker(&[
             "service",
@@ -81,15 +82,20 @@ impl Scope {
             "{{.Name}}",
         ])
         .lines()
-        .map(|name| {
-            let hostname = docker(&[
-                "service",
-                "inspect",
-                "--format",
-                "{{index .Spec.Labels \"io.lb.hostname\"}}",
-                name,
-            ]);
-            (name.to_owned(), hostname.trim().to_owned())
+        .filter_map(|name| {
+            let inspected = Command::new("docker")
+                .args([
+                    "service",
+                    "inspect",
+                    "--format",
+                    "{{index .Spec.Labels \"io.lb.hostname\"}}",
+                    name,
+                ])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())?;
+            let hostname = String::from_utf8_lossy(&inspected.stdout).trim().to_owned();
+            Some((name.to_owned(), hostname))
         })
         .collect()
     }
@@ -344,6 +350,25 @@ async fn services_outlive_lb_until_swarm_down() {
     assert_eq!(n, 3, "{names:?}");
     assert!(!names.contains(&"Other".to_owned()));
 
+    // A service with the instance label but labels lb cannot read (issue 24: `lb swarm down`
+    // left it, and then the network it held, and exited 0).
+    let odd = format!("{}-odd", scope.instance);
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--replicas",
+        "0",
+        "--name",
+        &odd,
+        "--label",
+        &format!("io.lb.swarm.instance={}", scope.instance),
+        "--label",
+        "io.lb.server-id=not-a-number",
+        "--network",
+        &scope.network,
+        "lb-replica:latest",
+    ]);
     let out = Command::new(env!("CARGO_BIN_EXE_lb"))
         .args(["swarm", "down", "--instance", &scope.instance])
         .output()
@@ -354,6 +379,7 @@ async fn services_outlive_lb_until_swarm_down() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains(&odd), "{stdout}");
     for i in 1..=3 {
         assert!(
             stdout.contains(&format!("{}-{i}", scope.instance)),
@@ -506,7 +532,34 @@ async fn the_stack_runs_lb_on_the_overlay_and_shares_the_ring_with_a_host_lb() {
         );
     }
     drop(host);
+    // `docker stack rm` before `lb swarm down` (issue 24: the stack's network, held by the
+    // replica services, was left behind): `lb swarm down` removes it once nothing uses it.
     drop(stack);
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["swarm", "down", "--instance", &scope.instance])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("network {}", scope.network)),
+        "{stdout}"
+    );
+    eventually(DEADLINE, "the stack's network gone", || async {
+        let networks = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^{}$", scope.network),
+        ]);
+        networks.trim().is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
