@@ -134,21 +134,30 @@ fn own_container_id(mountinfo: &str) -> Option<String> {
 /// with every call bounded by [`ENGINE_TIMEOUT`]. An engine that does not answer is tried again
 /// with jittered backoff for up to `wait`, then the reason is returned.
 pub(super) async fn connect_engine(wait: Duration) -> Result<Docker, SupervisorError> {
-    let engine = |e: bollard::errors::Error| SupervisorError::Engine(e.to_string());
     let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the local socket".into());
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(200);
     loop {
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| SupervisorError::Engine(format!("{host}: {e}")))?
-            .with_timeout(ENGINE_TIMEOUT);
-        match docker.negotiate_version().await {
+        let connected = match Docker::connect_with_defaults() {
+            Ok(docker) => {
+                docker
+                    .with_timeout(ENGINE_TIMEOUT)
+                    .negotiate_version()
+                    .await
+            }
+            // Not a form of DOCKER_HOST this build speaks: waiting will not help.
+            Err(e @ bollard::errors::Error::UnsupportedURISchemeError { .. }) => {
+                return Err(SupervisorError::Engine(format!("DOCKER_HOST {host}: {e}")))
+            }
+            // E.g. the socket is not there yet (the engine is starting).
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(docker) => return Ok(docker),
             Err(e) if start.elapsed() + delay >= wait => {
                 return Err(SupervisorError::Engine(format!(
-                    "the container engine at {host} did not answer for {} s: {}",
+                    "{host} did not answer for {} s: {e}",
                     start.elapsed().as_secs(),
-                    engine(e)
                 )))
             }
             Err(e) => {
