@@ -112,9 +112,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             ProcessSupervisor::new(&config.supervisor.command, events_tx)
                 .context("cannot set up the process supervisor")?,
         ),
-        SupervisorKind::Docker => DockerSupervisor::connect(&config.supervisor, events_tx)
-            .await
-            .context("cannot set up the docker supervisor")?,
+        SupervisorKind::Docker => DockerSupervisor::connect(
+            &config.supervisor,
+            Duration::from_millis(config.health.start_timeout_ms),
+            events_tx,
+        )
+        .await
+        .context("cannot set up the docker supervisor")?,
         SupervisorKind::Swarm => SwarmSupervisor::connect(
             &config.supervisor,
             Duration::from_millis(config.health.start_timeout_ms),

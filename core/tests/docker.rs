@@ -288,6 +288,15 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
     impl<F: Fn(&[&str]) -> (bool, String)> Drop for Down<F> {
         fn drop(&mut self) {
             let _ = (self.0)(&["down", "-t", "30"]);
+            // Replicas the stack's lb started and could not remove itself (it died during a
+            // failing test), then the network they held.
+            if std::thread::panicking() {
+                let left = docker_quiet(&["ps", "-aq", "--filter", "label=io.lb.owner=lb"]);
+                for id in left.split_whitespace() {
+                    docker_quiet(&["rm", "-f", id]);
+                }
+                docker_quiet(&["network", "rm", "net1"]);
+            }
         }
     }
     let (ok, err) = compose(&["up", "-d"]);
@@ -376,6 +385,37 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
         3
     );
 
+    // A killed lb (its process, not `docker kill`, which counts as a manual stop) comes back
+    // by its restart policy and takes over its running replicas. On main it stayed down.
+    let lb_container = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        "label=com.docker.compose.project=lbcomposetest",
+        "--filter",
+        "label=com.docker.compose.service=lb",
+    ])
+    .trim()
+    .to_owned();
+    assert!(!lb_container.is_empty(), "the lb container");
+    let pid: u32 = docker(&["inspect", "-f", "{{.State.Pid}}", &lb_container])
+        .trim()
+        .parse()
+        .unwrap();
+    common::signal(pid, libc::SIGKILL);
+    eventually(
+        Duration::from_secs(90),
+        "the lb container restarted and serving its 3 replicas",
+        || async {
+            let restarts = docker(&["inspect", "-f", "{{.RestartCount}}", &lb_container]);
+            let rep = call("GET", "/rep", "").await;
+            (restarts.trim() != "0"
+                && rep.is_some_and(|(s, b)| s == 200 && b.contains(r#""N": 3"#)))
+            .then_some(())
+        },
+    )
+    .await;
+
     // /add and /rm were written back to the runtime copy, never to the tracked file.
     let runtime = std::fs::read_to_string(state.path().join("lb.toml")).unwrap();
     assert!(
@@ -391,4 +431,97 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
     let networks = docker(&["network", "ls", "-q", "--filter", "name=^net1$"]);
     assert_eq!(networks.trim(), "", "network net1 left behind");
     drop(guard);
+}
+
+/// The network aliases of this scope's running containers: hostname label → aliases.
+fn aliases(scope: &Scope) -> Vec<(String, Vec<String>)> {
+    scope
+        .containers()
+        .into_iter()
+        .map(|(id, hostname)| {
+            let format = format!(
+                "{{{{json (index .NetworkSettings.Networks \"{}\").Aliases}}}}",
+                scope.network
+            );
+            let out = docker(&["inspect", "-f", &format, &id]);
+            let aliases: Vec<String> = serde_json::from_str(out.trim()).unwrap_or_default();
+            // Docker adds the container's short id; only the names lb chose matter.
+            let chosen = aliases
+                .into_iter()
+                .filter(|a| !id.starts_with(a.as_str()))
+                .collect();
+            (hostname, chosen)
+        })
+        .collect()
+}
+
+/// Issue 24: aliases came from the hostname, so "a b" and "a_b" shared `a-b` (DNS then picks
+/// either replica) and a replica called "lb" or "localhost" had the load balancer's own name.
+/// Now each replica's alias is its server id's: distinct, and never such a name.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_replica_gets_an_alias_of_its_own() {
+    if !docker_ready(&["lb-replica:latest"]) {
+        return;
+    }
+    let scope = Scope::new();
+    let lb = Lb::start(&scope.config(1));
+    lb.ok(
+        "POST",
+        "/add",
+        br#"{"n": 4, "hostnames": ["a b", "a_b", "lb", "localhost"]}"#,
+    )
+    .await;
+    let found = aliases(&scope);
+    assert_eq!(found.len(), 5, "{found:?}");
+    let mut all = BTreeSet::new();
+    for (hostname, aliases) in &found {
+        assert!(!aliases.is_empty(), "{hostname}: no alias");
+        for alias in aliases {
+            assert!(
+                all.insert(alias.to_lowercase()),
+                "alias {alias} repeated: {found:?}"
+            );
+            assert!(
+                !["lb", "localhost", "a-b"].contains(&alias.to_lowercase().as_str()),
+                "{hostname}: alias {alias}"
+            );
+        }
+    }
+    // Each one answers as itself.
+    assert_eq!(lb.rep().await.0, 5);
+}
+
+/// Issue 24: with the engine not answering, `/rm` answered 200, removed nothing (the container
+/// kept running) and logged "replica removed". Now it fails with the reason and the replica
+/// stays in the ring.
+#[tokio::test(flavor = "multi_thread")]
+async fn rm_fails_while_the_engine_does_not_answer() {
+    if !docker_ready(&["lb-replica:latest"]) {
+        return;
+    }
+    let scope = Scope::new();
+    let proxy = common::engine::EngineProxy::start();
+    let lb = Lb::start_with_env(&scope.config(2), &[("DOCKER_HOST", &proxy.host())]);
+    assert_eq!(lb.rep().await.0, 2);
+    proxy.set(common::engine::Engine::Silent);
+    let rm = lb
+        .send(
+            "DELETE",
+            "/rm",
+            br#"{"n": 1, "hostnames": ["Server 2"]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(rm.status, 503, "{}", rm.body);
+    assert!(
+        rm.body.contains("could not remove 'Server 2'"),
+        "{}",
+        rm.body
+    );
+    assert_eq!(lb.rep().await.0, 2);
+    assert_eq!(scope.containers().len(), 2);
+    proxy.set(common::engine::Engine::Answers);
+    lb.ok("DELETE", "/rm", br#"{"n": 1, "hostnames": ["Server 2"]}"#)
+        .await;
+    assert_eq!(scope.containers().len(), 1);
 }

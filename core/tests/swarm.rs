@@ -15,6 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::engine::{Engine, EngineProxy};
 use common::{docker, docker_quiet, eventually, Lb, Traffic};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -69,7 +70,8 @@ impl Scope {
         }
     }
 
-    /// The instance's services: name → hostname label.
+    /// The instance's services: name → hostname label (a service removed between the listing
+    /// and its inspection is left out).
     fn services(&self) -> BTreeMap<String, String> {
         docker(&[
             "service",
@@ -80,15 +82,20 @@ impl Scope {
             "{{.Name}}",
         ])
         .lines()
-        .map(|name| {
-            let hostname = docker(&[
-                "service",
-                "inspect",
-                "--format",
-                "{{index .Spec.Labels \"io.lb.hostname\"}}",
-                name,
-            ]);
-            (name.to_owned(), hostname.trim().to_owned())
+        .filter_map(|name| {
+            let inspected = Command::new("docker")
+                .args([
+                    "service",
+                    "inspect",
+                    "--format",
+                    "{{index .Spec.Labels \"io.lb.hostname\"}}",
+                    name,
+                ])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())?;
+            let hostname = String::from_utf8_lossy(&inspected.stdout).trim().to_owned();
+            Some((name.to_owned(), hostname))
         })
         .collect()
     }
@@ -343,6 +350,25 @@ async fn services_outlive_lb_until_swarm_down() {
     assert_eq!(n, 3, "{names:?}");
     assert!(!names.contains(&"Other".to_owned()));
 
+    // A service with the instance label but labels lb cannot read (issue 24: `lb swarm down`
+    // left it, and then the network it held, and exited 0).
+    let odd = format!("{}-odd", scope.instance);
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--replicas",
+        "0",
+        "--name",
+        &odd,
+        "--label",
+        &format!("io.lb.swarm.instance={}", scope.instance),
+        "--label",
+        "io.lb.server-id=not-a-number",
+        "--network",
+        &scope.network,
+        "lb-replica:latest",
+    ]);
     let out = Command::new(env!("CARGO_BIN_EXE_lb"))
         .args(["swarm", "down", "--instance", &scope.instance])
         .output()
@@ -353,6 +379,7 @@ async fn services_outlive_lb_until_swarm_down() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains(&odd), "{stdout}");
     for i in 1..=3 {
         assert!(
             stdout.contains(&format!("{}-{i}", scope.instance)),
@@ -505,7 +532,34 @@ async fn the_stack_runs_lb_on_the_overlay_and_shares_the_ring_with_a_host_lb() {
         );
     }
     drop(host);
+    // `docker stack rm` before `lb swarm down` (issue 24: the stack's network, held by the
+    // replica services, was left behind): `lb swarm down` removes it once nothing uses it.
     drop(stack);
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["swarm", "down", "--instance", &scope.instance])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("network {}", scope.network)),
+        "{stdout}"
+    );
+    eventually(DEADLINE, "the stack's network gone", || async {
+        let networks = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^{}$", scope.network),
+        ]);
+        networks.trim().is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -600,4 +654,236 @@ async fn concurrent_adds_through_two_load_balancers_both_succeed() {
         assert_eq!(scope.services().len() as u64, n);
     }
     assert_eq!(routing(&a).await, routing(&b).await);
+}
+
+/// When `lb`'s last configuration reload was applied (`/_lb/status`).
+async fn last_applied(lb: &Lb) -> String {
+    lb.status().await["config"]["last_applied"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Whether `lb` holds `hostname` as a replica or a vacancy.
+async fn holds(lb: &Lb, hostname: &str) -> bool {
+    let status = lb.status().await;
+    ["replicas", "vacancies"].iter().any(|list| {
+        status[list]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|r| r["hostname"] == hostname))
+    })
+}
+
+/// Save `lb`'s file as an editor would (read it, change a setting, write it back): only
+/// `[health] interval_ms` changes, to `interval`.
+fn save_a_setting(lb: &Lb, interval: u32) {
+    let text = std::fs::read_to_string(&lb.config).unwrap();
+    let start = text
+        .find("interval_ms = ")
+        .expect("interval_ms in the file");
+    let end = start + text[start..].find('\n').unwrap();
+    let saved = format!("{}interval_ms = {interval}{}", &text[..start], &text[end..]);
+    assert_ne!(saved, text);
+    std::fs::write(&lb.config, saved).unwrap();
+}
+
+/// The save race of issue 24: a save of B's file that lands just before an `/add` or `/rm`
+/// through A (so that B applies it while following A's change) only changes a setting; on
+/// main B applied its replica list as a whole, deleting A's new service (`/add` → 500) or
+/// creating the removed one again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_save_of_one_lbs_file_never_undoes_another_lbs_add_or_rm() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let a = Lb::start(&scope.config(&THREE));
+    let b = Lb::start(&scope.config(&THREE));
+    agree(&a, &b, 3, "both rings the same").await;
+    let mut n = 3;
+    for round in 0..4u32 {
+        // /add through A right after a save of B's file.
+        let before = last_applied(&b).await;
+        let name = format!("Add{round}");
+        save_a_setting(&b, 201 + 2 * round);
+        let added = a
+            .send(
+                "POST",
+                "/add",
+                format!(r#"{{"n": 1, "hostnames": ["{name}"]}}"#).as_bytes(),
+                &[],
+            )
+            .await;
+        assert_eq!(added.status, 200, "round {round}: {}", added.body);
+        n += 1;
+        eventually(DEADLINE, "B applied the save", || async {
+            (last_applied(&b).await != before).then_some(())
+        })
+        .await;
+        let names = agree(&a, &b, n, "A's /add in both rings").await;
+        assert!(names.contains(&name), "round {round}: {names:?}");
+        assert_eq!(scope.services().len() as u64, n, "round {round}");
+
+        // /rm through A right after another save of B's file.
+        let before = last_applied(&b).await;
+        let victim = if round == 0 {
+            "Server 2".to_owned()
+        } else {
+            format!("Add{}", round - 1)
+        };
+        save_a_setting(&b, 202 + 2 * round);
+        a.ok(
+            "DELETE",
+            "/rm",
+            format!(r#"{{"n": 1, "hostnames": ["{victim}"]}}"#).as_bytes(),
+        )
+        .await;
+        n -= 1;
+        eventually(DEADLINE, "B applied the save", || async {
+            (last_applied(&b).await != before).then_some(())
+        })
+        .await;
+        // Once B applied the save, it must not be bringing the removed replica back.
+        assert!(
+            !holds(&b, &victim).await,
+            "round {round}: B re-creates {victim}"
+        );
+        let names = agree(&a, &b, n, "A's /rm in both rings").await;
+        assert!(!names.contains(&victim), "round {round}: {names:?}");
+        eventually(DEADLINE, "the removed service stays gone", || async {
+            let services = scope.services();
+            (services.len() as u64 == n && !services.values().any(|h| *h == victim)).then_some(())
+        })
+        .await;
+    }
+    // The saves' setting is B's, and both files list the same replicas.
+    let (_, names) = b.rep().await;
+    let file = std::fs::read_to_string(&b.config).unwrap();
+    assert!(file.contains("interval_ms = 208"), "{file}");
+    for name in names {
+        assert!(
+            file.contains(&format!("\"{name}\"")),
+            "{name} not in {file}"
+        );
+    }
+}
+
+/// More labelled services than the ring holds (here: made by an lb with a larger ring) when an
+/// lb starts: it seats what fits, in id order, serves them, and writes back a file `lb check`
+/// accepts. On main it seated all of them, the ring build failed, it served the empty ring
+/// (N = 0, every request 503) and its next start was refused by the check.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_lb_whose_ring_holds_fewer_than_the_swarm_lists_seats_what_fits() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let four = [
+        ("Server 1", 1),
+        ("Server 2", 2),
+        ("Server 3", 3),
+        ("Server 4", 4),
+    ];
+    let big = Lb::start(&format!("[ring]\nslots = 64\n{}", scope.config(&four)));
+    assert_eq!(big.rep().await.0, 4);
+    // The services stay. 27 slots, 9 virtual nodes each: room for 3.
+    drop(big);
+    let small = format!("[ring]\nslots = 27\n{}", scope.config(&[]));
+    let mut b = Lb::start(&small);
+    let (n, names) = b.rep().await;
+    assert_eq!(n, 3, "{names:?}");
+    assert_eq!(names, ["Server 1", "Server 2", "Server 3"]);
+    b.home(&[("X-Request-Id", "123456")]).await;
+    assert!(
+        b.log().contains("more replicas than the ring holds"),
+        "{}",
+        b.log()
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .arg("check")
+        .arg(&b.config)
+        .output()
+        .unwrap();
+    let file = std::fs::read_to_string(&b.config).unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{file}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(!file.contains("Server 4"), "{file}");
+    // It starts again on that file.
+    let path = b.config.clone();
+    let kept = tempfile::tempdir().unwrap();
+    let copy = kept.path().join("lb.toml");
+    std::fs::copy(&path, &copy).unwrap();
+    assert!(b
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
+        .is_some());
+    let again = Lb::start_file(&copy);
+    assert_eq!(again.rep().await.0, 3);
+    assert_eq!(scope.services().len(), 4, "nothing removed");
+}
+
+/// An engine that stops answering (issue 24): `/rm` fails with the reason instead of answering
+/// 200 and removing nothing (the replica stays), and `/add` gives up at `start_timeout_ms`
+/// instead of bollard's 120 s, with the service its create made once the engine answers late
+/// removed. `DOCKER_HOST` is honoured (it points `lb` at the test's socket).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_that_does_not_answer_fails_rm_and_add_cleanly() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let proxy = EngineProxy::start();
+    let config = scope
+        .config(&THREE)
+        .replace("start_timeout_ms = 20000", "start_timeout_ms = 8000");
+    let lb = Lb::start_with_env(&config, &[("DOCKER_HOST", &proxy.host())]);
+    eventually(DEADLINE, "3 replicas", || async {
+        (lb.rep().await.0 == 3).then_some(())
+    })
+    .await;
+
+    proxy.set(Engine::Silent);
+    let rm = lb
+        .send(
+            "DELETE",
+            "/rm",
+            br#"{"n": 1, "hostnames": ["Server 2"]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(rm.status, 503, "{}", rm.body);
+    assert!(
+        rm.body.contains("could not remove 'Server 2'"),
+        "{}",
+        rm.body
+    );
+    let (n, names) = lb.rep().await;
+    assert_eq!(n, 3, "{names:?}");
+    assert_eq!(scope.services().len(), 3);
+    assert!(!lb.log().contains("\"replica removed\"") && !lb.log().contains(" replica removed"));
+
+    // Requests reach the engine, answers do not come back in time: the create lands.
+    proxy.set(Engine::Late);
+    let add = lb
+        .send("POST", "/add", br#"{"n": 1, "hostnames": ["Late"]}"#, &[])
+        .await;
+    assert_eq!(add.status, 500, "{}", add.body);
+    assert!(add.body.contains("start_timeout_ms"), "{}", add.body);
+    proxy.set(Engine::Answers);
+    eventually(DEADLINE * 2, "the late service removed", || async {
+        let services = scope.services();
+        (services.len() == 3 && !services.values().any(|h| h == "Late")).then_some(())
+    })
+    .await;
+    assert_eq!(lb.rep().await.0, 3);
+    // The engine answers again: the same /rm works.
+    lb.ok("DELETE", "/rm", br#"{"n": 1, "hostnames": ["Server 2"]}"#)
+        .await;
+    assert_eq!(lb.rep().await.0, 2);
+    eventually(DEADLINE, "Server 2's service removed", || async {
+        (scope.services().len() == 2).then_some(())
+    })
+    .await;
 }

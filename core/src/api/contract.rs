@@ -130,7 +130,9 @@ impl From<ControlError> for ApiError {
             ControlError::StartFailed(_) | ControlError::Failed => {
                 ApiError::Internal(e.to_string())
             }
-            ControlError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            ControlError::ShuttingDown | ControlError::RemoveFailed(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
         }
     }
 }

@@ -72,6 +72,10 @@ pub enum ControlError {
         /// The replicas there are.
         replicas: Vec<String>,
     },
+    /// `/rm`: the runtime could not remove some of the replicas (the container engine refused
+    /// or did not answer); they stay replicas.
+    #[error("{}", .0.join("; "))]
+    RemoveFailed(Vec<String>),
     /// The controller has stopped.
     #[error("the load balancer is shutting down")]
     ShuttingDown,
@@ -106,6 +110,14 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<ScaleReply>,
     },
+    /// Replicas an `/rm` took out of the ring could not be stopped (sent by the task stopping
+    /// them): they go back, and the `/rm` fails.
+    NotRemoved {
+        /// The replicas, and why each stop failed.
+        failed: Vec<(Arc<Backend>, String)>,
+        /// Where the `/rm`'s answer goes.
+        reply: oneshot::Sender<ScaleReply>,
+    },
     /// The configuration file may have changed: read it and apply it if it did.
     FileChanged,
     /// SIGHUP: read the configuration file and apply it if it changed, saying so either way.
@@ -119,8 +131,13 @@ pub enum Command {
     },
     /// A write-back of the replica list ended, with whom to tell.
     Written {
-        /// How it ended, and the waiters (answered `/add`s and `/rm`s) to tell.
-        outcome: (WriteOutcome, Vec<oneshot::Sender<()>>),
+        /// How it ended, the waiters (answered `/add`s and `/rm`s) to tell, and the replica
+        /// list (id → hostname) it wrote.
+        outcome: (
+            WriteOutcome,
+            Vec<oneshot::Sender<()>>,
+            std::collections::BTreeMap<u64, String>,
+        ),
     },
     /// A large table was built off the controller.
     Placed {
@@ -195,6 +212,7 @@ impl Command {
         match self {
             Command::Add { .. } => "an /add",
             Command::Remove { .. } => "an /rm",
+            Command::NotRemoved { .. } => "replicas an /rm could not stop",
             Command::FileChanged => "a file change",
             Command::Reload => "a reload",
             Command::FileRead { .. } => "a saved configuration",

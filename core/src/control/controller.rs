@@ -30,10 +30,16 @@ use super::guard::panic_message;
 use super::launch::{self, LaunchError, Launcher};
 use super::probe::Prober;
 use super::reconcile::{
-    changes, plan_add, plan_membership, plan_remove, reconcile, Members, MembershipChange,
+    changes, file_touched, plan_add, plan_membership, plan_remove, reconcile, room, Members,
+    MembershipChange, Plan,
 };
 use super::supervisor::{ReplicaSpec, Supervisor, SupervisorError, SupervisorEvent};
 
+/// Replicas whose stop failed, and why (what [`Controller::retire`] reports).
+type Retired = Vec<(Arc<Backend>, String)>;
+
+/// How many replicas of one `/add` are started at the same time.
+const ADD_BATCH: usize = 8;
 /// Longest wait between two attempts to fill a vacancy.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Shared membership: how long after an id collision an `/add` is planned again (a listing
@@ -132,6 +138,9 @@ pub struct Controller {
     /// The command loop runs (before it does, at start-up, tables are built in place: nothing
     /// is served yet, and a build's result could not be taken in).
     running: bool,
+    /// Shared membership: the replica list (id → hostname) of the file version this load
+    /// balancer last wrote or applied; a save changes only the ids it differs in from this.
+    file_base: BTreeMap<u64, String>,
     file: Option<ConfigFile>,
     /// The configuration the process started with (for fields that need a restart).
     startup: Config,
@@ -214,6 +223,7 @@ impl Controller {
             building: None,
             builds: 0,
             running: false,
+            file_base: listed_in(config),
             file,
             startup: config.clone(),
             applied: config.clone(),
@@ -346,7 +356,19 @@ impl Controller {
                 }
                 (seeds, results)
             }
-            Some(listed) => {
+            Some(mut listed) => {
+                // Only what the ring holds, in id order (as later listings): a service beyond
+                // that (one made by hand with the labels, or by an lb with a larger ring) is
+                // left out, never seated to fail the ring build or written back.
+                listed.sort_by_key(|s| s.id);
+                let fit = room(&self.balancer, 0, listed.len());
+                if fit < listed.len() {
+                    let left_out = listed.split_off(fit);
+                    let e = self.balancer.check_capacity(fit + 1).err();
+                    let ids: Vec<u64> = left_out.iter().map(|s| s.id).collect();
+                    tracing::error!(left_out = ?ids, error = ?e, "the swarm lists more replicas than the ring holds; leaving the rest out");
+                    self.membership_overflow = left_out.len();
+                }
                 if listed != seeds {
                     tracing::info!(
                         services = listed.len(),
@@ -407,10 +429,7 @@ impl Controller {
         // Removals always apply; new replicas only as far as the ring has room (in id order).
         let base = self.replicas.len() + self.vacancies.len() - gone.len();
         let mut new = new;
-        let mut room = new.len();
-        while room > 0 && self.balancer.check_capacity(base + room).is_err() {
-            room -= 1;
-        }
+        let room = room(&self.balancer, base, new.len());
         let left_out = new.len() - room;
         if left_out != self.membership_overflow {
             if left_out > 0 {
@@ -459,7 +478,7 @@ impl Controller {
     }
 
     /// Send [`Command::Settled`] for `ids` once `done` completes.
-    fn settle_after(&self, ids: Vec<u64>, done: oneshot::Receiver<()>) {
+    fn settle_after<T: Send + 'static>(&self, ids: Vec<u64>, done: oneshot::Receiver<T>) {
         if !self.shared_membership || ids.is_empty() {
             return;
         }
@@ -468,6 +487,18 @@ impl Controller {
             let _ = done.await;
             commands.send(Command::Settled { ids });
         });
+    }
+
+    /// Shared membership: a saved file speaks only for the ids it changed relative to the
+    /// version this load balancer last wrote or applied; every other id keeps what the
+    /// runtime's listings say (they may be newer than the text that was saved).
+    fn only_what_the_save_changed(&mut self, plan: &mut Plan, config: &Config) {
+        if !self.shared_membership {
+            return;
+        }
+        let touched = file_touched(&self.file_base, config);
+        plan.only(&touched);
+        self.file_base = listed_in(config);
     }
 
     /// Apply commands until shutdown. Nothing here waits for a replica to start, a file to be
@@ -566,6 +597,7 @@ impl Controller {
                     self.write_back(Some(written));
                 }
             }
+            Command::NotRemoved { failed, reply } => self.not_removed(failed, reply),
             Command::FileChanged => self.read_file(false),
             Command::Reload => self.read_file(true),
             Command::FileRead { read, hangup } => self.file_read(read, hangup),
@@ -880,6 +912,10 @@ impl Controller {
             file.write_due = false;
             file.busy = true;
             let waiters = std::mem::take(&mut file.waiters);
+            let listed: BTreeMap<u64, String> = entries
+                .iter()
+                .map(|(id, hostname, _)| (*id, hostname.clone()))
+                .collect();
             tokio::spawn(async move {
                 let work = tokio::task::spawn_blocking(move || {
                     file::write_back(&path, &last_text, &entries)
@@ -896,7 +932,7 @@ impl Controller {
                 };
                 // The waiters learn of it once the controller has taken the outcome in.
                 commands.send(Command::Written {
-                    outcome: (outcome, waiters),
+                    outcome: (outcome, waiters, listed),
                 });
             });
         }
@@ -925,13 +961,23 @@ impl Controller {
     }
 
     /// A write-back ended.
-    fn written(&mut self, (outcome, waiters): (WriteOutcome, Vec<oneshot::Sender<()>>)) {
+    fn written(
+        &mut self,
+        (outcome, waiters, listed): (
+            WriteOutcome,
+            Vec<oneshot::Sender<()>>,
+            BTreeMap<u64, String>,
+        ),
+    ) {
         let Some(file) = &mut self.file else {
             return;
         };
         file.busy = false;
         let error = match outcome {
             WriteOutcome::Done { before, written } => {
+                // Shared membership: the file lists exactly these now, the base the next save
+                // is compared with.
+                self.file_base = listed;
                 if before == file.last_text {
                     file.last_text = written;
                 }
@@ -1051,26 +1097,28 @@ impl Controller {
         let commands = self.commands.clone();
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
-            let results =
-                AssertUnwindSafe(launcher.launch_all_new(specs.clone(), &health, deadline))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| {
-                        let message = panic_message(panic.as_ref());
-                        shared.metrics.control_panicked();
-                        tracing::error!(
-                            "internal error while starting the replicas of an /add: {message}"
-                        );
-                        specs
-                            .iter()
-                            .map(|spec| {
-                                Err(LaunchError::Panicked {
-                                    hostname: spec.hostname.clone(),
-                                    message: message.clone(),
-                                })
-                            })
-                            .collect()
-                    });
+            let results = AssertUnwindSafe(launch_in_batches(
+                &launcher,
+                specs.clone(),
+                &health,
+                deadline,
+            ))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let message = panic_message(panic.as_ref());
+                shared.metrics.control_panicked();
+                tracing::error!("internal error while starting the replicas of an /add: {message}");
+                specs
+                    .iter()
+                    .map(|spec| {
+                        Err(LaunchError::Panicked {
+                            hostname: spec.hostname.clone(),
+                            message: message.clone(),
+                        })
+                    })
+                    .collect()
+            });
             commands.send(Command::Added {
                 specs,
                 results,
@@ -1160,20 +1208,66 @@ impl Controller {
         let (stopped, settled) = oneshot::channel();
         self.settle_after(victims.clone(), settled);
         let (written, write_back) = oneshot::channel();
+        let commands = self.commands.clone();
         tokio::spawn(async move {
-            let _ = done.await;
+            let failed = done.await.unwrap_or_default();
             let _ = stopped.send(());
             let _ = write_back.await;
-            let _ = reply.send(Ok(remaining));
+            if failed.is_empty() {
+                let _ = reply.send(Ok(remaining));
+            } else {
+                // Not removed after all (the engine refused or did not answer): the controller
+                // takes them back and the answer says why.
+                commands.send(Command::NotRemoved { failed, reply });
+            }
         });
         Some(written)
     }
 
+    /// Replicas an `/rm` took out of the ring whose stop failed (the container engine refused
+    /// or did not answer): they still run, so they go back into the ring (unless their id was
+    /// filled meanwhile, e.g. by a listing that still shows the service) and the `/rm` fails
+    /// with the engine's reason. Nothing is reported removed that was not.
+    fn not_removed(
+        &mut self,
+        failed: Vec<(Arc<Backend>, String)>,
+        reply: oneshot::Sender<ScaleReply>,
+    ) {
+        let mut reasons = Vec::new();
+        let mut restored = false;
+        let now = Instant::now();
+        for (backend, reason) in failed {
+            reasons.push(format!(
+                "could not remove '{}': {reason}; it is still a replica",
+                backend.hostname
+            ));
+            let id = backend.id;
+            if self.shared_membership {
+                self.local_changes.insert(id, Some(now));
+            }
+            let free = !self.replicas.contains_key(&id)
+                && !self.vacancies.contains_key(&id)
+                && !self.adding.contains_key(&id);
+            if free {
+                tracing::warn!(hostname = %backend.hostname, id, "replica not removed; back in the ring");
+                self.replicas.insert(id, backend);
+                restored = true;
+            }
+        }
+        if restored {
+            self.publish();
+            self.write_back(None);
+        }
+        self.shared.metrics.reload(false);
+        let _ = reply.send(Err(ControlError::RemoveFailed(reasons)));
+    }
+
     /// Drain replicas already out of the ring and, with `stop`, stop them, on another task.
-    /// The returned receiver completes when they are drained and stopped. Without `stop` they
-    /// are left to run: the same replica at a new address, or a service that failed or was
-    /// removed elsewhere (shared membership: the runtime owns it).
-    fn retire(&self, removed: Vec<Arc<Backend>>, stop: bool) -> oneshot::Receiver<()> {
+    /// The returned receiver completes when they are drained and stopped, with the ones whose
+    /// stop failed and why. Without `stop` they are left to run: the same replica at a new
+    /// address, or a service that failed or was removed elsewhere (shared membership: the
+    /// runtime owns it).
+    fn retire(&self, removed: Vec<Arc<Backend>>, stop: bool) -> oneshot::Receiver<Retired> {
         let launcher = self.launcher.clone();
         let drain = Duration::from_millis(self.settings().drain_timeout_ms);
         let (done, finished) = oneshot::channel();
@@ -1183,19 +1277,23 @@ impl Controller {
                 async move {
                     drain_requests(&backend, drain).await;
                     if !stop {
-                        return;
+                        return None;
                     }
                     // A backend by address is left running: lb did not start it.
-                    let _ = launcher.stop(&backend.handle).await;
+                    if let Err(e) = launcher.stop(&backend.handle).await {
+                        tracing::error!(hostname = %backend.hostname, id = backend.id, error = %e, "could not remove the replica; it may still run");
+                        return Some((backend, e.to_string()));
+                    }
                     if backend.is_address() {
                         tracing::info!(hostname = %backend.hostname, id = backend.id, "backend out of the ring (left running)");
                     } else {
                         tracing::info!(hostname = %backend.hostname, id = backend.id, "replica removed");
                     }
+                    None
                 }
             });
-            futures_util::future::join_all(stops).await;
-            let _ = done.send(());
+            let failed = futures_util::future::join_all(stops).await;
+            let _ = done.send(failed.into_iter().flatten().collect());
         });
         finished
     }
@@ -1477,7 +1575,8 @@ impl Controller {
     /// Make the running state match a validated configuration, with its hash resolved.
     fn apply(&mut self, config: Config, hash: Arc<dyn RingHash>) {
         let members = self.members();
-        let plan = reconcile(&members, &config, &self.startup);
+        let mut plan = reconcile(&members, &config, &self.startup);
+        self.only_what_the_save_changed(&mut plan, &config);
         for change in changes(&self.applied, &config, &members, &plan) {
             tracing::info!("configuration change: {change}");
         }
@@ -1588,6 +1687,39 @@ fn panicked(
         hostname: spec.hostname.clone(),
         message,
     }
+}
+
+/// Start the replicas of an `/add`, [`ADD_BATCH`] at a time (each batch within `deadline`):
+/// dozens of containers created at once on a small machine would all miss their deadline
+/// together. After a batch with a failure nothing more is started (the `/add` fails as a
+/// whole, and only what it created is removed), so the results may be fewer than `specs`.
+async fn launch_in_batches(
+    launcher: &Launcher,
+    specs: Vec<ReplicaSpec>,
+    health: &HealthSection,
+    deadline: Duration,
+) -> Vec<Result<Arc<Backend>, LaunchError>> {
+    let mut results = Vec::with_capacity(specs.len());
+    for batch in specs.chunks(ADD_BATCH) {
+        let started = launcher
+            .launch_all_new(batch.to_vec(), health, deadline)
+            .await;
+        let failed = started.iter().any(Result::is_err);
+        results.extend(started);
+        if failed {
+            break;
+        }
+    }
+    results
+}
+
+/// The replica list of a configuration: id → hostname.
+fn listed_in(config: &Config) -> BTreeMap<u64, String> {
+    config
+        .replicas
+        .iter()
+        .map(|r| (*r.id.get_ref(), r.hostname.get_ref().clone()))
+        .collect()
 }
 
 /// The configured address of a backend by address.

@@ -3,7 +3,7 @@
 //! processes: the controller carries the plans out, and these are unit-tested on their own
 //! (`reconcile/tests.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use lb_balance::{Balancer, RingHash};
@@ -130,6 +130,44 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
         balancer: desired.balancer(),
         needs_restart,
     }
+}
+
+impl Plan {
+    /// Keep only what concerns `ids`: the rest of the replica set is left as it is.
+    pub(crate) fn only(&mut self, ids: &BTreeSet<u64>) {
+        self.stop.retain(|id| ids.contains(id));
+        self.forget.retain(|id| ids.contains(id));
+        self.start.retain(|spec| ids.contains(&spec.id));
+    }
+}
+
+/// Shared membership: the server ids a saved file changes relative to `base`, the replica list
+/// (id → hostname) of the file version this load balancer last wrote or applied — entries
+/// added, removed or renamed by whoever saved it. A save expresses only that change: ids it did
+/// not touch keep whatever the runtime says, so a file text older than a listing (saved before
+/// this load balancer wrote the listing's change back) never undoes the listing.
+pub(crate) fn file_touched(base: &BTreeMap<u64, String>, desired: &Config) -> BTreeSet<u64> {
+    let saved: BTreeMap<u64, &String> = desired
+        .replicas
+        .iter()
+        .map(|r| (*r.id.get_ref(), r.hostname.get_ref()))
+        .collect();
+    let changed = base
+        .iter()
+        .filter(|(id, name)| saved.get(id) != Some(name))
+        .map(|(id, _)| *id);
+    let added = saved.keys().filter(|id| !base.contains_key(id)).copied();
+    changed.chain(added).collect()
+}
+
+/// How many of `wanted` more replicas fit in a ring that already holds `base` (the capacity
+/// rule of `balancer`, e.g. `K·N ≤ M`).
+pub(crate) fn room(balancer: &Balancer, base: usize, wanted: usize) -> usize {
+    let mut room = wanted;
+    while room > 0 && balancer.check_capacity(base + room).is_err() {
+        room -= 1;
+    }
+    room
 }
 
 /// What a configuration change does, in words for the log: replicas added and removed (from

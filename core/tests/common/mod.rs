@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod backend;
+pub mod engine;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -133,14 +134,16 @@ impl Lb {
         Lb::spawn(command, Some(dir), path)
     }
 
-    /// Start `lb` with `config` and extra environment variables (e.g. `LB_FAILPOINTS`).
-    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Lb {
+    /// [`Lb::start`] with extra environment variables (e.g. `LB_FAILPOINTS`, `DOCKER_HOST`).
+    pub fn start_with_env<V: AsRef<std::ffi::OsStr>>(config: &str, env: &[(&str, V)]) -> Lb {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lb.toml");
         std::fs::write(&path, config).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
         command.arg("--config").arg(&path);
-        command.envs(env.iter().copied());
+        for (key, value) in env {
+            command.env(key, value);
+        }
         Lb::spawn(command, Some(dir), path)
     }
 

@@ -460,3 +460,64 @@ fn a_membership_listing_leaves_ids_being_changed_here_alone() {
     let change = plan_membership(&m, &set(&[(1, "a")]), |_| true);
     assert_eq!(change.gone, [2]);
 }
+
+/// The save race of shared membership: a file saved before this lb wrote a listing's change
+/// back (the listing added 4 and removed 2 meanwhile) must not undo it. Only the ids the save
+/// itself changed relative to the version lb last wrote or applied are acted on.
+#[test]
+fn a_shared_file_save_acts_only_on_the_ids_it_changed() {
+    // What lb last wrote: 1, 2, 3. The swarm since: 2 removed (another lb's /rm), 4 added
+    // (another lb's /add); lb has not written that back yet.
+    let base = set(&[(1, "a"), (2, "b"), (3, "c")]);
+    let now = members(&[(1, "a"), (3, "c"), (4, "d")], &[]);
+    // A save that changed only a setting: the old replica list, nothing to do.
+    let save = config(
+        "[health]\ninterval_ms = 250",
+        &[(1, "a"), (2, "b"), (3, "c")],
+    );
+    let mut plan = reconcile(&now, &save, &save);
+    assert_eq!(
+        (plan.stop.clone(), plan.start.len()),
+        (vec![4], 1),
+        "absolute: {plan:?}"
+    );
+    plan.only(&file_touched(&base, &save));
+    assert!(
+        plan.stop.is_empty() && plan.forget.is_empty() && plan.start.is_empty(),
+        "{plan:?}"
+    );
+
+    // A save that removes 3, renames 1 and adds 5: exactly that, 2 and 4 left to the swarm.
+    let save = config("", &[(1, "z"), (2, "b"), (5, "e")]);
+    let touched = file_touched(&base, &save);
+    assert_eq!(touched, BTreeSet::from([1, 3, 5]));
+    let mut plan = reconcile(&now, &save, &save);
+    plan.only(&touched);
+    assert_eq!(plan.stop, [1, 3]);
+    assert_eq!(plan.start, [spec(1, "z"), spec(5, "e")]);
+
+    // Vacancies follow the same rule.
+    let waiting = members(&[(1, "a")], &[(3, "c"), (4, "d")]);
+    let save = config("", &[(1, "a"), (2, "b")]);
+    let mut plan = reconcile(&waiting, &save, &save);
+    plan.only(&file_touched(&base, &save));
+    assert_eq!(plan.forget, [3], "{plan:?}");
+    assert!(plan.start.is_empty(), "2 is not re-created: {plan:?}");
+}
+
+#[test]
+fn room_counts_what_fits_in_the_ring() {
+    let ring = |slots: u32| {
+        Balancer::Ring(RingParams {
+            slots,
+            virtual_nodes: 9,
+            probing: Probing::Linear,
+        })
+    };
+    // K·N ≤ M: 27 slots hold 3 replicas of 9 virtual nodes.
+    assert_eq!(room(&ring(27), 0, 5), 3);
+    assert_eq!(room(&ring(27), 2, 5), 1);
+    assert_eq!(room(&ring(27), 3, 5), 0);
+    assert_eq!(room(&ring(512), 3, 5), 5);
+    assert_eq!(room(&ring(27), 0, 0), 0);
+}

@@ -34,7 +34,10 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::docker::{dns_name, HOSTNAME_LABEL, ID_LABEL, REPLICA_PORT};
+use super::docker::{
+    attempt_token, connect_engine, unanswered, ATTEMPT_LABEL, ENGINE_WAIT, HOSTNAME_LABEL,
+    ID_LABEL, REPLICA_PORT,
+};
 use super::{Handle, ReplicaSpec, Started, Supervisor, SupervisorError, SupervisorEvent};
 use crate::config::{check_hostname, AddressMode, SupervisorSection};
 
@@ -46,6 +49,8 @@ pub const RESYNC: Duration = Duration::from_secs(1);
 const STOP_GRACE_NS: i64 = 3_000_000_000;
 /// Pause between two looks for a service's running task.
 const TASK_POLL: Duration = Duration::from_millis(100);
+/// How long a given-up create is looked for, to remove it once the engine answers again.
+const CLEANUP_WINDOW: Duration = Duration::from_secs(120);
 
 /// How the load balancer reaches a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +88,10 @@ fn status_of(e: &bollard::errors::Error) -> Option<u16> {
     }
 }
 
-/// Connect to the local engine and check it is a manager of an active swarm.
-async fn manager() -> Result<Docker, SupervisorError> {
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(engine)?
-        .negotiate_version()
-        .await
-        .map_err(engine)?;
+/// Connect to the engine (`DOCKER_HOST`, else the local socket; tried again for up to `wait`
+/// when it does not answer) and check it is a manager of an active swarm.
+async fn manager(wait: Duration) -> Result<Docker, SupervisorError> {
+    let docker = connect_engine(wait).await?;
     let info = docker.info().await.map_err(engine)?;
     let swarm = info.swarm.unwrap_or_default();
     if swarm.local_node_state != Some(LocalNodeState::ACTIVE) {
@@ -129,23 +131,37 @@ fn spec_from_labels(labels: &HashMap<String, String>) -> Option<ReplicaSpec> {
     Some(ReplicaSpec::managed(hostname.clone(), id))
 }
 
-/// One service per server id and per hostname: the first by id wins, the rest are reported
-/// once and left out (two replicas with one name could not be told apart by `/rm`).
-fn distinct(found: Vec<(ReplicaSpec, String)>) -> Vec<(ReplicaSpec, String)> {
+/// A listing of the instance's services: the replicas (with their service ids), by id, and the
+/// services left out because they repeat another's server id or hostname.
+struct Listing {
+    kept: Vec<(ReplicaSpec, String)>,
+    repeated: Vec<(ReplicaSpec, String)>,
+}
+
+/// One service per server id and per hostname: the first by id wins, the rest are left out
+/// (two replicas with one name could not be told apart by `/rm`).
+fn distinct(found: Vec<(ReplicaSpec, String)>) -> Listing {
     let mut ids = std::collections::BTreeSet::new();
     let mut names = std::collections::BTreeSet::new();
-    found
-        .into_iter()
-        .filter(|(spec, service)| {
-            let fresh = !ids.contains(&spec.id) && !names.contains(&spec.hostname);
-            if fresh {
-                ids.insert(spec.id);
-                names.insert(spec.hostname.clone());
-            } else {
-                tracing::warn!(%service, hostname = %spec.hostname, id = spec.id, "service repeats a server id or hostname of another; ignored");
-            }
-            fresh
-        })
+    let (kept, repeated) = found.into_iter().partition(|(spec, _)| {
+        let fresh = !ids.contains(&spec.id) && !names.contains(&spec.hostname);
+        if fresh {
+            ids.insert(spec.id);
+            names.insert(spec.hostname.clone());
+        }
+        fresh
+    });
+    Listing { kept, repeated }
+}
+
+/// The services of `repeated` that are not in `before` (service ids): what to warn about once.
+fn newly_repeated<'a>(
+    repeated: &'a [(ReplicaSpec, String)],
+    before: &std::collections::BTreeSet<String>,
+) -> Vec<&'a (ReplicaSpec, String)> {
+    repeated
+        .iter()
+        .filter(|(_, service)| !before.contains(service))
         .collect()
 }
 
@@ -154,6 +170,11 @@ async fn list(
     docker: &Docker,
     instance: &str,
 ) -> Result<Vec<(ReplicaSpec, String)>, SupervisorError> {
+    Ok(list_all(docker, instance).await?.kept)
+}
+
+/// [`list`], with the services left out for repeating an id or a hostname.
+async fn list_all(docker: &Docker, instance: &str) -> Result<Listing, SupervisorError> {
     let services = docker
         .list_services(Some(ListServicesOptions {
             filters: Some(label_filter(instance)),
@@ -189,43 +210,165 @@ async fn list(
 /// How long `lb swarm down` waits for the services' tasks to let go of the network.
 const NETWORK_RELEASE: Duration = Duration::from_secs(20);
 
-/// Remove every service of `instance` (`lb swarm down`), then the overlay networks lb created
-/// for it once their tasks are gone; returns the names of what was removed.
-pub async fn remove_instance(instance: &str) -> Result<Vec<String>, SupervisorError> {
-    let docker = manager().await?;
+/// Why `lb swarm down` could not remove everything.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmDownError {
+    /// The engine could not be reached, or failed a listing.
+    #[error(transparent)]
+    Engine(#[from] SupervisorError),
+    /// Some of the instance's services or networks are still there.
+    #[error("removed {}; still there: {}", if .removed.is_empty() { "nothing".to_owned() } else { .removed.join(", ") }, .left.join("; "))]
+    Left {
+        /// What was removed.
+        removed: Vec<String>,
+        /// What is left, and why.
+        left: Vec<String>,
+    },
+}
+
+/// Every service carrying the instance label of `instance`, whatever its other labels (a
+/// service with a bad hostname or id label is one too): (service id, name, networks it uses).
+async fn labelled_services(
+    docker: &Docker,
+    instance: &str,
+) -> Result<Vec<(String, String, Vec<String>)>, SupervisorError> {
+    let services = docker
+        .list_services(Some(ListServicesOptions {
+            filters: Some(label_filter(instance)),
+            ..Default::default()
+        }))
+        .await
+        .map_err(engine)?;
+    Ok(services
+        .into_iter()
+        .filter_map(|s| {
+            let spec = s.spec?;
+            let labels = spec.labels.unwrap_or_default();
+            if labels.get(INSTANCE_LABEL).map(String::as_str) != Some(instance) {
+                return None;
+            }
+            let networks = spec
+                .task_template
+                .and_then(|t| t.networks)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|n| n.target)
+                .collect();
+            Some((s.id?, spec.name.unwrap_or_default(), networks))
+        })
+        .collect())
+}
+
+/// Remove every service of `instance` (`lb swarm down`) — every service carrying its instance
+/// label, whatever its other labels — then the overlay networks lb created for it and the
+/// networks its services were attached to that nothing else uses any more (a stack removed
+/// first leaves its network behind while the services use it), once their tasks are gone.
+/// Returns the names of what was removed; fails, naming what is left, if anything of the
+/// instance remains.
+pub async fn remove_instance(instance: &str) -> Result<Vec<String>, SwarmDownError> {
+    let docker = manager(Duration::ZERO).await?;
     let mut removed = Vec::new();
-    for (spec, service) in list(&docker, instance).await? {
-        match docker.delete_service(&service).await {
-            Ok(()) => removed.push(service_name(instance, spec.id)),
+    let mut left = Vec::new();
+    let services = labelled_services(&docker, instance).await?;
+    let mut attached: Vec<String> = Vec::new();
+    for (service, name, networks) in &services {
+        attached.extend(networks.iter().cloned());
+        match docker.delete_service(service).await {
+            Ok(()) => removed.push(name.clone()),
             Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(engine(e)),
+            Err(e) => left.push(format!("service {name}: {e}")),
         }
     }
-    let networks = docker
+    // Anything still listed (a failed delete, or one created meanwhile) is left.
+    for (_, name, _) in labelled_services(&docker, instance).await? {
+        if !left
+            .iter()
+            .any(|l| l.starts_with(&format!("service {name}:")))
+        {
+            left.push(format!("service {name}"));
+        }
+    }
+    let ours = docker
         .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
             filters: Some(label_filter(instance)),
         }))
         .await
         .map_err(engine)?;
-    for network in networks.into_iter().filter_map(|n| n.name) {
+    let mut networks: Vec<(String, bool)> = ours
+        .into_iter()
+        .filter_map(|n| Some((n.id?, true)))
+        .collect();
+    attached.sort();
+    attached.dedup();
+    for network in attached {
+        if !networks.iter().any(|(id, _)| *id == network) {
+            networks.push((network, false));
+        }
+    }
+    let others = docker
+        .list_services(None::<ListServicesOptions>)
+        .await
+        .map_err(engine)?;
+    for (network, created_by_lb) in networks {
+        let name = match docker.inspect_network(&network, None).await {
+            Ok(n) => n.name.unwrap_or_else(|| network.clone()),
+            Err(e) if status_of(&e) == Some(404) => continue,
+            Err(e) => {
+                left.push(format!("network {network}: {e}"));
+                continue;
+            }
+        };
+        if !created_by_lb {
+            // Not lb's (a stack's): removed only when no service outside the instance uses it.
+            let used = others.iter().any(|s| {
+                let spec = s.spec.as_ref();
+                let of_instance = spec
+                    .and_then(|s| s.labels.as_ref())
+                    .and_then(|l| l.get(INSTANCE_LABEL))
+                    .is_some_and(|i| i == instance);
+                let on_it = spec
+                    .and_then(|s| s.task_template.as_ref())
+                    .and_then(|t| t.networks.as_ref())
+                    .is_some_and(|ns| {
+                        ns.iter().any(|n| {
+                            n.target.as_deref() == Some(network.as_str())
+                                || n.target.as_deref() == Some(name.as_str())
+                        })
+                    });
+                !of_instance && on_it
+            });
+            if used {
+                continue;
+            }
+        }
         // A network is in use until the removed services' tasks have stopped.
         let deadline = Instant::now() + NETWORK_RELEASE;
         loop {
             match docker.remove_network(&network).await {
                 Ok(()) => {
-                    removed.push(format!("network {network}"));
+                    removed.push(format!("network {name}"));
                     break;
                 }
                 Err(e) if status_of(&e) == Some(404) => break,
                 Err(e) if Instant::now() >= deadline => {
-                    tracing::warn!(%network, error = %e, "network left in place");
+                    // A network lb created for the instance must go; another one (a stack's)
+                    // still in use by a container is not the instance's to force.
+                    if created_by_lb {
+                        left.push(format!("network {name}: {e}"));
+                    } else {
+                        tracing::warn!(network = %name, error = %e, "network left in place");
+                    }
                     break;
                 }
                 Err(_) => tokio::time::sleep(TASK_POLL).await,
             }
         }
     }
-    Ok(removed)
+    if left.is_empty() {
+        Ok(removed)
+    } else {
+        Err(SwarmDownError::Left { removed, left })
+    }
 }
 
 impl SwarmSupervisor {
@@ -236,7 +379,7 @@ impl SwarmSupervisor {
         task_timeout: Duration,
         events: mpsc::UnboundedSender<SupervisorEvent>,
     ) -> Result<Arc<Self>, SupervisorError> {
-        let docker = manager().await?;
+        let docker = manager(ENGINE_WAIT).await?;
         let mut supervisor = SwarmSupervisor {
             docker,
             instance: settings.instance.clone(),
@@ -411,19 +554,25 @@ impl SwarmSupervisor {
         let mut resync = tokio::time::interval(RESYNC);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        // Services left out for a repeated id or hostname, warned about once each.
+        let mut repeated_before = std::collections::BTreeSet::new();
         loop {
             tokio::select! {
                 _ = resync.tick() => {}
                 Some(()) = change.recv() => {}
             }
             let listed_at = Instant::now();
-            match list(&self.docker, &self.instance).await {
-                Ok(found) => {
+            match list_all(&self.docker, &self.instance).await {
+                Ok(Listing { kept, repeated }) => {
                     if failing {
                         tracing::info!("listing the swarm's services works again");
                         failing = false;
                     }
-                    let members = found.into_iter().map(|(spec, _)| spec).collect();
+                    for (spec, service) in newly_repeated(&repeated, &repeated_before) {
+                        tracing::warn!(%service, hostname = %spec.hostname, id = spec.id, "service repeats a server id or hostname of another; ignored");
+                    }
+                    repeated_before = repeated.into_iter().map(|(_, s)| s).collect();
+                    let members = kept.into_iter().map(|(spec, _)| spec).collect();
                     if events
                         .send(SupervisorEvent::Members { listed_at, members })
                         .is_err()
@@ -614,33 +763,94 @@ impl SwarmSupervisor {
         }
     }
 
-    /// Wait (up to the task timeout) for a new service's running task.
+    /// Wait until `deadline` for a new service's running task (every look bounded by it).
     async fn wait_running(
         &self,
         spec: &ReplicaSpec,
         service: &str,
+        deadline: Instant,
     ) -> Result<Started, SupervisorError> {
-        let deadline = Instant::now() + self.task_timeout;
+        let mut last = None;
         loop {
-            match self.running_task(spec, service).await {
-                Ok(started) => return Ok(started),
-                Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(TASK_POLL).await,
+            let look = tokio::time::timeout_at(deadline.into(), self.running_task(spec, service));
+            match look.await {
+                Ok(Ok(started)) => return Ok(started),
+                Ok(Err(e)) if Instant::now() >= deadline => return Err(e),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {
+                    return Err(last.unwrap_or_else(|| SupervisorError::Start {
+                        hostname: spec.hostname.clone(),
+                        reason: "the container engine did not answer in time".into(),
+                    }))
+                }
             }
+            tokio::time::sleep(TASK_POLL).await;
         }
     }
 
-    /// Create the replica's service and wait for its running task. A service another lb of
-    /// the instance made for the same replica at the same moment is taken over, unless
-    /// `exclusive` (the replica must be new), when it is [`SupervisorError::Taken`].
+    /// Create the replica's service and wait for its running task, all within the task
+    /// timeout (`start_timeout_ms`). A service another lb of the instance made for the same
+    /// replica at the same moment is taken over, unless `exclusive` (the replica must be new),
+    /// when it is [`SupervisorError::Taken`]. A service of this attempt that does not run in
+    /// time is removed — also when the engine answers only later (a create that lands after
+    /// lb gave up on it).
     async fn create(
         &self,
         spec: &ReplicaSpec,
         exclusive: bool,
     ) -> Result<Started, SupervisorError> {
+        let deadline = Instant::now() + self.task_timeout;
+        let attempt = attempt_token();
+        let created = tokio::time::timeout_at(
+            deadline.into(),
+            self.create_service(spec, exclusive, &attempt),
+        )
+        .await;
+        let (service, ours) = match created {
+            Ok(Ok(created)) => created,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                self.clean_up_later(spec.id, attempt);
+                return Err(SupervisorError::Start {
+                    hostname: spec.hostname.clone(),
+                    reason: format!(
+                        "the container engine did not create its service within \
+                         start_timeout_ms ({} ms)",
+                        self.task_timeout.as_millis()
+                    ),
+                });
+            }
+        };
+        match self.wait_running(spec, &service, deadline).await {
+            Ok(started) => {
+                tracing::info!(hostname = %spec.hostname, id = spec.id, service = %service_name(&self.instance, spec.id), address = %started.address, "replica service running");
+                Ok(started)
+            }
+            Err(e) => {
+                if ours {
+                    match self.docker.delete_service(&service).await {
+                        Ok(()) => {}
+                        Err(e) if status_of(&e) == Some(404) => {}
+                        Err(_) => self.clean_up_later(spec.id, attempt),
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Send the create of the replica's service; its service id, and whether this attempt
+    /// created it (rather than finding another lb's service for the same replica). A create
+    /// the engine did not answer is looked for and removed later.
+    async fn create_service(
+        &self,
+        spec: &ReplicaSpec,
+        exclusive: bool,
+        attempt: &str,
+    ) -> Result<(String, bool), SupervisorError> {
         let mut created = self
             .docker
-            .create_service(self.service_spec(spec), None)
+            .create_service(self.service_spec(spec, attempt), None)
             .await;
         if created.as_ref().is_err_and(|e| {
             let text = e.to_string();
@@ -650,68 +860,91 @@ impl SwarmSupervisor {
             self.ensure_network().await?;
             created = self
                 .docker
-                .create_service(self.service_spec(spec), None)
+                .create_service(self.service_spec(spec, attempt), None)
                 .await;
         }
-        let (service, ours) = match created {
+        match created {
             Ok(response) => match response.id {
-                Some(id) => (id, true),
-                None => {
-                    return Err(SupervisorError::Engine(
-                        "the engine created a service without an id".into(),
-                    ))
-                }
+                Some(id) => Ok((id, true)),
+                None => Err(SupervisorError::Engine(
+                    "the engine created a service without an id".into(),
+                )),
             },
+            Err(e) if unanswered(&e) => {
+                // It may land once the engine gets to it.
+                self.clean_up_later(spec.id, attempt.to_owned());
+                Err(SupervisorError::Start {
+                    hostname: spec.hostname.clone(),
+                    reason: format!("cannot create service: {e}"),
+                })
+            }
             // The name is taken (409, or 500 "name conflicts with an existing object" when
             // another lb of the instance created it at the same moment): take the service if
             // it is this replica's (unless this one must be new).
             Err(e) => match self.service_of(spec).await {
-                Ok(service) if exclusive => {
-                    return Err(SupervisorError::Taken {
-                        hostname: spec.hostname.clone(),
-                        id: spec.id,
-                        by: format!("service {service}, just created by another lb"),
-                    })
-                }
-                Ok(service) => (service, false),
-                Err(SupervisorError::Gone { .. }) => {
-                    return Err(SupervisorError::Start {
-                        hostname: spec.hostname.clone(),
-                        reason: format!("cannot create service: {e}"),
-                    })
-                }
-                Err(other) => return Err(other),
+                Ok(service) if exclusive => Err(SupervisorError::Taken {
+                    hostname: spec.hostname.clone(),
+                    id: spec.id,
+                    by: format!("service {service}, just created by another lb"),
+                }),
+                Ok(service) => Ok((service, false)),
+                Err(SupervisorError::Gone { .. }) => Err(SupervisorError::Start {
+                    hostname: spec.hostname.clone(),
+                    reason: format!("cannot create service: {e}"),
+                }),
+                Err(other) => Err(other),
             },
-        };
-        match self.wait_running(spec, &service).await {
-            Ok(started) => {
-                tracing::info!(hostname = %spec.hostname, id = spec.id, service = %service_name(&self.instance, spec.id), address = %started.address, "replica service running");
-                Ok(started)
-            }
-            Err(e) => {
-                if ours {
-                    let _ = self.docker.delete_service(&service).await;
-                }
-                Err(e)
-            }
         }
     }
 
-    fn service_spec(&self, spec: &ReplicaSpec) -> ServiceSpec {
+    /// Remove the service of server id `id` once the engine answers again, if this `attempt`
+    /// created it (a create given up on that may land late); looked for up to
+    /// [`CLEANUP_WINDOW`]. Another attempt's service (another lb's) is left alone.
+    fn clean_up_later(&self, id: u64, attempt: String) {
+        let docker = self.docker.clone();
+        let name = service_name(&self.instance, id);
+        tokio::spawn(async move {
+            let start = Instant::now();
+            while start.elapsed() < CLEANUP_WINDOW {
+                // Not there (yet), or no answer: a late create may still land.
+                if let Ok(service) = docker.inspect_service(&name, None).await {
+                    let labels = service.spec.and_then(|s| s.labels).unwrap_or_default();
+                    if labels.get(ATTEMPT_LABEL) != Some(&attempt) {
+                        return; // another attempt's (another lb's) service
+                    }
+                    let id = service.id.unwrap_or_else(|| name.clone());
+                    match docker.delete_service(&id).await {
+                        Ok(()) => {
+                            tracing::info!(service = %name, "removed a service whose create was given up on");
+                            return;
+                        }
+                        Err(e) if status_of(&e) == Some(404) => return,
+                        Err(_) => {}
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+    }
+
+    /// The service of `spec`, labelled with `attempt`. Its DNS name on the network is the
+    /// service name (one per server id); the task's hostname is the same.
+    fn service_spec(&self, spec: &ReplicaSpec, attempt: &str) -> ServiceSpec {
         let labels = HashMap::from([
             (INSTANCE_LABEL.to_owned(), self.instance.clone()),
             (HOSTNAME_LABEL.to_owned(), spec.hostname.clone()),
             (ID_LABEL.to_owned(), spec.id.to_string()),
+            (ATTEMPT_LABEL.to_owned(), attempt.to_owned()),
         ]);
-        let dns = dns_name(&spec.hostname);
+        let name = service_name(&self.instance, spec.id);
         ServiceSpec {
-            name: Some(service_name(&self.instance, spec.id)),
+            name: Some(name.clone()),
             labels: Some(labels.clone()),
             task_template: Some(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some(self.image.clone()),
                     labels: Some(labels),
-                    hostname: Some(dns.clone()),
+                    hostname: Some(name),
                     env: Some(vec![
                         format!("SERVER_ID={}", spec.hostname),
                         format!("PORT={REPLICA_PORT}"),
@@ -728,7 +961,6 @@ impl SwarmSupervisor {
                 }),
                 networks: Some(vec![NetworkAttachmentConfig {
                     target: Some(self.network.clone()),
-                    aliases: Some(vec![dns]),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -903,8 +1135,27 @@ mod tests {
             (ReplicaSpec::managed("a", 2), "s3".to_owned()),
             (ReplicaSpec::managed("c", 3), "s4".to_owned()),
         ];
-        let kept: Vec<String> = distinct(found).into_iter().map(|(_, s)| s).collect();
+        let listing = distinct(found);
+        let kept: Vec<&str> = listing.kept.iter().map(|(_, s)| s.as_str()).collect();
         assert_eq!(kept, ["s1", "s4"]);
+        let repeated: Vec<&str> = listing.repeated.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(repeated, ["s2", "s3"]);
+    }
+
+    /// The "repeats a server id" warning comes once per service left out, not every listing.
+    #[test]
+    fn a_repeated_id_is_warned_about_once() {
+        let repeated = vec![
+            (ReplicaSpec::managed("b", 1), "s2".to_owned()),
+            (ReplicaSpec::managed("a", 2), "s3".to_owned()),
+        ];
+        let none = std::collections::BTreeSet::new();
+        assert_eq!(newly_repeated(&repeated, &none).len(), 2);
+        let seen: std::collections::BTreeSet<String> =
+            repeated.iter().map(|(_, s)| s.clone()).collect();
+        assert!(newly_repeated(&repeated, &seen).is_empty());
+        let one: std::collections::BTreeSet<String> = ["s2".to_owned()].into();
+        assert_eq!(newly_repeated(&repeated, &one)[0].1, "s3");
     }
 
     #[test]
