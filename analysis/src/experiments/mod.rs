@@ -8,6 +8,7 @@ pub mod a3_faults;
 pub mod a3_supervisors;
 pub mod a4;
 pub mod a5;
+mod common;
 pub mod offline;
 
 use std::collections::BTreeMap;
