@@ -1,6 +1,6 @@
-//! Helpers several A-3 phases share ([`super::a3_faults`], [`super::a3_supervisors`]): `GET
-//! /home` client traffic on a thread of its own, and signals to a replica's process. Kept here
-//! so that no phase imports another for them.
+//! Helpers several A-3 phases share ([`super::a3_faults`], [`super::a3_supervisors`],
+//! [`super::a3_control`]): `GET /home` client traffic on a thread of its own, and signals to a
+//! replica's process. Kept here so that no phase imports another.
 
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
