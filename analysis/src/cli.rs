@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::experiments::A3Phase;
+
 /// Run the assignment's experiments A-1..A-5 against the load balancer and write charts, data
 /// and a report.
 #[derive(Parser, Debug, Clone)]
@@ -28,7 +30,9 @@ pub enum Which {
     A2,
     /// every endpoint checked; a replica killed under traffic, recovery timed; a replica
     /// hung (SIGSTOP) for 5 s under 32 clients; a slow-loris attack next to normal clients; the
-    /// kill again with the process, Docker and Swarm supervisors, each with an lb of its own.
+    /// kill again with the process, Docker and Swarm supervisors, each with an lb of its own;
+    /// hostile saves of lb.toml with a kill at the same moment, and a loop attempt, with an lb
+    /// of 64 replicas of their own (`--a3-phases` chooses among them).
     A3,
     /// A-4: A-1 and A-2 for every hash plugin, plus the ring's shares and key moves offline.
     A4,
@@ -95,4 +99,15 @@ pub struct Options {
         value_parser = clap::value_parser!(u64).range(1..=1000)
     )]
     pub a5_counts: Vec<u64>,
+    /// A-3's parts to run, comma-separated: checks, kill, hang, slowloris, supervisors (the kill
+    /// per supervisor), stall (hostile saves of lb.toml with a kill at the same moment), loop
+    /// (lb's own address at /add, a request with its own loop mark).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_values_t = A3Phase::ALL,
+        value_name = "PHASES"
+    )]
+    pub a3_phases: Vec<A3Phase>,
 }

@@ -269,8 +269,33 @@ impl Connection {
         request_id: Option<u64>,
         timeout: Duration,
     ) -> Result<Answer> {
+        self.send_with_fields(method, path, body, request_id, &[], timeout)
+    }
+
+    /// [`Connection::send_within`] with extra header fields, `(name, value)`, sent as given
+    /// after the others (e.g. a `Via` field). A name or value with a line break is refused
+    /// before anything is sent.
+    pub fn send_with_fields(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        request_id: Option<u64>,
+        fields: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Answer> {
+        if let Some((name, _)) = fields
+            .iter()
+            .find(|(n, v)| n.is_empty() || [n, v].iter().any(|t| t.contains(['\r', '\n'])))
+        {
+            return Err(Error::Http {
+                method: method.to_string(),
+                path: path.to_owned(),
+                reason: format!("header field {name:?} is empty or has a line break"),
+            });
+        }
         let deadline = Instant::now() + timeout;
-        let request = self.request(method, path, body, request_id);
+        let request = self.request(method, path, body, request_id, fields);
         let get = method == Method::GET;
         let mut result = self.exchange(&request, !get, deadline);
         if get {
@@ -298,10 +323,14 @@ impl Connection {
         path: &str,
         body: Option<&str>,
         request_id: Option<u64>,
+        fields: &[(&str, &str)],
     ) -> Vec<u8> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", self.authority);
         if let Some(id) = request_id {
             head.push_str(&format!("x-request-id: {id}\r\n"));
+        }
+        for (name, value) in fields {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
         if body.is_some() {
             head.push_str("content-type: application/json\r\n");
@@ -840,6 +869,37 @@ mod tests {
     }
 
     #[test]
+    fn extra_fields_are_sent_and_line_breaks_refused() {
+        let conn = LbClient::new("http://127.0.0.1:9").unwrap().connection();
+        let request = conn.request(
+            Method::GET,
+            "/home",
+            None,
+            Some(123456),
+            &[("via", "1.1 lb-00000000000000ff")],
+        );
+        let text = String::from_utf8(request).unwrap();
+        assert!(
+            text.ends_with("x-request-id: 123456\r\nvia: 1.1 lb-00000000000000ff\r\n\r\n"),
+            "{text:?}"
+        );
+        let mut conn = conn;
+        for fields in [[("via", "a\r\nx-evil: 1")], [("", "x")]] {
+            let e = conn
+                .send_with_fields(
+                    Method::GET,
+                    "/",
+                    None,
+                    None,
+                    &fields,
+                    Duration::from_secs(1),
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains("line break"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_silent_server_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut conn = LbClient::new(&format!("http://{}", listener.local_addr().unwrap()))
@@ -847,7 +907,7 @@ mod tests {
             .connection();
         // Accepted by the kernel's backlog, never answered; a short deadline instead of 15 s.
         let started = Instant::now();
-        let request = conn.request(Method::GET, "/home", None, None);
+        let request = conn.request(Method::GET, "/home", None, None, &[]);
         let result = conn.exchange(&request, false, started + Duration::from_millis(300));
         assert!(matches!(result, Err(Failure::Timeout)));
         let waited = started.elapsed();

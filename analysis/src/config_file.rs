@@ -102,6 +102,70 @@ fn initial_doc(plugin_dir: &Path) -> DocumentMut {
     doc
 }
 
+/// `[health]` of the load balancer of A-3's control-plane phases: a heartbeat every
+/// `interval_ms`, `timeout_ms` to answer it, out of the ring after `fall` missed in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Heartbeats {
+    /// `interval_ms`.
+    pub interval_ms: u64,
+    /// `timeout_ms`.
+    pub timeout_ms: u64,
+    /// `fall`.
+    pub fall: u64,
+}
+
+/// The heartbeats of the control-plane phases' load balancer (the issue's setting).
+pub const CONTROL_HEARTBEATS: Heartbeats = Heartbeats {
+    interval_ms: 100,
+    timeout_ms: 300,
+    fall: 3,
+};
+
+/// The normal `[ring] slots` of the control-plane phases' load balancer (rendezvous over 4096
+/// slots: a table built on the controller in well under a millisecond per replica).
+pub const CONTROL_SLOTS: u32 = 4096;
+
+/// `[limits] max_replicas` of the control-plane phases' load balancer: room above its 64
+/// replicas, so that an `/add` of its own address is judged for what it is, not refused for the
+/// count.
+pub const CONTROL_MAX_REPLICAS: u64 = 72;
+
+/// The configuration of the load balancer of A-3's control-plane phases: rendezvous over `slots`
+/// slots with the `spec` hash, [`CONTROL_HEARTBEATS`], `[limits] max_replicas =`
+/// [`CONTROL_MAX_REPLICAS`] (its line is [`CONTROL_LIMITS_LINE`]), and `replicas` as
+/// `(hostname, server id)` entries. It has no `[proxy]` table, so that a hostile part can add
+/// one as a section of its own.
+pub fn control_plane(replicas: &[(String, u64)], slots: u32) -> String {
+    let mut doc = DocumentMut::new();
+    let mut ring = Table::new();
+    ring["algorithm"] = value("rendezvous");
+    ring["slots"] = value(i64::from(slots));
+    ring["hash"] = value("spec");
+    doc["ring"] = Item::Table(ring);
+    let mut health = Table::new();
+    let h = CONTROL_HEARTBEATS;
+    health["interval_ms"] = value(h.interval_ms as i64);
+    health["timeout_ms"] = value(h.timeout_ms as i64);
+    health["fall"] = value(h.fall as i64);
+    doc["health"] = Item::Table(health);
+    let mut limits = Table::new();
+    limits["max_replicas"] = value(CONTROL_MAX_REPLICAS as i64);
+    doc["limits"] = Item::Table(limits);
+    let mut tables = ArrayOfTables::new();
+    for (hostname, id) in replicas {
+        let mut replica = Table::new();
+        replica["hostname"] = value(hostname.as_str());
+        replica["id"] = value(*id as i64);
+        tables.push(replica);
+    }
+    doc["replicas"] = Item::ArrayOfTables(tables);
+    with_header(&doc)
+}
+
+/// The line of [`control_plane`]'s `[limits]` table, after which keys of that table can be
+/// added.
+pub const CONTROL_LIMITS_LINE: &str = "[limits]\nmax_replicas = 72\n";
+
 /// Set `[ring] hash = "NAME"` in the file at `path`, keeping everything else (the load balancer
 /// writes its replica changes into the same file). The file is replaced atomically (write to a
 /// temporary file in the same directory, then rename), so the watcher never sees half a file.
@@ -271,6 +335,26 @@ mod tests {
         );
         assert_eq!(doc["replicas"].as_array_of_tables().unwrap().len(), 3);
         assert!(text.starts_with("# Written by `analysis`"), "{text}");
+    }
+
+    #[test]
+    fn the_control_plane_file_has_no_proxy_or_limits_table() {
+        let replicas = [("Server 1".to_owned(), 1), ("a\"b".to_owned(), 7)];
+        let text = control_plane(&replicas, 4_194_304);
+        let doc: DocumentMut = text.parse().unwrap();
+        assert_eq!(doc["ring"]["algorithm"].as_str(), Some("rendezvous"));
+        assert_eq!(doc["ring"]["slots"].as_integer(), Some(4_194_304));
+        assert_eq!(doc["health"]["timeout_ms"].as_integer(), Some(300));
+        assert_eq!(doc["health"]["fall"].as_integer(), Some(3));
+        let tables = doc["replicas"].as_array_of_tables().unwrap();
+        assert_eq!(tables.get(1).unwrap()["hostname"].as_str(), Some("a\"b"));
+        assert_eq!(tables.get(1).unwrap()["id"].as_integer(), Some(7));
+        assert!(doc.get("proxy").is_none());
+        assert_eq!(
+            doc["limits"]["max_replicas"].as_integer(),
+            Some(CONTROL_MAX_REPLICAS as i64)
+        );
+        assert!(text.contains(CONTROL_LIMITS_LINE), "{text}");
     }
 
     #[test]

@@ -8,6 +8,9 @@ use serde::Serialize;
 use crate::error::{io, Error, Result};
 use crate::experiments::a2::A2;
 use crate::experiments::a3::A3;
+use crate::experiments::a3_control::{
+    ControlOutcome, Decision, LoopAttempt, LoopMark, SaveOutcome,
+};
 use crate::experiments::a3_supervisors::{SupervisorOutcome, SupervisorRun};
 use crate::experiments::a4::A4;
 use crate::experiments::a5::A5;
@@ -194,27 +197,37 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
             }
             timeline.write(dir, "a3_hang_timeline.csv", &mut written)?;
         }
-        let mut loris = Csv::new(&[
-            "connection",
-            "opened_ms",
-            "bytes_sent",
-            "answer_status",
-            "answer_after_ms",
-            "closed_after_ms",
-        ]);
-        for (i, c) in a3.slowloris.connections.iter().enumerate() {
-            loris.row(&[
-                i.to_string(),
-                f(c.opened_ms),
-                c.bytes_sent.to_string(),
-                opt(c.answer.map(|a| a.0)),
-                opt(c.answer.map(|a| f(a.1))),
-                opt(c.closed_after_ms.map(f)),
+        if let Some(slowloris) = &a3.slowloris {
+            let mut loris = Csv::new(&[
+                "connection",
+                "opened_ms",
+                "bytes_sent",
+                "answer_status",
+                "answer_after_ms",
+                "closed_after_ms",
             ]);
+            for (i, c) in slowloris.connections.iter().enumerate() {
+                loris.row(&[
+                    i.to_string(),
+                    f(c.opened_ms),
+                    c.bytes_sent.to_string(),
+                    opt(c.answer.map(|a| a.0)),
+                    opt(c.answer.map(|a| f(a.1))),
+                    opt(c.closed_after_ms.map(f)),
+                ]);
+            }
+            loris.write(dir, "a3_slowloris.csv", &mut written)?;
         }
-        loris.write(dir, "a3_slowloris.csv", &mut written)?;
         if !a3.supervisors.is_empty() {
             a3_supervisors_csv(dir, &a3.supervisors, &mut written)?;
+        }
+        if let Some(ControlOutcome::Done(c)) = &a3.control {
+            if !c.saves.is_empty() {
+                a3_stall_csv(dir, &c.saves, &mut written)?;
+            }
+            if let Some(l) = &c.loop_attempt {
+                a3_loop_csv(dir, l, &mut written)?;
+            }
         }
     }
     if let Some(a4) = &results.a4 {
@@ -353,6 +366,183 @@ fn a3_supervisors_csv(dir: &Path, runs: &[SupervisorRun], written: &mut Vec<Stri
         csv.row(&row);
     }
     csv.write(dir, "a3_supervisors.csv", written)
+}
+
+/// The columns of `a3_stall.csv`, one row per hostile file (made or skipped).
+pub const STALL_HEADER: [&str; 30] = [
+    "file",
+    "what",
+    "made",
+    "skipped_because",
+    "bytes",
+    "victim",
+    "victim_id",
+    "victim_pid",
+    "probe_id",
+    "save_to_kill_ms",
+    "out_ms",
+    "listed_again_ms",
+    "serving_again_ms",
+    "replacement",
+    "replacement_pid",
+    "healthy_replaced",
+    "left_ring",
+    "restarts_before",
+    "restarts_after",
+    "panics_before",
+    "panics_after",
+    "requests",
+    "failed",
+    "failed_by_kind",
+    "decision",
+    "decided_after_ms",
+    "last_error",
+    "config_applied_ms",
+    "table_builds_ms",
+    "restored_after_ms",
+];
+
+fn a3_stall_csv(dir: &Path, saves: &[SaveOutcome], written: &mut Vec<String>) -> Result<()> {
+    let mut csv = Csv::new(&STALL_HEADER);
+    for save in saves {
+        let row = match save {
+            SaveOutcome::Skipped(file, why) => {
+                let mut row = vec![
+                    file.number().to_string(),
+                    file.describe(),
+                    "false".into(),
+                    why.clone(),
+                ];
+                row.resize(STALL_HEADER.len(), String::new());
+                row
+            }
+            SaveOutcome::Done(s) => {
+                let (decision, after, error) = match &s.decision {
+                    Decision::Refused {
+                        message, after_ms, ..
+                    } => ("refused", Some(*after_ms), message.clone()),
+                    Decision::Applied { after_ms, .. } => {
+                        ("applied", Some(*after_ms), String::new())
+                    }
+                    Decision::Undecided { .. } => ("undecided", None, String::new()),
+                };
+                vec![
+                    s.number.to_string(),
+                    s.what.clone(),
+                    "true".into(),
+                    String::new(),
+                    s.bytes.to_string(),
+                    s.victim.clone(),
+                    s.victim_id.to_string(),
+                    s.victim_pid.to_string(),
+                    s.probe_id.to_string(),
+                    f(s.save_to_kill_ms),
+                    opt(s.out_ms.map(f)),
+                    opt(s.listed_again_ms.map(f)),
+                    opt(s.serving_again_ms.map(f)),
+                    opt(s.replacement.as_ref().map(|r| r.0.clone())),
+                    opt(s.replacement.as_ref().map(|r| r.1)),
+                    s.healthy_replaced.to_string(),
+                    s.disturbed
+                        .iter()
+                        .filter(|d| d.left_ring)
+                        .count()
+                        .to_string(),
+                    opt(s.restarts.0),
+                    opt(s.restarts.1),
+                    opt(s.panics.0),
+                    opt(s.panics.1),
+                    s.traffic.sent.to_string(),
+                    s.failed.to_string(),
+                    kinds(&s.traffic.failed),
+                    decision.into(),
+                    opt(after.map(f)),
+                    error,
+                    opt(s.config_applied_ms.map(f)),
+                    s.table_builds_ms
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    s.restored.as_ref().map(|t| f(*t)).unwrap_or_default(),
+                ]
+            }
+        };
+        csv.row(&row);
+    }
+    csv.write(dir, "a3_stall.csv", written)
+}
+
+/// The columns of `a3_loop.csv`: one row per `/add`, one for the request with the mark, one
+/// for the plain requests of the phase (with the requests that reached replicas).
+pub const LOOP_HEADER: [&str; 9] = [
+    "request",
+    "sent",
+    "expected_status",
+    "status",
+    "n_before",
+    "n_after",
+    "answer",
+    "undone",
+    "reached_replicas",
+];
+
+fn a3_loop_csv(dir: &Path, l: &LoopAttempt, written: &mut Vec<String>) -> Result<()> {
+    let mut csv = Csv::new(&LOOP_HEADER);
+    for a in &l.adds {
+        csv.row(&[
+            format!("POST /add {}", a.address),
+            "true".into(),
+            "400".into(),
+            opt(a.status),
+            a.n_before.to_string(),
+            a.n_after.to_string(),
+            a.answer.clone(),
+            a.undone.clone().unwrap_or_default(),
+            String::new(),
+        ]);
+    }
+    let mark = match &l.mark {
+        LoopMark::NotShown => [
+            "GET /home with its own Via mark".to_owned(),
+            "false".into(),
+            "508".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            "lb shows no loop mark".into(),
+            String::new(),
+            String::new(),
+        ],
+        LoopMark::Forged {
+            via,
+            status,
+            answer,
+        } => [
+            format!("GET /home with Via: {via}"),
+            "true".into(),
+            "508".into(),
+            opt(*status),
+            String::new(),
+            String::new(),
+            answer.clone(),
+            String::new(),
+            String::new(),
+        ],
+    };
+    csv.row(&mark);
+    csv.row(&[
+        format!("{} plain GET /home", l.plain.0),
+        "true".into(),
+        "200".into(),
+        String::new(),
+        l.n.0.to_string(),
+        l.n.1.to_string(),
+        format!("{} answered 200", l.plain.1),
+        String::new(),
+        l.reached_replicas.to_string(),
+    ]);
+    csv.write(dir, "a3_loop.csv", written)
 }
 
 fn a5_csvs(dir: &Path, a5: &A5, written: &mut Vec<String>) -> Result<()> {
@@ -521,6 +711,94 @@ mod tests {
         assert_eq!(
             lines[2][column("skipped_because")],
             "the swarm is not active, \"x\""
+        );
+    }
+
+    #[test]
+    fn control_rows_have_every_column() {
+        use crate::experiments::a3_control::{Disturbed, Hostile, HostileSave, LoopAdd};
+        let save = HostileSave {
+            file: Hostile::HugeValue,
+            number: 1,
+            what: Hostile::HugeValue.describe(),
+            bytes: 72_000,
+            victim: "Server 9".into(),
+            victim_id: 9,
+            victim_pid: 4242,
+            probe_id: 123_456,
+            save_to_kill_ms: 0.05,
+            out_ms: Some(10.0),
+            listed_again_ms: Some(100.0),
+            serving_again_ms: Some(120.0),
+            replacement: Some(("S1".into(), 4343)),
+            polls: 12,
+            poll_error: None,
+            disturbed: vec![Disturbed {
+                id: 3,
+                hostname: "Server 3".into(),
+                pid_before: 1,
+                replaced_by: None,
+                left_ring: true,
+            }],
+            healthy_replaced: 0,
+            restarts: (Some(0.0), Some(1.0)),
+            panics: (Some(0.0), Some(0.0)),
+            decision: Decision::Refused {
+                message: "lb.toml:70:11: invalid type, \"x\"".into(),
+                message_bytes: 31,
+                after_ms: 40.0,
+            },
+            config_applied_ms: None,
+            table_builds_ms: vec![4003, 12],
+            n_after: 64,
+            traffic: crate::load::Tally::default(),
+            failed: 0,
+            restored: Err("timed out".into()),
+        };
+        let saves = [
+            SaveOutcome::Done(Box::new(save)),
+            SaveOutcome::Skipped(Hostile::UnknownKeys, "the lb broke, \"really\"".into()),
+        ];
+        let loops = LoopAttempt {
+            listen: "127.0.0.1:1".into(),
+            adds: vec![LoopAdd {
+                address: "[::ffff:127.0.0.1]:1".into(),
+                status: Some(200),
+                answer: "{\"message\": {}}".into(),
+                n_before: 64,
+                n_after: 65,
+                undone: Some("removed again with /rm".into()),
+            }],
+            mark: LoopMark::NotShown,
+            plain: (100, 100),
+            reached_replicas: 100,
+            n: (64, 64),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut written = Vec::new();
+        a3_stall_csv(dir.path(), &saves, &mut written).unwrap();
+        a3_loop_csv(dir.path(), &loops, &mut written).unwrap();
+        assert_eq!(written, ["a3_stall.csv", "a3_loop.csv"]);
+        for (name, width, rows) in [
+            ("a3_stall.csv", STALL_HEADER.len(), 3),
+            ("a3_loop.csv", LOOP_HEADER.len(), 4),
+        ] {
+            let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            let lines: Vec<Vec<String>> = text.lines().map(fields).collect();
+            assert_eq!(lines.len(), rows, "{text}");
+            assert!(lines.iter().all(|l| l.len() == width), "{text}");
+        }
+        let text = std::fs::read_to_string(dir.path().join("a3_stall.csv")).unwrap();
+        let lines: Vec<Vec<String>> = text.lines().map(fields).collect();
+        let column = |name: &str| STALL_HEADER.iter().position(|h| *h == name).unwrap();
+        assert_eq!(lines[1][column("decision")], "refused");
+        assert_eq!(lines[1][column("left_ring")], "1");
+        assert_eq!(lines[1][column("restored_after_ms")], "");
+        assert_eq!(lines[1][column("table_builds_ms")], "4003 12");
+        assert_eq!(lines[2][column("made")], "false");
+        assert_eq!(
+            lines[2][column("skipped_because")],
+            "the lb broke, \"really\""
         );
     }
 

@@ -131,8 +131,7 @@ fn a3_fault_figures(dir: &Path, results: &Results, figures: &mut Figures) -> Res
             &[Panel::Lines(timeline)],
         )?);
     }
-    let s = &a3.slowloris;
-    if s.opened > 0 {
+    if let Some(s) = a3.slowloris.as_ref().filter(|s| s.opened > 0) {
         let seconds = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
             points.into_iter().map(|(t, v)| (t / 1000.0, v)).collect()
         };

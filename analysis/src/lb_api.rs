@@ -91,6 +91,9 @@ pub struct ReplicaStatus {
     /// Process or container.
     #[serde(default)]
     pub handle: Handle,
+    /// Requests the load balancer sent it so far (0 from a load balancer that does not say).
+    #[serde(default)]
+    pub requests: u64,
 }
 
 /// Ring parameters in `/_lb/status`.
@@ -149,6 +152,13 @@ pub struct Status {
     /// Requests the load balancer sent on to another replica so far, if it reports them.
     #[serde(default)]
     pub retries: Option<u64>,
+    /// The address it serves traffic on (empty from a load balancer that does not say).
+    #[serde(default)]
+    pub listen: String,
+    /// The `Via` value it marks the requests it forwards with, from a load balancer that shows
+    /// it (one that refuses requests carrying its own mark: a loop).
+    #[serde(default)]
+    pub via: Option<String>,
 }
 
 impl Status {
@@ -222,6 +232,16 @@ impl LbClient {
     /// `GET /_lb/status`.
     pub fn status(&self) -> Result<Status> {
         parse_json("GET /_lb/status", &self.get("/_lb/status")?)
+    }
+
+    /// The value of the unlabelled sample `name` in `GET /_lb/metrics` (`None`: not there, as
+    /// from a load balancer without that counter).
+    pub fn metric(&self, name: &str) -> Result<Option<f64>> {
+        let answer = self.get("/_lb/metrics")?;
+        if answer.status != 200 {
+            return Err(unexpected("GET /_lb/metrics", &answer, "expected 200"));
+        }
+        Ok(metric_value(&answer.body, name))
     }
 
     /// `GET /_lb/ring`.
@@ -304,6 +324,13 @@ impl LbClient {
     }
 }
 
+/// The value of the unlabelled sample `name` in a Prometheus text page.
+pub fn metric_value(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Poll `check` every [`POLL`] until it answers `true` (errors end the wait), at most `limit`.
 pub fn eventually(
     limit: Duration,
@@ -339,6 +366,18 @@ mod tests {
         assert_eq!(rep.replicas, ["Server 1", "S5"]);
         assert!(Rep::parse(r#"{"message": "<Error> x", "status": "failure"}"#).is_none());
         assert!(Rep::parse("not json").is_none());
+    }
+
+    #[test]
+    fn reads_unlabelled_metrics() {
+        let page =
+            "# HELP lb_control_panics_total Panics.\n# TYPE lb_control_panics_total counter\n\
+                    lb_control_panics_total 2\nlb_replica_restarts_total 5\n\
+                    lb_replica_restarts_totally 9\nlb_requests_total{replica=\"a\"} 3\n";
+        assert_eq!(metric_value(page, "lb_control_panics_total"), Some(2.0));
+        assert_eq!(metric_value(page, "lb_replica_restarts_total"), Some(5.0));
+        assert_eq!(metric_value(page, "lb_requests_total"), None);
+        assert_eq!(metric_value(page, "lb_missing"), None);
     }
 
     #[test]

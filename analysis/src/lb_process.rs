@@ -23,7 +23,8 @@ const LOG_LINES: usize = 5_000;
 pub struct Log(Arc<Mutex<VecDeque<String>>>);
 
 impl Log {
-    fn push(&self, line: String) {
+    /// Keep `line` (the oldest goes past [`LOG_LINES`]).
+    pub fn push(&self, line: String) {
         let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if lines.len() == LOG_LINES {
             lines.pop_front();
@@ -162,6 +163,11 @@ impl OwnedLb {
     /// Its base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The address it serves traffic on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Its configuration file (ours to edit; `lb` follows it live).

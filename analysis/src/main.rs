@@ -96,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         owned_config: own.as_ref().map(|lb| lb.config_path().to_path_buf()),
         plugin_dir: plugin_dir.clone(),
         lb_bin,
+        a3_phases: o.a3_phases.clone(),
     };
     let mut results = Results {
         settings: Settings {

@@ -247,6 +247,9 @@ fn all_experiments_end_to_end() {
         // A-5's offline part at two N only: a debug build of the tables is slow.
         "--a5-counts",
         "3,10",
+        // A-3's control-plane phases have tests of their own (below).
+        "--a3-phases",
+        "checks,kill,hang,slowloris,supervisors",
         "--out",
     ])
     .arg(out.path())
@@ -543,6 +546,176 @@ fn all_experiments_end_to_end() {
 
     check_a5(&results["a5"]);
     assert!(report.contains("## A-5: balancing algorithms"));
+    assert!(a3["control"].is_null(), "not chosen: {}", a3["control"]);
+}
+
+/// `analysis a3 --a3-phases PHASES` against its own lb: results.json, report.md and the
+/// directory they are in.
+fn a3_phases(phases: &str) -> (Value, String, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = analysis();
+    cmd.args(["a3", "--a3-phases", phases, "--seed", "7", "--out"])
+        .arg(out.path())
+        .arg("--lb-bin")
+        .arg(lb_bin());
+    let output = run(cmd, Duration::from_secs(600));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "analysis failed:\n{stderr}");
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    let a3 = &results["a3"];
+    // Only what was chosen ran.
+    assert!(
+        a3["checks"].as_array().unwrap().is_empty(),
+        "{}",
+        a3["checks"]
+    );
+    assert_eq!(a3["kill"]["skipped"], "not chosen (--a3-phases)");
+    assert!(a3["slowloris"].is_null() && a3["supervisors"].as_array().unwrap().is_empty());
+    assert!(!report.contains("### A replica killed"), "{report}");
+    (results, report, out)
+}
+
+/// The hostile saves, each with a kill -9 of a replica at the same moment, under 32
+/// clients with random ids: the victim's id serves again from a new process, no other replica is
+/// replaced or leaves the ring, the restart counter counts the victim only, no panic; (1) and
+/// (5) are refused with their reasons, (2) is applied with its large table; the normal file is
+/// applied again after each.
+#[test]
+fn a3_hostile_saves_never_stall_the_controller() {
+    let (results, report, out) = a3_phases("stall");
+    let c = &results["a3"]["control"]["done"];
+    assert!(c.is_object(), "{}", results["a3"]["control"]);
+    assert_eq!(c["replicas"], 64);
+    assert_eq!(c["clients"], 32);
+    assert_eq!(c["heartbeats"]["timeout_ms"], 300);
+    assert!(c["loop_attempt"].is_null());
+    let saves = c["saves"].as_array().unwrap();
+    let expected = [
+        (1, Some("invalid type")),
+        (2, None),
+        (5, Some("unknown key `k0` in [limits]")),
+    ];
+    assert_eq!(saves.len(), expected.len(), "{saves:#?}");
+    let mut victims = Vec::new();
+    for (save, (number, refused)) in saves.iter().zip(expected) {
+        let s = &save["done"];
+        assert!(s.is_object(), "({number}) was not made: {save}");
+        assert_eq!(s["number"], number);
+        let what = format!("({number})");
+        let again = s["serving_again_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what}: the victim's id never served again: {s}"));
+        assert!(again > 0.0, "{what}: {s}");
+        let (host, pid) = (&s["replacement"][0], s["replacement"][1].as_u64().unwrap());
+        assert!(
+            host.is_string() && pid != s["victim_pid"].as_u64().unwrap(),
+            "{s}"
+        );
+        assert_eq!(
+            s["healthy_replaced"], 0,
+            "{what}: healthy replicas replaced: {s}"
+        );
+        assert_eq!(
+            s["disturbed"].as_array().unwrap().len(),
+            0,
+            "{what}: other replicas replaced or out of the ring: {}",
+            s["disturbed"]
+        );
+        let restarts = s["restarts"][1].as_f64().unwrap() - s["restarts"][0].as_f64().unwrap();
+        assert_eq!(restarts, 1.0, "{what}: lb_replica_restarts_total: {s}");
+        assert_eq!(s["panics"][1].as_f64(), Some(0.0), "{what}: panics: {s}");
+        match refused {
+            Some(reason) => {
+                let message = s["decision"]["refused"]["message"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{what} was not refused: {}", s["decision"]));
+                assert!(message.contains(reason), "{what}: {message}");
+            }
+            None => {
+                let applied = &s["decision"]["applied"];
+                assert_eq!(applied["slots"], 4_194_304, "{what}: {}", s["decision"]);
+                assert_eq!(applied["algorithm"], "rendezvous");
+            }
+        }
+        assert!(s["restored"]["Ok"].is_f64(), "{what}: {}", s["restored"]);
+        let traffic = &s["traffic"];
+        let ok: u64 = traffic["served"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        let sent = traffic["sent"].as_u64().unwrap();
+        assert!(
+            sent > 0 && ok + s["failed"].as_u64().unwrap() == sent,
+            "{traffic}"
+        );
+        victims.push(s["victim_id"].as_u64().unwrap());
+    }
+    victims.dedup();
+    assert_eq!(
+        victims.len(),
+        3,
+        "a different victim each time: {victims:?}"
+    );
+    let csv = std::fs::read_to_string(out.path().join("a3_stall.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(!out.path().join("a3_loop.csv").exists());
+    assert!(report.contains("### A save that would stall the controller"));
+    assert!(
+        report.contains("Healthy replicas replaced: 0 in all"),
+        "{report}"
+    );
+}
+
+/// The loop attempt: lb's own address at `/add` in four spellings, each refused with 400 and N
+/// unchanged; a request carrying lb's own `Via` mark answered 508; no more requests reached the
+/// replicas than the plain ones sent. Needs an lb with loop marks (a top-level `via` in
+/// `/_lb/status`): against one without, this test fails by design — run it alone with
+/// `cargo test -p analysis --test end_to_end a3_loop`.
+#[test]
+fn a3_loop_attempt_is_refused() {
+    let (results, report, out) = a3_phases("loop");
+    let c = &results["a3"]["control"]["done"];
+    assert!(c["saves"].as_array().unwrap().is_empty());
+    let l = &c["loop_attempt"];
+    assert!(l.is_object(), "{c}");
+    let adds = l["adds"].as_array().unwrap();
+    assert_eq!(adds.len(), 4);
+    for a in adds {
+        assert_eq!(a["status"], 400, "/add of lb's own address: {a}");
+        assert_eq!(a["n_before"], a["n_after"], "{a}");
+        assert!(a["undone"].is_null(), "{a}");
+    }
+    assert_eq!(l["n"][0], l["n"][1], "{l}");
+    assert_ne!(
+        l["mark"], "not_shown",
+        "lb shows no loop mark in /_lb/status"
+    );
+    let mark = &l["mark"]["forged"];
+    assert!(
+        mark["via"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("1.1 lb-")),
+        "{mark}"
+    );
+    assert_eq!(mark["status"], 508, "a request with lb's own mark: {mark}");
+    let (plain, answered) = (
+        l["plain"][0].as_u64().unwrap(),
+        l["plain"][1].as_u64().unwrap(),
+    );
+    assert_eq!(answered, plain, "{l}");
+    assert_eq!(
+        l["reached_replicas"].as_u64(),
+        Some(plain),
+        "no request went round: {l}"
+    );
+    let csv = std::fs::read_to_string(out.path().join("a3_loop.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    assert!(report.contains("### A loop attempt"));
 }
 
 /// every setup computed at N = 3 and 10; Maglev balances within 1 %, rendezvous moves

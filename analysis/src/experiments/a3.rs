@@ -1,8 +1,10 @@
 //! every endpoint checked (SPEC §3, success and error rows), then a replica killed while a
 //! client keeps sending requests: how long until `/rep` shows N again without the victim, and
 //! how many client requests failed. Then a replica hung and a slow-loris attack
-//! ([`super::a3_faults`]), and last the kill again once per supervisor, each with a load balancer
-//! of its own ([`super::a3_supervisors`]).
+//! ([`super::a3_faults`]), the kill again once per supervisor, each with a load balancer of its
+//! own ([`super::a3_supervisors`]), and last the control-plane phases — hostile saves of
+//! `lb.toml` with a kill at the same moment, and a loop attempt — with a load balancer of 64
+//! replicas of their own ([`super::a3_control`]). `--a3-phases` chooses among them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,9 +13,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::a3_control::{self, ControlOutcome};
 use super::a3_faults::{self, HangOutcome, Slowloris};
 use super::a3_supervisors::{self, SupervisorRun};
-use super::Context;
+use super::{A3Phase, Context};
 use crate::client::{Answer, LbClient, Method};
 use crate::config_file;
 use crate::error::Result;
@@ -118,17 +121,23 @@ pub enum KillOutcome {
 /// A-3's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct A3 {
-    /// The endpoint checks, in order.
+    /// The endpoint checks, in order (none when not chosen).
     pub checks: Vec<Check>,
     /// The kill phase.
     pub kill: KillOutcome,
     /// A replica hung with SIGSTOP under traffic ([`a3_faults::hang`]).
     pub hang: HangOutcome,
-    /// Slow-loris connections next to normal clients ([`a3_faults::slowloris`]).
-    pub slowloris: Slowloris,
-    /// The kill once per supervisor, side by side ([`a3_supervisors::run`]).
+    /// Slow-loris connections next to normal clients ([`a3_faults::slowloris`]), when chosen.
+    pub slowloris: Option<Slowloris>,
+    /// The kill once per supervisor, side by side ([`a3_supervisors::run`]; none when not
+    /// chosen).
     pub supervisors: Vec<SupervisorRun>,
+    /// Hostile saves and a loop attempt ([`a3_control::run`]), when either was chosen.
+    pub control: Option<ControlOutcome>,
 }
+
+/// Why a phase that was not chosen has no result.
+pub const NOT_CHOSEN: &str = "not chosen (--a3-phases)";
 
 impl A3 {
     /// Checks with this verdict.
@@ -137,12 +146,63 @@ impl A3 {
     }
 }
 
-/// Run the checks, the kill, the hang, the slow-loris attack, then the kill per supervisor.
+/// Run the chosen phases: the checks, the kill, the hang, the slow-loris attack, the kill per
+/// supervisor, the control-plane phases.
 pub fn run(ctx: &Context) -> Result<A3> {
-    ctx.client.scale_to(3)?;
-    let spinner = progress::spinner("A-3 endpoint checks");
-    let checks = checks(ctx, &spinner)?;
-    spinner.finish_and_clear();
+    let checks = if ctx.runs(A3Phase::Checks) {
+        ctx.client.scale_to(3)?;
+        let spinner = progress::spinner("A-3 endpoint checks");
+        let checks = checks(ctx, &spinner)?;
+        spinner.finish_and_clear();
+        report_checks(&checks);
+        checks
+    } else {
+        Vec::new()
+    };
+    let kill = if ctx.runs(A3Phase::Kill) {
+        ctx.client.scale_to(3)?;
+        let kill = kill(ctx)?;
+        report_kill(&kill);
+        kill
+    } else {
+        KillOutcome::Skipped(NOT_CHOSEN.into())
+    };
+    let hang = if ctx.runs(A3Phase::Hang) {
+        ctx.client.scale_to(3)?;
+        a3_faults::hang(ctx)?
+    } else {
+        HangOutcome::Skipped(NOT_CHOSEN.into())
+    };
+    let slowloris = if ctx.runs(A3Phase::Slowloris) {
+        Some(a3_faults::slowloris(ctx)?)
+    } else {
+        None
+    };
+    let supervisors = if ctx.runs(A3Phase::Supervisors) {
+        a3_supervisors::run(ctx)?
+    } else {
+        Vec::new()
+    };
+    let control = if ctx.runs(A3Phase::Stall) || ctx.runs(A3Phase::Loop) {
+        let outcome = a3_control::run(ctx)?;
+        if let ControlOutcome::Skipped(why) = &outcome {
+            progress::note(&format!("A-3 control-plane phases skipped: {why}"));
+        }
+        Some(outcome)
+    } else {
+        None
+    };
+    Ok(A3 {
+        checks,
+        kill,
+        hang,
+        slowloris,
+        supervisors,
+        control,
+    })
+}
+
+fn report_checks(checks: &[Check]) {
     let (pass, fail) = (
         checks.iter().filter(|c| c.verdict == Verdict::Pass).count(),
         checks.iter().filter(|c| c.verdict == Verdict::Fail).count(),
@@ -157,9 +217,10 @@ pub fn run(ctx: &Context) -> Result<A3> {
             c.name, c.request, c.expected, c.got
         ));
     }
-    ctx.client.scale_to(3)?;
-    let kill = kill(ctx)?;
-    match &kill {
+}
+
+fn report_kill(kill: &KillOutcome) {
+    match kill {
         KillOutcome::Done(k) => progress::note(&format!(
             "A-3 kill: {} ({}); left the ring after {} ms, N = {} again after {} ms; {} of {} requests failed",
             k.victim,
@@ -172,17 +233,6 @@ pub fn run(ctx: &Context) -> Result<A3> {
         )),
         KillOutcome::Skipped(why) => progress::note(&format!("A-3 kill skipped: {why}")),
     }
-    ctx.client.scale_to(3)?;
-    let hang = a3_faults::hang(ctx)?;
-    let slowloris = a3_faults::slowloris(ctx)?;
-    let supervisors = a3_supervisors::run(ctx)?;
-    Ok(A3 {
-        checks,
-        kill,
-        hang,
-        slowloris,
-        supervisors,
-    })
 }
 
 fn shorten(text: &str) -> String {
@@ -892,6 +942,7 @@ mod tests {
             id,
             healthy: true,
             handle: Default::default(),
+            requests: 0,
         };
         let owners: Vec<String> = ["a", "b", "b", "c"].iter().map(|s| s.to_string()).collect();
         let (v, slots) = choose_victim(&[r("a", 1), r("b", 2), r("c", 3)], &owners).unwrap();

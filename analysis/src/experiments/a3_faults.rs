@@ -17,21 +17,19 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::a3::{alive, choose_victim, signal_target, timeline, Bin, KillBy};
+use super::common::{signal, Traffic, FIRST_ANSWER_LIMIT, PHASE_IDS};
 use super::Context;
 use crate::client::{LbClient, Method};
 use crate::config_file;
 use crate::error::{Error, Result};
 use crate::lb_api::{eventually, Rep, POLL};
-use crate::load::{self, Limits, LoadRun, Outcome, Tally};
+use crate::load::{LoadRun, Outcome, Tally};
 use crate::progress;
 use crate::stats::Summary;
 
@@ -41,13 +39,11 @@ pub const HANG: Duration = Duration::from_secs(5);
 pub const HANG_CLIENTS: usize = 32;
 /// Deadline of each client request in both phases: past it the request counts as failed
 /// (`timeout`).
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use super::common::CLIENT_TIMEOUT;
 /// Traffic before the stop, for a baseline.
 const BEFORE_HANG: Duration = Duration::from_millis(500);
 /// Traffic after the victim is continued.
 const AFTER_HANG: Duration = Duration::from_secs(1);
-/// How long traffic may take to get its first answer before a fault is started.
-const FIRST_ANSWER_LIMIT: Duration = Duration::from_secs(10);
 /// Deadline of one `/rep` poll while the victim is stopped.
 const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the load balancer may take to start a replacement for the hung replica.
@@ -251,20 +247,6 @@ impl Drop for Stopped {
     }
 }
 
-/// Send `signal` to `pid`.
-fn signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
-    let pid =
-        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
-    // SAFETY: kill(2) with a pid the load balancer reported for one of its replicas.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid, signal) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Run `docker ARGS…`; its error output when it fails.
 fn docker(args: &[&str]) -> std::result::Result<(), String> {
     let out = std::process::Command::new("docker")
@@ -282,95 +264,6 @@ fn docker(args: &[&str]) -> std::result::Result<(), String> {
         Err(e) => Err(format!("`docker {}` could not run: {e}", args.join(" "))),
     }
 }
-
-/// `GET /home` traffic on a thread of its own, until its stop flag is set.
-pub(super) struct Traffic {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<LoadRun>>,
-    spinner: ProgressBar,
-    origin: Instant,
-}
-
-impl Traffic {
-    /// Start `clients` clients with the ids of `phase` (at most `ids`), each request within
-    /// [`CLIENT_TIMEOUT`], for at most `time`.
-    pub(super) fn start(
-        ctx: &Context,
-        phase: &str,
-        ids: usize,
-        clients: usize,
-        time: Duration,
-    ) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ids = Arc::new(load::request_ids(ctx.seed, phase, ids));
-        let limits = Limits {
-            concurrency: clients,
-            time,
-            stop: Arc::clone(&stop),
-            request_timeout: CLIENT_TIMEOUT,
-        };
-        let spinner = progress::spinner(&format!("A-3 {phase}"));
-        let origin = Instant::now();
-        let thread = {
-            let (client, spinner) = (ctx.client.clone(), spinner.clone());
-            std::thread::spawn(move || load::run(&client, ids, limits, origin, &spinner))
-        };
-        Traffic {
-            stop,
-            thread: Some(thread),
-            spinner,
-            origin,
-        }
-    }
-
-    /// Wait until some request was answered and at least `baseline` has passed.
-    pub(super) fn warmed_up(&self, baseline: Duration) -> Result<()> {
-        eventually(FIRST_ANSWER_LIMIT, "answers to the client traffic", || {
-            Ok(self.spinner.position() > 0 && self.origin.elapsed() >= baseline)
-        })
-    }
-
-    /// When it started: the origin of its samples' times.
-    pub(super) fn origin(&self) -> Instant {
-        self.origin
-    }
-
-    /// Requests completed so far (answered or failed).
-    pub(super) fn completed(&self) -> u64 {
-        self.spinner.position()
-    }
-
-    /// Stop it and collect its requests (the ones in flight end within [`CLIENT_TIMEOUT`]).
-    pub(super) fn finish(mut self) -> Result<LoadRun> {
-        self.stop.store(true, Ordering::Relaxed);
-        let thread = self.thread.take();
-        self.spinner.finish_and_clear();
-        thread
-            .ok_or_else(|| panicked("collected twice"))?
-            .join()
-            .map_err(|_| panicked("the load thread panicked"))
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        // On an early return the clients stop sending; the thread ends on its own.
-        self.stop.store(true, Ordering::Relaxed);
-        self.spinner.finish_and_clear();
-    }
-}
-
-fn panicked(reason: &str) -> Error {
-    Error::Unexpected {
-        request: "A-3 traffic".into(),
-        reason: reason.into(),
-    }
-}
-
-/// Request ids for the traffic of a phase: more than its clients send in the phase's time on
-/// this kind of machine (some 10 000 requests a second), so the traffic lasts the whole phase;
-/// the report says so if they ran out.
-pub(super) const PHASE_IDS: usize = 1_000_000;
 
 /// First and last failure, ms since the traffic's origin.
 fn failure_window(run: &LoadRun) -> Option<(f64, f64)> {
@@ -424,7 +317,7 @@ pub fn hang(ctx: &Context) -> Result<HangOutcome> {
     }
     let retries_before = client.status().ok().and_then(|s| s.retries);
     traffic
-        .spinner
+        .spinner()
         .set_message(format!("stopping {}", victim.hostname));
     let (mut stopped, how) = match Stopped::stop(target) {
         Ok(stopped) => stopped,
@@ -433,9 +326,9 @@ pub fn hang(ctx: &Context) -> Result<HangOutcome> {
             return Ok(HangOutcome::Skipped(why));
         }
     };
-    let stopped_at = traffic.origin.elapsed();
+    let stopped_at = traffic.origin().elapsed();
     traffic
-        .spinner
+        .spinner()
         .set_message(format!("{} stopped; polling /rep", victim.hostname));
 
     // While it is stopped: when does it leave /rep? Bounded by HANG (and each poll by its
@@ -446,7 +339,7 @@ pub fn hang(ctx: &Context) -> Result<HangOutcome> {
     // Every round takes POLL at least (or ends the wait), so this cap is never the limit.
     let rounds = (HANG.as_millis() / POLL.as_millis().max(1)) as usize * 2 + 4;
     for _ in 0..rounds {
-        let since = traffic.origin.elapsed().saturating_sub(stopped_at);
+        let since = traffic.origin().elapsed().saturating_sub(stopped_at);
         let Some(rest) = HANG.checked_sub(since).filter(|r| !r.is_zero()) else {
             break;
         };
@@ -457,17 +350,17 @@ pub fn hang(ctx: &Context) -> Result<HangOutcome> {
         polls += 1;
         if let Some(rep) = rep_within(&mut poller) {
             if !rep.replicas.contains(&victim.hostname) {
-                left = Some(traffic.origin.elapsed().saturating_sub(stopped_at));
+                left = Some(traffic.origin().elapsed().saturating_sub(stopped_at));
                 continue;
             }
         }
         std::thread::sleep(POLL.min(rest));
     }
     let resumed = stopped.resume();
-    let stopped_for = traffic.origin.elapsed().saturating_sub(stopped_at);
+    let stopped_for = traffic.origin().elapsed().saturating_sub(stopped_at);
     drop(stopped);
     traffic
-        .spinner
+        .spinner()
         .set_message(format!("{} continued ({resumed})", victim.hostname));
     std::thread::sleep(AFTER_HANG);
     let run = traffic.finish()?;
@@ -797,13 +690,13 @@ pub fn slowloris(ctx: &Context) -> Result<Slowloris> {
     );
     traffic.warmed_up(Duration::ZERO)?;
     let attack_start = Instant::now();
-    let attack_started = attack_start.duration_since(traffic.origin);
+    let attack_started = attack_start.duration_since(traffic.origin());
     let (connections, connect_failed, first_error) = attack(
         &ctx.client,
         planned,
-        traffic.origin,
+        traffic.origin(),
         attack_start + bound,
-        &traffic.spinner,
+        traffic.spinner(),
     );
     let attack_time = attack_start.elapsed();
     let run = traffic.finish()?;

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::a3::{choose_victim, signal_target, KillBy};
-use super::a3_faults::{Traffic, PHASE_IDS};
+use super::common::{Traffic, PHASE_IDS};
 use super::Context;
 use crate::client::{Connection, LbClient, Method};
 use crate::config_file::{self, Supervisor};

@@ -4,10 +4,12 @@
 pub mod a1;
 pub mod a2;
 pub mod a3;
+pub mod a3_control;
 pub mod a3_faults;
 pub mod a3_supervisors;
 pub mod a4;
 pub mod a5;
+mod common;
 pub mod offline;
 
 use std::collections::BTreeMap;
@@ -41,9 +43,65 @@ pub struct Context {
     pub owned_config: Option<PathBuf>,
     /// Where the hash plugins are (for the offline part of A-4 and the routing check of A-3).
     pub plugin_dir: PathBuf,
-    /// The `lb` binary, for the load balancers A-3's supervisor comparison starts of its own
-    /// (`None`: there is none, and that comparison is skipped).
+    /// The `lb` binary, for the load balancers A-3's supervisor comparison and control-plane
+    /// phases start of their own (`None`: there is none, and those are skipped).
     pub lb_bin: Option<PathBuf>,
+    /// The parts of A-3 to run (`--a3-phases`; all by default).
+    pub a3_phases: Vec<A3Phase>,
+}
+
+/// A part of A-3, chosen with `analysis a3 --a3-phases …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum A3Phase {
+    /// Every endpoint checked (SPEC §3).
+    Checks,
+    /// The replica serving the most slots killed under traffic.
+    Kill,
+    /// A replica hung (SIGSTOP) for 5 s under traffic.
+    Hang,
+    /// Slow-loris connections next to normal clients.
+    Slowloris,
+    /// The kill once per supervisor, each with a load balancer of its own.
+    Supervisors,
+    /// A save that would stall the controller: hostile `lb.toml` files saved with a replica
+    /// killed at the same moment ([`a3_control`]).
+    Stall,
+    /// A loop attempt: `/add` of the load balancer's own address, a request with its own loop
+    /// mark ([`a3_control`]).
+    Loop,
+}
+
+impl A3Phase {
+    /// Every part, in running order.
+    pub const ALL: [A3Phase; 7] = [
+        A3Phase::Checks,
+        A3Phase::Kill,
+        A3Phase::Hang,
+        A3Phase::Slowloris,
+        A3Phase::Supervisors,
+        A3Phase::Stall,
+        A3Phase::Loop,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            A3Phase::Checks => "checks",
+            A3Phase::Kill => "kill",
+            A3Phase::Hang => "hang",
+            A3Phase::Slowloris => "slowloris",
+            A3Phase::Supervisors => "supervisors",
+            A3Phase::Stall => "stall",
+            A3Phase::Loop => "loop",
+        }
+    }
+}
+
+impl std::fmt::Display for A3Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Requests served by one replica.
@@ -100,6 +158,11 @@ impl Measurement {
 }
 
 impl Context {
+    /// Whether A-3's part `phase` was chosen.
+    pub fn runs(&self, phase: A3Phase) -> bool {
+        self.a3_phases.contains(&phase)
+    }
+
     /// Load limits for a measurement.
     pub fn limits(&self, stop: Arc<AtomicBool>, time: Duration) -> Limits {
         Limits {
