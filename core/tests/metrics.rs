@@ -337,7 +337,12 @@ async fn reloads_and_restarts_are_counted() {
     assert_eq!(reloads(&page), (4.0, 2.0), "{}", page.text);
 
     // A killed replica is replaced with a new name: one restart, the new one up.
-    assert_eq!(page.value("lb_replica_restarts_total"), 0.0);
+    assert_eq!(
+        page.value("lb_replica_restarts_total"),
+        0.0,
+        "no replica replaced yet; log:\n{}",
+        lb.log()
+    );
     let pid = lb.pid_of("Server 2").await;
     common::signal(pid, libc::SIGKILL);
     let page = eventually(DEADLINE, "a replacement in the ring", || async {

@@ -9,6 +9,11 @@ use crate::state::Shared;
 
 /// The page a scrape gets. Reads `/proc/self`: call it off the async workers.
 pub(crate) fn metrics(shared: &Shared) -> String {
+    // The controller's counters before the snapshot: it counts a change after publishing it,
+    // so a page that shows a restart (or reload) also shows the ring after it.
+    let (applied, refused) = shared.metrics.reloads();
+    let restarts = shared.metrics.restarts();
+    let control_panics = shared.metrics.control_panics();
     let scrape = shared.metrics.scrape();
     let snapshot = shared.snapshot.load();
     let mut page = Exposition::new();
@@ -113,7 +118,6 @@ pub(crate) fn metrics(shared: &Shared) -> String {
     );
     page.sample("lb_replicas", &[], snapshot.listed().len() as u64);
 
-    let (applied, refused) = shared.metrics.reloads();
     page.family(
         "lb_config_reloads_total",
         Kind::Counter,
@@ -126,17 +130,13 @@ pub(crate) fn metrics(shared: &Shared) -> String {
         Kind::Counter,
         "Replicas replaced after they exited or failed their health checks.",
     );
-    page.sample("lb_replica_restarts_total", &[], shared.metrics.restarts());
+    page.sample("lb_replica_restarts_total", &[], restarts);
     page.family(
         "lb_control_panics_total",
         Kind::Counter,
         "Panics caught in the control plane (controller, health checks, file reads); each was logged and the control plane kept running.",
     );
-    page.sample(
-        "lb_control_panics_total",
-        &[],
-        shared.metrics.control_panics(),
-    );
+    page.sample("lb_control_panics_total", &[], control_panics);
     page.family(
         "lb_inflight_requests",
         Kind::Gauge,

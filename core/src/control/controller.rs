@@ -1310,7 +1310,6 @@ impl Controller {
             // tasks (at a new address). Out of the ring until it answers again, then back with
             // the same id (hence the same slots), name and pipelining.
             if self.shared_membership {
-                self.shared.metrics.restarted();
                 tracing::warn!(hostname = %dead.hostname, id, handle = %dead.handle, %reason, "replica failed; out of the ring until its service's task answers again");
             } else {
                 tracing::warn!(hostname = %dead.hostname, id, address = address.as_deref().unwrap_or_default(), %reason, "backend down; out of the ring until it answers again");
@@ -1326,6 +1325,10 @@ impl Controller {
                 vacancy_of(&spec, 0, format!("'{}' {reason}", dead.hostname)),
             );
             self.publish();
+            if self.shared_membership {
+                // Counted once readers no longer see it in the ring.
+                self.shared.metrics.restarted();
+            }
             dead.failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             drop(self.retire(vec![dead], false));
@@ -1334,7 +1337,6 @@ impl Controller {
         }
         // The assignment gives the replacement a new random hostname; it keeps the server id,
         // so its virtual nodes land on the same slots and no other replica's keys move.
-        self.shared.metrics.restarted();
         let hostname = self.members().random_hostname(&[], &mut self.rng);
         tracing::warn!(hostname = %dead.hostname, id, %reason, replacement = %hostname, "replica failed; replacing it");
         let streak = if dead.started.elapsed() < CRASH_WINDOW {
@@ -1362,6 +1364,9 @@ impl Controller {
         // only be slow (missed heartbeats): requests already sent to it that are safe to repeat
         // go to the new owner now (`failed`); the others get to finish.
         self.publish();
+        // Counted once readers no longer see it in the ring (a scrape never shows the restart
+        // with the dead replica still up).
+        self.shared.metrics.restarted();
         dead.failed
             .store(true, std::sync::atomic::Ordering::Relaxed);
         drop(self.retire(vec![dead], true));
