@@ -294,14 +294,6 @@ async fn the_log_can_go_to_stdout() {
     .await;
 }
 
-/// The value of the sample `name` (no labels) on `lb`'s metrics page.
-async fn metric(lb: &Lb, name: &str) -> u64 {
-    let page = lb.get("/_lb/metrics").await.body;
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{page}"))
-}
-
 /// A log whose writes fail (`/dev/full`: every write is `ENOSPC`, as on a full disk): every line
 /// lost is counted in `lb_access_log_dropped_total`, the error is logged (not once per line) and
 /// requests are served as usual.
@@ -316,7 +308,7 @@ async fn lines_a_full_disk_loses_are_counted_as_dropped() {
         lb.home(&[("X-Request-Id", &id.to_string())]).await;
     }
     eventually(DEADLINE, "every line counted as dropped", || async {
-        (metric(&lb, "lb_access_log_dropped_total").await == SENT).then_some(())
+        (lb.metric("lb_access_log_dropped_total").await == SENT).then_some(())
     })
     .await;
     // A second batch, written after the first failed: counted too.
@@ -324,7 +316,7 @@ async fn lines_a_full_disk_loses_are_counted_as_dropped() {
         lb.home(&[("X-Request-Id", &id.to_string())]).await;
     }
     eventually(DEADLINE, "the second batch counted", || async {
-        (metric(&lb, "lb_access_log_dropped_total").await == 2 * SENT).then_some(())
+        (lb.metric("lb_access_log_dropped_total").await == 2 * SENT).then_some(())
     })
     .await;
     let log = lb.log();

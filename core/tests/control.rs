@@ -6,11 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, signal, Lb, Traffic};
+use common::{eventually, save_by_rename, signal, Lb, Traffic};
 
 /// Three replicas with fast heartbeats (and a `[ring]` table to edit).
 const BASE: &str = r#"
@@ -52,14 +51,6 @@ async fn pids(lb: &Lb) -> BTreeMap<u64, u64> {
         .collect()
 }
 
-/// A counter's value in `/_lb/metrics`.
-async fn metric(lb: &Lb, name: &str) -> f64 {
-    let page = lb.get("/_lb/metrics").await.body;
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{page}"))
-}
-
 /// [`BASE`] with the replicas that run now (replacements have new names).
 async fn current(lb: &Lb) -> String {
     let mut text = BASE[..BASE.find("[[replicas]]").unwrap()].to_owned();
@@ -71,13 +62,6 @@ async fn current(lb: &Lb) -> String {
         ));
     }
     text
-}
-
-/// Save like an editor: write a new file beside it and rename it over.
-fn save(path: &Path, text: &str) {
-    let tmp = path.with_extension("swp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// Kill replica `id` with SIGKILL and wait for the same id to serve from a new process, every
@@ -162,7 +146,7 @@ async fn hostile_saves_never_stall_failover_or_the_api() {
     ];
     let mut id = 1;
     for (what, make, refused) in cases {
-        save(&path, &make(&current(&lb).await));
+        save_by_rename(&path, &make(&current(&lb).await));
         kill_and_see_it_replaced(&lb, id, what).await;
         if let Some(reason) = refused {
             let error = eventually(REPLACED_WITHIN, &format!("{what} refused"), || async {
@@ -208,7 +192,7 @@ async fn hostile_saves_never_stall_failover_or_the_api() {
     .await;
     let good = current(&lb).await;
     std::fs::remove_file(&path).unwrap();
-    save(&path, &good);
+    save_by_rename(&path, &good);
     eventually(REPLACED_WITHIN, "the good file applied", || async {
         let status = lb.status().await;
         status["config"]["last_error"].is_null().then_some(())
@@ -224,10 +208,10 @@ async fn hostile_saves_never_stall_failover_or_the_api() {
         answers.len(),
         failed.first()
     );
-    assert_eq!(metric(&lb, "lb_control_panics_total").await, 0.0);
+    assert_eq!(lb.metric("lb_control_panics_total").await, 0);
     assert_eq!(
-        metric(&lb, "lb_replica_restarts_total").await,
-        5.0,
+        lb.metric("lb_replica_restarts_total").await,
+        5,
         "exactly the five killed"
     );
 }
@@ -238,12 +222,12 @@ async fn hostile_saves_never_stall_failover_or_the_api() {
 async fn a_panic_in_the_controller_is_caught_and_it_keeps_working() {
     let lb = Lb::start_with_env(BASE, &[("LB_FAILPOINTS", "apply")]);
     let before = pids(&lb).await;
-    save(
+    save_by_rename(
         &lb.config,
         &BASE.replace("interval_ms = 100", "interval_ms = 150"),
     );
     eventually(REPLACED_WITHIN, "the panic caught and counted", || async {
-        (metric(&lb, "lb_control_panics_total").await == 1.0).then_some(())
+        (lb.metric("lb_control_panics_total").await == 1).then_some(())
     })
     .await;
     let status = lb.status().await;

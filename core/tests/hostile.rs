@@ -587,14 +587,6 @@ fn small_window_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
     socket.into()
 }
 
-/// The value of the unlabelled sample `name` on `lb`'s metrics page.
-async fn metric(lb: &Lb, name: &str) -> u64 {
-    let page = lb.get("/_lb/metrics").await.body;
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{page}"))
-}
-
 /// `lb` with `max_connections = 4`, a 400 ms send timeout and one test backend by address
 /// (`pipelining` as given) whose `/big` is 64 MiB and `/steady` 10 MiB; up once the backend is.
 async fn send_timeout_lb(pipelining: bool) -> (Lb, common::backend::Backend) {
@@ -645,9 +637,9 @@ async fn clients_that_stop_reading_are_cut_and_new_clients_answered() {
             "pipelining {pipelining}: a new client behind clients that do not read"
         );
         // Accepted only after all eight before it: at least four were cut; the rest follow.
-        assert!(metric(&lb, "lb_client_send_timeouts_total").await >= 4);
+        assert!(lb.metric("lb_client_send_timeouts_total").await >= 4);
         eventually(Duration::from_secs(20), "all eight cut", || async {
-            (metric(&lb, "lb_client_send_timeouts_total").await == 8).then_some(())
+            (lb.metric("lb_client_send_timeouts_total").await == 8).then_some(())
         })
         .await;
         drop(stalled);
@@ -688,7 +680,7 @@ async fn a_slow_but_steady_reader_is_not_cut() {
     .await
     .unwrap();
     assert!(got > 10 << 20, "cut after {got} bytes");
-    assert_eq!(metric(&lb, "lb_client_send_timeouts_total").await, 0);
+    assert_eq!(lb.metric("lb_client_send_timeouts_total").await, 0);
 }
 
 /// Under an open files limit too low for `max_connections` (two descriptors a connection),

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, Lb, Traffic};
+use common::{eventually, save_by_rename, Lb, Traffic};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -40,13 +39,6 @@ fn config_with(replicas: &[(&str, u64)], virtual_nodes: u32, probing: &str, extr
 }
 
 const S123: [(&str, u64); 3] = [("Server 1", 1), ("Server 2", 2), ("Server 3", 3)];
-
-/// Save the way most editors do: write a new file, rename it over the old one.
-fn save_by_rename(path: &Path, text: &str) {
-    let tmp = path.with_extension("swp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 async fn ring(lb: &Lb) -> Value {
     lb.get("/_lb/ring").await.json()

@@ -363,6 +363,14 @@ impl Lb {
             .unwrap_or_else(|| panic!("no replica called {hostname:?}"))
     }
 
+    /// The value of the unlabelled sample `name` (a counter or gauge) on the metrics page.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let page = self.get("/_lb/metrics").await.body;
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{page}"))
+    }
+
     /// Requests served so far, over all replicas (from `/_lb/status`).
     pub async fn served(&self) -> u64 {
         self.status().await["replicas"]
@@ -407,6 +415,13 @@ impl Drop for Lb {
         }
         let _ = &self.dir;
     }
+}
+
+/// Save `text` to `path` the way most editors do: write a new file beside it, rename it over.
+pub fn save_by_rename(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// True while `pid` is a live (not zombie) process.
