@@ -188,6 +188,13 @@ proptest! {
         let fresh = build(slots, spec(), &after).unwrap();
         prop_assert_eq!(owner_ids(&updated), owner_ids(&fresh));
         prop_assert_eq!(updated.server_ids(), &after[..]);
+        // And the same fallback order: the runner-up of every slot.
+        for s in 0..slots {
+            prop_assert_eq!(
+                updated.next_member(s, |m| m == 0),
+                fresh.next_member(s, |m| m == 0)
+            );
+        }
     }
 }
 
