@@ -1,12 +1,12 @@
 //! The algorithms that fill a [`Placement`], and the dispatch from a [`Balancer`] (the choice,
-//! [`crate::balancer`]) to them: [`Balancer::place`], [`Balancer::place_from`], the capacity
+//! `balancer.rs`) to them: [`Balancer::place`], [`Balancer::place_from`], the capacity
 //! rules ([`Balancer::check_capacity`]) and what a build costs ([`Balancer::build_cost`],
 //! [`Balancer::rebuild_cost`]).
 //!
 //! Three algorithms build that table (docs/ALGORITHMS.md explains them): the assignment's
 //! [`ring`], [`maglev`] and [`rendezvous`]. Each checks its own parameters, fills the owners
 //! (and, for the ring, the marks) and chooses the table's fallback order; the table type
-//! ([`crate::table`]) knows none of them. Every one is a pure function of (algorithm, slots,
+//! (`table.rs`) knows none of them. Every one is a pure function of (algorithm, slots,
 //! server ids) — plus, for the ring, `K`, probing and `Φ` — so a restart, or another process,
 //! builds the same table.
 //!
