@@ -25,6 +25,7 @@
 
 use std::sync::Arc;
 
+use lb_balance::compare::{moved, owner_ids};
 use lb_balance::hash::SpecHash;
 use lb_balance::ring::{Probing, RingParams};
 use lb_balance::{Algorithm, Balancer, Placement};
@@ -38,26 +39,6 @@ fn table(algorithm: Algorithm, slots: u32, ids: &[u64]) -> Placement {
     Balancer::new(algorithm, params)
         .place(Arc::new(SpecHash), ids)
         .expect("the table builds")
-}
-
-/// Server id owning each slot.
-fn owner_ids(t: &Placement) -> Vec<u64> {
-    t.owners()
-        .iter()
-        .map(|&m| t.server_ids()[m as usize])
-        .collect()
-}
-
-/// Share of slots whose owner differs, and of those whose owner differs though it is neither
-/// `except` before nor `except` after (the removed or the added replica).
-fn moved(a: &[u64], b: &[u64], except: u64) -> (f64, f64) {
-    let changed = a.iter().zip(b).filter(|(x, y)| x != y);
-    let all = changed.clone().count();
-    let beyond = changed
-        .filter(|&(x, y)| *x != except && *y != except)
-        .count();
-    let m = a.len() as f64;
-    (all as f64 / m, beyond as f64 / m)
 }
 
 fn max_over_avg(counts: &[u64]) -> f64 {
@@ -90,19 +71,18 @@ fn main() {
                 requests[full.lookup(r).expect("members")] += 1;
             }
             let before = owner_ids(&full);
-            let removals: Vec<(f64, f64)> = ids
+            let removals: Vec<_> = ids
                 .iter()
                 .map(|&gone| {
                     let rest: Vec<u64> = ids.iter().copied().filter(|&id| id != gone).collect();
                     moved(&before, &owner_ids(&table(algorithm, slots, &rest)), gone)
                 })
                 .collect();
-            let mean = removals.iter().map(|r| r.0).sum::<f64>() / removals.len() as f64;
-            let worst = removals.iter().map(|r| r.0).fold(0.0, f64::max);
-            let worst_beyond = removals.iter().map(|r| r.1).fold(0.0, f64::max);
+            let mean = removals.iter().map(|r| r.all).sum::<f64>() / removals.len() as f64;
+            let worst = removals.iter().map(|r| r.all).fold(0.0, f64::max);
+            let worst_beyond = removals.iter().map(|r| r.beyond).fold(0.0, f64::max);
             let grown: Vec<u64> = (1..=n + 1).collect();
-            let (added, added_beyond) =
-                moved(&before, &owner_ids(&table(algorithm, slots, &grown)), n + 1);
+            let added = moved(&before, &owner_ids(&table(algorithm, slots, &grown)), n + 1);
             println!(
                 "| {n} | {algorithm} | {:.3} | {:.3} | {:.2} % ({:.2} %) | {:.2} % | {:.2} % | {:.2} % |",
                 max_over_avg(&slot_counts),
@@ -110,8 +90,8 @@ fn main() {
                 100.0 * mean,
                 100.0 * worst,
                 100.0 * worst_beyond,
-                100.0 * added,
-                100.0 * added_beyond,
+                100.0 * added.all,
+                100.0 * added.beyond,
             );
         }
     }

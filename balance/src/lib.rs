@@ -1,12 +1,26 @@
 //! `lb-balance`: the load balancer's balancing, as pure data and pure functions.
 //!
+//! The crate map, each file depending only on the ones listed before it:
+//!
 //! - [`hash`]: the hash trait `H`/`Φ` ([`RingHash`]) and the compiled-in functions;
 //!   [`plugin`] loads other hash functions from shared libraries (the crate's only `unsafe`).
-//! - [`Balancer`]: an algorithm ([`Algorithm`]) with its parameters; [`Balancer::place`] turns
-//!   replica ids and a hash into an immutable [`Placement`], the slot → member table.
-//! - [`ring`]: the assignment's ring (`M` slots, `K` virtual nodes, linear or quadratic probing).
-//! - [`maglev`]: Maglev hashing (permutation preference lists, round-robin fill; `M` prime).
-//! - [`rendezvous`]: rendezvous (highest random weight) hashing, one winner per slot.
+//! - `balancer.rs`: the choice, as plain data: [`Algorithm`], [`Balancer`] (an algorithm with
+//!   its parameters), the ring's [`RingParams`] and [`Probing`].
+//! - `error.rs`: [`PlaceError`], the one error of placement (also named [`RingError`]), and
+//!   [`is_prime`] its messages need.
+//! - `table.rs`: [`Placement`], the immutable slot → member table every algorithm fills and
+//!   every request is looked up in, with its fallback order ([`Placement::next_member`]) stored
+//!   as data the algorithm chose; the rules on ids and slots every table obeys.
+//! - [`algorithm`]: the dispatch ([`Balancer::place`], [`Balancer::place_from`], the capacity
+//!   rules, build costs) and the algorithms, each filling the owners (+ marks) and choosing its
+//!   fallback: [`ring`], the assignment's ring (`M` slots, `K` virtual nodes, linear or
+//!   quadratic probing); [`maglev`], Maglev hashing (permutation preference lists, round-robin
+//!   fill; `M` prime); [`rendezvous`], rendezvous (highest random weight) hashing, one winner per
+//!   slot.
+//! - [`compare`]: how two tables differ (owners by server id, the share of slots that moved),
+//!   for the tests, the example and the analysis.
+//!
+//! No file imports one that imports it back (`scripts/check-layers.py` checks it).
 //!
 //! Every algorithm builds the same kind of table (docs/ALGORITHMS.md compares them), so the
 //! algorithm never changes what a request costs.
@@ -35,14 +49,17 @@
 //! assert_eq!(maglev.server_ids()[maglev.lookup(3).unwrap()], 2);
 //! ```
 
+pub mod algorithm;
+mod balancer;
+pub mod compare;
+mod error;
 pub mod hash;
-pub mod maglev;
-mod placement;
 #[allow(unsafe_code)] // loading a shared library and calling into it
 pub mod plugin;
-pub mod rendezvous;
-pub mod ring;
+mod table;
 
+pub use algorithm::{maglev, rendezvous, ring};
+pub use balancer::{Algorithm, Balancer, Probing, RingParams};
+pub use error::{is_prime, PlaceError, RingError};
 pub use hash::RingHash;
-pub use placement::{Algorithm, Balancer, Placement};
-pub use ring::{RingError, RingParams};
+pub use table::Placement;

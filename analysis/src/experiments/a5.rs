@@ -10,8 +10,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lb_balance::compare::{moved, owner_ids};
 use lb_balance::ring::{Probing, RingParams};
-use lb_balance::{Algorithm, Balancer, Placement};
+use lb_balance::{Algorithm, Balancer};
 use serde::Serialize;
 use toml_edit::Value;
 
@@ -244,26 +245,6 @@ fn machine() -> Machine {
     }
 }
 
-/// Server id owning each slot.
-fn owner_ids(t: &Placement) -> Vec<u64> {
-    t.owners()
-        .iter()
-        .map(|&m| t.server_ids()[m as usize])
-        .collect()
-}
-
-/// Share of slots whose owner differs, and of those whose owner is neither `except` before nor
-/// after.
-fn moved(a: &[u64], b: &[u64], except: u64) -> (f64, f64) {
-    let changed = a.iter().zip(b).filter(|(x, y)| x != y);
-    let all = changed.clone().count();
-    let beyond = changed
-        .filter(|&(x, y)| *x != except && *y != except)
-        .count();
-    let m = a.len().max(1) as f64;
-    (all as f64 / m, beyond as f64 / m)
-}
-
 fn max_over_avg(counts: &[u64]) -> f64 {
     let total: u64 = counts.iter().sum();
     let max = counts.iter().copied().max().unwrap_or(0);
@@ -312,11 +293,12 @@ pub fn curve(
             removals.push(moved(&before, &owner_ids(&place(&rest)?), g));
         }
         let count = removals.len().max(1) as f64;
-        let removed_moved = removals.iter().map(|r| r.0).sum::<f64>() / count;
-        let worst = removals.iter().map(|r| r.0).fold(0.0, f64::max);
-        let removed_beyond = removals.iter().map(|r| r.1).fold(0.0, f64::max);
+        let removed_moved = removals.iter().map(|r| r.all).sum::<f64>() / count;
+        let worst = removals.iter().map(|r| r.all).fold(0.0, f64::max);
+        let removed_beyond = removals.iter().map(|r| r.beyond).fold(0.0, f64::max);
         let grown: Vec<u64> = (1..=n + 1).collect();
-        let (added_moved, added_beyond) = moved(&before, &owner_ids(&place(&grown)?), n + 1);
+        let added = moved(&before, &owner_ids(&place(&grown)?), n + 1);
+        let (added_moved, added_beyond) = (added.all, added.beyond);
         points.push(Point {
             n,
             slot_max_over_avg: max_over_avg(&slot_counts),

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use lb_balance::compare::{moved_weight, owner_ids};
 use lb_balance::hash::RingHash;
 use lb_balance::ring::{self, RingParams};
 use lb_balance::Placement;
@@ -151,26 +152,14 @@ fn ids_per_slot(hash: &dyn RingHash, slots: u32) -> Vec<u64> {
     per_slot
 }
 
-/// Per slot, the server id serving it.
-fn slot_owner_ids(ring: &Placement) -> Vec<u64> {
-    ring.owners()
-        .iter()
-        .map(|&member| ring.server_ids()[member as usize])
-        .collect()
-}
-
+/// Fraction of the ids that are served by another server id in `after` than in `before`.
 fn moved(before: &Placement, after: &Placement, per_slot: &[u64], total: f64) -> f64 {
-    let (a, b) = (slot_owner_ids(before), slot_owner_ids(after));
-    let moved: u64 = (0..per_slot.len())
-        .filter(|&s| a[s] != b[s])
-        .map(|s| per_slot[s])
-        .sum();
-    moved as f64 / total
+    moved_weight(&owner_ids(before), &owner_ids(after), per_slot) as f64 / total
 }
 
 /// Fraction of the ids served by server id `id` in `ring`.
 fn id_share(ring: &Placement, id: u64, per_slot: &[u64], total: f64) -> f64 {
-    let owners = slot_owner_ids(ring);
+    let owners = owner_ids(ring);
     let mine: u64 = (0..per_slot.len())
         .filter(|&s| owners[s] == id)
         .map(|s| per_slot[s])

@@ -1,5 +1,6 @@
 use super::*;
-use crate::hash::SpecHash;
+use crate::compare::owner_ids;
+use crate::hash::{HashError, SpecHash};
 use crate::{Balancer, Placement};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -33,14 +34,6 @@ impl RingHash for PileUp {
     fn virtual_node(&self, _server_id: u64, _replica: u64) -> Result<u64, HashError> {
         Ok(0)
     }
-}
-
-/// Server id of the member serving each slot.
-fn owner_ids(ring: &Placement) -> Vec<u64> {
-    ring.owners()
-        .iter()
-        .map(|&m| ring.server_ids()[m as usize])
-        .collect()
 }
 
 /// Virtual node slots keyed by server id.
@@ -220,7 +213,7 @@ fn failing_virtual_node_hash_fails_the_build() {
     assert_eq!(ok.virtual_slots(1), [30, 31]);
     let err = build(params(64, 2, Probing::Linear), hash, &[1, 2, 3]).unwrap_err();
     match err {
-        RingError::Hash(e) => assert_eq!((e.server_id, e.replica), (2, 0)),
+        PlaceError::Hash(e) => assert_eq!((e.server_id, e.replica), (2, 0)),
         other => panic!("expected a hash error, got {other:?}"),
     }
 }
@@ -245,7 +238,7 @@ fn too_many_virtual_nodes() {
     let err = build(RingParams::default(), spec(), &ids).unwrap_err();
     assert_eq!(
         err,
-        RingError::TooManyVirtualNodes {
+        PlaceError::TooManyVirtualNodes {
             replicas: 60,
             virtual_nodes: 9,
             slots: 512
@@ -260,7 +253,7 @@ fn too_many_virtual_nodes() {
     assert!(build(RingParams::default(), spec(), &ids[..56]).is_ok());
     assert_eq!(
         build(RingParams::default(), spec(), &ids[..57]).unwrap_err(),
-        RingError::TooManyVirtualNodes {
+        PlaceError::TooManyVirtualNodes {
             replicas: 57,
             virtual_nodes: 9,
             slots: 512
@@ -299,7 +292,7 @@ fn quadratic_probe_exhaustion_with_spec_hash() {
     let err = build(params(4, 4, Probing::Quadratic), spec(), &[1]).unwrap_err();
     assert_eq!(
         err,
-        RingError::ProbeExhausted {
+        PlaceError::ProbeExhausted {
             server_id: 1,
             replica: 3
         }
@@ -320,7 +313,7 @@ fn quadratic_probe_exhaustion_power_of_two() {
     let err = build(params(16, 5, Probing::Quadratic), Arc::new(PileUp), &[1]).unwrap_err();
     assert_eq!(
         err,
-        RingError::ProbeExhausted {
+        PlaceError::ProbeExhausted {
             server_id: 1,
             replica: 4
         }
@@ -345,7 +338,7 @@ fn quadratic_probe_exhaustion_terminates_on_larger_ring() {
     .unwrap_err();
     assert_eq!(
         err,
-        RingError::ProbeExhausted {
+        PlaceError::ProbeExhausted {
             server_id: 7,
             replica: reachable.len() as u32
         }
@@ -359,12 +352,12 @@ fn validation_errors() {
     let p = RingParams::default();
     assert_eq!(
         build(RingParams { slots: 0, ..p }, spec(), &[1]).unwrap_err(),
-        RingError::ZeroSlots
+        PlaceError::ZeroSlots
     );
     // Zero slots is reported even for an empty id list or alongside other problems.
     assert_eq!(
         build(RingParams { slots: 0, ..p }, spec(), &[]).unwrap_err(),
-        RingError::ZeroSlots
+        PlaceError::ZeroSlots
     );
     assert_eq!(
         build(
@@ -377,7 +370,7 @@ fn validation_errors() {
             &[0]
         )
         .unwrap_err(),
-        RingError::ZeroSlots
+        PlaceError::ZeroSlots
     );
     assert_eq!(
         build(
@@ -389,26 +382,29 @@ fn validation_errors() {
             &[1]
         )
         .unwrap_err(),
-        RingError::ZeroVirtualNodes
+        PlaceError::ZeroVirtualNodes
     );
     assert_eq!(
         build(p, spec(), &[1, 0, 2]).unwrap_err(),
-        RingError::InvalidServerId
+        PlaceError::InvalidServerId
     );
     assert_eq!(
         build(p, spec(), &[3, 1, 3]).unwrap_err(),
-        RingError::DuplicateServerId(3)
+        PlaceError::DuplicateServerId(3)
     );
-    assert_eq!(RingError::ZeroSlots.to_string(), "slots must be at least 1");
     assert_eq!(
-        RingError::ZeroVirtualNodes.to_string(),
+        PlaceError::ZeroSlots.to_string(),
+        "slots must be at least 1"
+    );
+    assert_eq!(
+        PlaceError::ZeroVirtualNodes.to_string(),
         "virtual_nodes must be at least 1"
     );
     assert_eq!(
-        RingError::InvalidServerId.to_string(),
+        PlaceError::InvalidServerId.to_string(),
         "server ids start at 1"
     );
-    assert!(RingError::DuplicateServerId(3).to_string().contains('3'));
+    assert!(PlaceError::DuplicateServerId(3).to_string().contains('3'));
 }
 
 #[test]
@@ -480,7 +476,7 @@ fn ring_is_shareable() {
 fn try_build(p: RingParams, ids: &[u64]) -> Result<Option<Placement>, TestCaseError> {
     match build(p, spec(), ids) {
         Ok(ring) => Ok(Some(ring)),
-        Err(RingError::ProbeExhausted { server_id, replica })
+        Err(PlaceError::ProbeExhausted { server_id, replica })
             if p.probing == Probing::Quadratic =>
         {
             prop_assert!(ids.contains(&server_id));

@@ -1,19 +1,11 @@
 use super::*;
+use crate::compare::owner_ids;
 use crate::hash::SpecHash;
 use crate::Algorithm;
 use proptest::prelude::*;
 
 fn spec() -> Arc<dyn RingHash> {
     Arc::new(SpecHash)
-}
-
-/// Server id of the member serving each slot.
-fn owner_ids(table: &Placement) -> Vec<u64> {
-    table
-        .owners()
-        .iter()
-        .map(|&m| table.server_ids()[m as usize])
-        .collect()
 }
 
 /// The rule itself, slot by slot: the id with the highest `(w(s, i), i)`.
@@ -124,10 +116,10 @@ fn next_member_follows_the_slots_preference_order() {
 
 #[test]
 fn errors() {
-    assert_eq!(build(0, spec(), &[1]).unwrap_err(), RingError::ZeroSlots);
+    assert_eq!(build(0, spec(), &[1]).unwrap_err(), PlaceError::ZeroSlots);
     assert_eq!(
         build(2, spec(), &[1, 2, 3]).unwrap_err(),
-        RingError::FewerSlotsThanReplicas {
+        PlaceError::FewerSlotsThanReplicas {
             algorithm: Algorithm::Rendezvous,
             replicas: 3,
             slots: 2
@@ -135,11 +127,11 @@ fn errors() {
     );
     assert_eq!(
         build(8, spec(), &[0]).unwrap_err(),
-        RingError::InvalidServerId
+        PlaceError::InvalidServerId
     );
     assert_eq!(
         build(8, spec(), &[5, 5]).unwrap_err(),
-        RingError::DuplicateServerId(5)
+        PlaceError::DuplicateServerId(5)
     );
     // Any number of slots, prime or not.
     assert!(build(512, spec(), &[1, 2, 3]).is_ok());
@@ -196,6 +188,13 @@ proptest! {
         let fresh = build(slots, spec(), &after).unwrap();
         prop_assert_eq!(owner_ids(&updated), owner_ids(&fresh));
         prop_assert_eq!(updated.server_ids(), &after[..]);
+        // And the same fallback order: the runner-up of every slot.
+        for s in 0..slots {
+            prop_assert_eq!(
+                updated.next_member(s, |m| m == 0),
+                fresh.next_member(s, |m| m == 0)
+            );
+        }
     }
 }
 

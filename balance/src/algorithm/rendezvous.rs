@@ -22,10 +22,10 @@
 
 use std::sync::Arc;
 
+use crate::balancer::{Algorithm, Balancer};
+use crate::error::PlaceError;
 use crate::hash::{splitmix64, RingHash};
-use crate::placement::{checked_order, Marks};
-use crate::ring::RingError;
-use crate::{Balancer, Placement};
+use crate::table::{check_slot_each, check_slots, member_order, Fallback, Marks, Placement};
 
 /// The seed of replica `server_id`'s weights: `splitmix64(server_id, 1)`.
 #[inline]
@@ -33,14 +33,36 @@ fn seed(server_id: u64) -> u64 {
     splitmix64(server_id, 1)
 }
 
+/// A replica's weight for `slot` from its seed: `splitmix64(seed, slot + 1)`.
+#[inline]
+fn seeded_weight(seed: u64, slot: u32) -> u64 {
+    splitmix64(seed, u64::from(slot) + 1)
+}
+
 /// `w(s, i)`: the weight of replica `server_id` for slot `slot`.
 #[inline]
 pub fn weight(slot: u32, server_id: u64) -> u64 {
-    splitmix64(seed(server_id), u64::from(slot) + 1)
+    seeded_weight(seed(server_id), slot)
+}
+
+/// `N ≤ M`, once `M ≥ 1`: every replica can own a slot.
+pub(crate) fn check_capacity(slots: u32, replicas: usize) -> Result<(), PlaceError> {
+    check_slots(slots)?;
+    check_slot_each(Algorithm::Rendezvous, replicas, slots)
+}
+
+/// Rendezvous's fallback: after a slot's owner, the member with the next highest weight for it.
+fn fallback(server_ids: &[u64]) -> Fallback {
+    Fallback::HighestWeight {
+        seeds: server_ids.iter().map(|&id| seed(id)).collect(),
+        weight: seeded_weight,
+    }
 }
 
 /// Build the rendezvous table of `slots` slots for `server_ids` (member `k` is
-/// `server_ids[k]`; the table does not depend on their order). `hash` gives `H` for lookups.
+/// `server_ids[k]`; the table does not depend on their order). `hash` gives `H` for lookups. A
+/// request that its slot's owner cannot serve goes to the member with the next highest weight
+/// for the slot.
 ///
 /// Checks, in this order: `slots ≥ 1`, no id is 0, no id repeats, `N ≤ M`.
 ///
@@ -49,9 +71,11 @@ pub fn build(
     slots: u32,
     hash: Arc<dyn RingHash>,
     server_ids: &[u64],
-) -> Result<Placement, RingError> {
+) -> Result<Placement, PlaceError> {
     let balancer = Balancer::Rendezvous { slots };
-    let order = checked_order(balancer, server_ids)?;
+    check_slots(slots)?;
+    let order = member_order(server_ids)?;
+    check_capacity(slots, server_ids.len())?;
     if order.is_empty() {
         return Ok(Placement::empty(balancer, hash));
     }
@@ -77,26 +101,31 @@ pub fn build(
         balancer,
         hash,
         server_ids.to_vec(),
-        Marks::default(),
         table,
+        Marks::default(),
+        fallback(server_ids),
     ))
 }
 
-/// The table for `server_ids` made from `previous`, a rendezvous table of the same size and
-/// hash, by moving only what must move: a slot of a removed replica goes to the best of the
-/// rest (scoring every remaining replica for it), and every slot is scored once for each added
-/// replica. Equal to [`build`] (a slot's owner is a maximum over the replicas present), in
+/// The table of `slots` slots for `server_ids` made from `previous`, a rendezvous table of the
+/// same size and hash (the dispatch, [`Balancer::place_from`], checks that), by moving only
+/// what must move: a slot of a removed replica goes to the best of the rest (scoring every
+/// remaining replica for it), and every slot is scored once for each added replica. Equal to
+/// [`build`] (a slot's owner is a maximum over the replicas present), in
 /// O(M·(1 + added) + removed·M) instead of O(M·N): a replica leaving or joining a table of
 /// millions of slots costs tens of milliseconds, not seconds.
 ///
-/// Falls back to [`build`] when `previous` is not such a table.
-pub(crate) fn rebuild(previous: &Placement, server_ids: &[u64]) -> Result<Placement, RingError> {
-    let balancer = previous.balancer();
+/// Falls back to [`build`] when `previous` has no members or not `slots` slots.
+pub(crate) fn rebuild(
+    slots: u32,
+    previous: &Placement,
+    server_ids: &[u64],
+) -> Result<Placement, PlaceError> {
+    let balancer = Balancer::Rendezvous { slots };
     let hash = Arc::clone(previous.hash());
-    let Balancer::Rendezvous { slots } = balancer else {
-        return balancer.place(hash, server_ids);
-    };
-    let order = checked_order(balancer, server_ids)?;
+    check_slots(slots)?;
+    let order = member_order(server_ids)?;
+    check_capacity(slots, server_ids.len())?;
     let before = previous.server_ids();
     if order.is_empty() || before.is_empty() || previous.owners().len() != slots as usize {
         return build(slots, hash, server_ids);
@@ -156,24 +185,10 @@ pub(crate) fn rebuild(previous: &Placement, server_ids: &[u64]) -> Result<Placem
         balancer,
         hash,
         server_ids.to_vec(),
-        Marks::default(),
         table,
+        Marks::default(),
+        fallback(server_ids),
     ))
-}
-
-/// The member (an index into `server_ids`) with the highest `(w(slot, i), i)` that `skip` does
-/// not rule out: the owner of `slot`, or where `slot` would go if the ruled-out members left.
-pub(crate) fn preferred(
-    slot: u32,
-    server_ids: &[u64],
-    mut skip: impl FnMut(usize) -> bool,
-) -> Option<usize> {
-    server_ids
-        .iter()
-        .enumerate()
-        .filter(|&(member, _)| !skip(member))
-        .max_by_key(|&(_, &id)| (weight(slot, id), id))
-        .map(|(member, _)| member)
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
 use super::*;
+use crate::compare::{moved_fraction, owner_ids};
+use crate::error::nearest_primes;
 use crate::hash::{HashError, SpecHash};
 use crate::Algorithm;
 use proptest::prelude::*;
@@ -7,21 +9,9 @@ fn spec() -> Arc<dyn RingHash> {
     Arc::new(SpecHash)
 }
 
-/// Server id of the member serving each slot.
-fn owner_ids(table: &Placement) -> Vec<u64> {
-    table
-        .owners()
-        .iter()
-        .map(|&m| table.server_ids()[m as usize])
-        .collect()
-}
-
 /// Fraction of slots whose owner (by server id) differs between two tables of the same size.
 fn moved(a: &Placement, b: &Placement) -> f64 {
-    let (a, b) = (owner_ids(a), owner_ids(b));
-    assert_eq!(a.len(), b.len());
-    let changed = a.iter().zip(&b).filter(|(x, y)| x != y).count();
-    changed as f64 / a.len() as f64
+    moved_fraction(&owner_ids(a), &owner_ids(b))
 }
 
 /// Largest share of slots over the average share.
@@ -201,19 +191,19 @@ fn every_replica_owns_the_floor_or_ceiling_of_m_over_n() {
 fn slots_must_be_prime_and_at_least_n() {
     assert_eq!(
         build(512, spec(), &[1]).unwrap_err(),
-        RingError::SlotsNotPrime { slots: 512 }
+        PlaceError::SlotsNotPrime { slots: 512 }
     );
     // Checked even without members, before the ids.
     assert_eq!(
         build(512, spec(), &[0, 0]).unwrap_err(),
-        RingError::SlotsNotPrime { slots: 512 }
+        PlaceError::SlotsNotPrime { slots: 512 }
     );
-    assert_eq!(build(0, spec(), &[]).unwrap_err(), RingError::ZeroSlots);
+    assert_eq!(build(0, spec(), &[]).unwrap_err(), PlaceError::ZeroSlots);
     assert_eq!(
         build(1, spec(), &[]).unwrap_err(),
-        RingError::SlotsNotPrime { slots: 1 }
+        PlaceError::SlotsNotPrime { slots: 1 }
     );
-    let message = RingError::SlotsNotPrime { slots: 512 }.to_string();
+    let message = PlaceError::SlotsNotPrime { slots: 512 }.to_string();
     assert_eq!(
         message,
         "algorithm \"maglev\" needs a prime number of slots, not 512 (the nearest primes are \
@@ -221,14 +211,14 @@ fn slots_must_be_prime_and_at_least_n() {
     );
     assert_eq!(
         build(3, spec(), &[1, 2, 3, 4]).unwrap_err(),
-        RingError::FewerSlotsThanReplicas {
+        PlaceError::FewerSlotsThanReplicas {
             algorithm: Algorithm::Maglev,
             replicas: 4,
             slots: 3
         }
     );
     assert_eq!(
-        RingError::FewerSlotsThanReplicas {
+        PlaceError::FewerSlotsThanReplicas {
             algorithm: Algorithm::Maglev,
             replicas: 4,
             slots: 3
@@ -239,11 +229,11 @@ fn slots_must_be_prime_and_at_least_n() {
     assert!(build(3, spec(), &[1, 2, 3]).is_ok());
     assert_eq!(
         build(7, spec(), &[1, 0]).unwrap_err(),
-        RingError::InvalidServerId
+        PlaceError::InvalidServerId
     );
     assert_eq!(
         build(7, spec(), &[2, 1, 2]).unwrap_err(),
-        RingError::DuplicateServerId(2)
+        PlaceError::DuplicateServerId(2)
     );
     let empty = build(7, spec(), &[]).unwrap();
     assert!(empty.is_empty() && empty.owners().is_empty());

@@ -21,45 +21,27 @@
 
 use std::sync::Arc;
 
+use crate::balancer::{Algorithm, Balancer};
+pub use crate::error::is_prime;
+use crate::error::PlaceError;
 use crate::hash::{splitmix64, RingHash};
-use crate::placement::{checked_order, Marks, NO_MEMBER};
-use crate::ring::RingError;
-use crate::{Balancer, Placement};
+use crate::table::{
+    check_slot_each, check_slots, member_order, Fallback, Marks, Placement, NO_MEMBER,
+};
 
-/// Whether `n` is a prime (trial division: at most ~32 768 steps for any `u32`).
-pub fn is_prime(n: u32) -> bool {
-    if n < 2 {
-        return false;
+/// Maglev's parameters themselves: `M ≥ 1`, `M` prime.
+fn validate(slots: u32) -> Result<(), PlaceError> {
+    check_slots(slots)?;
+    if !is_prime(slots) {
+        return Err(PlaceError::SlotsNotPrime { slots });
     }
-    if n < 4 {
-        return true;
-    }
-    if n.is_multiple_of(2) {
-        return false;
-    }
-    let n = u64::from(n);
-    let mut d = 3u64;
-    while d * d <= n {
-        if n.is_multiple_of(d) {
-            return false;
-        }
-        d += 2;
-    }
-    true
+    Ok(())
 }
 
-/// The primes next to `n`, in words, for error messages: "the nearest primes are 509 and 521".
-pub(crate) fn nearest_primes(n: u32) -> String {
-    let below = (2..n).rev().find(|&p| is_prime(p));
-    let above = (u64::from(n) + 1..)
-        .find(|&p| u32::try_from(p).map_or(true, is_prime))
-        .filter(|&p| p <= u64::from(u32::MAX));
-    match (below, above) {
-        (Some(b), Some(a)) => format!("the nearest primes are {b} and {a}"),
-        (None, Some(a)) => format!("the nearest prime is {a}"),
-        (Some(b), None) => format!("the nearest prime is {b}"),
-        (None, None) => "no prime fits".to_owned(),
-    }
+/// `N ≤ M`, once the parameters are valid: every replica can own a slot.
+pub(crate) fn check_capacity(slots: u32, replicas: usize) -> Result<(), PlaceError> {
+    validate(slots)?;
+    check_slot_each(Algorithm::Maglev, replicas, slots)
 }
 
 /// Replica `server_id`'s preference list in a table of `slots` slots (a prime ≥ 2), as
@@ -105,7 +87,8 @@ fn fill(m: u32, lists: &[(u32, u32)]) -> Vec<u32> {
 
 /// Build the Maglev table of `slots` slots for `server_ids` (member `k` is `server_ids[k]`; the
 /// table does not depend on their order: turns go by ascending id). `hash` gives `H` for
-/// lookups.
+/// lookups. A request that its slot's owner cannot serve falls back clockwise, to the owners of
+/// the following slots (effectively random replicas).
 ///
 /// Checks, in this order: `slots ≥ 1`, `slots` prime, no id is 0, no id repeats, `N ≤ M`.
 ///
@@ -114,9 +97,11 @@ pub fn build(
     slots: u32,
     hash: Arc<dyn RingHash>,
     server_ids: &[u64],
-) -> Result<Placement, RingError> {
+) -> Result<Placement, PlaceError> {
     let balancer = Balancer::Maglev { slots };
-    let order = checked_order(balancer, server_ids)?;
+    validate(slots)?;
+    let order = member_order(server_ids)?;
+    check_capacity(slots, server_ids.len())?;
     if order.is_empty() {
         return Ok(Placement::empty(balancer, hash));
     }
@@ -133,8 +118,9 @@ pub fn build(
         balancer,
         hash,
         server_ids.to_vec(),
-        Marks::default(),
         table,
+        Marks::default(),
+        Fallback::Clockwise,
     ))
 }
 

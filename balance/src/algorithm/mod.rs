@@ -1,0 +1,115 @@
+//! The algorithms that fill a [`Placement`], and the dispatch from a [`Balancer`] (the choice,
+//! `balancer.rs`) to them: [`Balancer::place`], [`Balancer::place_from`], the capacity
+//! rules ([`Balancer::check_capacity`]) and what a build costs ([`Balancer::build_cost`],
+//! [`Balancer::rebuild_cost`]).
+//!
+//! Three algorithms build that table (docs/ALGORITHMS.md explains them): the assignment's
+//! [`ring`], [`maglev`] and [`rendezvous`]. Each checks its own parameters, fills the owners
+//! (and, for the ring, the marks) and chooses the table's fallback order; the table type
+//! (`table.rs`) knows none of them. Every one is a pure function of (algorithm, slots,
+//! server ids) — plus, for the ring, `K`, probing and `Φ` — so a restart, or another process,
+//! builds the same table.
+//!
+//! Dependencies point one way: this module and the algorithms import the table, the errors, the
+//! hash and the choice; none of those imports an algorithm, and no algorithm imports this
+//! module.
+
+pub mod maglev;
+pub mod rendezvous;
+pub mod ring;
+
+use std::sync::Arc;
+
+use crate::balancer::Balancer;
+use crate::error::PlaceError;
+use crate::hash::RingHash;
+use crate::table::Placement;
+
+impl Balancer {
+    /// A rough count of the steps [`Balancer::place`] takes for `replicas` members (one step is
+    /// a hash evaluation or a table write), to decide whether a table is cheap enough to build
+    /// where it is needed or must be built in the background. The ring and Maglev fill the
+    /// table about once (Maglev: a few passes); rendezvous scores every member for every slot.
+    pub fn build_cost(&self, replicas: usize) -> u64 {
+        let slots = u64::from(self.slots());
+        let replicas = replicas as u64;
+        match *self {
+            Balancer::Ring(p) => slots + u64::from(p.virtual_nodes).saturating_mul(replicas) * 4,
+            Balancer::Maglev { .. } => slots.saturating_mul(4),
+            Balancer::Rendezvous { .. } => slots.saturating_mul(replicas),
+        }
+    }
+
+    /// The steps [`Balancer::place_from`] takes to go from `previous` to `server_ids`: for
+    /// rendezvous with a table of the same size, `M` per replica added or removed plus one pass;
+    /// otherwise a full build ([`Balancer::build_cost`]).
+    pub fn rebuild_cost(
+        &self,
+        previous: &Placement,
+        hash: &Arc<dyn RingHash>,
+        server_ids: &[u64],
+    ) -> u64 {
+        if !self.can_rebuild(previous, hash) {
+            return self.build_cost(server_ids.len());
+        }
+        let before = previous.server_ids();
+        let changed = server_ids.iter().filter(|id| !before.contains(id)).count()
+            + before.iter().filter(|id| !server_ids.contains(id)).count();
+        u64::from(self.slots()).saturating_mul(1 + changed as u64)
+    }
+
+    /// Whether [`Balancer::place_from`] can update `previous` instead of building anew.
+    fn can_rebuild(&self, previous: &Placement, hash: &Arc<dyn RingHash>) -> bool {
+        matches!(self, Balancer::Rendezvous { .. })
+            && previous.balancer() == *self
+            && Arc::ptr_eq(previous.hash(), hash)
+            && !previous.server_ids().is_empty()
+    }
+
+    /// [`Balancer::place`], reusing `previous` where the algorithm allows (rendezvous with the
+    /// same size and hash: only the slots that must move are computed). The result is the same
+    /// table as a full build.
+    pub fn place_from(
+        &self,
+        previous: &Placement,
+        hash: Arc<dyn RingHash>,
+        server_ids: &[u64],
+    ) -> Result<Placement, PlaceError> {
+        match *self {
+            Balancer::Rendezvous { slots } if self.can_rebuild(previous, &hash) => {
+                rendezvous::rebuild(slots, previous, server_ids)
+            }
+            _ => self.place(hash, server_ids),
+        }
+    }
+
+    /// Whether `replicas` members fit: for the ring `K·N ≤ M`, for Maglev and rendezvous
+    /// `N ≤ M` (every replica can own a slot; member indices fit the table) — after the
+    /// parameters themselves: `M ≥ 1` always, `K ≥ 1` for the ring, `M` prime for Maglev. The
+    /// one place capacity rules live: [`Balancer::place`] checks them too, so a table that
+    /// breaks them is never built.
+    pub fn check_capacity(&self, replicas: usize) -> Result<(), PlaceError> {
+        match *self {
+            Balancer::Ring(params) => ring::check_capacity(params, replicas),
+            Balancer::Maglev { slots } => maglev::check_capacity(slots, replicas),
+            Balancer::Rendezvous { slots } => rendezvous::check_capacity(slots, replicas),
+        }
+    }
+
+    /// Build the table for `server_ids` (member `k` is `server_ids[k]`; the layout does not
+    /// depend on their order) with `hash`. Pure: the same inputs give the same table.
+    ///
+    /// Checks, in this order: valid parameters, no id is 0, no id repeats, capacity
+    /// ([`Balancer::check_capacity`]).
+    pub fn place(
+        &self,
+        hash: Arc<dyn RingHash>,
+        server_ids: &[u64],
+    ) -> Result<Placement, PlaceError> {
+        match *self {
+            Balancer::Ring(params) => ring::build(params, hash, server_ids),
+            Balancer::Maglev { slots } => maglev::build(slots, hash, server_ids),
+            Balancer::Rendezvous { slots } => rendezvous::build(slots, hash, server_ids),
+        }
+    }
+}
