@@ -3,12 +3,15 @@
 use std::fmt::Write as _;
 
 use crate::data::Results;
-use crate::experiments::a3::{KillOutcome, Verdict, A3, NOT_CHOSEN};
-use crate::experiments::a3_control::{
-    self, Control, ControlOutcome, Decision, HostileSave, LoopAttempt, LoopMark, SaveOutcome,
-};
-use crate::experiments::a3_faults::{self, Hang, HangOutcome, Slowloris, LORIS_HEAD};
-use crate::experiments::a3_supervisors::{self, SupervisedKill, SupervisorOutcome, SupervisorRun};
+use crate::experiments::a3::control::{self as a3_control, Decision, HostileSave, SaveOutcome};
+use crate::experiments::a3::faults as a3_faults;
+use crate::experiments::a3::hang::Hang;
+use crate::experiments::a3::kill::Kill;
+use crate::experiments::a3::loop_attempt::{LoopAttempt, LoopMark};
+use crate::experiments::a3::plane::Control;
+use crate::experiments::a3::slowloris::{Slowloris, LORIS_HEAD};
+use crate::experiments::a3::supervisors::{self as a3_supervisors, SupervisedKill, SupervisorRun};
+use crate::experiments::a3::{PhaseOutcome, Verdict, A3, NOT_CHOSEN};
 use crate::experiments::a4::A4;
 use crate::experiments::a5::{self as a5mod, Point, A5};
 use crate::experiments::offline::HashOffline;
@@ -264,15 +267,15 @@ fn a3_section(md: &mut String, a3: &A3, figures: &Figures, concurrency: usize) {
     if !a3.checks.is_empty() {
         checks_part(md, a3);
     }
-    if !matches!(&a3.kill, KillOutcome::Skipped(why) if why == NOT_CHOSEN) {
+    if !matches!(&a3.kill, PhaseOutcome::Skipped(why) if why == NOT_CHOSEN) {
         kill_part(md, &a3.kill, figures, concurrency);
     }
     match &a3.hang {
-        HangOutcome::Skipped(why) if why == NOT_CHOSEN => {}
-        HangOutcome::Skipped(why) => {
+        PhaseOutcome::Skipped(why) if why == NOT_CHOSEN => {}
+        PhaseOutcome::Skipped(why) => {
             let _ = writeln!(md, "### A replica hung\n\nThe hang was skipped: {why}.\n");
         }
-        HangOutcome::Done(h) => hang_part(md, h, figures),
+        PhaseOutcome::Done(h) => hang_part(md, h, figures),
     }
     if let Some(slowloris) = &a3.slowloris {
         slowloris_part(md, slowloris, figures);
@@ -282,13 +285,13 @@ fn a3_section(md: &mut String, a3: &A3, figures: &Figures, concurrency: usize) {
     }
     match &a3.control {
         None => {}
-        Some(ControlOutcome::Skipped(why)) => {
+        Some(PhaseOutcome::Skipped(why)) => {
             let _ = writeln!(
                 md,
                 "### The control plane\n\nThe hostile saves and the loop attempt were skipped: {why}.\n"
             );
         }
-        Some(ControlOutcome::Done(c)) => {
+        Some(PhaseOutcome::Done(c)) => {
             if !c.saves.is_empty() {
                 stall_part(md, c);
             }
@@ -332,13 +335,13 @@ fn checks_part(md: &mut String, a3: &A3) {
     md.push('\n');
 }
 
-fn kill_part(md: &mut String, kill: &KillOutcome, figures: &Figures, concurrency: usize) {
+fn kill_part(md: &mut String, kill: &PhaseOutcome<Kill>, figures: &Figures, concurrency: usize) {
     let _ = writeln!(md, "### A replica killed\n");
     match kill {
-        KillOutcome::Skipped(why) => {
+        PhaseOutcome::Skipped(why) => {
             let _ = writeln!(md, "The kill was skipped: {why}.\n");
         }
-        KillOutcome::Done(k) => {
+        PhaseOutcome::Done(k) => {
             image(md, "A-3: timeline", &figures.a3_timeline);
             let _ = writeln!(
                 md,
@@ -759,7 +762,7 @@ fn supervisors_part(md: &mut String, runs: &[SupervisorRun], concurrency: usize)
     );
     for r in runs {
         match &r.outcome {
-            SupervisorOutcome::Skipped(why) => {
+            PhaseOutcome::Skipped(why) => {
                 let _ = writeln!(
                     md,
                     "| {} | skipped: {} | – | – | – | – | – | – | – | – |",
@@ -767,17 +770,17 @@ fn supervisors_part(md: &mut String, runs: &[SupervisorRun], concurrency: usize)
                     cell(why)
                 );
             }
-            SupervisorOutcome::Done(k) => supervisor_row(md, r.supervisor, k),
+            PhaseOutcome::Done(k) => supervisor_row(md, r.supervisor, k),
         }
     }
     md.push('\n');
     let mut timed: Vec<(String, f64)> = runs
         .iter()
         .filter_map(|r| match &r.outcome {
-            SupervisorOutcome::Done(k) => k
+            PhaseOutcome::Done(k) => k
                 .serving_after_death_ms
                 .map(|t| (r.supervisor.to_string(), t)),
-            SupervisorOutcome::Skipped(_) => None,
+            PhaseOutcome::Skipped(_) => None,
         })
         .collect();
     timed.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -795,7 +798,7 @@ fn supervisors_part(md: &mut String, runs: &[SupervisorRun], concurrency: usize)
         }
     }
     for r in runs {
-        if let SupervisorOutcome::Done(k) = &r.outcome {
+        if let PhaseOutcome::Done(k) = &r.outcome {
             let window = k.failure_window_ms.map_or(String::new(), |(a, b)| {
                 format!("; client failures from {a:.0} ms to {b:.0} ms after the death")
             });
