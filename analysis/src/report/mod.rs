@@ -1,7 +1,7 @@
 //! `report.md`: the charts, the numbers, and observations computed from them — a section per
 //! experiment (`a1.rs` … `a5.rs`; A-3's control-plane phases in `a3_control.rs`), over the
 //! formatting they share (`common.rs`, a leaf). Only this file imports the sections (and `a3.rs`
-//! its control-plane part); no section imports this file or another section.
+//! its control-plane part, `a3_control.rs`); nothing imports back.
 
 mod a1;
 mod a2;
