@@ -25,7 +25,7 @@ const LOG_LINES: usize = 5_000;
 pub struct Log(Arc<Mutex<VecDeque<String>>>);
 
 impl Log {
-    /// Keep `line` (the oldest goes past [`LOG_LINES`]).
+    /// Keep `line` (the oldest goes past `LOG_LINES`).
     pub fn push(&self, line: String) {
         let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if lines.len() == LOG_LINES {

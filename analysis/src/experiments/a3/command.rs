@@ -1,5 +1,5 @@
 //! External commands A-3's phases run (`docker …`, `lb check`): each to its end within
-//! [`COMMAND_LIMIT`], its output collected. A leaf: it imports no phase.
+//! `COMMAND_LIMIT`, its output collected. A leaf: it imports no phase.
 
 use std::collections::BTreeSet;
 use std::io::Read;

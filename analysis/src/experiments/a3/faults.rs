@@ -1,6 +1,6 @@
 //! What A-3's fault phases share, and nothing else: the one [`PhaseOutcome`] every phase
-//! returns, the victim ([`choose_victim`]) and how to reach it ([`KillBy`], [`signal_target`],
-//! [`signal`], [`alive`]), `GET /home` client traffic on a thread of its own ([`Traffic`]),
+//! returns, the victim (`choose_victim`) and how to reach it (`KillBy`, `signal_target`,
+//! `signal`, `alive`), `GET /home` client traffic on a thread of its own (`Traffic`),
 //! its [`timeline`] and failure notes, and the probes a poller sends with a short deadline.
 //!
 //! A leaf: it imports none of the phases (`checks`, `kill`, `hang`, `slowloris`,

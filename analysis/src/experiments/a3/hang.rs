@@ -1,7 +1,7 @@
 //! A-3's hang: the replica serving the most slots is stopped (SIGSTOP, or `docker pause`) for
 //! [`HANG`] while [`HANG_CLIENTS`] clients send `GET /home`, each request with a
 //! [`CLIENT_TIMEOUT`]; then it is continued (SIGCONT, `docker unpause`) — always, also on an
-//! error or a panic ([`Stopped`] does it when dropped). Measured: requests answered and failed,
+//! error or a panic (`Stopped` does it when dropped). Measured: requests answered and failed,
 //! their latency, and when the victim left `/rep`. Bounded in time by the traffic's stop flag
 //! and per-request deadlines, and in count by its request ids.
 

@@ -613,7 +613,7 @@ fn serving(
 }
 
 /// The names of one container measurement — its `[supervisor] instance` and `network`, unique
-/// to it — and the removal of everything carrying them: when [`Scope::clean`] is called, and
+/// to it — and the removal of everything carrying them: when `Scope::clean` is called, and
 /// otherwise when it is dropped (an error or a panic on the way).
 pub struct Scope {
     kind: Kind,
