@@ -1,15 +1,18 @@
-//! A small blocking HTTP/1.1 client for the load balancer: plain `http://` over
-//! [`std::net::TcpStream`], keep-alive connections, `Content-Length`, chunked and
-//! read-until-close bodies, and a deadline on every request.
+//! The HTTP client for the load balancer: [`ureq`] (plain `http://`, keep-alive, a deadline on
+//! every request, non-2xx answers read like any other) behind the few calls the experiments
+//! make, and the one raw TCP connection the slow-loris phase needs ([`LbClient::tcp`]).
 //!
 //! [`LbClient::send`] keeps one idle connection for the API calls; the load generator gives each
 //! of its threads a [`Connection`] of its own ([`LbClient::connection`]).
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use ureq::config::AutoHeaderValue;
+use ureq::http;
+use ureq::Agent;
 
 use crate::error::{Error, Result};
 
@@ -19,12 +22,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest status line plus header section accepted.
 const MAX_HEAD: usize = 64 * 1024;
-/// How far a socket timeout may be from what is left of the deadline before it is set again (a
-/// read that times out early is simply retried with the exact rest).
-const SLACK: Duration = Duration::from_millis(50);
-/// A kept connection idle longer than this is checked for a close by the server before a `GET`
-/// is sent on it (other methods always check: they are not sent twice).
-const FRESH: Duration = Duration::from_millis(100);
+/// Largest answer body read (the largest the load balancer sends, `/_lb/ring` with 4 194 304
+/// slots, is some 50 MB).
+const MAX_BODY: u64 = 256 * 1024 * 1024;
 
 /// An HTTP method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,8 @@ pub struct LbClient {
     authority: String,
     host: String,
     port: u16,
-    idle: Mutex<Option<Connection>>,
+    /// The API calls' agent: one kept connection.
+    api: Connection,
 }
 
 impl Clone for LbClient {
@@ -78,7 +79,7 @@ impl Clone for LbClient {
             authority: self.authority.clone(),
             host: self.host.clone(),
             port: self.port,
-            idle: Mutex::new(None),
+            api: self.connection(),
         }
     }
 }
@@ -106,12 +107,14 @@ impl LbClient {
             return Err(bad("unexpected characters in the host"));
         }
         let (host, port) = split_host_port(authority).ok_or_else(|| bad("bad host or port"))?;
+        let base = format!("http://{authority}");
+        let api = Connection::new(&base, authority);
         Ok(LbClient {
-            base: format!("http://{authority}"),
+            base,
             authority: authority.to_owned(),
             host: host.to_owned(),
             port,
-            idle: Mutex::new(None),
+            api,
         })
     }
 
@@ -128,20 +131,11 @@ impl LbClient {
     /// A connection of its own (connected on its first request), for a thread sending many
     /// requests one after another.
     pub fn connection(&self) -> Connection {
-        Connection {
-            authority: self.authority.clone(),
-            host: self
-                .host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port: self.port,
-            socket: None,
-        }
+        Connection::new(&self.base, &self.authority)
     }
 
     /// Send `method path` with an optional body and `X-Request-Id`, within [`REQUEST_TIMEOUT`],
-    /// over the client's keep-alive connection.
+    /// over the client's keep-alive connection (callers at the same time get one each).
     pub fn send(
         &self,
         method: Method,
@@ -149,13 +143,8 @@ impl LbClient {
         body: Option<&str>,
         request_id: Option<u64>,
     ) -> Result<Answer> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let mut conn = idle.unwrap_or_else(|| self.connection());
-        let answer = conn.send(method, path, body, request_id);
-        if conn.socket.is_some() {
-            *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
-        }
-        answer
+        self.api
+            .exchange(method, path, body, request_id, &[], REQUEST_TIMEOUT)
     }
 
     /// `GET path`.
@@ -164,17 +153,38 @@ impl LbClient {
     }
 
     /// A plain TCP connection to the load balancer, connected within `limit` (at most 5 s), for
-    /// callers that write their own bytes (the slow-loris phase of A-3).
+    /// the one caller that writes its own bytes: the slow-loris phase of A-3, whose request
+    /// heads never end (no HTTP client sends that).
     pub fn tcp(&self, limit: Duration) -> Result<TcpStream> {
-        let conn = self.connection();
-        conn.connect(Instant::now() + limit)
-            .map_err(|failure| Error::Connect {
-                authority: self.authority.clone(),
-                reason: match failure {
-                    Failure::Timeout => format!("no connection within {limit:?}"),
-                    Failure::Stale(why) | Failure::Other(why) => why,
-                },
-            })
+        let failed = |reason: String| Error::Connect {
+            authority: self.authority.clone(),
+            reason,
+        };
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<SocketAddr> = (host, self.port)
+            .to_socket_addrs()
+            .map_err(|e| failed(format!("resolving {host}: {e}")))?
+            .collect();
+        let deadline = Instant::now() + limit;
+        let mut last = format!("{host} has no address");
+        for addr in addrs {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| failed(format!("no connection within {limit:?}")))?
+                .min(CONNECT_TIMEOUT);
+            match TcpStream::connect_timeout(&addr, left) {
+                Ok(stream) => {
+                    stream
+                        .set_nodelay(true)
+                        .map_err(|e| failed(e.to_string()))?;
+                    return Ok(stream);
+                }
+                Err(e) if is_timeout(&e) => last = format!("no connection within {limit:?}"),
+                Err(e) => last = format!("connecting to {addr}: {e}"),
+            }
+        }
+        Err(failed(last))
     }
 }
 
@@ -201,53 +211,44 @@ fn split_host_port(authority: &str) -> Option<(&str, u16)> {
     (plain || host.starts_with('[')).then_some((host, port))
 }
 
-/// One keep-alive HTTP/1.1 connection, opened on the first request and again whenever the server
-/// closed it.
+/// A keep-alive HTTP/1.1 connection of its own: an agent with one kept connection, opened on
+/// the first request and again whenever the server closed it.
 #[derive(Debug)]
 pub struct Connection {
+    agent: Agent,
+    base: String,
     authority: String,
-    host: String,
-    port: u16,
-    socket: Option<Socket>,
-}
-
-/// An open TCP connection and the timeouts last set on it.
-#[derive(Debug)]
-struct Socket {
-    stream: TcpStream,
-    /// `SO_RCVTIMEO` as last set.
-    read_timeout: Option<Duration>,
-    /// `SO_SNDTIMEO` as last set.
-    write_timeout: Option<Duration>,
-    /// When its last answer was complete.
-    idle_since: Instant,
-}
-
-/// Why an exchange failed.
-enum Failure {
-    /// The deadline passed.
-    Timeout,
-    /// A reused connection was closed by the server before it answered anything.
-    Stale(String),
-    /// Anything else.
-    Other(String),
-}
-
-impl From<io::Error> for Failure {
-    fn from(e: io::Error) -> Failure {
-        match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Failure::Timeout,
-            _ => Failure::Other(e.to_string()),
-        }
-    }
+    /// Whether the last answer left a connection to reuse (the next request may find it closed
+    /// by the server: then a `GET` goes once more, on a new one).
+    kept: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
+    fn new(base: &str, authority: &str) -> Connection {
+        let config = Agent::config_builder()
+            // A 4xx or 5xx is an answer like any other: its status and body are read.
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .max_response_header_size(MAX_HEAD)
+            .max_idle_connections(1)
+            .max_idle_connections_per_host(1)
+            .user_agent(AutoHeaderValue::None)
+            .build();
+        Connection {
+            agent: Agent::new_with_config(config),
+            base: base.to_owned(),
+            authority: authority.to_owned(),
+            kept: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     /// Send `method path` with an optional body and `X-Request-Id`, within [`REQUEST_TIMEOUT`].
     ///
-    /// A connection found closed before the request is replaced. A `GET` whose reused connection
-    /// closes before any answer arrives is sent once more on a new connection; other methods are
-    /// not repeated, since the server may have acted on them.
+    /// A kept connection the server has closed is found before the request and replaced. A
+    /// `GET` whose kept connection closes before an answer arrives is sent once more on a new
+    /// connection (within the same deadline); other methods are not repeated, since the server
+    /// may have acted on them.
     pub fn send(
         &mut self,
         method: Method,
@@ -259,8 +260,7 @@ impl Connection {
     }
 
     /// [`Connection::send`] with a deadline of `timeout` instead of [`REQUEST_TIMEOUT`]
-    /// (connecting, sending and the whole answer); past it the error is [`Error::NoAnswer`] and
-    /// the connection is dropped.
+    /// (connecting, sending and the whole answer); past it the error is [`Error::NoAnswer`].
     pub fn send_within(
         &mut self,
         method: Method,
@@ -269,12 +269,12 @@ impl Connection {
         request_id: Option<u64>,
         timeout: Duration,
     ) -> Result<Answer> {
-        self.send_with_fields(method, path, body, request_id, &[], timeout)
+        self.exchange(method, path, body, request_id, &[], timeout)
     }
 
-    /// [`Connection::send_within`] with extra header fields, `(name, value)`, sent as given
-    /// after the others (e.g. a `Via` field). A name or value with a line break is refused
-    /// before anything is sent.
+    /// [`Connection::send_within`] with extra header fields, `(name, value)`, sent after the
+    /// others (e.g. a `Via` field). A name or value with a line break is refused before
+    /// anything is sent.
     pub fn send_with_fields(
         &mut self,
         method: Method,
@@ -284,359 +284,189 @@ impl Connection {
         fields: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<Answer> {
-        if let Some((name, _)) = fields
-            .iter()
-            .find(|(n, v)| n.is_empty() || [n, v].iter().any(|t| t.contains(['\r', '\n'])))
-        {
-            return Err(Error::Http {
-                method: method.to_string(),
-                path: path.to_owned(),
-                reason: format!("header field {name:?} is empty or has a line break"),
-            });
-        }
-        let deadline = Instant::now() + timeout;
-        let request = self.request(method, path, body, request_id, fields);
-        let get = method == Method::GET;
-        let mut result = self.exchange(&request, !get, deadline);
-        if get {
-            if let Err(Failure::Stale(_)) = result {
-                result = self.exchange(&request, false, deadline);
-            }
-        }
-        result.map_err(|failure| match failure {
-            Failure::Timeout => Error::NoAnswer {
-                method: method.to_string(),
-                path: path.to_owned(),
-                limit: timeout,
-            },
-            Failure::Stale(why) | Failure::Other(why) => Error::Http {
-                method: method.to_string(),
-                path: path.to_owned(),
-                reason: why,
-            },
-        })
+        self.exchange(method, path, body, request_id, fields, timeout)
     }
 
-    fn request(
+    fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<&str>,
         request_id: Option<u64>,
         fields: &[(&str, &str)],
-    ) -> Vec<u8> {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", self.authority);
+        timeout: Duration,
+    ) -> Result<Answer> {
+        use std::sync::atomic::Ordering;
+        let http_error = |reason: String| Error::Http {
+            method: method.to_string(),
+            path: path.to_owned(),
+            reason,
+        };
+        if let Some((name, _)) = fields
+            .iter()
+            .find(|(n, v)| n.is_empty() || [n, v].iter().any(|t| t.contains(['\r', '\n'])))
+        {
+            return Err(http_error(format!(
+                "header field {name:?} is empty or has a line break"
+            )));
+        }
+        let no_answer = || Error::NoAnswer {
+            method: method.to_string(),
+            path: path.to_owned(),
+            limit: timeout,
+        };
+        let deadline = Instant::now() + timeout;
+        let reused = self.kept.swap(false, Ordering::Relaxed);
+        let mut result = self.attempt(method, path, body, request_id, fields, deadline);
+        if method == Method::GET && reused {
+            if let Err(Failure::Closed(_)) = &result {
+                result = self.attempt(method, path, body, request_id, fields, deadline);
+            }
+        }
+        match result {
+            Ok((answer, keep)) => {
+                self.kept.store(keep, Ordering::Relaxed);
+                Ok(answer)
+            }
+            Err(Failure::Timeout) => Err(no_answer()),
+            Err(Failure::Closed(e)) | Err(Failure::Other(e)) => Err(http_error(self.reason(e))),
+        }
+    }
+
+    /// One request and its whole answer, before `deadline`; the answer and whether its
+    /// connection can be used again.
+    fn attempt(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        request_id: Option<u64>,
+        fields: &[(&str, &str)],
+        deadline: Instant,
+    ) -> std::result::Result<(Answer, bool), Failure> {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(Failure::Timeout)?;
+        let mut request = http::Request::builder()
+            .method(method.0)
+            .uri(format!("{}{path}", self.base));
         if let Some(id) = request_id {
-            head.push_str(&format!("x-request-id: {id}\r\n"));
+            request = request.header("x-request-id", id);
         }
         for (name, value) in fields {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            request = request.header(*name, *value);
         }
-        if body.is_some() {
-            head.push_str("content-type: application/json\r\n");
-        }
-        if body.is_some() || method != Method::GET {
-            head.push_str(&format!("content-length: {}\r\n", body.unwrap_or("").len()));
-        }
-        head.push_str("\r\n");
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body.unwrap_or("").as_bytes());
-        request
-    }
-
-    /// Whether the idle connection can take a request: the server has neither closed it nor sent
-    /// anything unasked.
-    fn usable(stream: &TcpStream) -> bool {
-        if stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let quiet = matches!(
-            stream.peek(&mut [0u8; 1]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock
-        );
-        stream.set_nonblocking(false).is_ok() && quiet
-    }
-
-    fn connect(&self, deadline: Instant) -> Result<TcpStream, Failure> {
-        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| Failure::Other(format!("resolving {}: {e}", self.host)))?
-            .collect();
-        let mut last = Failure::Other(format!("{} has no address", self.host));
-        for addr in addrs {
-            let limit = remaining(deadline)?.min(CONNECT_TIMEOUT);
-            match TcpStream::connect_timeout(&addr, limit) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    return Ok(stream);
-                }
-                Err(e) => {
-                    last = match Failure::from(e) {
-                        Failure::Timeout => Failure::Other(format!(
-                            "connecting to {addr}: no connection within {limit:?}"
-                        )),
-                        Failure::Other(why) | Failure::Stale(why) => {
-                            Failure::Other(format!("connecting to {addr}: {why}"))
-                        }
-                    }
-                }
-            }
-        }
-        Err(last)
-    }
-
-    /// Send `request` and read the answer. A kept connection is checked first when `check` is
-    /// set or it has been idle for a while.
-    fn exchange(
-        &mut self,
-        request: &[u8],
-        check: bool,
-        deadline: Instant,
-    ) -> Result<Answer, Failure> {
-        // The connection goes back into `self.socket` only after a complete, reusable answer.
-        let (mut socket, reused) = match self.socket.take() {
-            Some(s) if !(check || s.idle_since.elapsed() > FRESH) || Self::usable(&s.stream) => {
-                (s, true)
-            }
-            _ => (
-                Socket {
-                    stream: self.connect(deadline)?,
-                    read_timeout: None,
-                    write_timeout: None,
-                    idle_since: Instant::now(),
-                },
-                false,
+        let sent = match body {
+            // A bodiless GET is sent without a body; any other request says how long its body is.
+            None if method == Method::GET => self.run(request.body(()), left),
+            None => self.run(request.body(""), left),
+            Some(text) => self.run(
+                request
+                    .header("content-type", "application/json")
+                    .body(text),
+                left,
             ),
         };
-        // On a reused connection, an error before any byte of the answer means the server had
-        // closed it: the caller may try again on a new one.
-        let stale = |failure: Failure, answered: bool| match failure {
-            Failure::Other(why) if reused && !answered => Failure::Stale(why),
+        // Nothing of the answer arrived: the connection was found closed, or the deadline hit.
+        let response = sent.map_err(|e| match Failure::from(e) {
+            Failure::Other(e) if closed(&e) => Failure::Closed(e),
             other => other,
-        };
-        let Socket {
-            stream,
-            write_timeout,
-            ..
-        } = &mut socket;
-        arm(write_timeout, deadline, |t| stream.set_write_timeout(t))?;
-        (&*stream)
-            .write_all(request)
-            .map_err(|e| stale(e.into(), false))?;
-        let mut reader = BufReader::new(Deadlined {
-            socket: &mut socket,
-            deadline,
-            received: 0,
-        });
-        let head = loop {
-            let head =
-                read_head(&mut reader).map_err(|e| stale(e, reader.get_ref().received > 0))?;
-            // 1xx answers are followed by the real one.
-            if !(100..200).contains(&head.status) {
-                break head;
+        })?;
+        let status = response.status().as_u16();
+        let keep = response.version() == http::Version::HTTP_11
+            && !response
+                .headers()
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.eq_ignore_ascii_case("close")));
+        let body = response
+            .into_body()
+            .into_with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(Failure::from)?;
+        Ok((
+            Answer {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            },
+            keep,
+        ))
+    }
+
+    fn run<B: ureq::AsSendBody>(
+        &self,
+        request: std::result::Result<http::Request<B>, http::Error>,
+        left: Duration,
+    ) -> std::result::Result<http::Response<ureq::Body>, ureq::Error> {
+        let request = self
+            .agent
+            .configure_request(request?)
+            .timeout_global(Some(left))
+            .build();
+        self.agent.run(request)
+    }
+
+    /// What an error says, a failed connection with the address it was for.
+    fn reason(&self, e: ureq::Error) -> String {
+        match e {
+            ureq::Error::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                format!("connecting to {}: {e}", self.authority)
             }
-        };
-        let (body, framed) = if matches!(head.status, 204 | 304) {
-            (Vec::new(), true)
-        } else if head.chunked {
-            (read_chunked(&mut reader)?, true)
-        } else if let Some(len) = head.content_length {
-            let mut body = Vec::new();
-            (&mut reader).take(len).read_to_end(&mut body)?;
-            if (body.len() as u64) < len {
-                return Err(Failure::Other(format!(
-                    "connection closed after {} of {len} body bytes",
-                    body.len()
-                )));
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+                format!("connecting to {}: {e}", self.authority)
             }
-            (body, true)
-        } else {
-            let mut body = Vec::new();
-            reader.read_to_end(&mut body)?;
-            (body, false)
-        };
-        if framed && head.keep_alive && reader.buffer().is_empty() {
-            drop(reader);
-            socket.idle_since = Instant::now();
-            self.socket = Some(socket);
-        }
-        Ok(Answer {
-            status: head.status,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
-    }
-}
-
-/// Time left before `deadline`, or a timeout.
-fn remaining(deadline: Instant) -> Result<Duration, Failure> {
-    match deadline.checked_duration_since(Instant::now()) {
-        Some(left) if !left.is_zero() => Ok(left),
-        _ => Err(Failure::Timeout),
-    }
-}
-
-/// Make a socket timeout, last set to `current`, match what is left before `deadline` within
-/// [`SLACK`] (one `setsockopt` per connection while requests are quick).
-fn arm(
-    current: &mut Option<Duration>,
-    deadline: Instant,
-    set: impl FnOnce(Option<Duration>) -> io::Result<()>,
-) -> io::Result<()> {
-    let left = remaining(deadline).map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
-    let close = current.is_some_and(|c| c.max(left) - c.min(left) <= SLACK);
-    if !close {
-        *current = None;
-        set(Some(left))?;
-        *current = Some(left);
-    }
-    Ok(())
-}
-
-/// Reads from a socket, each read bounded by what is left of the request's deadline.
-struct Deadlined<'a> {
-    socket: &'a mut Socket,
-    deadline: Instant,
-    /// Bytes read so far.
-    received: usize,
-}
-
-impl Read for Deadlined<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let Socket {
-                stream,
-                read_timeout,
-                ..
-            } = &mut *self.socket;
-            arm(read_timeout, self.deadline, |t| stream.set_read_timeout(t))?;
-            match (&*stream).read(buf) {
-                Ok(n) => {
-                    self.received += n;
-                    return Ok(n);
-                }
-                // Early by up to SLACK: set the exact rest, or time out if none is left.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    *read_timeout = None;
-                }
-                Err(e) => return Err(e),
-            }
+            e => e.to_string(),
         }
     }
 }
 
-/// The parts of a response head that matter here.
-struct Head {
-    status: u16,
-    content_length: Option<u64>,
-    chunked: bool,
-    keep_alive: bool,
+/// Why an exchange failed.
+enum Failure {
+    /// The deadline passed.
+    Timeout,
+    /// The connection closed before any answer arrived.
+    Closed(ureq::Error),
+    /// Anything else.
+    Other(ureq::Error),
 }
 
-/// One line, without its CRLF (or LF); `budget` bounds the bytes read.
-fn read_line(reader: &mut impl BufRead, budget: &mut usize) -> Result<String, Failure> {
-    let mut line = Vec::new();
-    (&mut *reader)
-        .take(*budget as u64 + 1)
-        .read_until(b'\n', &mut line)?;
-    if line.len() > *budget {
-        return Err(Failure::Other("answer head too long".into()));
-    }
-    *budget -= line.len();
-    if line.last() != Some(&b'\n') {
-        return Err(Failure::Other(if line.is_empty() {
-            "connection closed before an answer".into()
-        } else {
-            "connection closed in the middle of a line".into()
-        }));
-    }
-    line.pop();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    String::from_utf8(line).map_err(|_| Failure::Other("answer head is not UTF-8".into()))
-}
-
-fn read_head(reader: &mut impl BufRead) -> Result<Head, Failure> {
-    let mut budget = MAX_HEAD;
-    let status_line = read_line(reader, &mut budget)?;
-    let bad = || Failure::Other(format!("bad status line {status_line:?}"));
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().ok_or_else(bad)?;
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .filter(|s| (100..1000).contains(s))
-        .ok_or_else(bad)?;
-    let mut head = Head {
-        status,
-        content_length: None,
-        chunked: false,
-        keep_alive: match version {
-            "HTTP/1.1" => true,
-            "HTTP/1.0" => false,
-            _ => return Err(bad()),
-        },
-    };
-    loop {
-        let line = read_line(reader, &mut budget)?;
-        if line.is_empty() {
-            return Ok(head);
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(Failure::Other(format!("bad header line {line:?}")));
-        };
-        let value = value.trim();
-        let tokens = || value.split(',').map(|t| t.trim().to_ascii_lowercase());
-        if name.eq_ignore_ascii_case("content-length") {
-            let len = value
-                .parse()
-                .map_err(|_| Failure::Other(format!("bad content-length {value:?}")))?;
-            if head.content_length.is_some_and(|l| l != len) {
-                return Err(Failure::Other("conflicting content-length".into()));
-            }
-            head.content_length = Some(len);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = tokens().next_back().is_some_and(|t| t == "chunked");
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in tokens() {
-                match token.as_str() {
-                    "close" => head.keep_alive = false,
-                    "keep-alive" if version == "HTTP/1.0" => head.keep_alive = true,
-                    _ => {}
-                }
-            }
+impl From<ureq::Error> for Failure {
+    fn from(e: ureq::Error) -> Failure {
+        match e {
+            ureq::Error::Timeout(_) => Failure::Timeout,
+            ureq::Error::Io(ref io) if is_timeout(io) => Failure::Timeout,
+            e => Failure::Other(e),
         }
     }
 }
 
-fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, Failure> {
-    let mut body = Vec::new();
-    loop {
-        let mut budget = MAX_HEAD;
-        let line = read_line(reader, &mut budget)?;
-        let size = line.split(';').next().unwrap_or("").trim();
-        let size = u64::from_str_radix(size, 16)
-            .map_err(|_| Failure::Other(format!("bad chunk size {line:?}")))?;
-        if size == 0 {
-            // Trailer fields, up to the empty line.
-            while !read_line(reader, &mut budget)?.is_empty() {}
-            return Ok(body);
-        }
-        let before = body.len();
-        (&mut *reader).take(size).read_to_end(&mut body)?;
-        if ((body.len() - before) as u64) < size || !read_line(reader, &mut budget)?.is_empty() {
-            return Err(Failure::Other("bad chunked body".into()));
-        }
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Whether `e` says the server closed the connection (before anything of an answer came).
+fn closed(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        ),
+        ureq::Error::Protocol(_) => true,
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
     use std::sync::mpsc;
     use std::thread;
@@ -758,34 +588,6 @@ mod tests {
     }
 
     #[test]
-    fn socket_timeouts_are_set_only_when_they_drift() {
-        let sets = std::cell::Cell::new(0);
-        let mut current = None;
-        let mut arm_for = |left: Duration| {
-            arm(&mut current, Instant::now() + left, |_| {
-                sets.set(sets.get() + 1);
-                Ok(())
-            })
-        };
-        arm_for(REQUEST_TIMEOUT).unwrap();
-        assert_eq!(sets.get(), 1);
-        // A new request moments later: its deadline is within SLACK of the timeout set.
-        arm_for(REQUEST_TIMEOUT).unwrap();
-        assert_eq!(sets.get(), 1);
-        // Late in a slow request: the rest is shorter than the timeout set, so it is set again.
-        arm_for(Duration::from_secs(2)).unwrap();
-        assert_eq!(sets.get(), 2);
-        // And a full deadline after that is set again, not left at the short value.
-        arm_for(REQUEST_TIMEOUT).unwrap();
-        assert_eq!(sets.get(), 3);
-        // No time left: a timeout, nothing set.
-        let e = arm_for(Duration::ZERO).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(sets.get(), 3);
-        assert!(current.is_some_and(|c| c > Duration::from_secs(14)));
-    }
-
-    #[test]
     fn keeps_the_connection_and_sends_the_fields() {
         let (client, seen) = server(vec![Some(OK), Some(OK)]);
         let a = client
@@ -830,8 +632,8 @@ mod tests {
         assert_eq!(client.get("/1").unwrap().body, "a");
         // After "close", /2 goes on a new connection, which the server closes unanswered: on a
         // fresh connection that is an error, not a reason to try again.
-        let b = client.get("/2").unwrap_err().to_string();
-        assert!(b.contains("connection closed before an answer"), "{b}");
+        let b = client.get("/2").unwrap_err();
+        assert!(matches!(b, Error::Http { .. }), "{b}");
         let c = client.get("/3").unwrap();
         assert_eq!((c.status, c.body.as_str()), (204, ""));
         let d = client.get("/4").unwrap();
@@ -869,56 +671,6 @@ mod tests {
     }
 
     #[test]
-    fn extra_fields_are_sent_and_line_breaks_refused() {
-        let conn = LbClient::new("http://127.0.0.1:9").unwrap().connection();
-        let request = conn.request(
-            Method::GET,
-            "/home",
-            None,
-            Some(123456),
-            &[("via", "1.1 lb-00000000000000ff")],
-        );
-        let text = String::from_utf8(request).unwrap();
-        assert!(
-            text.ends_with("x-request-id: 123456\r\nvia: 1.1 lb-00000000000000ff\r\n\r\n"),
-            "{text:?}"
-        );
-        let mut conn = conn;
-        for fields in [[("via", "a\r\nx-evil: 1")], [("", "x")]] {
-            let e = conn
-                .send_with_fields(
-                    Method::GET,
-                    "/",
-                    None,
-                    None,
-                    &fields,
-                    Duration::from_secs(1),
-                )
-                .unwrap_err();
-            assert!(e.to_string().contains("line break"), "{e}");
-        }
-    }
-
-    #[test]
-    fn a_silent_server_times_out() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut conn = LbClient::new(&format!("http://{}", listener.local_addr().unwrap()))
-            .unwrap()
-            .connection();
-        // Accepted by the kernel's backlog, never answered; a short deadline instead of 15 s.
-        let started = Instant::now();
-        let request = conn.request(Method::GET, "/home", None, None, &[]);
-        let result = conn.exchange(&request, false, started + Duration::from_millis(300));
-        assert!(matches!(result, Err(Failure::Timeout)));
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
-            "{waited:?}"
-        );
-        drop(listener);
-    }
-
-    #[test]
     fn a_request_timeout_of_its_own_is_kept_and_reported() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut conn = LbClient::new(&format!("http://{}", listener.local_addr().unwrap()))
@@ -943,14 +695,6 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_are_reported_as_such() {
-        let e: Failure = io::Error::from(io::ErrorKind::WouldBlock).into();
-        assert!(matches!(e, Failure::Timeout));
-        let e: Failure = io::Error::from(io::ErrorKind::ConnectionReset).into();
-        assert!(matches!(e, Failure::Other(_)));
-    }
-
-    #[test]
     fn refused_connections_fail_quickly() {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -968,7 +712,72 @@ mod tests {
         let (client, _seen) = server(vec![Some(
             "HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nshort",
         )]);
-        let e = client.get("/").unwrap_err().to_string();
-        assert!(e.contains("5 of 10 body bytes"), "{e}");
+        let e = client.get("/").unwrap_err();
+        assert!(matches!(e, Error::Http { .. }), "{e}");
+    }
+    #[test]
+    fn extra_fields_are_sent_and_line_breaks_refused() {
+        let (client, seen) = server(vec![Some(OK)]);
+        let mut conn = client.connection();
+        let a = conn
+            .send_with_fields(
+                Method::GET,
+                "/home",
+                None,
+                Some(123456),
+                &[("via", "1.1 lb-00000000000000ff")],
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(a.body, "hi");
+        let head = seen.recv().unwrap().head;
+        assert!(
+            head.contains("x-request-id: 123456\r\nvia: 1.1 lb-00000000000000ff\r\n"),
+            "{head:?}"
+        );
+        for fields in [[("via", "a\r\nx-evil: 1")], [("", "x")]] {
+            let e = conn
+                .send_with_fields(
+                    Method::GET,
+                    "/",
+                    None,
+                    None,
+                    &fields,
+                    Duration::from_secs(1),
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains("line break"), "{e}");
+        }
+        // Refused before anything was sent.
+        assert!(seen.recv_timeout(Duration::from_millis(200)).is_err());
+    }
+
+    #[test]
+    fn a_silent_server_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut conn = LbClient::new(&format!("http://{}", listener.local_addr().unwrap()))
+            .unwrap()
+            .connection();
+        // Accepted by the kernel's backlog, never answered; a short deadline instead of 15 s.
+        let started = Instant::now();
+        let limit = Duration::from_millis(300);
+        let result = conn.send_within(Method::GET, "/home", None, None, limit);
+        assert!(matches!(result, Err(Error::NoAnswer { .. })), "{result:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= limit && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        drop(listener);
+    }
+
+    #[test]
+    fn timeouts_are_reported_as_such() {
+        let e: Failure = ureq::Error::Io(io::Error::from(io::ErrorKind::WouldBlock)).into();
+        assert!(matches!(e, Failure::Timeout));
+        let e: Failure = ureq::Error::Timeout(ureq::Timeout::Global).into();
+        assert!(matches!(e, Failure::Timeout));
+        let e: Failure = ureq::Error::Io(io::Error::from(io::ErrorKind::ConnectionReset)).into();
+        assert!(matches!(e, Failure::Other(_)));
     }
 }

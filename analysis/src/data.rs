@@ -7,11 +7,10 @@ use serde::Serialize;
 
 use crate::error::{io, Error, Result};
 use crate::experiments::a2::A2;
-use crate::experiments::a3::A3;
-use crate::experiments::a3_control::{
-    ControlOutcome, Decision, LoopAttempt, LoopMark, SaveOutcome,
-};
-use crate::experiments::a3_supervisors::{SupervisorOutcome, SupervisorRun};
+use crate::experiments::a3::control::{Decision, SaveOutcome};
+use crate::experiments::a3::loop_attempt::{LoopAttempt, LoopMark};
+use crate::experiments::a3::supervisors::SupervisorRun;
+use crate::experiments::a3::{PhaseOutcome, A3};
 use crate::experiments::a4::A4;
 use crate::experiments::a5::A5;
 use crate::experiments::Measurement;
@@ -175,7 +174,7 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
             ]);
         }
         checks.write(dir, "a3_checks.csv", &mut written)?;
-        if let crate::experiments::a3::KillOutcome::Done(k) = &a3.kill {
+        if let PhaseOutcome::Done(k) = &a3.kill {
             let mut timeline = Csv::new(&["start_ms", "ok", "failed"]);
             for b in &k.timeline {
                 timeline.row(&[
@@ -186,7 +185,7 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
             }
             timeline.write(dir, "a3_timeline.csv", &mut written)?;
         }
-        if let crate::experiments::a3_faults::HangOutcome::Done(h) = &a3.hang {
+        if let PhaseOutcome::Done(h) = &a3.hang {
             let mut timeline = Csv::new(&["start_ms", "ok", "failed"]);
             for b in &h.timeline {
                 timeline.row(&[
@@ -221,7 +220,7 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
         if !a3.supervisors.is_empty() {
             a3_supervisors_csv(dir, &a3.supervisors, &mut written)?;
         }
-        if let Some(ControlOutcome::Done(c)) = &a3.control {
+        if let Some(PhaseOutcome::Done(c)) = &a3.control {
             if !c.saves.is_empty() {
                 a3_stall_csv(dir, &c.saves, &mut written)?;
             }
@@ -333,11 +332,11 @@ fn a3_supervisors_csv(dir: &Path, runs: &[SupervisorRun], written: &mut Vec<Stri
     for r in runs {
         let mut row = vec![r.supervisor.name().to_owned()];
         match &r.outcome {
-            SupervisorOutcome::Skipped(why) => {
+            PhaseOutcome::Skipped(why) => {
                 row.extend(["false".into(), why.clone()]);
                 row.resize(SUPERVISORS_HEADER.len(), String::new());
             }
-            SupervisorOutcome::Done(k) => row.extend([
+            PhaseOutcome::Done(k) => row.extend([
                 "true".into(),
                 String::new(),
                 k.victim.clone(),
@@ -649,7 +648,7 @@ mod tests {
 
     #[test]
     fn supervisor_rows_have_every_column() {
-        use crate::experiments::a3_supervisors::{Kind, SupervisedKill};
+        use crate::experiments::a3::supervisors::{Kind, SupervisedKill};
         let kill = SupervisedKill {
             instance: Some("a3sup-docker-1-2".into()),
             ready_ms: 1000.0,
@@ -684,11 +683,11 @@ mod tests {
         let runs = [
             SupervisorRun {
                 supervisor: Kind::Docker,
-                outcome: SupervisorOutcome::Done(Box::new(kill)),
+                outcome: PhaseOutcome::Done(Box::new(kill)),
             },
             SupervisorRun {
                 supervisor: Kind::Swarm,
-                outcome: SupervisorOutcome::Skipped("the swarm is not active, \"x\"".into()),
+                outcome: PhaseOutcome::Skipped("the swarm is not active, \"x\"".into()),
             },
         ];
         let dir = tempfile::tempdir().unwrap();
@@ -716,7 +715,8 @@ mod tests {
 
     #[test]
     fn control_rows_have_every_column() {
-        use crate::experiments::a3_control::{Disturbed, Hostile, HostileSave, LoopAdd};
+        use crate::experiments::a3::control::{Disturbed, Hostile, HostileSave};
+        use crate::experiments::a3::loop_attempt::LoopAdd;
         let save = HostileSave {
             file: Hostile::HugeValue,
             number: 1,

@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::charts::{self, Bars, Line, Lines, Panel};
 use crate::data::Results;
 use crate::error::Result;
-use crate::experiments::a3::{Bin, KillOutcome, BIN};
-use crate::experiments::a3_faults::{self, HangOutcome};
+use crate::experiments::a3::slowloris;
+use crate::experiments::a3::{Bin, PhaseOutcome, BIN};
 use crate::experiments::a5::A5;
 use crate::experiments::Measurement;
 
@@ -101,7 +101,7 @@ fn a3_fault_figures(dir: &Path, results: &Results, figures: &mut Figures) -> Res
     let Some(a3) = &results.a3 else {
         return Ok(());
     };
-    if let HangOutcome::Done(h) = &a3.hang {
+    if let PhaseOutcome::Done(h) = &a3.hang {
         let mut markers = vec![(h.stopped_ms / 1000.0, format!("SIGSTOP {}", h.victim))];
         if let Some(t) = h.left_ring_after_ms {
             markers.push(((h.stopped_ms + t) / 1000.0, format!("left /rep +{t:.0} ms")));
@@ -151,7 +151,7 @@ fn a3_fault_figures(dir: &Path, results: &Results, figures: &mut Figures) -> Res
             y_desc: "connections open".into(),
             lines: vec![line(
                 "slow-loris connections open",
-                seconds(a3_faults::open_over_time(s)),
+                seconds(slowloris::open_over_time(s)),
                 Some(4),
                 false,
             )],
@@ -275,7 +275,7 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
             &[Panel::Lines(spread)],
         )?);
     }
-    if let Some(KillOutcome::Done(k)) = results.a3.as_ref().map(|a| &a.kill) {
+    if let Some(PhaseOutcome::Done(k)) = results.a3.as_ref().map(|a| &a.kill) {
         let mut markers = vec![(k.killed_ms / 1000.0, format!("SIGKILL {}", k.victim))];
         if let Some(t) = k.left_ring_after_ms {
             markers.push(((k.killed_ms + t) / 1000.0, format!("left ring +{t:.0} ms")));

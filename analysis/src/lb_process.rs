@@ -8,6 +8,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal};
+
 use crate::config_file;
 use crate::error::{io, Error, Result};
 
@@ -23,7 +25,7 @@ const LOG_LINES: usize = 5_000;
 pub struct Log(Arc<Mutex<VecDeque<String>>>);
 
 impl Log {
-    /// Keep `line` (the oldest goes past [`LOG_LINES`]).
+    /// Keep `line` (the oldest goes past `LOG_LINES`).
     pub fn push(&self, line: String) {
         let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if lines.len() == LOG_LINES {
@@ -190,9 +192,10 @@ impl OwnedLb {
 
     fn terminate(&mut self) -> Option<Result<ExitStatus>> {
         let mut child = self.child.take()?;
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        #[allow(unsafe_code)]
-        let _ = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        // Our own child, not reaped yet: its pid is still its own.
+        if let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, Signal::TERM);
+        }
         let started = Instant::now();
         while started.elapsed() < STOP_LIMIT {
             match child.try_wait() {

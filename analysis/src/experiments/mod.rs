@@ -4,12 +4,8 @@
 pub mod a1;
 pub mod a2;
 pub mod a3;
-pub mod a3_control;
-pub mod a3_faults;
-pub mod a3_supervisors;
 pub mod a4;
 pub mod a5;
-mod common;
 pub mod offline;
 
 use std::collections::BTreeMap;
@@ -65,10 +61,10 @@ pub enum A3Phase {
     /// The kill once per supervisor, each with a load balancer of its own.
     Supervisors,
     /// A save that would stall the controller: hostile `lb.toml` files saved with a replica
-    /// killed at the same moment ([`a3_control`]).
+    /// killed at the same moment ([`a3::control`]).
     Stall,
     /// A loop attempt: `/add` of the load balancer's own address, a request with its own loop
-    /// mark ([`a3_control`]).
+    /// mark ([`a3::loop_attempt`]).
     Loop,
 }
 

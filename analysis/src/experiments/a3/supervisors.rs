@@ -1,4 +1,4 @@
-//! A-3 per supervisor: the kill of [`super::a3`] once for each way `lb` can run its replicas —
+//! A-3 per supervisor: the kill of [`super::kill`] once for each way `lb` can run its replicas —
 //! `process`, `docker` and `swarm` — each against a load balancer of its own (its own `lb.toml`
 //! in a temporary directory, its own loopback port, three replicas with server ids 1..3, 100 ms
 //! heartbeats), reported side by side.
@@ -38,19 +38,22 @@
 //! left with its label (`docker rm -f`), and its network.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rustix::process::Signal;
 use serde::Serialize;
 
-use super::a3::{choose_victim, signal_target, KillBy};
-use super::common::{Traffic, PHASE_IDS};
-use super::Context;
+use super::command::{docker, ids, one_line, run_command};
+use super::faults::{
+    choose_victim, ms, signal, signal_target, KillBy, PhaseOutcome, Traffic, PHASE_IDS,
+    POLL_TIMEOUT,
+};
 use crate::client::{Connection, LbClient, Method};
 use crate::config_file::{self, Supervisor};
 use crate::error::{Error, Result};
+use crate::experiments::Context;
 use crate::lb_api::{eventually, Handle, Rep, Status, POLL};
 use crate::lb_process::OwnedLb;
 use crate::load::{self, served_by, Outcome, Tally};
@@ -74,12 +77,8 @@ const AFTER_REQUESTS: u64 = 100;
 const AFTER_LIMIT: Duration = Duration::from_secs(10);
 /// The clients stop sending after this long whatever happens.
 const TRAFFIC_LIMIT: Duration = Duration::from_secs(60);
-/// Deadline of each request of a poll.
-const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Request ids tried to find one the victim answers.
 const PROBE_CANDIDATES: usize = 1000;
-/// Deadline of one `docker` or `lb check` command.
-const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 /// How long the clean-up may wait for containers and the network to go.
 const CLEAN_LIMIT: Duration = Duration::from_secs(30);
 /// How far outside the `docker kill` command a container's `die` event may be and still count
@@ -179,23 +178,13 @@ pub struct SupervisedKill {
     pub took_ms: f64,
 }
 
-/// One supervisor's row: measured, or why not.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SupervisorOutcome {
-    /// Measured.
-    Done(Box<SupervisedKill>),
-    /// Not possible here, with the reason.
-    Skipped(String),
-}
-
 /// One supervisor and its row.
 #[derive(Debug, Clone, Serialize)]
 pub struct SupervisorRun {
     /// The supervisor.
     pub supervisor: Kind,
     /// What came of it.
-    pub outcome: SupervisorOutcome,
+    pub outcome: PhaseOutcome<SupervisedKill>,
 }
 
 /// Kill a replica under traffic once per supervisor, each with a load balancer of its own.
@@ -204,7 +193,7 @@ pub fn run(ctx: &Context) -> Result<Vec<SupervisorRun>> {
     for kind in Kind::ALL {
         let outcome = one(ctx, kind)?;
         match &outcome {
-            SupervisorOutcome::Done(k) => progress::note(&format!(
+            PhaseOutcome::Done(k) => progress::note(&format!(
                 "A-3 {kind}: {} ({}); serving again {} ms after it died; {} of {} requests failed; N {} → {}",
                 k.victim,
                 k.how,
@@ -215,7 +204,7 @@ pub fn run(ctx: &Context) -> Result<Vec<SupervisorRun>> {
                 k.n_before,
                 k.n_after
             )),
-            SupervisorOutcome::Skipped(why) => {
+            PhaseOutcome::Skipped(why) => {
                 progress::note(&format!("A-3 {kind}: skipped: {why}"))
             }
         }
@@ -232,7 +221,7 @@ fn docker_required() -> bool {
     std::env::var(REQUIRE_DOCKER).is_ok_and(|v| v == "1")
 }
 
-fn one(ctx: &Context, kind: Kind) -> Result<SupervisorOutcome> {
+fn one(ctx: &Context, kind: Kind) -> Result<PhaseOutcome<SupervisedKill>> {
     let what = format!("the kill with the {kind} supervisor");
     let cannot = |reason: String| {
         if kind != Kind::Process && docker_required() {
@@ -241,7 +230,7 @@ fn one(ctx: &Context, kind: Kind) -> Result<SupervisorOutcome> {
                 reason,
             })
         } else {
-            Ok(SupervisorOutcome::Skipped(reason))
+            Ok(PhaseOutcome::Skipped(reason))
         }
     };
     let Some(lb_bin) = &ctx.lb_bin else {
@@ -281,7 +270,7 @@ fn one(ctx: &Context, kind: Kind) -> Result<SupervisorOutcome> {
     kill.cleanup = cleanup.map_err(own)?;
     kill.instance = scope.as_ref().map(|s| s.name.clone());
     kill.took_ms = ms(started.elapsed());
-    Ok(SupervisorOutcome::Done(Box::new(kill)))
+    Ok(PhaseOutcome::Done(Box::new(kill)))
 }
 
 /// Why `kind` cannot run here, if it cannot: `docker` missing or not answering, the image
@@ -334,10 +323,6 @@ fn usable(kind: Kind, lb_bin: &Path, config: &str) -> std::result::Result<(), St
         ));
     }
     Ok(())
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn measure(
@@ -492,10 +477,6 @@ fn measure(
     })
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn panicked(reason: &str) -> Error {
     Error::Unexpected {
         request: "killing the victim".into(),
@@ -518,15 +499,10 @@ fn join_killer(killer: std::thread::JoinHandle<Killed>) -> Result<Killed> {
 fn kill(target: &KillBy) -> Result<String> {
     match target {
         KillBy::Pid(pid) => {
-            // SAFETY: kill(2) with a pid our own load balancer reported for one of its replicas.
-            #[allow(unsafe_code)]
-            let rc = unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
-            if rc != 0 {
-                return Err(Error::Unexpected {
-                    request: format!("SIGKILL to pid {pid}"),
-                    reason: std::io::Error::last_os_error().to_string(),
-                });
-            }
+            signal(*pid, Signal::KILL).map_err(|e| Error::Unexpected {
+                request: format!("SIGKILL to pid {pid}"),
+                reason: e.to_string(),
+            })?;
             Ok(format!("SIGKILL to pid {pid}"))
         }
         KillBy::Docker(id) => {
@@ -636,101 +612,8 @@ fn serving(
     Ok(host)
 }
 
-/// What a command printed and how it ended.
-struct Ran {
-    status: std::process::ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn stderr_and_stdout(&self) -> String {
-        format!("{}\n{}", self.stderr.trim(), self.stdout.trim())
-            .trim()
-            .to_owned()
-    }
-}
-
-/// Run `cmd` to its end within [`COMMAND_LIMIT`] (then it is killed), collecting its output.
-fn run_command(mut cmd: Command, shown: &str) -> Result<Ran> {
-    let failed = |reason: String| Error::Command {
-        command: shown.to_owned(),
-        reason,
-    };
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(format!("cannot run it: {e}")))?;
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < COMMAND_LIMIT => std::thread::sleep(POLL),
-            Ok(None) => {
-                // Our own child, not yet reaped.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(failed(format!("no end within {COMMAND_LIMIT:?}")));
-            }
-            Err(e) => return Err(failed(e.to_string())),
-        }
-    };
-    Ok(Ran {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    })
-}
-
-/// `docker ARGS…` within [`COMMAND_LIMIT`]: its output, or an error with its error output.
-fn docker(args: &[&str]) -> Result<String> {
-    let shown = format!("docker {}", args.join(" "));
-    let mut cmd = Command::new("docker");
-    cmd.args(args);
-    let ran = run_command(cmd, &shown)?;
-    if ran.status.success() {
-        Ok(ran.stdout)
-    } else {
-        Err(Error::Command {
-            command: shown,
-            reason: format!("{}: {}", ran.status, one_line(&ran.stderr)),
-        })
-    }
-}
-
-/// The ids `docker ARGS…` lists, one per line.
-fn ids(args: &[&str]) -> Result<BTreeSet<String>> {
-    Ok(docker(args)?
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect())
-}
-
 /// The names of one container measurement — its `[supervisor] instance` and `network`, unique
-/// to it — and the removal of everything carrying them: when [`Scope::clean`] is called, and
+/// to it — and the removal of everything carrying them: when `Scope::clean` is called, and
 /// otherwise when it is dropped (an error or a panic on the way).
 pub struct Scope {
     kind: Kind,
@@ -892,15 +775,5 @@ mod tests {
         assert_eq!(s.label(), format!("label=io.lb.swarm.instance={}", s.name));
         let s = scope(Kind::Docker);
         assert_eq!(s.label(), format!("label=io.lb.owner={}", s.name));
-    }
-
-    #[test]
-    fn a_command_s_status_and_output_are_collected() {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
-        let ran = run_command(cmd, "sh").unwrap();
-        assert_eq!(ran.status.code(), Some(3));
-        assert_eq!(ran.stderr_and_stdout(), "err\nout");
-        assert!(run_command(Command::new("/no/such/program"), "x").is_err());
     }
 }

@@ -1,53 +1,31 @@
-//! A-3's fault phases after the kill ([`super::a3`]):
+//! A-3's slow loris: [`LORIS_CONNECTIONS`] connections each send the start of a request head and
+//! then one more header byte every [`LORIS_TRICKLE`], never finishing it, while normal clients
+//! keep sending `GET /home`. Measured: which connections the load balancer answered (408) or
+//! closed, after how long, and what the normal clients saw.
 //!
-//! - **hang**: the replica serving the most slots is stopped (SIGSTOP, or `docker pause`) for
-//!   [`HANG`] while [`HANG_CLIENTS`] clients send `GET /home`, each request with a
-//!   [`CLIENT_TIMEOUT`]; then it is continued (SIGCONT, `docker unpause`) — always, also on an
-//!   error or a panic ([`Stopped`] does it when dropped). Measured: requests answered and failed,
-//!   their latency, and when the victim left `/rep`.
-//! - **slow loris**: [`LORIS_CONNECTIONS`] connections each send the start of a request head and
-//!   then one more header byte every [`LORIS_TRICKLE`], never finishing it, while normal clients
-//!   keep sending `GET /home`. Measured: which connections the load balancer answered (408) or
-//!   closed, after how long, and what the normal clients saw.
-//!
-//! Both phases are bounded in time (the slow-loris attack by [`loris_bound`], its traffic and the
-//! hang's by their stop flags and per-request deadlines) and in count (request ids, connections).
+//! The one place of the analysis that writes raw bytes on its own sockets (through
+//! [`LbClient::tcp`]): an HTTP client cannot send a head that never ends. Bounded in time (the
+//! attack by [`loris_bound`], its traffic by its stop flag and per-request deadlines) and in
+//! count (request ids, connections).
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
+use rlimit::Resource;
+use rustix::event::{PollFd, PollFlags, Timespec};
 use serde::Serialize;
 
-use super::a3::{alive, choose_victim, signal_target, timeline, Bin, KillBy};
-use super::common::{signal, Traffic, FIRST_ANSWER_LIMIT, PHASE_IDS};
-use super::Context;
-use crate::client::{LbClient, Method};
+use super::faults::{timeline, Bin, Traffic, FIRST_ANSWER_LIMIT, PHASE_IDS};
+use crate::client::LbClient;
 use crate::config_file;
 use crate::error::{Error, Result};
-use crate::lb_api::{eventually, Rep, POLL};
-use crate::load::{LoadRun, Outcome, Tally};
+use crate::experiments::Context;
+use crate::load::Tally;
 use crate::progress;
 use crate::stats::Summary;
-
-/// How long the victim stays stopped.
-pub const HANG: Duration = Duration::from_secs(5);
-/// Clients sending `GET /home` during the hang.
-pub const HANG_CLIENTS: usize = 32;
-/// Deadline of each client request in both phases: past it the request counts as failed
-/// (`timeout`).
-pub use super::common::CLIENT_TIMEOUT;
-/// Traffic before the stop, for a baseline.
-const BEFORE_HANG: Duration = Duration::from_millis(500);
-/// Traffic after the victim is continued.
-const AFTER_HANG: Duration = Duration::from_secs(1);
-/// Deadline of one `/rep` poll while the victim is stopped.
-const POLL_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the load balancer may take to start a replacement for the hung replica.
-const REPLACEMENT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Slow-loris connections opened (fewer if the open-files limit cannot be raised for them).
 pub const LORIS_CONNECTIONS: usize = 200;
@@ -70,63 +48,6 @@ const LORIS_TICK: Duration = Duration::from_millis(100);
 const LORIS_KEEP: usize = 1024;
 /// Open files kept free for everything else (normal clients, API calls, the process itself).
 const SPARE_FILES: u64 = 64;
-
-/// The hang measurement.
-#[derive(Debug, Clone, Serialize)]
-pub struct Hang {
-    /// The replica stopped (the one serving the most slots).
-    pub victim: String,
-    /// Its server id.
-    pub victim_id: u64,
-    /// Slots it served.
-    pub victim_slots: usize,
-    /// How it was stopped, e.g. `SIGSTOP to pid 1234`.
-    pub how: String,
-    /// Clients sending requests.
-    pub clients: usize,
-    /// Deadline of each client request, milliseconds.
-    pub request_timeout_ms: u64,
-    /// When it was stopped, ms since traffic started.
-    pub stopped_ms: f64,
-    /// From the stop to the continue, milliseconds.
-    pub stopped_for_ms: f64,
-    /// What continuing it did, e.g. `SIGCONT to pid 1234` or why that failed (the load balancer
-    /// may have ended the process already).
-    pub resumed: String,
-    /// First `/rep` without the victim, ms after the stop (`None`: not while it was stopped).
-    pub left_ring_after_ms: Option<f64>,
-    /// `/rep` polls made while it was stopped.
-    pub polls: u64,
-    /// The replica with the victim's server id and a new hostname afterwards, if any.
-    pub replacement: Option<(String, u64)>,
-    /// The client traffic.
-    pub traffic: Tally,
-    /// Requests answered with 200.
-    pub answered: u64,
-    /// Failed requests: any other status, a transport error, or no answer within the deadline.
-    pub failed: u64,
-    /// Latency of every request, failed ones included, milliseconds.
-    pub latency_ms: Option<Summary>,
-    /// First and last failure, ms since traffic started.
-    pub failure_window_ms: Option<(f64, f64)>,
-    /// The timeline in [`super::a3::BIN`] bins.
-    pub timeline: Vec<Bin>,
-    /// Requests the load balancer sent to another replica during the phase (`retries` in
-    /// `/_lb/status`), when it reports them.
-    pub retried_by_lb: Option<u64>,
-    /// Whether the victim's process was gone afterwards (for a pid).
-    pub victim_gone: Option<bool>,
-}
-
-/// The hang phase, or why it was skipped.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HangOutcome {
-    /// Done.
-    Done(Box<Hang>),
-    /// Not possible here.
-    Skipped(String),
-}
 
 /// One slow-loris connection.
 #[derive(Debug, Clone, Serialize)]
@@ -187,254 +108,8 @@ pub struct Slowloris {
     pub failed: u64,
     /// Their latency, failed requests included, milliseconds.
     pub latency_ms: Option<Summary>,
-    /// Their timeline in [`super::a3::BIN`] bins.
+    /// Their timeline in [`super::BIN`] bins.
     pub timeline: Vec<Bin>,
-}
-
-/// A replica stopped by [`Stopped::stop`]: continued by [`Stopped::resume`] or, at the latest,
-/// when dropped — also while unwinding from a panic, so it is never left stopped.
-struct Stopped {
-    target: Option<KillBy>,
-}
-
-impl Stopped {
-    /// Stop the replica; the guard, and how it was stopped.
-    fn stop(target: KillBy) -> std::result::Result<(Stopped, String), String> {
-        let how = match &target {
-            KillBy::Pid(pid) => {
-                signal(*pid, libc::SIGSTOP).map_err(|e| format!("SIGSTOP to pid {pid}: {e}"))?;
-                format!("SIGSTOP to pid {pid}")
-            }
-            KillBy::Docker(id) => {
-                docker(&["pause", id])?;
-                format!("docker pause {id}")
-            }
-        };
-        Ok((
-            Stopped {
-                target: Some(target),
-            },
-            how,
-        ))
-    }
-
-    /// Continue the replica (once); what that did.
-    fn resume(&mut self) -> String {
-        match self.target.take() {
-            None => "already continued".into(),
-            Some(KillBy::Pid(pid)) => match signal(pid, libc::SIGCONT) {
-                Ok(()) => format!("SIGCONT to pid {pid}"),
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => format!(
-                    "SIGCONT not sent: pid {pid} no longer existed (ended while stopped; the load \
-                     balancer ends the replicas it replaces)"
-                ),
-                Err(e) => format!("SIGCONT to pid {pid} failed: {e}"),
-            },
-            Some(KillBy::Docker(id)) => match docker(&["unpause", &id]) {
-                Ok(()) => format!("docker unpause {id}"),
-                Err(e) => e,
-            },
-        }
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        if self.target.is_some() {
-            let what = self.resume();
-            progress::note(&format!("A-3 hang: continued the stopped replica: {what}"));
-        }
-    }
-}
-
-/// Run `docker ARGS…`; its error output when it fails.
-fn docker(args: &[&str]) -> std::result::Result<(), String> {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(format!(
-            "`docker {}` failed ({}): {}",
-            args.join(" "),
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!("`docker {}` could not run: {e}", args.join(" "))),
-    }
-}
-
-/// First and last failure, ms since the traffic's origin.
-fn failure_window(run: &LoadRun) -> Option<(f64, f64)> {
-    run.samples
-        .iter()
-        .filter(|s| matches!(s.outcome, Outcome::Failed(_)))
-        .map(|s| s.done.as_secs_f64() * 1000.0)
-        .fold(None, |w, t| {
-            Some(w.map_or((t, t), |(a, b): (f64, f64)| (a.min(t), b.max(t))))
-        })
-}
-
-/// `GET /rep` within [`POLL_TIMEOUT`] on a connection of the poller's own.
-fn rep_within(conn: &mut crate::client::Connection) -> Option<Rep> {
-    let answer = conn
-        .send_within(Method::GET, "/rep", None, None, POLL_TIMEOUT)
-        .ok()?;
-    (answer.status == 200)
-        .then(|| Rep::parse(&answer.body))
-        .flatten()
-}
-
-/// Hang the replica serving the most slots for [`HANG`] under [`HANG_CLIENTS`] clients.
-pub fn hang(ctx: &Context) -> Result<HangOutcome> {
-    let client = &ctx.client;
-    let status = client.status()?;
-    let ring = client.ring()?;
-    let Some((victim, victim_slots)) = choose_victim(&status.replicas, &ring.owners) else {
-        return Ok(HangOutcome::Skipped("no replica to stop".into()));
-    };
-    let target = match signal_target(ctx, &victim) {
-        Ok(target) => target,
-        Err(why) => return Ok(HangOutcome::Skipped(why)),
-    };
-    let victim_pid = match &target {
-        KillBy::Pid(pid) => Some(*pid),
-        KillBy::Docker(_) => None,
-    };
-
-    let traffic = Traffic::start(
-        ctx,
-        "a3-hang",
-        PHASE_IDS,
-        HANG_CLIENTS,
-        FIRST_ANSWER_LIMIT + HANG * 2 + AFTER_HANG,
-    );
-    if let Err(e) = traffic.warmed_up(BEFORE_HANG) {
-        return Ok(HangOutcome::Skipped(format!(
-            "the client traffic got no answer before the hang: {e}"
-        )));
-    }
-    let retries_before = client.status().ok().and_then(|s| s.retries);
-    traffic
-        .spinner()
-        .set_message(format!("stopping {}", victim.hostname));
-    let (mut stopped, how) = match Stopped::stop(target) {
-        Ok(stopped) => stopped,
-        Err(why) => {
-            let _ = traffic.finish();
-            return Ok(HangOutcome::Skipped(why));
-        }
-    };
-    let stopped_at = traffic.origin().elapsed();
-    traffic
-        .spinner()
-        .set_message(format!("{} stopped; polling /rep", victim.hostname));
-
-    // While it is stopped: when does it leave /rep? Bounded by HANG (and each poll by its
-    // deadline); once it is out, the rest of HANG is simply waited.
-    let mut poller = client.connection();
-    let mut left = None;
-    let mut polls = 0u64;
-    // Every round takes POLL at least (or ends the wait), so this cap is never the limit.
-    let rounds = (HANG.as_millis() / POLL.as_millis().max(1)) as usize * 2 + 4;
-    for _ in 0..rounds {
-        let since = traffic.origin().elapsed().saturating_sub(stopped_at);
-        let Some(rest) = HANG.checked_sub(since).filter(|r| !r.is_zero()) else {
-            break;
-        };
-        if left.is_some() {
-            std::thread::sleep(rest);
-            continue;
-        }
-        polls += 1;
-        if let Some(rep) = rep_within(&mut poller) {
-            if !rep.replicas.contains(&victim.hostname) {
-                left = Some(traffic.origin().elapsed().saturating_sub(stopped_at));
-                continue;
-            }
-        }
-        std::thread::sleep(POLL.min(rest));
-    }
-    let resumed = stopped.resume();
-    let stopped_for = traffic.origin().elapsed().saturating_sub(stopped_at);
-    drop(stopped);
-    traffic
-        .spinner()
-        .set_message(format!("{} continued ({resumed})", victim.hostname));
-    std::thread::sleep(AFTER_HANG);
-    let run = traffic.finish()?;
-
-    // The replacement, if the load balancer replaced the hung replica.
-    let mut replacement = None;
-    let waited = eventually(
-        REPLACEMENT_LIMIT,
-        "a replacement for the hung replica",
-        || {
-            let now = client.status()?;
-            replacement = now
-                .replicas
-                .iter()
-                .find(|r| r.id == victim.id && r.hostname != victim.hostname)
-                .map(|r| (r.hostname.clone(), r.id));
-            Ok(replacement.is_some() || now.replicas.iter().any(|r| r.hostname == victim.hostname))
-        },
-    );
-    match waited {
-        Ok(()) => {}
-        Err(e @ Error::Timeout { .. }) => progress::note(&format!("A-3 hang: {e}")),
-        Err(e) => return Err(e),
-    }
-    // The slow-loris phase and A-4 come next: let the replacement reach lb.toml first, so A-4's
-    // edit cannot race with the write-back.
-    if let (Some(path), Some((host, _))) = (&ctx.owned_config, &replacement) {
-        eventually(
-            Duration::from_secs(10),
-            "the replacement in lb.toml",
-            || Ok(config_file::replica_hostnames(path)?.contains(host)),
-        )?;
-    }
-    let retried_by_lb = match (retries_before, client.status()?.retries) {
-        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
-        _ => None,
-    };
-
-    let tally = run.tally();
-    let hang = Hang {
-        victim: victim.hostname,
-        victim_id: victim.id,
-        victim_slots,
-        how,
-        clients: HANG_CLIENTS,
-        request_timeout_ms: CLIENT_TIMEOUT.as_millis() as u64,
-        stopped_ms: stopped_at.as_secs_f64() * 1000.0,
-        stopped_for_ms: stopped_for.as_secs_f64() * 1000.0,
-        resumed,
-        left_ring_after_ms: left.map(|d| d.as_secs_f64() * 1000.0),
-        polls,
-        replacement,
-        answered: tally.successes(),
-        failed: tally.failures(),
-        latency_ms: run.latency(),
-        failure_window_ms: failure_window(&run),
-        timeline: timeline(&run.samples),
-        traffic: tally,
-        retried_by_lb,
-        victim_gone: victim_pid.map(|pid| !alive(pid)),
-    };
-    progress::note(&format!(
-        "A-3 hang: {} ({}) for {:.1} s; out of /rep after {}; {} of {} requests failed, p99 {} ms",
-        hang.victim,
-        hang.how,
-        hang.stopped_for_ms / 1000.0,
-        hang.left_ring_after_ms
-            .map_or("(not while stopped)".into(), |t| format!("{t:.0} ms")),
-        hang.failed,
-        hang.traffic.sent,
-        hang.latency_ms
-            .map_or("?".into(), |l| format!("{:.0}", l.p99)),
-    ));
-    Ok(HangOutcome::Done(Box::new(hang)))
 }
 
 /// The slow-loris attack's bound: twice the header timeout plus 2 s when it is known, at most
@@ -447,28 +122,14 @@ pub fn loris_bound(header_timeout_ms: Option<u64>) -> Duration {
 
 /// Raise the soft limit of open files to `want` (within the hard limit); the soft limit after.
 fn raise_open_files(want: u64) -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) and setrlimit(2) on our own process with a valid rlimit struct.
-    #[allow(unsafe_code)]
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
-        }
-        if limit.rlim_cur >= want {
-            return Some(limit.rlim_cur);
-        }
-        let raised = libc::rlimit {
-            rlim_cur: want.min(limit.rlim_max),
-            rlim_max: limit.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-            Some(raised.rlim_cur)
-        } else {
-            Some(limit.rlim_cur)
-        }
+    let (soft, hard) = Resource::NOFILE.get().ok()?;
+    if soft >= want {
+        return Some(soft);
+    }
+    let raised = want.min(hard);
+    match Resource::NOFILE.set(raised, hard) {
+        Ok(()) => Some(raised),
+        Err(_) => Some(soft),
     }
 }
 
@@ -622,30 +283,30 @@ fn attack(
             .min(deadline)
             .saturating_duration_since(now)
             .min(LORIS_TICK);
-        let mut fds: Vec<libc::pollfd> = waiting
+        let mut fds: Vec<PollFd<'_>> = waiting
             .iter()
-            .map(|&i| libc::pollfd {
-                fd: open[i].stream.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(|&i| PollFd::new(&open[i].stream, PollFlags::IN))
             .collect();
-        // SAFETY: poll(2) on a valid array of pollfds over sockets we own, for `fds.len()` entries.
-        #[allow(unsafe_code)]
-        let ready = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                wait.as_millis().max(1) as libc::c_int,
-            )
+        let timeout = Timespec::try_from(Duration::from_millis(wait.as_millis().max(1) as u64))
+            .unwrap_or(Timespec {
+                tv_sec: 0,
+                tv_nsec: 1_000_000,
+            });
+        // An error (EINTR) counts as nothing ready: the round ends and the next one polls again.
+        let ready = rustix::event::poll(&mut fds, Some(&timeout)).unwrap_or(0);
+        let readable: Vec<usize> = if ready > 0 {
+            fds.iter()
+                .zip(&waiting)
+                .filter(|(fd, _)| !fd.revents().is_empty())
+                .map(|(_, &i)| i)
+                .collect()
+        } else {
+            Vec::new()
         };
+        drop(fds);
         let now = Instant::now();
-        if ready > 0 {
-            for (fd, &i) in fds.iter().zip(&waiting) {
-                if fd.revents != 0 {
-                    open[i].read(now);
-                }
-            }
+        for i in readable {
+            open[i].read(now);
         }
         for &i in &waiting {
             open[i].trickle(now);
@@ -660,7 +321,7 @@ fn attack(
 }
 
 /// The slow-loris attack next to normal clients.
-pub fn slowloris(ctx: &Context) -> Result<Slowloris> {
+pub fn run(ctx: &Context) -> Result<Slowloris> {
     let header_timeout_ms = match &ctx.owned_config {
         Some(path) => config_file::header_timeout_ms(path)?,
         None => None,
@@ -766,26 +427,6 @@ pub fn slowloris(ctx: &Context) -> Result<Slowloris> {
         result.latency_ms.map_or("?".into(), |l| format!("{:.0}", l.p99)),
     ));
     Ok(result)
-}
-
-/// A note when the traffic sent every id it had, i.e. stopped before its phase ended.
-pub fn ran_out(tally: &Tally) -> Option<String> {
-    (tally.planned > 0 && tally.sent >= tally.planned).then(|| {
-        format!(
-            "the clients used all {} request ids before the phase ended, so their traffic stopped early",
-            tally.planned
-        )
-    })
-}
-
-/// Failure kinds of a tally, e.g. `3 × timeout, 1 × HTTP 502`.
-pub fn failure_kinds(tally: &Tally) -> String {
-    let kinds: Vec<String> = tally
-        .failed
-        .iter()
-        .map(|(kind, n)| format!("{n} × {kind}"))
-        .collect();
-    kinds.join(", ")
 }
 
 /// The number of slow-loris connections open over time (ms since the phase's traffic started):
@@ -908,47 +549,5 @@ mod tests {
             "{took:?}"
         );
         drop(held);
-    }
-
-    #[test]
-    fn a_stopped_process_is_continued_when_the_guard_drops() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let state = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, r)| r.trim_start().chars().next())
-                })
-                .flatten()
-        };
-        let stopped_state = |want: bool| {
-            eventually(Duration::from_secs(5), "process state", || {
-                Ok(matches!(state(), Some('T')) == want)
-            })
-        };
-        {
-            let (_guard, how) = Stopped::stop(KillBy::Pid(pid)).unwrap();
-            assert_eq!(how, format!("SIGSTOP to pid {pid}"));
-            stopped_state(true).unwrap();
-            // Dropped here without resume(), as on an early return.
-        }
-        stopped_state(false).unwrap();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let (_guard, _) = Stopped::stop(KillBy::Pid(pid)).unwrap();
-            stopped_state(true).unwrap();
-            panic!("a failure while the replica is stopped");
-        }));
-        assert!(result.is_err());
-        stopped_state(false).unwrap();
-        let (mut guard, _) = Stopped::stop(KillBy::Pid(pid)).unwrap();
-        assert_eq!(guard.resume(), format!("SIGCONT to pid {pid}"));
-        assert_eq!(guard.resume(), "already continued");
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
 }

@@ -1,58 +1,46 @@
-//! A-3's control-plane phases, against a load balancer of their own: [`REPLICAS`] replicas run
-//! by the process supervisor, rendezvous over [`CONTROL_SLOTS`] slots with the `spec` hash, and
-//! the heartbeats [`CONTROL_HEARTBEATS`] (every 100 ms, 300 ms to answer, out after 3 missed).
+//! A-3's hostile saves ([`A3Phase::Stall`](crate::experiments::A3Phase::Stall)), against the
+//! control-plane phases' own load balancer ([`super::plane`]): [`REPLICAS`] replicas run by the
+//! process supervisor, rendezvous over [`CONTROL_SLOTS`] slots with the `spec` hash.
 //!
-//! **A save that would stall the controller** ([`A3Phase::Stall`]): for each [`Hostile`] file —
-//! (1) a rejected value longer than 65 535 bytes, (2) rendezvous over 4 194 304 slots, (5) about
-//! 1 MiB of unknown keys, numbered as in the issue that found them — while [`CLIENTS`] clients
-//! send `GET /home` with random ids: the file is made from the running configuration (the
-//! replicas `/_lb/status` lists, under their current names, plus the hostile part), written
-//! beside `lb.toml` and renamed over it, and at once a replica is killed with SIGKILL. Measured:
-//! from the kill to the victim's server id **serving again** — the first poll (every [`POLL`])
-//! at which `/_lb/status` lists that id healthy with a new pid *and* `GET /home` with a *probe
-//! id* is answered by it. The probe id is a request id whose slot the victim owns under both the
-//! normal table and the large one of (2) (rendezvous owners are computed here with `lb-balance`,
-//! and the probe is checked against the live `lb` before the kill), so it is a request routed
-//! to the victim's slots whichever table is published. Also: other replicas replaced (a pid
-//! changed) or out of the ring at any poll — healthy replicas, which must keep their process;
-//! `lb_replica_restarts_total` before and after; `lb_control_panics_total`; the clients'
-//! requests and failures; and what became of the file: refused (`config.last_error`, with its
-//! message) or applied (for (2), when `/_lb/status` shows the large table published). After
-//! each file the normal one is saved again and the phase waits until it is applied.
+//! **A save that would stall the controller**: for each [`Hostile`] file — (1) a rejected value
+//! longer than 65 535 bytes, (2) rendezvous over 4 194 304 slots, (5) about 1 MiB of unknown
+//! keys, numbered as in the issue that found them — while [`CLIENTS`] clients send `GET /home`
+//! with random ids: the file is made from the running configuration (the replicas
+//! `/_lb/status` lists, under their current names, plus the hostile part), written beside
+//! `lb.toml` and renamed over it, and at once a replica is killed with SIGKILL. Measured: from
+//! the kill to the victim's server id **serving again** — the first poll (every [`POLL`]) at
+//! which `/_lb/status` lists that id healthy with a new pid *and* `GET /home` with a *probe id*
+//! is answered by it. The probe id is a request id whose slot the victim owns under both the
+//! normal table and the large one of (2) (rendezvous owners are computed here with
+//! `lb-balance`, and the probe is checked against the live `lb` before the kill), so it is a
+//! request routed to the victim's slots whichever table is published. Also: other replicas
+//! replaced (a pid changed) or out of the ring at any poll — healthy replicas, which must keep
+//! their process; `lb_replica_restarts_total` before and after; `lb_control_panics_total`; the
+//! clients' requests and failures; and what became of the file: refused (`config.last_error`,
+//! with its message) or applied (for (2), when `/_lb/status` shows the large table published).
+//! After each file the normal one is saved again and the phase waits until it is applied.
 //!
-//! **A loop attempt** ([`A3Phase::Loop`]): `POST /add {"n": 1, "addresses": [X]}` with X the
-//! load balancer's own traffic address in several spellings ([`own_addresses`]): each should be
-//! refused with 400 and N stay as it was (one that is accepted is removed again at once). Then
-//! `GET /home` carrying the load balancer's own loop mark — the `Via` value `/_lb/status` shows
-//! as `via` — should be answered 508 (Loop Detected). A load balancer that shows no mark is
-//! recorded as such ([`LoopMark::NotShown`]). The requests that reached replicas during the
-//! phase (the sum of `requests` in `/_lb/status`, after minus before) are compared with the
-//! [`PLAIN_REQUESTS`] plain requests sent: a loop would multiply them.
-//!
-//! Every wait is bounded ([`READY_LIMIT`], [`RECOVERY_LIMIT`], [`DECISION_LIMIT`],
-//! [`RESTORE_LIMIT`], a deadline on each request); a bad outcome is recorded, not an error.
+//! Every wait is bounded ([`RECOVERY_LIMIT`], [`DECISION_LIMIT`], [`RESTORE_LIMIT`], a deadline
+//! on each request); a bad outcome is recorded, not an error.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::json;
-
+use indicatif::ProgressBar;
 use lb_balance::hash::RingHash;
 use lb_balance::rendezvous;
+use rustix::process::Signal;
+use serde::Serialize;
 
-use super::common::{signal, Traffic, PHASE_IDS};
-use super::{A3Phase, Context};
+use super::faults::{ms, probe, shorten, signal, Traffic, PHASE_IDS, POLL_TIMEOUT};
 use crate::client::{Connection, LbClient, Method};
-use crate::config_file::{
-    self, Heartbeats, CONTROL_HEARTBEATS, CONTROL_LIMITS_LINE, CONTROL_SLOTS,
-};
+use crate::config_file::{self, CONTROL_LIMITS_LINE, CONTROL_SLOTS};
 use crate::error::{io, Error, Result};
+use crate::experiments::Context;
 use crate::lb_api::{eventually, Issue, Status, POLL};
 use crate::lb_process::{Log, OwnedLb};
-use crate::load::{self, served_by, Tally};
+use crate::load::{self, Tally};
 use crate::progress;
 
 /// Replicas of the phases' load balancer (server ids 1..=64; `[limits] max_replicas`'s default).
@@ -67,10 +55,6 @@ pub const HUGE_VALUE: usize = 70_000;
 /// Hostile file (5) grows by `kN = 1` lines until it has this many bytes (files over 1 MiB are
 /// refused unread).
 pub const UNKNOWN_KEYS_BYTES: usize = 1_000_000;
-/// Plain `GET /home` requests sent during the loop attempt.
-pub const PLAIN_REQUESTS: usize = 100;
-/// How long the load balancer may take to have [`REPLICAS`] healthy replicas.
-pub const READY_LIMIT: Duration = Duration::from_secs(120);
 /// How long the victim may take to serve again (long: a debug build of `lb` may hold a
 /// replacement back for two builds of the large table, some 20 s each).
 pub const RECOVERY_LIMIT: Duration = Duration::from_secs(120);
@@ -90,12 +74,6 @@ const AFTER_REQUESTS: u64 = 100;
 const AFTER_LIMIT: Duration = Duration::from_secs(10);
 /// The clients stop sending after this long whatever happens.
 const TRAFFIC_LIMIT: Duration = Duration::from_secs(300);
-/// Deadline of each request of a poll.
-const POLL_TIMEOUT: Duration = Duration::from_secs(1);
-/// Characters of a message or answer kept.
-const KEEP: usize = 300;
-/// Lines of the load balancer's output kept in an error.
-const LOG_TAIL: usize = 40;
 
 /// A hostile `lb.toml`, numbered as in the issue ("Hard to break, round 2").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -295,200 +273,9 @@ pub enum SaveOutcome {
     Skipped(Hostile, String),
 }
 
-/// One `/add` of the load balancer's own address.
-#[derive(Debug, Clone, Serialize)]
-pub struct LoopAdd {
-    /// The address given.
-    pub address: String,
-    /// The answer's status (`None`: no answer).
-    pub status: Option<u16>,
-    /// The start of the answer (or of the error).
-    pub answer: String,
-    /// N before.
-    pub n_before: usize,
-    /// N after.
-    pub n_after: usize,
-    /// What was done about an accepted one: removed again, or why that failed.
-    pub undone: Option<String>,
-}
-
-/// The request carrying the load balancer's own mark.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoopMark {
-    /// `/_lb/status` shows no `via`: this load balancer has no loop mark.
-    NotShown,
-    /// Sent.
-    Forged {
-        /// The `Via` value sent (the load balancer's own).
-        via: String,
-        /// The answer's status (`None`: no answer).
-        status: Option<u16>,
-        /// The start of the answer (or of the error).
-        answer: String,
-    },
-}
-
-/// The loop attempt.
-#[derive(Debug, Clone, Serialize)]
-pub struct LoopAttempt {
-    /// The load balancer's traffic address.
-    pub listen: String,
-    /// Each `/add`.
-    pub adds: Vec<LoopAdd>,
-    /// The request with the mark.
-    pub mark: LoopMark,
-    /// Plain `GET /home` requests sent during the phase, and how many were answered 200.
-    pub plain: (usize, usize),
-    /// Requests that reached replicas during the phase (`requests` in `/_lb/status`, after minus
-    /// before).
-    pub reached_replicas: i64,
-    /// N before the phase and after it.
-    pub n: (usize, usize),
-}
-
-impl LoopAttempt {
-    /// `/add`s answered 400.
-    pub fn refused(&self) -> usize {
-        self.adds.iter().filter(|a| a.status == Some(400)).count()
-    }
-}
-
-/// Both phases against one load balancer.
-#[derive(Debug, Clone, Serialize)]
-pub struct Control {
-    /// Its replicas.
-    pub replicas: usize,
-    /// Its heartbeats.
-    pub heartbeats: Heartbeats,
-    /// Its normal `[ring] slots` (rendezvous).
-    pub slots: u32,
-    /// Clients during each save.
-    pub clients: usize,
-    /// From starting it to [`REPLICAS`] healthy replicas, ms.
-    pub ready_ms: f64,
-    /// The hostile saves (empty when [`A3Phase::Stall`] was not chosen).
-    pub saves: Vec<SaveOutcome>,
-    /// The loop attempt (when [`A3Phase::Loop`] was chosen).
-    pub loop_attempt: Option<LoopAttempt>,
-    /// How it exited after SIGTERM.
-    pub lb_exit: String,
-}
-
-/// The control-plane phases, or why they did not run.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ControlOutcome {
-    /// Run.
-    Done(Box<Control>),
-    /// Not run, with the reason.
-    Skipped(String),
-}
-
-/// Run the chosen control-plane phases against a load balancer of their own.
-pub fn run(ctx: &Context) -> Result<ControlOutcome> {
-    let Some(lb_bin) = &ctx.lb_bin else {
-        return Ok(ControlOutcome::Skipped(
-            "there is no lb binary to start (give --lb-bin)".into(),
-        ));
-    };
-    let initial: Vec<(String, u64)> = (1..=REPLICAS as u64)
-        .map(|id| (format!("Server {id}"), id))
-        .collect();
-    let spinner = progress::spinner("A-3 control plane");
-    spinner.set_message("starting lb");
-    let started = Instant::now();
-    let lb = OwnedLb::start_with(lb_bin, &config_file::control_plane(&initial, CONTROL_SLOTS))?;
-    let measured = measure(ctx, &lb, started, &spinner);
-    spinner.finish_and_clear();
-    let log = lb.log().tail(LOG_TAIL);
-    let exit = lb.stop();
-    let own = |source: Error| Error::OwnLb {
-        what: "A-3's control-plane phases".into(),
-        source: Box::new(source),
-        log: log.clone(),
-    };
-    let mut control = measured.map_err(own)?;
-    control.lb_exit = exit.map_err(own)?.to_string();
-    Ok(ControlOutcome::Done(Box::new(control)))
-}
-
-fn measure(
-    ctx: &Context,
-    lb: &OwnedLb,
-    started: Instant,
-    spinner: &indicatif::ProgressBar,
-) -> Result<Control> {
-    let client = LbClient::new(&lb.url())?;
-    let own = Context {
-        client: client.clone(),
-        owned_config: Some(lb.config_path().to_owned()),
-        ..ctx.clone()
-    };
-    spinner.set_message(format!("waiting for {REPLICAS} healthy replicas"));
-    eventually(READY_LIMIT, &format!("{REPLICAS} healthy replicas"), || {
-        Ok(all_healthy(&client.status()?))
-    })?;
-    let ready_ms = ms(started.elapsed());
-    let mut saves = Vec::new();
-    if ctx.runs(A3Phase::Stall) {
-        let hash = lb_balance::plugin::resolve_any("spec", &[])?;
-        let victims = victims(ctx.seed, Hostile::ALL.len());
-        let mut broken: Option<String> = None;
-        for (file, victim) in Hostile::ALL.into_iter().zip(victims) {
-            if let Some(why) = &broken {
-                saves.push(SaveOutcome::Skipped(file, why.clone()));
-                continue;
-            }
-            spinner.set_message(format!("hostile file ({})", file.number()));
-            let outcome = hostile_save(&own, lb, file, victim, &*hash)?;
-            if let SaveOutcome::Done(save) = &outcome {
-                progress::note(&save_note(save));
-                if let Err(why) = &save.restored {
-                    broken = Some(format!(
-                        "the normal file was not applied again after ({}): {why}",
-                        file.number()
-                    ));
-                }
-            }
-            saves.push(outcome);
-        }
-    }
-    let loop_attempt = if ctx.runs(A3Phase::Loop) {
-        spinner.set_message("loop attempt");
-        let attempt = loop_attempt(&own, lb.addr())?;
-        progress::note(&loop_note(&attempt));
-        Some(attempt)
-    } else {
-        None
-    };
-    Ok(Control {
-        replicas: REPLICAS,
-        heartbeats: CONTROL_HEARTBEATS,
-        slots: CONTROL_SLOTS,
-        clients: CLIENTS,
-        ready_ms,
-        saves,
-        loop_attempt,
-        lb_exit: String::new(),
-    })
-}
-
-fn all_healthy(status: &Status) -> bool {
+/// Whether `status` lists [`REPLICAS`] replicas, all healthy.
+pub(super) fn all_healthy(status: &Status) -> bool {
     status.replicas.len() == REPLICAS && status.replicas.iter().all(|r| r.healthy)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// The start of `text`, at most [`KEEP`] characters, on one line.
-fn shorten(text: &str) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(KEEP) {
-        Some((cut, _)) => format!("{}…", &line[..cut]),
-        None => line,
-    }
 }
 
 /// `count` distinct server ids of 1..=[`REPLICAS`], drawn from `seed`.
@@ -564,20 +351,6 @@ fn status_within(conn: &mut Connection) -> std::result::Result<Status, String> {
         ));
     }
     serde_json::from_str(&answer.body).map_err(|e| format!("GET /_lb/status: {e}"))
-}
-
-/// `GET /home` with `X-Request-Id: probe` within [`POLL_TIMEOUT`]: who answered it.
-fn probe(conn: &mut Connection, probe: u32) -> Option<String> {
-    conn.send_within(
-        Method::GET,
-        "/home",
-        None,
-        Some(u64::from(probe)),
-        POLL_TIMEOUT,
-    )
-    .ok()
-    .filter(|a| a.status == 200)
-    .and_then(|a| served_by(&a.body))
 }
 
 /// Other replicas than the victim that changed since `before` (id → hostname, pid).
@@ -735,7 +508,7 @@ fn hostile_save(
     // The save and the kill, back to back.
     std::fs::rename(&tmp, path).map_err(io(path))?;
     let saved = Instant::now();
-    signal(victim_pid, libc::SIGKILL).map_err(|e| Error::Unexpected {
+    signal(victim_pid, Signal::KILL).map_err(|e| Error::Unexpected {
         request: format!("SIGKILL to pid {victim_pid}"),
         reason: e.to_string(),
     })?;
@@ -876,98 +649,32 @@ fn restore(
         .map_err(|e: Error| e.to_string())
 }
 
-/// The load balancer's traffic address `addr` spelt as others may write it: by name, as
-/// loopback, as the wildcard, as an IPv4-mapped IPv6 address.
-pub fn own_addresses(addr: SocketAddr) -> Vec<String> {
-    let port = addr.port();
-    vec![
-        format!("localhost:{port}"),
-        format!("127.0.0.1:{port}"),
-        format!("0.0.0.0:{port}"),
-        format!("[::ffff:127.0.0.1]:{port}"),
-    ]
-}
-
-fn requests_sum(status: &Status) -> i64 {
-    status.replicas.iter().map(|r| r.requests as i64).sum()
-}
-
-fn loop_attempt(own: &Context, addr: SocketAddr) -> Result<LoopAttempt> {
-    let client = &own.client;
-    let before = client.status()?;
-    let n_start = client.rep()?.n;
-    let mut adds = Vec::new();
-    for address in own_addresses(addr) {
-        let rep = client.rep()?;
-        let body = json!({"n": 1, "addresses": [address]}).to_string();
-        let answer = client.send(Method::POST, "/add", Some(&body), None);
-        let (status, text) = match &answer {
-            Ok(a) => (Some(a.status), shorten(&a.body)),
-            Err(e) => (None, shorten(&e.to_string())),
-        };
-        let after = client.rep()?;
-        let added: Vec<String> = after
-            .replicas
-            .iter()
-            .filter(|h| !rep.replicas.contains(h))
-            .cloned()
-            .collect();
-        let undone = (!added.is_empty()).then(|| match client.rm(added.len(), &added) {
-            Ok(r) => format!("removed again with /rm ({added:?}; N = {})", r.n),
-            Err(e) => format!("could not be removed ({added:?}): {e}"),
-        });
-        adds.push(LoopAdd {
-            address,
-            status,
-            answer: text,
-            n_before: rep.n,
-            n_after: after.n,
-            undone,
-        });
-    }
-    let mut conn = client.connection();
-    let mut answered = 0;
-    for id in load::request_ids(own.seed, "a3-control-loop", PLAIN_REQUESTS) {
-        if probe(&mut conn, id).is_some() {
-            answered += 1;
+/// Save each [`Hostile`] file in turn with a replica killed at the same moment (the normal file
+/// restored after each; when that fails, the files left are skipped with the reason).
+pub(super) fn run(own: &Context, lb: &OwnedLb, spinner: &ProgressBar) -> Result<Vec<SaveOutcome>> {
+    let mut saves = Vec::new();
+    let hash = lb_balance::plugin::resolve_any("spec", &[])?;
+    let victims = victims(own.seed, Hostile::ALL.len());
+    let mut broken: Option<String> = None;
+    for (file, victim) in Hostile::ALL.into_iter().zip(victims) {
+        if let Some(why) = &broken {
+            saves.push(SaveOutcome::Skipped(file, why.clone()));
+            continue;
         }
-    }
-    let mark = match &before.via {
-        None => LoopMark::NotShown,
-        Some(via) => {
-            let id = load::request_ids(own.seed, "a3-control-mark", 1)[0];
-            let answer = conn.send_with_fields(
-                Method::GET,
-                "/home",
-                None,
-                Some(u64::from(id)),
-                &[("via", via)],
-                crate::client::REQUEST_TIMEOUT,
-            );
-            let (status, text) = match &answer {
-                Ok(a) => (Some(a.status), shorten(&a.body)),
-                Err(e) => (None, shorten(&e.to_string())),
-            };
-            LoopMark::Forged {
-                via: via.clone(),
-                status,
-                answer: text,
+        spinner.set_message(format!("hostile file ({})", file.number()));
+        let outcome = hostile_save(own, lb, file, victim, &*hash)?;
+        if let SaveOutcome::Done(save) = &outcome {
+            progress::note(&save_note(save));
+            if let Err(why) = &save.restored {
+                broken = Some(format!(
+                    "the normal file was not applied again after ({}): {why}",
+                    file.number()
+                ));
             }
         }
-    };
-    let after = client.status()?;
-    Ok(LoopAttempt {
-        listen: if before.listen.is_empty() {
-            addr.to_string()
-        } else {
-            before.listen.clone()
-        },
-        adds,
-        mark,
-        plain: (PLAIN_REQUESTS, answered),
-        reached_replicas: requests_sum(&after) - requests_sum(&before),
-        n: (n_start, client.rep()?.n),
-    })
+        saves.push(outcome);
+    }
+    Ok(saves)
 }
 
 fn save_note(s: &HostileSave) -> String {
@@ -1002,38 +709,11 @@ fn save_note(s: &HostileSave) -> String {
     )
 }
 
-fn loop_note(l: &LoopAttempt) -> String {
-    let adds: Vec<String> = l
-        .adds
-        .iter()
-        .map(|a| {
-            format!(
-                "{} → {}",
-                a.address,
-                a.status.map_or("no answer".into(), |s| s.to_string())
-            )
-        })
-        .collect();
-    let mark = match &l.mark {
-        LoopMark::NotShown => "lb shows no loop mark".to_owned(),
-        LoopMark::Forged { status, .. } => format!(
-            "its own mark → {}",
-            status.map_or("no answer".into(), |s| s.to_string())
-        ),
-    };
-    format!(
-        "A-3 loop attempt: /add {}; N {} → {}; {mark}; {} requests reached replicas for {} plain ones",
-        adds.join(", "),
-        l.n.0,
-        l.n.1,
-        l.reached_replicas,
-        l.plain.0
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use serde_json::json;
 
     use super::*;
 
@@ -1106,20 +786,6 @@ mod tests {
             log.push(line.to_owned());
         }
         assert_eq!(table_builds(&log), [4003, 12]);
-    }
-
-    #[test]
-    fn own_addresses_cover_the_spellings() {
-        let addr: SocketAddr = "127.0.0.1:4321".parse().unwrap();
-        assert_eq!(
-            own_addresses(addr),
-            [
-                "localhost:4321",
-                "127.0.0.1:4321",
-                "0.0.0.0:4321",
-                "[::ffff:127.0.0.1]:4321"
-            ]
-        );
     }
 
     #[test]
