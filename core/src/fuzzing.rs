@@ -49,7 +49,11 @@ pub fn framing(data: &[u8]) {
     let parsed = parse_head(buf, head_only);
     let len = match &parsed {
         Ok(ParsedHead::Partial) => {
-            assert!(buf.len() <= MAX_HEAD, "{} bytes are still partial", buf.len());
+            assert!(
+                buf.len() <= MAX_HEAD,
+                "{} bytes are still partial",
+                buf.len()
+            );
             return;
         }
         Ok(ParsedHead::Interim(len)) | Ok(ParsedHead::Final(len, _)) => *len,
@@ -77,17 +81,26 @@ pub fn framing(data: &[u8]) {
     let direct = body_framing(head_only, status, again.headers).expect("the client framed it");
     assert_eq!(head.framing, direct.framing);
     if head_only || status.is_informational() || status == 204 || status == 304 {
-        assert_eq!(head.framing, Framing::Length(0), "a response without a body");
+        assert_eq!(
+            head.framing,
+            Framing::Length(0),
+            "a response without a body"
+        );
     }
     if direct.close_after {
-        assert!(head.close_after, "Transfer-Encoding beside Content-Length keeps the connection");
+        assert!(
+            head.close_after,
+            "Transfer-Encoding beside Content-Length keeps the connection"
+        );
     }
     let framing = head.framing;
     let transfer_encoded = direct.transfer_encoded;
     let response = head.into_response(crate::data::upstream::PipeBody::Full(None));
     if transfer_encoded {
         assert!(
-            !response.headers().contains_key(http::header::CONTENT_LENGTH),
+            !response
+                .headers()
+                .contains_key(http::header::CONTENT_LENGTH),
             "Content-Length handed on beside Transfer-Encoding"
         );
     }
@@ -100,7 +113,11 @@ pub fn framing(data: &[u8]) {
         Framing::UntilClose => body.len(),
         Framing::Chunked(state) => decode(state, &mut BytesMut::from(body)).taken,
     };
-    assert!(taken <= body.len(), "a body of {taken} bytes from {}", body.len());
+    assert!(
+        taken <= body.len(),
+        "a body of {taken} bytes from {}",
+        body.len()
+    );
 }
 
 /// What decoding a chunked body from one buffer came to.
@@ -135,7 +152,11 @@ fn decode(mut state: Chunk, buf: &mut BytesMut) -> Decoded {
         assert!(buf.len() <= before, "a step grew the buffer");
         match step {
             Ok(ChunkStep::More) => {
-                assert_eq!(buf.len(), before, "a step that asks for more consumed bytes");
+                assert_eq!(
+                    buf.len(),
+                    before,
+                    "a step that asks for more consumed bytes"
+                );
                 break Outcome::More(state);
             }
             Ok(ChunkStep::State(next)) => {
@@ -146,7 +167,11 @@ fn decode(mut state: Chunk, buf: &mut BytesMut) -> Decoded {
                 let Chunk::Data(left) = state else {
                     panic!("data from state {state:?}");
                 };
-                assert!(!data.is_empty() && data.len() as u64 <= left, "{} of {left}", data.len());
+                assert!(
+                    !data.is_empty() && data.len() as u64 <= left,
+                    "{} of {left}",
+                    data.len()
+                );
                 assert_eq!(before - buf.len(), data.len(), "data is what was consumed");
                 let rest = left - data.len() as u64;
                 assert_eq!(
@@ -166,7 +191,11 @@ fn decode(mut state: Chunk, buf: &mut BytesMut) -> Decoded {
         }
     };
     let taken = given - buf.len();
-    assert!(body.len() <= taken, "{} body bytes from {taken} consumed", body.len());
+    assert!(
+        body.len() <= taken,
+        "{} body bytes from {taken} consumed",
+        body.len()
+    );
     Decoded {
         body,
         taken,
@@ -303,7 +332,10 @@ pub fn key(data: &[u8]) {
         return;
     };
     assert_eq!(source.to_string(), rule, "a rule prints back as itself");
-    assert_eq!(in_file.expect("checked above").ring.key_rule().source, source);
+    assert_eq!(
+        in_file.expect("checked above").ring.key_rule().source,
+        source
+    );
     let rule = KeyRule {
         source,
         fallback: if flags & 1 == 1 {
@@ -325,7 +357,10 @@ pub fn key(data: &[u8]) {
     let present = match &rule.source {
         KeySource::Header { name, .. } => {
             if let Some(value) = headers.get(name) {
-                assert_eq!(id, lb_balance::hash::request_id_from_header(value.as_bytes()));
+                assert_eq!(
+                    id,
+                    lb_balance::hash::request_id_from_header(value.as_bytes())
+                );
             }
             headers.contains_key(name)
         }

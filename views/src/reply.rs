@@ -99,7 +99,13 @@ mod tests {
             r#"{"message": {"N": 3, "replicas": ["Server 1", "Server 2", "S5"]}, "status": "successful"}"#
         );
         let read = Replicas::parse(body).unwrap();
-        assert_eq!((read.n, read.replicas), (3, vec!["Server 1".to_owned(), "Server 2".into(), "S5".into()]));
+        assert_eq!(
+            (read.n, read.replicas),
+            (
+                3,
+                vec!["Server 1".to_owned(), "Server 2".into(), "S5".into()]
+            )
+        );
         // The compact form (another writer) reads the same.
         assert_eq!(
             Replicas::parse(r#"{"message":{"N":0,"replicas":[]},"status":"successful"}"#),
@@ -109,20 +115,27 @@ mod tests {
 
     #[test]
     fn failures_and_other_bodies_are_not_replica_sets() {
-        let failure = Reply::failure("<Error> Length of hostname list is more than newly added instances");
+        let failure =
+            Reply::failure("<Error> Length of hostname list is more than newly added instances");
         let body = String::from_utf8(failure.to_vec()).unwrap();
         assert_eq!(
             body,
             r#"{"message": "<Error> Length of hostname list is more than newly added instances", "status": "failure"}"#
         );
-        assert_eq!(serde_json::from_str::<Reply<String>>(&body).unwrap().status, Outcome::Failure);
+        assert_eq!(
+            serde_json::from_str::<Reply<String>>(&body).unwrap().status,
+            Outcome::Failure
+        );
         assert_eq!(Replicas::parse(&body), None);
         assert_eq!(
             Replicas::parse(r#"{"message": {"N": 1, "replicas": ["a"]}, "status": "failure"}"#),
             None
         );
         assert_eq!(Replicas::parse("not json"), None);
-        assert_eq!(Replicas::parse(r#"{"message": {"N": -1, "replicas": []}, "status": "successful"}"#), None);
+        assert_eq!(
+            Replicas::parse(r#"{"message": {"N": -1, "replicas": []}, "status": "successful"}"#),
+            None
+        );
     }
 
     #[test]

@@ -65,7 +65,10 @@ fn the_checks_look_at_answers() {
     // A complete head with a body: the prefix check and the body bound run.
     super::framing(b"\x00\x80HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi");
     let wrong = std::panic::catch_unwind(|| {
-        assert!(super::is_within(b"ab", b"xaby"), "an equal copy is not within");
+        assert!(
+            super::is_within(b"ab", b"xaby"),
+            "an equal copy is not within"
+        );
     });
     assert!(wrong.is_err());
     let text = b"xaby";

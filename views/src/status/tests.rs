@@ -38,11 +38,17 @@ fn a_status_reads_as_the_analysis_uses_it_and_writes_back_byte_for_byte() {
         (status.replicas[3].kind, status.replicas[3].health),
         (Kind::Address, Health::Down)
     );
-    assert_eq!(status.vacancies[1].address.as_deref(), Some("127.0.0.1:9000"));
+    assert_eq!(
+        status.vacancies[1].address.as_deref(),
+        Some("127.0.0.1:9000")
+    );
     assert_eq!(status.ring.algorithm, "ring");
     assert_eq!(status.ring.bounded_load, None);
     assert_eq!(status.config.plugin_dirs, ["plugins", "/usr/lib/lb"]);
-    assert_eq!(status.config.last_error.as_ref().unwrap().message, "line 1, column 1: bad");
+    assert_eq!(
+        status.config.last_error.as_ref().unwrap().message,
+        "line 1, column 1: bad"
+    );
     assert_eq!(serde_json::to_string(&status).unwrap(), STATUS);
 }
 
@@ -131,7 +137,10 @@ fn a_status_from_an_older_lb_reads_with_defaults() {
     let status: Status = serde_json::from_str(old).unwrap();
     assert_eq!(status.replicas[0].handle.pid, Some(7));
     assert!(!status.replicas[0].healthy);
-    assert_eq!((status.retries, status.via, status.ring.bounded_load), (None, None, None));
+    assert_eq!(
+        (status.retries, status.via, status.ring.bounded_load),
+        (None, None, None)
+    );
     assert_eq!(status.config, ConfigInfo::default());
     // What every reader needs is required.
     assert!(serde_json::from_str::<Status>(r#"{"replicas":[]}"#).is_err());
@@ -146,7 +155,10 @@ fn a_ring_table_reads_and_writes_back_byte_for_byte() {
         r#""from":2,"count":3,"owners":["b","b","b"]}"#
     );
     let table: RingTable = serde_json::from_str(page).unwrap();
-    assert_eq!((table.slots, table.from, table.count), (8, Some(2), Some(3)));
+    assert_eq!(
+        (table.slots, table.from, table.count),
+        (8, Some(2), Some(3))
+    );
     assert_eq!(table.replicas[1].slots, [2, 6]);
     assert_eq!(serde_json::to_string(&table).unwrap(), page);
     let slots = [0u32, 5];
@@ -174,5 +186,8 @@ fn a_ring_table_reads_and_writes_back_byte_for_byte() {
         r#"{"algorithm":"maglev","slots":3,"virtual_nodes":0,"probing":"none","hash":"spec","key":"path","key_fallback":"random","bounded_load":null,"replicas":[{"hostname":"a","id":1,"slots":[]}],"owners":["a","a","a"]}"#
     );
     let read: RingTable = serde_json::from_str(&whole).unwrap();
-    assert_eq!((read.hash.as_str(), read.owners.len(), read.from), ("spec", 3, None));
+    assert_eq!(
+        (read.hash.as_str(), read.owners.len(), read.from),
+        ("spec", 3, None)
+    );
 }
