@@ -55,7 +55,7 @@ fn a_status_reads_as_the_analysis_uses_it_and_writes_back_byte_for_byte() {
 #[test]
 fn a_status_written_from_borrowed_text_is_the_same_bytes() {
     let owned: Status = serde_json::from_str(STATUS).unwrap();
-    fn text(s: &String) -> Cow<'_, str> {
+    fn text(s: &str) -> Cow<'_, str> {
         Cow::Borrowed(s)
     }
     fn issue(i: &Issue) -> Issue<Cow<'_, str>> {
@@ -66,7 +66,7 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
     }
     let borrowed: Status<Cow<'_, str>> = Status {
         listen: text(&owned.listen),
-        via: owned.via.as_ref().map(text),
+        via: owned.via.as_deref().map(text),
         supervisor: text(&owned.supervisor),
         uptime_ms: owned.uptime_ms,
         n: owned.n,
@@ -83,8 +83,8 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
                 missed_heartbeats: r.missed_heartbeats,
                 handle: Handle {
                     pid: r.handle.pid,
-                    container_id: r.handle.container_id.as_ref().map(text),
-                    address: r.handle.address.as_ref().map(text),
+                    container_id: r.handle.container_id.as_deref().map(text),
+                    address: r.handle.address.as_deref().map(text),
                     swarm_task: r.handle.swarm_task.as_ref().map(|t| SwarmTask {
                         service: text(&t.service),
                         task: text(&t.task),
@@ -105,7 +105,7 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
                 hostname: text(&v.hostname),
                 failed_attempts: v.failed_attempts,
                 reason: text(&v.reason),
-                address: v.address.as_ref().map(text),
+                address: v.address.as_deref().map(text),
             })
             .collect(),
         ring: RingInfo {
@@ -121,10 +121,10 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
         config: ConfigInfo {
             path: text(&owned.config.path),
             live: owned.config.live,
-            plugin_dirs: owned.config.plugin_dirs.iter().map(text).collect(),
-            last_applied: owned.config.last_applied.as_ref().map(text),
+            plugin_dirs: owned.config.plugin_dirs.iter().map(|d| text(d)).collect(),
+            last_applied: owned.config.last_applied.as_deref().map(text),
             last_error: owned.config.last_error.as_ref().map(issue),
-            needs_restart: owned.config.needs_restart.iter().map(text).collect(),
+            needs_restart: owned.config.needs_restart.iter().map(|f| text(f)).collect(),
             write_error: owned.config.write_error.as_ref().map(issue),
         },
     };
