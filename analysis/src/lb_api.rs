@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::client::{Answer, LbClient, Method};
 use crate::error::{Error, Result};
@@ -12,175 +12,35 @@ use crate::error::{Error, Result};
 /// How often conditions are polled.
 pub const POLL: Duration = Duration::from_millis(10);
 
-/// The answer of `GET /rep` (and of a successful `/add` or `/rm`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Rep {
-    /// `N`.
-    pub n: usize,
-    /// The replicas' hostnames, in server-id order.
-    pub replicas: Vec<String>,
-}
+/// The answer of `GET /rep` (and of a successful `/add` or `/rm`): `n` and the hostnames in
+/// server-id order; [`Rep::parse`] reads a body.
+pub type Rep = lb_views::Replicas;
 
-impl Rep {
-    /// Parse a `{"message": {"N": …, "replicas": […]}, "status": "successful"}` body.
-    pub fn parse(body: &str) -> Option<Rep> {
-        let v: Value = serde_json::from_str(body).ok()?;
-        if v["status"] != "successful" {
-            return None;
-        }
-        let n = usize::try_from(v["message"]["N"].as_u64()?).ok()?;
-        let replicas = v["message"]["replicas"]
-            .as_array()?
-            .iter()
-            .map(|r| r.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()?;
-        Some(Rep { n, replicas })
-    }
-}
-
-/// How the supervisor runs a replica (from `/_lb/status`): `{"pid": …}` (process supervisor),
-/// `{"container_id": "…"}` (Docker supervisor) or `{"swarm_task": {"service": "…", "task": "…",
-/// "container_id": "…"}}` (Swarm supervisor).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-pub struct Handle {
-    /// Process id, for local processes.
-    #[serde(default)]
-    pub pid: Option<u32>,
-    /// Container id, for containers.
-    #[serde(default)]
-    pub container_id: Option<String>,
-    /// The running task, for a Swarm service.
-    #[serde(default)]
-    pub swarm_task: Option<SwarmTask>,
-}
-
-impl Handle {
-    /// The replica's container id, from either the Docker or the Swarm form.
-    pub fn container(&self) -> Option<&str> {
-        self.container_id
-            .as_deref()
-            .or_else(|| self.swarm_task.as_ref().map(|t| t.container_id.as_str()))
-            .filter(|id| !id.is_empty())
-    }
-}
+/// How the supervisor runs a replica (from `/_lb/status`): `pid` (process supervisor),
+/// `container_id` (Docker supervisor), `swarm_task` (Swarm supervisor) or `address` (a backend
+/// by address, which nothing runs).
+pub type Handle = lb_views::Handle;
 
 /// A Swarm service's running task, as `/_lb/status` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-pub struct SwarmTask {
-    /// The service's id.
-    #[serde(default)]
-    pub service: String,
-    /// The task's id.
-    #[serde(default)]
-    pub task: String,
-    /// The task's container (what `docker kill` takes).
-    #[serde(default)]
-    pub container_id: String,
-}
+pub type SwarmTask = lb_views::SwarmTask;
 
 /// One replica in `/_lb/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct ReplicaStatus {
-    /// Hostname.
-    pub hostname: String,
-    /// Server id `i`.
-    pub id: u64,
-    /// Whether its heartbeats are answered.
-    #[serde(default)]
-    pub healthy: bool,
-    /// Process or container.
-    #[serde(default)]
-    pub handle: Handle,
-    /// Requests the load balancer sent it so far (0 from a load balancer that does not say).
-    #[serde(default)]
-    pub requests: u64,
-}
+pub type ReplicaStatus = lb_views::ReplicaStatus;
 
 /// Ring parameters in `/_lb/status`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct RingInfo {
-    /// `M`.
-    pub slots: u32,
-    /// `K`.
-    pub virtual_nodes: u32,
-    /// `linear` or `quadratic`.
-    pub probing: String,
-    /// Active hash.
-    pub hash: String,
-    /// `ring`, `maglev` or `rendezvous` (empty from a load balancer that does not say).
-    #[serde(default)]
-    pub algorithm: String,
-    /// `[ring] bounded_load`, from a load balancer that has and shows it.
-    #[serde(default)]
-    pub bounded_load: Option<f64>,
-}
+pub type RingInfo = lb_views::RingInfo;
 
 /// A problem the load balancer reports, with its time.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct Issue {
-    /// What went wrong.
-    pub message: String,
-    /// When (RFC 3339).
-    #[serde(default)]
-    pub at: String,
-}
+pub type Issue = lb_views::Issue;
 
 /// The configuration part of `/_lb/status`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-pub struct ConfigInfo {
-    /// Directories searched for plugins.
-    #[serde(default)]
-    pub plugin_dirs: Vec<String>,
-    /// When the file was last applied.
-    #[serde(default)]
-    pub last_applied: Option<String>,
-    /// Why the latest version of the file was refused, if it was.
-    #[serde(default)]
-    pub last_error: Option<Issue>,
-}
+pub type ConfigInfo = lb_views::ConfigInfo;
 
-/// The parts of `GET /_lb/status` the analysis uses.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct Status {
-    /// The replicas.
-    pub replicas: Vec<ReplicaStatus>,
-    /// Ring parameters and hash.
-    pub ring: RingInfo,
-    /// Configuration file and plugin directories.
-    #[serde(default)]
-    pub config: ConfigInfo,
-    /// Requests the load balancer sent on to another replica so far, if it reports them.
-    #[serde(default)]
-    pub retries: Option<u64>,
-    /// The address it serves traffic on (empty from a load balancer that does not say).
-    #[serde(default)]
-    pub listen: String,
-    /// The `Via` value it marks the requests it forwards with, from a load balancer that shows
-    /// it (one that refuses requests carrying its own mark: a loop).
-    #[serde(default)]
-    pub via: Option<String>,
-}
+/// `GET /_lb/status`.
+pub type Status = lb_views::Status;
 
-impl Status {
-    /// The server id of `hostname`.
-    pub fn id_of(&self, hostname: &str) -> Option<u64> {
-        self.replicas
-            .iter()
-            .find(|r| r.hostname == hostname)
-            .map(|r| r.id)
-    }
-}
-
-/// The parts of `GET /_lb/ring` the analysis uses.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct RingDump {
-    /// `M`.
-    pub slots: u32,
-    /// Active hash.
-    pub hash: String,
-    /// Per slot, the hostname serving it.
-    pub owners: Vec<String>,
-}
+/// `GET /_lb/ring`.
+pub type RingDump = lb_views::RingTable;
 
 /// One entry of `GET /_lb/plugins`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -393,6 +253,8 @@ mod tests {
             task.swarm_task.as_ref().map(|t| t.service.as_str()),
             Some("s1")
         );
-        assert_eq!(handle(r#"{"address": "10.0.0.1:80"}"#), Handle::default());
+        let address = handle(r#"{"address": "10.0.0.1:80"}"#);
+        assert_eq!((address.pid, address.container()), (None, None));
+        assert_eq!(address.address.as_deref(), Some("10.0.0.1:80"));
     }
 }

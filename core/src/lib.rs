@@ -18,5 +18,8 @@ pub(crate) mod api;
 pub mod config;
 pub mod control;
 pub mod data;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod state;

@@ -5,9 +5,8 @@
 //! - anything else → 404
 //!
 //! The crate is both the `server` binary and a library: the `lb` binary re-executes itself as a
-//! replica through [`run`], so a single binary is enough for the local-process deployment.
-
-pub mod json;
+//! replica through [`run`], so a single binary is enough for the local-process deployment. The
+//! bodies are [`lb_views::Reply`]s, in the byte format of Python's `json.dumps`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,23 +19,13 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use lb_views::Reply;
 use tokio::net::TcpListener;
-
-/// The JSON body shape every endpoint of the assignment uses.
-#[derive(Serialize)]
-struct Reply<'a> {
-    message: &'a str,
-    status: &'a str,
-}
 
 /// The exact `/home` body for a replica called `hostname`.
 pub fn home_body(hostname: &str) -> Bytes {
     let message = format!("Hello from Server: {hostname}");
-    Bytes::from(json::to_vec(&Reply {
-        message: &message,
-        status: "successful",
-    }))
+    Bytes::from(Reply::successful(message.as_str()).to_vec())
 }
 
 /// Answers requests for one replica. Cheap to clone (the `/home` body is shared).
@@ -68,10 +57,7 @@ impl Replica {
             "/heartbeat" => Response::new(Full::new(Bytes::new())),
             _ => {
                 let message = format!("<Error> '{path}' endpoint does not exist");
-                let body = json::to_vec(&Reply {
-                    message: &message,
-                    status: "failure",
-                });
+                let body = Reply::failure(message.as_str()).to_vec();
                 json_response(StatusCode::NOT_FOUND, Bytes::from(body))
             }
         }

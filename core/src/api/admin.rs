@@ -1,97 +1,121 @@
 //! JSON views under the reserved `/_lb/` prefix, built from one snapshot.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
+use lb_balance::Balancer;
+use lb_views::status::{
+    ConfigInfo, Handle as HandleView, Health, Issue as IssueView, Kind, ReplicaStatus, RingInfo,
+    Status, SwarmTask, Vacancy as VacancyView,
+};
+use lb_views::{Member, RingTable};
 use serde::Serialize;
 
-use lb_balance::Balancer;
+use crate::state::{ConfigStatus, Handle, Issue, Shared, Snapshot, Vacancy, Via};
 
-use crate::state::{ConfigStatus, Handle, Shared, Snapshot, Vacancy, Via};
+/// Text a view lends from the snapshot or the configuration status.
+type Text<'a> = Cow<'a, str>;
 
-#[derive(Serialize)]
-struct RingInfo<'a> {
-    /// "ring", "maglev" or "rendezvous".
-    algorithm: &'static str,
-    slots: u32,
-    /// `K` of the ring; 0 for the algorithms without virtual nodes.
-    virtual_nodes: u32,
-    /// The ring's probing; "none" for the algorithms that never probe.
-    probing: String,
-    hash: &'a str,
-    key: String,
-    key_fallback: String,
-    /// `[ring] bounded_load`'s factor; `null` when off.
-    bounded_load: Option<f64>,
-}
-
-fn ring_info(snapshot: &Snapshot) -> RingInfo<'_> {
+fn ring_info(snapshot: &Snapshot) -> RingInfo<Text<'_>> {
     let balancer = snapshot.placement.balancer();
     let (virtual_nodes, probing) = match balancer {
-        Balancer::Ring(p) => (p.virtual_nodes, p.probing.to_string()),
-        Balancer::Maglev { .. } | Balancer::Rendezvous { .. } => (0, "none".to_owned()),
+        Balancer::Ring(p) => (p.virtual_nodes, p.probing.to_string().into()),
+        Balancer::Maglev { .. } | Balancer::Rendezvous { .. } => (0, "none".into()),
     };
     RingInfo {
-        algorithm: balancer.name(),
+        algorithm: balancer.name().into(),
         slots: balancer.slots(),
         virtual_nodes,
         probing,
-        hash: snapshot.placement.hash().name(),
-        key: snapshot.key.source.to_string(),
-        key_fallback: snapshot.key.fallback.to_string(),
+        hash: snapshot.placement.hash().name().into(),
+        key: snapshot.key.source.to_string().into(),
+        key_fallback: snapshot.key.fallback.to_string().into(),
         bounded_load: snapshot.bounded_load,
+    }
+}
+
+/// How `/_lb/status` shows a supervisor's handle.
+fn handle_view(handle: &Handle) -> HandleView<Text<'_>> {
+    let mut view = HandleView::default();
+    match handle {
+        Handle::Pid(pid) => view.pid = Some(*pid),
+        Handle::ContainerId(id) => view.container_id = Some(id.as_str().into()),
+        Handle::Address(address) => view.address = Some(address.as_str().into()),
+        Handle::SwarmTask {
+            service,
+            task,
+            container_id,
+        } => {
+            view.swarm_task = Some(SwarmTask {
+                service: service.as_str().into(),
+                task: task.as_str().into(),
+                container_id: container_id.as_str().into(),
+            })
+        }
+    }
+    view
+}
+
+fn issue_view(issue: &Issue) -> IssueView<Text<'_>> {
+    IssueView {
+        message: issue.message.as_str().into(),
+        at: issue.at.as_str().into(),
+    }
+}
+
+fn config_view(config: &ConfigStatus) -> ConfigInfo<Text<'_>> {
+    ConfigInfo {
+        path: config.path.as_str().into(),
+        live: config.live,
+        plugin_dirs: config
+            .plugin_dirs
+            .iter()
+            .map(|dir| dir.to_string_lossy())
+            .collect(),
+        last_applied: config.last_applied.as_deref().map(Into::into),
+        last_error: config.last_error.as_ref().map(issue_view),
+        needs_restart: config
+            .needs_restart
+            .iter()
+            .map(|f| f.as_str().into())
+            .collect(),
+        write_error: config.write_error.as_ref().map(issue_view),
+    }
+}
+
+fn vacancy_view(vacancy: &Vacancy) -> VacancyView<Text<'_>> {
+    VacancyView {
+        id: vacancy.id,
+        hostname: vacancy.hostname.as_str().into(),
+        failed_attempts: vacancy.failed_attempts,
+        reason: vacancy.reason.as_str().into(),
+        address: vacancy.address.as_deref().map(Into::into),
     }
 }
 
 /// `GET /_lb/status`: replicas with health and supervisor handles, vacancies, ring parameters
 /// and where the configuration came from.
 pub(crate) fn status(shared: &Shared) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Replica<'a> {
-        hostname: &'a str,
-        id: u64,
-        /// "managed" (lb runs it) or "address" (a service lb fronts).
-        kind: &'static str,
-        /// "up" (in the ring) or "down" (a backend by address waiting for its health checks).
-        health: &'static str,
-        address: String,
-        healthy: bool,
-        missed_heartbeats: u32,
-        handle: &'a Handle,
-        pipelining: bool,
-        in_flight: usize,
-        requests: u64,
-    }
-    #[derive(Serialize)]
-    struct Status<'a> {
-        listen: String,
-        /// The `Via` value this process marks forwarded requests and health checks with.
-        via: &'a str,
-        supervisor: &'a str,
-        uptime_ms: u128,
-        #[serde(rename = "N")]
-        n: usize,
-        replicas: Vec<Replica<'a>>,
-        retries: u64,
-        vacancies: &'a [Vacancy],
-        ring: RingInfo<'a>,
-        config: &'a ConfigStatus,
-    }
     let snapshot = shared.snapshot.load();
     let config = shared.config.load();
-    let replicas = snapshot
+    let mut replicas = snapshot
         .backends
         .iter()
         .map(|b| {
             let missed = b.missed.load(Ordering::Relaxed);
-            Replica {
-                hostname: &b.hostname,
+            ReplicaStatus {
+                hostname: b.hostname.as_str().into(),
                 id: b.id,
-                kind: if b.is_address() { "address" } else { "managed" },
-                health: "up",
-                address: b.addr.clone(),
+                kind: if b.is_address() {
+                    Kind::Address
+                } else {
+                    Kind::Managed
+                },
+                health: Health::Up,
+                address: b.addr.as_str().into(),
                 healthy: missed == 0,
                 missed_heartbeats: missed,
-                handle: &b.handle,
+                handle: handle_view(&b.handle),
                 pipelining: b.pipelining,
                 in_flight: b.in_flight.load(Ordering::Relaxed),
                 requests: b.requests.load(Ordering::Relaxed),
@@ -99,37 +123,37 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
         })
         .collect::<Vec<_>>();
     // Backends by address that are down are listed too (they are configured, as in `/rep`).
-    let down: Vec<(&Vacancy, Handle)> = snapshot
-        .vacancies
-        .iter()
-        .filter_map(|v| Some((v, Handle::Address(v.address.clone()?))))
-        .collect();
-    let mut replicas = replicas;
-    replicas.extend(down.iter().map(|(v, handle)| Replica {
-        hostname: &v.hostname,
-        id: v.id,
-        kind: "address",
-        health: "down",
-        address: v.address.clone().unwrap_or_default(),
-        healthy: false,
-        missed_heartbeats: 0,
-        handle,
-        pipelining: v.pipelining.unwrap_or(false),
-        in_flight: 0,
-        requests: 0,
+    replicas.extend(snapshot.vacancies.iter().filter_map(|v| {
+        let address = v.address.as_deref()?;
+        Some(ReplicaStatus {
+            hostname: v.hostname.as_str().into(),
+            id: v.id,
+            kind: Kind::Address,
+            health: Health::Down,
+            address: address.into(),
+            healthy: false,
+            missed_heartbeats: 0,
+            handle: HandleView {
+                address: Some(address.into()),
+                ..HandleView::default()
+            },
+            pipelining: v.pipelining.unwrap_or(false),
+            in_flight: 0,
+            requests: 0,
+        })
     }));
     replicas.sort_by_key(|r| r.id);
     let status = Status {
-        listen: shared.meta.listen.to_string(),
-        via: Via::mine().value().to_str().unwrap_or_default(),
-        supervisor: shared.meta.supervisor,
-        uptime_ms: shared.meta.started.elapsed().as_millis(),
+        listen: shared.meta.listen.to_string().into(),
+        via: Some(Via::mine().value().to_str().unwrap_or_default().into()),
+        supervisor: shared.meta.supervisor.into(),
+        uptime_ms: u64::try_from(shared.meta.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         n: snapshot.listed().len(),
         replicas,
-        retries: shared.retries.load(Ordering::Relaxed),
-        vacancies: &snapshot.vacancies,
+        retries: Some(shared.retries.load(Ordering::Relaxed)),
+        vacancies: snapshot.vacancies.iter().map(vacancy_view).collect(),
         ring: ring_info(&snapshot),
-        config: &config,
+        config: config_view(&config),
     };
     serde_json::to_vec(&status).expect("status serializes")
 }
@@ -203,25 +227,6 @@ pub(crate) fn parse_page(query: Option<&str>, slots: u32) -> Result<Option<Page>
 /// in it, saying which (`from`, `count`). The whole table can be megabytes: build it off the
 /// async workers.
 pub(crate) fn ring(snapshot: &Snapshot, page: Option<Page>) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Member<'a> {
-        hostname: &'a str,
-        id: u64,
-        slots: &'a [u32],
-    }
-    #[derive(Serialize)]
-    struct RingView<'a> {
-        #[serde(flatten)]
-        info: RingInfo<'a>,
-        replicas: Vec<Member<'a>>,
-        /// The first slot in `owners` (pages only).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        from: Option<u32>,
-        /// How many slots `owners` holds (pages only).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        count: Option<u32>,
-        owners: Vec<&'a str>,
-    }
     let table = snapshot.placement.owners();
     let (start, end) = match page {
         Some(Page { from, count }) => {
@@ -230,14 +235,32 @@ pub(crate) fn ring(snapshot: &Snapshot, page: Option<Page>) -> Vec<u8> {
         }
         None => (0, table.len()),
     };
-    let view = RingView {
-        info: ring_info(snapshot),
+    let RingInfo {
+        algorithm,
+        slots,
+        virtual_nodes,
+        probing,
+        hash,
+        key,
+        key_fallback,
+        bounded_load,
+    } = ring_info(snapshot);
+    // Borrowed text throughout: the table may hold millions of owners.
+    let view: RingTable<&str, &[u32]> = RingTable {
+        algorithm: &algorithm,
+        slots,
+        virtual_nodes,
+        probing: &probing,
+        hash: &hash,
+        key: &key,
+        key_fallback: &key_fallback,
+        bounded_load,
         replicas: snapshot
             .backends
             .iter()
             .enumerate()
             .map(|(k, b)| Member {
-                hostname: &b.hostname,
+                hostname: b.hostname.as_str(),
                 id: b.id,
                 slots: snapshot.placement.virtual_slots(k),
             })

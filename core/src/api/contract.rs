@@ -1,9 +1,9 @@
 //! The REST contract (SPEC §3): request bodies of `/add` and `/rm`, and the JSON every endpoint
-//! answers with, byte-compatible with the assignment's Python reference.
+//! answers with ([`lb_views::reply`]), byte-compatible with the assignment's Python reference.
 
 use bytes::Bytes;
 use http::StatusCode;
-use serde::Serialize;
+use lb_views::{Replicas, Reply};
 use serde_json::Value;
 
 use crate::config::{check_address, check_hostname};
@@ -102,16 +102,8 @@ impl ApiError {
 
     /// The JSON body: `{"message": "<Error> …", "status": "failure"}`.
     pub(crate) fn body(&self) -> Bytes {
-        #[derive(Serialize)]
-        struct Failure<'a> {
-            message: &'a str,
-            status: &'static str,
-        }
         let message = format!("<Error> {self}");
-        Bytes::from(server::json::to_vec(&Failure {
-            message: &message,
-            status: "failure",
-        }))
+        Bytes::from(Reply::failure(message.as_str()).to_vec())
     }
 }
 
@@ -170,25 +162,8 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 /// `{"message": {"N": …, "replicas": […]}, "status": "successful"}` for `/rep`, `/add` and `/rm`.
 pub(crate) fn replicas_body<'a>(hostnames: impl IntoIterator<Item = &'a str>) -> Bytes {
-    #[derive(Serialize)]
-    struct Message<'a> {
-        #[serde(rename = "N")]
-        n: usize,
-        replicas: Vec<&'a str>,
-    }
-    #[derive(Serialize)]
-    struct Success<'a> {
-        message: Message<'a>,
-        status: &'static str,
-    }
-    let replicas: Vec<&str> = hostnames.into_iter().collect();
-    Bytes::from(server::json::to_vec(&Success {
-        message: Message {
-            n: replicas.len(),
-            replicas,
-        },
-        status: "successful",
-    }))
+    let replicas = Replicas::new(hostnames.into_iter().collect());
+    Bytes::from(Reply::successful(replicas).to_vec())
 }
 
 /// Validate an `/add` or `/rm` body: everything that can be checked without knowing the current

@@ -361,6 +361,7 @@ mod tests {
             healthy: true,
             handle: Default::default(),
             requests: 0,
+            ..Default::default()
         };
         let owners: Vec<String> = ["a", "b", "b", "c"].iter().map(|s| s.to_string()).collect();
         let (v, slots) = choose_victim(&[r("a", 1), r("b", 2), r("c", 3)], &owners).unwrap();

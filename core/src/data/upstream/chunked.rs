@@ -97,7 +97,9 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, UpstreamError> {
             Ok(Some(line))
         }
         Some(_) => Err(UpstreamError::Invalid("chunked body: line too long".into())),
-        None if buf.len() > MAX_LINE => {
+        // Refused as soon as the line is longer than the limit; a line of exactly the limit
+        // whose CR has come but not yet its LF is still waiting (whatever the reads' sizes).
+        None if buf.strip_suffix(b"\r").unwrap_or(buf).len() > MAX_LINE => {
             Err(UpstreamError::Invalid("chunked body: line too long".into()))
         }
         None => Ok(None),

@@ -24,9 +24,9 @@
 //! `request`.
 
 mod body;
-mod chunked;
+pub(crate) mod chunked;
 mod conn;
-mod framing;
+pub(crate) mod framing;
 mod pool;
 mod request;
 mod shared;

@@ -187,6 +187,13 @@ fn lines_up_to_the_limit_are_accepted() {
     let (result, rest) = step(Chunk::Size, &line[..MAX_LINE]);
     assert_eq!(result.unwrap(), ChunkStep::More);
     assert_eq!(rest.len(), MAX_LINE);
+    // Also when its CR has come and its LF has not (found by fuzzing: the same line was taken
+    // whole and refused when a read ended between CR and LF).
+    for state in [Chunk::Size, Chunk::Trailers] {
+        let (result, rest) = step(state, &line[..MAX_LINE + 1]);
+        assert_eq!(result.unwrap(), ChunkStep::More, "{state:?}");
+        assert_eq!(rest.len(), MAX_LINE + 1);
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! JSON in the byte format of Python's `json.dumps` defaults (`", "` and `": "` separators, non-ASCII
-//! escaped as `\uXXXX`), so that bodies match the assignment's reference implementation byte for byte.
+//! JSON in the byte format of Python's `json.dumps` defaults (`", "` and `": "` separators,
+//! non-ASCII escaped as `\uXXXX`), so that the assignment's bodies ([`crate::reply`]) match its
+//! reference implementation byte for byte.
 
 use std::io;
 

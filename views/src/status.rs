@@ -1,0 +1,235 @@
+//! `GET /_lb/status`: the replicas with their health and supervisor handles, the vacancies, the
+//! ring's parameters and how the configuration file is followed.
+//!
+//! `lb` writes every field; a reader gets the default for a field an older `lb` did not write.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole view.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Status<S = String> {
+    /// The address `lb` serves traffic on.
+    #[serde(default)]
+    pub listen: S,
+    /// The `Via` value it marks the requests it forwards (and its health checks) with: a request
+    /// carrying it came back through a loop.
+    #[serde(default)]
+    pub via: Option<S>,
+    /// Which supervisor runs the replicas (`process`, `docker`, `swarm`).
+    #[serde(default)]
+    pub supervisor: S,
+    /// Milliseconds since `lb` started.
+    #[serde(default)]
+    pub uptime_ms: u64,
+    /// `N`: the replicas `/rep` lists (in the ring, and vacancies).
+    #[serde(rename = "N", default)]
+    pub n: usize,
+    /// The replicas in the ring, and the backends by address that are down, by server id.
+    pub replicas: Vec<ReplicaStatus<S>>,
+    /// Requests sent on to another replica so far.
+    #[serde(default)]
+    pub retries: Option<u64>,
+    /// Server ids waiting for a replica.
+    #[serde(default)]
+    pub vacancies: Vec<Vacancy<S>>,
+    /// The ring's parameters.
+    pub ring: RingInfo<S>,
+    /// The configuration file.
+    #[serde(default)]
+    pub config: ConfigInfo<S>,
+}
+
+impl<S: AsRef<str>> Status<S> {
+    /// The server id of `hostname`.
+    pub fn id_of(&self, hostname: &str) -> Option<u64> {
+        self.replicas
+            .iter()
+            .find(|r| r.hostname.as_ref() == hostname)
+            .map(|r| r.id)
+    }
+}
+
+/// Who runs a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// `lb` runs it (through its supervisor).
+    #[default]
+    Managed,
+    /// A backend by address: a service `lb` fronts but does not run.
+    Address,
+}
+
+/// Whether a replica is in the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// In the ring.
+    #[default]
+    Up,
+    /// A backend by address waiting for its health checks to pass.
+    Down,
+}
+
+/// One replica.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReplicaStatus<S = String> {
+    /// Its hostname.
+    pub hostname: S,
+    /// Its server id `i`.
+    pub id: u64,
+    /// Who runs it.
+    #[serde(default)]
+    pub kind: Kind,
+    /// Whether it is in the ring.
+    #[serde(default)]
+    pub health: Health,
+    /// Where `lb` reaches it (`HOST:PORT`).
+    #[serde(default)]
+    pub address: S,
+    /// Whether its last heartbeat was answered.
+    #[serde(default)]
+    pub healthy: bool,
+    /// Heartbeats missed in a row.
+    #[serde(default)]
+    pub missed_heartbeats: u32,
+    /// How the supervisor refers to it.
+    #[serde(default)]
+    pub handle: Handle<S>,
+    /// Whether requests to it are batched onto shared connections.
+    #[serde(default)]
+    pub pipelining: bool,
+    /// Requests to it in progress.
+    #[serde(default)]
+    pub in_flight: usize,
+    /// Requests sent to it so far.
+    #[serde(default)]
+    pub requests: u64,
+}
+
+/// How the supervisor refers to a replica: one of `{"pid": …}` (a local process),
+/// `{"container_id": "…"}` (a Docker container), `{"address": "HOST:PORT"}` (a backend by
+/// address, which nothing runs) or `{"swarm_task": {…}}` (a Swarm service's task). Read as a
+/// struct, so a reader can ask for the form it expects.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Handle<S = String> {
+    /// A local child process's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// A container's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<S>,
+    /// A backend by address: its configured `HOST:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<S>,
+    /// A Swarm service's running task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_task: Option<SwarmTask<S>>,
+}
+
+impl<S: AsRef<str>> Handle<S> {
+    /// The replica's container id, from either the Docker or the Swarm form.
+    pub fn container(&self) -> Option<&str> {
+        self.container_id
+            .as_ref()
+            .or_else(|| self.swarm_task.as_ref().map(|t| &t.container_id))
+            .map(AsRef::as_ref)
+            .filter(|id| !id.is_empty())
+    }
+}
+
+/// A Swarm service's running task.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SwarmTask<S = String> {
+    /// The service's id (what `/rm` removes).
+    #[serde(default)]
+    pub service: S,
+    /// The task's id.
+    #[serde(default)]
+    pub task: S,
+    /// The task's container (what `docker kill` takes, on the node that runs it).
+    #[serde(default)]
+    pub container_id: S,
+}
+
+/// A server id that should have a replica but has none running.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Vacancy<S = String> {
+    /// The server id the replica will get.
+    pub id: u64,
+    /// The hostname the next attempt uses.
+    pub hostname: S,
+    /// Attempts that failed so far.
+    #[serde(default)]
+    pub failed_attempts: u32,
+    /// Why the replica died or the last attempt failed.
+    #[serde(default)]
+    pub reason: S,
+    /// For a backend by address: its `HOST:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<S>,
+}
+
+/// The ring's parameters (also the head of `/_lb/ring`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RingInfo<S = String> {
+    /// `ring`, `maglev` or `rendezvous`.
+    #[serde(default)]
+    pub algorithm: S,
+    /// `M`, the number of slots.
+    pub slots: u32,
+    /// `K`, the ring's virtual nodes per replica; 0 for the algorithms without.
+    pub virtual_nodes: u32,
+    /// The ring's probing (`linear`, `quadratic`); `none` for the algorithms that never probe.
+    pub probing: S,
+    /// The hash functions' name.
+    pub hash: S,
+    /// What requests are hashed by (`[ring] key`).
+    #[serde(default)]
+    pub key: S,
+    /// What a request without it is hashed by (`[ring] key_fallback`).
+    #[serde(default)]
+    pub key_fallback: S,
+    /// `[ring] bounded_load`'s factor; `null` when off.
+    #[serde(default)]
+    pub bounded_load: Option<f64>,
+}
+
+/// A problem with the configuration file, and when it was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Issue<S = String> {
+    /// What went wrong.
+    pub message: S,
+    /// When (RFC 3339, UTC).
+    #[serde(default)]
+    pub at: S,
+}
+
+/// How the configuration file is followed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConfigInfo<S = String> {
+    /// The file, or `(embedded default)`.
+    #[serde(default)]
+    pub path: S,
+    /// Whether changes to the file are followed and replica changes written back to it.
+    #[serde(default)]
+    pub live: bool,
+    /// Where hash plugins are looked up, in order.
+    #[serde(default)]
+    pub plugin_dirs: Vec<S>,
+    /// When the file was last applied.
+    #[serde(default)]
+    pub last_applied: Option<S>,
+    /// Why the latest version of the file was refused (the previous one keeps running).
+    #[serde(default)]
+    pub last_error: Option<Issue<S>>,
+    /// Fields changed in the file that take effect only after a restart.
+    #[serde(default)]
+    pub needs_restart: Vec<S>,
+    /// Why the replica list could not be written back, if the last attempt failed.
+    #[serde(default)]
+    pub write_error: Option<Issue<S>>,
+}
+
+#[cfg(test)]
+mod tests;
