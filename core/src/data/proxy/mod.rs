@@ -32,18 +32,20 @@
 //! - **HTTP/2 to the replicas** (or gRPC, which needs it): a third [`transport::Outbound`]
 //!   variant with its own client in [`transport::Transports`] (e.g. hyper's `http2` handshake,
 //!   one multiplexed connection per replica and worker), chosen in `Outbound::new` by what the
-//!   replica speaks. Its failures map onto [`AttemptError`] with their own [`error::Retry`]: a stream
-//!   refused (`REFUSED_STREAM`) or above a `GOAWAY`'s last stream id was never processed —
-//!   `Retry::Yes`. The loop, placement, counting and answers do not change.
-//! - **HTTP/2 or TLS from clients**: not here — the downstream side is `front.rs`'s
-//!   `connection()` (hyper's server builder, over [`crate::data::downstream`]'s counted
-//!   socket); whatever it accepts arrives here as the same `Request<Incoming>`.
-//! - **WebSockets (an `Upgrade`)**: `front.rs` refuses `CONNECT` before this loop; an upgrade
-//!   request goes over the hyper transport today (a `101` is accepted only when asked for,
-//!   [`answer`]). An upgrade path belongs beside step 3: once the replica's `101` came (the
-//!   attempt is then [`error::Retry::No`]), take both upgraded connections (`hyper::upgrade::on` on the
-//!   client's request and on the replica's response), copy between them on a task of their
-//!   own, and keep the [`crate::state::InFlight`] with that task instead of a body.
+//!   replica speaks. Its failures map onto [`AttemptError`] with their own [`error::Retry`]: a
+//!   stream refused (`REFUSED_STREAM`) or above a `GOAWAY`'s last stream id was never
+//!   processed, `Retry::Yes`. The loop, placement, counting and answers do not change.
+//! - **HTTP/2 or TLS from clients**: not here. The downstream side is `front.rs`'s
+//!   `connection()` (hyper's server, over [`crate::data::downstream`]'s counted socket);
+//!   whatever it accepts arrives here as the same `Request<Incoming>`.
+//! - **WebSockets (an `Upgrade`)**: today `Upgrade` is a hop-by-hop field, stripped, so an
+//!   upgrade request reaches its replica as a plain request and a `101` is an invalid answer
+//!   ([`answer`]); `front.rs` refuses `CONNECT`. An upgrade path belongs beside step 3: forward
+//!   `Upgrade`/`Connection: upgrade` over the hyper transport, and once the replica's `101`
+//!   came (the attempt is then past retrying, `Retry::No`), take both upgraded connections
+//!   (`hyper::upgrade::on` on the client's request and on the replica's response), copy
+//!   between them on a task of their own, and keep the [`crate::state::InFlight`] with that
+//!   task instead of a body.
 
 mod answer;
 mod error;

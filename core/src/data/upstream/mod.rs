@@ -20,8 +20,8 @@
 //!
 //! Layout: [`Upstreams`] and the per-replica state live in `pool`, one connection's task in
 //! `conn`, response heads and body framing in `framing`, the chunked decoder in `chunked`, the
-//! body a response is built around in `body` ([`crate::data::body`] holds the type), and the request serializer ([`request_head`]) in
-//! `request`.
+//! body a response is built around in `body` (the type is [`crate::data::body`]'s: the one
+//! response body `lb` has), and the request serializer ([`request_head`]) in `request`.
 
 mod body;
 mod chunked;
