@@ -1,14 +1,15 @@
 //! The data plane: every request's path through `lb`.
 //!
 //! - [`workers`]: one event loop per core, each with its own `SO_REUSEPORT` listener.
-//! - [`front`]: answers a request — the load balancer's own endpoints go to [`crate::api`],
-//!   everything else is forwarded to the replica the snapshot's placement picks.
-//! - [`upstream`]: the batching HTTP/1.1 client to the replicas; [`body`] the response bodies;
-//!   [`hop`] the hop-by-hop header rules and the `X-Forwarded-*` fields; [`key`] what a request
-//!   is hashed by; [`outgoing`] a request body that can go to the next
-//!   replica when the first could not be reached; [`answer`] what that path accepts as a
-//!   replica's answer.
-//! - [`client`]: the client-side timeouts (request head, idle keep-alive connection).
+//! - [`front`]: a client connection and who answers each request on it — the load balancer's
+//!   own endpoints go to [`crate::api`], everything else to [`proxy`];
+//!   [`downstream`]: the client connection's timeouts (request head, idle keep-alive
+//!   connection, a client that takes no output) and its 408.
+//! - [`proxy`]: the one forwarding loop — placement, attempts over either transport, the retry
+//!   rule each failure carries, `lb`'s answers in a replica's stead;
+//!   [`upstream`]: the batching HTTP/1.1 client to the replicas (one of the two transports);
+//!   [`body`]: the one response body type; [`hop`]: the hop-by-hop header rules and the
+//!   `X-Forwarded-*` fields; [`key`]: what a request is hashed by.
 //! - [`observe`]: what each proxied request is counted and logged as, once its response is
 //!   done; [`access`]: the access log's writer.
 //!
@@ -16,13 +17,12 @@
 //! through [`crate::control::ControllerHandle`].
 
 pub mod access;
-pub(crate) mod answer;
 pub(crate) mod body;
-pub(crate) mod client;
+pub(crate) mod downstream;
 pub(crate) mod front;
 pub(crate) mod hop;
 pub(crate) mod key;
 pub(crate) mod observe;
-pub(crate) mod outgoing;
+pub(crate) mod proxy;
 pub mod upstream;
 pub mod workers;

@@ -3,7 +3,7 @@
 //!
 //! An [`Observation`] begins when a request's head has been read. The front fills in its
 //! [`Exchange`] (the request id the ring hashed, the replica that answered or was tried last);
-//! the response body carries the observation ([`super::client::Tracked`]), which counts the
+//! the response body carries the observation ([`super::body::ProxyBody`]), which counts the
 //! bytes sent. When the body is done — or dropped because the client went away — the
 //! observation is dropped, and that is when the request is counted, once: its status, its
 //! duration as the client saw it, under the replica's counters for this worker. With the access
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Method, Request, StatusCode};
 
 use super::access::{self, Record, Sink};
-use super::client::Watch;
+use super::body::Watch;
 use crate::metrics::{SeriesCells, UpstreamErrorKind, WorkerMetrics};
 use crate::state::Backend;
 

@@ -14,7 +14,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::body::PipeBody;
+use super::body::{PipeBody, ProxyBody};
 use super::chunked::{chunked_step, ChunkStep};
 use super::framing::{parse_head, Framing, Head, ParsedHead};
 use super::shared::{micros, Conn, Job, Latency, Pool, Reply};
@@ -477,7 +477,7 @@ fn io_error(e: io::Error) -> UpstreamError {
 /// Hand a response to the waiting request; `false` if it is gone.
 fn deliver(reply: Option<Reply>, response: Response<PipeBody>) -> bool {
     match reply {
-        Some(reply) => reply.send(Ok(response)).is_ok(),
+        Some(reply) => reply.send(Ok(response.map(ProxyBody::from))).is_ok(),
         None => false,
     }
 }

@@ -20,8 +20,8 @@
 //!
 //! Layout: [`Upstreams`] and the per-replica state live in `pool`, one connection's task in
 //! `conn`, response heads and body framing in `framing`, the chunked decoder in `chunked`, the
-//! bodies handed to the front in `body`, and the request serializer ([`request_head`]) in
-//! `request`.
+//! body a response is built around in `body` (the type is [`crate::data::body`]'s: the one
+//! response body `lb` has), and the request serializer ([`request_head`]) in `request`.
 
 mod body;
 pub(crate) mod chunked;
@@ -35,7 +35,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use body::{BodyError, PipeBody};
+pub use crate::data::body::BodyError;
+pub use body::{PipeBody, ProxyBody};
 pub use pool::Upstreams;
 pub use request::request_head;
 

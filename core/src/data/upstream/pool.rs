@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::Response;
 use tokio::sync::{mpsc, oneshot};
 
-use super::body::PipeBody;
+use super::body::ProxyBody;
 use super::conn::run;
 use super::shared::{micros, Conn, Job, Pool};
 use super::{
@@ -64,7 +64,7 @@ impl Upstreams {
         addr: &str,
         head: Bytes,
         head_only: bool,
-    ) -> Result<Response<PipeBody>, UpstreamError> {
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
         let mut fresh = false;
         loop {
             let conn = self.pick(addr, fresh);

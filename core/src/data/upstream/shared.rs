@@ -11,11 +11,11 @@ use bytes::Bytes;
 use http::Response;
 use tokio::sync::{mpsc, oneshot};
 
-use super::body::PipeBody;
+use super::body::ProxyBody;
 use super::{UpstreamError, BATCH_WHILE_FASTER_THAN};
 
 /// Where a request's response goes.
-pub(crate) type Reply = oneshot::Sender<Result<Response<PipeBody>, UpstreamError>>;
+pub(crate) type Reply = oneshot::Sender<Result<Response<ProxyBody>, UpstreamError>>;
 
 /// A request handed to a connection task.
 pub(crate) struct Job {

@@ -1,4 +1,4 @@
-//! A client's request as it goes to a replica over the non-batching path: the body stays the
+//! A client's request body as it goes to a replica over the hyper transport: the body stays the
 //! client's until the replica's connection first reads it, so a request whose replica could not
 //! be reached (refused, connect timeout) can go to the next replica with its body whole; and a
 //! body that fails on the client's side (malformed chunked encoding, cut off) is told apart
@@ -12,7 +12,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::body::BodyError;
+/// Why the client's body could not be sent (hyper's error reading it, or a body an earlier
+/// attempt took).
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The client's body, shared between the attempts to send one request.
 #[derive(Debug)]

@@ -1,12 +1,12 @@
-//! What the non-batching path (hyper's client, [`super::front`]) accepts as a replica's answer,
-//! held to the same rules as the batching client ([`super::upstream`]):
+//! What the hyper transport ([`super::transport`]) accepts as a replica's answer, held to the
+//! same rules as the batching client ([`crate::data::upstream`]):
 //!
 //! - at most [`MAX_INTERIM`] interim (1xx) responses before the final one. hyper's client reads
 //!   and skips any number of them; it tells each one to a callback on the request
 //!   ([`hyper::ext::on_informational`]), and past the limit the wait is given up (the request's
 //!   future dropped, which makes hyper close the connection) instead of reading them all;
 //! - a response head of at most [`MAX_HEAD`] bytes (hyper's read buffer is limited to about
-//!   that, [`crate::data::front`]'s client; a head that came whole in fewer reads is measured
+//!   that, [`super::transport`]'s client; a head that came whole in fewer reads is measured
 //!   here);
 //! - no `101 Switching Protocols` to a request that did not ask for an upgrade.
 //!
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use tokio::sync::Notify;
 
-pub(crate) use super::upstream::{MAX_HEAD, MAX_INTERIM};
+pub(crate) use crate::data::upstream::{MAX_HEAD, MAX_INTERIM};
 
 /// What one attempt on the non-batching path got.
 #[derive(Debug)]
