@@ -82,7 +82,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
         .backends
         .iter()
         .map(|b| {
-            let missed = b.missed.load(Ordering::Relaxed);
+            let missed = shared.health.missed_of(b);
             Replica {
                 hostname: &b.hostname,
                 id: b.id,
