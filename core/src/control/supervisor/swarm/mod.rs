@@ -16,9 +16,9 @@
 //! - Services outlive the load balancer (the others use them): `lb swarm down --instance NAME`
 //!   ([`remove_instance`]) removes them.
 //!
-//! The parts: [`labels`] (what makes a service a replica), [`services`] (creating, finding and
-//! removing a replica's service; the network), [`tasks`] (a service's running task and its
-//! address), [`events`] (task deaths and the membership), [`down`] (`lb swarm down`). This
+//! The parts: `labels.rs` (what makes a service a replica), `services.rs` (creating, finding
+//! and removing a replica's service; the network), `tasks.rs` (a service's running task and its
+//! address), `events.rs` (task deaths and the membership), `down.rs` (`lb swarm down`). This
 //! file holds the supervisor and its [`Supervisor`] implementation.
 
 mod down;
