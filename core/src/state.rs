@@ -2,7 +2,7 @@
 //! controller through an [`ArcSwap`]. The proxy's hot path only ever `load()`s it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -15,6 +15,8 @@ use lb_balance::Placement;
 
 use crate::config::key::KeyRule;
 use crate::metrics::{Metrics, ReplicaMetrics};
+
+pub mod health;
 
 /// How the supervisor refers to a running replica.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -57,7 +59,8 @@ impl std::fmt::Display for Handle {
     }
 }
 
-/// A replica in the ring, with counters the proxy and the health checker update in place.
+/// A replica in the ring, with counters the proxy updates in place. (Its heartbeat counters are
+/// kept beside it, in [`Shared::health`].)
 #[derive(Debug)]
 pub struct Backend {
     /// Hostname, as `/home` reports it.
@@ -70,10 +73,6 @@ pub struct Backend {
     pub authority: Authority,
     /// The supervisor's handle.
     pub handle: Handle,
-    /// Heartbeats missed in a row.
-    pub missed: AtomicU32,
-    /// Set once the controller has been told this replica is dead.
-    pub reported_dead: AtomicBool,
     /// Set when the controller takes it out of the ring as failed (not when it is removed on
     /// purpose): requests waiting on it that are safe to repeat go to the next replica.
     pub failed: AtomicBool,
@@ -101,8 +100,6 @@ impl Backend {
             addr,
             authority,
             handle,
-            missed: AtomicU32::new(0),
-            reported_dead: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -366,6 +363,8 @@ pub struct Shared {
     pub retries: AtomicU64,
     /// The counters `/_lb/metrics` shows.
     pub metrics: Metrics,
+    /// The heartbeat counters of the replicas in the ring (written by the health checker only).
+    pub health: health::HealthBook,
 }
 
 #[cfg(test)]

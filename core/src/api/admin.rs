@@ -102,7 +102,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
         .backends
         .iter()
         .map(|b| {
-            let missed = b.missed.load(Ordering::Relaxed);
+            let missed = shared.health.missed_of(b);
             ReplicaStatus {
                 hostname: b.hostname.as_str().into(),
                 id: b.id,

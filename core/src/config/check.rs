@@ -12,9 +12,10 @@ use std::ops::Range;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use toml_edit::{ImDocument, Item, TableLike};
 
-use super::{
-    AdminSection, Config, HealthSection, LimitsSection, LogSection, PluginsSection, Problem,
-    ProxySection, ReplicaEntry, RingSection, SupervisorSection,
+use super::problem::{locate, Problem};
+use super::sections::{
+    AdminSection, Config, HealthSection, LimitsSection, LogSection, PluginsSection, ProxySection,
+    ReplicaEntry, RingSection, SupervisorSection,
 };
 
 /// At most this many deserialization attempts (each finds one type error) on a small file.
@@ -306,30 +307,6 @@ fn blank_all(text: &mut [u8], mut ranges: Vec<Range<usize>>) {
             blank(text, start..range.end);
             done = range.end;
         }
-    }
-}
-
-/// Fill in the line and column of every problem made with [`Problem::pending`], in one pass over
-/// `text` (in offset order), whatever their number.
-pub(super) fn locate(text: &str, problems: &mut [Problem]) {
-    let mut order: Vec<usize> = (0..problems.len()).collect();
-    order.sort_by_key(|&i| problems[i].offset);
-    let bytes = text.as_bytes();
-    let (mut pos, mut line, mut column) = (0, 1, 1);
-    for i in order {
-        let target = problems[i].offset.min(bytes.len());
-        for &b in &bytes[pos..target] {
-            if b == b'\n' {
-                line += 1;
-                column = 1;
-            } else if b & 0xC0 != 0x80 {
-                // Count characters, not bytes: skip UTF-8 continuation bytes.
-                column += 1;
-            }
-        }
-        pos = target;
-        problems[i].line = line;
-        problems[i].column = column;
     }
 }
 

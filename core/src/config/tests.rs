@@ -1,4 +1,9 @@
 use super::*;
+use std::path::{Path, PathBuf};
+
+use lb_balance::ring::RingParams;
+use lb_balance::{Algorithm, Balancer};
+use sections::default_listen;
 
 #[test]
 fn embedded_default_is_valid_and_has_three_replicas() {

@@ -193,6 +193,7 @@ impl Controller {
                 ..ConfigStatus::default()
             }),
             meta,
+            health: Default::default(),
             retries: AtomicU64::new(0),
             metrics,
         });

@@ -5,8 +5,11 @@
 //! timed out on time: one whose timer fired late (this thread was held up) counts neither way,
 //! so a stalled checker never declares healthy replicas dead. `lb` runs the checks on a thread
 //! of their own (`boot.rs`), apart from the controller's work.
+//!
+//! The counters (misses in a row, whether the controller was told) live in [`Shared::health`],
+//! beside the snapshot's backends: this loop is their only writer, and they outlive a restart
+//! of it after a panic.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,18 +43,16 @@ pub async fn run(
         });
         for (backend, result, took) in futures_util::future::join_all(beats).await {
             match result {
-                Ok(()) => backend.missed.store(0, Ordering::Relaxed),
+                Ok(()) => shared.health.answered(backend),
                 Err(ProbeError::Timeout(_)) if checker_was_late(timeout, took) => {
                     // The timer fired long after it was due: this thread was held up, so the
                     // replica may well have answered in time. Neither a miss nor a success.
                     tracing::warn!(hostname = %backend.hostname, waited_ms = took.as_millis() as u64, timeout_ms = timeout.as_millis() as u64, "heartbeat inconclusive: the health checker itself was late");
                 }
                 Err(reason) => {
-                    let missed = backend.missed.fetch_add(1, Ordering::Relaxed) + 1;
+                    let missed = shared.health.missed(backend);
                     tracing::warn!(hostname = %backend.hostname, missed, %reason, "heartbeat missed");
-                    if missed >= settings.fall
-                        && !backend.reported_dead.swap(true, Ordering::Relaxed)
-                    {
+                    if missed >= settings.fall && shared.health.report_dead(backend) {
                         controller.send(Command::ReplicaFailed {
                             id: backend.id,
                             handle: backend.handle.clone(),
@@ -61,6 +62,8 @@ pub async fn run(
                 }
             }
         }
+        // Replicas gone from the ring take their counters with them.
+        shared.health.keep_only(&snapshot.backends);
         drop(snapshot);
         tokio::time::sleep_until(round + Duration::from_millis(settings.interval_ms)).await;
     }

@@ -12,6 +12,7 @@
 //!
 //! Nothing here imports the data plane or the REST API.
 
+pub mod backoff;
 pub mod command;
 pub mod controller;
 pub(crate) mod failpoint;

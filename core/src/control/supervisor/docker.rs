@@ -13,10 +13,12 @@
 //!   (`address = "auto"` decides by looking for `/.dockerenv`).
 //! - Docker's event stream reports a container that dies at once; heartbeats catch the rest.
 //! - The engine is the one `DOCKER_HOST` names (`unix://…`, `tcp://…`; default the local
-//!   socket). Every call to it is bounded ([`ENGINE_TIMEOUT`]; a start by `start_timeout_ms`);
-//!   a container whose create was given up on is removed once the engine answers again.
+//!   socket), reached through [`super::engine`]. Every call to it is bounded
+//!   ([`ENGINE_TIMEOUT`]; a start by `start_timeout_ms`); a container whose create was given up
+//!   on is removed once the engine answers again.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,35 +27,23 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    StopContainerOptions,
 };
 use bollard::Docker;
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::engine::{self, attempt_token, is_not_found, unanswered, EngineError};
+pub use super::engine::{
+    ATTEMPT_LABEL, ENGINE_TIMEOUT, ENGINE_WAIT, HOSTNAME_LABEL, ID_LABEL, REPLICA_PORT,
+};
 use super::{Handle, ReplicaSpec, Started, Supervisor, SupervisorError, SupervisorEvent};
 use crate::config::{AddressMode, SupervisorSection};
 
 /// Label naming the load-balancer instance that owns a container.
 pub const OWNER_LABEL: &str = "io.lb.owner";
-/// Label with the replica's exact hostname.
-pub const HOSTNAME_LABEL: &str = "io.lb.hostname";
-/// Label with the replica's server id.
-pub const ID_LABEL: &str = "io.lb.server-id";
-/// Port the replica image listens on (the assignment's choice).
-pub const REPLICA_PORT: u16 = 5000;
-/// Label with a random token per start attempt: what lets the load balancer remove a container
-/// (or a Swarm service) whose create it gave up on, and nothing else.
-pub const ATTEMPT_LABEL: &str = "io.lb.attempt";
 /// Seconds a replica gets between SIGTERM and SIGKILL.
 const STOP_GRACE_SECS: i32 = 3;
-/// Longest wait for one answer of the container engine (a stop waits for the replica's grace
-/// period, so this is longer than that). Starts are bounded by `start_timeout_ms` instead.
-pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the load balancer tries to reach an engine that does not answer at start before it
-/// gives up (with the reason).
-pub const ENGINE_WAIT: Duration = Duration::from_secs(60);
 /// How long a given-up create is looked for, to remove it once the engine answers again.
 const CLEANUP_WINDOW: Duration = Duration::from_secs(120);
 
@@ -130,57 +120,6 @@ fn own_container_id(mountinfo: &str) -> Option<String> {
     })
 }
 
-/// The container engine `DOCKER_HOST` names (`unix://…`, `tcp://…`; default the local socket),
-/// with every call bounded by [`ENGINE_TIMEOUT`]. An engine that does not answer is tried again
-/// with jittered backoff for up to `wait`, then the reason is returned.
-pub(super) async fn connect_engine(wait: Duration) -> Result<Docker, SupervisorError> {
-    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the local socket".into());
-    let start = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let connected = match Docker::connect_with_defaults() {
-            Ok(docker) => {
-                docker
-                    .with_timeout(ENGINE_TIMEOUT)
-                    .negotiate_version()
-                    .await
-            }
-            // Not a form of DOCKER_HOST this build speaks: waiting will not help.
-            Err(e @ bollard::errors::Error::UnsupportedURISchemeError { .. }) => {
-                return Err(SupervisorError::Engine(format!("DOCKER_HOST {host}: {e}")))
-            }
-            // E.g. the socket is not there yet (the engine is starting).
-            Err(e) => Err(e),
-        };
-        match connected {
-            Ok(docker) => return Ok(docker),
-            Err(e) if start.elapsed() + delay >= wait => {
-                return Err(SupervisorError::Engine(format!(
-                    "{host} did not answer for {} s: {e}",
-                    start.elapsed().as_secs(),
-                )))
-            }
-            Err(e) => {
-                let pause = delay.mul_f64(0.5 + fastrand::f64());
-                tracing::warn!(engine = %host, error = %e, retry_in_ms = pause.as_millis() as u64, "the container engine does not answer; trying again");
-                tokio::time::sleep(pause).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// A random token for [`ATTEMPT_LABEL`].
-pub(super) fn attempt_token() -> String {
-    format!("{:016x}", fastrand::u64(..))
-}
-
-/// Whether an engine error means the engine did not answer (so a create may still land), as
-/// opposed to an answer refusing it.
-pub(super) fn unanswered(e: &bollard::errors::Error) -> bool {
-    !matches!(e, bollard::errors::Error::DockerResponseServerError { .. })
-}
-
 /// The labels of container `id` on `docker`, `None` when there is no such container.
 async fn labels_of(
     docker: &Docker,
@@ -243,16 +182,6 @@ fn docker_error(hostname: &str, e: bollard::errors::Error) -> SupervisorError {
     }
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
 impl DockerSupervisor {
     /// Connect to the engine (`DOCKER_HOST`, else `/var/run/docker.sock`; retried with backoff
     /// for up to [`ENGINE_WAIT`] when it does not answer), make sure the network exists, and
@@ -262,7 +191,7 @@ impl DockerSupervisor {
         start_timeout: Duration,
         events: mpsc::UnboundedSender<SupervisorEvent>,
     ) -> Result<Arc<Self>, SupervisorError> {
-        let docker = connect_engine(ENGINE_WAIT).await?;
+        let docker = engine::connect(ENGINE_WAIT).await?;
         let by_alias = match settings.address {
             AddressMode::Alias => true,
             // `published` is refused for this kind when the file is checked.
@@ -284,7 +213,7 @@ impl DockerSupervisor {
         Ok(supervisor)
     }
 
-    async fn ensure_network(&self) -> Result<(), SupervisorError> {
+    async fn ensure_network(&self) -> Result<(), EngineError> {
         match self.docker.inspect_network(&self.network, None).await {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => {
@@ -298,18 +227,15 @@ impl DockerSupervisor {
                     })
                     .await
                     .map_err(|e| {
-                        SupervisorError::Engine(format!(
-                            "cannot create network {}: {e}",
-                            self.network
-                        ))
+                        EngineError::during(format!("cannot create network {}", self.network), e)
                     })?;
                 tracing::info!(network = %self.network, "created docker network");
                 Ok(())
             }
-            Err(e) => Err(SupervisorError::Engine(format!(
-                "cannot inspect network {}: {e}",
-                self.network
-            ))),
+            Err(e) => Err(EngineError::during(
+                format!("cannot inspect network {}", self.network),
+                e,
+            )),
         }
     }
 
@@ -320,48 +246,34 @@ impl DockerSupervisor {
         )])
     }
 
-    /// Report every `die` of one of our containers; reconnect with backoff if the stream ends.
+    /// Report every `die` of one of our containers (the stream is opened again whenever it
+    /// ends, [`engine::follow`]).
     async fn follow_events(self: Arc<Self>, events: mpsc::UnboundedSender<SupervisorEvent>) {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let mut filters = self.owner_filter();
-            filters.insert("type".into(), vec!["container".into()]);
-            filters.insert("event".into(), vec!["die".into()]);
-            let mut stream = self.docker.events(Some(EventsOptions {
-                filters: Some(filters),
-                ..Default::default()
-            }));
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(message) => {
-                        delay = Duration::from_millis(200);
-                        let Some(actor) = message.actor else { continue };
-                        let Some(id) = actor.id else { continue };
-                        let code = actor
-                            .attributes
-                            .as_ref()
-                            .and_then(|a| a.get("exitCode").cloned())
-                            .unwrap_or_else(|| "?".into());
-                        let detail = format!("container died, exit code {code}");
-                        if events
-                            .send(SupervisorEvent::Exited {
-                                handle: Handle::ContainerId(id),
-                                detail,
-                            })
-                            .is_err()
-                        {
-                            return; // the load balancer is shutting down
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "docker event stream failed");
-                        break;
-                    }
-                }
+        let mut filters = self.owner_filter();
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert("event".into(), vec!["die".into()]);
+        engine::follow(&self.docker, filters, |message| {
+            let Some(actor) = message.actor else {
+                return ControlFlow::Continue(());
+            };
+            let Some(id) = actor.id else {
+                return ControlFlow::Continue(());
+            };
+            let code = actor
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get("exitCode").cloned())
+                .unwrap_or_else(|| "?".into());
+            let exited = SupervisorEvent::Exited {
+                handle: Handle::ContainerId(id),
+                detail: format!("container died, exit code {code}"),
+            };
+            match events.send(exited) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()), // the load balancer is shutting down
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        })
+        .await
     }
 
     /// Where the load balancer reaches the container `id`, replica `spec`.

@@ -5,6 +5,7 @@
 //! processes, Docker containers, Docker Swarm services) behind the [`Supervisor`] trait.
 
 pub mod docker;
+pub mod engine;
 #[allow(unsafe_code)] // pre_exec: PR_SET_PDEATHSIG and fd passing in the child
 pub mod process;
 pub mod swarm;

@@ -1,0 +1,311 @@
+//! The load balancer's own rules for a configuration, beyond what its types say: ranges,
+//! duplicates, capacity (`K·N ≤ M`, `N ≤ M`), settings that do not fit the supervisor's kind,
+//! backends by address that would be `lb` itself. Every broken rule is a [`Problem`] at the
+//! place in the file it is about.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use lb_balance::hash::{self, RingHash};
+use lb_balance::{Algorithm, Balancer, RingError};
+
+use super::check;
+use super::load::ConfigError;
+use super::names::{check_address, check_hostname, check_instance};
+use super::own;
+use super::problem::Problem;
+use super::sections::{AddressMode, Config, SupervisorKind, MAX_SLOTS};
+
+impl Config {
+    /// Whether the configured replicas can be placed with `hash`. The ring is built (probing
+    /// can fail even when `K·N ≤ M`); Maglev and rendezvous fill any table that has room, so
+    /// only their capacity is checked — building a rendezvous table of millions of slots takes
+    /// seconds, which a check must not.
+    pub(super) fn check_placement(&self, hash: Arc<dyn RingHash>) -> Result<(), RingError> {
+        match self.balancer() {
+            balancer @ Balancer::Ring(_) => balancer.place(hash, &self.replica_ids()).map(drop),
+            balancer => balancer.check_capacity(self.replicas.len()),
+        }
+    }
+
+    fn replica_ids(&self) -> Vec<u64> {
+        self.replicas.iter().map(|r| *r.id.get_ref()).collect()
+    }
+
+    /// `[supervisor]` settings that do not fit its `kind`.
+    fn supervisor_problems(&self) -> Vec<Problem> {
+        let s = &self.supervisor;
+        let mut problems = Vec::new();
+        let at = |key: &str| check::key_offset(&self.text, "supervisor", key).unwrap_or(0);
+        if s.address == AddressMode::Published && s.kind != SupervisorKind::Swarm {
+            let at = at("address");
+            problems.push(self.problem(
+                at..at,
+                "supervisor.address = \"published\" needs kind = \"swarm\"".into(),
+            ));
+        }
+        if s.kind == SupervisorKind::Swarm {
+            if let Err(why) = check_instance(&s.instance) {
+                let at = at("instance");
+                problems.push(self.problem(at..at, why));
+            }
+            if s.network.is_empty() || s.image.is_empty() {
+                let at = at(if s.network.is_empty() {
+                    "network"
+                } else {
+                    "image"
+                });
+                problems.push(self.problem(
+                    at..at,
+                    "supervisor.network and supervisor.image must not be empty".into(),
+                ));
+            }
+        }
+        problems
+    }
+
+    /// An error at `span` of the text.
+    pub(super) fn at(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
+        ConfigError::Invalid(vec![Problem::at(&self.text, span.start, message)])
+    }
+
+    /// A problem at `span` of the text.
+    fn problem(&self, span: std::ops::Range<usize>, message: String) -> Problem {
+        Problem::pending(span.start, message)
+    }
+
+    /// Where in the file a table that could not be built is best pointed at: `virtual_nodes`
+    /// for the ring's rules, `slots` for the others (or `algorithm` when `slots` is not in the
+    /// file and the default does not suit the algorithm).
+    pub(super) fn span_of(&self, error: &RingError) -> std::ops::Range<usize> {
+        match error {
+            RingError::SlotsNotPrime { .. } | RingError::FewerSlotsThanReplicas { .. } => {
+                let slots = self.ring.slots.span();
+                if slots.is_empty() {
+                    self.ring.algorithm.span()
+                } else {
+                    slots
+                }
+            }
+            _ => self.ring.virtual_nodes.span(),
+        }
+    }
+
+    /// The load balancer's own rules, every broken one.
+    pub(super) fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let c = *self.ring.bounded_load.get_ref();
+        if !(c == 0.0 || (1.0..=100.0).contains(&c)) {
+            problems.push(self.problem(
+                self.ring.bounded_load.span(),
+                format!(
+                    "ring.bounded_load must be 0 (off) or a factor from 1.0 to 100.0 such as 1.25, not {c}"
+                ),
+            ));
+        }
+        let slots = *self.ring.slots.get_ref();
+        if slots == 0 || slots > MAX_SLOTS {
+            problems.push(self.problem(
+                self.ring.slots.span(),
+                format!("ring.slots must be between 1 and {MAX_SLOTS}, not {slots}"),
+            ));
+        } else if *self.ring.algorithm.get_ref() == Algorithm::Maglev
+            && !lb_balance::maglev::is_prime(slots)
+        {
+            let e = RingError::SlotsNotPrime { slots };
+            problems.push(self.problem(self.span_of(&e), e.to_string()));
+        }
+        if *self.ring.virtual_nodes.get_ref() == 0 {
+            problems.push(self.problem(
+                self.ring.virtual_nodes.span(),
+                "ring.virtual_nodes must be at least 1".into(),
+            ));
+        }
+        let name = self.ring.hash.get_ref();
+        let good_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !good_name {
+            problems.push(self.problem(
+                self.ring.hash.span(),
+                format!("hash {name:?} must be a name of letters, digits, '-' and '_'"),
+            ));
+        }
+        let h = &self.health;
+        for (key, bad, rule) in [
+            ("interval_ms", h.interval_ms < 10, "at least 10"),
+            ("timeout_ms", h.timeout_ms == 0, "at least 1"),
+            ("fall", h.fall == 0, "at least 1"),
+            ("rise", h.rise == 0, "at least 1"),
+            ("start_timeout_ms", h.start_timeout_ms < 100, "at least 100"),
+        ] {
+            if bad {
+                let at = check::key_offset(&self.text, "health", key).unwrap_or(0);
+                problems.push(self.problem(at..at, format!("health.{key} must be {rule}")));
+            }
+        }
+        if let Err(why) = check_health_path(&h.path) {
+            let at = check::key_offset(&self.text, "health", "path").unwrap_or(0);
+            problems.push(self.problem(at..at, why));
+        }
+        problems.extend(self.supervisor_problems());
+        let mut names = HashSet::new();
+        let mut ids = HashSet::new();
+        let mut addresses = HashSet::new();
+        for r in &self.replicas {
+            if let Some(address) = &r.address {
+                if self.supervisor.kind == SupervisorKind::Swarm {
+                    problems.push(self.problem(
+                        address.span(),
+                        "backends by address cannot be listed with [supervisor] kind = \"swarm\": \
+                         every replica is a Swarm service, so that every lb of the instance \
+                         shares the ring"
+                            .into(),
+                    ));
+                } else if let Err(why) = check_address(address.get_ref()) {
+                    problems.push(self.problem(address.span(), why.to_string()));
+                } else if !addresses.insert(address.get_ref().to_ascii_lowercase()) {
+                    problems.push(self.problem(
+                        address.span(),
+                        format!("duplicate address {:?}", address.get_ref()),
+                    ));
+                } else if let Some(own) =
+                    own::reached_listener(address.get_ref(), &self.listening(), &|_| false)
+                {
+                    problems.push(self.problem(
+                        address.span(),
+                        format!(
+                            "address {:?} is lb's own listening address ({own}): requests would loop",
+                            address.get_ref()
+                        ),
+                    ));
+                }
+            }
+            if let Err(why) = check_hostname(r.hostname.get_ref()) {
+                problems.push(self.problem(r.hostname.span(), why.to_string()));
+            } else if !names.insert(r.hostname.get_ref()) {
+                problems.push(self.problem(
+                    r.hostname.span(),
+                    format!("duplicate hostname {:?}", r.hostname.get_ref()),
+                ));
+            }
+            if *r.id.get_ref() == 0 {
+                problems.push(self.problem(r.id.span(), "replica ids start at 1".into()));
+            } else if !ids.insert(*r.id.get_ref()) {
+                problems
+                    .push(self.problem(r.id.span(), format!("duplicate id {}", r.id.get_ref())));
+            }
+        }
+        if self.proxy.connect_timeout_ms == 0 {
+            let at = check::key_offset(&self.text, "proxy", "connect_timeout_ms").unwrap_or(0);
+            problems
+                .push(self.problem(at..at, "proxy.connect_timeout_ms must be at least 1".into()));
+        }
+        if self.proxy.response_timeout_ms == 0 {
+            let at = check::key_offset(&self.text, "proxy", "response_timeout_ms").unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                "proxy.response_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.proxy.client_header_timeout_ms == 0 {
+            let at =
+                check::key_offset(&self.text, "proxy", "client_header_timeout_ms").unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                "proxy.client_header_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.proxy.client_idle_timeout_ms == 0 {
+            let at = check::key_offset(&self.text, "proxy", "client_idle_timeout_ms").unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                "proxy.client_idle_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.proxy.client_send_timeout_ms == 0 {
+            let at = check::key_offset(&self.text, "proxy", "client_send_timeout_ms").unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                "proxy.client_send_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.replicas.len() > self.limits.max_replicas {
+            let at = check::key_offset(&self.text, "limits", "max_replicas")
+                .or_else(|| {
+                    self.replicas
+                        .get(self.limits.max_replicas)
+                        .map(|r| r.id.span().start)
+                })
+                .unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                format!(
+                    "{} replicas listed, more than limits.max_replicas = {}",
+                    self.replicas.len(),
+                    self.limits.max_replicas
+                ),
+            ));
+        }
+        if let Err(why) = check_access_log(self.log.access.get_ref()) {
+            let span = self.log.access.span();
+            let at = if span.is_empty() {
+                check::key_offset(&self.text, "log", "access").unwrap_or(0)
+            } else {
+                span.start
+            };
+            problems.push(self.problem(at..at, why));
+        }
+        if self.admin.listen.is_some_and(|admin| admin == self.listen) {
+            let at = check::key_offset(&self.text, "admin", "listen").unwrap_or(0);
+            problems.push(self.problem(at..at, "admin.listen must differ from listen".into()));
+        }
+        // Capacity only matters for a valid ring and a valid replica list.
+        if problems.is_empty() {
+            // Capacity (K·N ≤ M for the ring, N ≤ M for the others) needs no hash; with a
+            // compiled-in hash the whole table is built now.
+            let capacity = match hash::builtin(name) {
+                Some(hash) => self.check_placement(hash),
+                None => self.balancer().check_capacity(self.replicas.len()),
+            };
+            if let Err(e) = capacity {
+                problems.push(self.problem(self.span_of(&e), e.to_string()));
+            }
+        }
+        problems
+    }
+}
+
+/// The health check path: an absolute path (with an optional query) of printable ASCII without
+/// spaces, at most 1024 bytes.
+pub(super) fn check_health_path(path: &str) -> Result<(), String> {
+    let printable = path.bytes().all(|b| b.is_ascii_graphic());
+    if path.starts_with('/') && path.len() <= 1024 && printable && !path.contains('#') {
+        Ok(())
+    } else {
+        Err(format!(
+            "health.path {:?} must be an absolute path such as \"/heartbeat\" or \"/healthz\" \
+             (printable ASCII, no spaces or '#', at most 1024 bytes)",
+            path.chars().take(40).collect::<String>()
+        ))
+    }
+}
+
+/// `[log] access`: `"off"`, `"stdout"` or the path of a file (not empty, not a directory's).
+pub(super) fn check_access_log(access: &str) -> Result<(), String> {
+    let shown: String = access.chars().take(60).collect();
+    if access.trim().is_empty() {
+        Err("log.access must be \"off\", \"stdout\" or the path of a file".into())
+    } else if access.contains('\0') {
+        Err(format!(
+            "log.access {shown:?} must not contain a NUL character"
+        ))
+    } else if access.ends_with('/') || access.ends_with("/.") || access.ends_with("/..") {
+        Err(format!(
+            "log.access {shown:?} names a directory; give the path of a file in it"
+        ))
+    } else {
+        Ok(())
+    }
+}

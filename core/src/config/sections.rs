@@ -1,0 +1,456 @@
+//! The sections of `lb.toml` as types, with their defaults: [`Config`] (the whole file) and
+//! its `[ring]`, `[health]`, `[supervisor]`, `[plugins]`, `[proxy]`, `[admin]`, `[limits]`,
+//! `[log]` sections and `[[replicas]]` entries, and what the rest of `lb` reads from them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use lb_balance::ring::{Probing, RingParams};
+use lb_balance::{Algorithm, Balancer};
+
+use super::key::{KeyFallback, KeyRule, KeySource};
+
+/// Largest number of slots a table may have (2²²; the largest prime within it, for Maglev, is
+/// 4 194 301).
+pub const MAX_SLOTS: u32 = 1 << 22;
+
+/// A whole `lb.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the load balancer listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Ring parameters.
+    #[serde(default)]
+    pub ring: RingSection,
+    /// Heartbeat settings.
+    #[serde(default)]
+    pub health: HealthSection,
+    /// How replicas are run.
+    #[serde(default)]
+    pub supervisor: SupervisorSection,
+    /// Where hash plugins are looked up.
+    #[serde(default)]
+    pub plugins: PluginsSection,
+    /// The data path.
+    #[serde(default)]
+    pub proxy: ProxySection,
+    /// Who may use the load balancer's own endpoints, and where they are served.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Limits that protect the machine.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// The access log.
+    #[serde(default)]
+    pub log: LogSection,
+    /// The replicas, each with its hostname and server id.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaEntry>,
+    /// The text this was parsed from (for line and column of later errors).
+    #[serde(skip)]
+    pub(super) text: String,
+    /// The directory relative paths in the file are relative to.
+    #[serde(skip)]
+    pub(super) base_dir: PathBuf,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Threads serving requests, each with its own event loop, listening socket
+    /// (`SO_REUSEPORT`) and connection pool; 0 means one per CPU core.
+    pub workers: usize,
+    /// Send bodiless `GET`/`HEAD` requests over batching connections that may pipeline
+    /// ([`crate::upstream`]); `false` gives every request a connection of its own.
+    pub pipelining: bool,
+    /// A client must send a whole request head within this long, counted from its first byte (on
+    /// a new connection: from the accept); otherwise `lb` answers 408 and closes the connection
+    /// (a new connection that sent nothing is closed without an answer). Slow-loris protection.
+    pub client_header_timeout_ms: u64,
+    /// A keep-alive connection with no request in progress on which nothing is received or
+    /// sent for this long is closed, without an answer.
+    pub client_idle_timeout_ms: u64,
+    /// A response to which the client takes no byte for this long (its socket accepts nothing)
+    /// is cut: the client connection is closed and the replica's connection let go (nginx's
+    /// `send_timeout`).
+    pub client_send_timeout_ms: u64,
+    /// Most client connections open at once, over all workers; beyond it `lb` stops accepting
+    /// (new connections wait in the kernel's queue) until one closes. 0: no limit.
+    pub max_connections: usize,
+    /// How many other replicas (next in ring order) a bodiless `GET`/`HEAD` is sent to when its
+    /// replica could not take it (connection refused or closed before any answer). 0: none.
+    pub retries: usize,
+    /// How long a replica may take to start its response (the head; a body may stream longer).
+    /// Beyond it a bodiless `GET`/`HEAD` goes to the next replica (within `retries`), anything
+    /// else is answered 504.
+    pub response_timeout_ms: u64,
+    /// How long connecting to a replica may take; then the request goes to the next replica
+    /// (`GET`/`HEAD`, within `retries`) or gets a 502.
+    pub connect_timeout_ms: u64,
+    /// Every client is a proxy `lb` trusts: the first address of its `X-Forwarded-For` is the
+    /// client's (for the `client_ip` key), and the `X-Forwarded-Proto` and `X-Forwarded-Host`
+    /// it sends are passed on instead of replaced.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            workers: 0,
+            pipelining: true,
+            client_header_timeout_ms: 10_000,
+            client_idle_timeout_ms: 60_000,
+            client_send_timeout_ms: 60_000,
+            max_connections: 10_000,
+            retries: 1,
+            response_timeout_ms: 30_000,
+            connect_timeout_ms: 2_000,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+impl ProxySection {
+    /// The number of worker threads to run.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// `[admin]`: protection of `/add`, `/rm` and the `/_lb/` routes that change state or reveal
+/// processes (`/_lb/status`, `/_lb/plugins`). `/rep` and `/_lb/ring` stay open.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// When not empty, those routes need `Authorization: Bearer <token>`. The environment
+    /// variable `LB_ADMIN_TOKEN` overrides it.
+    pub token: String,
+    /// Serve `/add`, `/rm` and `/_lb/*` on this address only (not on `listen`).
+    pub listen: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for AdminSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSection")
+            .field("token", &if self.token.is_empty() { "" } else { "(set)" })
+            .field("listen", &self.listen)
+            .finish()
+    }
+}
+
+impl AdminSection {
+    /// The token in force: `LB_ADMIN_TOKEN` if set and not empty, else `token`; `None` if
+    /// neither.
+    pub fn effective_token(&self) -> Option<String> {
+        std::env::var("LB_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| Some(self.token.clone()).filter(|t| !t.is_empty()))
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Most replicas (running, starting and vacant together) `/add` and the file may ask for.
+    pub max_replicas: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection { max_replicas: 64 }
+    }
+}
+
+/// `[log]`: the access log, one line per proxied request. Needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Where the lines go: `"off"` (the default), `"stdout"`, or a file (appended to, relative
+    /// to the configuration file's directory, reopened on SIGHUP).
+    pub access: Spanned<String>,
+    /// How a line is written.
+    pub access_format: AccessFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            access: Spanned::new(0..0, "off".to_owned()),
+            access_format: AccessFormat::default(),
+        }
+    }
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// `key=value` pairs, strings quoted and escaped (logfmt).
+    #[default]
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTarget {
+    /// Nowhere: no line is made.
+    Off,
+    /// The standard output.
+    Stdout,
+    /// This file, appended to.
+    File(PathBuf),
+}
+
+/// `[plugins]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsSection {
+    /// Directories searched first for `liblb_hash_NAME.so` (relative to the file's directory).
+    pub dirs: Vec<PathBuf>,
+}
+
+/// The address `lb` listens on when the file does not say: `127.0.0.1:5000`.
+pub(super) fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5000))
+}
+
+/// `[ring]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RingSection {
+    /// Which algorithm fills the slot → replica table (docs/ALGORITHMS.md).
+    pub algorithm: Spanned<Algorithm>,
+    /// M, the number of slots.
+    pub slots: Spanned<u32>,
+    /// K, virtual nodes per replica (the ring's only; checked but not used by the others).
+    pub virtual_nodes: Spanned<u32>,
+    /// Collision resolution (the ring's only; not used by the others).
+    pub probing: Probing,
+    /// Name of the hash functions (H and Φ).
+    pub hash: Spanned<String>,
+    /// What a request is hashed by ([`key`]).
+    pub key: Spanned<KeySource>,
+    /// What a request that lacks its key is hashed by.
+    pub key_fallback: KeyFallback,
+    /// Consistent hashing with bounded loads: the factor `c` (≥ 1); 0 is off.
+    pub bounded_load: Spanned<f64>,
+}
+
+impl Default for RingSection {
+    fn default() -> Self {
+        let p = RingParams::default();
+        RingSection {
+            algorithm: Spanned::new(0..0, Algorithm::default()),
+            slots: Spanned::new(0..0, p.slots),
+            virtual_nodes: Spanned::new(0..0, p.virtual_nodes),
+            probing: p.probing,
+            hash: Spanned::new(0..0, "spec".to_owned()),
+            key: Spanned::new(0..0, KeySource::default()),
+            key_fallback: KeyFallback::default(),
+            bounded_load: Spanned::new(0..0, 0.0),
+        }
+    }
+}
+
+impl RingSection {
+    /// The ring parameters this section describes (`virtual_nodes` and `probing` are used by
+    /// the ring only).
+    pub fn params(&self) -> RingParams {
+        RingParams {
+            slots: *self.slots.get_ref(),
+            virtual_nodes: *self.virtual_nodes.get_ref(),
+            probing: self.probing,
+        }
+    }
+
+    /// The bounded-loads factor, when on.
+    pub fn bounded_load(&self) -> Option<f64> {
+        let c = *self.bounded_load.get_ref();
+        (c > 0.0).then_some(c)
+    }
+
+    /// What requests are hashed by.
+    pub fn key_rule(&self) -> KeyRule {
+        KeyRule {
+            source: self.key.get_ref().clone(),
+            fallback: self.key_fallback,
+        }
+    }
+}
+
+/// `[health]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// The path the health checks of backends by address ask for with `GET` (a 200 is healthy);
+    /// the replicas `lb` runs are always asked `/heartbeat`.
+    pub path: String,
+    /// Time between two heartbeats to a replica.
+    pub interval_ms: u64,
+    /// How long one heartbeat may take.
+    pub timeout_ms: u64,
+    /// Misses in a row after which a replica is dead and replaced.
+    pub fall: u32,
+    /// Successful checks in a row after which a backend by address joins the ring (again).
+    pub rise: u32,
+    /// How long a new replica may take to answer its first heartbeat.
+    pub start_timeout_ms: u64,
+    /// How long `/rm` waits for in-flight requests of a removed replica before stopping it.
+    pub drain_timeout_ms: u64,
+}
+
+impl HealthSection {
+    /// The path a backend's health checks ask for: `path` for a backend by address; the
+    /// assignment's `/heartbeat` for the replicas `lb` runs (their contract, whatever the file
+    /// says).
+    pub fn check_path(&self, by_address: bool) -> &str {
+        if by_address {
+            &self.path
+        } else {
+            "/heartbeat"
+        }
+    }
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            path: "/heartbeat".into(),
+            interval_ms: 500,
+            timeout_ms: 300,
+            fall: 2,
+            rise: 2,
+            start_timeout_ms: 10_000,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Which supervisor runs the replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SupervisorKind {
+    /// Child processes on loopback (the embedded default).
+    #[default]
+    Process,
+    /// Docker containers on a bridge network.
+    Docker,
+    /// Docker Swarm services on an overlay network, shared by every load balancer with the
+    /// same `instance` (membership lives in Swarm; Swarm restarts failed tasks).
+    Swarm,
+}
+
+/// How the load balancer reaches replica containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressMode {
+    /// By alias when the load balancer itself runs in a container, else by IP.
+    #[default]
+    Auto,
+    /// By the container's network alias (the load balancer is on the same network).
+    Alias,
+    /// By the container's IP address on the network (the load balancer is on the host; with
+    /// `kind = "swarm"`: the task's overlay address, for a load balancer on the overlay).
+    Ip,
+    /// `kind = "swarm"` only: the node's address and the task's host-mode published port (the
+    /// load balancer runs on a host, outside the overlay network).
+    Published,
+}
+
+/// `[supervisor]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorSection {
+    /// Which supervisor.
+    pub kind: SupervisorKind,
+    /// Process supervisor: program and leading arguments that run one replica. The supervisor
+    /// appends `--hostname NAME --listen-fd 3`. Empty: `lb` re-executes itself (`lb replica`).
+    pub command: Vec<String>,
+    /// Docker: the replica image.
+    pub image: String,
+    /// Docker: the network replicas join (created if missing).
+    pub network: String,
+    /// Docker: this load balancer's name in the ownership label of its containers.
+    pub instance: String,
+    /// Docker: how replicas are reached.
+    pub address: AddressMode,
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        SupervisorSection {
+            kind: SupervisorKind::Process,
+            command: Vec::new(),
+            image: "lb-replica:latest".into(),
+            network: "net1".into(),
+            instance: "lb".into(),
+            address: AddressMode::Auto,
+        }
+    }
+}
+
+/// One `[[replicas]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaEntry {
+    /// The replica's hostname (what `/home` reports).
+    pub hostname: Spanned<String>,
+    /// Its server id `i` in Φ(i, j).
+    pub id: Spanned<u64>,
+    /// `HOST:PORT` of a service `lb` did not start (a backend by address): `lb` health-checks
+    /// it and never starts, stops or replaces it. Absent: a replica the supervisor runs.
+    #[serde(default)]
+    pub address: Option<Spanned<String>>,
+    /// Whether bodiless `GET`/`HEAD` requests may be pipelined on its connections (with
+    /// `[proxy] pipelining` on). Default: on for replicas `lb` runs, off for backends by address.
+    #[serde(default)]
+    pub pipelining: Option<bool>,
+}
+
+impl ReplicaEntry {
+    /// The configured address, for a backend by address.
+    pub fn address(&self) -> Option<&str> {
+        self.address.as_ref().map(|a| a.get_ref().as_str())
+    }
+}
+
+impl Config {
+    /// Where `[log] access` sends lines (a relative path is relative to the file's directory).
+    pub fn access_log(&self) -> AccessTarget {
+        match self.log.access.get_ref().as_str() {
+            "off" => AccessTarget::Off,
+            "stdout" => AccessTarget::Stdout,
+            path => AccessTarget::File(self.base_dir.join(path)),
+        }
+    }
+
+    /// The ring parameters.
+    pub fn ring_params(&self) -> RingParams {
+        self.ring.params()
+    }
+
+    /// The addresses the file says `lb` listens on: `listen`, and `[admin] listen` if set.
+    pub fn listening(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen)
+            .chain(self.admin.listen)
+            .collect()
+    }
+
+    /// The balancing algorithm and its parameters.
+    pub fn balancer(&self) -> Balancer {
+        Balancer::new(*self.ring.algorithm.get_ref(), self.ring_params())
+    }
+}
