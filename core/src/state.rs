@@ -16,47 +16,6 @@ use lb_balance::Placement;
 use crate::config::key::KeyRule;
 use crate::metrics::{Metrics, ReplicaMetrics};
 
-/// How the supervisor refers to a running replica.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Handle {
-    /// A local child process.
-    Pid(u32),
-    /// A container.
-    ContainerId(String),
-    /// A backend by address, which no supervisor runs: its configured `HOST:PORT`.
-    Address(String),
-    /// A Swarm service's running task.
-    SwarmTask {
-        /// The service's id (what `/rm` removes).
-        service: String,
-        /// The task's id.
-        task: String,
-        /// The task's container (what `docker kill` takes, on the node that runs it).
-        container_id: String,
-    },
-}
-
-impl Handle {
-    /// Whether a supervisor runs it (and may stop it).
-    pub fn is_supervised(&self) -> bool {
-        !matches!(self, Handle::Address(_))
-    }
-}
-
-impl std::fmt::Display for Handle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Handle::Pid(p) => write!(f, "pid {p}"),
-            Handle::ContainerId(c) => write!(f, "container {c}"),
-            Handle::Address(a) => write!(f, "address {a}"),
-            Handle::SwarmTask { service, task, .. } => {
-                write!(f, "swarm task {task} of service {service}")
-            }
-        }
-    }
-}
-
 /// A replica in the ring, with counters the proxy and the health checker update in place.
 #[derive(Debug)]
 pub struct Backend {
@@ -68,8 +27,15 @@ pub struct Backend {
     pub addr: String,
     /// `addr` as a URI authority, built once.
     pub authority: Authority,
-    /// The supervisor's handle.
-    pub handle: Handle,
+    /// Whether it is a backend by address (a service `lb` fronts but did not start).
+    pub by_address: bool,
+    /// How its supervisor refers to it, as `/_lb/status` shows it (`handle`); opaque here (the
+    /// controller keeps the supervisor's handle itself).
+    pub described: serde_json::Value,
+    /// Which incarnation of its server id it is: a number no other backend of this process has
+    /// (the same backend moved to a new address or setting keeps it). The health checker names
+    /// the replica it gives up on by it.
+    pub incarnation: u64,
     /// Heartbeats missed in a row.
     pub missed: AtomicU32,
     /// Set once the controller has been told this replica is dead.
@@ -92,15 +58,26 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend for a freshly started replica; `None` if `addr` is not a valid `host:port`.
-    pub fn new(hostname: String, id: u64, addr: String, handle: Handle) -> Option<Self> {
+    /// A backend for a freshly started replica (`by_address`: a backend by address;
+    /// `described`: its supervisor's handle, for `/_lb/status`), with a new incarnation; `None`
+    /// if `addr` is not a valid `host:port`.
+    pub fn new(
+        hostname: String,
+        id: u64,
+        addr: String,
+        by_address: bool,
+        described: serde_json::Value,
+    ) -> Option<Self> {
+        static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
         let authority = Authority::try_from(addr.as_str()).ok()?;
         Some(Backend {
             hostname,
             id,
             addr,
             authority,
-            handle,
+            by_address,
+            described,
+            incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
             missed: AtomicU32::new(0),
             reported_dead: AtomicBool::new(false),
             failed: AtomicBool::new(false),
@@ -110,6 +87,14 @@ impl Backend {
             pipelining: true,
             metrics: OnceLock::new(),
         })
+    }
+
+    /// `self` as the same incarnation as `of` (the same backend at a new address or setting).
+    pub fn incarnation_of(self, of: &Backend) -> Self {
+        Backend {
+            incarnation: of.incarnation,
+            ..self
+        }
     }
 
     /// The same backend with pipelining `on` or off.
@@ -128,7 +113,7 @@ impl Backend {
 
     /// Whether it is a backend by address (a service `lb` did not start).
     pub fn is_address(&self) -> bool {
-        !self.handle.is_supervised()
+        self.by_address
     }
 
     /// Count a request as in flight until the guard is dropped.

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use lb_balance::Balancer;
 
-use crate::state::{ConfigStatus, Handle, Shared, Snapshot, Vacancy, Via};
+use crate::state::{ConfigStatus, Shared, Snapshot, Vacancy, Via};
 
 #[derive(Serialize)]
 struct RingInfo<'a> {
@@ -56,7 +56,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
         address: String,
         healthy: bool,
         missed_heartbeats: u32,
-        handle: &'a Handle,
+        handle: &'a serde_json::Value,
         pipelining: bool,
         in_flight: usize,
         requests: u64,
@@ -91,7 +91,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
                 address: b.addr.clone(),
                 healthy: missed == 0,
                 missed_heartbeats: missed,
-                handle: &b.handle,
+                handle: &b.described,
                 pipelining: b.pipelining,
                 in_flight: b.in_flight.load(Ordering::Relaxed),
                 requests: b.requests.load(Ordering::Relaxed),
@@ -99,10 +99,10 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
         })
         .collect::<Vec<_>>();
     // Backends by address that are down are listed too (they are configured, as in `/rep`).
-    let down: Vec<(&Vacancy, Handle)> = snapshot
+    let down: Vec<(&Vacancy, serde_json::Value)> = snapshot
         .vacancies
         .iter()
-        .filter_map(|v| Some((v, Handle::Address(v.address.clone()?))))
+        .filter_map(|v| Some((v, serde_json::json!({ "address": v.address.clone()? }))))
         .collect();
     let mut replicas = replicas;
     replicas.extend(down.iter().map(|(v, handle)| Replica {

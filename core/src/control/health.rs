@@ -54,7 +54,7 @@ pub async fn run(
                     {
                         controller.send(Command::ReplicaFailed {
                             id: backend.id,
-                            handle: backend.handle.clone(),
+                            incarnation: backend.incarnation,
                             reason: format!("{missed} heartbeats missed ({reason})"),
                         });
                     }

@@ -38,7 +38,9 @@ use super::docker::{
     attempt_token, connect_engine, unanswered, ATTEMPT_LABEL, ENGINE_WAIT, HOSTNAME_LABEL,
     ID_LABEL, REPLICA_PORT,
 };
-use super::{Handle, ReplicaSpec, Started, Supervisor, SupervisorError, SupervisorEvent};
+use super::{
+    Handle, Membership, ReplicaSpec, Started, Supervisor, SupervisorError, SupervisorEvent,
+};
 use crate::config::{check_hostname, AddressMode, SupervisorSection};
 
 /// Label naming the load-balancer instance a service (and its task's container) belongs to.
@@ -561,7 +563,7 @@ impl SwarmSupervisor {
                 _ = resync.tick() => {}
                 Some(()) = change.recv() => {}
             }
-            let listed_at = Instant::now();
+            let listed_at = tokio::time::Instant::now();
             match list_all(&self.docker, &self.instance).await {
                 Ok(Listing { kept, repeated }) => {
                     if failing {
@@ -1015,30 +1017,6 @@ impl Supervisor for SwarmSupervisor {
         self.create(spec, false).await
     }
 
-    /// Create the replica's service; another lb's service for the same replica is an error
-    /// (two `/add`s at the same moment each add a replica).
-    async fn start_new(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
-        self.create(spec, true).await
-    }
-
-    async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
-        let service = self.find_service(spec).await?;
-        self.running_task(spec, &service).await
-    }
-
-    async fn remove_replica(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
-        match self.find_service(spec).await {
-            Ok(service) => match self.docker.delete_service(&service).await {
-                Err(e) if status_of(&e) != Some(404) => Err(SupervisorError::Engine(format!(
-                    "cannot remove service {service}: {e}"
-                ))),
-                _ => Ok(()),
-            },
-            Err(SupervisorError::Gone { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Remove the replica's service (its task stops with it).
     async fn stop(&self, handle: &Handle) -> Result<(), SupervisorError> {
         let Handle::SwarmTask { service, .. } = handle else {
@@ -1059,16 +1037,43 @@ impl Supervisor for SwarmSupervisor {
         tracing::info!(instance = %self.instance, "leaving the swarm's services running (remove them with `lb swarm down --instance {}`)", self.instance);
     }
 
-    fn shared_membership(&self) -> bool {
-        true
+    fn membership(&self) -> Option<&dyn Membership> {
+        Some(self)
     }
+}
 
+#[async_trait]
+impl Membership for SwarmSupervisor {
     async fn members(&self) -> Result<Vec<ReplicaSpec>, SupervisorError> {
         Ok(list(&self.docker, &self.instance)
             .await?
             .into_iter()
             .map(|(spec, _)| spec)
             .collect())
+    }
+
+    /// Create the replica's service; another lb's service for the same replica is an error
+    /// (two `/add`s at the same moment each add a replica).
+    async fn start_new(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
+        self.create(spec, true).await
+    }
+
+    async fn remove_replica(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
+        match self.find_service(spec).await {
+            Ok(service) => match self.docker.delete_service(&service).await {
+                Err(e) if status_of(&e) != Some(404) => Err(SupervisorError::Engine(format!(
+                    "cannot remove service {service}: {e}"
+                ))),
+                _ => Ok(()),
+            },
+            Err(SupervisorError::Gone { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
+        let service = self.find_service(spec).await?;
+        self.running_task(spec, &service).await
     }
 }
 
