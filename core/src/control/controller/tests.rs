@@ -48,7 +48,12 @@ impl Fake {
     }
 
     fn list(&self, members: Vec<ReplicaSpec>) {
-        *self.listing.as_ref().expect("a shared fake").lock().unwrap() = members;
+        *self
+            .listing
+            .as_ref()
+            .expect("a shared fake")
+            .lock()
+            .unwrap() = members;
     }
 }
 
@@ -266,7 +271,10 @@ async fn startup_fills_every_configured_replica() {
     let snapshot = rig.shared.snapshot.load();
     assert_eq!(snapshot.backends[0].hostname, "Server 1");
     assert!(!snapshot.backends[0].is_address());
-    assert_eq!(snapshot.backends[0].described, serde_json::json!({"pid": 1}));
+    assert_eq!(
+        snapshot.backends[0].described,
+        serde_json::json!({"pid": 1})
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -322,20 +330,23 @@ async fn an_exited_replica_is_replaced_with_growing_backoff_while_starts_fail() 
             handle: Handle::Pid(1),
             detail: "killed".into(),
         }));
+    rig.until("out of the ring", |rig| rig.ring() == [2]).await;
     rig.until("replaced", |rig| rig.ring() == [1, 2]).await;
-    // Out of the ring at once; the replacement keeps the id, not the name.
+    // The replacement keeps the id, not the name.
     let snapshot = rig.shared.snapshot.load();
     assert_ne!(snapshot.backends[0].hostname, "Server 1");
     let tries: Vec<Instant> = rig.fake.starts()[2..].iter().map(|(at, _)| *at).collect();
     assert_eq!(tries.len(), 4, "three failed starts, then one that worked");
     assert_eq!(tries[0], failed_at, "the first replacement starts at once");
+    // It died within the crash window of its start: its vacancy counts one attempt already,
+    // and each failed start doubles the wait.
     let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
     assert_eq!(
         gaps,
         [
-            Duration::from_millis(200),
             Duration::from_millis(400),
-            Duration::from_millis(800)
+            Duration::from_millis(800),
+            Duration::from_millis(1600)
         ]
     );
     assert_eq!(rig.fake.stops(), [Handle::Pid(1)]);
@@ -398,9 +409,12 @@ async fn a_saved_file_that_adds_and_removes_replicas_is_carried_out_like_the_api
 
     std::fs::write(&path, text_with(&[1, 3])).unwrap();
     rig.handle.send(Command::FileChanged);
-    rig.until("the save applied", |rig| rig.ring() == [1, 3]).await;
-    rig.until("Server 2 stopped", |rig| rig.fake.stops() == [Handle::Pid(2)])
+    rig.until("the save applied", |rig| rig.ring() == [1, 3])
         .await;
+    rig.until("Server 2 stopped", |rig| {
+        rig.fake.stops() == [Handle::Pid(2)]
+    })
+    .await;
     let last = rig.fake.starts().last().unwrap().1.clone();
     assert_eq!(last, ReplicaSpec::managed("Server 3", 3));
 
@@ -413,10 +427,7 @@ async fn a_saved_file_that_adds_and_removes_replicas_is_carried_out_like_the_api
 
 #[tokio::test(start_paused = true)]
 async fn a_shared_membership_follows_listings_but_not_older_than_its_own_changes() {
-    let listed = vec![
-        ReplicaSpec::managed("A", 1),
-        ReplicaSpec::managed("B", 2),
-    ];
+    let listed = vec![ReplicaSpec::managed("A", 1), ReplicaSpec::managed("B", 2)];
     let mut rig = Rig::start(&text_with(&[1]), None, Fake::shared(listed)).await;
     assert_eq!(rig.ring(), [1, 2], "the swarm's listing is the replica set");
     assert!(rig.fake.starts().is_empty(), "found, not started");
@@ -424,13 +435,17 @@ async fn a_shared_membership_follows_listings_but_not_older_than_its_own_changes
     // A service appears, another vanishes.
     let now = vec![ReplicaSpec::managed("A", 1), ReplicaSpec::managed("C", 3)];
     rig.fake.list(now.clone());
-    rig.handle.send(Command::Supervisor(SupervisorEvent::Members {
-        listed_at: Instant::now(),
-        members: now,
-    }));
+    rig.handle
+        .send(Command::Supervisor(SupervisorEvent::Members {
+            listed_at: Instant::now(),
+            members: now,
+        }));
     rig.until("the listing followed", |rig| rig.ring() == [1, 3])
         .await;
-    assert!(rig.fake.stops().is_empty(), "the swarm's services are its own");
+    assert!(
+        rig.fake.stops().is_empty(),
+        "the swarm's services are its own"
+    );
 
     // An /rm done here, then a listing asked for before it settled: the listing does not
     // bring the replica back.
@@ -438,10 +453,11 @@ async fn a_shared_membership_follows_listings_but_not_older_than_its_own_changes
     rig.remove(1, &["A"]).await.expect("removed");
     assert_eq!(rig.ring(), [3]);
     let stale = vec![ReplicaSpec::managed("A", 1), ReplicaSpec::managed("C", 3)];
-    rig.handle.send(Command::Supervisor(SupervisorEvent::Members {
-        listed_at: before,
-        members: stale,
-    }));
+    rig.handle
+        .send(Command::Supervisor(SupervisorEvent::Members {
+            listed_at: before,
+            members: stale,
+        }));
     rig.until("the stale listing handled", |rig| rig.ctl.rx.is_empty())
         .await;
     assert_eq!(rig.ring(), [3]);
