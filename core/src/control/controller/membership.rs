@@ -85,11 +85,11 @@ impl Controller {
         // Removals always apply; new replicas only as far as the ring has room (in id order).
         let base = self.replicas.len() + self.vacancies.len() - gone.len();
         let mut new = new;
-        let room = room(&self.balancer, base, new.len());
+        let room = room(&self.ring.balancer, base, new.len());
         let left_out = new.len() - room;
         if left_out != membership.overflow {
             if left_out > 0 {
-                let e = self.balancer.check_capacity(base + room + 1).err();
+                let e = self.ring.balancer.check_capacity(base + room + 1).err();
                 tracing::error!(left_out, error = ?e, "the swarm lists more replicas than the ring holds; leaving the rest out");
             }
             membership.overflow = left_out;

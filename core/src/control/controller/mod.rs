@@ -88,6 +88,26 @@ impl PlacementKey {
     }
 }
 
+/// Ring parameters and hashing rules (the file sets them; every snapshot carries them).
+struct RingParams {
+    balancer: Balancer,
+    hash: Arc<dyn RingHash>,
+    /// What requests are hashed by.
+    key: KeyRule,
+    /// `[ring] bounded_load`.
+    bounded_load: Option<f64>,
+}
+
+/// The tables the controller published and is building.
+struct Tables {
+    /// What the published table was built from.
+    placed: Option<PlacementKey>,
+    /// A table being built off the controller (its number), if any.
+    building: Option<u64>,
+    /// Numbers the builds.
+    builds: u64,
+}
+
 /// What the controller's own tasks report back when they finish: private to the controller
 /// (the rest of `lb` sends [`Command`]s). They come on a channel of their own, taken before
 /// new commands.
@@ -216,12 +236,8 @@ impl Message {
 pub struct Controller {
     shared: Arc<Shared>,
     launcher: Launcher,
-    balancer: Balancer,
-    hash: Arc<dyn RingHash>,
-    /// What requests are hashed by (published with the ring).
-    key: KeyRule,
-    /// `[ring] bounded_load`, published with every snapshot.
-    bounded_load: Option<f64>,
+    /// The algorithm, hash and rules snapshots are published with.
+    ring: RingParams,
     health: watch::Sender<HealthSection>,
     /// Replicas in the ring, with their supervisor handles.
     replicas: BTreeMap<u64, Running>,
@@ -237,12 +253,8 @@ pub struct Controller {
     /// (Swarm): what following its listings takes. `None`: the replica set is this load
     /// balancer's own.
     membership: Option<SharedMembership>,
-    /// What the published table was built from.
-    placed: Option<PlacementKey>,
-    /// A table being built off the controller (its number), if any.
-    building: Option<u64>,
-    /// Numbers the builds.
-    builds: u64,
+    /// The tables published and being built.
+    tables: Tables,
     /// The command loop runs (before it does, at start-up, tables are built in place: nothing
     /// is served yet, and a build's result could not be taken in).
     running: bool,
@@ -321,18 +333,22 @@ impl Controller {
             },
             launching: BTreeSet::new(),
             adding: BTreeMap::new(),
-            balancer,
-            hash,
-            key: config.ring.key_rule(),
-            bounded_load: config.ring.bounded_load(),
+            ring: RingParams {
+                balancer,
+                hash,
+                key: config.ring.key_rule(),
+                bounded_load: config.ring.bounded_load(),
+            },
             health: watch::Sender::new(config.health.clone()),
             replicas: BTreeMap::new(),
             vacancies: BTreeMap::new(),
             crash_streak: BTreeMap::new(),
             membership,
-            placed,
-            building: None,
-            builds: 0,
+            tables: Tables {
+                placed,
+                building: None,
+                builds: 0,
+            },
             running: false,
             file,
             startup: config.clone(),
@@ -527,8 +543,8 @@ impl Controller {
     /// What the table for the current replica set and parameters is built from.
     fn wanted_placement(&self) -> PlacementKey {
         PlacementKey::new(
-            self.balancer,
-            &self.hash,
+            self.ring.balancer,
+            &self.ring.hash,
             self.replicas.keys().copied().collect(),
         )
     }
@@ -541,23 +557,26 @@ impl Controller {
     /// build, and the new parameters take effect when their table is ready.
     fn publish(&mut self) {
         let wanted = self.wanted_placement();
-        if self.placed.as_ref() == Some(&wanted) {
+        if self.tables.placed.as_ref() == Some(&wanted) {
             let placement = self.shared.snapshot.load().placement.clone();
             self.store(placement);
             return;
         }
         let current = self.shared.snapshot.load_full();
-        let cost = self
-            .balancer
-            .rebuild_cost(&current.placement, &self.hash, &wanted.ids);
+        let cost =
+            self.ring
+                .balancer
+                .rebuild_cost(&current.placement, &self.ring.hash, &wanted.ids);
         if cost <= INLINE_BUILD_COST || !self.running {
-            let built =
-                self.balancer
-                    .place_from(&current.placement, Arc::clone(&self.hash), &wanted.ids);
+            let built = self.ring.balancer.place_from(
+                &current.placement,
+                Arc::clone(&self.ring.hash),
+                &wanted.ids,
+            );
             match built {
                 Ok(placement) => {
                     self.store(placement);
-                    self.placed = Some(wanted);
+                    self.tables.placed = Some(wanted);
                 }
                 // Capacity is checked before anything is added, so this means a bug; keep
                 // serving the last good ring rather than an inconsistent one.
@@ -580,17 +599,17 @@ impl Controller {
         match rebuilt {
             Some(placement) => {
                 self.store(placement);
-                self.placed = Some(interim);
+                self.tables.placed = Some(interim);
             }
             None => self.shared.snapshot.store(Arc::new(Snapshot {
                 placement: current.placement.clone(),
                 backends: current.backends.clone(),
                 vacancies: self.vacancies.values().cloned().collect(),
-                key: self.key.clone(),
-                bounded_load: self.bounded_load,
+                key: self.ring.key.clone(),
+                bounded_load: self.ring.bounded_load,
             })),
         }
-        if self.building.is_none() {
+        if self.tables.building.is_none() {
             self.build(wanted.ids, Base::Published(current));
         }
     }
@@ -599,11 +618,11 @@ impl Controller {
     /// `base` (rendezvous moves only what must move); the result comes back as
     /// [`Done::Placed`].
     fn build(&mut self, ids: Vec<u64>, base: Base) {
-        self.builds += 1;
-        let build = self.builds;
-        self.building = Some(build);
-        let balancer = self.balancer;
-        let hash = Arc::clone(&self.hash);
+        self.tables.builds += 1;
+        let build = self.tables.builds;
+        self.tables.building = Some(build);
+        let balancer = self.ring.balancer;
+        let hash = Arc::clone(&self.ring.hash);
         tracing::info!(
             algorithm = %balancer,
             slots = balancer.slots(),
@@ -653,8 +672,8 @@ impl Controller {
             placement,
             backends,
             vacancies: self.vacancies.values().cloned().collect(),
-            key: self.key.clone(),
-            bounded_load: self.bounded_load,
+            key: self.ring.key.clone(),
+            bounded_load: self.ring.bounded_load,
         }));
     }
 
@@ -662,17 +681,17 @@ impl Controller {
     /// balancer and hash of that moment). Published if the state still wants it; otherwise the
     /// state now is built from it (for rendezvous, moving only what changed meanwhile).
     fn placed(&mut self, build: u64, key_ids: Vec<u64>, placement: Result<Box<Placement>, String>) {
-        if self.building != Some(build) {
+        if self.tables.building != Some(build) {
             return;
         }
-        self.building = None;
+        self.tables.building = None;
         let wanted = self.wanted_placement();
         match placement {
             Ok(placement) => {
                 let built = PlacementKey::new(placement.balancer(), placement.hash(), key_ids);
                 if built == wanted {
                     self.store(*placement);
-                    self.placed = Some(wanted);
+                    self.tables.placed = Some(wanted);
                 } else if built.balancer == wanted.balancer && built.hash == wanted.hash {
                     // Replicas changed meanwhile (they are published with the previous
                     // parameters until then): bring this table up to date.

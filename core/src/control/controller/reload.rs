@@ -15,8 +15,8 @@ use crate::control::file::{self, FileRead, OwnedEntry, WriteOutcome};
 use crate::control::reconcile::{changes, reconcile};
 use crate::state::{timestamp, ConfigStatus, Issue};
 
-use super::scale::{Change, Params, Starts};
-use super::{Controller, Done};
+use super::scale::{Change, Starts};
+use super::{Controller, Done, RingParams};
 
 /// The configuration file being followed, and its I/O in progress (reads and write-backs run
 /// off the controller, one at a time: see [`Controller::kick_file`]).
@@ -285,7 +285,7 @@ impl Controller {
         }
         // Ring parameters and hash swap with the remaining replicas in one store; new replicas
         // join only after their first heartbeat.
-        let params = Params {
+        let params = RingParams {
             balancer: plan.balancer,
             hash,
             key: config.ring.key_rule(),

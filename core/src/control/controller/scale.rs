@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use lb_balance::{Balancer, RingHash};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::config::key::KeyRule;
 use crate::config::HealthSection;
 use crate::control::command::{ControlError, ScaleReply, ScaleRequest};
 use crate::control::guard::panic_message;
@@ -20,7 +18,7 @@ use crate::control::launch::{LaunchError, Launcher, Running};
 use crate::control::reconcile::{plan_add, plan_remove};
 use crate::control::supervisor::{ReplicaSpec, SupervisorError};
 
-use super::{spec_of, vacancy_of, Controller, Done, Retired};
+use super::{spec_of, vacancy_of, Controller, Done, Retired, RingParams};
 
 /// How many replicas of one `/add` are started at the same time.
 const ADD_BATCH: usize = 8;
@@ -45,7 +43,7 @@ pub(super) struct Change {
     /// How they start.
     pub(super) starts: Starts,
     /// New ring parameters, swapped in with the remaining replicas in one snapshot.
-    pub(super) params: Option<Params>,
+    pub(super) params: Option<RingParams>,
     /// What the log says stopped replicas were removed by (`None`: only their stop is
     /// logged).
     pub(super) removed_by: Option<&'static str>,
@@ -67,14 +65,6 @@ pub(super) enum Starts {
         /// Shared membership: how many more times to plan it again after an id collision.
         retries: u32,
     },
-}
-
-/// Ring parameters and hashing rules a saved file sets.
-pub(super) struct Params {
-    pub(super) balancer: Balancer,
-    pub(super) hash: Arc<dyn RingHash>,
-    pub(super) key: KeyRule,
-    pub(super) bounded_load: Option<f64>,
 }
 
 impl Controller {
@@ -108,10 +98,7 @@ impl Controller {
             .collect();
         let new_params = params.is_some();
         if let Some(params) = params {
-            self.balancer = params.balancer;
-            self.hash = params.hash;
-            self.key = params.key;
-            self.bounded_load = params.bounded_load;
+            self.ring = params;
         }
         let together = matches!(starts, Starts::Together { .. });
         if !together || !removed.is_empty() || !swapped.is_empty() || new_params {
@@ -209,8 +196,8 @@ impl Controller {
         let specs = match plan_add(
             &self.members(),
             &request,
-            &self.balancer,
-            &self.hash,
+            &self.ring.balancer,
+            &self.ring.hash,
             self.applied.limits.max_replicas,
             &mut self.rng,
         ) {

@@ -140,10 +140,10 @@ impl Controller {
                 // that (one made by hand with the labels, or by an lb with a larger ring) is
                 // left out, never seated to fail the ring build or written back.
                 listed.sort_by_key(|s| s.id);
-                let fit = room(&self.balancer, 0, listed.len());
+                let fit = room(&self.ring.balancer, 0, listed.len());
                 if fit < listed.len() {
                     let left_out = listed.split_off(fit);
-                    let e = self.balancer.check_capacity(fit + 1).err();
+                    let e = self.ring.balancer.check_capacity(fit + 1).err();
                     let ids: Vec<u64> = left_out.iter().map(|s| s.id).collect();
                     tracing::error!(left_out = ?ids, error = ?e, "the swarm lists more replicas than the ring holds; leaving the rest out");
                     if let Some(membership) = &mut self.membership {
