@@ -18,47 +18,6 @@ use crate::metrics::{Metrics, ReplicaMetrics};
 
 pub mod health;
 
-/// How the supervisor refers to a running replica.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Handle {
-    /// A local child process.
-    Pid(u32),
-    /// A container.
-    ContainerId(String),
-    /// A backend by address, which no supervisor runs: its configured `HOST:PORT`.
-    Address(String),
-    /// A Swarm service's running task.
-    SwarmTask {
-        /// The service's id (what `/rm` removes).
-        service: String,
-        /// The task's id.
-        task: String,
-        /// The task's container (what `docker kill` takes, on the node that runs it).
-        container_id: String,
-    },
-}
-
-impl Handle {
-    /// Whether a supervisor runs it (and may stop it).
-    pub fn is_supervised(&self) -> bool {
-        !matches!(self, Handle::Address(_))
-    }
-}
-
-impl std::fmt::Display for Handle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Handle::Pid(p) => write!(f, "pid {p}"),
-            Handle::ContainerId(c) => write!(f, "container {c}"),
-            Handle::Address(a) => write!(f, "address {a}"),
-            Handle::SwarmTask { service, task, .. } => {
-                write!(f, "swarm task {task} of service {service}")
-            }
-        }
-    }
-}
-
 /// A replica in the ring, with counters the proxy updates in place. (Its heartbeat counters are
 /// kept beside it, in [`Shared::health`].)
 #[derive(Debug)]
@@ -71,8 +30,15 @@ pub struct Backend {
     pub addr: String,
     /// `addr` as a URI authority, built once.
     pub authority: Authority,
-    /// The supervisor's handle.
-    pub handle: Handle,
+    /// Whether it is a backend by address (a service `lb` fronts but did not start).
+    pub by_address: bool,
+    /// How its supervisor refers to it, as `/_lb/status` shows it (`handle`); opaque here (the
+    /// controller keeps the supervisor's handle itself).
+    pub described: lb_views::status::Handle,
+    /// Which incarnation of its server id it is: a number no other backend of this process has
+    /// (the same backend moved to a new address or setting keeps it). The health checker names
+    /// the replica it gives up on by it.
+    pub incarnation: u64,
     /// Set when the controller takes it out of the ring as failed (not when it is removed on
     /// purpose): requests waiting on it that are safe to repeat go to the next replica.
     pub failed: AtomicBool,
@@ -91,15 +57,26 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend for a freshly started replica; `None` if `addr` is not a valid `host:port`.
-    pub fn new(hostname: String, id: u64, addr: String, handle: Handle) -> Option<Self> {
+    /// A backend for a freshly started replica (`by_address`: a backend by address;
+    /// `described`: its supervisor's handle, for `/_lb/status`), with a new incarnation; `None`
+    /// if `addr` is not a valid `host:port`.
+    pub fn new(
+        hostname: String,
+        id: u64,
+        addr: String,
+        by_address: bool,
+        described: lb_views::status::Handle,
+    ) -> Option<Self> {
+        static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
         let authority = Authority::try_from(addr.as_str()).ok()?;
         Some(Backend {
             hostname,
             id,
             addr,
             authority,
-            handle,
+            by_address,
+            described,
+            incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
             failed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -107,6 +84,14 @@ impl Backend {
             pipelining: true,
             metrics: OnceLock::new(),
         })
+    }
+
+    /// `self` as the same incarnation as `of` (the same backend at a new address or setting).
+    pub fn incarnation_of(self, of: &Backend) -> Self {
+        Backend {
+            incarnation: of.incarnation,
+            ..self
+        }
     }
 
     /// The same backend with pipelining `on` or off.
@@ -125,7 +110,7 @@ impl Backend {
 
     /// Whether it is a backend by address (a service `lb` did not start).
     pub fn is_address(&self) -> bool {
-        !self.handle.is_supervised()
+        self.by_address
     }
 
     /// Count a request as in flight until the guard is dropped.

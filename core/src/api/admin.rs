@@ -11,7 +11,7 @@ use lb_views::status::{
 use lb_views::{Member, RingTable};
 use serde::Serialize;
 
-use crate::state::{ConfigStatus, Handle, Issue, Shared, Snapshot, Vacancy, Via};
+use crate::state::{ConfigStatus, Issue, Shared, Snapshot, Vacancy, Via};
 
 /// Text a view lends from the snapshot or the configuration status.
 type Text<'a> = Cow<'a, str>;
@@ -34,26 +34,18 @@ fn ring_info(snapshot: &Snapshot) -> RingInfo<Text<'_>> {
     }
 }
 
-/// How `/_lb/status` shows a supervisor's handle.
-fn handle_view(handle: &Handle) -> HandleView<Text<'_>> {
-    let mut view = HandleView::default();
-    match handle {
-        Handle::Pid(pid) => view.pid = Some(*pid),
-        Handle::ContainerId(id) => view.container_id = Some(id.as_str().into()),
-        Handle::Address(address) => view.address = Some(address.as_str().into()),
-        Handle::SwarmTask {
-            service,
-            task,
-            container_id,
-        } => {
-            view.swarm_task = Some(SwarmTask {
-                service: service.as_str().into(),
-                task: task.as_str().into(),
-                container_id: container_id.as_str().into(),
-            })
-        }
+/// A backend's handle, lent to the view.
+fn handle_view(handle: &HandleView) -> HandleView<Text<'_>> {
+    HandleView {
+        pid: handle.pid,
+        container_id: handle.container_id.as_deref().map(Into::into),
+        address: handle.address.as_deref().map(Into::into),
+        swarm_task: handle.swarm_task.as_ref().map(|t| SwarmTask {
+            service: t.service.as_str().into(),
+            task: t.task.as_str().into(),
+            container_id: t.container_id.as_str().into(),
+        }),
     }
-    view
 }
 
 fn issue_view(issue: &Issue) -> IssueView<Text<'_>> {
@@ -115,7 +107,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
                 address: b.addr.as_str().into(),
                 healthy: missed == 0,
                 missed_heartbeats: missed,
-                handle: handle_view(&b.handle),
+                handle: handle_view(&b.described),
                 pipelining: b.pipelining,
                 in_flight: b.in_flight.load(Ordering::Relaxed),
                 requests: b.requests.load(Ordering::Relaxed),

@@ -1,17 +1,12 @@
 //! What the controller can be told, and the handle everything else tells it with. Health checks,
 //! the file watcher, supervisors and the REST front depend on this module only, never on the
-//! controller itself.
+//! controller itself. What the controller's own tasks report back (a replica started, a file
+//! read, a table built, …) is private to the controller (`controller::Done`).
 
-use lb_balance::{Placement, RingError};
+use lb_balance::RingError;
 use tokio::sync::{mpsc, oneshot};
 
-use std::sync::Arc;
-
-use crate::state::{Backend, Handle};
-
-use super::file::{FileRead, WriteOutcome};
-use super::launch::LaunchError;
-use super::supervisor::{ReplicaSpec, SupervisorEvent};
+use super::supervisor::SupervisorEvent;
 
 /// A validated `/add` or `/rm` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +85,8 @@ pub enum ControlError {
 /// The reply to `/add` and `/rm`: the hostnames in the ring afterwards, or why nothing changed.
 pub type ScaleReply = Result<Vec<String>, ControlError>;
 
-/// What the controller can be asked to do.
+/// What the controller can be asked to do (by the REST API, the health checker, the file
+/// watcher, the signal loop and the supervisor).
 #[derive(Debug)]
 pub enum Command {
     /// `POST /add`.
@@ -99,9 +95,6 @@ pub enum Command {
         request: ScaleRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<ScaleReply>,
-        /// Shared membership: how many more times to plan it again when another load
-        /// balancer takes a chosen server id at the same moment.
-        retries: u32,
     },
     /// `DELETE /rm`.
     Remove {
@@ -110,95 +103,22 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<ScaleReply>,
     },
-    /// Replicas an `/rm` took out of the ring could not be stopped (sent by the task stopping
-    /// them): they go back, and the `/rm` fails.
-    NotRemoved {
-        /// The replicas, and why each stop failed.
-        failed: Vec<(Arc<Backend>, String)>,
-        /// Where the `/rm`'s answer goes.
-        reply: oneshot::Sender<ScaleReply>,
-    },
     /// The configuration file may have changed: read it and apply it if it did.
     FileChanged,
     /// SIGHUP: read the configuration file and apply it if it changed, saying so either way.
     Reload,
-    /// The configuration file was read and checked off the controller.
-    FileRead {
-        /// What was found.
-        read: FileRead,
-        /// Asked for by SIGHUP.
-        hangup: bool,
-    },
-    /// A write-back of the replica list ended, with whom to tell.
-    Written {
-        /// How it ended, the waiters (answered `/add`s and `/rm`s) to tell, and the replica
-        /// list (id → hostname) it wrote.
-        outcome: (
-            WriteOutcome,
-            Vec<oneshot::Sender<()>>,
-            std::collections::BTreeMap<u64, String>,
-        ),
-    },
-    /// A large table was built off the controller.
-    Placed {
-        /// Which build.
-        build: u64,
-        /// The server ids it was built for.
-        key_ids: Vec<u64>,
-        /// The table, or why it could not be built.
-        placement: Result<Box<Placement>, String>,
-    },
     /// The health checker gave up on a replica.
     ReplicaFailed {
         /// Its server id.
         id: u64,
-        /// Which incarnation (an id outlives its replicas).
-        handle: Handle,
+        /// Which incarnation ([`crate::state::Backend::incarnation`]: an id outlives its
+        /// replicas).
+        incarnation: u64,
         /// Why, for the log and status.
         reason: String,
     },
     /// The supervisor noticed something.
     Supervisor(SupervisorEvent),
-    /// The replicas of an `/add` started, or some did not (sent by the task starting them).
-    Added {
-        /// What was started, in order.
-        specs: Vec<ReplicaSpec>,
-        /// Per spec, the replica in its first heartbeat's good health, or why not.
-        results: Vec<Result<Arc<Backend>, LaunchError>>,
-        /// Where the `/add`'s answer goes.
-        reply: oneshot::Sender<ScaleReply>,
-        /// The request and its retries left, to plan it again after an id collision.
-        request: ScaleRequest,
-        /// Retries left.
-        retries: u32,
-    },
-    /// A vacancy's replica started, or did not (sent by the task starting it).
-    Started {
-        /// What was started.
-        spec: ReplicaSpec,
-        /// The replica, or why it did not start.
-        result: Result<Arc<Backend>, LaunchError>,
-    },
-    /// A backend by address's name was resolved again (on a reload) to `address`.
-    Resolved {
-        /// Its server id.
-        id: u64,
-        /// Which incarnation was resolved.
-        handle: Handle,
-        /// The socket address its name resolves to now.
-        address: String,
-    },
-    /// Replicas this load balancer removed (or failed to add) are gone from the runtime:
-    /// membership listings asked for from now on speak for them again.
-    Settled {
-        /// Their server ids.
-        ids: Vec<u64>,
-    },
-    /// Try again to fill a vacancy.
-    Respawn {
-        /// The vacant server id.
-        id: u64,
-    },
     /// Stop every replica and stop taking commands.
     Shutdown {
         /// Answered once every replica is stopped.
@@ -212,27 +132,14 @@ impl Command {
         match self {
             Command::Add { .. } => "an /add",
             Command::Remove { .. } => "an /rm",
-            Command::NotRemoved { .. } => "replicas an /rm could not stop",
             Command::FileChanged => "a file change",
             Command::Reload => "a reload",
-            Command::FileRead { .. } => "a saved configuration",
-            Command::Written { .. } => "a write-back",
-            Command::Placed { .. } => "a built table",
             Command::ReplicaFailed { .. } => "a failed replica",
             Command::Supervisor(_) => "a supervisor event",
-            Command::Added { .. } => "started replicas of an /add",
-            Command::Started { .. } => "a started replica",
-            Command::Resolved { .. } => "a resolved backend",
-            Command::Settled { .. } => "a settled change",
-            Command::Respawn { .. } => "a respawn",
             Command::Shutdown { .. } => "the shutdown",
         }
     }
 }
-
-/// How many times an `/add` is planned again after another load balancer of a shared
-/// membership took one of its server ids at the same moment.
-pub const ADD_RETRIES: u32 = 3;
 
 /// A cheap, cloneable way to send the controller commands.
 #[derive(Debug, Clone)]
@@ -267,12 +174,7 @@ impl ControllerHandle {
 
     /// Add replicas; returns the hostnames in the ring afterwards.
     pub async fn add(&self, request: ScaleRequest) -> ScaleReply {
-        self.ask(|reply| Command::Add {
-            request,
-            reply,
-            retries: ADD_RETRIES,
-        })
-        .await
+        self.ask(|reply| Command::Add { request, reply }).await
     }
 
     /// Remove replicas; returns once they are out of the ring and stopped.

@@ -55,7 +55,7 @@ pub async fn run(
                     if missed >= settings.fall && shared.health.report_dead(backend) {
                         controller.send(Command::ReplicaFailed {
                             id: backend.id,
-                            handle: backend.handle.clone(),
+                            incarnation: backend.incarnation,
                             reason: format!("{missed} heartbeats missed ({reason})"),
                         });
                     }

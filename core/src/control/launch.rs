@@ -1,17 +1,22 @@
 //! Starting a replica: ask the supervisor, then wait for its first heartbeat. A backend by
 //! address is not started: its name is resolved and it joins after `rise` health checks in a
-//! row. Runs on tasks of its own, so the controller never waits for a start.
+//! row. Runs on tasks of its own, so the controller never waits for a start. A started replica
+//! is a [`Running`]: the [`Backend`] readers see and the supervisor's [`Handle`], which only the
+//! controller keeps. Heartbeats go through [`Heartbeats`] (the HTTP [`Prober`]; the
+//! controller's unit tests give a fake).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::net::SocketAddr;
 
+use async_trait::async_trait;
+
 use crate::config::{own, HealthSection};
-use crate::state::{Backend, Handle};
+use crate::state::Backend;
 
 use super::probe::{ProbeError, Prober};
-use super::supervisor::{ReplicaSpec, Started, Supervisor, SupervisorError};
+use super::supervisor::{Handle, ReplicaSpec, Started, Supervisor, SupervisorError};
 
 /// Pause between two tries of [`Launcher::rejoin`].
 const REJOIN_POLL: Duration = Duration::from_millis(100);
@@ -72,12 +77,97 @@ pub enum LaunchError {
     },
 }
 
+/// A replica in the ring as the controller holds it: what readers see, and how its supervisor
+/// refers to it.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    /// What snapshots hold.
+    pub(crate) backend: Arc<Backend>,
+    /// The supervisor's handle (a backend by address: its configured `HOST:PORT`).
+    pub(crate) handle: Handle,
+    /// When it joined (the controller's clock: a crash loop is judged by it).
+    pub(crate) joined: tokio::time::Instant,
+}
+
+impl Running {
+    /// `started` as a backend with `pipelining`; `None` if its address is not `host:port`.
+    fn new(started: Started, pipelining: bool) -> Option<Running> {
+        let handle = started.handle;
+        let backend = Backend::new(
+            started.spec.hostname,
+            started.spec.id,
+            started.address,
+            !handle.is_supervised(),
+            handle.describe(),
+        )?;
+        Some(Running {
+            backend: Arc::new(backend.with_pipelining(pipelining)),
+            handle,
+            joined: tokio::time::Instant::now(),
+        })
+    }
+}
+
+/// The heartbeats a new replica must answer before it joins (the HTTP [`Prober`]).
+#[async_trait]
+pub(crate) trait Heartbeats: Send + Sync {
+    /// One heartbeat ([`Prober::beat`]).
+    async fn beat(&self, addr: &str, path: &str, timeout: Duration) -> Result<(), ProbeError>;
+
+    /// Poll until the first heartbeat answers ([`Prober::wait_alive`]).
+    async fn wait_alive(
+        &self,
+        addr: &str,
+        path: &str,
+        deadline: Duration,
+    ) -> Result<(), ProbeError>;
+
+    /// `rise` checks in a row, `interval` apart ([`Prober::wait_healthy`]).
+    async fn wait_healthy(
+        &self,
+        addr: &str,
+        path: &str,
+        rise: u32,
+        interval: Duration,
+        timeout: Duration,
+        deadline: Duration,
+    ) -> Result<(), ProbeError>;
+}
+
+#[async_trait]
+impl Heartbeats for Prober {
+    async fn beat(&self, addr: &str, path: &str, timeout: Duration) -> Result<(), ProbeError> {
+        Prober::beat(self, addr, path, timeout).await
+    }
+
+    async fn wait_alive(
+        &self,
+        addr: &str,
+        path: &str,
+        deadline: Duration,
+    ) -> Result<(), ProbeError> {
+        Prober::wait_alive(self, addr, path, deadline).await
+    }
+
+    async fn wait_healthy(
+        &self,
+        addr: &str,
+        path: &str,
+        rise: u32,
+        interval: Duration,
+        timeout: Duration,
+        deadline: Duration,
+    ) -> Result<(), ProbeError> {
+        Prober::wait_healthy(self, addr, path, rise, interval, timeout, deadline).await
+    }
+}
+
 /// Starts replicas and waits for their first heartbeat; cheap to clone onto a task, so the
 /// controller never waits for a start itself.
 #[derive(Clone)]
 pub(crate) struct Launcher {
     pub(crate) supervisor: Arc<dyn Supervisor>,
-    pub(crate) prober: Prober,
+    pub(crate) prober: Arc<dyn Heartbeats>,
     /// Where `lb` itself listens ([`crate::state::Meta::listening`]): a backend by address
     /// that resolves to one of these is refused.
     pub(crate) listening: Vec<SocketAddr>,
@@ -89,7 +179,7 @@ impl Launcher {
         specs: Vec<ReplicaSpec>,
         health: &HealthSection,
         deadline: Duration,
-    ) -> Vec<Result<Arc<Backend>, LaunchError>> {
+    ) -> Vec<Result<Running, LaunchError>> {
         let launches = specs
             .into_iter()
             .map(|spec| self.launch(spec, health, deadline));
@@ -97,18 +187,22 @@ impl Launcher {
     }
 
     /// [`Launcher::launch_all`] for replicas that must be new (`/add`): a replica the runtime
-    /// already runs under one of the ids is an error ([`Supervisor::start_new`]).
+    /// already runs under one of the ids is an error
+    /// ([`super::supervisor::Membership::start_new`]).
     pub(crate) async fn launch_all_new(
         &self,
         specs: Vec<ReplicaSpec>,
         health: &HealthSection,
         deadline: Duration,
-    ) -> Vec<Result<Arc<Backend>, LaunchError>> {
+    ) -> Vec<Result<Running, LaunchError>> {
         let launches = specs.into_iter().map(|spec| async move {
             if spec.address.is_some() {
                 return self.launch(spec, health, deadline).await;
             }
-            let started = self.supervisor.start_new(&spec).await?;
+            let started = match self.supervisor.membership() {
+                Some(membership) => membership.start_new(&spec).await?,
+                None => self.supervisor.start(&spec).await?,
+            };
             self.join_when_alive(started, health, deadline).await
         });
         futures_util::future::join_all(launches).await
@@ -121,7 +215,7 @@ impl Launcher {
         spec: ReplicaSpec,
         health: &HealthSection,
         deadline: Duration,
-    ) -> Result<Arc<Backend>, LaunchError> {
+    ) -> Result<Running, LaunchError> {
         let started = match &spec.address {
             Some(address) => Started {
                 address: self.resolve_elsewhere(&spec.hostname, address).await?,
@@ -158,7 +252,7 @@ impl Launcher {
         started: Started,
         health: &HealthSection,
         deadline: Duration,
-    ) -> Result<Arc<Backend>, LaunchError> {
+    ) -> Result<Running, LaunchError> {
         let hostname = started.spec.hostname.clone();
         let by_address = !started.handle.is_supervised();
         let checks = if by_address {
@@ -182,23 +276,14 @@ impl Launcher {
             source,
         });
         let pipelining = started.spec.pipelining.unwrap_or(!by_address);
-        let backend = alive.and_then(|()| {
-            Backend::new(
-                started.spec.hostname,
-                started.spec.id,
-                started.address.clone(),
-                started.handle.clone(),
-            )
-            .map(|b| b.with_pipelining(pipelining))
-            .ok_or_else(|| LaunchError::BadAddress {
-                hostname,
-                address: started.address.clone(),
-            })
+        let (address, handle) = (started.address.clone(), started.handle.clone());
+        let running = alive.and_then(|()| {
+            Running::new(started, pipelining).ok_or(LaunchError::BadAddress { hostname, address })
         });
-        if backend.is_err() {
-            let _ = self.stop(&started.handle).await;
+        if running.is_err() {
+            let _ = self.stop(&handle).await;
         }
-        backend.map(Arc::new)
+        running
     }
 
     /// Join a replica the runtime already runs (shared membership: a Swarm service, started
@@ -211,11 +296,20 @@ impl Launcher {
         spec: ReplicaSpec,
         health: &HealthSection,
         deadline: Duration,
-    ) -> Result<Arc<Backend>, LaunchError> {
+    ) -> Result<Running, LaunchError> {
+        let Some(membership) = self.supervisor.membership() else {
+            return Err(LaunchError::Supervisor(SupervisorError::Start {
+                hostname: spec.hostname,
+                reason: format!(
+                    "the {} supervisor cannot look up running replicas",
+                    self.supervisor.kind()
+                ),
+            }));
+        };
         let start = tokio::time::Instant::now();
         let timeout = Duration::from_millis(health.timeout_ms);
         loop {
-            let failure = match self.supervisor.locate(&spec).await {
+            let failure = match membership.locate(&spec).await {
                 Ok(started) => {
                     let beat = self
                         .prober
@@ -224,17 +318,18 @@ impl Launcher {
                     match beat {
                         Ok(()) => {
                             let pipelining = spec.pipelining.unwrap_or(true);
-                            return Backend::new(
-                                spec.hostname.clone(),
-                                spec.id,
-                                started.address.clone(),
-                                started.handle,
-                            )
-                            .map(|b| Arc::new(b.with_pipelining(pipelining)))
-                            .ok_or(LaunchError::BadAddress {
-                                hostname: spec.hostname,
-                                address: started.address,
-                            });
+                            let address = started.address.clone();
+                            // The replica asked for, wherever the runtime found it.
+                            let started = Started {
+                                spec: spec.clone(),
+                                ..started
+                            };
+                            return Running::new(started, pipelining).ok_or(
+                                LaunchError::BadAddress {
+                                    hostname: spec.hostname,
+                                    address,
+                                },
+                            );
                         }
                         Err(source) => LaunchError::NotAlive {
                             hostname: spec.hostname.clone(),

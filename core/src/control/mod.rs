@@ -1,12 +1,14 @@
 //! The control plane: the one writer of the desired state, and what feeds it.
 //!
-//! - [`controller`]: the command loop that owns the replica set and publishes snapshots;
+//! - [`controller`]: the command loop that owns the replica set and publishes snapshots, in
+//!   parts (start-up, scaling, vacancies, the file, backends by address, shared membership);
 //!   [`reconcile`] holds its decisions as pure, unit-tested functions.
 //! - [`command`]: the commands and the handle every other part sends them with. [`health`]
 //!   (heartbeats, with the [`probe`] client), [`watch`] (the file watcher) and the supervisors' events reach the
 //!   controller only through it; none of them imports the controller.
 //! - [`launch`]: starts a replica and waits for its first heartbeat, on a task of its own.
-//! - [`supervisor`]: runs replicas (local processes or Docker containers).
+//! - [`supervisor`]: runs replicas (local processes, Docker containers, Swarm services; Swarm
+//!   also offers a shared membership).
 //! - [`file`]: reads and checks a saved `lb.toml`, and writes replica changes back (through
 //!   [`persist`]), on blocking threads: the controller never waits for a file.
 //!

@@ -96,11 +96,14 @@ impl HealthBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Handle;
 
     fn backend(id: u64, port: u16) -> Arc<Backend> {
         let addr = format!("127.0.0.1:{port}");
-        Arc::new(Backend::new(format!("r{id}"), id, addr, Handle::Pid(u32::from(port))).unwrap())
+        let handle = lb_views::status::Handle {
+            pid: Some(u32::from(port)),
+            ..Default::default()
+        };
+        Arc::new(Backend::new(format!("r{id}"), id, addr, false, handle).unwrap())
     }
 
     #[test]

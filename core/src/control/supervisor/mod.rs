@@ -2,17 +2,20 @@
 //!
 //! They do not judge health: the health checker does that with heartbeats, and the controller
 //! decides what to do. A supervisor only owns the mechanics of one kind of runtime (local
-//! processes, Docker containers, Docker Swarm services) behind the [`Supervisor`] trait.
+//! processes, Docker containers, Docker Swarm services) behind the [`Supervisor`] trait; a
+//! runtime that holds the replica set itself, shared by several load balancers (Swarm), offers
+//! [`Membership`] too. [`Handle`] (`handle.rs`) is how a supervisor names a running replica.
 
 pub mod docker;
 pub mod engine;
+mod handle;
 #[allow(unsafe_code)] // pre_exec: PR_SET_PDEATHSIG and fd passing in the child
 pub mod process;
 pub mod swarm;
 
 use async_trait::async_trait;
 
-pub use crate::state::Handle;
+pub use handle::Handle;
 
 pub use docker::DockerSupervisor;
 pub use process::ProcessSupervisor;
@@ -70,10 +73,10 @@ pub enum SupervisorEvent {
         detail: String,
     },
     /// The replicas as the runtime lists them, for a supervisor whose membership is shared
-    /// ([`Supervisor::shared_membership`]): sent on every change and periodically.
+    /// ([`Supervisor::membership`]): sent on every change and periodically.
     Members {
         /// When the listing was asked for: local changes made after it are not in it.
-        listed_at: std::time::Instant,
+        listed_at: tokio::time::Instant,
         /// Every replica (hostname and id) of this load balancer's instance.
         members: Vec<ReplicaSpec>,
     },
@@ -142,42 +145,31 @@ pub trait Supervisor: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
-    /// Whether the replica set lives in the runtime and is shared with other load balancers
-    /// (Swarm): the runtime restarts failed replicas itself (same id and hostname, new
-    /// address), and the supervisor sends [`SupervisorEvent::Members`]. Default: no.
-    fn shared_membership(&self) -> bool {
-        false
+    /// The shared membership this runtime offers, if the replica set lives in it (Swarm).
+    /// Default: none.
+    fn membership(&self) -> Option<&dyn Membership> {
+        None
     }
+}
 
-    /// The replicas the runtime runs for this instance right now (shared membership only).
-    async fn members(&self) -> Result<Vec<ReplicaSpec>, SupervisorError> {
-        Ok(Vec::new())
-    }
+/// A runtime that holds the replica set itself and shares it with other load balancers
+/// (Swarm): it restarts failed replicas itself (same id and hostname, new address), and its
+/// supervisor sends [`SupervisorEvent::Members`].
+#[async_trait]
+pub trait Membership: Send + Sync {
+    /// The replicas the runtime runs for this instance right now.
+    async fn members(&self) -> Result<Vec<ReplicaSpec>, SupervisorError>;
 
     /// Start a replica that must be new (an `/add`): like [`Supervisor::start`], except that
-    /// a replica the runtime already runs under the same id (shared membership: another load
-    /// balancer's service, made at the same moment) is [`SupervisorError::Taken`] rather than
-    /// taken over. Default: `start`.
-    async fn start_new(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
-        self.start(spec).await
-    }
+    /// a replica the runtime already runs under the same id (another load balancer's, made at
+    /// the same moment) is [`SupervisorError::Taken`] rather than taken over.
+    async fn start_new(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError>;
 
-    /// Remove a replica that has no running handle (shared membership: a vacancy's service,
-    /// removed from the configuration). Default: nothing to remove.
-    async fn remove_replica(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
-        let _ = spec;
-        Ok(())
-    }
+    /// Remove a replica that has no running handle (a vacancy's service, removed from the
+    /// configuration).
+    async fn remove_replica(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError>;
 
-    /// Where an existing replica runs now, without starting anything (shared membership: the
-    /// service's running task). Default: the supervisor cannot look it up.
-    async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
-        Err(SupervisorError::Start {
-            hostname: spec.hostname.clone(),
-            reason: format!(
-                "the {} supervisor cannot look up running replicas",
-                self.kind()
-            ),
-        })
-    }
+    /// Where an existing replica runs now, without starting anything (the service's running
+    /// task).
+    async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError>;
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -88,7 +88,7 @@ impl SwarmSupervisor {
                 _ = resync.tick() => {}
                 Some(()) = change.recv() => {}
             }
-            let listed_at = Instant::now();
+            let listed_at = tokio::time::Instant::now();
             match list_all(&self.docker, &self.instance).await {
                 Ok(Listing { kept, repeated }) => {
                     if failing {

@@ -40,7 +40,9 @@ pub use events::RESYNC;
 pub use labels::{service_name, INSTANCE_LABEL};
 
 use super::engine::{self, status_of, EngineError, ENGINE_WAIT};
-use super::{Handle, ReplicaSpec, Started, Supervisor, SupervisorError, SupervisorEvent};
+use super::{
+    Handle, Membership, ReplicaSpec, Started, Supervisor, SupervisorError, SupervisorEvent,
+};
 use crate::config::{AddressMode, SupervisorSection};
 use services::list;
 
@@ -130,30 +132,6 @@ impl Supervisor for SwarmSupervisor {
         self.create(spec, false).await
     }
 
-    /// Create the replica's service; another lb's service for the same replica is an error
-    /// (two `/add`s at the same moment each add a replica).
-    async fn start_new(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
-        self.create(spec, true).await
-    }
-
-    async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
-        let service = self.find_service(spec).await?;
-        self.running_task(spec, &service).await
-    }
-
-    async fn remove_replica(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
-        match self.find_service(spec).await {
-            Ok(service) => match self.docker.delete_service(&service).await {
-                Err(e) if status_of(&e) != Some(404) => Err(SupervisorError::Engine(format!(
-                    "cannot remove service {service}: {e}"
-                ))),
-                _ => Ok(()),
-            },
-            Err(SupervisorError::Gone { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Remove the replica's service (its task stops with it).
     async fn stop(&self, handle: &Handle) -> Result<(), SupervisorError> {
         let Handle::SwarmTask { service, .. } = handle else {
@@ -174,15 +152,42 @@ impl Supervisor for SwarmSupervisor {
         tracing::info!(instance = %self.instance, "leaving the swarm's services running (remove them with `lb swarm down --instance {}`)", self.instance);
     }
 
-    fn shared_membership(&self) -> bool {
-        true
+    fn membership(&self) -> Option<&dyn Membership> {
+        Some(self)
     }
+}
 
+#[async_trait]
+impl Membership for SwarmSupervisor {
     async fn members(&self) -> Result<Vec<ReplicaSpec>, SupervisorError> {
         Ok(list(&self.docker, &self.instance)
             .await?
             .into_iter()
             .map(|(spec, _)| spec)
             .collect())
+    }
+
+    /// Create the replica's service; another lb's service for the same replica is an error
+    /// (two `/add`s at the same moment each add a replica).
+    async fn start_new(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
+        self.create(spec, true).await
+    }
+
+    async fn remove_replica(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
+        match self.find_service(spec).await {
+            Ok(service) => match self.docker.delete_service(&service).await {
+                Err(e) if status_of(&e) != Some(404) => Err(SupervisorError::Engine(format!(
+                    "cannot remove service {service}: {e}"
+                ))),
+                _ => Ok(()),
+            },
+            Err(SupervisorError::Gone { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
+        let service = self.find_service(spec).await?;
+        self.running_task(spec, &service).await
     }
 }
