@@ -1,20 +1,27 @@
 //! `lb`: a consistent-hashing HTTP load balancer.
 //!
-//! Layers, with one direction of dependency (`balance ← state ← {control, data, api}`):
+//! As a library, `lb` is what the `lb` binary runs:
 //!
-//! - [`lb_balance`] (its own crate): hashes, hash plugins, the ring, the placement table.
-//! - [`config`] (`lb.toml`) and [`state`] (the immutable [`state::Snapshot`] readers share),
-//!   over [`metrics`] (the counters `/_lb/metrics` shows, kept per worker thread).
-//! - [`control`]: the controller (the one writer), health checks, the file watcher,
+//! - [`run`] with [`Options`]: the load balancer, until SIGTERM or SIGINT;
+//! - [`check`]: `lb check`, a configuration file's problems without starting anything;
+//! - [`swarm_down`]: `lb swarm down`, removing an instance's replica services.
+//!
+//! Inside, layers depend in one direction (`balance ← state ← {control, data, api}`):
+//!
+//! - `lb_balance` (its own crate): hashes, hash plugins, the ring, the placement table.
+//! - `config` (`lb.toml`) and `state` (the immutable snapshot readers share), over
+//!   `metrics` (the counters `/_lb/metrics` shows, kept per worker thread).
+//! - `control`: the controller (the one writer), health checks, the file watcher,
 //!   supervisors, write-back.
-//! - [`data`]: the workers, the front, forwarding and the upstream client.
-//! - [`api`]: the REST contract (`/rep`, `/add`, `/rm`) and the `/_lb/` views.
-//! - `boot.rs` (in the binary): wires them together for `lb` with no subcommand.
+//! - `data`: the workers, the front, forwarding and the upstream client.
+//! - `api`: the REST contract (`/rep`, `/add`, `/rm`) and the `/_lb/` views.
+//! - `run.rs`: wires them together.
 //!
 //! `docs/ARCHITECTURE.md` draws the map.
 #![warn(unreachable_pub)]
 
 pub(crate) mod api;
+mod commands;
 pub mod config;
 pub mod control;
 pub mod data;
@@ -22,4 +29,8 @@ pub mod data;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+mod run;
 pub mod state;
+
+pub use commands::{check, swarm_down, CheckError, Checked, SwarmDownError};
+pub use run::{run, Error, Options, DEFAULTS_PATH, DEFAULT_PATH};

@@ -1,7 +1,5 @@
 //! `lb`: run the load balancer, validate a configuration, or run as a replica.
 
-mod boot;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use lb::config::{Config, ConfigError, Source, DEFAULTS_PATH, DEFAULT_PATH};
+use lb::{CheckError, DEFAULTS_PATH, DEFAULT_PATH};
 use lb_balance::ring::{Probing, RingParams};
 use lb_balance::{Algorithm, Balancer};
 
@@ -127,21 +125,13 @@ fn main() -> ExitCode {
         Some(Cmd::Check { path }) => check(path),
         Some(Cmd::Share(args)) => share(&args),
         Some(Cmd::Swarm(SwarmCmd::Down { instance })) => swarm_down(&instance),
-        // The control plane (controller, health checks, file watcher, supervisor) needs little;
-        // requests are served by the worker threads (see lb::data::workers).
-        None => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| {
-                rt.block_on(boot::run(boot::Options {
-                    create_dirs: cli.config != std::path::Path::new(DEFAULT_PATH),
-                    config: cli.config,
-                    defaults: cli.defaults,
-                    listen: cli.listen,
-                }))
-            }),
+        None => lb::run(lb::Options {
+            create_dirs: cli.config != std::path::Path::new(DEFAULT_PATH),
+            config: cli.config,
+            defaults: cli.defaults,
+            listen: cli.listen,
+        })
+        .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,11 +144,7 @@ fn main() -> ExitCode {
 
 /// `lb swarm down --instance NAME`.
 fn swarm_down(instance: &str) -> anyhow::Result<()> {
-    lb::config::check_instance(instance).map_err(anyhow::Error::msg)?;
-    let removed = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(lb::control::supervisor::swarm::remove_instance(instance))?;
+    let removed = lb::swarm_down(instance)?;
     if removed.is_empty() {
         println!("nothing of instance {instance} in the swarm");
     } else {
@@ -169,20 +155,12 @@ fn swarm_down(instance: &str) -> anyhow::Result<()> {
 
 /// `lb check`: print every problem as `lb: FILE: line L, column C: message`, or one `ok` line.
 fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
-    let (name, loaded) = match path {
-        Some(path) => {
-            let config =
-                lb::config::read_text(&path).and_then(|text| Config::parse_file(&text, &path));
-            (path.display().to_string(), config)
+    match lb::check(path.as_deref()) {
+        Ok(checked) => {
+            println!("{}: {}", checked.name, checked.summary);
+            Ok(())
         }
-        None => {
-            let (name, text, at) = which_file_lb_would_use()?;
-            (name, Config::parse_file(&text, &at))
-        }
-    };
-    let config = match loaded.and_then(|config| config.resolve_hash().map(|_| config)) {
-        Ok(config) => config,
-        Err(ConfigError::Invalid(problems)) => {
+        Err(CheckError::Invalid { name, problems }) => {
             for problem in &problems {
                 eprintln!("lb: {name}: {problem}");
             }
@@ -191,47 +169,8 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
             }
             std::process::exit(1);
         }
-        Err(e) => return Err(anyhow::Error::new(e).context(name)),
-    };
-    let p = config.ring_params();
-    match config.balancer() {
-        Balancer::Ring(_) => println!(
-            "{name}: ok ({} replicas, {} slots, {} virtual nodes, {} probing, hash {:?})",
-            config.replicas.len(),
-            p.slots,
-            p.virtual_nodes,
-            p.probing,
-            config.ring.hash.get_ref()
-        ),
-        other => println!(
-            "{name}: ok ({} replicas, algorithm {other}, {} slots, hash {:?})",
-            config.replicas.len(),
-            p.slots,
-            config.ring.hash.get_ref()
-        ),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
-}
-
-/// The file `lb` with no options would start with, without creating anything: its name, text,
-/// and the path relative paths in it are relative to.
-fn which_file_lb_would_use() -> anyhow::Result<(String, String, PathBuf)> {
-    for path in [DEFAULT_PATH, DEFAULTS_PATH] {
-        match lb::config::read_text(std::path::Path::new(path)) {
-            Ok(text) => return Ok((path.to_owned(), text, PathBuf::from(DEFAULT_PATH))),
-            Err(ConfigError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                continue
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(path)),
-        }
-    }
-    Ok((
-        Source::Embedded.to_string(),
-        lb::config::EMBEDDED.to_owned(),
-        PathBuf::from(DEFAULT_PATH),
-    ))
 }
 
 fn share(args: &ShareArgs) -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
-//! Wiring for `lb` with no subcommand: load the configuration, bind the listeners, start the
-//! supervisor, the controller, health checks, the file watcher and the workers, then wait for a
-//! signal and shut down in order.
+//! [`run`]: what `lb` with no subcommand does — load the configuration, bind the listeners,
+//! start the supervisor, the controller, health checks, the file watcher and the workers, then
+//! wait for a signal and shut down in order.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,32 +8,114 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use lb::config::{Config, Source, SupervisorKind};
-use lb::control::health;
-use lb::control::probe::Prober;
-use lb::control::supervisor::{DockerSupervisor, ProcessSupervisor, Supervisor, SwarmSupervisor};
-use lb::control::{watch, Command, Controller, ControllerHandle};
-use lb::data::access::AccessLog;
-use lb::data::workers::{self, Workers};
-use lb::state::Meta;
+use crate::config::{Config, HealthSection, Source, SupervisorKind};
+use crate::control::health;
+use crate::control::probe::Prober;
+use crate::control::supervisor::{
+    DockerSupervisor, ProcessSupervisor, Supervisor, SwarmSupervisor,
+};
+use crate::control::{watch, Command, Controller, ControllerHandle};
+use crate::data::access::AccessLog;
+use crate::data::workers::{self, Workers};
+use crate::state::{Meta, Shared};
 
-/// What `lb` with no subcommand was asked to run on.
-pub(crate) struct Options {
-    /// The configuration file to follow (created from `defaults` where missing).
-    pub(crate) config: PathBuf,
-    /// What a new configuration file is copied from.
-    pub(crate) defaults: PathBuf,
-    /// Whether `config`'s directory may be created.
-    pub(crate) create_dirs: bool,
-    /// Overrides the configuration's `listen`.
-    pub(crate) listen: Option<SocketAddr>,
+/// Why `lb` could not start, or stopped with an error. Its `source()` chain says why.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file could not be read, created or checked, or its hash not loaded.
+    #[error("{path}")]
+    Config {
+        /// The file (or "embedded default").
+        path: String,
+        /// What was wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A listener could not be bound (the message names the address).
+    #[error(transparent)]
+    Listen(Box<dyn std::error::Error + Send + Sync>),
+    /// Something `lb` needs could not be set up (a listener, the supervisor, a thread, …).
+    #[error("{what}")]
+    Setup {
+        /// What could not be set up.
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-/// Run the load balancer until a shutdown signal.
-pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
+/// Wraps an error as [`Error::Setup`] of `what`.
+fn setup<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> Error {
+    move |source| Error::Setup {
+        what: what.into(),
+        source: source.into(),
+    }
+}
+
+/// Wraps an error as [`Error::Config`] of `path`.
+fn config_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    path: impl std::fmt::Display,
+) -> impl FnOnce(E) -> Error {
+    move |source| Error::Config {
+        path: path.to_string(),
+        source: source.into(),
+    }
+}
+
+/// What to run on: the `lb` binary's options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The configuration file to follow (created from `defaults` where missing).
+    pub config: PathBuf,
+    /// What a new configuration file is copied from; where that does not exist either, the
+    /// copy of `config/lb.toml` compiled into `lb`.
+    pub defaults: PathBuf,
+    /// Whether `config`'s directory may be created.
+    pub create_dirs: bool,
+    /// Overrides the configuration's `listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Options {
+    /// The files `lb` uses with no options: [`DEFAULT_PATH`], created from [`DEFAULTS_PATH`].
+    pub fn new() -> Options {
+        Options {
+            config: PathBuf::from(DEFAULT_PATH),
+            defaults: PathBuf::from(DEFAULTS_PATH),
+            create_dirs: false,
+            listen: None,
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+pub use crate::config::{DEFAULTS_PATH, DEFAULT_PATH};
+
+/// Run the load balancer until SIGTERM or SIGINT (SIGHUP re-reads the configuration), on a
+/// runtime of its own: the control plane needs one thread, requests are served by the worker
+/// threads (one per core, see `data/workers.rs`). Logs go to stderr (`RUST_LOG`, default
+/// `info`); `lb listening on http://ADDR` is printed on stdout once requests are accepted.
+pub fn run(options: Options) -> Result<(), Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(setup("the control plane's runtime"))?
+        .block_on(serve(options))
+}
+
+/// [`run`] on the caller's runtime.
+async fn serve(options: Options) -> Result<(), Error> {
     let Options {
         config: config_path,
         defaults,
@@ -48,9 +130,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Before anything slow: from here on SIGHUP and SIGTERM no longer kill the process.
-    let signals = Signals::install()?;
+    let signals = Signals::install().map_err(setup("signal handlers"))?;
     let loaded = Config::load_runtime(&config_path, &defaults, create_dirs)
-        .with_context(|| config_path.display().to_string())?;
+        .map_err(config_error(config_path.display()))?;
     let config = &loaded.config;
     // Each client and each replica connection is a file descriptor: use all the system allows,
     // and accept no more connections than that allows.
@@ -86,9 +168,14 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     }
     tracing::info!(config = %loaded.source, "configuration loaded");
     let listen = listen.unwrap_or(config.listen);
-    let listeners = workers::listen(listen, config.proxy.worker_count())?;
+    let listeners = workers::listen(listen, config.proxy.worker_count())
+        .map_err(|e| Error::Listen(Box::new(e)))?;
     let admin = match config.admin.listen {
-        Some(addr) => Some(workers::listen(addr, 1)?.remove(0)),
+        Some(addr) => Some(
+            workers::listen(addr, 1)
+                .map_err(|e| Error::Listen(Box::new(e)))?
+                .remove(0),
+        ),
         None => None,
     };
     let token = config.admin.effective_token();
@@ -104,13 +191,15 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             );
         }
     }
-    let local = listeners[0].local_addr()?;
+    let local = listeners[0]
+        .local_addr()
+        .map_err(setup("the listener's address"))?;
 
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let supervisor: Arc<dyn Supervisor> = match config.supervisor.kind {
         SupervisorKind::Process => Arc::new(
             ProcessSupervisor::new(&config.supervisor.command, events_tx)
-                .context("cannot set up the process supervisor")?,
+                .map_err(setup("cannot set up the process supervisor"))?,
         ),
         SupervisorKind::Docker => DockerSupervisor::connect(
             &config.supervisor,
@@ -118,14 +207,14 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             events_tx,
         )
         .await
-        .context("cannot set up the docker supervisor")?,
+        .map_err(setup("cannot set up the docker supervisor"))?,
         SupervisorKind::Swarm => SwarmSupervisor::connect(
             &config.supervisor,
             Duration::from_millis(config.health.start_timeout_ms),
             events_tx,
         )
         .await
-        .context("cannot set up the swarm supervisor")?,
+        .map_err(setup("cannot set up the swarm supervisor"))?,
     };
     let meta = Meta {
         listen: local,
@@ -136,14 +225,16 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     };
     let hash = config
         .resolve_hash()
-        .with_context(|| loaded.source.to_string())?;
+        .map_err(config_error(&loaded.source))?;
     tracing::info!(hash = hash.name(), "ring hash functions");
-    let (mut controller, shared, handle) = Controller::new(&loaded, hash, supervisor, meta)?;
+    let (mut controller, shared, handle) =
+        Controller::new(&loaded, hash, supervisor, meta).map_err(config_error(&loaded.source))?;
     controller.start().await;
     let health_settings = controller.health_settings();
     let settings = health_settings.clone();
     if let Source::File(path) = &loaded.source {
-        watch::spawn(path.clone(), handle.clone())?;
+        watch::spawn(path.clone(), handle.clone())
+            .map_err(setup(format!("cannot follow {}", path.display())))?;
         tracing::info!(path = %path.display(), "following the configuration file");
     }
     let forward = handle.clone();
@@ -155,7 +246,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     tokio::spawn(controller.run());
     spawn_health_checks(Arc::clone(&shared), health_settings, handle.clone())?;
 
-    let access_log = AccessLog::start(&config.access_log(), config.log.access_format, &shared)?;
+    let access_log = AccessLog::start(&config.access_log(), config.log.access_format, &shared)
+        .map_err(setup("the access log"))?;
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
     let workers = Workers::start(
         listeners,
@@ -165,7 +257,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         &shared,
         &handle,
         access_log.as_ref(),
-    )?;
+    )
+    .map_err(setup("the worker threads"))?;
     if let Some(addr) = admin_addr {
         println!("lb admin on http://{addr}");
     }
@@ -192,7 +285,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             access_log.close();
         }
     })
-    .await?;
+    .await
+    .map_err(setup("stopping the workers"))?;
     tracing::info!("stopping replicas");
     handle.shutdown().await;
     tracing::info!("stopped");
@@ -203,18 +297,18 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
 /// controller's work (a large table build, a huge file), so a late check can only mean a late
 /// replica. A panic in them is logged, counted, and they start again.
 fn spawn_health_checks(
-    shared: Arc<lb::state::Shared>,
-    settings: tokio::sync::watch::Receiver<lb::config::HealthSection>,
+    shared: Arc<Shared>,
+    settings: tokio::sync::watch::Receiver<HealthSection>,
     handle: ControllerHandle,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the health checks' runtime")?;
+        .map_err(setup("cannot start the health checks' runtime"))?;
     std::thread::Builder::new()
         .name("lb-health".into())
         .spawn(move || {
-            runtime.block_on(lb::control::guard::restart_on_panic(
+            runtime.block_on(crate::control::guard::restart_on_panic(
                 "the health checks",
                 Arc::clone(&shared),
                 || {
@@ -227,7 +321,7 @@ fn spawn_health_checks(
                 },
             ))
         })
-        .context("cannot start the health checks' thread")?;
+        .map_err(setup("cannot start the health checks' thread"))?;
     Ok(())
 }
 
