@@ -1,5 +1,6 @@
-//! One jittered exponential backoff, for everything the control plane tries again: reaching the
-//! container engine, reopening its event stream.
+//! One jittered exponential backoff, for everything the control plane tries again: respawning a
+//! replica (`controller/vacancies.rs`), reaching the container engine, reopening its event stream
+//! (`supervisor/engine.rs`).
 //!
 //! Modelled on linkerd2-proxy's `exp-backoff`: the `n`-th wait (from 0) is
 //! `min · 2ⁿ`, at most `max`, plus a random share of up to `jitter` of it (so that several load

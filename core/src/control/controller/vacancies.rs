@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
+use crate::control::backoff::Backoff;
 use crate::control::guard::panic_message;
 use crate::control::launch::{LaunchError, Running};
 use crate::control::supervisor::{ReplicaSpec, SupervisorError};
@@ -18,8 +19,11 @@ use crate::state::Shared;
 
 use super::{spec_of, vacancy_of, Controller, Done};
 
-/// Longest wait between two attempts to fill a vacancy.
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Waits between two attempts to fill a vacancy: 200 ms after the first failure, doubling up to
+/// 10 s, each lengthened by up to half at random (so that replicas that failed together are not
+/// all started again at the same instant).
+pub(super) const RESPAWN_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(10), 0.5);
 /// A replica that dies sooner than this after joining the ring counts toward a crash loop.
 pub(super) const CRASH_WINDOW: Duration = Duration::from_secs(10);
 
@@ -248,9 +252,7 @@ impl Controller {
     }
 
     pub(super) fn schedule_respawn(&self, id: u64, failed_attempts: u32) {
-        let delay = Duration::from_millis(100)
-            .saturating_mul(1 << failed_attempts.min(16))
-            .min(MAX_BACKOFF);
+        let delay = RESPAWN_BACKOFF.delay(failed_attempts.saturating_sub(1), fastrand::f64());
         self.schedule(id, delay);
     }
 
