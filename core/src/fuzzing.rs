@@ -20,7 +20,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri};
 
 use crate::config::key::{KeyFallback, KeyRule, KeySource};
-use crate::config::{Config, ConfigError, MAX_PROBLEMS};
+use crate::config::problem::MAX_PROBLEMS;
+use crate::config::{Config, ConfigError};
 use crate::data::key::{cookie, query, request_id, Peer};
 use crate::data::upstream::chunked::{chunked_step, Chunk, ChunkStep};
 use crate::data::upstream::framing::{framing as body_framing, parse_head, Framing, ParsedHead};
@@ -95,7 +96,7 @@ pub fn framing(data: &[u8]) {
     }
     let framing = head.framing;
     let transfer_encoded = direct.transfer_encoded;
-    let response = head.into_response(crate::data::upstream::PipeBody::Full(None));
+    let response = head.into_response(crate::data::body::Source::Full(None));
     if transfer_encoded {
         assert!(
             !response

@@ -22,15 +22,15 @@
 
 pub(crate) mod api;
 mod commands;
-pub mod config;
-pub mod control;
-pub mod data;
+pub(crate) mod config;
+pub(crate) mod control;
+pub(crate) mod data;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod metrics;
+pub(crate) mod metrics;
 mod run;
-pub mod state;
+pub(crate) mod state;
 
 pub use commands::{check, swarm_down, CheckError, Checked, SwarmDownError};
 pub use run::{run, Error, Options, DEFAULTS_PATH, DEFAULT_PATH};

@@ -16,12 +16,12 @@ use lb_balance::Placement;
 use crate::config::key::KeyRule;
 use crate::metrics::{Metrics, ReplicaMetrics};
 
-pub mod health;
+pub(crate) mod health;
 
 /// A replica in the ring, with counters the proxy updates in place. (Its heartbeat counters are
 /// kept beside it, in [`Shared::health`].)
 #[derive(Debug)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// Hostname, as `/home` reports it.
     pub hostname: String,
     /// Server id on the ring.
@@ -46,8 +46,6 @@ pub struct Backend {
     pub in_flight: AtomicUsize,
     /// Requests proxied to it so far.
     pub requests: AtomicU64,
-    /// When it joined the ring.
-    pub started: Instant,
     /// Whether bodiless `GET`/`HEAD` requests to it may be pipelined (with `[proxy]
     /// pipelining` on): on for replicas `lb` runs, off by default for backends by address.
     pub pipelining: bool,
@@ -60,7 +58,7 @@ impl Backend {
     /// A backend for a freshly started replica (`by_address`: a backend by address;
     /// `described`: its supervisor's handle, for `/_lb/status`), with a new incarnation; `None`
     /// if `addr` is not a valid `host:port`.
-    pub fn new(
+    pub(crate) fn new(
         hostname: String,
         id: u64,
         addr: String,
@@ -80,14 +78,13 @@ impl Backend {
             failed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
-            started: Instant::now(),
             pipelining: true,
             metrics: OnceLock::new(),
         })
     }
 
     /// `self` as the same incarnation as `of` (the same backend at a new address or setting).
-    pub fn incarnation_of(self, of: &Backend) -> Self {
+    pub(crate) fn incarnation_of(self, of: &Backend) -> Self {
         Backend {
             incarnation: of.incarnation,
             ..self
@@ -95,7 +92,7 @@ impl Backend {
     }
 
     /// The same backend with pipelining `on` or off.
-    pub fn with_pipelining(self, on: bool) -> Self {
+    pub(crate) fn with_pipelining(self, on: bool) -> Self {
         Backend {
             pipelining: on,
             ..self
@@ -104,17 +101,17 @@ impl Backend {
 
     /// Its counters, once it has been published.
     #[inline]
-    pub fn counters(&self) -> Option<&ReplicaMetrics> {
+    pub(crate) fn counters(&self) -> Option<&ReplicaMetrics> {
         self.metrics.get().map(|m| &**m)
     }
 
     /// Whether it is a backend by address (a service `lb` did not start).
-    pub fn is_address(&self) -> bool {
+    pub(crate) fn is_address(&self) -> bool {
         self.by_address
     }
 
     /// Count a request as in flight until the guard is dropped.
-    pub fn begin_request(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn begin_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
@@ -123,7 +120,7 @@ impl Backend {
 
 /// Keeps a request counted in [`Backend::in_flight`] while alive.
 #[derive(Debug)]
-pub struct InFlight(Arc<Backend>);
+pub(crate) struct InFlight(Arc<Backend>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -134,7 +131,7 @@ impl Drop for InFlight {
 /// A server id that should have a replica but has none running: its replica died, or it did not
 /// start. It is retried with backoff.
 #[derive(Debug, Clone, Serialize)]
-pub struct Vacancy {
+pub(crate) struct Vacancy {
     /// The server id the replica will get.
     pub id: u64,
     /// The hostname the next attempt uses (a dead replica's replacement gets a new random one).
@@ -153,7 +150,7 @@ pub struct Vacancy {
 
 /// A problem with the configuration file, and when it was seen.
 #[derive(Debug, Clone, Serialize)]
-pub struct Issue {
+pub(crate) struct Issue {
     /// What went wrong.
     pub message: String,
     /// When (RFC 3339, UTC).
@@ -162,7 +159,7 @@ pub struct Issue {
 
 impl Issue {
     /// An issue seen now.
-    pub fn now(message: impl Into<String>) -> Self {
+    pub(crate) fn now(message: impl Into<String>) -> Self {
         Issue {
             message: message.into(),
             at: timestamp(),
@@ -171,13 +168,13 @@ impl Issue {
 }
 
 /// The current time, RFC 3339 in UTC with milliseconds.
-pub fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 /// How the configuration file is being followed (shown in `/_lb/status`).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ConfigStatus {
+pub(crate) struct ConfigStatus {
     /// The file, or "(embedded default)".
     pub path: String,
     /// Whether changes to the file are followed and replica changes written back to it.
@@ -196,7 +193,7 @@ pub struct ConfigStatus {
 
 /// One consistent view of the ring and its replicas.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The slot → member table; member `k` is `backends[k]`.
     pub placement: Placement,
     /// Replicas in the ring, sorted by server id.
@@ -215,7 +212,7 @@ impl Snapshot {
     /// The member that serves a request for `slot` whose owner is `owner`: the owner, or with
     /// bounded loads the first member in the slot's order ([`Placement::next_member`]) below the
     /// cap. Someone always is (the cap exceeds the average), so the walk ends early.
-    pub fn serving(&self, slot: u32, owner: usize) -> usize {
+    pub(crate) fn serving(&self, slot: u32, owner: usize) -> usize {
         let Some(c) = self.bounded_load else {
             return owner;
         };
@@ -236,7 +233,7 @@ impl Snapshot {
 impl Snapshot {
     /// The hostnames `/rep` lists, by server id: replicas in the ring and backends by address
     /// that are down (configured, out of the ring until their health checks pass).
-    pub fn listed(&self) -> Vec<&str> {
+    pub(crate) fn listed(&self) -> Vec<&str> {
         let mut listed: Vec<(u64, &str)> = self
             .backends
             .iter()
@@ -255,7 +252,7 @@ impl Snapshot {
 
 /// Facts fixed for the life of the process.
 #[derive(Debug)]
-pub struct Meta {
+pub(crate) struct Meta {
     /// Address the proxy listens on.
     pub listen: SocketAddr,
     /// Address `/add`, `/rm` and `/_lb/*` are served on when `[admin] listen` moves them.
@@ -271,7 +268,7 @@ pub struct Meta {
 impl Meta {
     /// Every address `lb` listens on (the traffic listener, then the admin one): a backend at
     /// any of them would be `lb` itself.
-    pub fn listening(&self) -> Vec<SocketAddr> {
+    pub(crate) fn listening(&self) -> Vec<SocketAddr> {
         std::iter::once(self.listen).chain(self.admin).collect()
     }
 }
@@ -282,7 +279,7 @@ impl Meta {
 /// through this `lb` before: a loop, answered 508 instead of being sent round again. Another
 /// `lb` in a chain has another id.
 #[derive(Debug)]
-pub struct Via {
+pub(crate) struct Via {
     /// The field value, built once (cloning it copies no bytes).
     value: HeaderValue,
     /// `lb-<id>`: what is looked for in a request's `Via` fields.
@@ -291,14 +288,14 @@ pub struct Via {
 
 impl Via {
     /// This process's mark (chosen at random on first use).
-    pub fn mine() -> &'static Via {
+    pub(crate) fn mine() -> &'static Via {
         static MINE: OnceLock<Via> = OnceLock::new();
         MINE.get_or_init(|| Via::with_id(random_id()))
     }
 
     /// The mark with `id` (tests; [`Via::mine`] picks one at random). Its text is leaked, to
     /// be a `'static` field value: meant for once per process.
-    pub fn with_id(id: u64) -> Via {
+    pub(crate) fn with_id(id: u64) -> Via {
         let value: &'static str = Box::leak(format!("1.1 lb-{id:016x}").into_boxed_str());
         Via {
             value: HeaderValue::from_static(value),
@@ -308,14 +305,14 @@ impl Via {
 
     /// The `Via` field value: `1.1 lb-<id>`.
     #[inline]
-    pub fn value(&self) -> &HeaderValue {
+    pub(crate) fn value(&self) -> &HeaderValue {
         &self.value
     }
 
     /// Whether any of `headers`' `Via` fields carries this mark. Costs one lookup for a request
     /// without `Via`.
     #[inline]
-    pub fn is_in(&self, headers: &http::HeaderMap) -> bool {
+    pub(crate) fn is_in(&self, headers: &http::HeaderMap) -> bool {
         let token = self.token.as_bytes();
         headers.get_all(http::header::VIA).iter().any(|v| {
             v.as_bytes()
@@ -337,7 +334,7 @@ fn random_id() -> u64 {
 
 /// Everything readers share: the current snapshot and fixed facts.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The current snapshot (swapped whole by the controller).
     pub snapshot: ArcSwap<Snapshot>,
     /// The configuration file's state (swapped whole by the controller).

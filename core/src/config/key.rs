@@ -21,12 +21,12 @@ use http::HeaderName;
 use serde::Deserialize;
 
 /// The key `lb` hashes requests by unless `[ring] key` says otherwise.
-pub const DEFAULT_KEY: &str = "header:X-Request-Id";
+pub(crate) const DEFAULT_KEY: &str = "header:X-Request-Id";
 
 /// What a request is hashed by (`[ring] key`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub enum KeySource {
+pub(crate) enum KeySource {
     /// The value of the first header field with this name.
     Header {
         /// The name, as the data plane looks it up.
@@ -65,7 +65,7 @@ impl fmt::Display for KeySource {
 /// What a request that lacks its key is hashed by (`[ring] key_fallback`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum KeyFallback {
+pub(crate) enum KeyFallback {
     /// A random number in 100000–999999, as the assignment has it.
     #[default]
     Random,
@@ -84,7 +84,7 @@ impl fmt::Display for KeyFallback {
 
 /// The whole rule: the key and what replaces it when a request lacks it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KeyRule {
+pub(crate) struct KeyRule {
     /// What a request is hashed by.
     pub source: KeySource,
     /// What a request without it is hashed by.
@@ -93,7 +93,7 @@ pub struct KeyRule {
 
 /// Why a `[ring] key` value is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     /// Not one of the forms.
     #[error(
         "ring.key {0:?} is not a known key; expected \"header:NAME\", \"cookie:NAME\", \

@@ -10,22 +10,22 @@ use super::problem::{finish, Problem};
 use super::sections::Config;
 
 /// The shipped default (`config/lb.toml`, tracked by git and never written), compiled into `lb`.
-pub const EMBEDDED: &str = include_str!("../../../config/lb.toml");
+pub(crate) const EMBEDDED: &str = include_str!("../../../config/lb.toml");
 
 /// The file `lb` follows and writes replica changes back to, relative to the working directory.
 /// Git ignores it; the first start creates it from [`DEFAULTS_PATH`].
 pub const DEFAULT_PATH: &str = "config/lb.local.toml";
 
-/// The shipped default a new configuration file is created from (or [`EMBEDDED`] where it does
-/// not exist).
+/// The shipped default a new configuration file is created from (or, where it does not exist,
+/// the copy built into the binary).
 pub const DEFAULTS_PATH: &str = "config/lb.toml";
 
 /// Largest configuration file accepted (1 MiB): larger ones are refused before they are parsed.
-pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+pub(crate) const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file could not be read.
     #[error("cannot read the file")]
     Io {
@@ -52,7 +52,7 @@ pub enum ConfigError {
 
 /// Read a configuration file: a regular file (never a FIFO or a device, which could block or
 /// never end) of at most [`MAX_CONFIG_BYTES`], in UTF-8.
-pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
     use std::io::Read;
     let io = |source| ConfigError::Io {
         path: path.to_owned(),
@@ -91,7 +91,7 @@ pub fn read_text(path: &Path) -> Result<String, ConfigError> {
 
 /// A configuration with its origin and the exact text it was parsed from.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The parsed configuration.
     pub config: Config,
     /// Where it came from.
@@ -104,7 +104,7 @@ pub struct Loaded {
 
 /// Where a configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// A file on disk.
     File(PathBuf),
     /// The copy compiled into the binary.
@@ -129,7 +129,7 @@ impl Config {
     /// directory.
     ///
     /// Every problem is reported, not only the first (see [`ConfigError::Invalid`]).
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
         if text.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::Invalid(vec![Problem::at(
                 text,
@@ -156,7 +156,7 @@ impl Config {
     }
 
     /// Parse `text` read from `path` (relative paths in it are relative to its directory).
-    pub fn parse_file(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn parse_file(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut config = Config::parse(text)?;
         if let Some(dir) = path.parent() {
             config.base_dir = dir.to_path_buf();
@@ -164,16 +164,11 @@ impl Config {
         Ok(config)
     }
 
-    /// Read, parse and validate the file at `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::parse_file(&read_text(path)?, path)
-    }
-
     /// The configuration `lb` runs on: the file at `path`; where it does not exist yet, it is
     /// created as a copy of `defaults` (or of [`EMBEDDED`] where that does not exist either).
     /// When `path`'s directory does not exist and `create_dirs` is false (the default path,
     /// `lb` started outside the project), nothing is created and the copy runs unfollowed.
-    pub fn load_runtime(
+    pub(crate) fn load_runtime(
         path: &Path,
         defaults: &Path,
         create_dirs: bool,

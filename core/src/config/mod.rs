@@ -13,27 +13,21 @@
 //! - [`key`]: the `[ring] key` rule; [`own`]: whether an address is one of `lb`'s listeners.
 
 mod check;
-pub mod key;
+pub(crate) mod key;
 mod load;
 mod names;
-pub mod own;
+pub(crate) mod own;
 mod plugins;
-mod problem;
+pub(crate) mod problem;
 mod rules;
 mod sections;
 
-pub use load::{
-    read_text, ConfigError, Loaded, Source, DEFAULTS_PATH, DEFAULT_PATH, EMBEDDED, MAX_CONFIG_BYTES,
-};
-pub use names::{
-    check_address, check_hostname, check_instance, AddressError, HostnameError, MAX_ADDRESS_LEN,
-    MAX_HOSTNAME_LEN,
-};
-pub use problem::{Problem, MAX_PROBLEMS, MAX_PROBLEM_LEN};
-pub use sections::{
-    AccessFormat, AccessTarget, AddressMode, AdminSection, Config, HealthSection, LimitsSection,
-    LogSection, PluginsSection, ProxySection, ReplicaEntry, RingSection, SupervisorKind,
-    SupervisorSection, MAX_SLOTS,
+pub(crate) use load::{read_text, ConfigError, Loaded, Source, EMBEDDED};
+pub use load::{DEFAULTS_PATH, DEFAULT_PATH};
+pub(crate) use names::{check_address, check_hostname, check_instance};
+pub(crate) use sections::{
+    AccessFormat, AccessTarget, AddressMode, Config, HealthSection, ProxySection, ReplicaEntry,
+    SupervisorKind, SupervisorSection,
 };
 
 #[cfg(test)]

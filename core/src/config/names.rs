@@ -3,11 +3,11 @@
 //! names.
 
 /// Longest `HOST:PORT` accepted.
-pub const MAX_ADDRESS_LEN: usize = 255;
+pub(crate) const MAX_ADDRESS_LEN: usize = 255;
 
 /// Why a backend address is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AddressError {
+pub(crate) enum AddressError {
     /// Empty or longer than [`MAX_ADDRESS_LEN`].
     #[error("address must be HOST:PORT of 1 to {MAX_ADDRESS_LEN} characters")]
     Length,
@@ -21,7 +21,7 @@ pub enum AddressError {
 
 /// A Swarm instance name: it starts every service's name (`<instance>-<id>`), so 1 to 40
 /// letters, digits and '-', starting with a letter or digit.
-pub fn check_instance(instance: &str) -> Result<(), String> {
+pub(crate) fn check_instance(instance: &str) -> Result<(), String> {
     let good = !instance.is_empty()
         && instance.len() <= 40
         && instance.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -41,7 +41,7 @@ pub fn check_instance(instance: &str) -> Result<(), String> {
 /// A backend address is `HOST:PORT`: HOST an IPv4 literal, a bracketed IPv6 literal or a DNS
 /// name (letters, digits, `-`, `.`; labels not starting with `-`), PORT 1–65535. No scheme, no
 /// path, nothing a URI or a command line could read otherwise.
-pub fn check_address(address: &str) -> Result<(), AddressError> {
+pub(crate) fn check_address(address: &str) -> Result<(), AddressError> {
     if address.is_empty() || address.len() > MAX_ADDRESS_LEN {
         return Err(AddressError::Length);
     }
@@ -81,11 +81,11 @@ pub fn check_address(address: &str) -> Result<(), AddressError> {
 }
 
 /// Longest hostname accepted (a DNS label's limit).
-pub const MAX_HOSTNAME_LEN: usize = 63;
+pub(crate) const MAX_HOSTNAME_LEN: usize = 63;
 
 /// Why a hostname is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostnameError {
+pub(crate) enum HostnameError {
     /// Empty or longer than [`MAX_HOSTNAME_LEN`].
     #[error("hostname {0:?} must be 1 to {MAX_HOSTNAME_LEN} characters long")]
     Length(String),
@@ -105,7 +105,7 @@ pub enum HostnameError {
 
 /// A hostname is 1–63 characters of ASCII letters, digits, space, `-`, `_` and `.`, with at
 /// least one letter, digit or `_`, not starting with `-` or a space, not ending with a space.
-pub fn check_hostname(name: &str) -> Result<(), HostnameError> {
+pub(crate) fn check_hostname(name: &str) -> Result<(), HostnameError> {
     if name.is_empty() || name.len() > MAX_HOSTNAME_LEN {
         // Not echoed whole: the name may be huge.
         let mut shown: String = name.chars().take(20).collect();

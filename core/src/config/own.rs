@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// The first of `listening` that `address` (`HOST:PORT`) reaches, if any. `is_local` says
 /// whether an IP belongs to one of this machine's interfaces ([`on_this_machine`], or a fixed
 /// answer in a test or where only the file is known).
-pub fn reached_listener(
+pub(crate) fn reached_listener(
     address: &str,
     listening: &[SocketAddr],
     is_local: &dyn Fn(IpAddr) -> bool,
@@ -76,7 +76,7 @@ fn is_localhost(host: &str) -> bool {
 /// Whether `ip` is an address of one of this machine's interfaces: binding a UDP socket to it
 /// succeeds only then (no packet is sent). A system that allows binding foreign addresses
 /// (`net.ipv4.ip_nonlocal_bind`) makes every address look local.
-pub fn on_this_machine(ip: IpAddr) -> bool {
+pub(crate) fn on_this_machine(ip: IpAddr) -> bool {
     std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 

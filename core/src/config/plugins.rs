@@ -13,7 +13,7 @@ use super::sections::Config;
 
 impl Config {
     /// The plugin search path: `[plugins] dirs`, then the defaults of [`plugin::search_path`].
-    pub fn plugin_dirs(&self) -> Vec<PathBuf> {
+    pub(crate) fn plugin_dirs(&self) -> Vec<PathBuf> {
         let configured: Vec<PathBuf> = self
             .plugins
             .dirs
@@ -25,13 +25,16 @@ impl Config {
 
     /// The hash functions `[ring] hash` names — compiled in, or a plugin loaded from the plugin
     /// search path — checked by building the configured ring with them.
-    pub fn resolve_hash(&self) -> Result<Arc<dyn RingHash>, ConfigError> {
+    pub(crate) fn resolve_hash(&self) -> Result<Arc<dyn RingHash>, ConfigError> {
         self.resolve_hash_in(&self.plugin_dirs())
     }
 
     /// [`Config::resolve_hash`] with plugins looked up in `dirs` (a running `lb` keeps the
     /// directories it started with: which code it may load changes only with a restart).
-    pub fn resolve_hash_in(&self, dirs: &[PathBuf]) -> Result<Arc<dyn RingHash>, ConfigError> {
+    pub(crate) fn resolve_hash_in(
+        &self,
+        dirs: &[PathBuf],
+    ) -> Result<Arc<dyn RingHash>, ConfigError> {
         let name = self.ring.hash.get_ref();
         let hash = plugin::resolve_any(name, dirs)
             .map_err(|e| self.at(self.ring.hash.span(), e.to_string()))?;

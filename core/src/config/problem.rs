@@ -4,7 +4,7 @@
 /// One problem in a configuration text, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}, column {column}: {message}")]
-pub struct Problem {
+pub(crate) struct Problem {
     /// 1-based line.
     pub line: usize,
     /// 1-based column (in characters).
@@ -45,10 +45,10 @@ impl Problem {
 }
 
 /// Longest problem message kept (they quote the file, whose keys and values may be huge).
-pub const MAX_PROBLEM_LEN: usize = 400;
+pub(crate) const MAX_PROBLEM_LEN: usize = 400;
 
 /// At most this many problems are reported for one file; the rest are counted in a last line.
-pub const MAX_PROBLEMS: usize = 100;
+pub(crate) const MAX_PROBLEMS: usize = 100;
 
 /// Sort, de-duplicate and cap `problems` (the last one kept says how many more there were).
 pub(super) fn finish(mut problems: Vec<Problem>) -> Vec<Problem> {

@@ -15,12 +15,12 @@ use super::key::{KeyFallback, KeyRule, KeySource};
 
 /// Largest number of slots a table may have (2²²; the largest prime within it, for Maglev, is
 /// 4 194 301).
-pub const MAX_SLOTS: u32 = 1 << 22;
+pub(crate) const MAX_SLOTS: u32 = 1 << 22;
 
 /// A whole `lb.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// Address the load balancer listens on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -62,7 +62,7 @@ pub struct Config {
 /// `[proxy]`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ProxySection {
+pub(crate) struct ProxySection {
     /// Threads serving requests, each with its own event loop, listening socket
     /// (`SO_REUSEPORT`) and connection pool; 0 means one per CPU core.
     pub workers: usize,
@@ -118,7 +118,7 @@ impl Default for ProxySection {
 
 impl ProxySection {
     /// The number of worker threads to run.
-    pub fn worker_count(&self) -> usize {
+    pub(crate) fn worker_count(&self) -> usize {
         match self.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -130,7 +130,7 @@ impl ProxySection {
 /// processes (`/_lb/status`, `/_lb/plugins`). `/rep` and `/_lb/ring` stay open.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AdminSection {
+pub(crate) struct AdminSection {
     /// When not empty, those routes need `Authorization: Bearer <token>`. The environment
     /// variable `LB_ADMIN_TOKEN` overrides it.
     pub token: String,
@@ -150,7 +150,7 @@ impl std::fmt::Debug for AdminSection {
 impl AdminSection {
     /// The token in force: `LB_ADMIN_TOKEN` if set and not empty, else `token`; `None` if
     /// neither.
-    pub fn effective_token(&self) -> Option<String> {
+    pub(crate) fn effective_token(&self) -> Option<String> {
         std::env::var("LB_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
@@ -161,7 +161,7 @@ impl AdminSection {
 /// `[limits]`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LimitsSection {
+pub(crate) struct LimitsSection {
     /// Most replicas (running, starting and vacant together) `/add` and the file may ask for.
     pub max_replicas: usize,
 }
@@ -175,7 +175,7 @@ impl Default for LimitsSection {
 /// `[log]`: the access log, one line per proxied request. Needs a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LogSection {
+pub(crate) struct LogSection {
     /// Where the lines go: `"off"` (the default), `"stdout"`, or a file (appended to, relative
     /// to the configuration file's directory, reopened on SIGHUP).
     pub access: Spanned<String>,
@@ -195,7 +195,7 @@ impl Default for LogSection {
 /// How access log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AccessFormat {
+pub(crate) enum AccessFormat {
     /// `key=value` pairs, strings quoted and escaped (logfmt).
     #[default]
     Text,
@@ -205,7 +205,7 @@ pub enum AccessFormat {
 
 /// Where access log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessTarget {
+pub(crate) enum AccessTarget {
     /// Nowhere: no line is made.
     Off,
     /// The standard output.
@@ -217,7 +217,7 @@ pub enum AccessTarget {
 /// `[plugins]`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PluginsSection {
+pub(crate) struct PluginsSection {
     /// Directories searched first for `liblb_hash_NAME.so` (relative to the file's directory).
     pub dirs: Vec<PathBuf>,
 }
@@ -230,7 +230,7 @@ pub(super) fn default_listen() -> SocketAddr {
 /// `[ring]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RingSection {
+pub(crate) struct RingSection {
     /// Which algorithm fills the slot → replica table (docs/ALGORITHMS.md).
     pub algorithm: Spanned<Algorithm>,
     /// M, the number of slots.
@@ -268,7 +268,7 @@ impl Default for RingSection {
 impl RingSection {
     /// The ring parameters this section describes (`virtual_nodes` and `probing` are used by
     /// the ring only).
-    pub fn params(&self) -> RingParams {
+    pub(crate) fn params(&self) -> RingParams {
         RingParams {
             slots: *self.slots.get_ref(),
             virtual_nodes: *self.virtual_nodes.get_ref(),
@@ -277,13 +277,13 @@ impl RingSection {
     }
 
     /// The bounded-loads factor, when on.
-    pub fn bounded_load(&self) -> Option<f64> {
+    pub(crate) fn bounded_load(&self) -> Option<f64> {
         let c = *self.bounded_load.get_ref();
         (c > 0.0).then_some(c)
     }
 
     /// What requests are hashed by.
-    pub fn key_rule(&self) -> KeyRule {
+    pub(crate) fn key_rule(&self) -> KeyRule {
         KeyRule {
             source: self.key.get_ref().clone(),
             fallback: self.key_fallback,
@@ -294,7 +294,7 @@ impl RingSection {
 /// `[health]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HealthSection {
+pub(crate) struct HealthSection {
     /// The path the health checks of backends by address ask for with `GET` (a 200 is healthy);
     /// the replicas `lb` runs are always asked `/heartbeat`.
     pub path: String,
@@ -316,7 +316,7 @@ impl HealthSection {
     /// The path a backend's health checks ask for: `path` for a backend by address; the
     /// assignment's `/heartbeat` for the replicas `lb` runs (their contract, whatever the file
     /// says).
-    pub fn check_path(&self, by_address: bool) -> &str {
+    pub(crate) fn check_path(&self, by_address: bool) -> &str {
         if by_address {
             &self.path
         } else {
@@ -342,7 +342,7 @@ impl Default for HealthSection {
 /// Which supervisor runs the replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SupervisorKind {
+pub(crate) enum SupervisorKind {
     /// Child processes on loopback (the embedded default).
     #[default]
     Process,
@@ -356,7 +356,7 @@ pub enum SupervisorKind {
 /// How the load balancer reaches replica containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AddressMode {
+pub(crate) enum AddressMode {
     /// By alias when the load balancer itself runs in a container, else by IP.
     #[default]
     Auto,
@@ -373,7 +373,7 @@ pub enum AddressMode {
 /// `[supervisor]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SupervisorSection {
+pub(crate) struct SupervisorSection {
     /// Which supervisor.
     pub kind: SupervisorKind,
     /// Process supervisor: program and leading arguments that run one replica. The supervisor
@@ -405,7 +405,7 @@ impl Default for SupervisorSection {
 /// One `[[replicas]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReplicaEntry {
+pub(crate) struct ReplicaEntry {
     /// The replica's hostname (what `/home` reports).
     pub hostname: Spanned<String>,
     /// Its server id `i` in Φ(i, j).
@@ -422,14 +422,14 @@ pub struct ReplicaEntry {
 
 impl ReplicaEntry {
     /// The configured address, for a backend by address.
-    pub fn address(&self) -> Option<&str> {
+    pub(crate) fn address(&self) -> Option<&str> {
         self.address.as_ref().map(|a| a.get_ref().as_str())
     }
 }
 
 impl Config {
     /// Where `[log] access` sends lines (a relative path is relative to the file's directory).
-    pub fn access_log(&self) -> AccessTarget {
+    pub(crate) fn access_log(&self) -> AccessTarget {
         match self.log.access.get_ref().as_str() {
             "off" => AccessTarget::Off,
             "stdout" => AccessTarget::Stdout,
@@ -438,19 +438,19 @@ impl Config {
     }
 
     /// The ring parameters.
-    pub fn ring_params(&self) -> RingParams {
+    pub(crate) fn ring_params(&self) -> RingParams {
         self.ring.params()
     }
 
     /// The addresses the file says `lb` listens on: `listen`, and `[admin] listen` if set.
-    pub fn listening(&self) -> Vec<SocketAddr> {
+    pub(crate) fn listening(&self) -> Vec<SocketAddr> {
         std::iter::once(self.listen)
             .chain(self.admin.listen)
             .collect()
     }
 
     /// The balancing algorithm and its parameters.
-    pub fn balancer(&self) -> Balancer {
+    pub(crate) fn balancer(&self) -> Balancer {
         Balancer::new(*self.ring.algorithm.get_ref(), self.ring_params())
     }
 }

@@ -3,6 +3,9 @@ use std::path::{Path, PathBuf};
 
 use lb_balance::ring::RingParams;
 use lb_balance::{Algorithm, Balancer};
+use load::MAX_CONFIG_BYTES;
+use names::HostnameError;
+use problem::{Problem, MAX_PROBLEMS};
 use sections::default_listen;
 
 #[test]

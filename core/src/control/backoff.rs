@@ -12,7 +12,7 @@ use std::time::Duration;
 /// How waits grow: from `min`, doubling up to `max`, each with up to `jitter` × itself added at
 /// random.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     jitter: f64,
@@ -22,7 +22,7 @@ impl Backoff {
     /// Waits from `min` to `max`, each lengthened by a random share of up to `jitter` (a ratio,
     /// `0.0..=1.0`) of itself. Panics when `min > max`, `max` is zero or `jitter` is outside
     /// `0.0..=1.0`: these are constants of the code, not inputs.
-    pub const fn new(min: Duration, max: Duration, jitter: f64) -> Self {
+    pub(crate) const fn new(min: Duration, max: Duration, jitter: f64) -> Self {
         assert!(
             min.as_nanos() <= max.as_nanos(),
             "backoff: min must not exceed max"
@@ -36,7 +36,7 @@ impl Backoff {
     }
 
     /// The wait before retry `attempt` (from 0) without jitter: `min · 2^attempt`, at most `max`.
-    pub fn base(&self, attempt: u32) -> Duration {
+    pub(crate) fn base(&self, attempt: u32) -> Duration {
         2u32.checked_pow(attempt)
             .and_then(|factor| self.min.checked_mul(factor))
             .map_or(self.max, |d| d.min(self.max))
@@ -44,14 +44,14 @@ impl Backoff {
 
     /// The wait before retry `attempt` with `unit` (`0.0..1.0`, a uniform random number) as its
     /// share of the jitter: `base + unit · jitter · base`, at most `max`.
-    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let base = self.base(attempt);
         let extra = base.mul_f64(self.jitter * unit.clamp(0.0, 1.0));
         (base + extra).min(self.max)
     }
 
     /// A fresh sequence of waits under this policy.
-    pub fn start(&self) -> Retries {
+    pub(crate) fn start(&self) -> Retries {
         Retries {
             policy: *self,
             attempt: 0,
@@ -62,31 +62,31 @@ impl Backoff {
 /// A sequence of waits: each [`Retries::next_delay`] is longer than the one before (up to the
 /// policy's `max`), until [`Retries::reset`].
 #[derive(Debug, Clone)]
-pub struct Retries {
+pub(crate) struct Retries {
     policy: Backoff,
     attempt: u32,
 }
 
 impl Retries {
     /// The next wait (jittered), and the one after it grows.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = self.policy.delay(self.attempt, fastrand::f64());
         self.attempt = self.attempt.saturating_add(1);
         delay
     }
 
     /// The next wait without its jitter: the least [`Retries::next_delay`] would return.
-    pub fn peek_base(&self) -> Duration {
+    pub(crate) fn peek_base(&self) -> Duration {
         self.policy.base(self.attempt)
     }
 
     /// Sleep for the next wait.
-    pub async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::time::sleep(self.next_delay()).await;
     }
 
     /// Back to the shortest wait (after a success).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }

@@ -10,7 +10,7 @@ use super::supervisor::SupervisorEvent;
 
 /// A validated `/add` or `/rm` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScaleRequest {
+pub(crate) struct ScaleRequest {
     /// How many replicas to add or remove.
     pub n: usize,
     /// Names to use (add) or to remove; at most `n`, distinct and well-formed.
@@ -22,7 +22,7 @@ pub struct ScaleRequest {
 
 /// Why the controller refused or failed a change; nothing changed in every case.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     /// `/add` named a hostname that is already in use.
     #[error("hostname '{0}' is already a replica")]
     NameTaken(String),
@@ -83,12 +83,12 @@ pub enum ControlError {
 }
 
 /// The reply to `/add` and `/rm`: the hostnames in the ring afterwards, or why nothing changed.
-pub type ScaleReply = Result<Vec<String>, ControlError>;
+pub(crate) type ScaleReply = Result<Vec<String>, ControlError>;
 
 /// What the controller can be asked to do (by the REST API, the health checker, the file
 /// watcher, the signal loop and the supervisor).
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// `POST /add`.
     Add {
         /// The validated body.
@@ -128,7 +128,7 @@ pub enum Command {
 
 impl Command {
     /// What the command is, in words, for the log.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Command::Add { .. } => "an /add",
             Command::Remove { .. } => "an /rm",
@@ -143,7 +143,7 @@ impl Command {
 
 /// A cheap, cloneable way to send the controller commands.
 #[derive(Debug, Clone)]
-pub struct ControllerHandle {
+pub(crate) struct ControllerHandle {
     tx: mpsc::UnboundedSender<Command>,
 }
 
@@ -155,7 +155,7 @@ impl ControllerHandle {
     }
 
     /// Send a command without waiting for its effect.
-    pub fn send(&self, command: Command) {
+    pub(crate) fn send(&self, command: Command) {
         // The controller only stops at shutdown, when nobody waits for answers any more.
         let _ = self.tx.send(command);
     }
@@ -173,17 +173,17 @@ impl ControllerHandle {
     }
 
     /// Add replicas; returns the hostnames in the ring afterwards.
-    pub async fn add(&self, request: ScaleRequest) -> ScaleReply {
+    pub(crate) async fn add(&self, request: ScaleRequest) -> ScaleReply {
         self.ask(|reply| Command::Add { request, reply }).await
     }
 
     /// Remove replicas; returns once they are out of the ring and stopped.
-    pub async fn remove(&self, request: ScaleRequest) -> ScaleReply {
+    pub(crate) async fn remove(&self, request: ScaleRequest) -> ScaleReply {
         self.ask(|reply| Command::Remove { request, reply }).await
     }
 
     /// Stop all replicas; returns when they are gone.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         let (reply, done) = oneshot::channel();
         self.send(Command::Shutdown { reply });
         let _ = done.await;

@@ -23,7 +23,7 @@ pub(crate) const READ_LIMIT: Duration = Duration::from_secs(20);
 
 /// What reading the followed file found.
 #[derive(Debug)]
-pub enum FileRead {
+pub(crate) enum FileRead {
     /// The same text as the one last applied or written: nothing to do.
     Unchanged,
     /// It could not be read, is empty, or is invalid: the running configuration stays.
@@ -100,7 +100,7 @@ pub(crate) type OwnedEntry = (u64, String, Option<String>);
 
 /// How a write-back ended.
 #[derive(Debug)]
-pub enum WriteOutcome {
+pub(crate) enum WriteOutcome {
     /// Written (or already up to date): the text that was on disk before, and the one there now.
     Done {
         /// What the file held before.

@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use crate::state::Shared;
 
 /// A panic's message (`panic!` with a string or a formatted message), or a placeholder.
-pub fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {
@@ -25,7 +25,7 @@ pub fn panic_message(panic: &(dyn Any + Send)) -> String {
 /// Run `make()`'s future again and again for as long as it panics (logged and counted as
 /// `what`); return when one run ends normally. For loops that must outlive a bug: the health
 /// checks.
-pub async fn restart_on_panic<F, Fut>(what: &str, shared: Arc<Shared>, mut make: F)
+pub(crate) async fn restart_on_panic<F, Fut>(what: &str, shared: Arc<Shared>, mut make: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,

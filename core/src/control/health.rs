@@ -21,7 +21,7 @@ use crate::config::HealthSection;
 use crate::state::Shared;
 
 /// Run heartbeats forever over whatever the current snapshot holds, with the current settings.
-pub async fn run(
+pub(crate) async fn run(
     shared: Arc<Shared>,
     settings: watch::Receiver<HealthSection>,
     controller: ControllerHandle,
@@ -73,7 +73,7 @@ pub async fn run(
 /// late enough that the checker, not the replica, was slow: its timer should have fired at
 /// `timeout`. A miss is counted only for checks that were sent and timed out on time, so a
 /// stalled checker can never declare healthy replicas dead.
-pub fn checker_was_late(timeout: Duration, took: Duration) -> bool {
+pub(crate) fn checker_was_late(timeout: Duration, took: Duration) -> bool {
     took > timeout + timeout / 2 + Duration::from_millis(50)
 }
 

@@ -23,7 +23,7 @@ const REJOIN_POLL: Duration = Duration::from_millis(100);
 
 /// Why a replica could not join the ring.
 #[derive(Debug, thiserror::Error)]
-pub enum LaunchError {
+pub(crate) enum LaunchError {
     /// The supervisor could not start it.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),

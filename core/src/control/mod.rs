@@ -14,19 +14,19 @@
 //!
 //! Nothing here imports the data plane or the REST API.
 
-pub mod backoff;
-pub mod command;
-pub mod controller;
+pub(crate) mod backoff;
+pub(crate) mod command;
+pub(crate) mod controller;
 pub(crate) mod failpoint;
-pub mod file;
-pub mod guard;
-pub mod health;
-pub mod launch;
+pub(crate) mod file;
+pub(crate) mod guard;
+pub(crate) mod health;
+pub(crate) mod launch;
 pub(crate) mod persist;
-pub mod probe;
+pub(crate) mod probe;
 mod reconcile;
-pub mod supervisor;
-pub mod watch;
+pub(crate) mod supervisor;
+pub(crate) mod watch;
 
-pub use command::{Command, ControlError, ControllerHandle, ScaleReply, ScaleRequest};
-pub use controller::Controller;
+pub(crate) use command::{Command, ControlError, ControllerHandle, ScaleRequest};
+pub(crate) use controller::Controller;

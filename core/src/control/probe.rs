@@ -12,7 +12,7 @@ use crate::state::Via;
 
 /// HTTP client for heartbeats (its own pool, so heartbeats never queue behind proxied traffic).
 #[derive(Clone, Debug)]
-pub struct Prober {
+pub(crate) struct Prober {
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
@@ -32,7 +32,12 @@ impl Prober {
     /// One heartbeat: `Ok` if `GET path` answered 200 within `timeout`. It carries `lb`'s
     /// [`Via`] mark, so a backend that is this `lb` itself (however it is reached) answers 508
     /// and never passes.
-    pub async fn beat(&self, addr: &str, path: &str, timeout: Duration) -> Result<(), ProbeError> {
+    pub(crate) async fn beat(
+        &self,
+        addr: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(), ProbeError> {
         let uri = format!("http://{addr}{path}");
         let req = hyper::Request::get(uri)
             .header(http::header::VIA, Via::mine().value().clone())
@@ -50,7 +55,7 @@ impl Prober {
     }
 
     /// Poll until the first successful heartbeat or until `deadline` passes.
-    pub async fn wait_alive(
+    pub(crate) async fn wait_alive(
         &self,
         addr: &str,
         path: &str,
@@ -77,7 +82,7 @@ impl Prober {
 
     /// Check every `interval` until `rise` checks in a row succeed or until `deadline` passes
     /// (a backend by address joining or coming back: no faster than the health checks run).
-    pub async fn wait_healthy(
+    pub(crate) async fn wait_healthy(
         &self,
         addr: &str,
         path: &str,
@@ -116,7 +121,7 @@ impl Prober {
 
 /// Why a heartbeat failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     /// No answer in time.
     #[error("no answer within {} ms", .0.as_millis())]
     Timeout(Duration),

@@ -25,7 +25,7 @@ const MAX_DELAY: Duration = Duration::from_millis(800);
 /// Why the watcher could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {path}: {source}")]
-pub struct WatchError {
+pub(crate) struct WatchError {
     path: PathBuf,
     source: notify::Error,
 }
@@ -61,7 +61,7 @@ fn directories(path: &Path) -> Vec<PathBuf> {
 }
 
 /// Start following `path`; changes go to `controller` as [`Command::FileChanged`].
-pub fn spawn(path: PathBuf, controller: ControllerHandle) -> Result<(), WatchError> {
+pub(crate) fn spawn(path: PathBuf, controller: ControllerHandle) -> Result<(), WatchError> {
     let (tx, mut events) = mpsc::unbounded_channel();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {

@@ -83,7 +83,7 @@ impl Sink {
 
 /// Why the access log could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum AccessLogError {
+pub(crate) enum AccessLogError {
     /// The file could not be opened for appending.
     #[error("cannot open the access log {}: {source}", path.display())]
     Open {
@@ -99,7 +99,7 @@ pub enum AccessLogError {
 
 /// The running access log: the writer thread and the workers' way to it.
 #[derive(Debug)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     sink: Sink,
     reopen: Arc<AtomicBool>,
     done: Receiver<()>,
@@ -108,7 +108,7 @@ pub struct AccessLog {
 impl AccessLog {
     /// Start writing to `target` in `format`; `None` when the target is [`AccessTarget::Off`].
     /// Lines dropped are read from `shared`'s counters (to say so in the log).
-    pub fn start(
+    pub(crate) fn start(
         target: &AccessTarget,
         format: AccessFormat,
         shared: &Arc<Shared>,
@@ -158,13 +158,13 @@ impl AccessLog {
     }
 
     /// Reopen the file (SIGHUP: logrotate moved it away). Takes effect within a second.
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.reopen.store(true, Ordering::Relaxed);
     }
 
     /// Write out what is buffered and stop the writer, once the workers are gone (their ends of
     /// the channel with them). Waits at most two seconds.
-    pub fn close(self) {
+    pub(crate) fn close(self) {
         let AccessLog { sink, done, .. } = self;
         drop(sink);
         let _ = done.recv_timeout(CLOSE_WAIT);

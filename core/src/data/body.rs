@@ -22,7 +22,7 @@ use crate::state::InFlight;
 
 /// Why a response body could not be sent to its end.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// A replica's response over a batching connection was cut off midway, and why.
     #[error("the replica's response was cut off: {0}")]
     CutOff(String),
@@ -33,7 +33,7 @@ pub enum BodyError {
 
 /// Where a response body's bytes come from.
 #[derive(Debug)]
-pub enum Source {
+pub(crate) enum Source {
     /// A complete body held in memory (`lb`'s own answer, or a replica's body that came whole
     /// with its head); `None` once sent.
     Full(Option<Bytes>),
@@ -56,7 +56,7 @@ pub enum Source {
 
 /// What watches a response body go out: told the size of every piece of it, and whether it
 /// failed midway. Dropped with the body, when it is done or the client went away.
-pub trait Watch {
+pub(crate) trait Watch {
     /// `bytes` of body were handed to the connection.
     fn sent(&mut self, bytes: usize);
     /// The body failed before its end (the replica's response was cut off).
@@ -73,7 +73,7 @@ impl Watch for () {
 /// A response body on its way to a client (see the module's documentation). `W` watches what it
 /// sends; `()` until the connection hands it to its client ([`ProxyBody::tracked`]).
 #[derive(Debug)]
-pub struct ProxyBody<W = ()> {
+pub(crate) struct ProxyBody<W = ()> {
     // Dropped in this order: the bytes, the replica's count in flight, the watch (which counts
     // the request), then the connection's request in progress.
     source: Source,

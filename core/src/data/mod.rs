@@ -16,7 +16,7 @@
 //! The hot path only `load()`s the snapshot (no lock) and reaches the control plane only
 //! through [`crate::control::ControllerHandle`].
 
-pub mod access;
+pub(crate) mod access;
 pub(crate) mod body;
 pub(crate) mod downstream;
 pub(crate) mod front;
@@ -24,5 +24,5 @@ pub(crate) mod hop;
 pub(crate) mod key;
 pub(crate) mod observe;
 pub(crate) mod proxy;
-pub mod upstream;
-pub mod workers;
+pub(crate) mod upstream;
+pub(crate) mod workers;

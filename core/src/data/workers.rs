@@ -28,17 +28,17 @@ const BACKLOG: i32 = 4096;
 /// Descriptors kept for everything but connections and replicas: the standard streams, the
 /// configuration file and its watcher, the access log, the runtimes' event loops and signals,
 /// the Docker socket.
-pub const FILES_RESERVED: u64 = 64;
+pub(crate) const FILES_RESERVED: u64 = 64;
 /// Descriptors kept per listener (a worker's socket, the admin address): the socket and its
 /// worker's event loop.
-pub const FILES_PER_LISTENER: u64 = 2;
+pub(crate) const FILES_PER_LISTENER: u64 = 2;
 /// Descriptors kept per replica `[limits] max_replicas` allows: its health checks' connection,
 /// a started process' pipes.
-pub const FILES_PER_REPLICA: u64 = 4;
+pub(crate) const FILES_PER_REPLICA: u64 = 4;
 
 /// Descriptors to keep aside from proxied connections for `listeners` listening sockets and up
 /// to `max_replicas` replicas.
-pub fn files_reserved(listeners: usize, max_replicas: usize) -> u64 {
+pub(crate) fn files_reserved(listeners: usize, max_replicas: usize) -> u64 {
     FILES_RESERVED + FILES_PER_LISTENER * listeners as u64 + FILES_PER_REPLICA * max_replicas as u64
 }
 
@@ -46,7 +46,7 @@ pub fn files_reserved(listeners: usize, max_replicas: usize) -> u64 {
 /// `max_connections` (0: no limit): every proxied connection takes two descriptors (the client's
 /// and the replica's), once `reserved` ([`files_reserved`]) are kept for the rest; at least one.
 /// Past it, clients would get 502 "Too many open files" instead of waiting their turn.
-pub fn connection_limit(max_connections: usize, open_files: u64, reserved: u64) -> usize {
+pub(crate) fn connection_limit(max_connections: usize, open_files: u64, reserved: u64) -> usize {
     let allowed = open_files.saturating_sub(reserved) / 2;
     let allowed = usize::try_from(allowed).unwrap_or(usize::MAX).max(1);
     match max_connections {
@@ -57,7 +57,7 @@ pub fn connection_limit(max_connections: usize, open_files: u64, reserved: u64) 
 
 /// Why the workers could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum WorkersError {
+pub(crate) enum WorkersError {
     /// Binding or listening failed. (The OS error is kept but not chained as a source, so the
     /// message says it once.)
     #[error("cannot listen on {addr}: {}", describe(error))]
@@ -106,7 +106,10 @@ fn check_free(addr: SocketAddr) -> Result<(), WorkersError> {
 
 /// `count` listening sockets on `addr`, all bound to the same port (the first one's, when `addr`
 /// asks for port 0).
-pub fn listen(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, WorkersError> {
+pub(crate) fn listen(
+    addr: SocketAddr,
+    count: usize,
+) -> Result<Vec<std::net::TcpListener>, WorkersError> {
     check_free(addr)?;
     let mut sockets = Vec::with_capacity(count);
     let mut bound = addr;
@@ -131,7 +134,7 @@ pub fn listen(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListene
 }
 
 /// Running worker threads.
-pub struct Workers {
+pub(crate) struct Workers {
     threads: Vec<JoinHandle<()>>,
     /// `Some(drain time)` once the workers are to stop.
     stop: watch::Sender<Option<Duration>>,
@@ -144,7 +147,7 @@ impl Workers {
     /// only, on a thread of its own; `token` (the admin token) protects the routes that change
     /// state or reveal processes wherever they are served. Each thread counts its requests in a
     /// block of `shared.metrics` of its own, and sends access log lines to `access_log`, if on.
-    pub fn start(
+    pub(crate) fn start(
         listeners: Vec<std::net::TcpListener>,
         admin: Option<std::net::TcpListener>,
         token: Option<String>,
@@ -217,7 +220,7 @@ impl Workers {
 
     /// Stop accepting on every worker, let requests in flight finish for up to `drain`, and
     /// wait for the threads to end.
-    pub fn stop(self, drain: Duration) {
+    pub(crate) fn stop(self, drain: Duration) {
         let _ = self.stop.send(Some(drain));
         for thread in self.threads {
             let _ = thread.join();

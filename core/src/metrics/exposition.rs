@@ -5,11 +5,11 @@
 use std::fmt::Write as _;
 
 /// The `Content-Type` of an exposition.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// What a family's samples mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Only goes up (restarts at 0 with the process).
     Counter,
     /// Goes up and down.
@@ -29,7 +29,7 @@ impl Kind {
 }
 
 /// A sample's value.
-pub trait Value {
+pub(crate) trait Value {
     /// Append the value as the format spells it.
     fn write(&self, out: &mut String);
 }
@@ -54,18 +54,18 @@ impl Value for f64 {
 
 /// A page of metrics being written.
 #[derive(Debug, Default)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     out: String,
 }
 
 impl Exposition {
     /// An empty page.
-    pub fn new() -> Exposition {
+    pub(crate) fn new() -> Exposition {
         Exposition::default()
     }
 
     /// Start the family `name`: its help text and type.
-    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+    pub(crate) fn family(&mut self, name: &str, kind: Kind, help: &str) {
         self.out.push_str("# HELP ");
         self.out.push_str(name);
         self.out.push(' ');
@@ -81,7 +81,7 @@ impl Exposition {
     }
 
     /// One sample of `name` with `labels`.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Value) {
+    pub(crate) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Value) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -104,7 +104,7 @@ impl Exposition {
     /// The samples of one histogram series: `buckets` holds the count of each bucket (not
     /// cumulative) for the upper `bounds` (in seconds) and a last one for `+Inf`; `sum` is in
     /// seconds.
-    pub fn histogram(
+    pub(crate) fn histogram(
         &mut self,
         name: &str,
         labels: &[(&str, &str)],
@@ -130,13 +130,13 @@ impl Exposition {
     }
 
     /// The page.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         self.out
     }
 }
 
 /// Append `value` escaped for a label value: `\` → `\\`, `"` → `\"`, a line feed → `\n`.
-pub fn escape_label_value(value: &str, out: &mut String) {
+pub(crate) fn escape_label_value(value: &str, out: &mut String) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

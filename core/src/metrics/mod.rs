@@ -16,8 +16,8 @@
 //!
 //! This module imports nothing else of `lb` (`state` holds it in `Shared` and `Backend`).
 
-pub mod exposition;
-pub mod process;
+pub(crate) mod exposition;
+pub(crate) mod process;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 /// Upper bounds of the request duration histogram's buckets, in nanoseconds (100 µs to 10 s;
 /// a last bucket, `+Inf`, takes the rest).
-pub const BUCKETS_NS: [u64; 16] = [
+pub(crate) const BUCKETS_NS: [u64; 16] = [
     100_000,
     250_000,
     500_000,
@@ -53,11 +53,11 @@ const BUCKETS: usize = BUCKETS_NS.len() + 1;
 const CODE_SLOTS: usize = 16;
 
 /// Hostnames of gone replicas whose totals are kept (the oldest are forgotten beyond this).
-pub const MAX_RETIRED: usize = 1024;
+pub(crate) const MAX_RETIRED: usize = 1024;
 
 /// Why a request to a replica got no usable answer (`lb_upstream_errors_total{kind}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
+pub(crate) enum UpstreamErrorKind {
     /// The replica could not be connected to (refused, unreachable, connecting took too long).
     Connect,
     /// The connection closed or failed before or while the response came.
@@ -71,7 +71,7 @@ pub enum UpstreamErrorKind {
 
 impl UpstreamErrorKind {
     /// Every kind, in the order they are exposed.
-    pub const ALL: [UpstreamErrorKind; 4] = [
+    pub(crate) const ALL: [UpstreamErrorKind; 4] = [
         UpstreamErrorKind::Connect,
         UpstreamErrorKind::Reset,
         UpstreamErrorKind::Timeout,
@@ -79,7 +79,7 @@ impl UpstreamErrorKind {
     ];
 
     /// The `kind` label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             UpstreamErrorKind::Connect => "connect",
             UpstreamErrorKind::Reset => "reset",
@@ -95,13 +95,13 @@ impl UpstreamErrorKind {
 
 /// Add one to a counter only one thread writes: a load and a store, no locked instruction.
 #[inline]
-pub fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     add(counter, 1);
 }
 
 /// Add `n` to a counter only one thread writes.
 #[inline]
-pub fn add(counter: &AtomicU64, n: u64) {
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
     counter.store(
         counter.load(Ordering::Relaxed).wrapping_add(n),
         Ordering::Relaxed,
@@ -110,7 +110,7 @@ pub fn add(counter: &AtomicU64, n: u64) {
 
 /// The counters of one label set (one replica, or `replica=""`) kept by one worker.
 #[derive(Debug, Default)]
-pub struct SeriesCells {
+pub(crate) struct SeriesCells {
     /// Status codes seen, in the order first seen (0: a free slot).
     codes: [AtomicU32; CODE_SLOTS],
     /// Requests answered with `codes[i]`.
@@ -129,7 +129,7 @@ impl SeriesCells {
     /// Count one request answered with `code` that took `took` from its head to the end of its
     /// response. Only the owning worker calls this.
     #[inline]
-    pub fn record(&self, code: u16, took: Duration) {
+    pub(crate) fn record(&self, code: u16, took: Duration) {
         self.count_code(code);
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKETS_NS
@@ -159,7 +159,7 @@ impl SeriesCells {
 
     /// Count one upstream error of `kind`. Only the owning worker calls this.
     #[inline]
-    pub fn error(&self, kind: UpstreamErrorKind) {
+    pub(crate) fn error(&self, kind: UpstreamErrorKind) {
         bump(&self.errors[kind.index()]);
     }
 
@@ -197,7 +197,7 @@ struct Padded<T>(T);
 
 /// The totals of one label set at a scrape.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SeriesTotals {
+pub(crate) struct SeriesTotals {
     /// Requests by the status code sent to the client.
     pub codes: BTreeMap<u16, u64>,
     /// Requests per duration bucket (not cumulative), the last one `+Inf`.
@@ -210,7 +210,7 @@ pub struct SeriesTotals {
 
 impl SeriesTotals {
     /// Requests observed (the histogram's `_count`).
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.buckets.iter().sum()
     }
 
@@ -230,7 +230,7 @@ impl SeriesTotals {
 
 /// What one worker thread counts that belongs to no replica.
 #[derive(Debug)]
-pub struct WorkerMetrics {
+pub(crate) struct WorkerMetrics {
     /// The worker's index: which block of every [`ReplicaMetrics`] is its own.
     index: usize,
     /// Requests `lb` answered before choosing a replica (503 without replicas, …).
@@ -247,38 +247,38 @@ pub struct WorkerMetrics {
 
 impl WorkerMetrics {
     /// The worker's index.
-    #[inline]
-    pub fn index(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn index(&self) -> usize {
         self.index
     }
 
     /// The cells of requests answered before a replica was chosen.
     #[inline]
-    pub fn unrouted(&self) -> &SeriesCells {
+    pub(crate) fn unrouted(&self) -> &SeriesCells {
         &self.unrouted.0
     }
 
     /// A proxied request began.
     #[inline]
-    pub fn started(&self) {
+    pub(crate) fn started(&self) {
         bump(&self.started);
     }
 
     /// A proxied request is done (its response sent, or its client gone).
     #[inline]
-    pub fn finished(&self) {
+    pub(crate) fn finished(&self) {
         bump(&self.finished);
     }
 
     /// An access log line was dropped.
     #[inline]
-    pub fn access_dropped(&self) {
+    pub(crate) fn access_dropped(&self) {
         bump(&self.access_dropped);
     }
 
     /// A client connection was cut: its client took none of a response for the send timeout.
     #[inline]
-    pub fn send_timeout(&self) {
+    pub(crate) fn send_timeout(&self) {
         bump(&self.send_timeouts);
     }
 }
@@ -286,7 +286,7 @@ impl WorkerMetrics {
 /// The counters of one replica incarnation: a block per worker thread. Created by
 /// [`Metrics::replica`]; when the last reference goes (the replica left the ring and its last
 /// request is done), its totals are kept under its hostname ([`Retired`]).
-pub struct ReplicaMetrics {
+pub(crate) struct ReplicaMetrics {
     /// Its hostname (the `replica` label).
     hostname: Arc<str>,
     /// Its number in the registry of live replicas.
@@ -305,13 +305,13 @@ impl std::fmt::Debug for ReplicaMetrics {
 
 impl ReplicaMetrics {
     /// The replica's hostname.
-    pub fn hostname(&self) -> &Arc<str> {
+    pub(crate) fn hostname(&self) -> &Arc<str> {
         &self.hostname
     }
 
     /// The cells worker `worker` writes.
     #[inline]
-    pub fn cells(&self, worker: &WorkerMetrics) -> &SeriesCells {
+    pub(crate) fn cells(&self, worker: &WorkerMetrics) -> &SeriesCells {
         // Every worker registered has a block (see `Metrics::new`); a spare index shares the
         // last block rather than panicking on the request path.
         let last = self.cells.len() - 1;
@@ -374,7 +374,7 @@ struct Registry {
 
 /// Every counter `lb` keeps, shared by the workers, the controller and the scrape.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Worker threads, hence blocks per replica.
     workers: usize,
     registry: Arc<Mutex<Registry>>,
@@ -392,7 +392,7 @@ pub struct Metrics {
 
 /// The counters of every label set at one scrape.
 #[derive(Debug, Default)]
-pub struct Scrape {
+pub(crate) struct Scrape {
     /// By replica hostname (`""`: requests answered before a replica was chosen).
     pub series: BTreeMap<Arc<str>, SeriesTotals>,
     /// Proxied requests in progress.
@@ -405,7 +405,7 @@ pub struct Scrape {
 
 impl Metrics {
     /// Counters for `workers` worker threads.
-    pub fn new(workers: usize) -> Metrics {
+    pub(crate) fn new(workers: usize) -> Metrics {
         Metrics {
             workers: workers.max(1),
             registry: Arc::default(),
@@ -418,7 +418,7 @@ impl Metrics {
     }
 
     /// The counters of the next worker thread (indexes are given in order).
-    pub fn worker(&self) -> Arc<WorkerMetrics> {
+    pub(crate) fn worker(&self) -> Arc<WorkerMetrics> {
         let mut registry = lock(&self.registry);
         let worker = Arc::new(WorkerMetrics {
             index: registry.workers.len(),
@@ -439,7 +439,7 @@ impl Metrics {
     }
 
     /// The counters of a new replica incarnation called `hostname`.
-    pub fn replica(&self, hostname: &str) -> Arc<ReplicaMetrics> {
+    pub(crate) fn replica(&self, hostname: &str) -> Arc<ReplicaMetrics> {
         let mut registry = lock(&self.registry);
         let serial = registry.next_serial;
         registry.next_serial += 1;
@@ -457,7 +457,7 @@ impl Metrics {
     }
 
     /// Count a configuration reload: applied (`ok`) or refused.
-    pub fn reload(&self, ok: bool) {
+    pub(crate) fn reload(&self, ok: bool) {
         let counter = if ok {
             &self.reloads_ok
         } else {
@@ -467,7 +467,7 @@ impl Metrics {
     }
 
     /// Configuration reloads so far: (applied, refused).
-    pub fn reloads(&self) -> (u64, u64) {
+    pub(crate) fn reloads(&self) -> (u64, u64) {
         (
             self.reloads_ok.load(Ordering::Relaxed),
             self.reloads_failed.load(Ordering::Relaxed),
@@ -475,33 +475,33 @@ impl Metrics {
     }
 
     /// Count a replica replaced after it died or failed its health checks.
-    pub fn restarted(&self) {
+    pub(crate) fn restarted(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Replicas replaced so far.
-    pub fn restarts(&self) -> u64 {
+    pub(crate) fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
     }
 
     /// Count a panic caught in the control plane.
-    pub fn control_panicked(&self) {
+    pub(crate) fn control_panicked(&self) {
         self.control_panics.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Panics caught in the control plane so far.
-    pub fn control_panics(&self) -> u64 {
+    pub(crate) fn control_panics(&self) -> u64 {
         self.control_panics.load(Ordering::Relaxed)
     }
 
     /// Count `lines` access log lines the writer could not write (a full disk).
-    pub fn access_lost(&self, lines: u64) {
+    pub(crate) fn access_lost(&self, lines: u64) {
         self.access_lost.fetch_add(lines, Ordering::Relaxed);
     }
 
     /// Access log lines dropped so far because the writer could not keep up, over all workers
     /// (not those it could not write: [`Metrics::access_lost`]).
-    pub fn access_dropped(&self) -> u64 {
+    pub(crate) fn access_dropped(&self) -> u64 {
         lock(&self.registry)
             .workers
             .iter()
@@ -510,7 +510,7 @@ impl Metrics {
     }
 
     /// Sum every worker's and every replica's counters, by hostname.
-    pub fn scrape(&self) -> Scrape {
+    pub(crate) fn scrape(&self) -> Scrape {
         // Replicas upgraded here are released after the lock: the last reference to one may be
         // ours, and its drop takes the lock.
         let mut alive: Vec<Arc<ReplicaMetrics>> = Vec::new();

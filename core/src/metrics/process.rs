@@ -9,7 +9,7 @@ const USER_HZ: f64 = 100.0;
 
 /// The process facts one scrape reads; `None` where `/proc` could not tell.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProcessFacts {
+pub(crate) struct ProcessFacts {
     /// Resident memory (`VmRSS`), bytes.
     pub resident_memory_bytes: Option<u64>,
     /// Open file descriptors.
@@ -23,7 +23,7 @@ pub struct ProcessFacts {
 }
 
 /// Read the facts of this process.
-pub fn read() -> ProcessFacts {
+pub(crate) fn read() -> ProcessFacts {
     let root = Path::new("/proc");
     let stat = std::fs::read_to_string(root.join("self/stat")).ok();
     let stat = stat.as_deref().and_then(parse_stat);

@@ -13,7 +13,7 @@ use super::Backend;
 
 /// The heartbeat counters of every replica the health checker has seen, by server id.
 #[derive(Debug, Default)]
-pub struct HealthBook {
+pub(crate) struct HealthBook {
     by_id: Mutex<HashMap<u64, Health>>,
 }
 
@@ -60,12 +60,12 @@ impl HealthBook {
     }
 
     /// `backend` answered its heartbeat: its misses in a row go back to 0.
-    pub fn answered(&self, backend: &Arc<Backend>) {
+    pub(crate) fn answered(&self, backend: &Arc<Backend>) {
         self.with(backend, |h| h.missed = 0);
     }
 
     /// `backend` missed a heartbeat: its misses in a row, this one included.
-    pub fn missed(&self, backend: &Arc<Backend>) -> u32 {
+    pub(crate) fn missed(&self, backend: &Arc<Backend>) -> u32 {
         self.with(backend, |h| {
             h.missed = h.missed.saturating_add(1);
             h.missed
@@ -73,12 +73,12 @@ impl HealthBook {
     }
 
     /// Mark `backend` as reported dead to the controller: `true` the first time only.
-    pub fn report_dead(&self, backend: &Arc<Backend>) -> bool {
+    pub(crate) fn report_dead(&self, backend: &Arc<Backend>) -> bool {
         self.with(backend, |h| !std::mem::replace(&mut h.reported_dead, true))
     }
 
     /// Heartbeats `backend` missed in a row (0 for one not checked yet).
-    pub fn missed_of(&self, backend: &Arc<Backend>) -> u32 {
+    pub(crate) fn missed_of(&self, backend: &Arc<Backend>) -> u32 {
         self.lock()
             .get(&backend.id)
             .filter(|h| h.is_of(backend))
@@ -86,7 +86,7 @@ impl HealthBook {
     }
 
     /// Forget every replica that is not one of `backends` (those the checker checks now).
-    pub fn keep_only(&self, backends: &[Arc<Backend>]) {
+    pub(crate) fn keep_only(&self, backends: &[Arc<Backend>]) {
         let live: HashSet<*const Backend> = backends.iter().map(Arc::as_ptr).collect();
         self.lock()
             .retain(|_, h| live.contains(&h.backend.as_ptr()));

@@ -233,7 +233,7 @@ impl Message {
 
 /// Owns the replica set. Build with [`Controller::new`], fill with [`Controller::start`], then
 /// [`Controller::run`] it on its own task.
-pub struct Controller {
+pub(crate) struct Controller {
     shared: Arc<Shared>,
     launcher: Launcher,
     /// The algorithm, hash and rules snapshots are published with.
@@ -274,7 +274,7 @@ pub struct Controller {
 impl Controller {
     /// A controller for `loaded` with no replica running yet, the shared state its readers use,
     /// and a handle to command it.
-    pub fn new(
+    pub(crate) fn new(
         loaded: &Loaded,
         hash: Arc<dyn RingHash>,
         supervisor: Arc<dyn Supervisor>,
@@ -363,7 +363,7 @@ impl Controller {
     }
 
     /// Heartbeat settings, updated when the file changes them.
-    pub fn health_settings(&self) -> watch::Receiver<HealthSection> {
+    pub(crate) fn health_settings(&self) -> watch::Receiver<HealthSection> {
         self.health.subscribe()
     }
 
@@ -375,7 +375,7 @@ impl Controller {
     /// read or written, or a large table to be built: those run on tasks of their own and
     /// report back with a [`Done`]. A panic while handling a message is caught, logged and
     /// counted (`lb_control_panics_total`); the controller goes on with the state it has.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         self.running = true;
         while let Some(message) = self.next().await {
             if !self.step(message).await {

@@ -19,7 +19,7 @@ impl Controller {
     /// Take over the configured replicas an earlier run left running (containers), start the
     /// rest and wait for their first heartbeats. A replica that does not come up leaves a
     /// vacancy that is retried with backoff once the controller runs.
-    pub async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         if self.membership.is_some() {
             self.start_shared().await;
             return;

@@ -34,21 +34,21 @@ use bollard::Docker;
 use tokio::sync::mpsc;
 
 use super::engine::{self, attempt_token, is_not_found, unanswered, EngineError};
-pub use super::engine::{
-    ATTEMPT_LABEL, ENGINE_TIMEOUT, ENGINE_WAIT, HOSTNAME_LABEL, ID_LABEL, REPLICA_PORT,
+pub(crate) use super::engine::{
+    ATTEMPT_LABEL, ENGINE_WAIT, HOSTNAME_LABEL, ID_LABEL, REPLICA_PORT,
 };
 use super::{Handle, ReplicaSpec, Started, Supervisor, SupervisorError, SupervisorEvent};
 use crate::config::{AddressMode, SupervisorSection};
 
 /// Label naming the load-balancer instance that owns a container.
-pub const OWNER_LABEL: &str = "io.lb.owner";
+pub(crate) const OWNER_LABEL: &str = "io.lb.owner";
 /// Seconds a replica gets between SIGTERM and SIGKILL.
 const STOP_GRACE_SECS: i32 = 3;
 /// How long a given-up create is looked for, to remove it once the engine answers again.
 const CLEANUP_WINDOW: Duration = Duration::from_secs(120);
 
 /// Runs replicas as containers.
-pub struct DockerSupervisor {
+pub(crate) struct DockerSupervisor {
     docker: Docker,
     instance: String,
     image: String,
@@ -79,7 +79,7 @@ fn container_name(instance: &str, spec: &ReplicaSpec) -> String {
 /// The network alias (and container hostname) of server id `id` of `instance`: one per id, so
 /// two hostnames that differ only in characters DNS does not allow (`"a b"`, `"a_b"`) never
 /// share one.
-pub fn replica_alias(instance: &str, id: u64) -> String {
+pub(crate) fn replica_alias(instance: &str, id: u64) -> String {
     let clean: String = instance
         .chars()
         .map(|c| {
@@ -186,7 +186,7 @@ impl DockerSupervisor {
     /// Connect to the engine (`DOCKER_HOST`, else `/var/run/docker.sock`; retried with backoff
     /// for up to [`ENGINE_WAIT`] when it does not answer), make sure the network exists, and
     /// start following container events. A start may take `start_timeout`.
-    pub async fn connect(
+    pub(crate) async fn connect(
         settings: &SupervisorSection,
         start_timeout: Duration,
         events: mpsc::UnboundedSender<SupervisorEvent>,

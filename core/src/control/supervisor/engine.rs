@@ -18,27 +18,27 @@ use super::SupervisorError;
 use crate::control::backoff::Backoff;
 
 /// Label with the replica's exact hostname.
-pub const HOSTNAME_LABEL: &str = "io.lb.hostname";
+pub(crate) const HOSTNAME_LABEL: &str = "io.lb.hostname";
 /// Label with the replica's server id.
-pub const ID_LABEL: &str = "io.lb.server-id";
+pub(crate) const ID_LABEL: &str = "io.lb.server-id";
 /// Label with a random token per start attempt: what lets the load balancer remove a container
 /// (or a Swarm service) whose create it gave up on, and nothing else.
-pub const ATTEMPT_LABEL: &str = "io.lb.attempt";
+pub(crate) const ATTEMPT_LABEL: &str = "io.lb.attempt";
 /// Port the replica image listens on (the assignment's choice).
-pub const REPLICA_PORT: u16 = 5000;
+pub(crate) const REPLICA_PORT: u16 = 5000;
 /// Longest wait for one answer of the container engine (a stop waits for the replica's grace
 /// period, so this is longer than that). Starts are bounded by `start_timeout_ms` instead.
-pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the load balancer tries to reach an engine that does not answer at start before it
 /// gives up (with the reason).
-pub const ENGINE_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const ENGINE_WAIT: Duration = Duration::from_secs(60);
 /// The waits between two tries to reach the engine or to open its event stream again.
-pub const ENGINE_BACKOFF: Backoff =
+pub(crate) const ENGINE_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(200), Duration::from_secs(5), 0.5);
 
 /// What went wrong with the container engine.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     /// `DOCKER_HOST` is not a form this build speaks: waiting will not help.
     #[error("DOCKER_HOST {host}: {source}")]
     Unsupported {
@@ -79,7 +79,7 @@ pub enum EngineError {
 
 impl EngineError {
     /// `source`, failing while doing `context`.
-    pub fn during(context: impl Into<String>, source: BollardError) -> Self {
+    pub(crate) fn during(context: impl Into<String>, source: BollardError) -> Self {
         EngineError::During {
             context: context.into(),
             source,
@@ -96,7 +96,7 @@ impl From<EngineError> for SupervisorError {
 /// The container engine `DOCKER_HOST` names (`unix://…`, `tcp://…`; default the local socket),
 /// with every call bounded by [`ENGINE_TIMEOUT`]. An engine that does not answer is tried again
 /// with [`ENGINE_BACKOFF`] for up to `wait`, then the reason is returned.
-pub async fn connect(wait: Duration) -> Result<Docker, EngineError> {
+pub(crate) async fn connect(wait: Duration) -> Result<Docker, EngineError> {
     let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the local socket".into());
     let start = tokio::time::Instant::now();
     let mut retries = ENGINE_BACKOFF.start();
@@ -135,7 +135,7 @@ pub async fn connect(wait: Duration) -> Result<Docker, EngineError> {
 /// Follow the engine's events that match `filters`, handing each to `on_event` until it says
 /// [`ControlFlow::Break`]. A stream that ends or fails is opened again after a wait of
 /// [`ENGINE_BACKOFF`], which an event resets.
-pub async fn follow(
+pub(crate) async fn follow(
     docker: &Docker,
     filters: HashMap<String, Vec<String>>,
     mut on_event: impl FnMut(EventMessage) -> ControlFlow<()>,
@@ -165,18 +165,18 @@ pub async fn follow(
 }
 
 /// A random token for [`ATTEMPT_LABEL`].
-pub fn attempt_token() -> String {
+pub(crate) fn attempt_token() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
 /// Whether an engine error means the engine did not answer (so a create may still land), as
 /// opposed to an answer refusing it.
-pub fn unanswered(e: &BollardError) -> bool {
+pub(crate) fn unanswered(e: &BollardError) -> bool {
     !matches!(e, BollardError::DockerResponseServerError { .. })
 }
 
 /// The HTTP status of the engine's answer, if it answered with an error.
-pub fn status_of(e: &BollardError) -> Option<u16> {
+pub(crate) fn status_of(e: &BollardError) -> Option<u16> {
     match e {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
@@ -184,7 +184,7 @@ pub fn status_of(e: &BollardError) -> Option<u16> {
 }
 
 /// Whether the engine answered that there is no such object.
-pub fn is_not_found(e: &BollardError) -> bool {
+pub(crate) fn is_not_found(e: &BollardError) -> bool {
     status_of(e) == Some(404)
 }
 

@@ -5,7 +5,7 @@
 
 /// How the supervisor refers to a running replica.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Handle {
+pub(crate) enum Handle {
     /// A local child process.
     Pid(u32),
     /// A container.
@@ -25,12 +25,12 @@ pub enum Handle {
 
 impl Handle {
     /// Whether a supervisor runs it (and may stop it).
-    pub fn is_supervised(&self) -> bool {
+    pub(crate) fn is_supervised(&self) -> bool {
         !matches!(self, Handle::Address(_))
     }
 
     /// The configured `HOST:PORT` of a backend by address.
-    pub fn address(&self) -> Option<&str> {
+    pub(crate) fn address(&self) -> Option<&str> {
         match self {
             Handle::Address(address) => Some(address),
             Handle::Pid(_) | Handle::ContainerId(_) | Handle::SwarmTask { .. } => None,
@@ -38,7 +38,7 @@ impl Handle {
     }
 
     /// What `/_lb/status` shows as the replica's `handle` (e.g. `{"pid": 12}`).
-    pub fn describe(&self) -> lb_views::status::Handle {
+    pub(crate) fn describe(&self) -> lb_views::status::Handle {
         let mut view = lb_views::status::Handle::default();
         match self {
             Handle::Pid(pid) => view.pid = Some(*pid),

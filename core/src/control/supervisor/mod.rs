@@ -6,24 +6,24 @@
 //! runtime that holds the replica set itself, shared by several load balancers (Swarm), offers
 //! [`Membership`] too. [`Handle`] (`handle.rs`) is how a supervisor names a running replica.
 
-pub mod docker;
-pub mod engine;
+pub(crate) mod docker;
+pub(crate) mod engine;
 mod handle;
 #[allow(unsafe_code)] // pre_exec: PR_SET_PDEATHSIG and fd passing in the child
-pub mod process;
-pub mod swarm;
+pub(crate) mod process;
+pub(crate) mod swarm;
 
 use async_trait::async_trait;
 
-pub use handle::Handle;
+pub(crate) use handle::Handle;
 
-pub use docker::DockerSupervisor;
-pub use process::ProcessSupervisor;
-pub use swarm::SwarmSupervisor;
+pub(crate) use docker::DockerSupervisor;
+pub(crate) use process::ProcessSupervisor;
+pub(crate) use swarm::SwarmSupervisor;
 
 /// What to start (or, for a backend by address, what to health-check until it may join).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaSpec {
+pub(crate) struct ReplicaSpec {
     /// The replica's hostname, reported by its `/home`.
     pub hostname: String,
     /// Its server id on the ring.
@@ -36,7 +36,7 @@ pub struct ReplicaSpec {
 
 impl ReplicaSpec {
     /// A replica the supervisor runs, with the default pipelining.
-    pub fn managed(hostname: impl Into<String>, id: u64) -> Self {
+    pub(crate) fn managed(hostname: impl Into<String>, id: u64) -> Self {
         ReplicaSpec {
             hostname: hostname.into(),
             id,
@@ -46,14 +46,14 @@ impl ReplicaSpec {
     }
 
     /// Whether it is the same replica as `other` for the supervisor (hostname and id).
-    pub fn same_replica(&self, other: &ReplicaSpec) -> bool {
+    pub(crate) fn same_replica(&self, other: &ReplicaSpec) -> bool {
         self.hostname == other.hostname && self.id == other.id
     }
 }
 
 /// A started replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Started {
+pub(crate) struct Started {
     /// What was asked for.
     pub spec: ReplicaSpec,
     /// Where the load balancer reaches it: `host:port`.
@@ -64,7 +64,7 @@ pub struct Started {
 
 /// Something a supervisor noticed on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SupervisorEvent {
+pub(crate) enum SupervisorEvent {
     /// A replica exited without being asked to.
     Exited {
         /// Which one.
@@ -84,7 +84,7 @@ pub enum SupervisorEvent {
 
 /// Why a supervisor could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
+pub(crate) enum SupervisorError {
     /// Could not start the replica.
     #[error("could not start replica {hostname:?}: {reason}")]
     Start {
@@ -125,7 +125,7 @@ pub enum SupervisorError {
 /// Runs replicas of one kind. Implementations send [`SupervisorEvent`]s on the channel they were
 /// built with.
 #[async_trait]
-pub trait Supervisor: Send + Sync + 'static {
+pub(crate) trait Supervisor: Send + Sync + 'static {
     /// Short name ("process", "docker").
     fn kind(&self) -> &'static str;
 
@@ -156,7 +156,7 @@ pub trait Supervisor: Send + Sync + 'static {
 /// (Swarm): it restarts failed replicas itself (same id and hostname, new address), and its
 /// supervisor sends [`SupervisorEvent::Members`].
 #[async_trait]
-pub trait Membership: Send + Sync {
+pub(crate) trait Membership: Send + Sync {
     /// The replicas the runtime runs for this instance right now.
     async fn members(&self) -> Result<Vec<ReplicaSpec>, SupervisorError>;
 

@@ -29,7 +29,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 type StopRequest = oneshot::Sender<()>;
 
 /// Runs replicas as child processes on 127.0.0.1.
-pub struct ProcessSupervisor {
+pub(crate) struct ProcessSupervisor {
     program: OsString,
     args: Vec<OsString>,
     events: mpsc::UnboundedSender<SupervisorEvent>,
@@ -39,7 +39,7 @@ pub struct ProcessSupervisor {
 impl ProcessSupervisor {
     /// A supervisor that runs `command` (program and leading arguments) per replica, appending
     /// `--hostname=NAME --listen-fd 3`. An empty `command` runs this executable as `lb replica`.
-    pub fn new(
+    pub(crate) fn new(
         command: &[String],
         events: mpsc::UnboundedSender<SupervisorEvent>,
     ) -> std::io::Result<Self> {

@@ -3,5 +3,5 @@
 //! the connection's task. What the client hands over is a [`ProxyBody`] of it: the one body type
 //! `lb` answers its clients with ([`crate::data::body`]).
 
-pub use crate::data::body::ProxyBody;
-pub use crate::data::body::Source as PipeBody;
+pub(crate) use crate::data::body::ProxyBody;
+pub(crate) use crate::data::body::Source as PipeBody;

@@ -35,40 +35,38 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::data::body::BodyError;
-pub use body::{PipeBody, ProxyBody};
-pub use pool::Upstreams;
-pub use request::request_head;
+pub(crate) use pool::Upstreams;
+pub(crate) use request::request_head;
 
 /// Connections a worker keeps open to one replica before it pipelines: past this many, a request
 /// queues behind the youngest request on a connection, if that one is younger than
 /// [`QUEUE_BEHIND`].
-pub const MAX_CONNECTIONS: usize = 32;
+pub(crate) const MAX_CONNECTIONS: usize = 32;
 /// Connections a worker opens to one replica at most: while every connection is held by a
 /// request older than [`QUEUE_BEHIND`] (a slow request), new connections are opened up to this
 /// many rather than making unrelated requests wait behind it.
-pub const MAX_CONNECTIONS_WHEN_HELD: usize = 256;
+pub(crate) const MAX_CONNECTIONS_WHEN_HELD: usize = 256;
 /// A request queues only behind a request younger than this (unless every connection up to
 /// [`MAX_CONNECTIONS_WHEN_HELD`] is taken): what a slow request may cost an unrelated one.
-pub const QUEUE_BEHIND: Duration = Duration::from_millis(5);
+pub(crate) const QUEUE_BEHIND: Duration = Duration::from_millis(5);
 /// Requests a connection takes on while others are waiting to be written to it.
-pub const MAX_BATCH: usize = 16;
+pub(crate) const MAX_BATCH: usize = 16;
 /// Requests batch onto a connection only while the replica answers faster than this (moving
 /// average of the time from writing a request to reading its response head). A slower replica
 /// is busy handling requests, not waiting on system calls: its requests spread over connections
 /// instead, so a slow request does not hold up others behind it.
-pub const BATCH_WHILE_FASTER_THAN: Duration = Duration::from_millis(1);
+pub(crate) const BATCH_WHILE_FASTER_THAN: Duration = Duration::from_millis(1);
 /// An idle connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long connecting to a replica may take, unless configured (`[proxy] connect_timeout_ms`).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest response head accepted (on both forwarding paths).
-pub const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 100;
 /// Most interim (1xx) responses accepted before the final response to one request (on both
 /// forwarding paths).
-pub const MAX_INTERIM: u8 = 8;
+pub(crate) const MAX_INTERIM: u8 = 8;
 /// Longest chunk-size or trailer line accepted in a chunked body.
 const MAX_LINE: usize = 4096;
 /// Bytes read at once.
@@ -82,7 +80,7 @@ const BODY_QUEUE: usize = 8;
 /// the error itself, so it can be downcast, though it is held in an [`Arc`] so that one failure
 /// can be handed to every request that was waiting on the connection.
 #[derive(Debug, Clone)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// The replica could not be reached.
     Connect {
         /// Where.
@@ -138,6 +136,9 @@ impl std::error::Error for UpstreamError {
         }
     }
 }
+
+#[cfg(test)]
+mod loopback_tests;
 
 #[cfg(test)]
 mod tests {

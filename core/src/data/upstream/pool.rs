@@ -1,6 +1,5 @@
 //! One worker's connections to every replica, and which one a request goes to.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use super::{
 };
 
 /// One worker's connections to every replica.
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     pool: Arc<Pool>,
     /// How long connecting to a replica may take.
     connect_timeout: Duration,
@@ -34,12 +33,13 @@ impl Default for Upstreams {
 
 impl Upstreams {
     /// Connections to no replica yet, connecting within [`CONNECT_TIMEOUT`].
-    pub fn new() -> Self {
+    #[cfg(test)]
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Connections to no replica yet, connecting within `connect_timeout`.
-    pub fn with_connect_timeout(connect_timeout: Duration) -> Self {
+    pub(crate) fn with_connect_timeout(connect_timeout: Duration) -> Self {
         Upstreams {
             pool: Arc::default(),
             connect_timeout,
@@ -48,7 +48,8 @@ impl Upstreams {
     }
 
     /// The same, but queueing behind requests younger than `age` instead of [`QUEUE_BEHIND`].
-    pub fn queue_behind(self, age: Duration) -> Self {
+    #[cfg(test)]
+    pub(crate) fn queue_behind(self, age: Duration) -> Self {
         Upstreams {
             queue_behind: age,
             ..self
@@ -59,7 +60,7 @@ impl Upstreams {
     /// `addr` and wait for its response head. Must run on the worker's runtime.
     ///
     /// [`request_head`]: super::request_head
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         addr: &str,
         head: Bytes,
@@ -169,7 +170,8 @@ impl Upstreams {
     }
 
     /// Open connections per replica address.
-    pub fn connections(&self) -> HashMap<String, usize> {
+    #[cfg(test)]
+    pub(crate) fn connections(&self) -> std::collections::HashMap<String, usize> {
         let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         pool.iter()
             .map(|(addr, replica)| {

@@ -13,7 +13,7 @@ use crate::state::Via;
 /// which replace the client's own unless `trust_forwarded` (`[proxy] trust_forwarded_for`) and
 /// the client sent them, and `via` with `lb`'s mark ([`Via`]) last. A client's `Forwarded` and
 /// `X-Real-IP` go on only when trusted.
-pub fn request_head(
+pub(crate) fn request_head(
     method: &http::Method,
     target: &str,
     headers: &HeaderMap,

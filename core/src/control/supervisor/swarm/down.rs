@@ -17,7 +17,7 @@ const NETWORK_RELEASE: Duration = Duration::from_secs(20);
 
 /// Why `lb swarm down` could not remove everything.
 #[derive(Debug, thiserror::Error)]
-pub enum SwarmDownError {
+pub(crate) enum SwarmDownError {
     /// The engine could not be reached, or failed a listing.
     #[error("container engine: {0}")]
     Engine(#[from] EngineError),
@@ -69,7 +69,7 @@ async fn labelled_services(
 /// first leaves its network behind while the services use it), once their tasks are gone.
 /// Returns the names of what was removed; fails, naming what is left, if anything of the
 /// instance remains.
-pub async fn remove_instance(instance: &str) -> Result<Vec<String>, SwarmDownError> {
+pub(crate) async fn remove_instance(instance: &str) -> Result<Vec<String>, SwarmDownError> {
     let docker = manager(Duration::ZERO).await?;
     let mut removed = Vec::new();
     let mut left = Vec::new();

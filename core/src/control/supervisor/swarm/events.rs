@@ -18,7 +18,7 @@ use super::services::list_all;
 use super::SwarmSupervisor;
 
 /// Longest time between two listings of the services.
-pub const RESYNC: Duration = Duration::from_secs(1);
+pub(crate) const RESYNC: Duration = Duration::from_secs(1);
 
 impl SwarmSupervisor {
     /// Report every `die` of one of the instance's task containers: the health checker would

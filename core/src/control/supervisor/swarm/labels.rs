@@ -10,10 +10,10 @@ use super::super::ReplicaSpec;
 use crate::config::check_hostname;
 
 /// Label naming the load-balancer instance a service (and its task's container) belongs to.
-pub const INSTANCE_LABEL: &str = "io.lb.swarm.instance";
+pub(crate) const INSTANCE_LABEL: &str = "io.lb.swarm.instance";
 
 /// The service name of server id `id` of `instance`.
-pub fn service_name(instance: &str, id: u64) -> String {
+pub(crate) fn service_name(instance: &str, id: u64) -> String {
     format!("{instance}-{id}")
 }
 

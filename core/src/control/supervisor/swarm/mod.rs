@@ -35,9 +35,7 @@ use bollard::models::LocalNodeState;
 use bollard::Docker;
 use tokio::sync::mpsc;
 
-pub use down::{remove_instance, SwarmDownError};
-pub use events::RESYNC;
-pub use labels::{service_name, INSTANCE_LABEL};
+pub(crate) use down::remove_instance;
 
 use super::engine::{self, status_of, EngineError, ENGINE_WAIT};
 use super::{
@@ -56,7 +54,7 @@ enum Reach {
 }
 
 /// Runs replicas as Swarm services.
-pub struct SwarmSupervisor {
+pub(crate) struct SwarmSupervisor {
     docker: Docker,
     instance: String,
     image: String,
@@ -91,7 +89,7 @@ async fn manager(wait: Duration) -> Result<Docker, EngineError> {
 impl SwarmSupervisor {
     /// Connect to the local engine (a swarm manager), make sure the overlay network exists,
     /// and start following task deaths and the membership.
-    pub async fn connect(
+    pub(crate) async fn connect(
         settings: &SupervisorSection,
         task_timeout: Duration,
         events: mpsc::UnboundedSender<SupervisorEvent>,

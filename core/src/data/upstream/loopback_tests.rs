@@ -1,15 +1,15 @@
-//! The batching HTTP/1.1 client (`lb::data::upstream`) against scripted replicas on loopback: request
+//! The batching HTTP/1.1 client (`data::upstream`) against scripted replicas on loopback: request
 //! batching, response order, framing (length, chunked, close-delimited, HEAD/204/304, interim
 //! responses), resending after a closed connection, and cut-off or malformed responses.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::{request_head, UpstreamError, Upstreams, MAX_CONNECTIONS, MAX_CONNECTIONS_WHEN_HELD};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::BodyExt;
-use lb::data::upstream::{request_head, UpstreamError, Upstreams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -350,7 +350,7 @@ async fn busy_connections_grow_to_the_cap_and_then_pipeline() {
     let waiting = Arc::new(Mutex::new(Vec::<tokio::sync::oneshot::Sender<()>>::new()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let total = lb::data::upstream::MAX_CONNECTIONS + 8;
+    let total = MAX_CONNECTIONS + 8;
     let accepted = Arc::new(AtomicUsize::new(0));
     let (w, a) = (waiting.clone(), accepted.clone());
     tokio::spawn(async move {
@@ -418,7 +418,7 @@ async fn busy_connections_grow_to_the_cap_and_then_pipeline() {
     assert!(answers.iter().all(|a| a.as_ref().unwrap().1 == "late"));
     let connections = accepted.load(Ordering::SeqCst);
     assert!(
-        connections <= lb::data::upstream::MAX_CONNECTIONS,
+        connections <= MAX_CONNECTIONS,
         "{connections} connections for {total} requests"
     );
 }
@@ -478,7 +478,7 @@ async fn unrelated_requests_never_queue_behind_held_ones() {
     let release = Arc::new(tokio::sync::Notify::new());
     let (addr, accepted, read) = holding_replica(Arc::clone(&release)).await;
     let up = Arc::new(Upstreams::new());
-    let held_count = lb::data::upstream::MAX_CONNECTIONS + 8;
+    let held_count = MAX_CONNECTIONS + 8;
     // One at a time, each read by the replica before the next (clients arriving one by one,
     // not a batch): each takes a connection of its own up to the cap, then they pipeline.
     let mut held = Vec::new();
@@ -487,14 +487,11 @@ async fn unrelated_requests_never_queue_behind_held_ones() {
         held.push(tokio::spawn(async move {
             get(&up, &addr, &format!("/held{i}")).await
         }));
-        if i < lb::data::upstream::MAX_CONNECTIONS {
+        if i < MAX_CONNECTIONS {
             eventually_async(|| read.load(Ordering::SeqCst) > i).await;
         }
     }
-    assert_eq!(
-        accepted.load(Ordering::SeqCst),
-        lb::data::upstream::MAX_CONNECTIONS
-    );
+    assert_eq!(accepted.load(Ordering::SeqCst), MAX_CONNECTIONS);
     // Let the held requests grow older than QUEUE_BEHIND (5 ms): the rule under test is an age.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     for i in 0..10 {
@@ -508,8 +505,7 @@ async fn unrelated_requests_never_queue_behind_held_ones() {
     assert!(held.iter().all(|h| !h.is_finished()), "released too early");
     let open = up.connections()[&addr];
     assert!(
-        open > lb::data::upstream::MAX_CONNECTIONS
-            && open <= lb::data::upstream::MAX_CONNECTIONS_WHEN_HELD,
+        open > MAX_CONNECTIONS && open <= MAX_CONNECTIONS_WHEN_HELD,
         "{open} connections"
     );
     // Release every held request (one notification each; more than enough).
