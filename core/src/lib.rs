@@ -6,6 +6,17 @@
 //! - [`check`]: `lb check`, a configuration file's problems without starting anything;
 //! - [`swarm_down`]: `lb swarm down`, removing an instance's replica services.
 //!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let checked = lb::check(Some("config/lb.toml".as_ref()))?;
+//! println!("{}: {}", checked.name, checked.summary);
+//! let mut options = lb::Options::new();
+//! options.listen = Some("127.0.0.1:5000".parse()?);
+//! lb::run(options)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Inside, layers depend in one direction (`balance ← state ← {control, data, api}`):
 //!
 //! - `lb_balance` (its own crate): hashes, hash plugins, the ring, the placement table.

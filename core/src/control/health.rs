@@ -4,7 +4,7 @@
 //! the controller's decision. A check counts as missed only when it was refused, failed, or
 //! timed out on time: one whose timer fired late (this thread was held up) counts neither way,
 //! so a stalled checker never declares healthy replicas dead. `lb` runs the checks on a thread
-//! of their own (`boot.rs`), apart from the controller's work.
+//! of their own (`run.rs`), apart from the controller's work.
 //!
 //! The counters (misses in a row, whether the controller was told) live in [`Shared::health`],
 //! beside the snapshot's backends: this loop is their only writer, and they outlive a restart
