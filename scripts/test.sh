@@ -28,6 +28,14 @@ if ! command -v promtool >/dev/null 2>&1; then
         --no-install-recommends prometheus >/dev/null
 fi
 
+# The TLS tests check certificates with the openssl command line (never linked into lb).
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "openssl: installing from Debian"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq openssl >/dev/null
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # The Docker, Swarm, browser and metrics tests fail instead of skipping when the engine, the

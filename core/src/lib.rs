@@ -4,7 +4,8 @@
 //!
 //! - [`run`] with [`Options`]: the load balancer, until SIGTERM or SIGINT;
 //! - [`check`]: `lb check`, a configuration file's problems without starting anything;
-//! - [`swarm_down`]: `lb swarm down`, removing an instance's replica services.
+//! - [`swarm_down`]: `lb swarm down`, removing an instance's replica services;
+//! - [`self_signed`]: `lb tls self-signed`, a local CA and a certificate for trying HTTPS.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,7 +42,9 @@ pub(crate) mod data;
 pub mod fuzzing;
 pub(crate) mod metrics;
 mod run;
+mod selfsigned;
 pub(crate) mod state;
 
 pub use commands::{check, swarm_down, CheckError, Checked, SwarmDownError};
 pub use run::{run, Error, Options, DEFAULTS_PATH, DEFAULT_PATH};
+pub use selfsigned::{self_signed, SelfSigned, SelfSignedError};

@@ -76,6 +76,9 @@ enum Cmd {
     /// Docker Swarm: remove an instance's replica services (they outlive every lb on purpose).
     #[command(subcommand)]
     Swarm(SwarmCmd),
+    /// HTTPS helpers.
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Run as a replica (what the process supervisor starts).
     #[command(hide = true)]
     Replica(server::ServerArgs),
@@ -90,6 +93,22 @@ enum SwarmCmd {
         /// The instance.
         #[arg(long)]
         instance: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TlsCmd {
+    /// Write a local certificate authority (ca.pem, ca.key) and a certificate it signed for the
+    /// given names (cert.pem with the chain, key.pem) into --out, for trying HTTPS on this
+    /// machine: `curl --cacert DIR/ca.pem https://localhost:5443/home`. Never overwrites a file.
+    SelfSigned {
+        /// A DNS name (`localhost`, `*.example.test`) or IP address the certificate is for; may
+        /// be repeated. The first is also its common name.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -125,6 +144,7 @@ fn main() -> ExitCode {
         Some(Cmd::Check { path }) => check(path),
         Some(Cmd::Share(args)) => share(&args),
         Some(Cmd::Swarm(SwarmCmd::Down { instance })) => swarm_down(&instance),
+        Some(Cmd::Tls(TlsCmd::SelfSigned { names, out })) => self_signed(&names, &out),
         None => lb::run(lb::Options {
             create_dirs: cli.config != std::path::Path::new(DEFAULT_PATH),
             config: cli.config,
@@ -150,6 +170,41 @@ fn swarm_down(instance: &str) -> anyhow::Result<()> {
     } else {
         println!("removed from instance {instance}: {}", removed.join(", "));
     }
+    Ok(())
+}
+
+/// `lb tls self-signed --name NAME… --out DIR`.
+fn self_signed(names: &[String], out: &std::path::Path) -> anyhow::Result<()> {
+    let files = lb::self_signed(names, out)?;
+    println!(
+        "certificate for {} (90 days), signed by a local CA (10 years):",
+        files.names.join(", ")
+    );
+    for (what, path) in [
+        ("cert", &files.cert),
+        ("key", &files.key),
+        ("CA (trust this)", &files.ca),
+        ("CA key (keep private)", &files.ca_key),
+    ] {
+        println!("  {what:<22} {}", path.display());
+    }
+    // lb.toml's paths are relative to its own folder: show absolute ones.
+    let absolute = |path: &std::path::Path| {
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string()
+    };
+    println!(
+        "in lb.toml:\n  [tls]\n  listen = \"127.0.0.1:5443\"\n  [[tls.certificates]]\n  cert = {:?}\n  key = {:?}",
+        absolute(&files.cert),
+        absolute(&files.key)
+    );
+    println!(
+        "then: curl --cacert {} https://{}:5443/home",
+        files.ca.display(),
+        files.names[0].replacen('*', "www", 1)
+    );
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! The `lb` command line: `lb check`, and the embedded default configuration.
+//! The `lb` command line: `lb check`, `lb tls self-signed`, and the embedded default configuration.
 
 mod common;
 
@@ -133,4 +133,68 @@ fn listen_takes_host_names_and_a_busy_port_is_one_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-host.invalid:5000"));
+}
+
+/// `openssl`'s output for `args`, or the reason it could not run.
+fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl (Debian package openssl; scripts/test.sh installs it) must be installed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn tls_self_signed_writes_a_chain_openssl_verifies_for_the_names_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("certs");
+    let run = |names: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb"));
+        cmd.args(["tls", "self-signed", "--out"]).arg(&out_dir);
+        for name in names {
+            cmd.args(["--name", name]);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&["localhost", "127.0.0.1", "*.lb.test"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("[[tls.certificates]]"), "{stdout}");
+    let path = |name: &str| out_dir.join(name).to_string_lossy().into_owned();
+    let (ok, text) = openssl(&["verify", "-CAfile", &path("ca.pem"), &path("cert.pem")]);
+    assert!(ok && text.contains(": OK"), "{text}");
+    let (ok, text) = openssl(&[
+        "x509",
+        "-in",
+        &path("cert.pem"),
+        "-noout",
+        "-ext",
+        "subjectAltName,extendedKeyUsage",
+    ]);
+    assert!(ok, "{text}");
+    for want in [
+        "DNS:localhost",
+        "IP Address:127.0.0.1",
+        "DNS:*.lb.test",
+        "TLS Web Server Authentication",
+    ] {
+        assert!(text.contains(want), "{want} missing from {text}");
+    }
+    // The key is the certificate's: both give the same public key.
+    let (_, from_cert) = openssl(&["x509", "-in", &path("cert.pem"), "-noout", "-pubkey"]);
+    let (_, from_key) = openssl(&["pkey", "-in", &path("key.pem"), "-pubout"]);
+    assert!(from_cert.contains("BEGIN PUBLIC KEY") && from_cert == from_key);
+
+    // A second run never overwrites: exit status 1, the reason, the files unchanged.
+    let before = std::fs::read(path("key.pem")).unwrap();
+    let again = run(&["localhost"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    assert_eq!(std::fs::read(path("key.pem")).unwrap(), before);
 }
