@@ -27,6 +27,7 @@
 //!   supervisors, write-back.
 //! - `data`: the workers, the front, forwarding and the upstream client.
 //! - `api`: the REST contract (`/rep`, `/add`, `/rm`) and the `/_lb/` views.
+//! - `connect`: the connector of `lb`'s hyper clients (TCP, and TLS to backends by address).
 //! - `run.rs`: wires them together.
 //!
 //! `docs/ARCHITECTURE.md` draws the map.
@@ -35,6 +36,7 @@
 pub(crate) mod api;
 mod commands;
 pub(crate) mod config;
+pub(crate) mod connect;
 pub(crate) mod control;
 pub(crate) mod data;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -316,7 +316,7 @@ fn spawn_health_checks(
                         Arc::clone(&shared),
                         settings.clone(),
                         handle.clone(),
-                        Prober::default(),
+                        Prober::new(Arc::clone(&shared.backend_tls)),
                     )
                 },
             ))

@@ -14,6 +14,7 @@ use serde::Serialize;
 use lb_balance::Placement;
 
 use crate::config::key::KeyRule;
+use crate::config::BackendTls;
 use crate::metrics::{Metrics, ReplicaMetrics};
 
 pub(crate) mod health;
@@ -49,6 +50,10 @@ pub(crate) struct Backend {
     /// Whether bodiless `GET`/`HEAD` requests to it may be pipelined (with `[proxy]
     /// pipelining` on): on for replicas `lb` runs, off by default for backends by address.
     pub pipelining: bool,
+    /// How `lb` speaks TLS to it (a backend by address with `tls = true`), else `None`: plain
+    /// HTTP. A TLS backend never goes over the batching client (plain TCP): its `pipelining`
+    /// is off.
+    pub tls: Option<Arc<BackendTls>>,
     /// Its counters for `/_lb/metrics` (one block per worker thread), given when it is first
     /// published in a snapshot.
     pub metrics: OnceLock<Arc<ReplicaMetrics>>,
@@ -79,6 +84,7 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             pipelining: true,
+            tls: None,
             metrics: OnceLock::new(),
         })
     }
@@ -95,6 +101,16 @@ impl Backend {
     pub(crate) fn with_pipelining(self, on: bool) -> Self {
         Backend {
             pipelining: on,
+            ..self
+        }
+    }
+
+    /// The same backend spoken to over TLS with `tls` (`None`: plain HTTP); with TLS, never
+    /// pipelined.
+    pub(crate) fn with_tls(self, tls: Option<Arc<BackendTls>>) -> Self {
+        Backend {
+            pipelining: self.pipelining && tls.is_none(),
+            tls,
             ..self
         }
     }
@@ -347,7 +363,14 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     /// The heartbeat counters of the replicas in the ring (written by the health checker only).
     pub health: health::HealthBook,
+    /// The TLS settings of the backends in the ring that speak TLS, by the address they are
+    /// dialled at ([`Backend::addr`]); stored by the controller before each snapshot, read by
+    /// the connector of the data plane and of the heartbeats (`crate::connect`).
+    pub backend_tls: Arc<ArcSwap<TlsTable>>,
 }
+
+/// TLS settings by backend address (`HOST:PORT`).
+pub(crate) type TlsTable = std::collections::HashMap<String, Arc<BackendTls>>;
 
 #[cfg(test)]
 mod tests {

@@ -174,7 +174,7 @@ async fn known_traffic_gives_exact_counts_and_a_valid_page() {
             after.value(&format!("lb_replica_up{{replica=\"{name}\"}}")),
             1.0
         );
-        for kind in ["connect", "reset", "timeout", "bad_response"] {
+        for kind in ["connect", "reset", "timeout", "bad_response", "tls"] {
             let key = format!("lb_upstream_errors_total{{replica=\"{name}\",kind=\"{kind}\"}}");
             assert_eq!(after.samples.get(&key), Some(&0.0), "{key}");
         }

@@ -59,7 +59,7 @@ pub(crate) fn metrics(shared: &Shared) -> String {
         "Attempts on a replica that got no usable answer: connect (could not connect), reset \
          (the connection closed or failed before or during the response), timeout (no response \
          within response_timeout_ms, or the replica failed its health checks meanwhile), \
-         bad_response (not valid HTTP).",
+         bad_response (not valid HTTP), tls (the TLS handshake with a backend by address failed).",
     );
     for (replica, totals) in scrape.series.iter().filter(|(r, _)| !r.is_empty()) {
         for (kind, n) in UpstreamErrorKind::ALL.iter().zip(totals.errors) {

@@ -4,7 +4,9 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::backend_tls::BackendTls;
 use super::check;
 use super::problem::{finish, Problem};
 use super::sections::Config;
@@ -129,7 +131,14 @@ impl Config {
     /// directory.
     ///
     /// Every problem is reported, not only the first (see [`ConfigError::Invalid`]).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_in(text, Path::new(""))
+    }
+
+    /// [`Config::parse`] with relative paths relative to `base_dir`; the CA files of backends
+    /// by address with `tls = true` are read here ([`BackendTls`]).
+    fn parse_in(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         if text.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::Invalid(vec![Problem::at(
                 text,
@@ -145,7 +154,11 @@ impl Config {
             return Err(ConfigError::Invalid(finish(problems)));
         };
         config.text = text.to_owned();
+        config.base_dir = base_dir.to_path_buf();
         let mut more = config.validate();
+        if more.is_empty() {
+            more = config.build_backend_tls();
+        }
         super::problem::locate(text, &mut more);
         problems.extend(more);
         if problems.is_empty() {
@@ -157,11 +170,42 @@ impl Config {
 
     /// Parse `text` read from `path` (relative paths in it are relative to its directory).
     pub(crate) fn parse_file(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config = Config::parse(text)?;
-        if let Some(dir) = path.parent() {
-            config.base_dir = dir.to_path_buf();
+        Config::parse_in(text, path.parent().unwrap_or(Path::new("")))
+    }
+
+    /// Build the TLS settings of every backend by address with `tls = true` (reading its CA
+    /// file): a problem at its `ca` (or `tls`) key for each that cannot be built.
+    fn build_backend_tls(&mut self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let base_dir = self.base_dir.clone();
+        for r in &mut self.replicas {
+            let Some(address) = r.address() else { continue };
+            if !r.wants_tls() {
+                continue;
+            }
+            let verify = r.tls_verify.as_ref().is_none_or(|v| *v.get_ref());
+            let built = BackendTls::build(
+                address,
+                r.server_name.as_ref().map(|n| n.get_ref().as_str()),
+                r.ca.as_ref().map(|c| c.get_ref().as_str()),
+                verify,
+                &base_dir,
+            );
+            match built {
+                Ok(tls) => r.tls_settings = Some(Arc::new(tls)),
+                Err(e) => {
+                    let at =
+                        r.ca.as_ref()
+                            .or(r.server_name.as_ref())
+                            .map(|s| s.span().start)
+                            .or(r.tls.as_ref().map(|t| t.span().start))
+                            .unwrap_or(0);
+                    let hostname = r.hostname.get_ref();
+                    problems.push(Problem::pending(at, format!("replica {hostname:?}: {e}")));
+                }
+            }
         }
-        Ok(config)
+        problems
     }
 
     /// The configuration `lb` runs on: the file at `path`; where it does not exist yet, it is

@@ -10,8 +10,10 @@
 //!   [`Problem`] with its line and column (`problem.rs`).
 //! - `rules.rs`: the load balancer's own rules; `plugins.rs`: resolving `[ring] hash`.
 //! - `names.rs`: hostname, address and instance validators (also used by the API and Swarm).
+//! - [`backend_tls`]: the rustls settings of a backend by address with `tls = true`.
 //! - [`key`]: the `[ring] key` rule; [`own`]: whether an address is one of `lb`'s listeners.
 
+pub(crate) mod backend_tls;
 mod check;
 pub(crate) mod key;
 mod load;
@@ -22,6 +24,7 @@ pub(crate) mod problem;
 mod rules;
 mod sections;
 
+pub(crate) use backend_tls::BackendTls;
 pub(crate) use load::{read_text, ConfigError, Loaded, Source, EMBEDDED};
 pub use load::{DEFAULTS_PATH, DEFAULT_PATH};
 pub(crate) use names::{check_address, check_hostname, check_instance};

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use lb_balance::hash::{self, RingHash};
 use lb_balance::{Algorithm, Balancer, RingError};
 
+use super::backend_tls;
 use super::check;
 use super::load::ConfigError;
 use super::names::{check_address, check_hostname, check_instance};
 use super::own;
 use super::problem::Problem;
-use super::sections::{AddressMode, Config, SupervisorKind, MAX_SLOTS};
+use super::sections::{AddressMode, Config, ReplicaEntry, SupervisorKind, MAX_SLOTS};
 
 impl Config {
     /// Whether the configured replicas can be placed with `hash`. The ring is built (probing
@@ -60,6 +61,67 @@ impl Config {
                     "supervisor.network and supervisor.image must not be empty".into(),
                 ));
             }
+        }
+        problems
+    }
+
+    /// The TLS keys of one `[[replicas]]` entry, as far as they can be judged without reading
+    /// a file: only on a backend by address, the others only with `tls = true`, a valid
+    /// `server_name`, no pipelining (the batching client speaks plain TCP).
+    fn tls_problems(&self, r: &ReplicaEntry) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let keys = [
+            ("tls", r.tls.as_ref().map(toml::Spanned::span)),
+            (
+                "server_name",
+                r.server_name.as_ref().map(toml::Spanned::span),
+            ),
+            ("ca", r.ca.as_ref().map(toml::Spanned::span)),
+            ("tls_verify", r.tls_verify.as_ref().map(toml::Spanned::span)),
+        ];
+        if r.address.is_none() {
+            for (key, span) in keys {
+                if let Some(span) = span {
+                    problems.push(self.problem(
+                        span,
+                        format!(
+                            "{key} applies only to a backend by address (an entry with address = \"HOST:PORT\")"
+                        ),
+                    ));
+                }
+            }
+            return problems;
+        }
+        if !r.wants_tls() {
+            for (key, span) in &keys[1..] {
+                if let Some(span) = span {
+                    problems.push(self.problem(
+                        span.clone(),
+                        format!("{key} needs tls = true on this entry"),
+                    ));
+                }
+            }
+            return problems;
+        }
+        if let Some(name) = &r.server_name {
+            if let Err(e) = backend_tls::server_name(name.get_ref()) {
+                problems.push(self.problem(name.span(), e.to_string()));
+            }
+        } else if let Some(address) = r.address() {
+            if let Err(e) = backend_tls::server_name(backend_tls::host_of(address)) {
+                let span = r.tls.as_ref().map_or(0..0, toml::Spanned::span);
+                problems.push(
+                    self.problem(span, format!("{e} (the host of address); set server_name")),
+                );
+            }
+        }
+        if r.pipelining == Some(true) {
+            let span = r.tls.as_ref().map_or(0..0, toml::Spanned::span);
+            problems.push(self.problem(
+                span,
+                "pipelining = true cannot be used with tls = true (the batching client speaks plain TCP)"
+                    .into(),
+            ));
         }
         problems
     }
@@ -182,6 +244,7 @@ impl Config {
                     ));
                 }
             }
+            problems.extend(self.tls_problems(r));
             if let Err(why) = check_hostname(r.hostname.get_ref()) {
                 problems.push(self.problem(r.hostname.span(), why.to_string()));
             } else if !names.insert(r.hostname.get_ref()) {

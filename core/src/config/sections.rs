@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -11,6 +12,7 @@ use toml::Spanned;
 use lb_balance::ring::{Probing, RingParams};
 use lb_balance::{Algorithm, Balancer};
 
+use super::backend_tls::BackendTls;
 use super::key::{KeyFallback, KeyRule, KeySource};
 
 /// Largest number of slots a table may have (2²²; the largest prime within it, for Maglev, is
@@ -418,12 +420,33 @@ pub(crate) struct ReplicaEntry {
     /// `[proxy] pipelining` on). Default: on for replicas `lb` runs, off for backends by address.
     #[serde(default)]
     pub pipelining: Option<bool>,
+    /// A backend by address only: speak TLS to it (default off).
+    #[serde(default)]
+    pub tls: Option<Spanned<bool>>,
+    /// With `tls = true`: the name sent as SNI and verified (default: the host of `address`).
+    #[serde(default)]
+    pub server_name: Option<Spanned<String>>,
+    /// With `tls = true`: a PEM file of the roots its certificate must chain to, relative to
+    /// the file's folder (default: the system's roots).
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+    /// With `tls = true`: DANGER, `false` accepts any certificate (default `true`).
+    #[serde(default)]
+    pub tls_verify: Option<Spanned<bool>>,
+    /// The TLS settings built from the four above when the file was read (`tls = true` only).
+    #[serde(skip)]
+    pub tls_settings: Option<Arc<BackendTls>>,
 }
 
 impl ReplicaEntry {
     /// The configured address, for a backend by address.
     pub(crate) fn address(&self) -> Option<&str> {
         self.address.as_ref().map(|a| a.get_ref().as_str())
+    }
+
+    /// Whether it asks for TLS (`tls = true`).
+    pub(crate) fn wants_tls(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| *t.get_ref())
     }
 }
 

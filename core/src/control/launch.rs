@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 
-use crate::config::{own, HealthSection};
-use crate::state::Backend;
+use arc_swap::ArcSwap;
+
+use crate::config::{own, BackendTls, HealthSection};
+use crate::state::{Backend, TlsTable};
 
 use super::probe::{ProbeError, Prober};
 use super::supervisor::{Handle, ReplicaSpec, Started, Supervisor, SupervisorError};
@@ -91,7 +93,7 @@ pub(crate) struct Running {
 
 impl Running {
     /// `started` as a backend with `pipelining`; `None` if its address is not `host:port`.
-    fn new(started: Started, pipelining: bool) -> Option<Running> {
+    fn new(started: Started, pipelining: bool, tls: Option<Arc<BackendTls>>) -> Option<Running> {
         let handle = started.handle;
         let backend = Backend::new(
             started.spec.hostname,
@@ -101,7 +103,7 @@ impl Running {
             handle.describe(),
         )?;
         Some(Running {
-            backend: Arc::new(backend.with_pipelining(pipelining)),
+            backend: Arc::new(backend.with_pipelining(pipelining).with_tls(tls)),
             handle,
             joined: tokio::time::Instant::now(),
         })
@@ -131,6 +133,7 @@ pub(crate) trait Heartbeats: Send + Sync {
         interval: Duration,
         timeout: Duration,
         deadline: Duration,
+        tls: Option<Arc<BackendTls>>,
     ) -> Result<(), ProbeError>;
 }
 
@@ -157,8 +160,17 @@ impl Heartbeats for Prober {
         interval: Duration,
         timeout: Duration,
         deadline: Duration,
+        tls: Option<Arc<BackendTls>>,
     ) -> Result<(), ProbeError> {
-        Prober::wait_healthy(self, addr, path, rise, interval, timeout, deadline).await
+        match tls {
+            // Its own client: the backend is not in the table of the ring yet.
+            Some(tls) => {
+                Prober::fixed(tls)
+                    .wait_healthy(addr, path, rise, interval, timeout, deadline)
+                    .await
+            }
+            None => Prober::wait_healthy(self, addr, path, rise, interval, timeout, deadline).await,
+        }
     }
 }
 
@@ -171,6 +183,9 @@ pub(crate) struct Launcher {
     /// Where `lb` itself listens ([`crate::state::Meta::listening`]): a backend by address
     /// that resolves to one of these is refused.
     pub(crate) listening: Vec<SocketAddr>,
+    /// The TLS settings of the backends by address with `tls = true`, by their configured
+    /// `HOST:PORT` (published by the controller when it applies a configuration).
+    pub(crate) tls: Arc<ArcSwap<TlsTable>>,
 }
 
 impl Launcher {
@@ -255,6 +270,10 @@ impl Launcher {
     ) -> Result<Running, LaunchError> {
         let hostname = started.spec.hostname.clone();
         let by_address = !started.handle.is_supervised();
+        let tls = started
+            .handle
+            .address()
+            .and_then(|configured| self.tls.load().get(configured).cloned());
         let checks = if by_address {
             self.prober
                 .wait_healthy(
@@ -264,6 +283,7 @@ impl Launcher {
                     Duration::from_millis(health.interval_ms),
                     Duration::from_millis(health.timeout_ms),
                     deadline,
+                    tls.clone(),
                 )
                 .await
         } else {
@@ -278,7 +298,8 @@ impl Launcher {
         let pipelining = started.spec.pipelining.unwrap_or(!by_address);
         let (address, handle) = (started.address.clone(), started.handle.clone());
         let running = alive.and_then(|()| {
-            Running::new(started, pipelining).ok_or(LaunchError::BadAddress { hostname, address })
+            Running::new(started, pipelining, tls)
+                .ok_or(LaunchError::BadAddress { hostname, address })
         });
         if running.is_err() {
             let _ = self.stop(&handle).await;
@@ -324,7 +345,7 @@ impl Launcher {
                                 spec: spec.clone(),
                                 ..started
                             };
-                            return Running::new(started, pipelining).ok_or(
+                            return Running::new(started, pipelining, None).ok_or(
                                 LaunchError::BadAddress {
                                     hostname: spec.hostname,
                                     address,

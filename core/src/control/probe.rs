@@ -1,29 +1,79 @@
 //! The heartbeat client: one `GET /heartbeat`, and polling a new replica until it answers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::state::Via;
+use crate::config::BackendTls;
+use crate::connect::{self, Connector, TlsFailure};
+use crate::state::{TlsTable, Via};
 
 /// HTTP client for heartbeats (its own pool, so heartbeats never queue behind proxied traffic).
-#[derive(Clone, Debug)]
+/// A backend that speaks TLS is checked over `https`: the one in the ring by its address's
+/// settings in the table ([`Prober::new`]), a backend by address not yet in the ring with its
+/// own ([`Prober::fixed`]).
+#[derive(Clone)]
 pub(crate) struct Prober {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
+    /// Where TLS settings come from.
+    tls: Tls,
+}
+
+/// Which addresses a [`Prober`] speaks TLS to.
+#[derive(Clone)]
+enum Tls {
+    /// Those in the table.
+    Table(Arc<ArcSwap<TlsTable>>),
+    /// Every one (one backend's checks).
+    Always,
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober").finish_non_exhaustive()
+    }
 }
 
 impl Default for Prober {
+    /// A prober that speaks plain HTTP to every address (supervised replicas).
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        Prober::new(Arc::default())
+    }
+}
+
+impl Prober {
+    /// A prober that speaks TLS to the addresses in `table` (the backends in the ring).
+    pub(crate) fn new(table: Arc<ArcSwap<TlsTable>>) -> Self {
+        Prober::with(Connector::new(Arc::clone(&table), None), Tls::Table(table))
+    }
+
+    /// A prober that speaks TLS with `tls` to whatever it checks.
+    pub(crate) fn fixed(tls: Arc<BackendTls>) -> Self {
+        Prober::with(Connector::fixed(tls, None), Tls::Always)
+    }
+
+    fn with(connector: Connector, tls: Tls) -> Self {
         Prober {
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
+            tls,
+        }
+    }
+
+    /// Whether `addr` is checked over TLS.
+    fn speaks_tls(&self, addr: &str) -> bool {
+        match &self.tls {
+            Tls::Always => true,
+            Tls::Table(table) => {
+                let table = table.load();
+                !table.is_empty() && table.contains_key(addr)
+            }
         }
     }
 }
@@ -38,7 +88,12 @@ impl Prober {
         path: &str,
         timeout: Duration,
     ) -> Result<(), ProbeError> {
-        let uri = format!("http://{addr}{path}");
+        let scheme = if self.speaks_tls(addr) {
+            "https"
+        } else {
+            "http"
+        };
+        let uri = format!("{scheme}://{addr}{path}");
         let req = hyper::Request::get(uri)
             .header(http::header::VIA, Via::mine().value().clone())
             .body(Empty::new())
@@ -48,7 +103,10 @@ impl Prober {
             })?;
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => Err(ProbeError::Timeout(timeout)),
-            Ok(Err(e)) => Err(ProbeError::Request(e)),
+            Ok(Err(e)) => match connect::tls_failure(&e) {
+                Some(failure) => Err(ProbeError::Tls(failure.clone())),
+                None => Err(ProbeError::Request(e)),
+            },
             Ok(Ok(resp)) if resp.status() == hyper::StatusCode::OK => Ok(()),
             Ok(Ok(resp)) => Err(ProbeError::Status(resp.status())),
         }
@@ -128,6 +186,9 @@ pub(crate) enum ProbeError {
     /// The connection or the exchange failed.
     #[error("request failed: {0}")]
     Request(#[source] hyper_util::client::legacy::Error),
+    /// The TLS handshake failed (certificate not trusted, wrong name, …).
+    #[error("TLS: {0}")]
+    Tls(TlsFailure),
     /// An answer other than 200 (508: the check came back to an `lb` that had sent or passed it
     /// on, usually this one: the address leads back to it).
     #[error("answered {0}{hint}", hint = loop_hint(*.0))]

@@ -67,15 +67,22 @@ pub(crate) enum UpstreamErrorKind {
     Timeout,
     /// The response was not valid HTTP/1.1 (or a status code outside 100–599).
     BadResponse,
+    /// The TLS handshake with a backend by address failed (certificate not trusted, wrong name,
+    /// no common version): nothing was sent.
+    Tls,
 }
+
+/// How many kinds there are.
+const KINDS: usize = 5;
 
 impl UpstreamErrorKind {
     /// Every kind, in the order they are exposed.
-    pub(crate) const ALL: [UpstreamErrorKind; 4] = [
+    pub(crate) const ALL: [UpstreamErrorKind; KINDS] = [
         UpstreamErrorKind::Connect,
         UpstreamErrorKind::Reset,
         UpstreamErrorKind::Timeout,
         UpstreamErrorKind::BadResponse,
+        UpstreamErrorKind::Tls,
     ];
 
     /// The `kind` label value.
@@ -85,6 +92,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Reset => "reset",
             UpstreamErrorKind::Timeout => "timeout",
             UpstreamErrorKind::BadResponse => "bad_response",
+            UpstreamErrorKind::Tls => "tls",
         }
     }
 
@@ -122,7 +130,7 @@ pub(crate) struct SeriesCells {
     /// Sum of the durations, in nanoseconds.
     sum_ns: AtomicU64,
     /// Upstream errors by [`UpstreamErrorKind`].
-    errors: [AtomicU64; 4],
+    errors: [AtomicU64; KINDS],
 }
 
 impl SeriesCells {
@@ -205,7 +213,7 @@ pub(crate) struct SeriesTotals {
     /// Sum of the request durations, in nanoseconds.
     pub sum_ns: u64,
     /// Upstream errors, in the order of [`UpstreamErrorKind::ALL`].
-    pub errors: [u64; 4],
+    pub errors: [u64; KINDS],
 }
 
 impl SeriesTotals {

@@ -29,7 +29,7 @@ fn workers_count_apart_and_a_scrape_sums_them() {
     assert_eq!(s.buckets[3], 3);
     assert_eq!(s.buckets[5], 1);
     assert_eq!(s.sum_ns, 3_000_000 + 3_000_000 + 50_000);
-    assert_eq!(s.errors, [1, 0, 0, 0]);
+    assert_eq!(s.errors, [1, 0, 0, 0, 0]);
     assert_eq!(scrape.series[""].codes, BTreeMap::from([(503, 1)]));
 }
 

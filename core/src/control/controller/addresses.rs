@@ -1,10 +1,11 @@
 //! Backends by address whose name resolves anew: on every reload their names are resolved
 //! again off the controller, and one that now gives another address is swapped for the same
 //! backend (id, name, slots) at the new one, in one snapshot. `swap` also serves a kept
-//! replica whose pipelining setting changed.
+//! replica whose pipelining or TLS setting changed.
 
 use std::sync::Arc;
 
+use crate::config::BackendTls;
 use crate::control::launch::{self, Running};
 use crate::control::supervisor::Handle;
 use crate::state::Backend;
@@ -70,17 +71,23 @@ impl Controller {
             return;
         }
         tracing::info!(hostname = %old.hostname, id, from = %old.addr, to = %address, "backend's name resolves to another address; moved");
-        let pipelining = old.pipelining;
-        if let Some(old) = self.swap(id, address, pipelining) {
+        let (pipelining, tls) = (old.pipelining, old.tls.clone());
+        if let Some(old) = self.swap(id, address, pipelining, tls) {
             self.publish();
             drop(self.retire(vec![old], false));
         }
     }
 
     /// Replace the backend with server id `id` by the same backend (name, id, handle) at
-    /// `address` with `pipelining`; returns the old one, for the caller to retire once it has
-    /// published (requests in flight to it finish there).
-    pub(super) fn swap(&mut self, id: u64, address: String, pipelining: bool) -> Option<Running> {
+    /// `address` with `pipelining` and `tls`; returns the old one, for the caller to retire once
+    /// it has published (requests in flight to it finish there).
+    pub(super) fn swap(
+        &mut self,
+        id: u64,
+        address: String,
+        pipelining: bool,
+        tls: Option<Arc<BackendTls>>,
+    ) -> Option<Running> {
         let old = self.replicas.get(&id)?;
         let new = Backend::new(
             old.backend.hostname.clone(),
@@ -90,6 +97,7 @@ impl Controller {
             old.backend.described.clone(),
         )?
         .with_pipelining(pipelining)
+        .with_tls(tls)
         .incarnation_of(&old.backend);
         let new = Running {
             backend: Arc::new(new),

@@ -41,7 +41,9 @@ use lb_balance::{Balancer, Placement, RingError, RingHash};
 
 use crate::config::key::KeyRule;
 use crate::config::{Config, HealthSection, Loaded, Source};
-use crate::state::{timestamp, Backend, ConfigStatus, Issue, Meta, Shared, Snapshot, Vacancy};
+use crate::state::{
+    timestamp, Backend, ConfigStatus, Issue, Meta, Shared, Snapshot, TlsTable, Vacancy,
+};
 
 use super::command::{Command, ControllerHandle, ScaleReply, ScaleRequest};
 use super::file::{FileRead, WriteOutcome};
@@ -319,7 +321,9 @@ impl Controller {
             health: Default::default(),
             retries: AtomicU64::new(0),
             metrics,
+            backend_tls: Arc::default(),
         });
+        warn_unverified(config);
         let (handle, rx) = ControllerHandle::channel();
         let (done, done_rx) = mpsc::unbounded_channel();
         let membership = supervisor
@@ -331,6 +335,7 @@ impl Controller {
                 supervisor,
                 prober: heartbeats,
                 listening: shared.meta.listening(),
+                tls: Arc::new(ArcSwap::from_pointee(tls_by_address(config))),
             },
             launching: BTreeSet::new(),
             adding: BTreeMap::new(),
@@ -669,6 +674,19 @@ impl Controller {
                 .metrics
                 .get_or_init(|| self.shared.metrics.replica(&backend.hostname));
         }
+        // The connectors find a backend's TLS settings by the address it is dialled at; stored
+        // before the snapshot that routes to it. Nothing to do while no backend speaks TLS.
+        let tls = self.shared.backend_tls.load();
+        if !tls.is_empty() || backends.iter().any(|b| b.tls.is_some()) {
+            let table: TlsTable = backends
+                .iter()
+                .filter_map(|b| Some((b.addr.clone(), Arc::clone(b.tls.as_ref()?))))
+                .collect();
+            if **tls != table {
+                drop(tls);
+                self.shared.backend_tls.store(Arc::new(table));
+            }
+        }
         self.shared.snapshot.store(Arc::new(Snapshot {
             placement,
             backends,
@@ -781,6 +799,34 @@ fn listed_in(config: &Config) -> BTreeMap<u64, String> {
         .iter()
         .map(|r| (*r.id.get_ref(), r.hostname.get_ref().clone()))
         .collect()
+}
+
+/// The TLS settings of `config`'s backends by address with `tls = true`, by configured address.
+pub(super) fn tls_by_address(config: &Config) -> TlsTable {
+    config
+        .replicas
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.address()?.to_owned(),
+                Arc::clone(r.tls_settings.as_ref()?),
+            ))
+        })
+        .collect()
+}
+
+/// Say loudly which backends are spoken to over TLS without verifying their certificate
+/// (`tls_verify = false`): at start and on every reload that keeps it.
+pub(super) fn warn_unverified(config: &Config) {
+    for r in &config.replicas {
+        if r.tls_settings.as_ref().is_some_and(|t| !t.verify) {
+            tracing::warn!(
+                hostname = %r.hostname.get_ref(),
+                address = r.address().unwrap_or_default(),
+                "tls_verify = false: the backend's certificate is NOT verified; anyone on the path can impersonate it"
+            );
+        }
+    }
 }
 
 /// A vacancy for `spec`.

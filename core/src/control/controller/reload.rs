@@ -16,7 +16,7 @@ use crate::control::reconcile::{changes, reconcile};
 use crate::state::{timestamp, ConfigStatus, Issue};
 
 use super::scale::{Change, Starts};
-use super::{Controller, Done, RingParams};
+use super::{tls_by_address, warn_unverified, Controller, Done, RingParams};
 
 /// The configuration file being followed, and its I/O in progress (reads and write-backs run
 /// off the controller, one at a time: see [`Controller::kick_file`]).
@@ -267,20 +267,33 @@ impl Controller {
             tracing::warn!(field, "changed in the file; takes effect after a restart");
         }
         self.health.send_replace(config.health.clone());
-        // A kept entry whose `pipelining` changed: the same backend with the new setting.
+        // New TLS settings for the backends that start (or are checked again) from now on.
+        self.launcher.tls.store(Arc::new(tls_by_address(&config)));
+        warn_unverified(&config);
+        // A kept entry whose `pipelining` or TLS settings changed: the same backend with the
+        // new settings.
         let mut repipeline = Vec::new();
         for entry in &config.replicas {
             let id = *entry.id.get_ref();
             if plan.stop.contains(&id) {
                 continue; // out of the ring before the swap
             }
-            let change = self.replicas.get(&id).and_then(|r| {
-                let wanted = entry.pipelining.unwrap_or(!r.backend.is_address());
-                (r.backend.pipelining != wanted).then_some(wanted)
-            });
-            if let Some(wanted) = change {
+            let Some(r) = self.replicas.get(&id) else {
+                continue;
+            };
+            let tls = entry
+                .tls_settings
+                .clone()
+                .filter(|_| r.backend.is_address());
+            let wanted = entry.pipelining.unwrap_or(!r.backend.is_address()) && tls.is_none();
+            if r.backend.pipelining != wanted {
                 tracing::info!(hostname = %entry.hostname.get_ref(), id, pipelining = wanted, "configuration change: pipelining of a replica");
-                repipeline.push((id, wanted));
+            }
+            if r.backend.tls != tls {
+                tracing::info!(hostname = %entry.hostname.get_ref(), id, tls = tls.is_some(), "configuration change: TLS settings of a backend by address");
+            }
+            if r.backend.pipelining != wanted || r.backend.tls != tls {
+                repipeline.push((id, wanted, tls));
             }
         }
         // Ring parameters and hash swap with the remaining replicas in one store; new replicas

@@ -153,6 +153,7 @@ impl Heartbeats for Answering {
         _: Duration,
         _: Duration,
         _: Duration,
+        _: Option<Arc<crate::config::BackendTls>>,
     ) -> Result<(), ProbeError> {
         Ok(())
     }

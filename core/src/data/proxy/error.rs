@@ -5,7 +5,8 @@
 //! against what the request allows ([`Replay`]) and how many retries are left. The rules, for
 //! both transports:
 //!
-//! - nothing reached the replica (it could not be connected to): [`Retry::Yes`] — any request,
+//! - nothing reached the replica (it could not be connected to, or the TLS handshake with it
+//!   failed): [`Retry::Yes`] — any request,
 //!   as long as its body is still whole (an attempt that could not connect never read it);
 //! - the replica may have had the request but gave no response head (the connection ended
 //!   before it, no head within the response timeout, the replica left the ring as failed while
@@ -62,6 +63,10 @@ pub(crate) enum AttemptError {
     /// error chain).
     #[error("{0}")]
     Unreached(String),
+    /// The TLS handshake with the replica failed (its certificate not trusted, for another
+    /// name, …): nothing of the request was sent.
+    #[error("{0}")]
+    Tls(String),
     /// The replica failed to answer, on either transport.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -71,9 +76,9 @@ impl AttemptError {
     /// Whether, and how far, the request may go to the next replica (see the module's rules).
     pub(crate) fn retry(&self) -> Retry {
         match self {
-            AttemptError::Unreached(_) | AttemptError::Upstream(UpstreamError::Connect { .. }) => {
-                Retry::Yes
-            }
+            AttemptError::Unreached(_)
+            | AttemptError::Tls(_)
+            | AttemptError::Upstream(UpstreamError::Connect { .. }) => Retry::Yes,
             AttemptError::Upstream(
                 UpstreamError::NotStarted(_)
                 | UpstreamError::TimedOut(_)
@@ -99,6 +104,7 @@ impl AttemptError {
                 UpstreamErrorKind::Timeout
             }
             AttemptError::Upstream(UpstreamError::Invalid(_)) => UpstreamErrorKind::BadResponse,
+            AttemptError::Tls(_) => UpstreamErrorKind::Tls,
         })
     }
 
@@ -108,7 +114,10 @@ impl AttemptError {
         if let Some(reason) = client_error {
             AttemptError::Client(reason.to_owned())
         } else if e.is_connect() {
-            AttemptError::Unreached(error_chain(e))
+            match crate::connect::tls_failure(e) {
+                Some(_) => AttemptError::Tls(error_chain(e)),
+                None => AttemptError::Unreached(error_chain(e)),
+            }
         } else if is_parse_error(e) {
             AttemptError::Upstream(UpstreamError::Invalid(error_chain(e)))
         } else {
@@ -164,6 +173,7 @@ mod tests {
             AttemptError::Upstream(UpstreamError::Invalid("status code 999".into())),
             AttemptError::Upstream(UpstreamError::TimedOut(Duration::from_millis(5))),
             AttemptError::Upstream(UpstreamError::ReplicaFailed),
+            AttemptError::Tls("TLS to 127.0.0.1:9: certificate not trusted (UnknownIssuer)".into()),
         ]
     }
 
@@ -181,6 +191,7 @@ mod tests {
             let before = matches!(
                 e,
                 AttemptError::Unreached(_)
+                    | AttemptError::Tls(_)
                     | AttemptError::Upstream(
                         UpstreamError::Connect { .. }
                             | UpstreamError::NotStarted(_)
@@ -208,6 +219,7 @@ mod tests {
                             || matches!(
                                 e,
                                 AttemptError::Unreached(_)
+                                    | AttemptError::Tls(_)
                                     | AttemptError::Upstream(UpstreamError::Connect { .. })
                             ));
                     assert_eq!(e.retry().allows(replay), before, "{e:?} {replay:?}");
@@ -230,7 +242,8 @@ mod tests {
                 Some(Reset),
                 Some(BadResponse),
                 Some(Timeout),
-                Some(Timeout)
+                Some(Timeout),
+                Some(Tls)
             ]
         );
         let texts: Vec<_> = every_error().iter().map(ToString::to_string).collect();

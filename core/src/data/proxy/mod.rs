@@ -89,8 +89,8 @@ impl Proxy {
         recorder: Arc<Recorder>,
     ) -> Self {
         Proxy {
+            transports: Transports::new(settings, Arc::clone(&shared.backend_tls)),
             shared,
-            transports: Transports::new(settings),
             retries: settings.retries,
             recorder,
         }

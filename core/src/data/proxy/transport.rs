@@ -2,7 +2,8 @@
 //! HTTP/1.1 client ([`crate::data::upstream`]) for bodiless `GET`/`HEAD` to replicas that take
 //! pipelined requests, and a hyper client connection for everything else (request bodies
 //! streamed, [`super::outgoing`]; answers held to the batching client's rules,
-//! [`super::answer`]).
+//! [`super::answer`]). A backend that speaks TLS is never pipelined: hyper's connection, over
+//! `https` ([`crate::connect`]).
 //!
 //! Each keeps the request the way it needs it between attempts — the batching client the
 //! client's request as it came (a head is serialized per attempt, [`request_head`]), hyper its
@@ -19,23 +20,25 @@ use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::answer::{Answer, Rules};
 use super::error::{AttemptError, Replay};
 use super::outgoing::{Held, Outgoing};
+use arc_swap::ArcSwap;
+
 use crate::config::ProxySection;
+use crate::connect::Connector;
 use crate::data::body::{ProxyBody, Source};
 use crate::data::hop;
 use crate::data::upstream::{self, request_head, UpstreamError, Upstreams};
-use crate::state::Backend;
+use crate::state::{Backend, TlsTable};
 
 /// A worker's clients to the replicas, and how they are used.
 pub(crate) struct Transports {
     /// hyper's client: any request, its body streamed.
-    client: Client<HttpConnector, Outgoing>,
+    client: Client<Connector, Outgoing>,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled (`[proxy] pipelining`).
     upstreams: Option<Upstreams>,
     /// How long a replica may take to start its response.
@@ -46,11 +49,10 @@ pub(crate) struct Transports {
 
 impl Transports {
     /// The clients `settings` ask for (no connection is opened yet).
-    pub(crate) fn new(settings: &ProxySection) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+    /// `tls`: the TLS settings of the backends that speak TLS, by address.
+    pub(crate) fn new(settings: &ProxySection, tls: Arc<ArcSwap<TlsTable>>) -> Self {
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
-        connector.set_connect_timeout(Some(connect_timeout));
+        let connector = Connector::new(tls, Some(connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1024)
@@ -215,12 +217,16 @@ impl HyperRequest {
     /// the client's body was read is the client's.
     async fn send(
         &self,
-        client: &Client<HttpConnector, Outgoing>,
+        client: &Client<Connector, Outgoing>,
         backend: &Backend,
         limit: Duration,
     ) -> Result<Response<ProxyBody>, AttemptError> {
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
+        uri.scheme = Some(if backend.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
         uri.authority = Some(backend.authority.clone());
         uri.path_and_query = Some(self.path_and_query.clone());
         let outgoing = self.held.as_ref().map_or(Outgoing::Empty, Outgoing::client);

@@ -1,0 +1,277 @@
+//! TLS to a backend by address (`tls = true` on a `[[replicas]]` entry with `address`): the
+//! rustls client settings [`BackendTls`] `lb` dials it with, built from the entry's
+//! `server_name`, `ca` and `tls_verify` when the file is read and checked (a blocking task,
+//! never the controller's loop: the CA file is read here).
+//!
+//! Defaults: the name verified (and sent as SNI) is the host of `address` (an IP address is
+//! verified as an IP SAN); the roots are the system's; TLS 1.2 and 1.3; ALPN `http/1.1`.
+//! `tls_verify = false` accepts any certificate ([`NoVerification`]): logged as a warning.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::Digest as _;
+
+/// The largest CA file read (the same bound as a configuration file).
+pub(crate) const MAX_CA_BYTES: u64 = 1024 * 1024;
+
+/// How `lb` speaks TLS to one backend by address.
+pub(crate) struct BackendTls {
+    /// The rustls client settings (roots or [`NoVerification`], ALPN `http/1.1`).
+    pub config: Arc<ClientConfig>,
+    /// Sent as SNI and verified against the certificate.
+    pub server_name: ServerName<'static>,
+    /// Whether the certificate is verified (`tls_verify`; `false` is dangerous).
+    pub verify: bool,
+    /// What the settings were made of (name, CA file path and contents, verification), to tell
+    /// a changed entry from an unchanged one on a reload.
+    fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for BackendTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendTls")
+            .field("server_name", &self.server_name)
+            .field("verify", &self.verify)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for BackendTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for BackendTls {}
+
+/// Why the TLS settings of an entry could not be built.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BackendTlsError {
+    /// `server_name` (or the host of `address`) is neither a DNS name nor an IP address.
+    #[error("server_name {0:?} is not a valid DNS name or IP address")]
+    ServerName(String),
+    /// The CA file could not be read.
+    #[error("ca {}: cannot be read: {source}", .path.display())]
+    CaRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file is too large.
+    #[error("ca {}: {size} bytes; a CA file may be at most {MAX_CA_BYTES} bytes (1 MiB)", .path.display())]
+    CaTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// The CA file holds no PEM certificate that parses.
+    #[error("ca {}: {reason}", .path.display())]
+    CaContent {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The system's root certificates could not be loaded.
+    #[error("the system's root certificates could not be loaded: {0}")]
+    SystemRoots(String),
+    /// rustls refused the settings.
+    #[error("TLS settings: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// `server_name` as rustls takes it (a DNS name or an IP address), or why not.
+pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>, BackendTlsError> {
+    // An IPv6 address may come bracketed from `address`.
+    let bare = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    ServerName::try_from(bare.to_owned()).map_err(|_| BackendTlsError::ServerName(name.to_owned()))
+}
+
+/// The host of a `HOST:PORT` address (brackets kept off an IPv6 address).
+pub(crate) fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// The roots in the PEM file at `path` (at most [`MAX_CA_BYTES`], at least one certificate
+/// that parses).
+pub(crate) fn read_ca(path: &Path) -> Result<(RootCertStore, Vec<u8>), BackendTlsError> {
+    use std::io::Read as _;
+    let read = |source| BackendTlsError::CaRead {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let meta = file.metadata().map_err(read)?;
+    if !meta.is_file() {
+        return Err(BackendTlsError::CaContent {
+            path: path.to_owned(),
+            reason: "not a regular file".into(),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CA_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    if bytes.len() as u64 > MAX_CA_BYTES {
+        return Err(BackendTlsError::CaTooLarge {
+            path: path.to_owned(),
+            size: meta.len().max(bytes.len() as u64),
+        });
+    }
+    let content = |reason: String| BackendTlsError::CaContent {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    let mut found = 0;
+    for cert in CertificateDer::pem_slice_iter(&bytes) {
+        let cert = cert.map_err(|e| content(format!("not valid PEM: {e}")))?;
+        found += 1;
+        roots
+            .add(cert)
+            .map_err(|e| content(format!("certificate {found} does not parse: {e}")))?;
+    }
+    if found == 0 {
+        return Err(content(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok((roots, bytes))
+}
+
+/// The system's root certificates (`rustls-native-certs`); certificates that do not parse are
+/// skipped, none at all is an error.
+fn system_roots() -> Result<RootCertStore, BackendTlsError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_owned(), ToString::to_string);
+        return Err(BackendTlsError::SystemRoots(why));
+    }
+    Ok(roots)
+}
+
+/// The crypto `lb` uses for TLS to backends: rustls's `ring` provider.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl BackendTls {
+    /// The settings for a backend at `address`: `server_name` (default: the host of `address`),
+    /// roots from `ca` (relative to `base_dir`; default: the system's) unless `verify` is off.
+    pub(crate) fn build(
+        address: &str,
+        server_name_setting: Option<&str>,
+        ca: Option<&str>,
+        verify: bool,
+        base_dir: &Path,
+    ) -> Result<BackendTls, BackendTlsError> {
+        let name_text = server_name_setting.unwrap_or_else(|| host_of(address));
+        let name = server_name(name_text)?;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(name_text.as_bytes());
+        hasher.update([0, u8::from(verify)]);
+        let provider = provider();
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+        let mut config = if verify {
+            let roots = match ca {
+                Some(ca) => {
+                    let path = base_dir.join(ca);
+                    let (roots, bytes) = read_ca(&path)?;
+                    hasher.update(path.as_os_str().as_encoded_bytes());
+                    hasher.update([0]);
+                    hasher.update(&bytes);
+                    roots
+                }
+                None => system_roots()?,
+            };
+            builder.with_root_certificates(roots).with_no_client_auth()
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+                .with_no_client_auth()
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(BackendTls {
+            config: Arc::new(config),
+            server_name: name,
+            verify,
+            fingerprint: hasher.finalize().into(),
+        })
+    }
+}
+
+/// DANGER: a certificate verifier that accepts any certificate for any name (`tls_verify =
+/// false`). The handshake's signatures are still checked (the peer holds the key of the
+/// certificate it sent), but anyone can make such a certificate: the connection is encrypted,
+/// not authenticated.
+#[derive(Debug)]
+pub(crate) struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests;
