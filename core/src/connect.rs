@@ -243,8 +243,9 @@ pub(crate) enum TlsFailure {
     /// The certificate does not chain to a trusted root (`ca`, or the system's roots).
     #[error("certificate not trusted ({0})")]
     NotTrusted(String),
-    /// The certificate does not name `server_name`.
-    #[error("certificate not valid for the server name ({0})")]
+    /// The certificate does not name `server_name` (rustls's words: the name, and those the
+    /// certificate has).
+    #[error("{0}")]
     WrongName(String),
     /// The certificate is expired or not valid yet.
     #[error("certificate out of its validity period ({0})")]
@@ -274,7 +275,7 @@ impl TlsFailure {
                         TlsFailure::NotTrusted(name)
                     }
                     C::NotValidForName | C::NotValidForNameContext { .. } => {
-                        TlsFailure::WrongName(rustls.to_string())
+                        TlsFailure::WrongName(cert.to_string())
                     }
                     C::Expired
                     | C::ExpiredContext { .. }

@@ -703,3 +703,104 @@ mod never_panics {
         }
     }
 }
+
+/// `[[replicas]]` entry text for `api-1` with `extra` lines.
+fn tls_entry(address: bool, extra: &str) -> String {
+    let address = if address {
+        "address = \"127.0.0.1:8443\"\n"
+    } else {
+        ""
+    };
+    format!("[[replicas]]\nhostname = \"api-1\"\nid = 1\n{address}{extra}")
+}
+
+#[test]
+fn tls_keys_only_on_backends_by_address_and_with_tls_on() {
+    for key in [
+        "tls = true",
+        "server_name = \"a.test\"",
+        "ca = \"ca.pem\"",
+        "tls_verify = false",
+    ] {
+        let (line, column, message) = invalid(&tls_entry(false, &format!("{key}\n")));
+        let name = key.split(' ').next().unwrap();
+        assert_eq!((line, column), (4, key.find('=').unwrap() + 3), "{key}");
+        assert_eq!(
+            message,
+            format!("{name} applies only to a backend by address (an entry with address = \"HOST:PORT\")")
+        );
+    }
+    for key in [
+        "server_name = \"a.test\"",
+        "ca = \"ca.pem\"",
+        "tls_verify = false",
+    ] {
+        let name = key.split(' ').next().unwrap();
+        for tls in ["", "tls = false\n"] {
+            let (line, _, message) = invalid(&tls_entry(true, &format!("{tls}{key}\n")));
+            assert_eq!(line, if tls.is_empty() { 5 } else { 6 });
+            assert_eq!(message, format!("{name} needs tls = true on this entry"));
+        }
+    }
+    let (line, _, message) = invalid(&tls_entry(
+        true,
+        "tls = true\nserver_name = \"not a name\"\n",
+    ));
+    assert_eq!(line, 6);
+    assert_eq!(
+        message,
+        "server_name \"not a name\" is not a valid DNS name or IP address"
+    );
+    let (line, _, message) = invalid(&tls_entry(true, "tls = true\npipelining = true\n"));
+    assert_eq!(line, 5);
+    assert!(
+        message.starts_with("pipelining = true cannot be used with tls = true"),
+        "{message}"
+    );
+    // Plain backends by address and tls = false are as before.
+    let plain = Config::parse(&tls_entry(true, "tls = false\n")).unwrap();
+    assert!(plain.replicas[0].tls_settings.is_none());
+}
+
+#[test]
+fn the_ca_file_is_read_relative_to_the_file_and_its_problems_have_a_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    std::fs::write(
+        dir.path().join("certs/ca.pem"),
+        params.self_signed(&key).unwrap().pem(),
+    )
+    .unwrap();
+    let text = tls_entry(
+        true,
+        "tls = true\nserver_name = \"backend.test\"\nca = \"certs/ca.pem\"\n",
+    );
+    let config = Config::parse_file(&text, &path).unwrap();
+    let tls = config.replicas[0].tls_settings.as_ref().expect("built");
+    assert!(tls.verify);
+    // A CA that is missing or not PEM: a problem at `ca`, naming the file and the reason.
+    for (ca, why) in [
+        ("certs/missing.pem", "cannot be read"),
+        ("lb.toml", "holds no PEM certificate"),
+    ] {
+        let text = tls_entry(true, &format!("tls = true\nca = \"{ca}\"\n"));
+        std::fs::write(&path, &text).unwrap();
+        let problems = match Config::parse_file(&text, &path) {
+            Err(ConfigError::Invalid(problems)) => problems,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!((problems[0].line, problems[0].column), (6, 6));
+        let message = &problems[0].message;
+        assert!(message.starts_with("replica \"api-1\": ca "), "{message}");
+        assert!(message.contains(ca) && message.contains(why), "{message}");
+    }
+    // tls_verify = false needs no roots.
+    let text = tls_entry(true, "tls = true\ntls_verify = false\n");
+    let config = Config::parse_file(&text, &path).unwrap();
+    assert!(!config.replicas[0].tls_settings.as_ref().unwrap().verify);
+}
