@@ -61,6 +61,12 @@ pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String
                 kept.push(id);
                 set_keeping_decor(table, "hostname", Some(hostname));
                 set_keeping_decor(table, "address", address);
+                if address.is_none() {
+                    // TLS keys belong to backends by address only.
+                    for key in ["tls", "server_name", "ca", "tls_verify"] {
+                        table.remove(key);
+                    }
+                }
             }
             _ => {
                 // Comments above a removed table are the user's: they go to the table that
@@ -234,6 +240,13 @@ id = 2
         // An entry that stops being a backend by address loses the key.
         let out = with_replicas(file, &[(1, "api-1", None)]).unwrap();
         assert_eq!(Config::parse(&out).unwrap().replicas[0].address(), None);
+        // … and its TLS keys; a kept backend by address keeps them.
+        let tls = format!("{file}tls = true\ntls_verify = false\n");
+        let out = with_replicas(&tls, &[(1, "api-1", Some("10.0.0.5:80"))]).unwrap();
+        assert_eq!(out, tls);
+        let out = with_replicas(&tls, &[(1, "api-1", None)]).unwrap();
+        assert!(!out.contains("tls"), "{out}");
+        assert!(Config::parse(&out).is_ok(), "{out}");
     }
 
     #[test]
