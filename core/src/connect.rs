@@ -115,7 +115,7 @@ impl Service<Uri> for Connector {
             let connector = TlsConnector::from(Arc::clone(&tls.config));
             let handshake = connector.connect(tls.server_name.clone(), tcp.into_inner());
             match tokio::time::timeout(limit, handshake).await {
-                Ok(Ok(stream)) => Ok(Conn::Tls(TokioIo::new(stream))),
+                Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(TokioIo::new(stream)))),
                 Ok(Err(source)) => Err(ConnectError::Tls {
                     failure: TlsFailure::of(&source),
                     addr,
@@ -138,8 +138,8 @@ impl Service<Uri> for Connector {
 pub(crate) enum Conn {
     /// Plain HTTP.
     Plain(TokioIo<TcpStream>),
-    /// HTTP over TLS.
-    Tls(TokioIo<TlsStream<TcpStream>>),
+    /// HTTP over TLS (boxed: rustls's connection state is a kilobyte).
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
 impl hyper::rt::Read for Conn {
@@ -151,7 +151,7 @@ impl hyper::rt::Read for Conn {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            Conn::Tls(io) => Pin::new(io).poll_read(cx, buf),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
         }
     }
 }
@@ -165,7 +165,7 @@ impl hyper::rt::Write for Conn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            Conn::Tls(io) => Pin::new(io).poll_write(cx, buf),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_write(cx, buf),
         }
     }
 
@@ -173,7 +173,7 @@ impl hyper::rt::Write for Conn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_flush(cx),
-            Conn::Tls(io) => Pin::new(io).poll_flush(cx),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_flush(cx),
         }
     }
 
@@ -181,7 +181,7 @@ impl hyper::rt::Write for Conn {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            Conn::Tls(io) => Pin::new(io).poll_shutdown(cx),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_shutdown(cx),
         }
     }
 
@@ -201,7 +201,7 @@ impl hyper::rt::Write for Conn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            Conn::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
         }
     }
 }

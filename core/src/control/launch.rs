@@ -125,6 +125,7 @@ pub(crate) trait Heartbeats: Send + Sync {
     ) -> Result<(), ProbeError>;
 
     /// `rise` checks in a row, `interval` apart ([`Prober::wait_healthy`]).
+    #[allow(clippy::too_many_arguments)] // the checks' settings, as `Prober::wait_healthy`
     async fn wait_healthy(
         &self,
         addr: &str,
@@ -152,6 +153,7 @@ impl Heartbeats for Prober {
         Prober::wait_alive(self, addr, path, deadline).await
     }
 
+    #[allow(clippy::too_many_arguments)] // the checks' settings, as `Prober::wait_healthy`
     async fn wait_healthy(
         &self,
         addr: &str,

@@ -145,6 +145,7 @@ impl Heartbeats for Answering {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)] // the checks' settings, as `Prober::wait_healthy`
     async fn wait_healthy(
         &self,
         _: &str,
