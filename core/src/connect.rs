@@ -75,10 +75,7 @@ impl Connector {
     fn settings_for(&self, uri: &Uri) -> Option<Arc<BackendTls>> {
         match &self.tls {
             Settings::Fixed(tls) => Some(Arc::clone(tls)),
-            Settings::Table(table) => {
-                let authority = uri.authority()?.as_str();
-                table.load().get(authority).cloned()
-            }
+            Settings::Table(table) => table.load().get(address_of(uri)?).cloned(),
         }
     }
 }
@@ -101,9 +98,7 @@ impl Service<Uri> for Connector {
                     .map_err(|e| ConnectError::Tcp(e.into()))
             });
         }
-        let addr = uri
-            .authority()
-            .map_or_else(String::new, ToString::to_string);
+        let addr = address_of(&uri).unwrap_or_default().to_owned();
         let tls = self.settings_for(&uri);
         let limit = self.handshake_timeout;
         let tcp = self.http.call(uri);
@@ -132,6 +127,17 @@ impl Service<Uri> for Connector {
             }
         })
     }
+}
+
+/// The `HOST:PORT` of `uri`, without the user info a TLS backend's authority carries (its
+/// settings' id, which keeps its pooled connections apart: `state::Backend::with_tls`).
+fn address_of(uri: &Uri) -> Option<&str> {
+    let authority = uri.authority()?.as_str();
+    Some(
+        authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, address)| address),
+    )
 }
 
 /// A connection to a backend: plain TCP or TLS over it.

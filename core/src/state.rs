@@ -29,7 +29,8 @@ pub(crate) struct Backend {
     pub id: u64,
     /// Where it is reached: `host:port`.
     pub addr: String,
-    /// `addr` as a URI authority, built once.
+    /// `addr` as a URI authority, built once (for a TLS backend with its settings' id as user
+    /// info: [`Backend::with_tls`]).
     pub authority: Authority,
     /// Whether it is a backend by address (a service `lb` fronts but did not start).
     pub by_address: bool,
@@ -106,11 +107,20 @@ impl Backend {
     }
 
     /// The same backend spoken to over TLS with `tls` (`None`: plain HTTP); with TLS, never
-    /// pipelined.
+    /// pipelined, and its [`Backend::authority`] carries the settings' id as user info
+    /// (`7@10.0.0.5:8443`, never sent: the connector dials the host and port, `Host` is the
+    /// client's) so that hyper pools its connections apart from those made under other
+    /// settings — a reload that changes them never reuses an old connection.
     pub(crate) fn with_tls(self, tls: Option<Arc<BackendTls>>) -> Self {
+        let authority = match &tls {
+            Some(tls) => Authority::try_from(format!("{}@{}", tls.id, self.addr))
+                .unwrap_or_else(|_| self.authority.clone()),
+            None => Authority::try_from(self.addr.as_str()).unwrap_or(self.authority.clone()),
+        };
         Backend {
             pipelining: self.pipelining && tls.is_none(),
             tls,
+            authority,
             ..self
         }
     }

@@ -261,6 +261,37 @@ async fn over_tls_with_a_private_ca_and_to_the_next_replica_when_a_certificate_i
         (in_ring(&lb).await == ["api-1", "api-2"]).then_some(())
     })
     .await;
+    for id in 0..40 {
+        let a = lb
+            .send("GET", "/home", b"", &[("X-Request-Id", &id.to_string())])
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+
+    // A saved file that trusts only the other CA for api-1 applies live, and the connections
+    // opened under the old settings (still open: the backend did not drop them) are not
+    // reused: its requests fail their handshake and go to api-2.
+    let before = sample(&lb, tls_errors).await;
+    let other_file = other.write(dir.path(), "other.pem");
+    let text = config.replacen(&ca_file, &other_file, 1);
+    assert_ne!(text, config);
+    common::save_by_rename(&lb.config, &text);
+    eventually(Duration::from_secs(10), "the new CA in use", || async {
+        for id in 0..20 {
+            let a = lb
+                .send("GET", "/home", b"", &[("X-Request-Id", &id.to_string())])
+                .await;
+            assert_eq!(a.status, 200, "{}", a.body);
+        }
+        (sample(&lb, tls_errors).await > before).then_some(())
+    })
+    .await;
+    for id in 0..20 {
+        let a = lb
+            .send("GET", "/home", b"", &[("X-Request-Id", &id.to_string())])
+            .await;
+        assert_eq!(served_by(&a.body), "api-2");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,6 +8,7 @@
 //! `tls_verify = false` accepts any certificate ([`NoVerification`]): logged as a warning.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -28,6 +29,10 @@ pub(crate) struct BackendTls {
     pub server_name: ServerName<'static>,
     /// Whether the certificate is verified (`tls_verify`; `false` is dangerous).
     pub verify: bool,
+    /// A number no other settings of this process have: the data plane's connections to a
+    /// backend are pooled under it (`Backend::with_tls`), so connections made under settings
+    /// that were replaced are never reused.
+    pub id: u64,
     /// What the settings were made of (name, CA file path and contents, verification), to tell
     /// a changed entry from an unchanged one on a reload.
     fingerprint: [u8; 32],
@@ -212,7 +217,9 @@ impl BackendTls {
                 .with_no_client_auth()
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        static IDS: AtomicU64 = AtomicU64::new(1);
         Ok(BackendTls {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             config: Arc::new(config),
             server_name: name,
             verify,

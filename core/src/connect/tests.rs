@@ -55,3 +55,11 @@ fn a_tls_failure_is_found_in_an_error_chain_and_a_tcp_one_is_not() {
         "no TLS settings for a:1"
     );
 }
+
+#[test]
+fn the_address_of_a_uri_leaves_out_the_settings_id() {
+    let uri: Uri = "https://7@127.0.0.1:8443/home".parse().unwrap();
+    assert_eq!(address_of(&uri), Some("127.0.0.1:8443"));
+    let uri: Uri = "http://127.0.0.1:80/".parse().unwrap();
+    assert_eq!(address_of(&uri), Some("127.0.0.1:80"));
+}

@@ -37,7 +37,9 @@ pub(crate) async fn run(
             let path = settings.check_path(b.is_address());
             async move {
                 let sent = tokio::time::Instant::now();
-                let result = prober.beat(&b.addr, path, timeout).await;
+                // Its authority: `addr`, or for a TLS backend with its settings' id (connections
+                // made under replaced settings are pooled apart and never reused).
+                let result = prober.beat(b.authority.as_str(), path, timeout).await;
                 (b, result, sent.elapsed())
             }
         });

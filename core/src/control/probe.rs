@@ -72,6 +72,8 @@ impl Prober {
             Tls::Always => true,
             Tls::Table(table) => {
                 let table = table.load();
+                // An authority may carry the settings' id (`7@HOST:PORT`).
+                let addr = addr.rsplit_once('@').map_or(addr, |(_, a)| a);
                 !table.is_empty() && table.contains_key(addr)
             }
         }
