@@ -115,18 +115,25 @@ pub(crate) fn host_of(address: &str) -> &str {
 /// that parses).
 pub(crate) fn read_ca(path: &Path) -> Result<(RootCertStore, Vec<u8>), BackendTlsError> {
     use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let read = |source| BackendTlsError::CaRead {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read)?;
-    let meta = file.metadata().map_err(read)?;
+    // The kind of file is checked on the name before opening (opening a FIFO blocks), and it
+    // is opened without blocking (as `read_text` reads `lb.toml`).
+    let meta = std::fs::metadata(path).map_err(read)?;
     if !meta.is_file() {
         return Err(BackendTlsError::CaContent {
             path: path.to_owned(),
             reason: "not a regular file".into(),
         });
     }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read)?;
     let mut bytes = Vec::new();
     file.take(MAX_CA_BYTES + 1)
         .read_to_end(&mut bytes)

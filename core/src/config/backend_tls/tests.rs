@@ -95,7 +95,20 @@ fn bad_ca_files_are_refused_with_the_file_and_the_reason() {
     assert!(big.contains("at most 1048576 bytes"), "{big}");
     std::fs::create_dir(dir.path().join("dir.pem")).unwrap();
     let not_file = build("dir.pem");
-    assert!(not_file.contains("dir.pem"), "{not_file}");
+    assert!(
+        not_file.contains("dir.pem: not a regular file"),
+        "{not_file}"
+    );
+    // A FIFO is refused without being opened (opening one blocks until a writer comes).
+    let fifo = dir.path().join("fifo.pem");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let refused = build("fifo.pem");
+        assert!(
+            refused.contains("fifo.pem: not a regular file"),
+            "{refused}"
+        );
+    }
 }
 
 #[test]

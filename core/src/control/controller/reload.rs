@@ -231,6 +231,7 @@ impl Controller {
             FileRead::Unchanged => {
                 if hangup {
                     tracing::info!(%path, "configuration unchanged");
+                    warn_unverified(&self.applied);
                     self.resolve_again();
                     self.shared.metrics.reload(true);
                 }
