@@ -93,7 +93,7 @@ impl Config {
 
     /// The load balancer's own rules, every broken one.
     pub(super) fn validate(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
+        let mut problems = self.tls_problems();
         let c = *self.ring.bounded_load.get_ref();
         if !(c == 0.0 || (1.0..=100.0).contains(&c)) {
             problems.push(self.problem(

@@ -1,6 +1,6 @@
 //! The sections of `lb.toml` as types, with their defaults: [`Config`] (the whole file) and
 //! its `[ring]`, `[health]`, `[supervisor]`, `[plugins]`, `[proxy]`, `[admin]`, `[limits]`,
-//! `[log]` sections and `[[replicas]]` entries, and what the rest of `lb` reads from them.
+//! `[log]`, `[tls]` (its type in `tls.rs`) sections and `[[replicas]]` entries, and what the rest of `lb` reads from them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use lb_balance::ring::{Probing, RingParams};
 use lb_balance::{Algorithm, Balancer};
 
 use super::key::{KeyFallback, KeyRule, KeySource};
+use super::tls::TlsSection;
 
 /// Largest number of slots a table may have (2²²; the largest prime within it, for Maglev, is
 /// 4 194 301).
@@ -48,6 +49,9 @@ pub(crate) struct Config {
     /// The access log.
     #[serde(default)]
     pub log: LogSection,
+    /// HTTPS from clients ([`super::tls`]); absent: none.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
     /// The replicas, each with its hostname and server id.
     #[serde(default)]
     pub replicas: Vec<ReplicaEntry>,
@@ -442,10 +446,12 @@ impl Config {
         self.ring.params()
     }
 
-    /// The addresses the file says `lb` listens on: `listen`, and `[admin] listen` if set.
+    /// The addresses the file says `lb` listens on: `listen`, `[admin] listen` and
+    /// `[tls] listen` if set.
     pub(crate) fn listening(&self) -> Vec<SocketAddr> {
         std::iter::once(self.listen)
             .chain(self.admin.listen)
+            .chain(self.tls_listen())
             .collect()
     }
 
