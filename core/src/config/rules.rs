@@ -64,6 +64,36 @@ impl Config {
         problems
     }
 
+    /// `[tls]` rules that need no file: at least one certificate, an address of its own.
+    pub(super) fn tls_problems(&self) -> Vec<Problem> {
+        let Some(tls) = &self.tls else {
+            return Vec::new();
+        };
+        let at = |key: &str| check::key_offset(&self.text, "tls", key).unwrap_or(0);
+        let mut problems = Vec::new();
+        if tls.certificates.is_empty() {
+            problems.push(Problem::pending(
+                at("listen"),
+                "[tls] needs at least one [[tls.certificates]] entry (cert = \"….pem\", key = \"….key\"); \
+                 without certificates there is nothing to serve HTTPS with"
+                    .into(),
+            ));
+        }
+        let plain = std::iter::once(self.listen).chain(self.admin.listen);
+        for other in plain {
+            if other == tls.listen {
+                problems.push(Problem::pending(
+                    at("listen"),
+                    format!(
+                        "tls.listen {} is also a plain HTTP listener's address",
+                        tls.listen
+                    ),
+                ));
+            }
+        }
+        problems
+    }
+
     /// An error at `span` of the text.
     pub(super) fn at(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
         ConfigError::Invalid(vec![Problem::at(&self.text, span.start, message)])

@@ -12,7 +12,7 @@ use lb_balance::ring::{Probing, RingParams};
 use lb_balance::{Algorithm, Balancer};
 
 use super::key::{KeyFallback, KeyRule, KeySource};
-use super::tls::TlsSection;
+use super::tls::{CertificateFiles, TlsSection};
 
 /// Largest number of slots a table may have (2²²; the largest prime within it, for Maglev, is
 /// 4 194 301).
@@ -458,5 +458,23 @@ impl Config {
     /// The balancing algorithm and its parameters.
     pub(crate) fn balancer(&self) -> Balancer {
         Balancer::new(*self.ring.algorithm.get_ref(), self.ring_params())
+    }
+
+    /// The certificate files of `[tls]`, in order (paths relative to the file's directory);
+    /// empty without `[tls]`.
+    pub(crate) fn certificate_files(&self) -> Vec<CertificateFiles> {
+        self.tls
+            .iter()
+            .flat_map(|tls| &tls.certificates)
+            .map(|entry| CertificateFiles {
+                cert: self.base_dir.join(entry.cert.get_ref()),
+                key: self.base_dir.join(entry.key.get_ref()),
+            })
+            .collect()
+    }
+
+    /// The TLS listen address, when `[tls]` is there.
+    pub(crate) fn tls_listen(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|tls| tls.listen)
     }
 }
