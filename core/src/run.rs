@@ -290,9 +290,11 @@ async fn serve(options: Options) -> Result<(), Error> {
         _ => None,
     };
     let workers = Workers::start(
-        listeners,
-        tls,
-        admin,
+        workers::Sockets {
+            traffic: listeners,
+            tls,
+            admin,
+        },
         token,
         proxy,
         &shared,

@@ -77,6 +77,16 @@ pub(crate) enum WorkersError {
     Tls(super::tls::TlsSetupError),
 }
 
+/// The listening sockets the workers serve.
+pub(crate) struct Sockets {
+    /// The plain listener's, one per traffic worker.
+    pub(crate) traffic: Vec<std::net::TcpListener>,
+    /// The TLS listener's, if `[tls]` is on.
+    pub(crate) tls: Option<TlsSockets>,
+    /// `[admin] listen`'s, if set.
+    pub(crate) admin: Option<std::net::TcpListener>,
+}
+
 /// The TLS listener's sockets (one per traffic worker, [`listen`]ed like the plain ones) and
 /// what its acceptors are built from.
 pub(crate) struct TlsSockets {
@@ -157,22 +167,26 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Serve each listener on its own thread with its own [`App`].
+    /// Serve each traffic listener (with its TLS listener, if any) and the admin listener on a
+    /// thread of its own with its own [`App`].
     ///
     /// With an `admin` listener (`[admin] listen`), `/add`, `/rm` and `/_lb/*` are served there
     /// only, on a thread of its own; `token` (the admin token) protects the routes that change
     /// state or reveal processes wherever they are served. Each thread counts its requests in a
     /// block of `shared.metrics` of its own, and sends access log lines to `access_log`, if on.
     pub(crate) fn start(
-        listeners: Vec<std::net::TcpListener>,
-        tls: Option<TlsSockets>,
-        admin: Option<std::net::TcpListener>,
+        sockets: Sockets,
         token: Option<String>,
         settings: ProxySection,
         shared: &Arc<Shared>,
         controller: &ControllerHandle,
         access_log: Option<&AccessLog>,
     ) -> Result<Workers, WorkersError> {
+        let Sockets {
+            traffic: listeners,
+            tls,
+            admin,
+        } = sockets;
         let (stop, stopped) = watch::channel(None);
         let token: Option<Arc<str>> = token.map(Into::into);
         let traffic = Access {
