@@ -380,9 +380,13 @@ fn echo_proto() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_over_tls_reach_replicas_as_https_and_bad_clients_are_closed_and_counted() {
     let backend = echo_proto();
+    let logs = tempfile::tempdir().unwrap();
+    let access = logs.path().join("access.log");
     let rest = format!(
-        "[health]\npath = \"/health\"\ninterval_ms = 100\nrise = 1\n\
-         [[replicas]]\nhostname = \"echo\"\nid = 1\naddress = \"{backend}\"\npipelining = false\n"
+        "[log]\naccess = \"{}\"\naccess_format = \"json\"\n\
+         [health]\npath = \"/health\"\ninterval_ms = 100\nrise = 1\n\
+         [[replicas]]\nhostname = \"echo\"\nid = 1\naddress = \"{backend}\"\npipelining = false\n",
+        access.display()
     );
     let site = Site::start("1.2", &rest);
     let client = site.ca.client(rustls::ALL_VERSIONS);
@@ -471,6 +475,105 @@ async fn requests_over_tls_reach_replicas_as_https_and_bad_clients_are_closed_an
         get(&mut good, "site.test", "/z").await,
         (200, "https".into())
     );
+
+    // The access log says which requests came over TLS, with which version and name.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&access).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let over_tls = lines.iter().find(|l| l["path"] == "/z");
+        let plain = lines.iter().find(|l| l["path"] == "/x" && l["tls"] == "");
+        if let (Some(over_tls), Some(plain)) = (over_tls, plain) {
+            assert_eq!(over_tls["tls"], "1.3", "{over_tls}");
+            assert_eq!(over_tls["sni"], "site.test", "{over_tls}");
+            assert_eq!(plain["sni"], "", "{plain}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no access log lines:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Save `text` as `lb`'s configuration file by renaming a new file over it.
+fn save_config(lb: &Lb, text: &str) {
+    let tmp = lb.config.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &lb.config).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_file_adds_and_removes_certificates_live() {
+    let site = Site::start("1.2", ONE_REPLICA);
+    let client = site.ca.client(rustls::ALL_VERSIONS);
+    let (cert, key, added) = site.ca.leaf(&["added.test"]);
+    let added_pair = (
+        save(site.dir.path(), "added.pem", &cert),
+        save(site.dir.path(), "added.key", &key),
+    );
+    let site_pair = (
+        site.dir.path().join("site.pem"),
+        site.dir.path().join("site.key"),
+    );
+    let text = config("1.2", &[site_pair.clone(), added_pair], ONE_REPLICA);
+    save_config(&site.lb, &text);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(tls) = connect(&client, site.https(), "added.test").await {
+            if presented(&tls) == added {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the added certificate is not served:\n{}",
+            site.lb.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // other.test is gone from the file: the default answers for it now.
+    let tls = connect(&client, site.https(), "site.test").await.unwrap();
+    assert_eq!(presented(&tls), site.site_der);
+    assert!(connect(&client, site.https(), "other.test").await.is_err());
+    // A save that moves the TLS listener is applied, and says the address needs a restart.
+    let moved = text.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"");
+    save_config(&site.lb, &moved);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = site.lb.status().await;
+        if status["config"]["needs_restart"]
+            .to_string()
+            .contains("tls.listen")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no needs_restart: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A save whose certificate is broken is refused whole: the served set stays.
+    let broken = config(
+        "1.2",
+        &[(site.dir.path().join("missing.pem"), site_pair.1.clone())],
+        ONE_REPLICA,
+    );
+    save_config(&site.lb, &broken);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = site.lb.status().await;
+        let error = status["config"]["last_error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if error.contains("missing.pem") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no last_error: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tls = connect(&client, site.https(), "added.test").await.unwrap();
+    assert_eq!(presented(&tls), added);
 }
 
 #[tokio::test(flavor = "multi_thread")]
