@@ -81,7 +81,8 @@ impl Config {
         }
         let plain = std::iter::once(self.listen).chain(self.admin.listen);
         for other in plain {
-            if other == tls.listen {
+            // Port 0 (any free port) is never the same socket as another port 0.
+            if other == tls.listen && other.port() != 0 {
                 problems.push(Problem::pending(
                     at("listen"),
                     format!(

@@ -66,3 +66,12 @@ fn the_same_address_as_the_plain_listener_is_refused() {
     .unwrap_err();
     assert!(e.contains("plain HTTP"), "{e}");
 }
+
+#[test]
+fn port_zero_on_both_listeners_is_two_free_ports() {
+    parse(
+        "listen = \"127.0.0.1:0\"\n[tls]\nlisten = \"127.0.0.1:0\"\n\
+         [[tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n",
+    )
+    .unwrap();
+}
