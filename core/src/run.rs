@@ -286,6 +286,7 @@ async fn serve(options: Options) -> Result<(), Error> {
             sockets,
             certs: Arc::clone(&shared.certs),
             min_version: section.min_version,
+            redirect: tls_local.filter(|_| section.redirect_http),
         }),
         _ => None,
     };

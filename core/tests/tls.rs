@@ -83,9 +83,19 @@ fn save(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// `[tls]` with `certs` (pairs of absolute paths), and `rest` after it.
 fn config(min_version: &str, certs: &[(PathBuf, PathBuf)], rest: &str) -> String {
+    config_with(min_version, "", certs, rest)
+}
+
+/// [`config`] with `tls_extra` lines in `[tls]`.
+fn config_with(
+    min_version: &str,
+    tls_extra: &str,
+    certs: &[(PathBuf, PathBuf)],
+    rest: &str,
+) -> String {
     let mut text = format!(
         "[proxy]\nclient_header_timeout_ms = 1000\n\
-         [tls]\nlisten = \"127.0.0.1:0\"\nmin_version = \"{min_version}\"\n"
+         [tls]\nlisten = \"127.0.0.1:0\"\nmin_version = \"{min_version}\"\n{tls_extra}"
     );
     for (cert, key) in certs {
         text += &format!(
@@ -236,6 +246,10 @@ struct Site {
 
 impl Site {
     fn start(min_version: &str, rest: &str) -> Site {
+        Site::start_with(min_version, "", rest)
+    }
+
+    fn start_with(min_version: &str, tls_extra: &str, rest: &str) -> Site {
         let ca = Ca::new();
         let dir = tempfile::tempdir().unwrap();
         let (cert, key, site_der) = ca.leaf(&["site.test", "localhost"]);
@@ -248,7 +262,7 @@ impl Site {
             save(dir.path(), "other.pem", &cert),
             save(dir.path(), "other.key", &key),
         );
-        let lb = Lb::start(&config(min_version, &[site, other], rest));
+        let lb = Lb::start(&config_with(min_version, tls_extra, &[site, other], rest));
         assert!(lb.https.is_some(), "no https line:\n{}", lb.stdout());
         Site {
             ca,
@@ -331,12 +345,43 @@ async fn https_serves_the_replica_and_picks_certificates_by_sni() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn with_min_version_1_3_tls_1_2_is_refused() {
-    let site = Site::start("1.3", ONE_REPLICA);
+async fn with_min_version_1_3_tls_1_2_is_refused_and_plain_http_is_redirected() {
+    let site = Site::start_with("1.3", "redirect_http = true\n", ONE_REPLICA);
     let v12 = site.ca.client(&[&rustls::version::TLS12]);
     assert!(connect(&v12, site.https(), "site.test").await.is_err());
     let v13 = site.ca.client(&[&rustls::version::TLS13]);
-    connect(&v13, site.https(), "site.test").await.unwrap();
+    let mut tls = connect(&v13, site.https(), "site.test").await.unwrap();
+    // redirect_http: plain requests get a 308 to the same URL over HTTPS; lb's own endpoints
+    // and requests over TLS do not.
+    let plain = site
+        .lb
+        .send("GET", "/home?x=1", b"", &[("Host", "site.test:80")])
+        .await;
+    assert_eq!(plain.status, 308, "{}", plain.body);
+    assert_eq!(
+        plain.headers["location"],
+        format!("https://site.test:{}/home?x=1", site.https().port())
+    );
+    assert_eq!(site.lb.get("/_lb/status").await.status, 200);
+    assert_eq!(site.lb.get("/rep").await.status, 200);
+    wait_for_replica_over(&mut tls).await;
+}
+
+/// Poll `/home` over `tls` until the replica answers (at most 20 s).
+async fn wait_for_replica_over(tls: &mut TlsStream<AsyncTcp>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(tls, "site.test", "/home").await;
+        if status == 200 {
+            assert_eq!(common::served_by(&body), "Server 1");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica over TLS: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A backend by address that answers every request with the `X-Forwarded-Proto` it got.

@@ -17,6 +17,11 @@ pub(crate) struct TlsSection {
     /// The oldest protocol version offered: TLS 1.2 (the default) or 1.3 only.
     #[serde(default)]
     pub min_version: MinVersion,
+    /// Answer requests on the plain `listen` with `308 Permanent Redirect` to the same URL on
+    /// the TLS listener (never `lb`'s own endpoints: `/rep`, `/add`, `/rm`, `/_lb/…`). Needs a
+    /// restart.
+    #[serde(default)]
+    pub redirect_http: bool,
     /// The certificates, chosen by the client's SNI among each one's names; the first is the
     /// default (no SNI, or no certificate has the name).
     #[serde(default)]

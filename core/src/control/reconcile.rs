@@ -130,6 +130,10 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
     if min_version(desired) != min_version(startup) {
         needs_restart.push("tls.min_version");
     }
+    let redirect = |c: &Config| c.tls.as_ref().is_some_and(|t| t.redirect_http);
+    if redirect(desired) != redirect(startup) {
+        needs_restart.push("tls.redirect_http");
+    }
     Plan {
         stop,
         forget,

@@ -52,6 +52,9 @@ pub(crate) struct App {
     recorder: Arc<Recorder>,
     /// This process's mark on what it forwards: a request carrying it is a loop.
     via: &'static Via,
+    /// `[tls] redirect_http` on a traffic listener: the TLS listener's address, where plain
+    /// requests are sent with a 308.
+    redirect: Option<SocketAddr>,
 }
 
 impl App {
@@ -65,6 +68,7 @@ impl App {
         access: Access,
         proxies: bool,
         recorder: Recorder,
+        redirect: Option<SocketAddr>,
     ) -> Self {
         let recorder = Arc::new(recorder);
         App {
@@ -76,6 +80,7 @@ impl App {
             send_timeout: Duration::from_millis(settings.client_send_timeout_ms),
             recorder,
             via: Via::mine(),
+            redirect: redirect.filter(|_| proxies),
         }
     }
 
@@ -88,6 +93,9 @@ impl App {
     ) -> Response<ProxyBody> {
         if api::owns(req.uri().path()) {
             return self.api.answer(req).await.map(ProxyBody::full);
+        }
+        if let Some(tls) = self.redirect.filter(|_| peer.tls.is_none()) {
+            return super::tls::redirect(&req, tls.port(), tls.ip());
         }
         exchange.count(&self.recorder.metrics);
         if !self.proxies {

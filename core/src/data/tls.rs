@@ -5,6 +5,7 @@
 //! the same code as a plain one (`front::connection` over [`ClientIo`]).
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::body::ProxyBody;
 use super::downstream::ClientIo;
 use crate::config::tls::MinVersion;
 use crate::metrics::tls::{HandshakeError, TlsCounters};
@@ -112,6 +114,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn redirects_keep_host_path_and_query() {
+        let at = |host: Option<&str>, uri: &str, port: u16| {
+            let mut req = http::Request::builder().uri(uri);
+            if let Some(host) = host {
+                req = req.header("host", host);
+            }
+            let resp = redirect(&req.body(()).unwrap(), port, "127.0.0.1".parse().unwrap());
+            assert_eq!(resp.status(), 308);
+            resp.headers()["location"].to_str().unwrap().to_owned()
+        };
+        assert_eq!(
+            at(Some("a.test:5000"), "/x?y=1", 5443),
+            "https://a.test:5443/x?y=1"
+        );
+        assert_eq!(at(Some("a.test"), "/", 443), "https://a.test/");
+        assert_eq!(at(Some("[::1]:80"), "/p", 8443), "https://[::1]:8443/p");
+        assert_eq!(at(None, "/p", 8443), "https://127.0.0.1:8443/p");
+    }
+
+    #[test]
     fn errors_map_to_fixed_reasons() {
         let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
         assert_eq!(classify(&eof), HandshakeError::Eof);
@@ -126,5 +148,52 @@ mod tests {
         );
         assert_eq!(classify(&none), HandshakeError::NoCertificate);
         assert_eq!(classify(&io::Error::other("x")), HandshakeError::Other);
+    }
+}
+
+/// `[tls] redirect_http`: the answer on the plain listener, `308 Permanent Redirect` to the same
+/// host (without its port) on the TLS listener's `port` (left out when 443), same path and
+/// query. Without a usable `Host`, `fallback` (the TLS listener's address) is the host.
+pub(crate) fn redirect<B>(
+    req: &http::Request<B>,
+    port: u16,
+    fallback: IpAddr,
+) -> http::Response<ProxyBody> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(host_only)
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()));
+    let host = match host {
+        Some(host) => host.to_owned(),
+        None => match fallback {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        },
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    let mut resp = http::Response::new(ProxyBody::full(bytes::Bytes::new()));
+    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(value) = http::HeaderValue::try_from(location) {
+        resp.headers_mut().insert(http::header::LOCATION, value);
+    }
+    resp.headers_mut().insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from_static("0"),
+    );
+    resp
+}
+
+/// The host of a `Host` value, without its port (`[::1]:80` → `[::1]`, `a.test:80` → `a.test`).
+fn host_only(host: &str) -> &str {
+    match host.rfind(']') {
+        Some(end) => &host[..=end],
+        None => host.split(':').next().unwrap_or(host),
     }
 }

@@ -96,6 +96,8 @@ pub(crate) struct TlsSockets {
     pub(crate) certs: Arc<CertStore>,
     /// `[tls] min_version`.
     pub(crate) min_version: MinVersion,
+    /// `[tls] redirect_http`: the TLS listener's address plain requests are sent to (308).
+    pub(crate) redirect: Option<SocketAddr>,
 }
 
 /// An OS error in the words of a one-line message (no error number).
@@ -193,9 +195,9 @@ impl Workers {
             token: token.clone(),
             admin_routes: admin.is_none(),
         };
-        let (mut tls_sockets, tls_setup) = match tls {
-            Some(t) => (t.sockets, Some((t.certs, t.min_version))),
-            None => (Vec::new(), None),
+        let (mut tls_sockets, tls_setup, redirect) = match tls {
+            Some(t) => (t.sockets, Some((t.certs, t.min_version)), t.redirect),
+            None => (Vec::new(), None, None),
         };
         let mut serving: Vec<(
             std::net::TcpListener,
@@ -269,7 +271,7 @@ impl Workers {
                             None => None,
                         };
                         let app = Arc::new(App::new(
-                            shared, controller, settings, access, proxies, recorder,
+                            shared, controller, settings, access, proxies, recorder, redirect,
                         ));
                         front::serve(listener, tls, app, limit, stopped).await;
                     });
