@@ -109,48 +109,6 @@ fn classify(e: &io::Error) -> HandshakeError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirects_keep_host_path_and_query() {
-        let at = |host: Option<&str>, uri: &str, port: u16| {
-            let mut req = http::Request::builder().uri(uri);
-            if let Some(host) = host {
-                req = req.header("host", host);
-            }
-            let resp = redirect(&req.body(()).unwrap(), port, "127.0.0.1".parse().unwrap());
-            assert_eq!(resp.status(), 308);
-            resp.headers()["location"].to_str().unwrap().to_owned()
-        };
-        assert_eq!(
-            at(Some("a.test:5000"), "/x?y=1", 5443),
-            "https://a.test:5443/x?y=1"
-        );
-        assert_eq!(at(Some("a.test"), "/", 443), "https://a.test/");
-        assert_eq!(at(Some("[::1]:80"), "/p", 8443), "https://[::1]:8443/p");
-        assert_eq!(at(None, "/p", 8443), "https://127.0.0.1:8443/p");
-    }
-
-    #[test]
-    fn errors_map_to_fixed_reasons() {
-        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
-        assert_eq!(classify(&eof), HandshakeError::Eof);
-        let garbage = io::Error::new(
-            io::ErrorKind::InvalidData,
-            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
-        );
-        assert_eq!(classify(&garbage), HandshakeError::Protocol);
-        let none = io::Error::new(
-            io::ErrorKind::InvalidData,
-            rustls::Error::General("no server certificate chain resolved".into()),
-        );
-        assert_eq!(classify(&none), HandshakeError::NoCertificate);
-        assert_eq!(classify(&io::Error::other("x")), HandshakeError::Other);
-    }
-}
-
 /// `[tls] redirect_http`: the answer on the plain listener, `308 Permanent Redirect` to the same
 /// host (without its port) on the TLS listener's `port` (left out when 443), same path and
 /// query. Without a usable `Host`, `fallback` (the TLS listener's address) is the host.
@@ -195,5 +153,47 @@ fn host_only(host: &str) -> &str {
     match host.rfind(']') {
         Some(end) => &host[..=end],
         None => host.split(':').next().unwrap_or(host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_keep_host_path_and_query() {
+        let at = |host: Option<&str>, uri: &str, port: u16| {
+            let mut req = http::Request::builder().uri(uri);
+            if let Some(host) = host {
+                req = req.header("host", host);
+            }
+            let resp = redirect(&req.body(()).unwrap(), port, "127.0.0.1".parse().unwrap());
+            assert_eq!(resp.status(), 308);
+            resp.headers()["location"].to_str().unwrap().to_owned()
+        };
+        assert_eq!(
+            at(Some("a.test:5000"), "/x?y=1", 5443),
+            "https://a.test:5443/x?y=1"
+        );
+        assert_eq!(at(Some("a.test"), "/", 443), "https://a.test/");
+        assert_eq!(at(Some("[::1]:80"), "/p", 8443), "https://[::1]:8443/p");
+        assert_eq!(at(None, "/p", 8443), "https://127.0.0.1:8443/p");
+    }
+
+    #[test]
+    fn errors_map_to_fixed_reasons() {
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(classify(&eof), HandshakeError::Eof);
+        let garbage = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        assert_eq!(classify(&garbage), HandshakeError::Protocol);
+        let none = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::General("no server certificate chain resolved".into()),
+        );
+        assert_eq!(classify(&none), HandshakeError::NoCertificate);
+        assert_eq!(classify(&io::Error::other("x")), HandshakeError::Other);
     }
 }
