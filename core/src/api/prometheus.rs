@@ -240,7 +240,10 @@ fn tls_families(page: &mut Exposition, shared: &Shared, scrape: &Scrape) {
         "Seconds until each served certificate's notAfter (negative: expired), by its first DNS name.",
     );
     let now = crate::config::unix_now();
-    for cert in &set.info {
+    let mut named = std::collections::HashSet::new();
+    // One series per name: of two certificates with the same first name, the first (the one
+    // SNI picks) is shown.
+    for cert in set.info.iter().filter(|c| named.insert(c.name.as_str())) {
         page.sample(
             "lb_tls_certificate_expiry_seconds",
             &[("name", &cert.name)],

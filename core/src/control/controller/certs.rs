@@ -66,6 +66,14 @@ impl Controller {
     /// Serve `certs` (read and checked already: at start, or with a saved file) from the next
     /// handshake on, unless they are the ones served.
     pub(crate) fn serve_certificates(&mut self, certs: Vec<LoadedCert>) {
+        if certs.is_empty() && !self.certs.files.is_empty() {
+            // `[tls]` left the file: its listener runs until a restart (`needs_restart`), with
+            // the certificates it has rather than none.
+            tracing::warn!(
+                "no certificates in the file any more; serving the last ones until a restart"
+            );
+            return;
+        }
         let files: Vec<CertificateFiles> = certs.iter().map(|c| c.files.clone()).collect();
         let digests: Vec<[u8; 32]> = certs.iter().map(|c| c.digest).collect();
         if files != self.certs.files {
