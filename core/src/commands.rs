@@ -51,7 +51,12 @@ pub fn check(path: Option<&Path>) -> Result<Checked, CheckError> {
             (name, Config::parse_file(&text, &at))
         }
     };
-    let config = match loaded.and_then(|config| config.resolve_hash().map(|_| config)) {
+    let resolved = loaded.and_then(|config| {
+        config.resolve_hash()?;
+        config.load_certificates()?;
+        Ok(config)
+    });
+    let config = match resolved {
         Ok(config) => config,
         Err(ConfigError::Invalid(problems)) => {
             return Err(CheckError::Invalid {

@@ -346,11 +346,14 @@ pub fn key(data: &[u8]) {
         },
     };
     let trust = flags & 2 == 2;
-    let peer = Peer::new(if flags & 4 == 4 {
-        IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(*flags)))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(10, 0, 0, *flags))
-    });
+    let peer = Peer::new(
+        if flags & 4 == 4 {
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(*flags)))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, *flags))
+        },
+        None,
+    );
     let Some((headers, uri)) = request(head) else {
         return;
     };

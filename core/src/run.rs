@@ -148,7 +148,14 @@ async fn serve(options: Options) -> Result<(), Error> {
     let mut proxy = config.proxy;
     if let Some(open_files) = open_files {
         tracing::debug!(limit = open_files, "open files");
-        let listeners = proxy.worker_count() + usize::from(config.admin.listen.is_some());
+        // The TLS listener has a socket per worker, like the plain one.
+        let tls_listeners = if config.tls.is_some() {
+            proxy.worker_count()
+        } else {
+            0
+        };
+        let listeners =
+            proxy.worker_count() + usize::from(config.admin.listen.is_some()) + tls_listeners;
         let reserved = workers::files_reserved(listeners, config.limits.max_replicas);
         let allowed = workers::connection_limit(proxy.max_connections, open_files, reserved);
         if allowed != proxy.max_connections {
@@ -175,6 +182,25 @@ async fn serve(options: Options) -> Result<(), Error> {
             workers::listen(addr, 1)
                 .map_err(|e| Error::Listen(Box::new(e)))?
                 .remove(0),
+        ),
+        None => None,
+    };
+    // Certificates are checked before anything listens: a bad one stops the start.
+    let certs = config
+        .load_certificates()
+        .map_err(config_error(&loaded.source))?;
+    let tls_sockets = match &config.tls {
+        Some(tls) => Some(
+            workers::listen(tls.listen, config.proxy.worker_count())
+                .map_err(|e| Error::Listen(Box::new(e)))?,
+        ),
+        None => None,
+    };
+    let tls_local = match &tls_sockets {
+        Some(sockets) => Some(
+            sockets[0]
+                .local_addr()
+                .map_err(setup("the TLS listener's address"))?,
         ),
         None => None,
     };
@@ -219,6 +245,7 @@ async fn serve(options: Options) -> Result<(), Error> {
     let meta = Meta {
         listen: local,
         admin: admin.as_ref().and_then(|a| a.local_addr().ok()),
+        tls: tls_local,
         supervisor: supervisor.kind(),
         started: Instant::now(),
         workers: listeners.len() + usize::from(admin.is_some()),
@@ -229,6 +256,11 @@ async fn serve(options: Options) -> Result<(), Error> {
     tracing::info!(hash = hash.name(), "ring hash functions");
     let (mut controller, shared, handle) =
         Controller::new(&loaded, hash, supervisor, meta).map_err(config_error(&loaded.source))?;
+    controller.serve_certificates(certs);
+    if config.tls.is_some() {
+        watch::spawn_certificates(controller.certificate_paths(), handle.clone())
+            .map_err(setup("cannot follow the certificate files"))?;
+    }
     controller.start().await;
     let health_settings = controller.health_settings();
     let settings = health_settings.clone();
@@ -249,9 +281,21 @@ async fn serve(options: Options) -> Result<(), Error> {
     let access_log = AccessLog::start(&config.access_log(), config.log.access_format, &shared)
         .map_err(setup("the access log"))?;
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
+    let tls = match (tls_sockets, &config.tls) {
+        (Some(sockets), Some(section)) => Some(workers::TlsSockets {
+            sockets,
+            certs: Arc::clone(&shared.certs),
+            min_version: section.min_version,
+            redirect: tls_local.filter(|_| section.redirect_http),
+        }),
+        _ => None,
+    };
     let workers = Workers::start(
-        listeners,
-        admin,
+        workers::Sockets {
+            traffic: listeners,
+            tls,
+            admin,
+        },
         token,
         proxy,
         &shared,
@@ -261,6 +305,9 @@ async fn serve(options: Options) -> Result<(), Error> {
     .map_err(setup("the worker threads"))?;
     if let Some(addr) = admin_addr {
         println!("lb admin on http://{addr}");
+    }
+    if let Some(addr) = tls_local {
+        println!("lb listening on https://{addr}");
     }
     // Tests and scripts wait for this line.
     println!("lb listening on http://{local}");

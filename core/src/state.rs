@@ -18,6 +18,7 @@ use crate::config::BackendTls;
 use crate::metrics::{Metrics, ReplicaMetrics};
 
 pub(crate) mod health;
+pub(crate) mod tls;
 
 /// A replica in the ring, with counters the proxy updates in place. (Its heartbeat counters are
 /// kept beside it, in [`Shared::health`].)
@@ -283,6 +284,8 @@ pub(crate) struct Meta {
     pub listen: SocketAddr,
     /// Address `/add`, `/rm` and `/_lb/*` are served on when `[admin] listen` moves them.
     pub admin: Option<SocketAddr>,
+    /// Address of the TLS listener (`[tls] listen`), if any.
+    pub tls: Option<SocketAddr>,
     /// The supervisor's kind.
     pub supervisor: &'static str,
     /// When the load balancer started.
@@ -292,10 +295,13 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    /// Every address `lb` listens on (the traffic listener, then the admin one): a backend at
-    /// any of them would be `lb` itself.
+    /// Every address `lb` listens on (the traffic listener, the admin one, the TLS one): a
+    /// backend at any of them would be `lb` itself.
     pub(crate) fn listening(&self) -> Vec<SocketAddr> {
-        std::iter::once(self.listen).chain(self.admin).collect()
+        std::iter::once(self.listen)
+            .chain(self.admin)
+            .chain(self.tls)
+            .collect()
     }
 }
 
@@ -377,6 +383,8 @@ pub(crate) struct Shared {
     /// dialled at ([`Backend::addr`]); stored by the controller before each snapshot, read by
     /// the connector of the data plane and of the heartbeats (`crate::connect`).
     pub backend_tls: Arc<ArcSwap<TlsTable>>,
+    /// The certificates the TLS listener serves (swapped whole by the controller).
+    pub certs: Arc<tls::CertStore>,
 }
 
 /// TLS settings by backend address (`HOST:PORT`).

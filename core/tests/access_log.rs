@@ -76,7 +76,7 @@ fn logfmt(line: &str) -> Vec<(String, String)> {
     pairs
 }
 
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 12] = [
     "ts",
     "client",
     "method",
@@ -87,6 +87,8 @@ const FIELDS: [&str; 10] = [
     "upstream_ms",
     "total_ms",
     "bytes",
+    "tls",
+    "sni",
 ];
 
 /// Each JSON line says what its client saw: status, replica, bytes, request id.

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::metrics::exposition::{Exposition, Kind};
-use crate::metrics::{process, UpstreamErrorKind, BUCKETS_NS};
+use crate::metrics::{process, Scrape, UpstreamErrorKind, BUCKETS_NS};
 use crate::state::Shared;
 
 /// The page a scrape gets. Reads `/proc/self`: call it off the async workers.
@@ -157,6 +157,7 @@ pub(crate) fn metrics(shared: &Shared) -> String {
          client_send_timeout_ms.",
     );
     page.sample("lb_client_send_timeouts_total", &[], scrape.send_timeouts);
+    tls_families(&mut page, shared, &scrape);
 
     let facts = process::read();
     let gauges: [(&str, Kind, &str, Option<f64>); 5] = [
@@ -198,4 +199,55 @@ pub(crate) fn metrics(shared: &Shared) -> String {
         }
     }
     page.finish()
+}
+
+/// The TLS families: handshakes by version, failures by reason, certificate reloads, and each
+/// served certificate's seconds until its notAfter.
+fn tls_families(page: &mut Exposition, shared: &Shared, scrape: &Scrape) {
+    use crate::metrics::tls::{HandshakeError, VERSIONS};
+    page.family(
+        "lb_tls_handshakes_total",
+        Kind::Counter,
+        "TLS handshakes completed on the HTTPS listener, by protocol version.",
+    );
+    for (version, n) in VERSIONS.iter().zip(scrape.tls_handshakes) {
+        page.sample("lb_tls_handshakes_total", &[("version", version)], n);
+    }
+    page.family(
+        "lb_tls_handshake_errors_total",
+        Kind::Counter,
+        "TLS handshakes that failed (timeout, protocol, no_certificate, eof, other).",
+    );
+    for (why, n) in HandshakeError::ALL.iter().zip(scrape.tls_errors) {
+        page.sample(
+            "lb_tls_handshake_errors_total",
+            &[("reason", why.label())],
+            n,
+        );
+    }
+    let (ok, error) = shared.metrics.tls_reloads.get();
+    page.family(
+        "lb_tls_reloads_total",
+        Kind::Counter,
+        "Certificate reloads, applied (ok) or refused (error: the old certificates stay).",
+    );
+    page.sample("lb_tls_reloads_total", &[("result", "ok")], ok);
+    page.sample("lb_tls_reloads_total", &[("result", "error")], error);
+    let set = shared.certs.load();
+    page.family(
+        "lb_tls_certificate_expiry_seconds",
+        Kind::Gauge,
+        "Seconds until each served certificate's notAfter (negative: expired), by its first DNS name.",
+    );
+    let now = crate::config::unix_now();
+    let mut named = std::collections::HashSet::new();
+    // One series per name: of two certificates with the same first name, the first (the one
+    // SNI picks) is shown.
+    for cert in set.info.iter().filter(|c| named.insert(c.name.as_str())) {
+        page.sample(
+            "lb_tls_certificate_expiry_seconds",
+            &[("name", &cert.name)],
+            (cert.not_after - now) as f64,
+        );
+    }
 }

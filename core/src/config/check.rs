@@ -17,6 +17,7 @@ use super::sections::{
     AdminSection, Config, HealthSection, LimitsSection, LogSection, PluginsSection, ProxySection,
     ReplicaEntry, RingSection, SupervisorSection,
 };
+use super::tls::{CertificateEntry, TlsSection};
 
 /// At most this many deserialization attempts (each finds one type error) on a small file.
 const MAX_ROUNDS: usize = 64;
@@ -170,27 +171,45 @@ fn unknown_keys(doc: &ImDocument<&str>, layout: &Layout) -> Vec<(Range<usize>, P
         let Some(fields) = section_fields(name) else {
             continue;
         };
-        match item {
-            Item::ArrayOfTables(tables) => {
-                for table in tables.iter() {
-                    check_table(table, Some(name), fields, layout, &mut found);
-                }
-            }
-            Item::Value(toml_edit::Value::Array(array)) => {
-                for value in array.iter() {
-                    if let Some(table) = value.as_inline_table() {
-                        check_table(table, Some(name), fields, layout, &mut found);
-                    }
-                }
-            }
-            _ => {
-                if let Some(table) = item.as_table_like() {
-                    check_table(table, Some(name), fields, layout, &mut found);
-                }
+        check_item(item, name, fields, layout, &mut found);
+        // `[[tls.certificates]]`: the one array of tables inside a section.
+        if name == "tls" {
+            if let Some(certificates) = item.as_table_like().and_then(|t| t.get("certificates")) {
+                let fields = fields_of::<CertificateEntry>();
+                check_item(certificates, "tls.certificates", fields, layout, &mut found);
             }
         }
     }
     found
+}
+
+/// The unknown keys of `item`, a table or an array of tables named `name`.
+fn check_item(
+    item: &Item,
+    name: &str,
+    fields: &[&str],
+    layout: &Layout,
+    found: &mut Vec<(Range<usize>, Problem)>,
+) {
+    match item {
+        Item::ArrayOfTables(tables) => {
+            for table in tables.iter() {
+                check_table(table, Some(name), fields, layout, found);
+            }
+        }
+        Item::Value(toml_edit::Value::Array(array)) => {
+            for value in array.iter() {
+                if let Some(table) = value.as_inline_table() {
+                    check_table(table, Some(name), fields, layout, found);
+                }
+            }
+        }
+        _ => {
+            if let Some(table) = item.as_table_like() {
+                check_table(table, Some(name), fields, layout, found);
+            }
+        }
+    }
 }
 
 fn check_table(
@@ -251,6 +270,7 @@ fn section_fields(name: &str) -> Option<&'static [&'static str]> {
         "limits" => fields_of::<LimitsSection>(),
         "log" => fields_of::<LogSection>(),
         "replicas" => fields_of::<ReplicaEntry>(),
+        "tls" => fields_of::<TlsSection>(),
         _ => return None,
     })
 }

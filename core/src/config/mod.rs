@@ -11,9 +11,12 @@
 //! - `rules.rs`: the load balancer's own rules; `plugins.rs`: resolving `[ring] hash`.
 //! - `names.rs`: hostname, address and instance validators (also used by the API and Swarm).
 //! - [`backend_tls`]: the rustls settings of a backend by address with `tls = true`.
+//! - [`tls`]: the `[tls]` section; `certs.rs`: reading and checking its certificate files
+//!   ([`LoadedCert`], `CertError`), for `lb check`, the start and live reloads.
 //! - [`key`]: the `[ring] key` rule; [`own`]: whether an address is one of `lb`'s listeners.
 
 pub(crate) mod backend_tls;
+mod certs;
 mod check;
 pub(crate) mod key;
 mod load;
@@ -23,8 +26,10 @@ mod plugins;
 pub(crate) mod problem;
 mod rules;
 mod sections;
+pub(crate) mod tls;
 
 pub(crate) use backend_tls::BackendTls;
+pub(crate) use certs::{load_all, unix_now, LoadedCert};
 pub(crate) use load::{read_text, ConfigError, Loaded, Source, EMBEDDED};
 pub use load::{DEFAULTS_PATH, DEFAULT_PATH};
 pub(crate) use names::{check_address, check_hostname, check_instance};

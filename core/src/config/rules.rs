@@ -68,7 +68,7 @@ impl Config {
     /// The TLS keys of one `[[replicas]]` entry, as far as they can be judged without reading
     /// a file: only on a backend by address, the others only with `tls = true`, a valid
     /// `server_name`, no pipelining (the batching client speaks plain TCP).
-    fn tls_problems(&self, r: &ReplicaEntry) -> Vec<Problem> {
+    fn backend_tls_problems(&self, r: &ReplicaEntry) -> Vec<Problem> {
         let mut problems = Vec::new();
         let keys = [
             ("tls", r.tls.as_ref().map(toml::Spanned::span)),
@@ -126,6 +126,37 @@ impl Config {
         problems
     }
 
+    /// `[tls]` rules that need no file: at least one certificate, an address of its own.
+    pub(super) fn tls_problems(&self) -> Vec<Problem> {
+        let Some(tls) = &self.tls else {
+            return Vec::new();
+        };
+        let at = |key: &str| check::key_offset(&self.text, "tls", key).unwrap_or(0);
+        let mut problems = Vec::new();
+        if tls.certificates.is_empty() {
+            problems.push(Problem::pending(
+                at("listen"),
+                "[tls] needs at least one [[tls.certificates]] entry (cert = \"….pem\", key = \"….key\"); \
+                 without certificates there is nothing to serve HTTPS with"
+                    .into(),
+            ));
+        }
+        let plain = std::iter::once(self.listen).chain(self.admin.listen);
+        for other in plain {
+            // Port 0 (any free port) is never the same socket as another port 0.
+            if other == tls.listen && other.port() != 0 {
+                problems.push(Problem::pending(
+                    at("listen"),
+                    format!(
+                        "tls.listen {} is also a plain HTTP listener's address",
+                        tls.listen
+                    ),
+                ));
+            }
+        }
+        problems
+    }
+
     /// An error at `span` of the text.
     pub(super) fn at(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
         ConfigError::Invalid(vec![Problem::at(&self.text, span.start, message)])
@@ -155,7 +186,7 @@ impl Config {
 
     /// The load balancer's own rules, every broken one.
     pub(super) fn validate(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
+        let mut problems = self.tls_problems();
         let c = *self.ring.bounded_load.get_ref();
         if !(c == 0.0 || (1.0..=100.0).contains(&c)) {
             problems.push(self.problem(
@@ -244,7 +275,7 @@ impl Config {
                     ));
                 }
             }
-            problems.extend(self.tls_problems(r));
+            problems.extend(self.backend_tls_problems(r));
             if let Err(why) = check_hostname(r.hostname.get_ref()) {
                 problems.push(self.problem(r.hostname.span(), why.to_string()));
             } else if !names.insert(r.hostname.get_ref()) {

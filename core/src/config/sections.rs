@@ -1,6 +1,6 @@
 //! The sections of `lb.toml` as types, with their defaults: [`Config`] (the whole file) and
 //! its `[ring]`, `[health]`, `[supervisor]`, `[plugins]`, `[proxy]`, `[admin]`, `[limits]`,
-//! `[log]` sections and `[[replicas]]` entries, and what the rest of `lb` reads from them.
+//! `[log]`, `[tls]` (its type in `tls.rs`) sections and `[[replicas]]` entries, and what the rest of `lb` reads from them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use lb_balance::{Algorithm, Balancer};
 
 use super::backend_tls::BackendTls;
 use super::key::{KeyFallback, KeyRule, KeySource};
+use super::tls::{CertificateFiles, TlsSection};
 
 /// Largest number of slots a table may have (2²²; the largest prime within it, for Maglev, is
 /// 4 194 301).
@@ -50,6 +51,9 @@ pub(crate) struct Config {
     /// The access log.
     #[serde(default)]
     pub log: LogSection,
+    /// HTTPS from clients ([`super::tls`]); absent: none.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
     /// The replicas, each with its hostname and server id.
     #[serde(default)]
     pub replicas: Vec<ReplicaEntry>,
@@ -465,15 +469,35 @@ impl Config {
         self.ring.params()
     }
 
-    /// The addresses the file says `lb` listens on: `listen`, and `[admin] listen` if set.
+    /// The addresses the file says `lb` listens on: `listen`, `[admin] listen` and
+    /// `[tls] listen` if set.
     pub(crate) fn listening(&self) -> Vec<SocketAddr> {
         std::iter::once(self.listen)
             .chain(self.admin.listen)
+            .chain(self.tls_listen())
             .collect()
     }
 
     /// The balancing algorithm and its parameters.
     pub(crate) fn balancer(&self) -> Balancer {
         Balancer::new(*self.ring.algorithm.get_ref(), self.ring_params())
+    }
+
+    /// The certificate files of `[tls]`, in order (paths relative to the file's directory);
+    /// empty without `[tls]`.
+    pub(crate) fn certificate_files(&self) -> Vec<CertificateFiles> {
+        self.tls
+            .iter()
+            .flat_map(|tls| &tls.certificates)
+            .map(|entry| CertificateFiles {
+                cert: self.base_dir.join(entry.cert.get_ref()),
+                key: self.base_dir.join(entry.key.get_ref()),
+            })
+            .collect()
+    }
+
+    /// The TLS listen address, when `[tls]` is there.
+    pub(crate) fn tls_listen(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|tls| tls.listen)
     }
 }

@@ -107,6 +107,9 @@ pub(crate) enum Command {
     FileChanged,
     /// SIGHUP: read the configuration file and apply it if it changed, saying so either way.
     Reload,
+    /// A certificate or key file of `[[tls.certificates]]` may have changed: read the pairs
+    /// again and serve them if they are good.
+    CertificatesChanged,
     /// The health checker gave up on a replica.
     ReplicaFailed {
         /// Its server id.
@@ -134,6 +137,7 @@ impl Command {
             Command::Remove { .. } => "an /rm",
             Command::FileChanged => "a file change",
             Command::Reload => "a reload",
+            Command::CertificatesChanged => "a certificate file change",
             Command::ReplicaFailed { .. } => "a failed replica",
             Command::Supervisor(_) => "a supervisor event",
             Command::Shutdown { .. } => "the shutdown",

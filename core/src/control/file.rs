@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lb_balance::RingHash;
 
-use crate::config::{read_text, Config};
+use crate::config::{read_text, Config, LoadedCert};
 
 use super::persist::{self, PersistError};
 
@@ -42,11 +42,13 @@ pub(crate) enum FileRead {
         config: Box<Config>,
         /// `[ring] hash`, ready to use.
         hash: Arc<dyn RingHash>,
+        /// `[[tls.certificates]]`, read and checked.
+        certs: Vec<LoadedCert>,
     },
 }
 
-/// Read `path`, and unless it still holds `last_text`, check it whole and resolve its hash
-/// (plugins from `dirs`). Blocking: run it on a blocking thread.
+/// Read `path`, and unless it still holds `last_text`, check it whole, resolve its hash
+/// (plugins from `dirs`) and read its certificates. Blocking: run it on a blocking thread.
 pub(crate) fn read_and_check(path: &Path, last_text: &str, dirs: &[PathBuf]) -> FileRead {
     let text = match read_text(path) {
         Ok(text) => text,
@@ -81,11 +83,15 @@ pub(crate) fn read_and_check(path: &Path, last_text: &str, dirs: &[PathBuf]) -> 
             }
         }
     };
-    match config.resolve_hash_in(dirs) {
-        Ok(hash) => FileRead::Valid {
+    match config
+        .resolve_hash_in(dirs)
+        .and_then(|hash| Ok((hash, config.load_certificates()?)))
+    {
+        Ok((hash, certs)) => FileRead::Valid {
             text,
             config: Box::new(config),
             hash,
+            certs,
         },
         Err(e) => FileRead::Refused {
             text: Some(text),

@@ -123,6 +123,17 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
     if desired.admin != startup.admin {
         needs_restart.push("admin");
     }
+    if desired.tls_listen() != startup.tls_listen() {
+        needs_restart.push("tls.listen");
+    }
+    let min_version = |c: &Config| c.tls.as_ref().map(|t| t.min_version);
+    if min_version(desired) != min_version(startup) {
+        needs_restart.push("tls.min_version");
+    }
+    let redirect = |c: &Config| c.tls.as_ref().is_some_and(|t| t.redirect_http);
+    if redirect(desired) != redirect(startup) {
+        needs_restart.push("tls.redirect_http");
+    }
     Plan {
         stop,
         forget,

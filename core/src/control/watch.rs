@@ -1,4 +1,5 @@
-//! Follows `lb.toml` and hands every settled change to the controller.
+//! Follows `lb.toml` (and the TLS certificate and key files, [`spawn_certificates`]) and hands
+//! every settled change to the controller.
 //!
 //! It watches the file's *directory*, not the file: editors, `docker cp` and bind mounts replace a
 //! file by renaming a new one over it, which a watch on the old inode never sees. When the path is
@@ -107,6 +108,79 @@ pub(crate) fn spawn(path: PathBuf, controller: ControllerHandle) -> Result<(), W
             }
             // The controller reads the file itself, in order with its own writes to it.
             controller.send(Command::FileChanged);
+        }
+    });
+    Ok(())
+}
+
+/// Start following the certificate and key files `files` names (the set may change when a
+/// saved configuration changes `[[tls.certificates]]`): their directories are watched the same
+/// way (renames over a file, symlink swaps), and every settled burst of events is a
+/// [`Command::CertificatesChanged`]. The controller reads the files and ignores pairs it serves
+/// already, so events about other files in those directories cost one read.
+pub(crate) fn spawn_certificates(
+    mut files: tokio::sync::watch::Receiver<Vec<PathBuf>>,
+    controller: ControllerHandle,
+) -> Result<(), WatchError> {
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if !completes_a_change(&event.kind) => {}
+            other => {
+                let _ = tx.send(other);
+            }
+        })
+        .map_err(|source| WatchError {
+            path: PathBuf::from("(certificates)"),
+            source,
+        })?;
+    let mut watched = HashSet::new();
+    let mut follow = move |watcher: &mut notify::RecommendedWatcher, paths: &[PathBuf]| {
+        for path in paths {
+            for dir in directories(path) {
+                if !watched.contains(&dir) {
+                    match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                        Ok(()) => {
+                            watched.insert(dir);
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a certificate directory");
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let first = files.borrow_and_update().clone();
+    follow(&mut watcher, &first);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = files.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let paths = files.borrow_and_update().clone();
+                    follow(&mut watcher, &paths);
+                }
+                event = events.recv() => {
+                    let Some(event) = event else { return };
+                    if let Err(e) = event {
+                        tracing::warn!(error = %e, "certificate watcher error");
+                    }
+                    let start = tokio::time::Instant::now();
+                    loop {
+                        match tokio::time::timeout(SETTLE, events.recv()).await {
+                            Ok(Some(_)) if start.elapsed() < MAX_DELAY => continue,
+                            Ok(None) => return,
+                            _ => break,
+                        }
+                    }
+                    let paths = files.borrow().clone();
+                    follow(&mut watcher, &paths);
+                    controller.send(Command::CertificatesChanged);
+                }
+            }
         }
     });
     Ok(())

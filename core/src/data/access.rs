@@ -62,6 +62,10 @@ pub(crate) struct Record {
     pub(crate) total: Duration,
     /// Response body bytes sent.
     pub(crate) bytes: u64,
+    /// The TLS version of the connection (`"1.2"`, `"1.3"`); `None` on the plain listener.
+    pub(crate) tls: Option<&'static str>,
+    /// The name the client asked for in its TLS handshake (SNI), if any.
+    pub(crate) sni: Option<Arc<str>>,
 }
 
 /// A worker's end of the access log.
@@ -460,6 +464,8 @@ pub(crate) fn write_json(record: &Record, out: &mut Vec<u8>) {
         upstream_ms: Option<f64>,
         total_ms: f64,
         bytes: u64,
+        tls: &'a str,
+        sni: &'a str,
     }
     let line = Json {
         ts: humantime::format_rfc3339_millis(record.ts).to_string(),
@@ -472,6 +478,8 @@ pub(crate) fn write_json(record: &Record, out: &mut Vec<u8>) {
         upstream_ms: record.upstream.map(millis),
         total_ms: millis(record.total),
         bytes: record.bytes,
+        tls: record.tls.unwrap_or(""),
+        sni: record.sni.as_deref().unwrap_or(""),
     };
     serde_json::to_writer(&mut *out, &line).expect("an access log line serializes");
     out.push(b'\n');
@@ -510,12 +518,16 @@ pub(crate) fn write_text(record: &Record, out: &mut Vec<u8>) {
         }
         None => out.push(b'-'),
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
-        " total_ms={} bytes={}",
+        " total_ms={} bytes={} tls=",
         millis(record.total),
         record.bytes
     );
+    quoted(record.tls.unwrap_or(""), out);
+    out.extend_from_slice(b" sni=");
+    quoted(record.sni.as_deref().unwrap_or(""), out);
+    out.push(b'\n');
 }
 
 /// A token character (RFC 9110 §5.6.2): what a method is made of.
@@ -562,6 +574,8 @@ mod tests {
             upstream: Some(Duration::from_micros(512)),
             total: Duration::from_micros(731),
             bytes: 57,
+            tls: None,
+            sni: None,
         }
     }
 
@@ -573,7 +587,7 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"ts\":\"2023-11-14T22:13:20.123Z\",\"client\":\"127.0.0.1\",\"method\":\"GET\",\
              \"path\":\"/home?x=1\",\"status\":200,\"replica\":\"Server 1\",\"request_id\":123456,\
-             \"upstream_ms\":0.512,\"total_ms\":0.731,\"bytes\":57}\n"
+             \"upstream_ms\":0.512,\"total_ms\":0.731,\"bytes\":57,\"tls\":\"\",\"sni\":\"\"}\n"
         );
     }
 
@@ -585,11 +599,14 @@ mod tests {
         r.upstream = None;
         r.replica = None;
         r.status = 503;
+        r.tls = Some("1.3");
+        r.sni = Some("a\"b.test".into());
         write_text(&r, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "ts=2023-11-14T22:13:20.123Z client=127.0.0.1 method=GET path=\"/home\" status=503 \
-             replica=\"\" request_id=- upstream_ms=- total_ms=0.731 bytes=57\n"
+             replica=\"\" request_id=- upstream_ms=- total_ms=0.731 bytes=57 tls=\"1.3\" \
+             sni=\"a\\\"b.test\"\n"
         );
     }
 

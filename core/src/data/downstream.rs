@@ -107,21 +107,35 @@ impl Drop for Busy {
     }
 }
 
-/// A client's socket that records its reads and writes in an [`Activity`].
+/// What a client connection runs over: the TCP socket itself, or a TLS stream over one
+/// (`super::tls`). Generic, so the plain path is compiled for the socket alone.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP socket underneath (for socket options: no delay, linger).
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl ClientIo for TcpStream {
+    #[inline]
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+/// A client's socket (or TLS stream) that records its reads and writes in an [`Activity`].
 #[derive(Debug)]
-pub(crate) struct ClientStream {
-    stream: TcpStream,
+pub(crate) struct ClientStream<S = TcpStream> {
+    stream: S,
     activity: Arc<Activity>,
 }
 
-impl ClientStream {
+impl<S: ClientIo> ClientStream<S> {
     /// `stream`, counted in `activity`.
-    pub(crate) fn new(stream: TcpStream, activity: Arc<Activity>) -> Self {
+    pub(crate) fn new(stream: S, activity: Arc<Activity>) -> Self {
         ClientStream { stream, activity }
     }
 
-    /// The socket.
-    pub(crate) fn into_inner(self) -> TcpStream {
+    /// The stream.
+    pub(crate) fn into_inner(self) -> S {
         self.stream
     }
 
@@ -138,7 +152,7 @@ impl ClientStream {
     }
 }
 
-impl AsyncRead for ClientStream {
+impl<S: ClientIo> AsyncRead for ClientStream<S> {
     #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
@@ -155,7 +169,7 @@ impl AsyncRead for ClientStream {
     }
 }
 
-impl AsyncWrite for ClientStream {
+impl<S: ClientIo> AsyncWrite for ClientStream<S> {
     #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
@@ -357,7 +371,7 @@ fn request_timeout_answer(header_timeout: Duration) -> Vec<u8> {
 /// `header_timeout`) and close it: the answer, then our end of the connection, then whatever the
 /// client still sends is read and dropped until it closes its end (at most [`LINGER_TIME`] and
 /// [`LINGER_BYTES`] in all).
-pub(crate) async fn answer_request_timeout(mut stream: TcpStream, header_timeout: Duration) {
+pub(crate) async fn answer_request_timeout<S: ClientIo>(mut stream: S, header_timeout: Duration) {
     let answer = request_timeout_answer(header_timeout);
     let _ = tokio::time::timeout(LINGER_TIME, async {
         stream.write_all(&answer).await?;

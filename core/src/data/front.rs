@@ -15,12 +15,14 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use super::body::ProxyBody;
-use super::downstream::{self, Activity, ClientStream, Verdict, Watchdog};
+use super::downstream::{self, Activity, ClientIo, ClientStream, Verdict, Watchdog};
 use super::key::Peer;
 use super::observe::{Exchange, Observation, Recorder};
 use super::proxy::{error_response, Proxy};
+use super::tls::ConnTls;
 use crate::api::{self, Access, Api, ApiError};
 use crate::config::ProxySection;
 use crate::control::ControllerHandle;
@@ -50,6 +52,9 @@ pub(crate) struct App {
     recorder: Arc<Recorder>,
     /// This process's mark on what it forwards: a request carrying it is a loop.
     via: &'static Via,
+    /// `[tls] redirect_http` on a traffic listener: the TLS listener's address, where plain
+    /// requests are sent with a 308.
+    redirect: Option<SocketAddr>,
 }
 
 impl App {
@@ -63,6 +68,7 @@ impl App {
         access: Access,
         proxies: bool,
         recorder: Recorder,
+        redirect: Option<SocketAddr>,
     ) -> Self {
         let recorder = Arc::new(recorder);
         App {
@@ -74,6 +80,7 @@ impl App {
             send_timeout: Duration::from_millis(settings.client_send_timeout_ms),
             recorder,
             via: Via::mine(),
+            redirect: redirect.filter(|_| proxies),
         }
     }
 
@@ -86,6 +93,9 @@ impl App {
     ) -> Response<ProxyBody> {
         if api::owns(req.uri().path()) {
             return self.api.answer(req).await.map(ProxyBody::full);
+        }
+        if let Some(tls) = self.redirect.filter(|_| peer.tls.is_none()) {
+            return super::tls::redirect(&req, tls.port(), tls.ip());
         }
         exchange.count(&self.recorder.metrics);
         if !self.proxies {
@@ -117,23 +127,38 @@ impl App {
 /// the kernel's queue) until one closes.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<TlsListener>,
     app: Arc<App>,
     limit: Option<usize>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     let drain = loop {
+        // TLS connections count from the accept, before their handshake, like plain ones.
         let full = limit.is_some_and(|limit| connections.len() >= limit);
         tokio::select! {
             accepted = listener.accept(), if !full => match accepted {
                 Ok((stream, remote)) => {
-                    connections.spawn(connection(stream, remote, Arc::clone(&app), stop.clone()));
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(connection(stream, remote, Arc::clone(&app), stop.clone(), None));
                 }
-                Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                Err(e) => accept_failed(&e).await,
+            },
+            accepted = accept_tls(tls.as_ref()), if !full && tls.is_some() => match (accepted, &tls) {
+                (Ok((stream, remote)), Some(tls)) => {
+                    let acceptor = tls.acceptor.clone();
+                    let app = Arc::clone(&app);
+                    let stop = stop.clone();
+                    connections.spawn(async move {
+                        let counters = app.recorder.metrics.tls();
+                        let shaken = super::tls::handshake(&acceptor, stream, app.header_timeout, counters).await;
+                        if let Some((stream, info)) = shaken {
+                            connection(stream, remote, app, stop, Some(info)).await;
+                        }
+                    });
                 }
+                (Err(e), _) => accept_failed(&e).await,
+                (Ok(_), None) => {}
             },
             // Reap finished connections as they end.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -157,16 +182,39 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serve one client connection; on stop, finish the request in progress and close. A client
-/// too slow to send its request head gets a 408, one idle too long is closed ([`downstream`]).
-async fn connection(
-    stream: TcpStream,
+/// A TLS listener of a worker: its socket and the acceptor its connections shake hands with.
+pub(crate) struct TlsListener {
+    /// The worker's socket on `[tls] listen`.
+    pub(crate) listener: TcpListener,
+    /// The handshake's configuration (certificates swapped live behind it).
+    pub(crate) acceptor: TlsAcceptor,
+}
+
+/// The next connection on the TLS listener, if there is one (never ready otherwise).
+async fn accept_tls(tls: Option<&TlsListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match tls {
+        Some(tls) => tls.listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An accept failed (typically EMFILE): back off briefly instead of spinning.
+async fn accept_failed(e: &std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// Serve one client connection (plain, or TLS once its handshake is done: `tls` says what it
+/// settled); on stop, finish the request in progress and close. A client too slow to send its
+/// request head gets a 408, one idle too long is closed ([`downstream`]).
+async fn connection<S: ClientIo>(
+    stream: S,
     remote: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<Option<Duration>>,
+    tls: Option<ConnTls>,
 ) {
     let accepted = tokio::time::Instant::now();
-    let _ = stream.set_nodelay(true);
     let header_timeout = app.header_timeout;
     let activity = Arc::new(Activity::default());
     let mut watchdog = Watchdog::new(
@@ -179,13 +227,14 @@ async fn connection(
     let stream = TokioIo::new(ClientStream::new(stream, Arc::clone(&activity)));
     let metrics = Arc::clone(&app.recorder.metrics);
     // Built once per connection, cloned (a reference count) per request.
-    let peer = Arc::new(Peer::new(remote.ip()));
+    let peer = Arc::new(Peer::new(remote.ip(), tls));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         // Called once the head is read whole: the request is in progress until its response
         // body is done, and it is observed until then (counted when the observation drops:
         // with the body, or here if the client goes away first).
         let busy = activity.begin();
-        let mut observation = Observation::begin(Arc::clone(&app.recorder), &req, remote.ip());
+        let mut observation =
+            Observation::begin(Arc::clone(&app.recorder), &req, &peer, remote.ip());
         let app = Arc::clone(&app);
         let peer = Arc::clone(&peer);
         async move {
@@ -233,7 +282,7 @@ async fn connection(
             // the client never took at once, instead of leaving the kernel to retry it.
             metrics.send_timeout();
             let stream = conn.into_parts().io.into_inner().into_inner();
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
             tracing::debug!(client = %remote, "client took nothing for the send timeout: cut");
         }
         Verdict::Close | Verdict::Fine => {}

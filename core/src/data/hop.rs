@@ -7,7 +7,7 @@
 //! - `X-Forwarded-For`: the client's address, after any the client sent (the usual chain; a
 //!   replica must trust only the last entry), as one field line: the client's values joined
 //!   with `, `, then the peer — a backend that reads only the first line sees the whole chain;
-//! - `X-Forwarded-Proto: http` (`lb` does not terminate TLS) and `X-Forwarded-Host`: the
+//! - `X-Forwarded-Proto: http`, or `https` for a request that came over the TLS listener, and `X-Forwarded-Host`: the
 //!   client's `Host`. A client's own values are replaced (as Traefik does for clients it does
 //!   not trust) — unless `[proxy] trust_forwarded_for`, when the proxy in front of `lb` sent
 //!   them and they are passed on. For the same reason a client's `Forwarded` and `X-Real-IP`
@@ -21,12 +21,14 @@ use crate::state::Via;
 
 /// The client's address, appended after any the client sent.
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-/// The scheme the client used: always `http` (`lb` does not terminate TLS).
+/// The scheme the client used: `http`, or `https` on the TLS listener.
 pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// The client's `Host`.
 pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-/// The value of `X-Forwarded-Proto`.
+/// The value of `X-Forwarded-Proto` on the plain listener.
 pub(crate) const PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+/// The value of `X-Forwarded-Proto` on the TLS listener.
+pub(crate) const PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
 /// A client address some proxies set; removed from untrusted clients' requests.
 pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
@@ -108,12 +110,17 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
 }
 
 /// Add the forwarding fields to a request's (already stripped) `headers`: `forwarded_for` after
-/// the client's `X-Forwarded-For` values, in one field line; `X-Forwarded-Proto: http` and
+/// the client's `X-Forwarded-For` values, in one field line; `X-Forwarded-Proto: proto` and
 /// `X-Forwarded-Host` (the `Host` the client sent; none if it sent none), replacing the client's
 /// own values unless `trust` (`[proxy] trust_forwarded_for`) and the client sent them; the
 /// client's `Forwarded` and `X-Real-IP` removed unless `trust`; and `lb`'s [`Via`] appended.
 /// Allocates only when the client sent `X-Forwarded-For` itself.
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, forwarded_for: &HeaderValue, trust: bool) {
+pub(crate) fn add_forwarded(
+    headers: &mut HeaderMap,
+    forwarded_for: &HeaderValue,
+    proto: &HeaderValue,
+    trust: bool,
+) {
     match headers.entry(X_FORWARDED_FOR) {
         Entry::Vacant(entry) => {
             entry.insert(forwarded_for.clone());
@@ -128,7 +135,7 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, forwarded_for: &HeaderValue
         }
     }
     if !(trust && headers.contains_key(X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, PROTO_HTTP);
+        headers.insert(X_FORWARDED_PROTO, proto.clone());
     }
     if !(trust && headers.contains_key(X_FORWARDED_HOST)) {
         match headers.get(header::HOST).cloned() {
@@ -202,7 +209,7 @@ mod tests {
         headers.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
         let sent = headers.clone();
 
-        add_forwarded(&mut headers, &client, false);
+        add_forwarded(&mut headers, &client, &PROTO_HTTP, false);
         let all = |h: &HeaderMap, name| -> Vec<String> {
             h.get_all(name)
                 .iter()
@@ -215,7 +222,7 @@ mod tests {
         assert_eq!(headers.get(header::HOST).unwrap(), "shop.example:5000");
 
         let mut trusted = sent.clone();
-        add_forwarded(&mut trusted, &client, true);
+        add_forwarded(&mut trusted, &client, &PROTO_HTTP, true);
         assert_eq!(all(&trusted, X_FORWARDED_FOR), ["1.2.3.4, 10.0.0.9"]);
         assert_eq!(all(&trusted, X_FORWARDED_PROTO), ["https", "gopher"]);
         assert_eq!(all(&trusted, X_FORWARDED_HOST), ["evil.example"]);
@@ -223,7 +230,7 @@ mod tests {
         // Trusted, but the proxy in front sent none: lb's own.
         let mut bare = HeaderMap::new();
         bare.insert(header::HOST, HeaderValue::from_static("a"));
-        add_forwarded(&mut bare, &client, true);
+        add_forwarded(&mut bare, &client, &PROTO_HTTP, true);
         assert_eq!(all(&bare, X_FORWARDED_PROTO), ["http"]);
         assert_eq!(all(&bare, X_FORWARDED_HOST), ["a"]);
         assert_eq!(all(&bare, X_FORWARDED_FOR), ["10.0.0.9"]);
@@ -232,7 +239,7 @@ mod tests {
         // No Host at all (HTTP/1.0): no X-Forwarded-Host, and not the client's.
         let mut old = HeaderMap::new();
         old.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
-        add_forwarded(&mut old, &client, false);
+        add_forwarded(&mut old, &client, &PROTO_HTTP, false);
         assert!(!old.contains_key(X_FORWARDED_HOST));
         assert_eq!(all(&old, X_FORWARDED_PROTO), ["http"]);
     }
@@ -262,7 +269,7 @@ mod tests {
         let mine = Via::mine().value().to_str().unwrap().to_owned();
         for trust in [false, true] {
             let mut headers = sent.clone();
-            add_forwarded(&mut headers, &client, trust);
+            add_forwarded(&mut headers, &client, &PROTO_HTTP, trust);
             assert_eq!(
                 values(&headers, X_FORWARDED_FOR),
                 ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"],

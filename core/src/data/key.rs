@@ -19,23 +19,34 @@ use lb_balance::hash::request_id_from_header;
 
 use crate::config::key::{KeyFallback, KeyRule, KeySource};
 
-use super::hop::X_FORWARDED_FOR;
+use super::hop::{PROTO_HTTP, PROTO_HTTPS, X_FORWARDED_FOR};
+use super::tls::ConnTls;
 
 /// The client at the other end of a connection, worked out once per connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     /// The TCP peer's address as the value `lb` appends to `X-Forwarded-For`.
     pub(crate) forwarded_for: HeaderValue,
+    /// The scheme it used, as `X-Forwarded-Proto` says it: `http`, or `https` over TLS.
+    pub(crate) proto: HeaderValue,
+    /// What its TLS handshake settled; `None` on the plain listener.
+    pub(crate) tls: Option<ConnTls>,
     /// The TCP peer's address as a request id (for `client_ip`).
     id: u64,
 }
 
 impl Peer {
-    /// The client connected from `ip`.
-    pub(crate) fn new(ip: IpAddr) -> Peer {
+    /// The client connected from `ip` (over TLS when `tls` says what its handshake settled).
+    pub(crate) fn new(ip: IpAddr, tls: Option<ConnTls>) -> Peer {
         Peer {
             forwarded_for: HeaderValue::from_str(&ip.to_string())
                 .expect("an IP address is a valid header value"),
+            proto: if tls.is_some() {
+                PROTO_HTTPS
+            } else {
+                PROTO_HTTP
+            },
+            tls,
             id: ip_id(ip),
         }
     }
@@ -166,7 +177,7 @@ mod tests {
     }
 
     fn peer() -> Peer {
-        Peer::new("10.1.2.3".parse().unwrap())
+        Peer::new("10.1.2.3".parse().unwrap(), None)
     }
 
     fn id(key: &str, fields: &[(&str, &str)], uri: &str) -> u64 {
@@ -383,10 +394,10 @@ mod tests {
         );
         assert_eq!(fallback, first);
         // A mapped peer address is the IPv4 one.
-        let mapped = Peer::new("::ffff:10.1.2.3".parse().unwrap());
+        let mapped = Peer::new("::ffff:10.1.2.3".parse().unwrap(), None);
         assert_eq!(mapped.id, tcp);
         assert_eq!(
-            Peer::new("::1".parse().unwrap()).id,
+            Peer::new("::1".parse().unwrap(), None).id,
             request_id_from_header(b"::1")
         );
     }

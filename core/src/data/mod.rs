@@ -1,6 +1,7 @@
 //! The data plane: every request's path through `lb`.
 //!
-//! - [`workers`]: one event loop per core, each with its own `SO_REUSEPORT` listener.
+//! - [`workers`]: one event loop per core, each with its own `SO_REUSEPORT` listener (and one
+//!   for the TLS listener); [`tls`]: the TLS acceptor and handshake.
 //! - [`front`]: a client connection and who answers each request on it — the load balancer's
 //!   own endpoints go to [`crate::api`], everything else to [`proxy`];
 //!   [`downstream`]: the client connection's timeouts (request head, idle keep-alive
@@ -24,5 +25,6 @@ pub(crate) mod hop;
 pub(crate) mod key;
 pub(crate) mod observe;
 pub(crate) mod proxy;
+pub(crate) mod tls;
 pub(crate) mod upstream;
 pub(crate) mod workers;

@@ -17,6 +17,7 @@ use http::{Method, Request, StatusCode};
 
 use super::access::{self, Record, Sink};
 use super::body::Watch;
+use super::key::Peer;
 use crate::metrics::{SeriesCells, UpstreamErrorKind, WorkerMetrics};
 use crate::state::Backend;
 
@@ -82,6 +83,8 @@ struct Line {
     client: IpAddr,
     method: Method,
     target: Box<str>,
+    tls: Option<&'static str>,
+    sni: Option<Arc<str>>,
 }
 
 /// One request being observed; counted (and logged) when dropped.
@@ -101,14 +104,21 @@ pub(crate) struct Observation {
 }
 
 impl Observation {
-    /// Observe `req` from `client`, whose head was just read.
+    /// Observe `req` from `peer` at `client`, whose head was just read.
     #[inline]
-    pub(crate) fn begin<B>(recorder: Arc<Recorder>, req: &Request<B>, client: IpAddr) -> Self {
+    pub(crate) fn begin<B>(
+        recorder: Arc<Recorder>,
+        req: &Request<B>,
+        peer: &Peer,
+        client: IpAddr,
+    ) -> Self {
         let line = recorder.access.is_some().then(|| Line {
             ts: SystemTime::now(),
             client,
             method: req.method().clone(),
             target: access::target(req.uri()).into(),
+            tls: peer.tls.as_ref().map(|t| t.version),
+            sni: peer.tls.as_ref().and_then(|t| t.sni.clone()),
         });
         Observation {
             recorder,
@@ -177,6 +187,8 @@ impl Drop for Observation {
                 upstream: self.exchange.upstream,
                 total: took,
                 bytes: self.bytes,
+                tls: line.tls,
+                sni: line.sni,
             };
             if !sink.send(record) {
                 metrics.access_dropped();

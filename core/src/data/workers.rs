@@ -15,11 +15,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use super::access::AccessLog;
-use super::front::{self, App};
+use super::front::{self, App, TlsListener};
 use super::observe::Recorder;
 use crate::api::Access;
+use crate::config::tls::MinVersion;
 use crate::config::ProxySection;
 use crate::control::ControllerHandle;
+use crate::state::tls::CertStore;
 use crate::state::Shared;
 
 /// Pending connections each listening socket queues.
@@ -70,6 +72,32 @@ pub(crate) enum WorkersError {
     /// A thread or runtime could not be created.
     #[error("cannot start a worker: {0}")]
     Spawn(std::io::Error),
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(super::tls::TlsSetupError),
+}
+
+/// The listening sockets the workers serve.
+pub(crate) struct Sockets {
+    /// The plain listener's, one per traffic worker.
+    pub(crate) traffic: Vec<std::net::TcpListener>,
+    /// The TLS listener's, if `[tls]` is on.
+    pub(crate) tls: Option<TlsSockets>,
+    /// `[admin] listen`'s, if set.
+    pub(crate) admin: Option<std::net::TcpListener>,
+}
+
+/// The TLS listener's sockets (one per traffic worker, [`listen`]ed like the plain ones) and
+/// what its acceptors are built from.
+pub(crate) struct TlsSockets {
+    /// One per traffic worker.
+    pub(crate) sockets: Vec<std::net::TcpListener>,
+    /// The certificates, swapped live by the controller.
+    pub(crate) certs: Arc<CertStore>,
+    /// `[tls] min_version`.
+    pub(crate) min_version: MinVersion,
+    /// `[tls] redirect_http`: the TLS listener's address plain requests are sent to (308).
+    pub(crate) redirect: Option<SocketAddr>,
 }
 
 /// An OS error in the words of a one-line message (no error number).
@@ -141,48 +169,73 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Serve each listener on its own thread with its own [`App`].
+    /// Serve each traffic listener (with its TLS listener, if any) and the admin listener on a
+    /// thread of its own with its own [`App`].
     ///
     /// With an `admin` listener (`[admin] listen`), `/add`, `/rm` and `/_lb/*` are served there
     /// only, on a thread of its own; `token` (the admin token) protects the routes that change
     /// state or reveal processes wherever they are served. Each thread counts its requests in a
     /// block of `shared.metrics` of its own, and sends access log lines to `access_log`, if on.
     pub(crate) fn start(
-        listeners: Vec<std::net::TcpListener>,
-        admin: Option<std::net::TcpListener>,
+        sockets: Sockets,
         token: Option<String>,
         settings: ProxySection,
         shared: &Arc<Shared>,
         controller: &ControllerHandle,
         access_log: Option<&AccessLog>,
     ) -> Result<Workers, WorkersError> {
+        let Sockets {
+            traffic: listeners,
+            tls,
+            admin,
+        } = sockets;
         let (stop, stopped) = watch::channel(None);
         let token: Option<Arc<str>> = token.map(Into::into);
         let traffic = Access {
             token: token.clone(),
             admin_routes: admin.is_none(),
         };
-        let mut serving: Vec<(std::net::TcpListener, Access, bool)> = listeners
+        let (mut tls_sockets, tls_setup, redirect) = match tls {
+            Some(t) => (t.sockets, Some((t.certs, t.min_version)), t.redirect),
+            None => (Vec::new(), None, None),
+        };
+        let mut serving: Vec<(
+            std::net::TcpListener,
+            Option<std::net::TcpListener>,
+            Access,
+            bool,
+        )> = listeners
             .into_iter()
-            .map(|l| (l, traffic.clone(), true))
+            .map(|l| {
+                let tls = tls_sockets.pop();
+                (l, tls, traffic.clone(), true)
+            })
             .collect();
         if let Some(admin) = admin {
             let access = Access {
                 token,
                 admin_routes: true,
             };
-            serving.push((admin, access, false));
+            serving.push((admin, None, access, false));
         }
         // The connection limit, shared out over the traffic workers.
         let traffic_workers = serving
             .iter()
-            .filter(|(_, _, proxies)| *proxies)
+            .filter(|(_, _, _, proxies)| *proxies)
             .count()
             .max(1);
         let per_worker = (settings.max_connections > 0)
             .then(|| settings.max_connections.div_ceil(traffic_workers));
         let mut threads = Vec::with_capacity(serving.len());
-        for (i, (listener, access, proxies)) in serving.into_iter().enumerate() {
+        for (i, (listener, tls_socket, access, proxies)) in serving.into_iter().enumerate() {
+            let tls = match (tls_socket, &tls_setup) {
+                (Some(socket), Some((certs, min_version))) => {
+                    let acceptor = super::tls::acceptor(Arc::clone(certs), *min_version)
+                        .map_err(WorkersError::Tls)?;
+                    Some((socket, acceptor))
+                }
+                _ => None,
+            };
             let shared = Arc::clone(shared);
             let controller = controller.clone();
             let stopped = stopped.clone();
@@ -206,10 +259,21 @@ impl Workers {
                                 return;
                             }
                         };
+                        let tls = match tls.map(|(socket, acceptor)| {
+                            tokio::net::TcpListener::from_std(socket)
+                                .map(|listener| TlsListener { listener, acceptor })
+                        }) {
+                            Some(Err(e)) => {
+                                tracing::error!(error = %e, "worker cannot use its TLS socket");
+                                return;
+                            }
+                            Some(Ok(tls)) => Some(tls),
+                            None => None,
+                        };
                         let app = Arc::new(App::new(
-                            shared, controller, settings, access, proxies, recorder,
+                            shared, controller, settings, access, proxies, recorder, redirect,
                         ));
-                        front::serve(listener, app, limit, stopped).await;
+                        front::serve(listener, tls, app, limit, stopped).await;
                     });
                 })
                 .map_err(WorkersError::Spawn)?;

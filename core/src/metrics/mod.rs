@@ -18,6 +18,7 @@
 
 pub(crate) mod exposition;
 pub(crate) mod process;
+pub(crate) mod tls;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -251,6 +252,8 @@ pub(crate) struct WorkerMetrics {
     /// Client connections cut because their client took none of a response for
     /// `client_send_timeout_ms`.
     send_timeouts: AtomicU64,
+    /// TLS handshakes and their failures on this worker.
+    tls: tls::TlsCounters,
 }
 
 impl WorkerMetrics {
@@ -288,6 +291,11 @@ impl WorkerMetrics {
     #[inline]
     pub(crate) fn send_timeout(&self) {
         bump(&self.send_timeouts);
+    }
+
+    /// This worker's TLS handshake counters.
+    pub(crate) fn tls(&self) -> &tls::TlsCounters {
+        &self.tls
     }
 }
 
@@ -396,6 +404,8 @@ pub(crate) struct Metrics {
     control_panics: AtomicU64,
     /// Access log lines the writer could not write (a full disk); only the writer thread adds.
     access_lost: AtomicU64,
+    /// Certificate reloads (certificate files, or `[[tls.certificates]]` in a saved file).
+    pub(crate) tls_reloads: tls::TlsReloads,
 }
 
 /// The counters of every label set at one scrape.
@@ -409,6 +419,10 @@ pub(crate) struct Scrape {
     pub access_dropped: u64,
     /// Client connections cut by the send timeout.
     pub send_timeouts: u64,
+    /// TLS handshakes done, by [`tls::VERSIONS`].
+    pub tls_handshakes: [u64; 2],
+    /// TLS handshakes failed, by [`tls::HandshakeError::ALL`].
+    pub tls_errors: [u64; 5],
 }
 
 impl Metrics {
@@ -422,6 +436,7 @@ impl Metrics {
             restarts: AtomicU64::new(0),
             control_panics: AtomicU64::new(0),
             access_lost: AtomicU64::new(0),
+            tls_reloads: tls::TlsReloads::default(),
         }
     }
 
@@ -435,6 +450,7 @@ impl Metrics {
             finished: AtomicU64::new(0),
             access_dropped: AtomicU64::new(0),
             send_timeouts: AtomicU64::new(0),
+            tls: tls::TlsCounters::default(),
         });
         if worker.index >= self.workers {
             tracing::warn!(
@@ -553,6 +569,9 @@ impl Metrics {
                 started += worker.started.load(Ordering::Relaxed);
                 scrape.access_dropped += worker.access_dropped.load(Ordering::Relaxed);
                 scrape.send_timeouts += worker.send_timeouts.load(Ordering::Relaxed);
+                worker
+                    .tls
+                    .add_to(&mut scrape.tls_handshakes, &mut scrape.tls_errors);
             }
             scrape.access_dropped += self.access_lost.load(Ordering::Relaxed);
             if unrouted.count() > 0 || !unrouted.codes.is_empty() {

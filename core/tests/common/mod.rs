@@ -90,6 +90,8 @@ pub struct Lb {
     pub addr: SocketAddr,
     /// Where it serves `/add`, `/rm` and `/_lb/*`, when `[admin] listen` moves them.
     pub admin: Option<SocketAddr>,
+    /// Where it serves HTTPS, with a `[tls]` section.
+    pub https: Option<SocketAddr>,
     /// The configuration file it was started with.
     pub config: PathBuf,
     dir: Option<tempfile::TempDir>,
@@ -221,19 +223,23 @@ impl Lb {
         let kept = Arc::clone(&out);
         std::thread::spawn(move || {
             let mut admin = None;
+            let mut https = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("lb admin on http://") {
                     admin = addr.parse::<SocketAddr>().ok();
                 }
+                if let Some(addr) = line.strip_prefix("lb listening on https://") {
+                    https = addr.parse::<SocketAddr>().ok();
+                }
                 if let Some(addr) = line.strip_prefix("lb listening on http://") {
-                    let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin));
+                    let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin, https));
                 }
                 let mut kept = kept.lock().unwrap();
                 kept.push_str(&line);
                 kept.push('\n');
             }
         });
-        let (addr, admin) = match rx.recv_timeout(Duration::from_secs(60)) {
+        let (addr, admin, https) = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
@@ -244,6 +250,7 @@ impl Lb {
             child,
             addr,
             admin,
+            https,
             config: path,
             dir,
             log,

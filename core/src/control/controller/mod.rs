@@ -14,10 +14,12 @@
 //! - `vacancies.rs`: failed replicas, respawns and their backoff;
 //! - `reload.rs`: the followed file: reads, applies, write-backs;
 //! - `addresses.rs`: backends by address whose name resolves anew;
+//! - `certs.rs`: the TLS listener's certificates, read again when their files change;
 //! - `membership.rs`: shared membership (Swarm), the one optional part
 //!   ([`membership::SharedMembership`]).
 
 mod addresses;
+mod certs;
 mod membership;
 mod reload;
 mod scale;
@@ -190,6 +192,11 @@ enum Done {
         /// The socket address its name resolves to now.
         address: String,
     },
+    /// The certificate files were read again off the controller.
+    CertificatesRead {
+        /// The pairs, read and checked, or why they were refused.
+        result: Result<Vec<crate::config::LoadedCert>, String>,
+    },
     /// Replicas this load balancer changed are gone from (or made in) the runtime:
     /// membership listings asked for from now on speak for them again.
     Settled {
@@ -212,6 +219,7 @@ impl Done {
             Done::Placed { .. } => "a built table",
             Done::Resolved { .. } => "a resolved backend",
             Done::Settled { .. } => "a settled change",
+            Done::CertificatesRead { .. } => "certificates read",
         }
     }
 }
@@ -268,6 +276,8 @@ pub(crate) struct Controller {
     /// Where the controller's tasks report back.
     done: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
+    /// The TLS listener's certificates.
+    certs: certs::Certificates,
     /// Random names and `/rm`'s random picks.
     rng: fastrand::Rng,
     rx: mpsc::UnboundedReceiver<Command>,
@@ -322,6 +332,7 @@ impl Controller {
             retries: AtomicU64::new(0),
             metrics,
             backend_tls: Arc::default(),
+            certs: Arc::new(crate::state::tls::CertStore::default()),
         });
         warn_unverified(config);
         let (handle, rx) = ControllerHandle::channel();
@@ -361,6 +372,7 @@ impl Controller {
             applied: config.clone(),
             done,
             done_rx,
+            certs: certs::Certificates::default(),
             rng: fastrand::Rng::new(),
             rx,
         };
@@ -449,7 +461,11 @@ impl Controller {
             Command::Add { request, reply } => self.add(request, reply, scale::ADD_RETRIES),
             Command::Remove { request, reply } => self.remove(request, reply),
             Command::FileChanged => self.read_file(false),
-            Command::Reload => self.read_file(true),
+            Command::Reload => {
+                self.read_file(true);
+                self.certificates_changed();
+            }
+            Command::CertificatesChanged => self.certificates_changed(),
             Command::ReplicaFailed {
                 id,
                 incarnation,
@@ -525,6 +541,7 @@ impl Controller {
                 address,
             } => self.resolved(id, &handle, address),
             Done::Settled { ids } => self.settled(ids),
+            Done::CertificatesRead { result } => self.certificates_read(result),
         }
     }
     fn hostnames(&self) -> Vec<String> {

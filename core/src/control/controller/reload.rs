@@ -244,10 +244,16 @@ impl Controller {
                 self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
                 self.shared.metrics.reload(false);
             }
-            FileRead::Valid { text, config, hash } => {
+            FileRead::Valid {
+                text,
+                config,
+                hash,
+                certs,
+            } => {
                 file.last_text = text;
                 crate::control::failpoint::hit("apply");
                 self.apply(*config, hash);
+                self.serve_certificates(certs);
                 self.shared.metrics.reload(true);
             }
         }

@@ -189,6 +189,7 @@ impl Rig {
         let meta = Meta {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
             admin: None,
+            tls: None,
             supervisor: "fake",
             started: std::time::Instant::now(),
             workers: 1,

@@ -111,16 +111,13 @@ impl Proxy {
                 "no replica is available to serve the request".into(),
             ));
         };
-        let mut outbound = Outbound::new(&self.transports, req, &first, &peer.forwarded_for);
+        let mut outbound = Outbound::new(&self.transports, req, &first, peer);
         exchange.replica = Some(first);
         let mut tried: Vec<u64> = Vec::new();
         loop {
             let backend = exchange.replica.as_ref().expect("proxy chose a replica");
             let in_flight = backend.begin_request();
-            let error = match outbound
-                .send(&self.transports, backend, &peer.forwarded_for)
-                .await
-            {
+            let error = match outbound.send(&self.transports, backend, peer).await {
                 // The assignment's replicas have /home and /heartbeat only; a service by
                 // address answers its own 404s.
                 Ok(resp) if resp.status() == StatusCode::NOT_FOUND && !backend.is_address() => {
@@ -150,7 +147,7 @@ impl Proxy {
             };
             self.shared.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(from = %backend.hostname, to = %next.hostname, %error, "retrying on the next replica");
-            outbound = outbound.follow(&next, &self.transports, &peer.forwarded_for);
+            outbound = outbound.follow(&next, &self.transports, peer);
             exchange.replica = Some(next);
         }
     }

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -32,6 +32,7 @@ use crate::config::ProxySection;
 use crate::connect::Connector;
 use crate::data::body::{ProxyBody, Source};
 use crate::data::hop;
+use crate::data::key::Peer;
 use crate::data::upstream::{self, request_head, UpstreamError, Upstreams};
 use crate::state::{Backend, TlsTable};
 
@@ -91,37 +92,28 @@ pub(crate) enum Outbound<'t> {
 impl<'t> Outbound<'t> {
     /// `req`, for its first replica `first`: over the batching client when it is on, `first`
     /// takes pipelined requests and `req` is [`batchable`]; else over hyper.
-    /// `forwarded_for`: the client's address as `X-Forwarded-For` gets it.
+    /// `peer`: the client (its address for `X-Forwarded-For`, its scheme for `-Proto`).
     pub(crate) fn new(
         transports: &'t Transports,
         req: Request<Incoming>,
         first: &Backend,
-        forwarded_for: &HeaderValue,
+        peer: &Peer,
     ) -> Self {
         match &transports.upstreams {
             Some(upstreams) if first.pipelining && batchable(&req) => {
                 Outbound::Batching { upstreams, req }
             }
-            _ => Outbound::Hyper(HyperRequest::new(
-                req,
-                forwarded_for,
-                transports.trust_forwarded_for,
-            )),
+            _ => Outbound::Hyper(HyperRequest::new(req, peer, transports.trust_forwarded_for)),
         }
     }
 
     /// The same request, to go to `next`: a replica that takes no pipelined requests gets it
     /// over hyper (and so does every replica after it).
-    pub(crate) fn follow(
-        self,
-        next: &Backend,
-        transports: &Transports,
-        forwarded_for: &HeaderValue,
-    ) -> Self {
+    pub(crate) fn follow(self, next: &Backend, transports: &Transports, peer: &Peer) -> Self {
         match self {
-            Outbound::Batching { req, .. } if !next.pipelining => Outbound::Hyper(
-                HyperRequest::new(req, forwarded_for, transports.trust_forwarded_for),
-            ),
+            Outbound::Batching { req, .. } if !next.pipelining => {
+                Outbound::Hyper(HyperRequest::new(req, peer, transports.trust_forwarded_for))
+            }
             same => same,
         }
     }
@@ -155,7 +147,7 @@ impl<'t> Outbound<'t> {
         &self,
         transports: &Transports,
         backend: &Backend,
-        forwarded_for: &HeaderValue,
+        peer: &Peer,
     ) -> Result<Response<ProxyBody>, AttemptError> {
         let limit = transports.response_timeout;
         match self {
@@ -165,7 +157,8 @@ impl<'t> Outbound<'t> {
                     req.uri().path_and_query().map_or("/", |p| p.as_str()),
                     req.headers(),
                     backend.authority.as_str(),
-                    forwarded_for,
+                    &peer.forwarded_for,
+                    &peer.proto,
                     transports.trust_forwarded_for,
                 );
                 let head_only = req.method() == Method::HEAD;
@@ -192,7 +185,7 @@ pub(crate) struct HyperRequest {
 }
 
 impl HyperRequest {
-    fn new(req: Request<Incoming>, forwarded_for: &HeaderValue, trust_forwarded: bool) -> Self {
+    fn new(req: Request<Incoming>, peer: &Peer, trust_forwarded: bool) -> Self {
         use http_body::Body as _;
         let (mut parts, body) = req.into_parts();
         let path_and_query = parts
@@ -201,7 +194,12 @@ impl HyperRequest {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         hop::strip(&mut parts.headers);
-        hop::add_forwarded(&mut parts.headers, forwarded_for, trust_forwarded);
+        hop::add_forwarded(
+            &mut parts.headers,
+            &peer.forwarded_for,
+            &peer.proto,
+            trust_forwarded,
+        );
         let held = (!body.is_end_stream()).then(|| Held::new(body));
         let repeatable = held.is_none() && safe_to_repeat(&parts.method);
         HyperRequest {

@@ -120,6 +120,7 @@ fn head(method: Method, target: &str) -> Bytes {
         &HeaderMap::new(),
         "replica",
         &HeaderValue::from_static("127.0.0.1"),
+        &crate::data::hop::PROTO_HTTP,
         false,
     )
 }

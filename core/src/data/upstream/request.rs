@@ -9,7 +9,7 @@ use crate::state::Via;
 /// Serialize a request head for a replica: `method target HTTP/1.1`, a `host` field if the
 /// client sent none, the client's fields minus hop-by-hop ones (RFC 9110 §7.6.1), and the
 /// forwarding fields ([`hop`]): one `x-forwarded-for` line (the client's values, then
-/// `forwarded_for`), `x-forwarded-proto: http` and `x-forwarded-host` (the client's `Host`),
+/// `forwarded_for`), `x-forwarded-proto: ` `proto` (`http` or `https`) and `x-forwarded-host` (the client's `Host`),
 /// which replace the client's own unless `trust_forwarded` (`[proxy] trust_forwarded_for`) and
 /// the client sent them, and `via` with `lb`'s mark ([`Via`]) last. A client's `Forwarded` and
 /// `X-Real-IP` go on only when trusted.
@@ -19,6 +19,7 @@ pub(crate) fn request_head(
     headers: &HeaderMap,
     authority: &str,
     forwarded_for: &HeaderValue,
+    proto: &HeaderValue,
     trust_forwarded: bool,
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(256);
@@ -63,7 +64,7 @@ pub(crate) fn request_head(
     hop::forwarded_chain(&mut out, client_chain.into_iter().flatten(), forwarded_for);
     out.extend_from_slice(b"\r\n");
     if !sent_proto {
-        field(&mut out, b"x-forwarded-proto", hop::PROTO_HTTP.as_bytes());
+        field(&mut out, b"x-forwarded-proto", proto.as_bytes());
     }
     if let Some(host) = host.filter(|_| !sent_host) {
         field(&mut out, b"x-forwarded-host", host.as_bytes());
@@ -111,6 +112,7 @@ mod tests {
             &headers,
             "127.0.0.1:9",
             &HeaderValue::from_static("10.0.0.1"),
+            &hop::PROTO_HTTP,
             false,
         );
         assert_eq!(
@@ -122,19 +124,21 @@ mod tests {
                 + &via()
                 + "\r\n"
         );
-        // No Host from the client (HTTP/1.0): the replica's, and no X-Forwarded-Host.
+        // No Host from the client (HTTP/1.0): the replica's, and no X-Forwarded-Host; over TLS,
+        // X-Forwarded-Proto says https.
         let head = request_head(
             &http::Method::HEAD,
             "/",
             &HeaderMap::new(),
             "127.0.0.1:9",
             &HeaderValue::from_static("::1"),
+            &hop::PROTO_HTTPS,
             false,
         );
         assert_eq!(
             text(&head),
             "HEAD / HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-forwarded-for: ::1\r\n\
-             x-forwarded-proto: http\r\n"
+             x-forwarded-proto: https\r\n"
                 .to_owned()
                 + &via()
                 + "\r\n"
@@ -149,7 +153,15 @@ mod tests {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
         let client = HeaderValue::from_static("10.0.0.1");
-        let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, false);
+        let head = request_head(
+            &http::Method::GET,
+            "/",
+            &headers,
+            "r:1",
+            &client,
+            &hop::PROTO_HTTP,
+            false,
+        );
         assert_eq!(
             text(&head),
             "GET / HTTP/1.1\r\nhost: shop.example\r\n\
@@ -159,7 +171,15 @@ mod tests {
                 + &via()
                 + "\r\n"
         );
-        let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, true);
+        let head = request_head(
+            &http::Method::GET,
+            "/",
+            &headers,
+            "r:1",
+            &client,
+            &hop::PROTO_HTTP,
+            true,
+        );
         assert_eq!(
             text(&head),
             "GET / HTTP/1.1\r\nhost: shop.example\r\n\
@@ -174,7 +194,15 @@ mod tests {
             header::CONNECTION,
             HeaderValue::from_static("x-forwarded-proto"),
         );
-        let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, true);
+        let head = request_head(
+            &http::Method::GET,
+            "/",
+            &headers,
+            "r:1",
+            &client,
+            &hop::PROTO_HTTP,
+            true,
+        );
         assert!(
             text(&head).contains("x-forwarded-proto: http\r\n") && !text(&head).contains("https"),
             "{}",
@@ -199,7 +227,15 @@ mod tests {
         headers.insert("via", HeaderValue::from_static("1.0 fred"));
         let client = HeaderValue::from_static("10.0.0.1");
         for trust in [false, true] {
-            let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, trust);
+            let head = request_head(
+                &http::Method::GET,
+                "/",
+                &headers,
+                "r:1",
+                &client,
+                &hop::PROTO_HTTP,
+                trust,
+            );
             let head = text(&head);
             assert_eq!(head.matches("x-forwarded-for").count(), 1, "{head}");
             assert!(
@@ -216,7 +252,15 @@ mod tests {
             header::CONNECTION,
             HeaderValue::from_static("x-forwarded-for"),
         );
-        let head = request_head(&http::Method::GET, "/", &headers, "r:1", &client, false);
+        let head = request_head(
+            &http::Method::GET,
+            "/",
+            &headers,
+            "r:1",
+            &client,
+            &hop::PROTO_HTTP,
+            false,
+        );
         assert!(
             text(&head).contains("x-forwarded-for: 10.0.0.1\r\n"),
             "{}",
