@@ -198,3 +198,28 @@ fn tls_self_signed_writes_a_chain_openssl_verifies_for_the_names_given() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
     assert_eq!(std::fs::read(path("key.pem")).unwrap(), before);
 }
+
+/// config/examples/https.toml passes `lb check` once `lb tls self-signed` made its files, as
+/// the README says; without them, the check names the missing file.
+#[test]
+fn the_https_example_checks_with_the_self_signed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/https.toml");
+    let config = dir.path().join("https.local.toml");
+    std::fs::copy(&example, &config).unwrap();
+    let (ok, text) = lb_check(&config);
+    assert!(!ok && text.contains("cert.pem"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["tls", "self-signed", "--name", "localhost", "--out"])
+        .arg(dir.path().join("certs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, text) = lb_check(&config);
+    assert!(ok, "{text}");
+}
