@@ -61,10 +61,19 @@ fn directories(path: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-/// Start following `path`; changes go to `controller` as [`Command::FileChanged`].
-pub(crate) fn spawn(path: PathBuf, controller: ControllerHandle) -> Result<(), WatchError> {
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let mut watcher =
+/// A watcher whose completed changes (and errors) arrive on the returned channel; `label` names
+/// what it is for in its error.
+fn watcher_for(
+    label: &Path,
+) -> Result<
+    (
+        notify::RecommendedWatcher,
+        mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    ),
+    WatchError,
+> {
+    let (tx, events) = mpsc::unbounded_channel();
+    let watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if !completes_a_change(&event.kind) => {}
             other => {
@@ -72,9 +81,15 @@ pub(crate) fn spawn(path: PathBuf, controller: ControllerHandle) -> Result<(), W
             }
         })
         .map_err(|source| WatchError {
-            path: path.clone(),
+            path: label.to_path_buf(),
             source,
         })?;
+    Ok((watcher, events))
+}
+
+/// Start following `path`; changes go to `controller` as [`Command::FileChanged`].
+pub(crate) fn spawn(path: PathBuf, controller: ControllerHandle) -> Result<(), WatchError> {
+    let (mut watcher, mut events) = watcher_for(&path)?;
     let mut watched = HashSet::new();
     for dir in directories(&path) {
         watcher
@@ -122,18 +137,7 @@ pub(crate) fn spawn_certificates(
     mut files: tokio::sync::watch::Receiver<Vec<PathBuf>>,
     controller: ControllerHandle,
 ) -> Result<(), WatchError> {
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let mut watcher =
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) if !completes_a_change(&event.kind) => {}
-            other => {
-                let _ = tx.send(other);
-            }
-        })
-        .map_err(|source| WatchError {
-            path: PathBuf::from("(certificates)"),
-            source,
-        })?;
+    let (mut watcher, mut events) = watcher_for(Path::new("(certificates)"))?;
     let mut watched = HashSet::new();
     let mut follow = move |watcher: &mut notify::RecommendedWatcher, paths: &[PathBuf]| {
         for path in paths {
