@@ -249,6 +249,7 @@ async fn serve(options: Options) -> Result<(), Error> {
         supervisor: supervisor.kind(),
         started: Instant::now(),
         workers: listeners.len() + usize::from(admin.is_some()),
+        base_dir: config.base_dir().to_path_buf(),
     };
     let hash = config
         .resolve_hash()

@@ -173,6 +173,9 @@ pub(crate) struct Vacancy {
     /// Its pipelining setting, if the configuration gives one.
     #[serde(skip)]
     pub pipelining: Option<bool>,
+    /// A backend by address spoken to over TLS: its settings.
+    #[serde(skip)]
+    pub tls: Option<Arc<BackendTls>>,
 }
 
 /// A problem with the configuration file, and when it was seen.
@@ -292,6 +295,9 @@ pub(crate) struct Meta {
     pub started: Instant,
     /// Threads serving requests (traffic workers and the admin address's thread).
     pub workers: usize,
+    /// The configuration file's folder: what relative paths given to the REST API (an `/add`'s
+    /// `ca`) are relative to, as in the file.
+    pub base_dir: std::path::PathBuf,
 }
 
 impl Meta {

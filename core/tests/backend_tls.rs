@@ -388,3 +388,139 @@ async fn a_wrong_ca_or_name_never_joins_and_tls_verify_false_accepts_with_a_warn
     );
     assert_eq!(in_ring(&lb).await, ["api-1", "api-3"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_add_with_tls_settings_joins_over_tls_shows_in_status_and_is_written_back() {
+    let (ca, other) = (Ca::new("test CA"), Ca::new("another CA"));
+    let one = TlsBackend::start("api-1", ca.server()).await;
+    let two = TlsBackend::start("api-2", ca.server()).await;
+    let foreign = TlsBackend::start("api-3", other.server()).await;
+    let config = format!(
+        "[health]\npath = \"/heartbeat\"\ninterval_ms = 100\ntimeout_ms = 1000\nfall = 2\nrise = 1\nstart_timeout_ms = 2000\n[[replicas]]\nhostname = \"api-1\"\nid = 1\naddress = \"{}\"\n",
+        one.address()
+    );
+    let lb = Lb::start(&config);
+    // `ca` in an /add is relative to lb.toml's folder, as in the file.
+    let folder = lb.config.parent().unwrap();
+    ca.write(folder, "internal-ca.pem");
+    // api-1 is plain HTTP to a TLS backend: it never joins. Replace it over TLS by the API.
+    let add = |address: String, extra: &str| {
+        format!(
+            r#"{{"n": 1, "hostnames": ["api-2"], "addresses": [{{"address": "{address}", "tls": true{extra}}}]}}"#
+        )
+    };
+    let refused = |body: String| {
+        let lb = &lb;
+        async move {
+            let a = lb.send("POST", "/add", body.as_bytes(), &[]).await;
+            (a.status, a.body)
+        }
+    };
+
+    // Bad TLS settings are a 400 naming what was wrong; nothing is added.
+    let (status, body) = refused(add(two.address(), r#", "ca": "missing.pem""#)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains(&two.address()) && body.contains("missing.pem"),
+        "{body}"
+    );
+    let (status, body) = refused(format!(
+        r#"{{"n": 1, "addresses": [{{"address": "{}", "server_name": "backend.test"}}]}}"#,
+        two.address()
+    ))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("needs \\\"tls\\\": true"), "{body}");
+    let (status, body) = refused(add(two.address(), r#", "server_name": "not a name""#)).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = refused(add(two.address(), r#", "tls_verify": "no""#)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("tls_verify"), "{body}");
+    // A backend whose certificate the CA does not sign never passes its checks: 500, rolled back.
+    let (status, body) = refused(add(
+        foreign.address(),
+        r#", "server_name": "backend.test", "ca": "internal-ca.pem""#,
+    ))
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("UnknownIssuer"), "{body}");
+    assert!(in_ring(&lb).await.is_empty());
+
+    // Good settings: it joins and serves over TLS.
+    let a = lb
+        .send(
+            "POST",
+            "/add",
+            add(
+                two.address(),
+                r#", "server_name": "backend.test", "ca": "internal-ca.pem""#,
+            )
+            .as_bytes(),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(in_ring(&lb).await, ["api-2"]);
+    for id in 0..10 {
+        let a = lb
+            .send("GET", "/home", b"", &[("X-Request-Id", &id.to_string())])
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(served_by(&a.body), "api-2");
+    }
+    // /_lb/status says how lb speaks to each backend.
+    let status = lb.status().await;
+    let tls_of = |name: &str| {
+        status["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["hostname"] == name)
+            .map(|r| r["tls"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        tls_of("api-2"),
+        serde_json::json!({"server_name": "backend.test", "verify": true})
+    );
+    assert_eq!(tls_of("api-1"), Value::Null);
+    assert_eq!(status["tls"], Value::Null, "no TLS listener");
+    // Written back to lb.toml with its TLS keys, so the file keeps it across a restart.
+    let written = eventually(Duration::from_secs(10), "the write-back", || async {
+        let text = std::fs::read_to_string(&lb.config).unwrap();
+        text.contains("api-2").then_some(text)
+    })
+    .await;
+    let parsed: toml::Value = toml::from_str(&written).unwrap();
+    let entry = parsed["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["hostname"].as_str() == Some("api-2"))
+        .unwrap()
+        .clone();
+    assert_eq!(entry["tls"].as_bool(), Some(true), "{written}");
+    assert_eq!(
+        entry["server_name"].as_str(),
+        Some("backend.test"),
+        "{written}"
+    );
+    assert_eq!(entry["ca"].as_str(), Some("internal-ca.pem"), "{written}");
+    assert!(entry.get("tls_verify").is_none(), "{written}");
+    // Re-reading the file it wrote changes nothing: still in the ring, still over TLS.
+    common::save_by_rename(&lb.config, &written);
+    for id in 0..10 {
+        let a = lb
+            .send("GET", "/home", b"", &[("X-Request-Id", &id.to_string())])
+            .await;
+        assert_eq!(served_by(&a.body), "api-2");
+    }
+    assert_eq!(
+        sample(
+            &lb,
+            "lb_upstream_errors_total{replica=\"api-2\",kind=\"tls\"}"
+        )
+        .await,
+        0.0
+    );
+}

@@ -330,6 +330,26 @@ async fn https_serves_the_replica_and_picks_certificates_by_sni() {
     )
     .await;
     assert!(expiry > 86_400.0, "{expiry}");
+    // /_lb/status lists the listener and the certificates with their names and days left.
+    let status = site.lb.status().await;
+    assert_eq!(status["tls"]["listen"], site.https().to_string());
+    let certificates = status["tls"]["certificates"].as_array().unwrap();
+    let names: Vec<&serde_json::Value> = certificates.iter().map(|c| &c["names"]).collect();
+    assert_eq!(
+        names,
+        [
+            &serde_json::json!(["site.test", "localhost"]),
+            &serde_json::json!(["other.test", "*.wild.test"])
+        ]
+    );
+    assert!(certificates[0]["cert"]
+        .as_str()
+        .unwrap()
+        .ends_with("site.pem"));
+    assert_eq!(
+        certificates[0]["days_left"].as_i64(),
+        Some((expiry / 86_400.0).floor() as i64)
+    );
     // TLS 1.1 is refused: an alert or a close, never a ServerHello.
     let (answer, closed) = send_raw(
         site.https(),
@@ -629,8 +649,10 @@ async fn renewed_certificates_are_served_live_and_a_broken_pair_keeps_the_old_on
     let mut before = connect(&client, site.https(), "site.test").await.unwrap();
     assert_eq!(get(&mut before, "site.test", "/home").await.0, 200);
 
-    // Renewal: new files renamed over the old ones.
-    let (cert, key, renewed) = site.ca.leaf(&["site.test", "localhost"]);
+    // Renewal: new files renamed over the old ones (valid for 20 more days).
+    let (cert, key, renewed) = site.ca.leaf_with(&["site.test", "localhost"], |p| {
+        p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(20);
+    });
     save(site.dir.path(), "site.key", &key);
     save(site.dir.path(), "site.pem", &cert);
     let saved = Instant::now();
@@ -650,6 +672,9 @@ async fn renewed_certificates_are_served_live_and_a_broken_pair_keeps_the_old_on
     // The connection opened before goes on.
     assert_eq!(get(&mut before, "site.test", "/home").await.0, 200);
     assert!(sample(&site.lb, "lb_tls_reloads_total{result=\"ok\"}").await >= 1.0);
+    // /_lb/status shows the days the renewed certificate has left.
+    let days = site.lb.status().await["tls"]["certificates"][0]["days_left"].as_i64();
+    assert!(matches!(days, Some(19 | 20)), "{days:?}");
 
     // A broken pair: a key that is not the certificate's. The renewed one stays.
     let (_, stranger, _) = site.ca.leaf(&["site.test"]);

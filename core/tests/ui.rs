@@ -432,9 +432,16 @@ async fn the_rendered_page_shows_every_replica_and_the_whole_ring() {
         .unwrap()
         .local_addr()
         .unwrap();
+    // Spoken to over TLS without verification, and a TLS listener with a certificate.
+    let certs = tempfile::tempdir().unwrap();
+    lb::self_signed(&["localhost".to_owned()], certs.path()).unwrap();
     let lb = Lb::start(&format!(
-        "{}[[replicas]]\nhostname = \"Backend 9\"\nid = 9\naddress = \"{closed}\"\n",
-        common::THREE
+        "{}[[replicas]]\nhostname = \"Backend 9\"\nid = 9\naddress = \"{closed}\"\n\
+         tls = true\nserver_name = \"backend.test\"\ntls_verify = false\n\
+         [tls]\nlisten = \"127.0.0.1:0\"\n[[tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
+        common::THREE,
+        certs.path().join("cert.pem").display(),
+        certs.path().join("key.pem").display(),
     ));
     let url = format!("http://{}/_lb/ui", lb.addr);
     let started = Instant::now();
@@ -497,8 +504,28 @@ async fn the_rendered_page_shows_every_replica_and_the_whole_ring() {
         .and_then(|rest| rest.split("</tr>").next())
         .expect("Backend 9 listed");
     assert!(
-        row.contains(">by address<") && row.contains(">down<"),
+        row.contains(">by address, TLS (not verified)<") && row.contains(">down<"),
         "{row}"
+    );
+    assert!(
+        row.contains("TLS to backend.test, certificate NOT verified"),
+        "{row}"
+    );
+    // The certificates the TLS listener serves, with the days they have left.
+    let certificates = dom
+        .split("<tbody id=\"certificates\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</tbody>").next())
+        .expect("the certificates table");
+    let days = lb.status().await["tls"]["certificates"][0]["days_left"]
+        .as_i64()
+        .unwrap();
+    assert!((88..=90).contains(&days), "{days}");
+    assert!(
+        certificates.contains(">localhost (default)<")
+            && certificates.contains(&format!(">{days}<"))
+            && certificates.contains("cert.pem"),
+        "{certificates}"
     );
     let waiting = dom.split("<ul id=\"vacancies\"").nth(1).unwrap();
     assert!(

@@ -18,4 +18,7 @@ pub mod status;
 
 pub use reply::{Outcome, Replicas, Reply};
 pub use ring::{Member, RingTable};
-pub use status::{ConfigInfo, Handle, Issue, ReplicaStatus, RingInfo, Status, SwarmTask, Vacancy};
+pub use status::{
+    BackendTlsInfo, CertificateInfo, ConfigInfo, Handle, Issue, ReplicaStatus, RingInfo, Status,
+    SwarmTask, TlsInfo, Vacancy,
+};

@@ -37,6 +37,9 @@ pub struct Status<S = String> {
     /// The configuration file.
     #[serde(default)]
     pub config: ConfigInfo<S>,
+    /// The TLS listener and the certificates it serves; `null` without `[tls]`.
+    #[serde(default)]
+    pub tls: Option<TlsInfo<S>>,
 }
 
 impl<S: AsRef<str>> Status<S> {
@@ -105,6 +108,48 @@ pub struct ReplicaStatus<S = String> {
     /// Requests sent to it so far.
     #[serde(default)]
     pub requests: u64,
+    /// How `lb` speaks TLS to it (a backend by address with `tls = true`); `null`: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<BackendTlsInfo<S>>,
+}
+
+/// How `lb` speaks TLS to a backend by address.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BackendTlsInfo<S = String> {
+    /// The name sent as SNI and verified against its certificate.
+    #[serde(default)]
+    pub server_name: S,
+    /// Whether its certificate is verified (`tls_verify`; `false` is dangerous).
+    #[serde(default)]
+    pub verify: bool,
+}
+
+/// The TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TlsInfo<S = String> {
+    /// The address it serves HTTPS on (`[tls] listen`).
+    #[serde(default)]
+    pub listen: S,
+    /// The certificates it serves, in order (the first is the default).
+    #[serde(default)]
+    pub certificates: Vec<CertificateInfo<S>>,
+}
+
+/// One certificate the TLS listener serves.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CertificateInfo<S = String> {
+    /// The DNS names it answers for (`*.example.com` for a wildcard).
+    #[serde(default)]
+    pub names: Vec<S>,
+    /// The certificate file it was read from.
+    #[serde(default)]
+    pub cert: S,
+    /// Its notAfter (RFC 3339, UTC).
+    #[serde(default)]
+    pub not_after: S,
+    /// Whole days until notAfter (negative once expired).
+    #[serde(default)]
+    pub days_left: i64,
 }
 
 /// How the supervisor refers to a replica: one of `{"pid": …}` (a local process),

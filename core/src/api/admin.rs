@@ -5,12 +5,14 @@ use std::sync::atomic::Ordering;
 
 use lb_balance::Balancer;
 use lb_views::status::{
-    ConfigInfo, Handle as HandleView, Health, Issue as IssueView, Kind, ReplicaStatus, RingInfo,
-    Status, SwarmTask, Vacancy as VacancyView,
+    BackendTlsInfo, CertificateInfo, ConfigInfo, Handle as HandleView, Health, Issue as IssueView,
+    Kind, ReplicaStatus, RingInfo, Status, SwarmTask, TlsInfo, Vacancy as VacancyView,
 };
 use lb_views::{Member, RingTable};
 use serde::Serialize;
 
+use crate::config::BackendTls;
+use crate::state::tls::CertSet;
 use crate::state::{ConfigStatus, Issue, Shared, Snapshot, Vacancy, Via};
 
 /// Text a view lends from the snapshot or the configuration status.
@@ -45,6 +47,37 @@ fn handle_view(handle: &HandleView) -> HandleView<Text<'_>> {
             task: t.task.as_str().into(),
             container_id: t.container_id.as_str().into(),
         }),
+    }
+}
+
+/// How `lb` speaks TLS to a backend, lent to the view.
+fn backend_tls_view(tls: &BackendTls) -> BackendTlsInfo<Text<'_>> {
+    BackendTlsInfo {
+        server_name: tls.server_name.to_str(),
+        verify: tls.verify,
+    }
+}
+
+/// The TLS listener at `listen` and the certificates of `set`, with the days each has left at
+/// `now` (seconds since the Unix epoch).
+fn tls_view(listen: std::net::SocketAddr, set: &CertSet, now: i64) -> TlsInfo<Text<'_>> {
+    TlsInfo {
+        listen: listen.to_string().into(),
+        certificates: set
+            .info
+            .iter()
+            .map(|c| CertificateInfo {
+                names: c.names.iter().map(|n| n.as_str().into()).collect(),
+                cert: c.cert.to_string_lossy(),
+                not_after: u64::try_from(c.not_after)
+                    .ok()
+                    .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                    .unwrap_or_default()
+                    .into(),
+                days_left: (c.not_after - now).div_euclid(86_400),
+            })
+            .collect(),
     }
 }
 
@@ -111,6 +144,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
                 pipelining: b.pipelining,
                 in_flight: b.in_flight.load(Ordering::Relaxed),
                 requests: b.requests.load(Ordering::Relaxed),
+                tls: b.tls.as_deref().map(backend_tls_view),
             }
         })
         .collect::<Vec<_>>();
@@ -132,9 +166,14 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
             pipelining: v.pipelining.unwrap_or(false),
             in_flight: 0,
             requests: 0,
+            tls: v.tls.as_deref().map(backend_tls_view),
         })
     }));
     replicas.sort_by_key(|r| r.id);
+    let certificates = shared.certs.load();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let status = Status {
         listen: shared.meta.listen.to_string().into(),
         via: Some(Via::mine().value().to_str().unwrap_or_default().into()),
@@ -146,6 +185,10 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
         vacancies: snapshot.vacancies.iter().map(vacancy_view).collect(),
         ring: ring_info(&snapshot),
         config: config_view(&config),
+        tls: shared
+            .meta
+            .tls
+            .map(|listen| tls_view(listen, &certificates, now)),
     };
     serde_json::to_vec(&status).expect("status serializes")
 }

@@ -7,7 +7,7 @@ use lb_views::{Replicas, Reply};
 use serde_json::Value;
 
 use crate::config::{check_address, check_hostname};
-use crate::control::{ControlError, ScaleRequest};
+use crate::control::{AddedTls, ControlError, ScaleRequest};
 
 /// Most replicas one `/add` or `/rm` may name in `n`.
 pub(crate) const MAX_BATCH: u64 = 64;
@@ -226,7 +226,7 @@ pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, Api
             )));
         }
     }
-    let addresses = strings(&fields, "addresses")?;
+    let (addresses, tls) = address_entries(&fields)?;
     if addresses.len() > n {
         return Err(bad(format!(
             "'addresses' lists {} addresses for n = {n} new entries",
@@ -248,7 +248,117 @@ pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, Api
         n,
         hostnames,
         addresses,
+        tls,
     })
+}
+
+/// Longest `ca` path an `/add` may give.
+const MAX_CA_PATH: usize = 4096;
+
+/// The `addresses` of an `/add`: each `"HOST:PORT"`, or an object `{"address": "HOST:PORT",
+/// "tls": true, "server_name": …, "ca": …, "tls_verify": …}` with the keys of a `[[replicas]]`
+/// entry. The addresses, and how to speak TLS to each.
+fn address_entries(
+    fields: &serde_json::Map<String, Value>,
+) -> Result<(Vec<String>, Vec<Option<AddedTls>>), ApiError> {
+    let items = match fields.get("addresses") {
+        None | Some(Value::Null) => return Ok((Vec::new(), Vec::new())),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(bad(format!(
+                "'addresses' must be a list of \"HOST:PORT\" strings or objects, got {other}"
+            )))
+        }
+    };
+    let mut addresses = Vec::with_capacity(items.len());
+    let mut tls = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::String(address) => {
+                addresses.push(address.clone());
+                tls.push(None);
+            }
+            Value::Object(entry) => {
+                let (address, added) = address_object(entry)?;
+                addresses.push(address);
+                tls.push(added);
+            }
+            other => {
+                return Err(bad(format!(
+                    "'addresses' must be a list of \"HOST:PORT\" strings or objects, found {other}"
+                )))
+            }
+        }
+    }
+    Ok((addresses, tls))
+}
+
+/// One `addresses` object: its address and TLS settings.
+fn address_object(
+    entry: &serde_json::Map<String, Value>,
+) -> Result<(String, Option<AddedTls>), ApiError> {
+    const KEYS: [&str; 5] = ["address", "tls", "server_name", "ca", "tls_verify"];
+    if let Some(key) = entry.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "unknown field '{key}' in an 'addresses' entry; it takes 'address' and optionally \
+             'tls', 'server_name', 'ca' and 'tls_verify'"
+        )));
+    }
+    let text = |key: &str| -> Result<Option<String>, ApiError> {
+        match entry.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(bad(format!(
+                "'{key}' in an 'addresses' entry must be a string, got {other}"
+            ))),
+        }
+    };
+    let flag = |key: &str| -> Result<Option<bool>, ApiError> {
+        match entry.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(bad(format!(
+                "'{key}' in an 'addresses' entry must be true or false, got {other}"
+            ))),
+        }
+    };
+    let Some(address) = text("address")? else {
+        return Err(bad("an 'addresses' entry needs 'address' (\"HOST:PORT\")"));
+    };
+    let (server_name, ca, verify) = (text("server_name")?, text("ca")?, flag("tls_verify")?);
+    if flag("tls")? != Some(true) {
+        if let Some(key) = [
+            ("server_name", server_name.is_some()),
+            ("ca", ca.is_some()),
+            ("tls_verify", verify.is_some()),
+        ]
+        .iter()
+        .find_map(|&(key, given)| given.then_some(key))
+        {
+            return Err(bad(format!(
+                "'{key}' for address '{address}' needs \"tls\": true"
+            )));
+        }
+        return Ok((address, None));
+    }
+    if let Some(name) = &server_name {
+        crate::config::backend_tls::server_name(name).map_err(|e| bad(e.to_string()))?;
+    }
+    if let Some(ca) = &ca {
+        if ca.is_empty() || ca.len() > MAX_CA_PATH || ca.contains('\0') {
+            return Err(bad(format!(
+                "'ca' for address '{address}' must be a file path of 1 to {MAX_CA_PATH} bytes"
+            )));
+        }
+    }
+    Ok((
+        address,
+        Some(AddedTls::Asked {
+            server_name,
+            ca,
+            verify: verify.unwrap_or(true),
+        }),
+    ))
 }
 
 /// The optional list of strings `key` (absent or `null`: empty).
@@ -278,6 +388,84 @@ mod tests {
         match parse_scale(body.as_bytes(), scale) {
             Err(ApiError::BadRequest(m)) => m,
             other => panic!("expected 400 for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn addresses_take_strings_or_objects_with_tls_settings() {
+        let add = parse_scale(
+            br#"{"n": 3, "addresses": ["10.0.0.5:80", {"address": "10.0.0.6:443", "tls": true, "server_name": "api.internal", "ca": "certs/ca.pem"}, {"address": "10.0.0.7:443", "tls": true, "tls_verify": false}]}"#,
+            Scale::Add,
+        )
+        .unwrap();
+        assert_eq!(
+            add.addresses,
+            ["10.0.0.5:80", "10.0.0.6:443", "10.0.0.7:443"]
+        );
+        assert_eq!(
+            add.tls,
+            [
+                None,
+                Some(AddedTls::Asked {
+                    server_name: Some("api.internal".into()),
+                    ca: Some("certs/ca.pem".into()),
+                    verify: true,
+                }),
+                Some(AddedTls::Asked {
+                    server_name: None,
+                    ca: None,
+                    verify: false,
+                }),
+            ]
+        );
+        // `"tls": false` (or absent) is plain HTTP.
+        let plain = parse_scale(
+            br#"{"n": 1, "addresses": [{"address": "10.0.0.5:80", "tls": false}]}"#,
+            Scale::Add,
+        )
+        .unwrap();
+        assert_eq!(plain.tls, [None]);
+        for (body, says) in [
+            (
+                r#"{"n": 1, "addresses": [{"tls": true}]}"#,
+                "needs 'address'",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "cert": "x"}]}"#,
+                "unknown field 'cert'",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "ca": "x.pem"}]}"#,
+                "'ca' for address 'a:1' needs \"tls\": true",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "tls": "yes"}]}"#,
+                "'tls' in an 'addresses' entry must be true or false",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "tls": true, "server_name": 7}]}"#,
+                "must be a string",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "tls": true, "server_name": "no spaces allowed"}]}"#,
+                "not a valid DNS name",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "tls": true, "ca": ""}]}"#,
+                "must be a file path",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "bad", "tls": true}]}"#,
+                "bad",
+            ),
+            (r#"{"n": 1, "addresses": [7]}"#, "strings or objects"),
+            (
+                r#"{"n": 2, "addresses": ["a:1", {"address": "A:1", "tls": true}]}"#,
+                "appears more than once",
+            ),
+        ] {
+            let message = err(body, Scale::Add);
+            assert!(message.contains(says), "{body}: {message}");
         }
     }
 

@@ -20,7 +20,8 @@ use hyper::body::Incoming;
 use contract::PROXIED_METHODS;
 pub(crate) use contract::{parse_scale, replicas_body, ApiError, Scale, MAX_BODY};
 
-use crate::control::ControllerHandle;
+use crate::config::BackendTls;
+use crate::control::{AddedTls, ControllerHandle, ScaleRequest};
 use crate::state::{Shared, Snapshot};
 
 /// Whether `path` is one of the load balancer's own endpoints (everything else is proxied).
@@ -69,6 +70,56 @@ fn bearer_token(credentials: &[u8]) -> Option<&[u8]> {
 /// would tell an attacker how much of a guess is right).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The TLS settings an `/add` asks for, built (a CA file is read on a blocking thread, relative
+/// to `base_dir` like the file's `ca` keys): a 400 naming the address for each that cannot be.
+async fn build_tls(
+    request: &ScaleRequest,
+    base_dir: &std::path::Path,
+) -> Result<Vec<Option<AddedTls>>, ApiError> {
+    if !request.tls.iter().any(Option::is_some) {
+        return Ok(request.tls.clone());
+    }
+    let wanted: Vec<_> = request
+        .addresses
+        .iter()
+        .cloned()
+        .zip(request.tls.iter().cloned())
+        .collect();
+    let base_dir = base_dir.to_path_buf();
+    let built = tokio::task::spawn_blocking(move || {
+        wanted
+            .into_iter()
+            .map(|(address, tls)| match tls {
+                Some(AddedTls::Asked {
+                    server_name,
+                    ca,
+                    verify,
+                }) => {
+                    let tls = BackendTls::build(
+                        &address,
+                        server_name.as_deref(),
+                        ca.as_deref(),
+                        verify,
+                        &base_dir,
+                    )
+                    .map_err(|e| format!("address '{address}': {e}"))?;
+                    if !verify {
+                        tracing::warn!(
+                            address,
+                            "/add with tls_verify = false: the backend's certificate is NOT verified; anyone on the path can impersonate it"
+                        );
+                    }
+                    Ok(Some(AddedTls::Built(Arc::new(tls))))
+                }
+                other => Ok(other),
+            })
+            .collect::<Result<Vec<_>, String>>()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("building the TLS settings failed: {e}")))?;
+    built.map_err(ApiError::BadRequest)
 }
 
 /// Routes that change state or reveal processes, files and addresses.
@@ -144,7 +195,7 @@ impl Api {
             return Err(ApiError::MethodNotAllowed { path, allowed });
         }
         let body = read_body(req).await?;
-        let request = parse_scale(&body, scale)?;
+        let mut request = parse_scale(&body, scale)?;
         let listening = self.shared.meta.listening();
         for address in &request.addresses {
             let is_local = &crate::config::own::on_this_machine;
@@ -155,6 +206,7 @@ impl Api {
                 )));
             }
         }
+        request.tls = build_tls(&request, &self.shared.meta.base_dir).await?;
         let hostnames = match scale {
             Scale::Add => self.controller.add(request).await?,
             Scale::Remove => self.controller.remove(request).await?,

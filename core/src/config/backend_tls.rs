@@ -29,6 +29,8 @@ pub(crate) struct BackendTls {
     pub server_name: ServerName<'static>,
     /// Whether the certificate is verified (`tls_verify`; `false` is dangerous).
     pub verify: bool,
+    /// The entry's settings as written (`server_name`, `ca`), to write them back to the file.
+    pub written: WrittenTls,
     /// A number no other settings of this process have: the data plane's connections to a
     /// backend are pooled under it (`Backend::with_tls`), so connections made under settings
     /// that were replaced are never reused.
@@ -54,6 +56,15 @@ impl PartialEq for BackendTls {
 }
 
 impl Eq for BackendTls {}
+
+/// The `server_name` and `ca` keys of an entry as the user wrote them (`None`: not given).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct WrittenTls {
+    /// `server_name`.
+    pub server_name: Option<String>,
+    /// `ca`, relative to the file's folder.
+    pub ca: Option<String>,
+}
 
 /// Why the TLS settings of an entry could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +241,10 @@ impl BackendTls {
             config: Arc::new(config),
             server_name: name,
             verify,
+            written: WrittenTls {
+                server_name: server_name_setting.map(str::to_owned),
+                ca: ca.map(str::to_owned),
+            },
             fingerprint: hasher.finalize().into(),
         })
     }

@@ -483,6 +483,11 @@ impl Config {
         Balancer::new(*self.ring.algorithm.get_ref(), self.ring_params())
     }
 
+    /// The folder relative paths in the file are relative to (the file's own).
+    pub(crate) fn base_dir(&self) -> &std::path::Path {
+        &self.base_dir
+    }
+
     /// The certificate files of `[tls]`, in order (paths relative to the file's directory);
     /// empty without `[tls]`.
     pub(crate) fn certificate_files(&self) -> Vec<CertificateFiles> {

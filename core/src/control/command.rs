@@ -3,10 +3,13 @@
 //! controller itself. What the controller's own tasks report back (a replica started, a file
 //! read, a table built, …) is private to the controller (`controller::Done`).
 
+use std::sync::Arc;
+
 use lb_balance::RingError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::supervisor::SupervisorEvent;
+use crate::config::BackendTls;
 
 /// A validated `/add` or `/rm` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +21,36 @@ pub(crate) struct ScaleRequest {
     /// `/add` only: `HOST:PORT` of backends by address, paired by position with the new
     /// entries; at most `n`, distinct and well-formed. The rest are replicas to start.
     pub addresses: Vec<String>,
+    /// `/add` only: how to speak TLS to each of `addresses` (paired by position; shorter:
+    /// plain HTTP for the rest).
+    pub tls: Vec<Option<AddedTls>>,
+}
+
+/// TLS to a backend an `/add` names by address (`{"address": …, "tls": true, …}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AddedTls {
+    /// As the body asks; the REST front builds it (reading the CA file) before the controller
+    /// sees it.
+    Asked {
+        /// `server_name` (default: the host of the address).
+        server_name: Option<String>,
+        /// `ca`, relative to the configuration file's folder (default: the system's roots).
+        ca: Option<String>,
+        /// `tls_verify` (default `true`).
+        verify: bool,
+    },
+    /// Built: the settings the backend is dialled and health-checked with.
+    Built(Arc<BackendTls>),
+}
+
+impl AddedTls {
+    /// The built settings (`None` while only asked for).
+    pub(crate) fn built(&self) -> Option<&Arc<BackendTls>> {
+        match self {
+            AddedTls::Built(tls) => Some(tls),
+            AddedTls::Asked { .. } => None,
+        }
+    }
 }
 
 /// Why the controller refused or failed a change; nothing changed in every case.

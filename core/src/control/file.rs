@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lb_balance::RingHash;
 
-use crate::config::{read_text, Config, LoadedCert};
+use crate::config::{read_text, BackendTls, Config, LoadedCert};
 
 use super::persist::{self, PersistError};
 
@@ -101,8 +101,8 @@ pub(crate) fn read_and_check(path: &Path, last_text: &str, dirs: &[PathBuf]) -> 
 }
 
 /// One `[[replicas]]` entry to write back, owned (it crosses to a blocking thread): server id,
-/// hostname, and the address of a backend by address.
-pub(crate) type OwnedEntry = (u64, String, Option<String>);
+/// hostname, the address of a backend by address, and its TLS settings.
+pub(crate) type OwnedEntry = (u64, String, Option<String>, Option<Arc<BackendTls>>);
 
 /// How a write-back ended.
 #[derive(Debug)]
@@ -126,7 +126,9 @@ pub(crate) enum WriteOutcome {
 pub(crate) fn write_back(path: &Path, last_text: &str, entries: &[OwnedEntry]) -> WriteOutcome {
     let borrowed: Vec<persist::Entry<'_>> = entries
         .iter()
-        .map(|(id, hostname, address)| (*id, hostname.as_str(), address.as_deref()))
+        .map(|(id, hostname, address, tls)| {
+            (*id, hostname.as_str(), address.as_deref(), tls.as_deref())
+        })
         .collect();
     let failed = |e: &dyn std::fmt::Display| {
         WriteOutcome::Failed(format!(

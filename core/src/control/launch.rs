@@ -272,10 +272,13 @@ impl Launcher {
     ) -> Result<Running, LaunchError> {
         let hostname = started.spec.hostname.clone();
         let by_address = !started.handle.is_supervised();
+        // The file's settings for that address win over those the replica was added with (a
+        // saved file may have changed them since).
         let tls = started
             .handle
             .address()
-            .and_then(|configured| self.tls.load().get(configured).cloned());
+            .and_then(|configured| self.tls.load().get(configured).cloned())
+            .or_else(|| started.spec.tls.clone().filter(|_| by_address));
         let checks = if by_address {
             self.prober
                 .wait_healthy(

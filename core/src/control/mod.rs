@@ -28,5 +28,5 @@ mod reconcile;
 pub(crate) mod supervisor;
 pub(crate) mod watch;
 
-pub(crate) use command::{Command, ControlError, ControllerHandle, ScaleRequest};
+pub(crate) use command::{AddedTls, Command, ControlError, ControllerHandle, ScaleRequest};
 pub(crate) use controller::Controller;

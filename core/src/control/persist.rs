@@ -11,6 +11,8 @@ use std::path::Path;
 
 use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
 
+use crate::config::BackendTls;
+
 /// Why the replica list could not be written back.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PersistError {
@@ -27,9 +29,10 @@ pub(crate) enum PersistError {
     Io(#[from] std::io::Error),
 }
 
-/// One `[[replicas]]` entry as written back: server id, hostname, and the address of a backend by
-/// address.
-pub(crate) type Entry<'a> = (u64, &'a str, Option<&'a str>);
+/// One `[[replicas]]` entry as written back: server id, hostname, the address of a backend by
+/// address, and the TLS settings a new entry is written with (`tls = true`, `server_name`,
+/// `ca`, `tls_verify = false` as given; a kept entry keeps its keys as the user wrote them).
+pub(crate) type Entry<'a> = (u64, &'a str, Option<&'a str>, Option<&'a BackendTls>);
 
 /// `text` with its `[[replicas]]` set to `replicas`, in that order for new entries; everything
 /// else untouched (a kept entry's other keys, such as `pipelining`, stay as the user wrote them).
@@ -44,8 +47,8 @@ pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String
     else {
         // Absent, or written as an inline array: write it as [[replicas]] tables.
         let mut tables = ArrayOfTables::new();
-        for &(id, hostname, address) in replicas {
-            tables.push(entry(id, hostname, address));
+        for &(id, hostname, address, tls) in replicas {
+            tables.push(entry(id, hostname, address, tls));
         }
         doc.insert("replicas", Item::ArrayOfTables(tables));
         return Ok(doc.to_string());
@@ -57,7 +60,7 @@ pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String
         let table = tables.get_mut(index).expect("index below len");
         let id = table.get("id").and_then(Item::as_integer);
         match id.and_then(wanted) {
-            Some(&(id, hostname, address)) if !kept.contains(&id) => {
+            Some(&(id, hostname, address, _)) if !kept.contains(&id) => {
                 kept.push(id);
                 set_keeping_decor(table, "hostname", Some(hostname));
                 set_keeping_decor(table, "address", address);
@@ -82,9 +85,9 @@ pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String
             }
         }
     }
-    for &(id, hostname, address) in replicas {
+    for &(id, hostname, address, tls) in replicas {
         if !kept.contains(&id) {
-            let mut table = entry(id, hostname, address);
+            let mut table = entry(id, hostname, address, tls);
             if !orphaned.is_empty() {
                 prepend_comments(&mut table, &orphaned.concat());
                 orphaned.clear();
@@ -137,12 +140,24 @@ fn set_keeping_decor(table: &mut Table, key: &str, wanted: Option<&str>) {
     table.insert(key, Item::Value(new));
 }
 
-fn entry(id: u64, hostname: &str, address: Option<&str>) -> Table {
+fn entry(id: u64, hostname: &str, address: Option<&str>, tls: Option<&BackendTls>) -> Table {
     let mut table = Table::new();
     table.insert("hostname", value(hostname));
     table.insert("id", value(i64::try_from(id).unwrap_or(i64::MAX)));
     if let Some(address) = address {
         table.insert("address", value(address));
+        if let Some(tls) = tls {
+            table.insert("tls", value(true));
+            if let Some(name) = &tls.written.server_name {
+                table.insert("server_name", value(name.as_str()));
+            }
+            if let Some(ca) = &tls.written.ca {
+                table.insert("ca", value(ca.as_str()));
+            }
+            if !tls.verify {
+                table.insert("tls_verify", value(false));
+            }
+        }
     }
     table
 }
@@ -222,13 +237,60 @@ id = 2
     }
 
     #[test]
+    fn a_new_backend_over_tls_is_written_with_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::selfsigned::self_signed(&["api.internal".to_owned()], dir.path()).unwrap();
+        let checked = BackendTls::build(
+            "10.0.0.6:443",
+            Some("api.internal"),
+            Some("ca.pem"),
+            true,
+            dir.path(),
+        )
+        .unwrap();
+        let unverified = BackendTls::build("10.0.0.7:443", None, None, false, dir.path()).unwrap();
+        let out = with_replicas(
+            "",
+            &[
+                (1, "api-1", Some("10.0.0.6:443"), Some(&checked)),
+                (2, "api-2", Some("10.0.0.7:443"), Some(&unverified)),
+                (3, "api-3", None, Some(&unverified)),
+            ],
+        );
+        assert!(matches!(out, Err(PersistError::Empty)));
+        let out = with_replicas(
+            "[ring]\nslots = 512\n",
+            &[
+                (1, "api-1", Some("10.0.0.6:443"), Some(&checked)),
+                (2, "api-2", Some("10.0.0.7:443"), Some(&unverified)),
+                (3, "api-3", None, Some(&unverified)),
+            ],
+        )
+        .unwrap();
+        let config = Config::parse_file(&out, &dir.path().join("lb.toml")).unwrap();
+        let r = &config.replicas;
+        assert!(
+            r[0].wants_tls() && r[1].wants_tls() && !r[2].wants_tls(),
+            "{out}"
+        );
+        assert_eq!(r[0].server_name.as_ref().unwrap().get_ref(), "api.internal");
+        assert_eq!(r[0].ca.as_ref().unwrap().get_ref(), "ca.pem");
+        assert!(r[0].tls_verify.is_none(), "{out}");
+        assert_eq!(r[1].tls_verify.as_ref().map(|v| *v.get_ref()), Some(false));
+        assert!(r[1].server_name.is_none() && r[1].ca.is_none(), "{out}");
+        // Read back, the same settings: a reload changes nothing.
+        assert_eq!(r[0].tls_settings.as_deref(), Some(&checked));
+        assert_eq!(r[1].tls_settings.as_deref(), Some(&unverified));
+    }
+
+    #[test]
     fn backends_by_address_keep_and_get_their_address() {
         let file = "[[replicas]]\nhostname = \"api-1\"\nid = 1\naddress = \"10.0.0.5:80\" # the old one\npipelining = true\n";
         let out = with_replicas(
             file,
             &[
-                (1, "api-1", Some("10.0.0.5:80")),
-                (2, "api-2", Some("api.local:8080")),
+                (1, "api-1", Some("10.0.0.5:80"), None),
+                (2, "api-2", Some("api.local:8080"), None),
             ],
         )
         .unwrap();
@@ -238,13 +300,13 @@ id = 2
         assert_eq!(addresses, [Some("10.0.0.5:80"), Some("api.local:8080")]);
         assert_eq!(config.replicas[0].pipelining, Some(true));
         // An entry that stops being a backend by address loses the key.
-        let out = with_replicas(file, &[(1, "api-1", None)]).unwrap();
+        let out = with_replicas(file, &[(1, "api-1", None, None)]).unwrap();
         assert_eq!(Config::parse(&out).unwrap().replicas[0].address(), None);
         // … and its TLS keys; a kept backend by address keeps them.
         let tls = format!("{file}tls = true\ntls_verify = false\n");
-        let out = with_replicas(&tls, &[(1, "api-1", Some("10.0.0.5:80"))]).unwrap();
+        let out = with_replicas(&tls, &[(1, "api-1", Some("10.0.0.5:80"), None)]).unwrap();
         assert_eq!(out, tls);
-        let out = with_replicas(&tls, &[(1, "api-1", None)]).unwrap();
+        let out = with_replicas(&tls, &[(1, "api-1", None, None)]).unwrap();
         assert!(!out.contains("tls"), "{out}");
         assert!(Config::parse(&out).is_ok(), "{out}");
     }
@@ -254,9 +316,9 @@ id = 2
         let out = with_replicas(
             FILE,
             &[
-                (1, "Server 1", None),
-                (2, "Server 2", None),
-                (3, "S5", None),
+                (1, "Server 1", None, None),
+                (2, "Server 2", None, None),
+                (3, "S5", None, None),
             ],
         )
         .unwrap();
@@ -274,14 +336,18 @@ id = 2
     #[test]
     fn unchanged_list_gives_identical_text() {
         assert_eq!(
-            with_replicas(FILE, &[(1, "Server 1", None), (2, "Server 2", None)]).unwrap(),
+            with_replicas(
+                FILE,
+                &[(1, "Server 1", None, None), (2, "Server 2", None, None)]
+            )
+            .unwrap(),
             FILE
         );
     }
 
     #[test]
     fn replacing_renames_in_place_and_removing_drops_the_table() {
-        let out = with_replicas(FILE, &[(1, "S123456", None)]).unwrap();
+        let out = with_replicas(FILE, &[(1, "S123456", None, None)]).unwrap();
         assert!(out.contains("hostname = \"S123456\"   # keep me"), "{out}");
         assert!(out.contains("# the first one"), "{out}");
         assert!(!out.contains("Server 2"), "{out}");
@@ -292,7 +358,7 @@ id = 2
     #[test]
     fn comments_above_a_removed_table_are_kept() {
         // Removing the first: its comment moves to the table that follows.
-        let out = with_replicas(FILE, &[(2, "Server 2", None)]).unwrap();
+        let out = with_replicas(FILE, &[(2, "Server 2", None, None)]).unwrap();
         assert!(
             out.contains(
                 "# the first one\n\n# the second one\n[[replicas]]\nhostname = \"Server 2\""
@@ -300,30 +366,35 @@ id = 2
             "{out}"
         );
         // Removing the last: its comment goes to the table added in its place …
-        let out = with_replicas(FILE, &[(1, "Server 1", None), (3, "S5", None)]).unwrap();
+        let out =
+            with_replicas(FILE, &[(1, "Server 1", None, None), (3, "S5", None, None)]).unwrap();
         assert!(
             out.contains("# the second one\n[[replicas]]\nhostname = \"S5\""),
             "{out}"
         );
         // … or to the end of the file.
-        let out = with_replicas(FILE, &[(1, "Server 1", None)]).unwrap();
+        let out = with_replicas(FILE, &[(1, "Server 1", None, None)]).unwrap();
         assert!(out.trim_end().ends_with("# the second one"), "{out}");
         assert_eq!(replicas_of(&out), [(1, "Server 1".into())]);
     }
 
     #[test]
     fn no_replicas_section_or_inline_array() {
-        let out = with_replicas("[ring]\nslots = 64\n", &[(1, "A", None), (2, "B", None)]).unwrap();
+        let out = with_replicas(
+            "[ring]\nslots = 64\n",
+            &[(1, "A", None, None), (2, "B", None, None)],
+        )
+        .unwrap();
         assert_eq!(replicas_of(&out), [(1, "A".into()), (2, "B".into())]);
         let inline = "replicas = [{ hostname = \"X\", id = 7 }]\n";
-        let out = with_replicas(inline, &[(7, "X", None), (8, "Y", None)]).unwrap();
+        let out = with_replicas(inline, &[(7, "X", None, None), (8, "Y", None, None)]).unwrap();
         assert_eq!(replicas_of(&out), [(7, "X".into()), (8, "Y".into())]);
     }
 
     #[test]
     fn invalid_toml_is_refused() {
         assert!(matches!(
-            with_replicas("[ring\n", &[(1, "A", None)]),
+            with_replicas("[ring\n", &[(1, "A", None, None)]),
             Err(PersistError::NotToml(_))
         ));
     }
@@ -334,7 +405,7 @@ id = 2
     fn an_empty_file_is_left_alone() {
         for text in ["", " \n"] {
             assert!(matches!(
-                with_replicas(text, &[(1, "A", None)]),
+                with_replicas(text, &[(1, "A", None, None)]),
                 Err(PersistError::Empty)
             ));
         }

@@ -10,7 +10,7 @@ use lb_balance::{Balancer, RingHash};
 
 use crate::config::Config;
 
-use super::command::{ControlError, ScaleRequest};
+use super::command::{AddedTls, ControlError, ScaleRequest};
 use super::supervisor::ReplicaSpec;
 
 /// The replica set as the controller holds it: server id → hostname, for replicas in the ring
@@ -102,6 +102,7 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
             id,
             address: entry.address().map(str::to_owned),
             pipelining: entry.pipelining,
+            tls: entry.tls_settings.clone(),
         })
         .collect();
     let mut needs_restart = Vec::new();
@@ -358,6 +359,10 @@ pub(crate) fn plan_add(
         names.push(name);
     }
     let mut addresses = request.addresses.iter().cloned();
+    let mut tls = request
+        .tls
+        .iter()
+        .map(|t| t.as_ref().and_then(AddedTls::built));
     Ok(names
         .into_iter()
         .zip(ids)
@@ -366,6 +371,7 @@ pub(crate) fn plan_add(
             id,
             address: addresses.next(),
             pipelining: None,
+            tls: tls.next().flatten().cloned(),
         })
         .collect())
 }

@@ -11,11 +11,15 @@ use rustls::sign::CertifiedKey;
 
 use crate::config::LoadedCert;
 
-/// What `/_lb/metrics` shows of one served certificate.
+/// What `/_lb/metrics` and `/_lb/status` show of one served certificate.
 #[derive(Debug, Clone)]
 pub(crate) struct CertInfo {
     /// Its first DNS name (empty when it has none).
     pub name: String,
+    /// All its DNS names.
+    pub names: Vec<String>,
+    /// The certificate file it was read from.
+    pub cert: std::path::PathBuf,
     /// Its notAfter, in seconds since the Unix epoch.
     pub not_after: i64,
 }
@@ -51,6 +55,8 @@ impl CertSet {
             }
             set.info.push(CertInfo {
                 name: cert.names.first().cloned().unwrap_or_default(),
+                names: cert.names.clone(),
+                cert: cert.files.cert.clone(),
                 not_after: cert.not_after,
             });
         }

@@ -10,14 +10,15 @@ use crate::ring::{Member, RingTable};
 const STATUS: &str = concat!(
     r#"{"listen":"127.0.0.1:5000","via":"1.1 lb-3f2a","supervisor":"process","uptime_ms":1234,"N":4,"#,
     r#""replicas":["#,
-    r#"{"hostname":"Server 1","id":1,"kind":"managed","health":"up","address":"127.0.0.1:40001","healthy":true,"missed_heartbeats":0,"handle":{"pid":42},"pipelining":true,"in_flight":2,"requests":10},"#,
-    r#"{"hostname":"Server 2","id":2,"kind":"managed","health":"up","address":"10.0.0.2:5000","healthy":false,"missed_heartbeats":1,"handle":{"container_id":"c0ffee"},"pipelining":false,"in_flight":0,"requests":0},"#,
-    r#"{"hostname":"Server 3","id":3,"kind":"managed","health":"up","address":"10.0.0.3:5000","healthy":true,"missed_heartbeats":0,"handle":{"swarm_task":{"service":"s1","task":"t1","container_id":"c2"}},"pipelining":true,"in_flight":0,"requests":3},"#,
-    r#"{"hostname":"web","id":5,"kind":"address","health":"down","address":"127.0.0.1:9000","healthy":false,"missed_heartbeats":0,"handle":{"address":"127.0.0.1:9000"},"pipelining":false,"in_flight":0,"requests":0}],"#,
+    r#"{"hostname":"Server 1","id":1,"kind":"managed","health":"up","address":"127.0.0.1:40001","healthy":true,"missed_heartbeats":0,"handle":{"pid":42},"pipelining":true,"in_flight":2,"requests":10,"tls":null},"#,
+    r#"{"hostname":"Server 2","id":2,"kind":"managed","health":"up","address":"10.0.0.2:5000","healthy":false,"missed_heartbeats":1,"handle":{"container_id":"c0ffee"},"pipelining":false,"in_flight":0,"requests":0,"tls":null},"#,
+    r#"{"hostname":"Server 3","id":3,"kind":"managed","health":"up","address":"10.0.0.3:5000","healthy":true,"missed_heartbeats":0,"handle":{"swarm_task":{"service":"s1","task":"t1","container_id":"c2"}},"pipelining":true,"in_flight":0,"requests":3,"tls":null},"#,
+    r#"{"hostname":"web","id":5,"kind":"address","health":"down","address":"127.0.0.1:9000","healthy":false,"missed_heartbeats":0,"handle":{"address":"127.0.0.1:9000"},"pipelining":false,"in_flight":0,"requests":0,"tls":{"server_name":"web.internal","verify":true}}],"#,
     r#""retries":7,"#,
     r#""vacancies":[{"id":4,"hostname":"S4","failed_attempts":2,"reason":"exited"},{"id":5,"hostname":"web","failed_attempts":0,"reason":"down","address":"127.0.0.1:9000"}],"#,
     r#""ring":{"algorithm":"ring","slots":512,"virtual_nodes":9,"probing":"linear","hash":"spec","key":"header:X-Request-Id","key_fallback":"random","bounded_load":null},"#,
-    r#""config":{"path":"config/lb.local.toml","live":true,"plugin_dirs":["plugins","/usr/lib/lb"],"last_applied":"2025-01-01T00:00:00.000Z","last_error":{"message":"line 1, column 1: bad","at":"2025-01-01T00:00:01.000Z"},"needs_restart":["listen"],"write_error":null}}"#,
+    r#""config":{"path":"config/lb.local.toml","live":true,"plugin_dirs":["plugins","/usr/lib/lb"],"last_applied":"2025-01-01T00:00:00.000Z","last_error":{"message":"line 1, column 1: bad","at":"2025-01-01T00:00:01.000Z"},"needs_restart":["listen"],"write_error":null},"#,
+    r#""tls":{"listen":"127.0.0.1:5443","certificates":[{"names":["site.test","*.site.test"],"cert":"certs/site.pem","not_after":"2027-01-01T00:00:00Z","days_left":29}]}}"#,
 );
 
 #[test]
@@ -49,6 +50,15 @@ fn a_status_reads_as_the_analysis_uses_it_and_writes_back_byte_for_byte() {
         status.config.last_error.as_ref().unwrap().message,
         "line 1, column 1: bad"
     );
+    let tls = status.replicas[3].tls.as_ref().unwrap();
+    assert_eq!(
+        (tls.server_name.as_str(), tls.verify),
+        ("web.internal", true)
+    );
+    assert!(status.replicas[0].tls.is_none());
+    let listener = status.tls.as_ref().unwrap();
+    assert_eq!(listener.certificates[0].names, ["site.test", "*.site.test"]);
+    assert_eq!(listener.certificates[0].days_left, 29);
     assert_eq!(serde_json::to_string(&status).unwrap(), STATUS);
 }
 
@@ -94,6 +104,10 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
                 pipelining: r.pipelining,
                 in_flight: r.in_flight,
                 requests: r.requests,
+                tls: r.tls.as_ref().map(|t| BackendTlsInfo {
+                    server_name: text(&t.server_name),
+                    verify: t.verify,
+                }),
             })
             .collect(),
         retries: owned.retries,
@@ -127,6 +141,19 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
             needs_restart: owned.config.needs_restart.iter().map(|f| text(f)).collect(),
             write_error: owned.config.write_error.as_ref().map(issue),
         },
+        tls: owned.tls.as_ref().map(|t| TlsInfo {
+            listen: text(&t.listen),
+            certificates: t
+                .certificates
+                .iter()
+                .map(|c| CertificateInfo {
+                    names: c.names.iter().map(|n| text(n)).collect(),
+                    cert: text(&c.cert),
+                    not_after: text(&c.not_after),
+                    days_left: c.days_left,
+                })
+                .collect(),
+        }),
     };
     assert_eq!(serde_json::to_string(&borrowed).unwrap(), STATUS);
 }

@@ -855,6 +855,7 @@ fn vacancy_of(spec: &ReplicaSpec, failed_attempts: u32, reason: String) -> Vacan
         reason,
         address: spec.address.clone(),
         pipelining: spec.pipelining,
+        tls: spec.tls.clone(),
     }
 }
 
@@ -865,6 +866,7 @@ fn spec_of(vacancy: &Vacancy) -> ReplicaSpec {
         id: vacancy.id,
         address: vacancy.address.clone(),
         pipelining: vacancy.pipelining,
+        tls: vacancy.tls.clone(),
     }
 }
 

@@ -129,7 +129,7 @@ impl Controller {
             let waiters = std::mem::take(&mut file.waiters);
             let listed: BTreeMap<u64, String> = entries
                 .iter()
-                .map(|(id, hostname, _)| (*id, hostname.clone()))
+                .map(|(id, hostname, ..)| (*id, hostname.clone()))
                 .collect();
             tokio::spawn(async move {
                 let work = tokio::task::spawn_blocking(move || {
@@ -165,15 +165,16 @@ impl Controller {
                     r.backend.id,
                     r.backend.hostname.clone(),
                     r.handle.address().map(str::to_owned),
+                    r.backend.tls.clone(),
                 )
             })
             .chain(
                 self.vacancies
                     .values()
-                    .map(|v| (v.id, v.hostname.clone(), v.address.clone())),
+                    .map(|v| (v.id, v.hostname.clone(), v.address.clone(), v.tls.clone())),
             )
             .collect();
-        entries.sort_unstable();
+        entries.sort_unstable_by_key(|e| e.0);
         entries
     }
 

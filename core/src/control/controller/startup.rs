@@ -38,6 +38,7 @@ impl Controller {
                 id: *r.id.get_ref(),
                 address: r.address().map(str::to_owned),
                 pipelining: r.pipelining,
+                tls: r.tls_settings.clone(),
             };
             if spec.address.is_some() {
                 // Not ours to start: checked on a task of its own, and in the ring once healthy.

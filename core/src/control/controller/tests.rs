@@ -193,6 +193,7 @@ impl Rig {
             supervisor: "fake",
             started: std::time::Instant::now(),
             workers: 1,
+            base_dir: std::path::PathBuf::new(),
         };
         let fake = Arc::new(fake);
         let supervisor: Arc<dyn Supervisor> = fake.clone();
@@ -261,6 +262,7 @@ fn scale_request(n: usize, hostnames: &[&str]) -> ScaleRequest {
         n,
         hostnames: hostnames.iter().map(|h| (*h).to_owned()).collect(),
         addresses: Vec::new(),
+        tls: Vec::new(),
     }
 }
 

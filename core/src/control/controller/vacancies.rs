@@ -55,6 +55,7 @@ impl Controller {
                 id,
                 address,
                 pipelining: Some(dead.pipelining),
+                tls: dead.tls.clone(),
             };
             self.vacancies.insert(
                 id,

@@ -43,6 +43,7 @@ fn scale(n: usize, hostnames: &[&str]) -> ScaleRequest {
         n,
         hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
         addresses: Vec::new(),
+        tls: Vec::new(),
     }
 }
 
@@ -71,6 +72,7 @@ fn backends_by_address_are_matched_by_their_address_too() {
             id: 1,
             address: Some("10.0.0.6:80".into()),
             pipelining: None,
+            tls: None,
         }]
     );
 

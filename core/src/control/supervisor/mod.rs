@@ -13,7 +13,11 @@ mod handle;
 pub(crate) mod process;
 pub(crate) mod swarm;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+
+use crate::config::BackendTls;
 
 pub(crate) use handle::Handle;
 
@@ -32,6 +36,9 @@ pub(crate) struct ReplicaSpec {
     pub address: Option<String>,
     /// Whether requests to it may be pipelined; `None`: the default for its kind.
     pub pipelining: Option<bool>,
+    /// A backend by address spoken to over TLS: the settings it was configured or added with
+    /// (the settings of the file in force win: `Launcher::tls`).
+    pub tls: Option<Arc<BackendTls>>,
 }
 
 impl ReplicaSpec {
@@ -42,6 +49,7 @@ impl ReplicaSpec {
             id,
             address: None,
             pipelining: None,
+            tls: None,
         }
     }
 
