@@ -41,6 +41,14 @@ done | sort -u | while read -r lib; do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
 done
+# The system's certificate authorities, for TLS to backends without a `ca` of their own
+# (`tls = true`): a scratch image has none.
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    mkdir -p "$root/etc/ssl/certs"
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+else
+    echo "warning: /etc/ssl/certs/ca-certificates.crt missing: lb:latest gets no system roots" >&2
+fi
 cp docker/Dockerfile.lb "$ctx/lb/Dockerfile"
 docker build --quiet -t lb:latest "$ctx/lb" >/dev/null
 

@@ -263,19 +263,33 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let shipped = format!("{root}/config/lb.docker.toml");
     let original = std::fs::read_to_string(&shipped).unwrap();
-    // The stack's runtime configuration goes to a directory of this test's.
+    // The stack's runtime configuration goes to a directory of this test's: the shipped one
+    // with HTTPS, its certificate in a folder beside it (bind-mounted, so renewed live).
     let state = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    lb::self_signed(&["localhost".to_owned()], &state.path().join("certs")).unwrap();
+    std::fs::write(
+        state.path().join("lb.toml"),
+        format!(
+            "{original}\n[tls]\nlisten = \"0.0.0.0:5443\"\n[[tls.certificates]]\n\
+             cert = \"certs/cert.pem\"\nkey = \"certs/key.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, https) = (free(), free());
     let compose = |args: &[&str]| {
         let out = Command::new("docker-compose")
             .args(["-p", "lbcomposetest"])
             .args(args)
             .current_dir(root)
             .env("LB_PORT", port.to_string())
+            .env("LB_HTTPS_PORT", https.to_string())
             .env("LB_STATE_DIR", state.path())
             .output()
             .expect("run docker-compose");
@@ -341,6 +355,32 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
         body.starts_with(r#"{"message": "Hello from Server: Server "#),
         "{body}"
     );
+    // HTTPS on the published port with the certificate from the bind-mounted folder.
+    let secure = |ca: std::path::PathBuf| async move {
+        tokio::task::spawn_blocking(move || {
+            common::fetch_https(https, "localhost", &ca, "/home", "42")
+        })
+        .await
+        .unwrap()
+    };
+    let body = secure(state.path().join("certs/ca.pem"))
+        .await
+        .expect("the stack over HTTPS");
+    assert!(body.contains("Hello from Server: Server "), "{body}");
+    // Renewed on the host (new files renamed over the old ones): served live, no restart.
+    let renewed = tempfile::tempdir().unwrap();
+    lb::self_signed(&["localhost".to_owned()], renewed.path()).unwrap();
+    for file in ["key.pem", "cert.pem"] {
+        let staged = state.path().join("certs").join(format!(".{file}.new"));
+        std::fs::copy(renewed.path().join(file), &staged).unwrap();
+        std::fs::rename(&staged, state.path().join("certs").join(file)).unwrap();
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the renewed certificate served",
+        || secure(renewed.path().join("ca.pem")),
+    )
+    .await;
     let (status, body) = call("POST", "/add", r#"{"n": 1, "hostnames": ["S5"]}"#)
         .await
         .unwrap();

@@ -474,12 +474,22 @@ async fn the_stack_runs_lb_on_the_overlay_and_shares_the_ring_with_a_host_lb() {
         return;
     }
     let scope = Scope::new();
-    // The shipped stack file and configuration, with this test's names and port.
-    let shipped = std::fs::read_to_string(concat!(
+    // The shipped stack files and configuration, with this test's names and ports: the plain
+    // stack with deploy/stack.https.yml on top (the certificate and key as Swarm secrets).
+    let plain = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../config/lb.stack.toml"
     ))
     .unwrap();
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/lb.stack-https.toml"
+    ))
+    .unwrap();
+    assert!(
+        shipped.starts_with(&plain) && shipped.contains("[tls]"),
+        "config/lb.stack-https.toml is config/lb.stack.toml and a [tls] section"
+    );
     let config = shipped
         .replace(
             "network = \"lb-stack\"",
@@ -493,15 +503,25 @@ async fn the_stack_runs_lb_on_the_overlay_and_shares_the_ring_with_a_host_lb() {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("lb.stack.toml");
     std::fs::write(&config_path, config).unwrap();
-    let port = free_port();
+    let certs = dir.path().join("certs");
+    lb::self_signed(&["localhost".to_owned()], &certs).unwrap();
+    let (port, https) = (free_port(), free_port());
     let stack = Stack(format!("{}-stack", scope.instance));
     let deployed = Command::new("docker")
         .args(["stack", "deploy", "-c"])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/stack.yml"))
+        .arg("-c")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/stack.https.yml"
+        ))
         .arg(&stack.0)
         .env("LB_PORT", port.to_string())
+        .env("LB_HTTPS_PORT", https.to_string())
         .env("LB_NETWORK", &scope.network)
         .env("LB_STACK_CONFIG", &config_path)
+        .env("LB_TLS_CERT", certs.join("cert.pem"))
+        .env("LB_TLS_KEY", certs.join("key.pem"))
         .output()
         .unwrap();
     assert!(
@@ -518,6 +538,18 @@ async fn the_stack_runs_lb_on_the_overlay_and_shares_the_ring_with_a_host_lb() {
     .await;
     assert!(rep.contains("Server 1"), "{rep}");
     assert_eq!(scope.services().len(), 3);
+    // HTTPS on its own published port, with the certificate from the secrets: the same answers.
+    let ca = certs.join("ca.pem");
+    for i in 0..4 {
+        let id = format!("{}", 7 + i * 1_000_003);
+        let secure = eventually(
+            Duration::from_secs(20),
+            "the stack's lb over HTTPS",
+            || async { common::fetch_https(https, "localhost", &ca, "/home", &id) },
+        )
+        .await;
+        assert_eq!(Some(secure), fetch(port, "/home", &id), "id {id}");
+    }
     // An lb on the host, same instance: same ring, same routing (it reaches the tasks by their
     // published ports, the stack's lb by their overlay addresses).
     let host = Lb::start(&scope.config(&[]));

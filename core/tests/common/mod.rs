@@ -582,3 +582,45 @@ pub fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of this test's.
     unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
+
+/// `GET path` over HTTPS from `127.0.0.1:port`, asking for (and verifying) the name `name`
+/// against the roots in the PEM file `ca`, with `X-Request-Id: id`: the body of a 200, else
+/// `None` (not listening yet, refused, another status).
+pub fn fetch_https(
+    port: u16,
+    name: &str,
+    ca: &std::path::Path,
+    path: &str,
+    id: &str,
+) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).ok()? {
+        roots.add(cert.ok()?).ok()?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).ok()?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), server_name).ok()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    tcp.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {name}\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    // A peer that closes without close_notify still gave the whole answer (Connection: close).
+    let _ = tls.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
