@@ -396,6 +396,39 @@ async fn an_order_against_pebble_is_served_renewed_live_and_kept_across_a_restar
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_01_is_answered_on_the_tls_listener() {
+    let Some(binary) = pebble_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let ca = TestCa::new();
+    let ca_file = dir.join("test-ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let (cert, key) = ca.leaf(&["files.test"]);
+    std::fs::write(dir.join("files.pem"), cert).unwrap();
+    std::fs::write(dir.join("files.key"), key).unwrap();
+    let path = dir.join("lb.toml");
+    std::fs::write(&path, config(dir, "")).unwrap();
+    let lb = Lb::start_file(&path);
+    let https = lb.https.expect("a TLS listener");
+    // Pebble's HTTP-01 port is one nothing listens on: only TLS-ALPN-01 can succeed.
+    let pebble = Pebble::start(&binary, dir, &ca, free_port(), https.port());
+    let acme = acme_section(&pebble, &ca_file, 29) + "challenge = \"tls-alpn-01\"\n";
+    save_by_rename(&path, &config(dir, &acme));
+    let root = pebble.root(&ca).await;
+    let trusts_pebble = client(std::slice::from_ref(&root));
+    eventually(
+        Duration::from_secs(60),
+        "a certificate from pebble",
+        || async { served(&trusts_pebble, https, "localhost").await.ok() },
+    )
+    .await;
+    assert_eq!(sample(&lb, "lb_acme_orders_total{result=\"ok\"}").await, 1);
+    drop(pebble);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_directory_keeps_lb_serving_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
