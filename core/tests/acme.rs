@@ -439,17 +439,15 @@ async fn a_bad_directory_keeps_lb_serving_and_says_why() {
     // Nothing listens there: the ACME server is unreachable.
     let closed = free_port();
     let path = dir.join("lb.toml");
-    std::fs::write(
-        &path,
-        config(
-            dir,
-            &format!(
-                "directory = \"https://127.0.0.1:{closed}/dir\"\ndomains = [\"localhost\"]\n\
-                 state_dir = \"acme-state\"\n"
-            ),
+    let text = config(
+        dir,
+        &format!(
+            "directory = \"https://127.0.0.1:{closed}/dir\"\ndomains = [\"localhost\"]\n\
+             state_dir = \"acme-state\"\n"
         ),
     )
-    .unwrap();
+    .replace("[tls]\n", "[tls]\nredirect_http = true\n");
+    std::fs::write(&path, text).unwrap();
     let lb = Lb::start_file(&path);
     let https = lb.https.unwrap();
     let error = eventually(
@@ -472,16 +470,15 @@ async fn a_bad_directory_keeps_lb_serving_and_says_why() {
         sample(&lb, "lb_acme_orders_total{result=\"error\"}").await,
         1
     );
-    // Still serving: HTTPS with the file certificate, plain HTTP to the replica.
+    // Still serving: HTTPS with the file certificate.
     let trusts_files = client(&[ca.cert.der().clone()]);
     served(&trusts_files, https, "files.test")
         .await
         .expect("the file certificate");
-    eventually(Duration::from_secs(30), "a proxied answer", || async {
-        (lb.get("/home").await.status == 200).then_some(())
-    })
-    .await;
-    // The challenge path is lb's own now: an unknown token is a 404, never proxied.
+    // Plain HTTP answers: with redirect_http, a 308 to HTTPS ...
+    assert_eq!(lb.get("/home").await.status, 308);
+    // ... but the challenge path is lb's own now: never redirected nor proxied, and an unknown
+    // token is a 404.
     let answer = lb.get("/.well-known/acme-challenge/unknown-token").await;
     assert_eq!(answer.status, 404, "{}", answer.body);
     assert!(answer.body.contains("no ACME challenge"), "{}", answer.body);
