@@ -36,12 +36,20 @@ if ! command -v openssl >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq openssl >/dev/null
 fi
 
+# The ACME test (core/tests/acme.rs) runs Debian's pebble, Let's Encrypt's test ACME server.
+if ! command -v pebble >/dev/null 2>&1; then
+    echo "pebble: installing from Debian"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq pebble >/dev/null
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# The Docker, Swarm, browser and metrics tests fail instead of skipping when the engine, the
-# swarm, the images, Chromium or promtool are missing.
+# The Docker, Swarm, browser, metrics and ACME tests fail instead of skipping when the engine,
+# the swarm, the images, Chromium, promtool or pebble are missing.
 set +e
-LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 cargo test --workspace "$@" 2>&1 | tee "$log"
+LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 LB_REQUIRE_PEBBLE=1 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

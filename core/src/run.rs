@@ -262,6 +262,13 @@ async fn serve(options: Options) -> Result<(), Error> {
         watch::spawn_certificates(controller.certificate_paths(), handle.clone())
             .map_err(setup("cannot follow the certificate files"))?;
     }
+    if config.tls.is_some() {
+        crate::control::acme::spawn(
+            controller.acme_settings(),
+            handle.clone(),
+            Arc::clone(&shared),
+        );
+    }
     controller.start().await;
     let health_settings = controller.health_settings();
     let settings = health_settings.clone();

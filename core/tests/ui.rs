@@ -525,7 +525,8 @@ async fn the_rendered_page_shows_every_replica_and_the_whole_ring() {
         certificates.contains(">localhost (default)<")
             && certificates.contains(&format!(">{days}<"))
             && certificates.contains("cert.pem"),
-        "{certificates}"
+        "days_left {days}; certificates table: {certificates}\nstatus: {}",
+        lb.status().await["tls"]
     );
     let waiting = dom.split("<ul id=\"vacancies\"").nth(1).unwrap();
     assert!(

@@ -233,6 +233,14 @@ fn tls_families(page: &mut Exposition, shared: &Shared, scrape: &Scrape) {
     );
     page.sample("lb_tls_reloads_total", &[("result", "ok")], ok);
     page.sample("lb_tls_reloads_total", &[("result", "error")], error);
+    let (ok, error) = shared.metrics.acme_orders.get();
+    page.family(
+        "lb_acme_orders_total",
+        Kind::Counter,
+        "ACME orders ([tls.acme]): certificates issued (ok) or orders that failed (error: the served certificate stays).",
+    );
+    page.sample("lb_acme_orders_total", &[("result", "ok")], ok);
+    page.sample("lb_acme_orders_total", &[("result", "error")], error);
     let set = shared.certs.load();
     page.family(
         "lb_tls_certificate_expiry_seconds",

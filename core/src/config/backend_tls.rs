@@ -178,7 +178,7 @@ pub(crate) fn read_ca(path: &Path) -> Result<(RootCertStore, Vec<u8>), BackendTl
 
 /// The system's root certificates (`rustls-native-certs`); certificates that do not parse are
 /// skipped, none at all is an error.
-fn system_roots() -> Result<RootCertStore, BackendTlsError> {
+pub(crate) fn system_roots() -> Result<RootCertStore, BackendTlsError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(found.certs);

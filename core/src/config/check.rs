@@ -12,6 +12,7 @@ use std::ops::Range;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use toml_edit::{ImDocument, Item, TableLike};
 
+use super::acme::AcmeSection;
 use super::problem::{locate, Problem};
 use super::sections::{
     AdminSection, Config, HealthSection, LimitsSection, LogSection, PluginsSection, ProxySection,
@@ -177,6 +178,10 @@ fn unknown_keys(doc: &ImDocument<&str>, layout: &Layout) -> Vec<(Range<usize>, P
             if let Some(certificates) = item.as_table_like().and_then(|t| t.get("certificates")) {
                 let fields = fields_of::<CertificateEntry>();
                 check_item(certificates, "tls.certificates", fields, layout, &mut found);
+            }
+            if let Some(acme) = item.as_table_like().and_then(|t| t.get("acme")) {
+                let fields = fields_of::<AcmeSection>();
+                check_item(acme, "tls.acme", fields, layout, &mut found);
             }
         }
     }

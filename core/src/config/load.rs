@@ -158,6 +158,9 @@ impl Config {
         let mut more = config.validate();
         if more.is_empty() {
             more = config.build_backend_tls();
+            if let Some(acme) = config.tls.as_ref().and_then(|t| t.acme.as_ref()) {
+                more.extend(acme.disk_problems(&config.base_dir));
+            }
         }
         super::problem::locate(text, &mut more);
         problems.extend(more);

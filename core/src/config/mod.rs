@@ -11,10 +11,12 @@
 //! - `rules.rs`: the load balancer's own rules; `plugins.rs`: resolving `[ring] hash`.
 //! - `names.rs`: hostname, address and instance validators (also used by the API and Swarm).
 //! - [`backend_tls`]: the rustls settings of a backend by address with `tls = true`.
+//! - [`acme`]: `[tls.acme]`, automatic certificates (its rules and resolved settings).
 //! - [`tls`]: the `[tls]` section; `certs.rs`: reading and checking its certificate files
 //!   ([`LoadedCert`], `CertError`), for `lb check`, the start and live reloads.
 //! - [`key`]: the `[ring] key` rule; [`own`]: whether an address is one of `lb`'s listeners.
 
+pub(crate) mod acme;
 pub(crate) mod backend_tls;
 mod certs;
 mod check;

@@ -133,13 +133,16 @@ impl Config {
         };
         let at = |key: &str| check::key_offset(&self.text, "tls", key).unwrap_or(0);
         let mut problems = Vec::new();
-        if tls.certificates.is_empty() {
+        if tls.certificates.is_empty() && tls.acme.is_none() {
             problems.push(Problem::pending(
                 at("listen"),
-                "[tls] needs at least one [[tls.certificates]] entry (cert = \"….pem\", key = \"….key\"); \
-                 without certificates there is nothing to serve HTTPS with"
+                "[tls] needs at least one [[tls.certificates]] entry (cert = \"….pem\", key = \"….key\") \
+                 or [tls.acme]; without certificates there is nothing to serve HTTPS with"
                     .into(),
             ));
+        }
+        if let Some(acme) = &tls.acme {
+            problems.extend(acme.problems());
         }
         let plain = std::iter::once(self.listen).chain(self.admin.listen);
         for other in plain {

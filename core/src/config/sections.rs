@@ -12,6 +12,7 @@ use toml::Spanned;
 use lb_balance::ring::{Probing, RingParams};
 use lb_balance::{Algorithm, Balancer};
 
+use super::acme::AcmeSettings;
 use super::backend_tls::BackendTls;
 use super::key::{KeyFallback, KeyRule, KeySource};
 use super::tls::{CertificateFiles, TlsSection};
@@ -499,6 +500,12 @@ impl Config {
                 key: self.base_dir.join(entry.key.get_ref()),
             })
             .collect()
+    }
+
+    /// `[tls.acme]` as the ACME task runs on it, when it is there.
+    pub(crate) fn acme_settings(&self) -> Option<AcmeSettings> {
+        let acme = self.tls.as_ref()?.acme.as_ref()?;
+        Some(acme.settings(&self.base_dir))
     }
 
     /// The TLS listen address, when `[tls]` is there.

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::acme::AcmeSection;
+
 /// `[tls]`: HTTPS from clients. Absent: no TLS listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +28,10 @@ pub(crate) struct TlsSection {
     /// default (no SNI, or no certificate has the name).
     #[serde(default)]
     pub certificates: Vec<CertificateEntry>,
+    /// Certificates ordered over ACME ([`super::acme`]), served beside the files' (after them:
+    /// the first file certificate stays the default).
+    #[serde(default)]
+    pub acme: Option<AcmeSection>,
 }
 
 /// `[tls] min_version`.

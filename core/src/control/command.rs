@@ -143,6 +143,9 @@ pub(crate) enum Command {
     /// A certificate or key file of `[[tls.certificates]]` may have changed: read the pairs
     /// again and serve them if they are good.
     CertificatesChanged,
+    /// The ACME task (`control/acme/`) has news: a certificate to serve, or an order that
+    /// failed or succeeded again.
+    Acme(AcmeEvent),
     /// The health checker gave up on a replica.
     ReplicaFailed {
         /// Its server id.
@@ -162,6 +165,19 @@ pub(crate) enum Command {
     },
 }
 
+/// What the ACME task tells the controller.
+#[derive(Debug)]
+pub(crate) enum AcmeEvent {
+    /// Serve these certificates ordered over ACME (read and checked off the controller's loop),
+    /// beside the files'; replaces the ACME certificates served before.
+    Certificates(Vec<crate::config::LoadedCert>),
+    /// An order or renewal failed (the certificate served stays): why, for the log and
+    /// `config.last_error`.
+    Failed(String),
+    /// `[tls.acme]` left the configuration: serve no ACME certificate any more.
+    Off,
+}
+
 impl Command {
     /// What the command is, in words, for the log.
     pub(crate) fn name(&self) -> &'static str {
@@ -171,6 +187,7 @@ impl Command {
             Command::FileChanged => "a file change",
             Command::Reload => "a reload",
             Command::CertificatesChanged => "a certificate file change",
+            Command::Acme(_) => "news from the ACME client",
             Command::ReplicaFailed { .. } => "a failed replica",
             Command::Supervisor(_) => "a supervisor event",
             Command::Shutdown { .. } => "the shutdown",

@@ -9,11 +9,14 @@
 //! - [`launch`]: starts a replica and waits for its first heartbeat, on a task of its own.
 //! - [`supervisor`]: runs replicas (local processes, Docker containers, Swarm services; Swarm
 //!   also offers a shared membership).
+//! - [`acme`]: automatic certificates (`[tls.acme]`): the ACME client on a task of its own,
+//!   its state directory and its lock; it reports to the controller with a [`Command`].
 //! - [`file`]: reads and checks a saved `lb.toml`, and writes replica changes back (through
 //!   [`persist`]), on blocking threads: the controller never waits for a file.
 //!
 //! Nothing here imports the data plane or the REST API.
 
+pub(crate) mod acme;
 pub(crate) mod backoff;
 pub(crate) mod command;
 pub(crate) mod controller;
@@ -28,5 +31,7 @@ mod reconcile;
 pub(crate) mod supervisor;
 pub(crate) mod watch;
 
-pub(crate) use command::{AddedTls, Command, ControlError, ControllerHandle, ScaleRequest};
+pub(crate) use command::{
+    AcmeEvent, AddedTls, Command, ControlError, ControllerHandle, ScaleRequest,
+};
 pub(crate) use controller::Controller;

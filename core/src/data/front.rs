@@ -26,6 +26,7 @@ use super::tls::ConnTls;
 use crate::api::{self, Access, Api, ApiError};
 use crate::config::ProxySection;
 use crate::control::ControllerHandle;
+use crate::state::tls::{CertStore, ACME_CHALLENGE_PREFIX};
 use crate::state::{Shared, Via};
 
 /// Most header fields in a client's request: hyper's (and so `server`'s) limit is 100, and `lb`
@@ -55,6 +56,8 @@ pub(crate) struct App {
     /// `[tls] redirect_http` on a traffic listener: the TLS listener's address, where plain
     /// requests are sent with a 308.
     redirect: Option<SocketAddr>,
+    /// The certificates, whose ACME challenges (`[tls.acme]`) HTTP-01 is answered from.
+    certs: Arc<CertStore>,
 }
 
 impl App {
@@ -72,6 +75,7 @@ impl App {
     ) -> Self {
         let recorder = Arc::new(recorder);
         App {
+            certs: Arc::clone(&shared.certs),
             api: Api::new(Arc::clone(&shared), controller, access),
             proxy: Proxy::new(shared, &settings, Arc::clone(&recorder)),
             proxies,
@@ -93,6 +97,13 @@ impl App {
     ) -> Response<ProxyBody> {
         if api::owns(req.uri().path()) {
             return self.api.answer(req).await.map(ProxyBody::full);
+        }
+        // HTTP-01 (`[tls.acme]`): answered here, never redirected nor proxied; one prefix
+        // comparison for every other request.
+        if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX) {
+            if self.proxies && self.certs.acme.is_active() {
+                return acme_answer(&self.certs, token).await;
+            }
         }
         if let Some(tls) = self.redirect.filter(|_| peer.tls.is_none()) {
             return super::tls::redirect(&req, tls.port(), tls.ip());
@@ -117,6 +128,26 @@ impl App {
             .map(|t| t.elapsed());
         resp
     }
+}
+
+/// The answer to `GET /.well-known/acme-challenge/<token>`: the key authorization of an order
+/// in flight (RFC 8555 §8.3), else 404.
+async fn acme_answer(certs: &CertStore, token: &str) -> Response<ProxyBody> {
+    let found = certs.acme.http01(token).await;
+    let (status, body) = match found {
+        Some(answer) => (http::StatusCode::OK, answer),
+        None => (
+            http::StatusCode::NOT_FOUND,
+            "no ACME challenge in flight has this token\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(ProxyBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
 }
 
 /// Accept connections on `listener` and serve them with `app` until `stop` holds a drain time;

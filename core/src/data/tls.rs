@@ -20,7 +20,7 @@ use super::body::ProxyBody;
 use super::downstream::ClientIo;
 use crate::config::tls::MinVersion;
 use crate::metrics::tls::{HandshakeError, TlsCounters};
-use crate::state::tls::CertStore;
+use crate::state::tls::{CertStore, ACME_TLS_ALPN};
 
 /// What a TLS connection's handshake settled, for its requests (the access log).
 #[derive(Debug, Clone)]
@@ -58,7 +58,9 @@ pub(crate) fn acceptor(
         .with_protocol_versions(versions)?
         .with_no_client_auth()
         .with_cert_resolver(certs);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // `acme-tls/1` is only ever chosen by an ACME CA validating TLS-ALPN-01 (`[tls.acme]`):
+    // it gets the challenge certificate (`CertStore`) and the connection is closed at once.
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -75,6 +77,10 @@ pub(crate) async fn handshake(
     let why = match result {
         Ok(Ok(tls)) => {
             let (_, conn) = tls.get_ref();
+            if conn.alpn_protocol() == Some(ACME_TLS_ALPN) {
+                // RFC 8737 §3: nothing more is exchanged after a TLS-ALPN-01 handshake.
+                return None;
+            }
             let tls13 = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
             counters.handshake(tls13);
             let info = ConnTls {

@@ -406,6 +406,8 @@ pub(crate) struct Metrics {
     access_lost: AtomicU64,
     /// Certificate reloads (certificate files, or `[[tls.certificates]]` in a saved file).
     pub(crate) tls_reloads: tls::TlsReloads,
+    /// ACME orders (`[tls.acme]`): certificates issued (ok) or orders that failed (error).
+    pub(crate) acme_orders: tls::TlsReloads,
 }
 
 /// The counters of every label set at one scrape.
@@ -437,6 +439,7 @@ impl Metrics {
             control_panics: AtomicU64::new(0),
             access_lost: AtomicU64::new(0),
             tls_reloads: tls::TlsReloads::default(),
+            acme_orders: tls::TlsReloads::default(),
         }
     }
 

@@ -81,7 +81,8 @@ impl TlsCounters {
     }
 }
 
-/// Certificate reloads, counted by the controller.
+/// Certificate reloads, counted by the controller (also the ACME orders, counted by the ACME
+/// task: ok or failed).
 #[derive(Debug, Default)]
 pub(crate) struct TlsReloads {
     ok: AtomicU64,

@@ -1,8 +1,11 @@
 //! The certificates the TLS listener serves: a [`CertStore`] the controller swaps whole (an
 //! `ArcSwap`, so a handshake takes no lock and a reload is atomic) and rustls asks for a
-//! certificate by the client's SNI ([`ResolvesServerCert`]).
+//! certificate by the client's SNI ([`ResolvesServerCert`]); beside it the answers to the ACME
+//! challenges of an order in flight ([`AcmeChallenges`], `[tls.acme]`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -78,10 +81,13 @@ impl CertSet {
     }
 }
 
-/// The certificates in force, swapped whole by the controller.
+/// The certificates in force, swapped whole by the controller, and the answers to TLS-ALPN-01
+/// challenges.
 #[derive(Debug, Default)]
 pub(crate) struct CertStore {
     set: ArcSwap<CertSet>,
+    /// The ACME challenges in flight (HTTP-01 is answered by the plain listener from here too).
+    pub acme: AcmeChallenges,
 }
 
 impl CertStore {
@@ -98,7 +104,115 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // TLS-ALPN-01: the CA's validation handshake offers only `acme-tls/1` and gets the
+        // challenge certificate (or none); a client offering it never gets a served one.
+        if hello
+            .alpn()
+            .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN))
+        {
+            return self.acme.alpn_cert(hello.server_name());
+        }
         self.set.load().pick(hello.server_name())
+    }
+}
+
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737): a handshake that offers it gets the ACME
+/// challenge certificate for its SNI, never a served one.
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+/// Where HTTP-01 challenges are asked for (RFC 8555 §8.3).
+pub(crate) const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+/// The longest HTTP-01 key authorization read from a shared state directory.
+const MAX_KEY_AUTHORIZATION: u64 = 1024;
+
+/// The answers to the ACME challenges of the orders in flight (`[tls.acme]`): written only by
+/// the ACME task (`control/acme/`), read by the plain listener (HTTP-01) and by rustls
+/// (TLS-ALPN-01). Without `[tls.acme]` it is inactive and the challenge path is proxied like
+/// any other.
+#[derive(Debug, Default)]
+pub(crate) struct AcmeChallenges {
+    /// `[tls.acme]` is configured: `lb` answers the challenge path itself.
+    active: AtomicBool,
+    /// HTTP-01: token → key authorization, of this process's order in flight.
+    http: ArcSwap<HashMap<String, String>>,
+    /// TLS-ALPN-01: domain (lower-case) → the challenge certificate.
+    alpn: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    /// The shared state directory's `challenges/`, where another `lb` ordering for the same
+    /// names leaves its tokens (the CA's request may reach any of them).
+    shared: ArcSwap<Option<PathBuf>>,
+}
+
+impl AcmeChallenges {
+    /// Answer the challenge path from now on, looking in `shared` for other `lb`s' tokens;
+    /// `None`: `[tls.acme]` is gone, the path is proxied again.
+    pub(crate) fn activate(&self, shared: Option<PathBuf>) {
+        let on = shared.is_some();
+        self.shared.store(Arc::new(shared));
+        if !on {
+            self.http.store(Arc::default());
+            self.alpn.store(Arc::default());
+        }
+        self.active.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether `lb` answers the challenge path itself.
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Answer HTTP-01 for `token` with `key_authorization`.
+    pub(crate) fn put_http(&self, token: &str, key_authorization: &str) {
+        let mut map = HashMap::clone(&self.http.load());
+        map.insert(token.to_owned(), key_authorization.to_owned());
+        self.http.store(Arc::new(map));
+    }
+
+    /// Answer TLS-ALPN-01 for `domain` with `cert`.
+    pub(crate) fn put_alpn(&self, domain: &str, cert: Arc<CertifiedKey>) {
+        let mut map = HashMap::clone(&self.alpn.load());
+        map.insert(domain.to_ascii_lowercase(), cert);
+        self.alpn.store(Arc::new(map));
+    }
+
+    /// The order is over: answer nothing more of it.
+    pub(crate) fn clear(&self) {
+        self.http.store(Arc::default());
+        self.alpn.store(Arc::default());
+    }
+
+    /// The key authorization for HTTP-01 `token`: this process's, else one another `lb`
+    /// sharing the state directory left there (read off the worker's thread); `None` for
+    /// anything else (a token that is not one of base64url's characters is never looked up).
+    pub(crate) async fn http01(&self, token: &str) -> Option<String> {
+        let valid = !token.is_empty()
+            && token.len() <= 128
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return None;
+        }
+        if let Some(answer) = self.http.load().get(token) {
+            return Some(answer.clone());
+        }
+        let dir = self.shared.load();
+        let path = dir.as_ref().as_ref()?.join(token);
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read as _;
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .ok()?
+                .take(MAX_KEY_AUTHORIZATION)
+                .read_to_string(&mut text)
+                .ok()?;
+            Some(text.trim().to_owned())
+        });
+        read.await.ok().flatten().filter(|t| !t.is_empty())
+    }
+
+    /// The TLS-ALPN-01 certificate for `sni`, if an order in flight has one.
+    fn alpn_cert(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let name = sni?.trim_end_matches('.').to_ascii_lowercase();
+        self.alpn.load().get(&name).cloned()
     }
 }
 

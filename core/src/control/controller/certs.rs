@@ -4,7 +4,14 @@
 //! task that reports back as a [`Done::CertificatesRead`]; the controller never waits for
 //! them. A bad set keeps the one served, is logged and shows as `config.last_error`.
 //!
+//!
+//! Certificates ordered over ACME (`[tls.acme]`) come from the ACME task
+//! ([`crate::control::acme`]) as a [`Command::Acme`], already read and checked; they are served
+//! after the files' certificates, and a failed order keeps them and shows in
+//! `config.last_error`.
+//!
 //! [`Command::CertificatesChanged`]: crate::control::Command::CertificatesChanged
+//! [`Command::Acme`]: crate::control::Command::Acme
 
 use std::path::PathBuf;
 
@@ -17,6 +24,11 @@ use crate::state::tls::CertSet;
 use crate::state::Issue;
 
 use super::{Controller, Done};
+use crate::config::acme::AcmeSettings;
+use crate::control::AcmeEvent;
+
+/// How an ACME failure shown in `config.last_error` ends.
+const ACME_KEEPING: &str = "the certificates served stay; retried with backoff";
 
 /// What the controller knows of the certificates.
 #[derive(Debug)]
@@ -34,6 +46,14 @@ pub(super) struct Certificates {
     failure: Option<String>,
     /// The files the watcher follows.
     watched: watch::Sender<Vec<PathBuf>>,
+    /// The file certificates served (in configured order).
+    from_files: Vec<LoadedCert>,
+    /// The certificates ordered over ACME served after them (`[tls.acme]`).
+    acme: Vec<LoadedCert>,
+    /// The last ACME failure reported (the same one is not logged twice).
+    acme_failure: Option<String>,
+    /// `[tls.acme]` as the ACME task is to run it (`None`: not configured).
+    acme_settings: watch::Sender<Option<AcmeSettings>>,
 }
 
 impl Default for Certificates {
@@ -45,6 +65,10 @@ impl Default for Certificates {
             again: false,
             failure: None,
             watched: watch::Sender::new(Vec::new()),
+            from_files: Vec::new(),
+            acme: Vec::new(),
+            acme_failure: None,
+            acme_settings: watch::Sender::new(None),
         }
     }
 }
@@ -83,15 +107,100 @@ impl Controller {
         if files == self.certs.files && digests == self.certs.digests {
             return;
         }
-        self.shared.certs.store(CertSet::new(&certs));
+        self.certs.from_files = certs;
+        self.publish_certificates();
         self.certs.files = files;
         self.certs.digests = digests;
         self.certificates_fixed();
         if !first {
             self.shared.metrics.tls_reloads.count(true);
-            for cert in &certs {
+            for cert in &self.certs.from_files {
                 tracing::info!(cert = %cert.files.cert.display(), names = ?cert.names, "certificate served");
             }
+        }
+    }
+
+    /// Serve the file certificates and, after them, the ACME ones (the first file certificate,
+    /// else the first ACME one, is the default).
+    fn publish_certificates(&self) {
+        let mut all = self.certs.from_files.clone();
+        all.extend(self.certs.acme.iter().cloned());
+        self.shared.certs.store(CertSet::new(&all));
+    }
+
+    /// `[tls.acme]` as the ACME task is to run it; follows the configuration applied.
+    pub(crate) fn acme_settings(&self) -> watch::Receiver<Option<AcmeSettings>> {
+        self.certs
+            .acme_settings
+            .send_replace(self.applied.acme_settings());
+        self.certs.acme_settings.subscribe()
+    }
+
+    /// A saved file was applied: tell the ACME task when `[tls.acme]` changed (it starts over
+    /// with the new settings; live, no restart).
+    pub(super) fn follow_acme(&self, config: &crate::config::Config) {
+        let wanted = config.acme_settings();
+        self.certs.acme_settings.send_if_modified(|now| {
+            if *now == wanted {
+                return false;
+            }
+            tracing::info!(acme = wanted.is_some(), "configuration change: [tls.acme]");
+            *now = wanted;
+            true
+        });
+    }
+
+    /// News from the ACME task.
+    pub(super) fn acme_event(&mut self, event: AcmeEvent) {
+        match event {
+            AcmeEvent::Certificates(certs) => {
+                let same = certs.len() == self.certs.acme.len()
+                    && certs
+                        .iter()
+                        .zip(&self.certs.acme)
+                        .all(|(a, b)| a.digest == b.digest);
+                if same {
+                    return;
+                }
+                for cert in &certs {
+                    tracing::info!(names = ?cert.names, not_after = cert.not_after, "ACME certificate served");
+                }
+                self.certs.acme = certs;
+                self.publish_certificates();
+                self.shared.metrics.tls_reloads.count(true);
+                self.acme_fixed();
+            }
+            AcmeEvent::Failed(message) => {
+                if self.certs.acme_failure.as_deref() == Some(message.as_str()) {
+                    return;
+                }
+                let issue = format!("ACME: {message}; {ACME_KEEPING}");
+                tracing::error!("{issue}");
+                self.update_config_status(|s| s.last_error = Some(Issue::now(issue)));
+                self.certs.acme_failure = Some(message);
+            }
+            AcmeEvent::Off => {
+                if !self.certs.acme.is_empty() {
+                    tracing::info!("[tls.acme] removed: no ACME certificate served any more");
+                    self.certs.acme.clear();
+                    self.publish_certificates();
+                }
+                self.acme_fixed();
+            }
+        }
+    }
+
+    /// An ACME error shown is cleared once a certificate comes.
+    fn acme_fixed(&mut self) {
+        if self.certs.acme_failure.take().is_some() {
+            self.update_config_status(|s| {
+                if s.last_error
+                    .as_ref()
+                    .is_some_and(|e| e.message.ends_with(ACME_KEEPING))
+                {
+                    s.last_error = None;
+                }
+            });
         }
     }
 

@@ -466,6 +466,7 @@ impl Controller {
                 self.certificates_changed();
             }
             Command::CertificatesChanged => self.certificates_changed(),
+            Command::Acme(event) => self.acme_event(event),
             Command::ReplicaFailed {
                 id,
                 incarnation,

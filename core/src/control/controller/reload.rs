@@ -275,6 +275,7 @@ impl Controller {
             tracing::warn!(field, "changed in the file; takes effect after a restart");
         }
         self.health.send_replace(config.health.clone());
+        self.follow_acme(&config);
         // New TLS settings for the backends that start (or are checked again) from now on.
         self.launcher.tls.store(Arc::new(tls_by_address(&config)));
         warn_unverified(&config);
