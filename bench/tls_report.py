@@ -12,6 +12,7 @@ import platform
 import statistics
 import sys
 
+sys.dont_write_bytecode = True  # no bench/__pycache__ from importing report.py
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import parse  # noqa: E402  (bench/compare.sh's parser of one wrk run)
 
