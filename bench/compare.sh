@@ -35,45 +35,16 @@ WORKERS=$(nproc)
 mkdir -p bench/results
 OUT=${OUT:-bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ).json}
 
-missing=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
-command -v wrk >/dev/null || missing+=(wrk)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing ${missing[*]} from Debian"
-    apt-get -o DPkg::Lock::Timeout=600 update -qq
-    # RUNLEVEL=1: do not let the packages start their system services (nginx on port 80).
-    RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_install
 
 echo "== building lb and server (release)"
 cargo build --release --quiet -p lb -p server
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 run=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    rm -rf "$run"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 200); do
-        (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1; logs:" >&2
-    ls -la "$run" >&2; for f in "$run"/*.err "$run"/*.out; do echo "-- $f" >&2; tail -5 "$f" >&2; done
-    return 1
-}
+trap bench_cleanup EXIT
 
 # lb with its three replicas; nginx and HAProxy are pointed at the same replica processes.
 LB_PORT=$(free_port)
@@ -100,21 +71,13 @@ RUST_LOG=warn target/release/lb --config "$run/unbatched/lb.toml" --listen "127.
 LB2_PID=$!
 pids+=("$LB2_PID")
 wait_port "$LB2_PORT"
-mapfile -t REPLICAS < <(python3 -c '
-import json, sys, urllib.request
-status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/_lb/status"))
-for r in status["replicas"]: print(r["address"])' "$LB_PORT")
+mapfile -t REPLICAS < <(replica_addresses "$LB_PORT")
 [ ${#REPLICAS[@]} -eq 3 ] || { echo "lb did not start 3 replicas" >&2; exit 1; }
 
 NGINX_PORT=$(free_port) HAPROXY_PORT=$(free_port)
 mkdir -p "$run/body" "$run/proxy" "$run/fastcgi" "$run/uwsgi" "$run/scgi"
 nginx_backends=$(printf '        server %s;\n' "${REPLICAS[@]}")
 haproxy_backends=$(i=0; for a in "${REPLICAS[@]}"; do i=$((i+1)); printf '    server s%d %s\n' "$i" "$a"; done)
-fill() { python3 -c '
-import sys
-text = open(sys.argv[1]).read()
-for key, value in zip(sys.argv[2::2], sys.argv[3::2]): text = text.replace(key, value)
-print(text)' "$@"; }
 fill bench/nginx.conf.template @WORKERS@ "$WORKERS" @PORT@ "$NGINX_PORT" @RUNDIR@ "$run" @BACKENDS@ "$nginx_backends" > "$run/nginx.conf"
 fill bench/haproxy.cfg.template @WORKERS@ "$WORKERS" @PORT@ "$HAPROXY_PORT" @RUNDIR@ "$run" @BACKENDS@ "$haproxy_backends" > "$run/haproxy.cfg"
 "$NGINX" -c "$run/nginx.conf" -g 'daemon off;' 2> "$run/nginx.err" &
@@ -126,15 +89,8 @@ pids+=("$HAPROXY_PID")
 wait_port "$NGINX_PORT"
 wait_port "$HAPROXY_PORT"
 
-# CPU time (user + system, clock ticks) of processes, read from /proc around every wrk run: the
-# proxy's own processes, and the replicas it sends to.
-cpu_ticks() {
-    local sum=0 p
-    for p in "$@"; do
-        [ -r "/proc/$p/stat" ] && sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    done
-    echo "$sum"
-}
+# CPU time read from /proc around every wrk run (cpu_ticks): the proxy's own processes, and the
+# replicas it sends to.
 declare -A PROXY_PIDS=(
     [direct]=""
     [lb]="$LB_PID"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's tests, on any machine like CI's: makes sure a Docker engine runs (installing it
-# from Debian if needed) as a single-node swarm manager, builds the images locally, installs Debian's chromium (for the
-# dashboard's browser test) and promtool (Debian's prometheus: the metrics test checks a real
-# scrape with it) if missing, runs every test, then runs the benchmark harness in its short mode
-# and checks its results are well formed (no timing thresholds).
+# from Debian if needed) as a single-node swarm manager, builds the images locally, installs
+# Debian's chromium (for the dashboard's browser test), promtool (Debian's prometheus: the
+# metrics test checks a real scrape with it) and testssl.sh (the TLS listener's scan) if missing,
+# runs every test, then runs the benchmark harness in its short mode and checks its results are
+# well formed (no timing thresholds).
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh -p lb --test docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,12 +45,20 @@ if ! command -v pebble >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq pebble >/dev/null
 fi
 
+# The TLS listener's scan (core/tests/testssl.rs) runs Debian's testssl.sh.
+if ! command -v testssl >/dev/null 2>&1; then
+    echo "testssl.sh: installing from Debian"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq testssl.sh >/dev/null
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# The Docker, Swarm, browser, metrics and ACME tests fail instead of skipping when the engine,
-# the swarm, the images, Chromium, promtool or pebble are missing.
+# The Docker, Swarm, browser, metrics, ACME and testssl tests fail instead of skipping when the
+# engine, the swarm, the images, Chromium, promtool, pebble or testssl are missing.
 set +e
-LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 LB_REQUIRE_PEBBLE=1 cargo test --workspace "$@" 2>&1 | tee "$log"
+LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 LB_REQUIRE_PEBBLE=1 LB_REQUIRE_TESTSSL=1 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

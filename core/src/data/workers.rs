@@ -226,16 +226,17 @@ impl Workers {
             .max(1);
         let per_worker = (settings.max_connections > 0)
             .then(|| settings.max_connections.div_ceil(traffic_workers));
+        // One TLS configuration for every worker: one session cache, so a client resumes its
+        // session whichever worker the kernel hands its next connection to.
+        let acceptor = match tls_setup {
+            Some((certs, min_version)) => {
+                Some(super::tls::acceptor(certs, min_version).map_err(WorkersError::Tls)?)
+            }
+            None => None,
+        };
         let mut threads = Vec::with_capacity(serving.len());
         for (i, (listener, tls_socket, access, proxies)) in serving.into_iter().enumerate() {
-            let tls = match (tls_socket, &tls_setup) {
-                (Some(socket), Some((certs, min_version))) => {
-                    let acceptor = super::tls::acceptor(Arc::clone(certs), *min_version)
-                        .map_err(WorkersError::Tls)?;
-                    Some((socket, acceptor))
-                }
-                _ => None,
-            };
+            let tls = tls_socket.zip(acceptor.clone());
             let shared = Arc::clone(shared);
             let controller = controller.clone();
             let stopped = stopped.clone();
