@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::server::ServerConfig;
+use rustls::server::{ServerConfig, ServerSessionMemoryCache};
 use rustls::version::{TLS12, TLS13};
 use rustls::{ProtocolVersion, SupportedProtocolVersion};
 use tokio::net::TcpStream;
@@ -38,6 +38,9 @@ impl ClientIo for TlsStream<TcpStream> {
     }
 }
 
+/// TLS sessions kept for resumption, shared by every worker.
+const SESSION_CACHE_ENTRIES: usize = 20_000;
+
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up TLS: {0}")]
@@ -61,6 +64,9 @@ pub(crate) fn acceptor(
     // `acme-tls/1` is only ever chosen by an ACME CA validating TLS-ALPN-01 (`[tls.acme]`):
     // it gets the challenge certificate (`CertStore`) and the connection is closed at once.
     config.alpn_protocols = vec![b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    // Sessions a returning client may resume (rustls keeps 256 by default; nginx's 10 MB
+    // shared cache holds about 40 000): a few hundred bytes each, evicted oldest first.
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
