@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use common::{eventually, save_by_rename, Lb};
+use common::{eventually, free_port, sample, save_by_rename, Lb};
 
 /// Pebble's certificates live 30 days and 10 seconds: with `renew_before_days = 30` one is due
 /// 10 s after it was issued, with 29 a day later.
@@ -44,15 +44,6 @@ fn pebble_binary() -> Option<PathBuf> {
         eprintln!("SKIPPED: pebble is not installed (apt-get install -y pebble; scripts/test.sh installs it)");
     }
     found
-}
-
-/// A free loopback port (bound and released: pebble binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A CA of the test's own: it signs pebble's HTTPS certificate, and `lb` trusts it (`ca`).
@@ -225,20 +216,6 @@ async fn served(
     Ok(conn.peer_certificates().unwrap()[0].as_ref().to_vec())
 }
 
-/// The value of `series` on the metrics page (0 when absent).
-async fn sample(lb: &Lb, series: &str) -> u64 {
-    let page = lb.get("/_lb/metrics").await.body;
-    page.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 /// `lb.toml`: a file certificate for `files.test`, one replica, and `acme` (a `[tls.acme]`
 /// body, or nothing).
 fn config(dir: &Path, acme: &str) -> String {
@@ -301,7 +278,10 @@ async fn an_order_against_pebble_is_served_renewed_live_and_kept_across_a_restar
     served(&trusts_files, https, "files.test")
         .await
         .expect("the file certificate, chained to the test CA");
-    assert_eq!(sample(&lb, "lb_acme_orders_total{result=\"ok\"}").await, 1);
+    assert_eq!(
+        sample::<u64>(&lb, "lb_acme_orders_total{result=\"ok\"}").await,
+        1
+    );
     // /_lb/status (and so the dashboard) lists both: the file's first, then pebble's, with
     // the days each has left.
     let status = lb.status().await;
@@ -369,7 +349,7 @@ async fn an_order_against_pebble_is_served_renewed_live_and_kept_across_a_restar
         0,
         "handshakes failed during the renewal"
     );
-    assert!(sample(&lb, "lb_acme_orders_total{result=\"ok\"}").await >= 2);
+    assert!(sample::<u64>(&lb, "lb_acme_orders_total{result=\"ok\"}").await >= 2);
     assert!(lb.log().contains("ACME certificate issued"), "{}", lb.log());
     drop(renewed);
 
@@ -402,9 +382,12 @@ async fn an_order_against_pebble_is_served_renewed_live_and_kept_across_a_restar
         again, kept_leaf,
         "the restarted lb serves the kept certificate"
     );
-    assert_eq!(sample(&lb, "lb_acme_orders_total{result=\"ok\"}").await, 0);
     assert_eq!(
-        sample(&lb, "lb_acme_orders_total{result=\"error\"}").await,
+        sample::<u64>(&lb, "lb_acme_orders_total{result=\"ok\"}").await,
+        0
+    );
+    assert_eq!(
+        sample::<u64>(&lb, "lb_acme_orders_total{result=\"error\"}").await,
         0
     );
     drop(pebble);
@@ -439,7 +422,10 @@ async fn tls_alpn_01_is_answered_on_the_tls_listener() {
         || async { served(&trusts_pebble, https, "localhost").await.ok() },
     )
     .await;
-    assert_eq!(sample(&lb, "lb_acme_orders_total{result=\"ok\"}").await, 1);
+    assert_eq!(
+        sample::<u64>(&lb, "lb_acme_orders_total{result=\"ok\"}").await,
+        1
+    );
     drop(pebble);
 }
 
@@ -482,7 +468,7 @@ async fn a_bad_directory_keeps_lb_serving_and_says_why() {
         "{error}"
     );
     assert_eq!(
-        sample(&lb, "lb_acme_orders_total{result=\"error\"}").await,
+        sample::<u64>(&lb, "lb_acme_orders_total{result=\"error\"}").await,
         1
     );
     // Still serving: HTTPS with the file certificate.

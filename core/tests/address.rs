@@ -10,7 +10,7 @@ use std::time::Duration;
 use lb_balance::hash::RingHash as _;
 use serde_json::Value;
 
-use common::{alive, eventually, Lb};
+use common::{alive, eventually, free_port, Lb};
 
 /// A stock `python3 -m http.server` on 127.0.0.1, serving a directory whose files `home` and
 /// `whoami` hold its name: `GET /home` answers the name, and so does the health check.
@@ -82,14 +82,6 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Fast health checks on the services' `/whoami`.

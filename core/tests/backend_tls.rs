@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use common::{eventually, Lb};
+use common::{eventually, sample, Lb};
 
 /// A CA made with rcgen, which signs server certificates.
 struct Ca {
@@ -161,14 +161,6 @@ fn entry(name: &str, id: u64, backend: &TlsBackend, extra: &str) -> String {
     )
 }
 
-/// The value of the sample `key` on the metrics page (0 when absent).
-async fn sample(lb: &Lb, key: &str) -> f64 {
-    let page = lb.get("/_lb/metrics").await.body;
-    page.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The hostnames in the ring (backends by address that are down are listed too, as "down").
 async fn in_ring(lb: &Lb) -> Vec<String> {
     let status = lb.status().await;
@@ -230,7 +222,7 @@ async fn over_tls_with_a_private_ca_and_to_the_next_replica_when_a_certificate_i
     }
     assert_eq!(seen.len(), 2, "both backends answer over TLS: {seen:?}");
     let tls_errors = "lb_upstream_errors_total{replica=\"api-1\",kind=\"tls\"}";
-    assert_eq!(sample(&lb, tls_errors).await, 0.0);
+    assert_eq!(sample::<f64>(&lb, tls_errors).await, 0.0);
 
     // api-1 now presents a certificate of another CA and drops its connections: each request
     // it owns fails its handshake (nothing sent) and goes to api-2.
@@ -241,7 +233,7 @@ async fn over_tls_with_a_private_ca_and_to_the_next_replica_when_a_certificate_i
             .await;
         assert_eq!(a.status, 200, "{}", a.body);
     }
-    let counted = sample(&lb, tls_errors).await;
+    let counted = sample::<f64>(&lb, tls_errors).await;
     assert!(counted >= 1.0, "kind=\"tls\" counted: {counted}");
     // Its heartbeats fail the same way: it leaves the ring with the TLS problem as its reason.
     let reason = eventually(
@@ -271,7 +263,7 @@ async fn over_tls_with_a_private_ca_and_to_the_next_replica_when_a_certificate_i
     // A saved file that trusts only the other CA for api-1 applies live, and the connections
     // opened under the old settings (still open: the backend did not drop them) are not
     // reused: its requests fail their handshake and go to api-2.
-    let before = sample(&lb, tls_errors).await;
+    let before = sample::<f64>(&lb, tls_errors).await;
     let other_file = other.write(dir.path(), "other.pem");
     let text = config.replacen(&ca_file, &other_file, 1);
     assert_ne!(text, config);
@@ -283,7 +275,7 @@ async fn over_tls_with_a_private_ca_and_to_the_next_replica_when_a_certificate_i
                 .await;
             assert_eq!(a.status, 200, "{}", a.body);
         }
-        (sample(&lb, tls_errors).await > before).then_some(())
+        (sample::<f64>(&lb, tls_errors).await > before).then_some(())
     })
     .await;
     for id in 0..20 {
@@ -516,7 +508,7 @@ async fn an_add_with_tls_settings_joins_over_tls_shows_in_status_and_is_written_
         assert_eq!(served_by(&a.body), "api-2");
     }
     assert_eq!(
-        sample(
+        sample::<f64>(
             &lb,
             "lb_upstream_errors_total{replica=\"api-2\",kind=\"tls\"}"
         )

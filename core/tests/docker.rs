@@ -275,14 +275,7 @@ async fn compose_stack_answers_the_spec_and_leaves_nothing_behind() {
         ),
     )
     .unwrap();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, https) = (free(), free());
+    let (port, https) = (common::free_port(), common::free_port());
     let compose = |args: &[&str]| {
         let out = Command::new("docker-compose")
             .args(["-p", "lbcomposetest"])

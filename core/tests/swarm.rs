@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::engine::{Engine, EngineProxy};
-use common::{docker, docker_quiet, eventually, Lb, Traffic};
+use common::{docker, docker_quiet, eventually, free_port, Lb, Traffic};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Request ids routed through both load balancers.
@@ -416,15 +416,6 @@ async fn services_outlive_lb_until_swarm_down() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-}
-
-/// A free TCP port on 127.0.0.1 (for the stack's host-mode published port).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `GET path` on 127.0.0.1:`port` with an `X-Request-Id`; the response body, or `None` when

@@ -18,7 +18,7 @@ use tokio::net::TcpStream as AsyncTcp;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use common::Lb;
+use common::{sample, Lb};
 
 /// A test CA that signs leaf certificates.
 struct Ca {
@@ -165,20 +165,6 @@ async fn get(tls: &mut TlsStream<AsyncTcp>, host: &str, path: &str) -> (u16, Str
     }
 }
 
-/// The value of the sample `name{labels}` on the metrics page (0 when absent).
-async fn sample(lb: &Lb, series: &str) -> f64 {
-    let page = lb.get("/_lb/metrics").await.body;
-    page.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
 /// A ClientHello record (`legacy_version` as given, no extensions but `extensions`).
 fn client_hello(version: [u8; 2], extensions: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
@@ -322,9 +308,9 @@ async fn https_serves_the_replica_and_picks_certificates_by_sni() {
         tls12.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
     );
-    assert!(sample(&site.lb, "lb_tls_handshakes_total{version=\"1.3\"}").await >= 3.0);
-    assert!(sample(&site.lb, "lb_tls_handshakes_total{version=\"1.2\"}").await >= 1.0);
-    let expiry = sample(
+    assert!(sample::<f64>(&site.lb, "lb_tls_handshakes_total{version=\"1.3\"}").await >= 3.0);
+    assert!(sample::<f64>(&site.lb, "lb_tls_handshakes_total{version=\"1.2\"}").await >= 1.0);
+    let expiry = sample::<f64>(
         &site.lb,
         "lb_tls_certificate_expiry_seconds{name=\"site.test\"}",
     )
@@ -521,7 +507,7 @@ async fn requests_over_tls_reach_replicas_as_https_and_bad_clients_are_closed_an
     );
     // Counted by reason, and the good client still works.
     assert!(
-        sample(
+        sample::<f64>(
             &site.lb,
             "lb_tls_handshake_errors_total{reason=\"timeout\"}"
         )
@@ -529,7 +515,7 @@ async fn requests_over_tls_reach_replicas_as_https_and_bad_clients_are_closed_an
             >= 1.0
     );
     assert!(
-        sample(
+        sample::<f64>(
             &site.lb,
             "lb_tls_handshake_errors_total{reason=\"protocol\"}"
         )
@@ -671,7 +657,7 @@ async fn renewed_certificates_are_served_live_and_a_broken_pair_keeps_the_old_on
     }
     // The connection opened before goes on.
     assert_eq!(get(&mut before, "site.test", "/home").await.0, 200);
-    assert!(sample(&site.lb, "lb_tls_reloads_total{result=\"ok\"}").await >= 1.0);
+    assert!(sample::<f64>(&site.lb, "lb_tls_reloads_total{result=\"ok\"}").await >= 1.0);
     // /_lb/status shows the days the renewed certificate has left.
     let days = site.lb.status().await["tls"]["certificates"][0]["days_left"].as_i64();
     assert!(matches!(days, Some(19 | 20)), "{days:?}");
@@ -694,7 +680,7 @@ async fn renewed_certificates_are_served_live_and_a_broken_pair_keeps_the_old_on
     );
     let tls = connect(&client, site.https(), "site.test").await.unwrap();
     assert_eq!(presented(&tls), renewed);
-    assert!(sample(&site.lb, "lb_tls_reloads_total{result=\"error\"}").await >= 1.0);
+    assert!(sample::<f64>(&site.lb, "lb_tls_reloads_total{result=\"error\"}").await >= 1.0);
     // Garbage instead of a certificate: still the renewed one.
     save(site.dir.path(), "site.pem", "not a certificate");
     tokio::time::sleep(Duration::from_millis(300)).await; // no event to wait for: a refusal changes nothing

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use common::Lb;
+use common::{sample, Lb};
 
 /// Half-open connections in the flood.
 const FLOOD: usize = 10_000;
@@ -130,20 +130,6 @@ async fn home(tls: &mut TlsStream<TcpStream>) -> Result<u16, String> {
     tokio::time::timeout(Duration::from_secs(10), work)
         .await
         .map_err(|_| "no answer in 10 s".to_owned())?
-}
-
-/// The value of the sample `series` on the metrics page (0 when absent).
-async fn sample(lb: &Lb, series: &str) -> u64 {
-    let page = lb.get("/_lb/metrics").await.body;
-    page.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 /// Open files of process `pid`.
@@ -288,7 +274,7 @@ async fn ten_thousand_half_open_tls_connections_are_closed_counted_and_spare_oth
     let connector = client(dir.path());
     wait_for_replica(&lb, &connector).await;
     let timeouts = "lb_tls_handshake_errors_total{reason=\"timeout\"}";
-    let timeouts_before = sample(&lb, timeouts).await;
+    let timeouts_before = sample::<u64>(&lb, timeouts).await;
     let files_before = open_files(lb.pid());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -357,7 +343,7 @@ async fn ten_thousand_half_open_tls_connections_are_closed_counted_and_spare_oth
     // Counted: one handshake timeout each, nothing else.
     let deadline = Instant::now() + Duration::from_secs(10);
     let counted = loop {
-        let counted = sample(&lb, timeouts).await - timeouts_before;
+        let counted = sample::<u64>(&lb, timeouts).await - timeouts_before;
         if counted >= FLOOD as u64 || Instant::now() > deadline {
             break counted;
         }
@@ -415,7 +401,7 @@ async fn beyond_max_connections_half_open_clients_wait_their_turn_and_the_good_o
         ended.unwrap().unwrap();
     }
     assert!(
-        sample(&lb, "lb_tls_handshake_errors_total{reason=\"timeout\"}").await >= 96,
+        sample::<u64>(&lb, "lb_tls_handshake_errors_total{reason=\"timeout\"}").await >= 96,
         "every half-open connection is counted"
     );
 }

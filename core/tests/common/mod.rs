@@ -624,3 +624,27 @@ pub fn fetch_https(
     let (head, body) = response.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
+
+/// The value of the metrics sample `series` (name and labels, as on the page) on `lb`'s
+/// metrics page; the type's default (0) when absent.
+pub async fn sample<T: std::str::FromStr + Default>(lb: &Lb, series: &str) -> T {
+    let page = lb.get("/_lb/metrics").await.body;
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
