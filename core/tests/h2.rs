@@ -316,6 +316,7 @@ async fn an_idle_http2_connection_gets_a_goaway_after_the_idle_timeout() {
     assert_eq!(resp.status(), 200);
     resp.into_body().collect().await.unwrap();
     assert_eq!(lb.metric("lb_http2_connections_open").await, 1);
+    assert_eq!(lb.status().await["http2"]["connections_open"], 1);
     // The client does nothing more: lb ends the connection (GOAWAY, then close) and hyper's
     // client connection future returns.
     let ended = tokio::time::timeout(Duration::from_secs(20), conn).await;

@@ -548,6 +548,15 @@ impl Metrics {
             .sum()
     }
 
+    /// HTTP/2 connections and streams now, over all workers.
+    pub(crate) fn http2(&self) -> http2::Http2Totals {
+        let mut totals = http2::Http2Totals::default();
+        for worker in &lock(&self.registry).workers {
+            worker.http2.add_to(&mut totals);
+        }
+        totals
+    }
+
     /// Sum every worker's and every replica's counters, by hostname.
     pub(crate) fn scrape(&self) -> Scrape {
         // Replicas upgraded here are released after the lock: the last reference to one may be
