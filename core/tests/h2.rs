@@ -328,3 +328,30 @@ async fn an_idle_http2_connection_gets_a_goaway_after_the_idle_timeout() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_request_with_more_fields_than_a_replica_takes_is_a_431() {
+    let lb = Lb::start(THREE);
+    let (send, _conn) = h2_connect(&lb).await;
+    let request = |fields: usize| {
+        let mut req = hyper::Request::get(format!("http://127.0.0.1:{}/home", lb.addr.port()));
+        for i in 0..fields {
+            req = req.header(format!("x-extra-{i}"), i.to_string());
+        }
+        let mut send = send.clone();
+        let req = req.body(Empty::new()).unwrap();
+        async move {
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, body) = request(97).await;
+    assert_eq!(status, 431, "{body}");
+    assert!(body.contains("more than 96 header fields"), "{body}");
+    // As many as an HTTP/1.1 head may have reach the replica whole, with lb's own fields.
+    let (status, body) = request(95).await;
+    assert_eq!(status, 200, "{body}");
+    served_by(&body);
+}

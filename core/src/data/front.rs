@@ -390,7 +390,13 @@ async fn connection_h2<S: ClientIo>(
         let app = Arc::clone(&service_app);
         let peer = Arc::clone(&peer);
         async move {
-            let resp = app.handle(req, &peer, &mut observation.exchange).await;
+            // HTTP/2 has no field count of its own (only the list's size): the same cap as
+            // an HTTP/1.1 head, so a replica never gets more than it accepts.
+            let resp = if req.headers().len() > MAX_CLIENT_HEADERS {
+                error_response(&ApiError::TooManyFields(MAX_CLIENT_HEADERS))
+            } else {
+                app.handle(req, &peer, &mut observation.exchange).await
+            };
             observation.answered(resp.status());
             Ok::<_, Infallible>(resp.map(|body| body.tracked(busy, observation)))
         }
