@@ -17,7 +17,7 @@ CLK_TCK = 100
 
 
 def h2load(text: str) -> dict:
-    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", text)
+    finished = re.search(r"finished in ([\d.]+)(ms|s), ([\d.]+) req/s", text)
     req = re.search(
         r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
         r"(\d+) errored, (\d+) timeout",
@@ -28,8 +28,8 @@ def h2load(text: str) -> dict:
         raise SystemExit(f"no h2load summary in:\n{text}")
     total, _, done, ok, failed, errored, timeout = map(int, req.groups())
     return {
-        "seconds": float(finished.group(1)),
-        "req_per_s": float(finished.group(2)),
+        "seconds": float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1),
+        "req_per_s": float(finished.group(3)),
         "requests": total,
         "done": done,
         "succeeded": ok,
