@@ -306,7 +306,7 @@ async fn garbage_after_the_preface_is_closed_with_a_goaway_and_counted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_http2_connection_gets_a_goaway_after_the_idle_timeout() {
     let lb = Lb::start(&format!(
-        "[proxy]\nclient_idle_timeout_ms = 600\nclient_header_timeout_ms = 5000\n{THREE}"
+        "[proxy]\nclient_idle_timeout_ms = 2000\nclient_header_timeout_ms = 5000\n{THREE}"
     ));
     let (mut send, conn) = h2_connect(&lb).await;
     let req = hyper::Request::get(format!("http://127.0.0.1:{}/home", lb.addr.port()))
@@ -354,4 +354,62 @@ async fn an_http2_request_with_more_fields_than_a_replica_takes_is_a_431() {
     let (status, body) = request(95).await;
     assert_eq!(status, 200, "{body}");
     served_by(&body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_streams_in_progress_finish_with_a_goaway() {
+    let fixture = common::SLOW_REPLICA;
+    let mut lb = Lb::start(&format!(
+        r#"
+[supervisor]
+command = ["python3", "{fixture}", "--slow-ms", "700"]
+[health]
+drain_timeout_ms = 60000
+[[replicas]]
+hostname = "Slow 1"
+id = 1
+[[replicas]]
+hostname = "Slow 2"
+id = 2
+"#
+    ));
+    let (send, conn) = h2_connect(&lb).await;
+    let port = lb.addr.port();
+    let requests: Vec<_> = (0..4)
+        .map(|i| {
+            let mut send = send.clone();
+            let req = hyper::Request::get(format!("http://127.0.0.1:{port}/home"))
+                .header("x-request-id", (100_000 + i * 7).to_string())
+                .body(Empty::new())
+                .unwrap();
+            tokio::spawn(async move {
+                let resp = send.send_request(req).await.expect("answered");
+                let status = resp.status();
+                let body = resp.into_body().collect().await.expect("a whole body");
+                (status, body.to_bytes())
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(10), "4 streams in flight", || async {
+        (lb.metric("lb_http2_streams_in_flight").await == 4).then_some(())
+    })
+    .await;
+    // SIGTERM while the 4 streams wait on 700 ms replicas: each is answered whole, then the
+    // connection ends (GOAWAY) and lb exits 0.
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = lb.signal_and_wait(libc::SIGTERM, Duration::from_secs(15));
+        (exit, lb)
+    });
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200);
+        served_by(std::str::from_utf8(&body).unwrap());
+    }
+    // A GOAWAY ends the client's connection cleanly; without it lb would wait the whole
+    // drain time (60 s) for the idle connection before exiting.
+    let ended = tokio::time::timeout(Duration::from_secs(15), conn).await;
+    let ended = ended.expect("the connection ends after the drain").unwrap();
+    assert!(ended.is_ok(), "not a clean end: {ended:?}");
+    let (exit, _lb) = exit.await.unwrap();
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
 }
