@@ -413,3 +413,161 @@ id = 2
     let (exit, _lb) = exit.await.unwrap();
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
 }
+
+/// A backend by address that answers every request with what it received: its `Host`, whether
+/// it had `te`, `x-forwarded-proto`, how it framed the body and the body's length
+/// (`/health`: `200 ok`). HTTP/1.1 with keep-alive; one thread per connection.
+fn echo_backend() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || echo_connection(stream));
+        }
+    });
+    addr
+}
+
+fn echo_connection(mut stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    let mut fill = |buf: &mut Vec<u8>, stream: &mut TcpStream| match stream.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    };
+    loop {
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            if !fill(&mut buf, &mut stream) {
+                return;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        buf.drain(..end + 4);
+        let field = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+        };
+        let framing;
+        let mut body = 0usize;
+        if let Some(len) = field("content-length") {
+            framing = "length";
+            let len: usize = len.trim().parse().unwrap();
+            while buf.len() < len {
+                if !fill(&mut buf, &mut stream) {
+                    return;
+                }
+            }
+            buf.drain(..len);
+            body = len;
+        } else if field("transfer-encoding").is_some() {
+            framing = "chunked";
+            loop {
+                let line_end = loop {
+                    if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    if !fill(&mut buf, &mut stream) {
+                        return;
+                    }
+                };
+                let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+                while buf.len() < line_end + 2 + size + 2 {
+                    if !fill(&mut buf, &mut stream) {
+                        return;
+                    }
+                }
+                buf.drain(..line_end + 2 + size + 2);
+                body += size;
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            framing = "none";
+        }
+        let answer = if head.starts_with("get /health ") {
+            "ok".to_owned()
+        } else {
+            format!(
+                "host={} te={} proto={} framing={framing} body={body}",
+                field("host").unwrap_or_default(),
+                field("te").is_some(),
+                field("x-forwarded-proto").unwrap_or_default(),
+            )
+        };
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if stream.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_requests_reach_a_backend_as_http1_with_their_authority_and_whole_bodies() {
+    let backend = echo_backend();
+    let lb = Lb::start(&format!(
+        "[health]\npath = \"/health\"\ninterval_ms = 100\nrise = 1\n\
+         [[replicas]]\nhostname = \"echo\"\nid = 1\naddress = \"{backend}\"\npipelining = true\n"
+    ));
+    eventually(
+        Duration::from_secs(10),
+        "the backend in the ring",
+        || async {
+            (lb.get("/rep").await.json()["message"]["N"] == 1
+                && lb.send("GET", "/x", b"", &[]).await.status == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Full<Bytes>>(
+            TokioExecutor::new(),
+            TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut ask = |method: &str, body: Vec<u8>| {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri("http://shop.example:8080/cart?x=1")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .unwrap();
+        let sent = send.send_request(req);
+        async move {
+            let resp = tokio::time::timeout(Duration::from_secs(30), sent)
+                .await
+                .expect("answered within 30 s")
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            String::from_utf8(body.to_vec()).unwrap()
+        }
+    };
+    // A bodiless GET (the batching client's head) and a POST of 1 MiB (hyper's client,
+    // streamed): Host is the client's :authority, te is gone, the body arrives whole.
+    assert_eq!(
+        ask("GET", Vec::new()).await,
+        "host=shop.example:8080 te=false proto=http framing=none body=0"
+    );
+    let answer = ask("POST", vec![b'x'; 1 << 20]).await;
+    assert!(
+        answer.starts_with("host=shop.example:8080 te=false proto=http framing=")
+            && answer.ends_with(" body=1048576"),
+        "{answer}"
+    );
+}
