@@ -53,12 +53,22 @@ if ! command -v testssl >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq testssl.sh >/dev/null
 fi
 
+# The HTTP/2 tests (core/tests/h2.rs) run stock clients: curl (with HTTP/2) and nghttp2's
+# h2load.
+if ! command -v h2load >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+    echo "nghttp2-client, curl: installing from Debian"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq nghttp2-client curl >/dev/null
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# The Docker, Swarm, browser, metrics, ACME and testssl tests fail instead of skipping when the
-# engine, the swarm, the images, Chromium, promtool, pebble or testssl are missing.
+# The Docker, Swarm, browser, metrics, ACME, testssl and HTTP/2 tests fail instead of skipping
+# when the engine, the swarm, the images, Chromium, promtool, pebble, testssl or h2load are
+# missing.
 set +e
-LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 LB_REQUIRE_PEBBLE=1 LB_REQUIRE_TESTSSL=1 cargo test --workspace "$@" 2>&1 | tee "$log"
+LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 LB_REQUIRE_PEBBLE=1 LB_REQUIRE_TESTSSL=1 LB_REQUIRE_H2LOAD=1 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

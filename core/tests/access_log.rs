@@ -76,7 +76,7 @@ fn logfmt(line: &str) -> Vec<(String, String)> {
     pairs
 }
 
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 13] = [
     "ts",
     "client",
     "method",
@@ -89,6 +89,7 @@ const FIELDS: [&str; 12] = [
     "bytes",
     "tls",
     "sni",
+    "proto",
 ];
 
 /// Each JSON line says what its client saw: status, replica, bytes, request id.
@@ -141,6 +142,7 @@ async fn json_lines_match_what_the_client_saw() {
         assert_eq!(v["path"], *target);
         assert_eq!(v["method"], "GET");
         assert_eq!(v["client"], "127.0.0.1");
+        assert_eq!(v["proto"], "HTTP/1.1", "{line}");
         assert_eq!(v["bytes"], *bytes as u64, "{line}");
         humantime::parse_rfc3339(v["ts"].as_str().unwrap()).expect("an RFC 3339 time");
         let total = v["total_ms"].as_f64().unwrap();

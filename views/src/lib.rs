@@ -19,6 +19,6 @@ pub mod status;
 pub use reply::{Outcome, Replicas, Reply};
 pub use ring::{Member, RingTable};
 pub use status::{
-    BackendTlsInfo, CertificateInfo, ConfigInfo, Handle, Issue, ReplicaStatus, RingInfo, Status,
-    SwarmTask, TlsInfo, Vacancy,
+    BackendTlsInfo, CertificateInfo, ConfigInfo, Handle, Http2Info, Issue, ReplicaStatus, RingInfo,
+    Status, SwarmTask, TlsInfo, Vacancy,
 };

@@ -40,6 +40,18 @@ pub struct Status<S = String> {
     /// The TLS listener and the certificates it serves; `null` without `[tls]`.
     #[serde(default)]
     pub tls: Option<TlsInfo<S>>,
+    /// HTTP/2 from clients: connections open and streams in flight.
+    #[serde(default)]
+    pub http2: Http2Info,
+}
+
+/// HTTP/2 clients now (h2 by ALPN and h2c with prior knowledge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Http2Info {
+    /// HTTP/2 client connections open.
+    pub connections_open: u64,
+    /// Their streams (requests) in progress.
+    pub streams_in_flight: u64,
 }
 
 impl<S: AsRef<str>> Status<S> {

@@ -5,8 +5,9 @@ use std::sync::atomic::Ordering;
 
 use lb_balance::Balancer;
 use lb_views::status::{
-    BackendTlsInfo, CertificateInfo, ConfigInfo, Handle as HandleView, Health, Issue as IssueView,
-    Kind, ReplicaStatus, RingInfo, Status, SwarmTask, TlsInfo, Vacancy as VacancyView,
+    BackendTlsInfo, CertificateInfo, ConfigInfo, Handle as HandleView, Health, Http2Info,
+    Issue as IssueView, Kind, ReplicaStatus, RingInfo, Status, SwarmTask, TlsInfo,
+    Vacancy as VacancyView,
 };
 use lb_views::{Member, RingTable};
 use serde::Serialize;
@@ -189,6 +190,13 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
             .meta
             .tls
             .map(|listen| tls_view(listen, &certificates, now)),
+        http2: {
+            let http2 = shared.metrics.http2();
+            Http2Info {
+                connections_open: http2.open,
+                streams_in_flight: http2.streams,
+            }
+        },
     };
     serde_json::to_vec(&status).expect("status serializes")
 }

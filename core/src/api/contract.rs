@@ -50,6 +50,10 @@ pub(crate) enum ApiError {
     /// (`[proxy] client_header_timeout_ms`); the connection is closed after the answer.
     #[error("the request head did not arrive whole within {0} ms")]
     RequestTimeout(u64),
+    /// 431: an HTTP/2 request with more header fields than `lb` forwards (the number given; an
+    /// HTTP/1.1 head with more is refused by hyper's parser).
+    #[error("the request has more than {0} header fields")]
+    TooManyFields(usize),
     /// 413: body over [`MAX_BODY`].
     #[error("request body is larger than {MAX_BODY} bytes")]
     PayloadTooLarge,
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyFields(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

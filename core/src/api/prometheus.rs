@@ -158,6 +158,37 @@ pub(crate) fn metrics(shared: &Shared) -> String {
     );
     page.sample("lb_client_send_timeouts_total", &[], scrape.send_timeouts);
     tls_families(&mut page, shared, &scrape);
+    let http2: [(&str, Kind, &str, u64); 4] = [
+        (
+            "lb_http2_connections_open",
+            Kind::Gauge,
+            "HTTP/2 client connections open (h2 by ALPN, h2c by prior knowledge).",
+            scrape.http2.open,
+        ),
+        (
+            "lb_http2_connections_total",
+            Kind::Counter,
+            "HTTP/2 client connections begun.",
+            scrape.http2.total,
+        ),
+        (
+            "lb_http2_streams_in_flight",
+            Kind::Gauge,
+            "HTTP/2 streams (requests) in progress.",
+            scrape.http2.streams,
+        ),
+        (
+            "lb_http2_protocol_errors_total",
+            Kind::Counter,
+            "HTTP/2 client connections ended by a protocol error (garbage after the preface, a \
+             rapid reset or CONTINUATION flood, a broken limit).",
+            scrape.http2.errors,
+        ),
+    ];
+    for (name, kind, help, value) in http2 {
+        page.family(name, kind, help);
+        page.sample(name, &[], value);
+    }
 
     let facts = process::read();
     let gauges: [(&str, Kind, &str, Option<f64>); 5] = [

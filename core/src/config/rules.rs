@@ -161,6 +161,48 @@ impl Config {
     }
 
     /// An error at `span` of the text.
+    /// The `[proxy] h2_*` limits (HTTP/2 from clients): each in the range HTTP/2 allows and
+    /// large enough to serve requests.
+    fn http2_rules(&self, problems: &mut Vec<Problem>) {
+        const MAX_WINDOW: u64 = (1 << 31) - 1;
+        let p = &self.proxy;
+        let rules: [(&str, u64, u64, u64); 4] = [
+            (
+                "h2_max_concurrent_streams",
+                p.h2_max_concurrent_streams.into(),
+                1,
+                10_000,
+            ),
+            (
+                "h2_max_header_list_size",
+                p.h2_max_header_list_size.into(),
+                1024,
+                1 << 24,
+            ),
+            (
+                "h2_initial_stream_window",
+                p.h2_initial_stream_window.into(),
+                65_535,
+                MAX_WINDOW,
+            ),
+            (
+                "h2_initial_connection_window",
+                p.h2_initial_connection_window.into(),
+                65_535,
+                MAX_WINDOW,
+            ),
+        ];
+        for (key, value, min, max) in rules {
+            if !(min..=max).contains(&value) {
+                let at = check::key_offset(&self.text, "proxy", key).unwrap_or(0);
+                problems.push(self.problem(
+                    at..at,
+                    format!("proxy.{key} = {value} is outside {min}..={max}"),
+                ));
+            }
+        }
+    }
+
     pub(super) fn at(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
         ConfigError::Invalid(vec![Problem::at(&self.text, span.start, message)])
     }
@@ -328,6 +370,7 @@ impl Config {
                 "proxy.client_send_timeout_ms must be at least 1".into(),
             ));
         }
+        self.http2_rules(&mut problems);
         if self.replicas.len() > self.limits.max_replicas {
             let at = check::key_offset(&self.text, "limits", "max_replicas")
                 .or_else(|| {

@@ -104,6 +104,22 @@ pub(crate) struct ProxySection {
     /// client's (for the `client_ip` key), and the `X-Forwarded-Proto` and `X-Forwarded-Host`
     /// it sends are passed on instead of replaced.
     pub trust_forwarded_for: bool,
+    /// HTTP/2 from clients: most streams (requests) open at once on one connection (the
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` `lb` announces); a client opening more gets them
+    /// refused (`REFUSED_STREAM`).
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: the largest request header list (names, values and 32 bytes a field, as
+    /// RFC 9113 counts it) `lb` takes; a bigger one (or a CONTINUATION flood) ends the
+    /// connection.
+    pub h2_max_header_list_size: u32,
+    /// HTTP/2: the flow-control window of each stream (request body bytes a client may send
+    /// ahead of `lb` reading them).
+    pub h2_initial_stream_window: u32,
+    /// HTTP/2: the flow-control window of a whole connection.
+    pub h2_initial_connection_window: u32,
+    /// HTTP/2: send a PING when a connection received nothing for this long, and close it when
+    /// no answer comes within 20 s. 0: no pings.
+    pub h2_keepalive_interval_ms: u64,
 }
 
 impl Default for ProxySection {
@@ -119,6 +135,11 @@ impl Default for ProxySection {
             response_timeout_ms: 30_000,
             connect_timeout_ms: 2_000,
             trust_forwarded_for: false,
+            h2_max_concurrent_streams: 100,
+            h2_max_header_list_size: 32 * 1024,
+            h2_initial_stream_window: 1024 * 1024,
+            h2_initial_connection_window: 2 * 1024 * 1024,
+            h2_keepalive_interval_ms: 30_000,
         }
     }
 }

@@ -319,6 +319,51 @@ fn proxy_timeouts_must_be_positive() {
 }
 
 #[test]
+fn http2_limits_have_defaults_and_ranges() {
+    let shipped = Config::parse(EMBEDDED).unwrap().proxy;
+    let default = Config::parse("").unwrap().proxy;
+    for p in [&shipped, &default] {
+        assert_eq!(
+            (
+                p.h2_max_concurrent_streams,
+                p.h2_max_header_list_size,
+                p.h2_initial_stream_window,
+                p.h2_initial_connection_window,
+                p.h2_keepalive_interval_ms
+            ),
+            (100, 32_768, 1 << 20, 2 << 20, 30_000)
+        );
+    }
+    let found = problems(
+        "[proxy]\nh2_max_concurrent_streams = 0\nh2_max_header_list_size = 100\n\
+         h2_initial_stream_window = 1000\nh2_initial_connection_window = 4294967295\n",
+    );
+    let messages: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "proxy.h2_max_concurrent_streams = 0 is outside 1..=10000",
+            "proxy.h2_max_header_list_size = 100 is outside 1024..=16777216",
+            "proxy.h2_initial_stream_window = 1000 is outside 65535..=2147483647",
+            "proxy.h2_initial_connection_window = 4294967295 is outside 65535..=2147483647",
+        ]
+    );
+    assert_eq!(
+        found.iter().map(|p| p.line).collect::<Vec<_>>(),
+        [2, 3, 4, 5]
+    );
+    let c = Config::parse("[proxy]\nh2_max_concurrent_streams = 8\nh2_keepalive_interval_ms = 0\n")
+        .unwrap();
+    assert_eq!(
+        (
+            c.proxy.h2_max_concurrent_streams,
+            c.proxy.h2_keepalive_interval_ms
+        ),
+        (8, 0)
+    );
+}
+
+#[test]
 fn client_timeouts_have_defaults_and_are_read() {
     let c = Config::parse("").unwrap();
     assert_eq!(

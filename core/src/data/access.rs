@@ -66,6 +66,19 @@ pub(crate) struct Record {
     pub(crate) tls: Option<&'static str>,
     /// The name the client asked for in its TLS handshake (SNI), if any.
     pub(crate) sni: Option<Arc<str>>,
+    /// The protocol the client spoke: `HTTP/1.1`, `HTTP/1.0` or `HTTP/2` ([`proto`]).
+    pub(crate) proto: &'static str,
+}
+
+/// The access log's `proto` of a request of `version`.
+pub(crate) fn proto(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// A worker's end of the access log.
@@ -466,6 +479,7 @@ pub(crate) fn write_json(record: &Record, out: &mut Vec<u8>) {
         bytes: u64,
         tls: &'a str,
         sni: &'a str,
+        proto: &'a str,
     }
     let line = Json {
         ts: humantime::format_rfc3339_millis(record.ts).to_string(),
@@ -480,6 +494,7 @@ pub(crate) fn write_json(record: &Record, out: &mut Vec<u8>) {
         bytes: record.bytes,
         tls: record.tls.unwrap_or(""),
         sni: record.sni.as_deref().unwrap_or(""),
+        proto: record.proto,
     };
     serde_json::to_writer(&mut *out, &line).expect("an access log line serializes");
     out.push(b'\n');
@@ -527,6 +542,8 @@ pub(crate) fn write_text(record: &Record, out: &mut Vec<u8>) {
     quoted(record.tls.unwrap_or(""), out);
     out.extend_from_slice(b" sni=");
     quoted(record.sni.as_deref().unwrap_or(""), out);
+    out.extend_from_slice(b" proto=");
+    out.extend_from_slice(record.proto.as_bytes());
     out.push(b'\n');
 }
 
@@ -576,6 +593,7 @@ mod tests {
             bytes: 57,
             tls: None,
             sni: None,
+            proto: "HTTP/1.1",
         }
     }
 
@@ -587,7 +605,7 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"ts\":\"2023-11-14T22:13:20.123Z\",\"client\":\"127.0.0.1\",\"method\":\"GET\",\
              \"path\":\"/home?x=1\",\"status\":200,\"replica\":\"Server 1\",\"request_id\":123456,\
-             \"upstream_ms\":0.512,\"total_ms\":0.731,\"bytes\":57,\"tls\":\"\",\"sni\":\"\"}\n"
+             \"upstream_ms\":0.512,\"total_ms\":0.731,\"bytes\":57,\"tls\":\"\",\"sni\":\"\",\"proto\":\"HTTP/1.1\"}\n"
         );
     }
 
@@ -601,12 +619,13 @@ mod tests {
         r.status = 503;
         r.tls = Some("1.3");
         r.sni = Some("a\"b.test".into());
+        r.proto = proto(http::Version::HTTP_2);
         write_text(&r, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "ts=2023-11-14T22:13:20.123Z client=127.0.0.1 method=GET path=\"/home\" status=503 \
              replica=\"\" request_id=- upstream_ms=- total_ms=0.731 bytes=57 tls=\"1.3\" \
-             sni=\"a\\\"b.test\"\n"
+             sni=\"a\\\"b.test\" proto=HTTP/2\n"
         );
     }
 

@@ -52,6 +52,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::api::{self, ApiError};
+use crate::metrics::WorkerMetrics;
 
 /// How long closing after a 408 may take: writing the answer, then reading (and dropping) what
 /// the client still sends until it closes too, so that its unread bytes do not make the kernel
@@ -75,6 +76,8 @@ pub(crate) struct Activity {
     open: AtomicU64,
     /// `reads` when the last request was done: more since means the next head has begun.
     reads_at_rest: AtomicU64,
+    /// On an HTTP/2 connection: the worker's counters, where its streams are counted.
+    http2: Option<Arc<WorkerMetrics>>,
 }
 
 /// Add one to a counter only the connection's own task writes (a load and a store, no locked
@@ -85,10 +88,21 @@ fn bump(counter: &AtomicU64) {
 }
 
 impl Activity {
+    /// The activity of an HTTP/2 connection, whose streams are counted in `metrics`.
+    pub(crate) fn http2(metrics: Arc<WorkerMetrics>) -> Self {
+        Activity {
+            http2: Some(metrics),
+            ..Activity::default()
+        }
+    }
+
     /// A request's head has been read whole: it is in progress until the [`Busy`] is dropped.
     pub(crate) fn begin(self: &Arc<Self>) -> Busy {
         self.begun.fetch_add(1, Ordering::Relaxed);
         self.open.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.http2 {
+            metrics.http2().stream_begun();
+        }
         Busy(Arc::clone(self))
     }
 }
@@ -104,6 +118,9 @@ impl Drop for Busy {
             .reads_at_rest
             .store(activity.reads.load(Ordering::Relaxed), Ordering::Relaxed);
         activity.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(metrics) = &activity.http2 {
+            metrics.http2().stream_done();
+        }
     }
 }
 
@@ -338,6 +355,37 @@ impl Watchdog {
                 }
             }
             Phase::Idle | Phase::Head | Phase::Busy => Verdict::Fine,
+        }
+    }
+}
+
+impl Watchdog {
+    /// Look at an HTTP/2 connection at `now`. Its frames (window updates, pings, a stream's
+    /// head in several frames) are not requests, so only streams count: while one is open no
+    /// timeout runs (but the send timeout); a connection with none open and none begun for the
+    /// idle timeout is closed (with a GOAWAY). A new connection gets the idle timeout from the
+    /// accept: its preface was read within the header timeout, and a stream's head that never
+    /// ends is bounded in size by `h2_max_header_list_size`.
+    pub(crate) fn check_http2(&mut self, now: Instant) -> Verdict {
+        let a = &*self.activity;
+        let writes = a.writes.load(Ordering::Relaxed);
+        let sent = writes != self.writes;
+        self.writes = writes;
+        if sent || !a.write_blocked.load(Ordering::Relaxed) {
+            self.sending = now;
+        } else if now.saturating_duration_since(self.sending) >= self.send_timeout {
+            return Verdict::SendTimeout;
+        }
+        let begun = a.begun.load(Ordering::Relaxed);
+        if a.open.load(Ordering::Relaxed) > 0 || begun != self.begun {
+            self.begun = begun;
+            self.since = now;
+            return Verdict::Fine;
+        }
+        if now.saturating_duration_since(self.since) >= self.idle_timeout {
+            Verdict::Close
+        } else {
+            Verdict::Fine
         }
     }
 }

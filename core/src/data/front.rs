@@ -11,14 +11,16 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::body::ProxyBody;
 use super::downstream::{self, Activity, ClientIo, ClientStream, Verdict, Watchdog};
+use super::h2::{self, Protocol};
+use super::hop;
 use super::key::Peer;
 use super::observe::{Exchange, Observation, Recorder};
 use super::proxy::{error_response, Proxy};
@@ -58,6 +60,8 @@ pub(crate) struct App {
     redirect: Option<SocketAddr>,
     /// The certificates, whose ACME challenges (`[tls.acme]`) HTTP-01 is answered from.
     certs: Arc<CertStore>,
+    /// The HTTP/2 server's settings (`[proxy] h2_*`, [`h2::builder`]).
+    http2: http2::Builder<TokioExecutor>,
 }
 
 impl App {
@@ -78,6 +82,7 @@ impl App {
             certs: Arc::clone(&shared.certs),
             api: Api::new(Arc::clone(&shared), controller, access),
             proxy: Proxy::new(shared, &settings, Arc::clone(&recorder)),
+            http2: h2::builder(&settings),
             proxies,
             header_timeout: Duration::from_millis(settings.client_header_timeout_ms),
             idle_timeout: Duration::from_millis(settings.client_idle_timeout_ms),
@@ -171,7 +176,7 @@ pub(crate) async fn serve(
             accepted = listener.accept(), if !full => match accepted {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(connection(stream, remote, Arc::clone(&app), stop.clone(), None));
+                    connections.spawn(plain(stream, remote, Arc::clone(&app), stop.clone()));
                 }
                 Err(e) => accept_failed(&e).await,
             },
@@ -181,10 +186,18 @@ pub(crate) async fn serve(
                     let app = Arc::clone(&app);
                     let stop = stop.clone();
                     connections.spawn(async move {
+                        let accepted = tokio::time::Instant::now();
                         let counters = app.recorder.metrics.tls();
                         let shaken = super::tls::handshake(&acceptor, stream, app.header_timeout, counters).await;
-                        if let Some((stream, info)) = shaken {
-                            connection(stream, remote, app, stop, Some(info)).await;
+                        match shaken {
+                            // ALPN chose HTTP/2.
+                            Some((stream, info)) if info.h2 => {
+                                connection_h2(stream, remote, app, stop, Some(info), accepted).await;
+                            }
+                            Some((stream, info)) => {
+                                connection(stream, remote, app, stop, Some(info), accepted).await;
+                            }
+                            None => {}
                         }
                     });
                 }
@@ -238,14 +251,15 @@ async fn accept_failed(e: &std::io::Error) {
 /// Serve one client connection (plain, or TLS once its handshake is done: `tls` says what it
 /// settled); on stop, finish the request in progress and close. A client too slow to send its
 /// request head gets a 408, one idle too long is closed ([`downstream`]).
+/// `accepted`: when the client connected (the first head's clock starts there).
 async fn connection<S: ClientIo>(
     stream: S,
     remote: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<Option<Duration>>,
     tls: Option<ConnTls>,
+    accepted: tokio::time::Instant,
 ) {
-    let accepted = tokio::time::Instant::now();
     let header_timeout = app.header_timeout;
     let activity = Arc::new(Activity::default());
     let mut watchdog = Watchdog::new(
@@ -318,4 +332,77 @@ async fn connection<S: ClientIo>(
         }
         Verdict::Close | Verdict::Fine => {}
     }
+}
+
+/// Serve a connection of the plain listener: HTTP/2 when it begins with the preface (`h2c`
+/// with prior knowledge), else HTTP/1.1. The bytes read to tell are given back to the
+/// protocol's parser ([`h2::sniff`]: no extra read for HTTP/1.1); a client that sends nothing
+/// within the header timeout is closed without an answer.
+async fn plain(
+    stream: TcpStream,
+    remote: SocketAddr,
+    app: Arc<App>,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
+    let accepted = tokio::time::Instant::now();
+    match h2::sniff(stream, accepted + app.header_timeout, &mut stop).await {
+        Some((Protocol::Http1, stream)) => {
+            connection(stream, remote, app, stop, None, accepted).await;
+        }
+        Some((Protocol::Http2, stream)) => {
+            connection_h2(stream, remote, app, stop, None, accepted).await;
+        }
+        None => {}
+    }
+}
+
+/// Serve one HTTP/2 client connection (`h2c`, or `h2` by ALPN: `tls` says what its handshake
+/// settled) with the same [`App::handle`] as HTTP/1.1: each stream is one request, made an
+/// HTTP/1.1 one ([`hop::from_h2`]) after its observation noted `HTTP/2`. Timeouts, GOAWAY and
+/// counters: [`h2::serve`].
+async fn connection_h2<S: ClientIo>(
+    stream: S,
+    remote: SocketAddr,
+    app: Arc<App>,
+    stop: watch::Receiver<Option<Duration>>,
+    tls: Option<ConnTls>,
+    accepted: tokio::time::Instant,
+) {
+    let metrics = Arc::clone(&app.recorder.metrics);
+    let activity = Arc::new(Activity::http2(Arc::clone(&metrics)));
+    let watchdog = Watchdog::new(
+        Arc::clone(&activity),
+        app.header_timeout,
+        app.idle_timeout,
+        app.send_timeout,
+        accepted,
+    );
+    let stream = TokioIo::new(ClientStream::new(stream, Arc::clone(&activity)));
+    let peer = Arc::new(Peer::new(remote.ip(), tls));
+    let service_app = Arc::clone(&app);
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        // As on HTTP/1.1: in progress (and observed) until the stream's response is done.
+        let busy = activity.begin();
+        hop::from_h2(&mut req);
+        let mut observation =
+            Observation::begin(Arc::clone(&service_app.recorder), &req, &peer, remote.ip());
+        *req.version_mut() = http::Version::HTTP_11;
+        let app = Arc::clone(&service_app);
+        let peer = Arc::clone(&peer);
+        async move {
+            // HTTP/2 has no field count of its own (only the list's size): the same cap as
+            // an HTTP/1.1 head, so a replica never gets more than it accepts.
+            let resp = if req.headers().len() > MAX_CLIENT_HEADERS {
+                error_response(&ApiError::TooManyFields(MAX_CLIENT_HEADERS))
+            } else {
+                app.handle(req, &peer, &mut observation.exchange).await
+            };
+            observation.answered(resp.status());
+            Ok::<_, Infallible>(resp.map(|body| body.tracked(busy, observation)))
+        }
+    });
+    h2::serve(
+        stream, service, &app.http2, watchdog, stop, &metrics, remote,
+    )
+    .await;
 }

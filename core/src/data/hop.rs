@@ -16,6 +16,8 @@
 //!   request that comes back to it (a loop); `Host` itself goes on unchanged.
 use bytes::BytesMut;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Uri;
+use http::Request;
 
 use crate::state::Via;
 
@@ -154,10 +156,74 @@ pub(crate) fn add_forwarded(
     headers.append(header::VIA, Via::mine().value().clone());
 }
 
+/// Make a request that came over HTTP/2 (a stream) one that can go to a replica over
+/// HTTP/1.1, as RFC 9113 §8.3.1 and §8.2.3 say: `Host` from `:authority` (replacing any
+/// `Host` the client sent), its cookie fields joined into one with `; `, and the target in
+/// origin form (path and query; `*` stays). The version is left for the caller to change once
+/// it has been logged. Connection-specific fields cannot be in it (h2 refuses them) and `te`
+/// goes with the other hop-by-hop fields ([`strip`]). Allocates only for several cookies.
+pub(crate) fn from_h2<B>(req: &mut Request<B>) {
+    if let Some(authority) = req.uri().authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    if let Entry::Occupied(mut cookies) = req.headers_mut().entry(header::COOKIE) {
+        if cookies.iter().nth(1).is_some() {
+            let mut joined = BytesMut::new();
+            for (i, value) in cookies.iter().enumerate() {
+                if i > 0 {
+                    joined.extend_from_slice(b"; ");
+                }
+                joined.extend_from_slice(value.as_bytes());
+            }
+            // Valid: made of valid field values and "; ".
+            if let Ok(value) = HeaderValue::from_maybe_shared(joined.freeze()) {
+                cookies.insert(value);
+            }
+        }
+    }
+    if req.uri().authority().is_some() {
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn an_http2_request_becomes_an_http1_one() {
+        let mut req = Request::builder()
+            .version(http::Version::HTTP_2)
+            .uri("https://shop.example:5443/cart?x=1")
+            .header(header::HOST, "other.example")
+            .header(header::COOKIE, "a=1")
+            .header(header::COOKIE, "b=2")
+            .header("x-request-id", "7")
+            .body(())
+            .unwrap();
+        from_h2(&mut req);
+        assert_eq!(req.uri(), "/cart?x=1");
+        assert_eq!(req.headers()[header::HOST], "shop.example:5443");
+        let cookies: Vec<_> = req.headers().get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
+        assert_eq!(req.headers()["x-request-id"], "7");
+        // Without an authority (a client that sent none): the Host it sent stays.
+        let mut req = Request::builder()
+            .uri("/p")
+            .header(header::HOST, "h")
+            .body(())
+            .unwrap();
+        from_h2(&mut req);
+        assert_eq!(req.uri(), "/p");
+        assert_eq!(req.headers()[header::HOST], "h");
+    }
 
     #[test]
     fn strip_removes_fixed_and_listed_fields_only() {

@@ -5,7 +5,8 @@
 //! - [`front`]: a client connection and who answers each request on it — the load balancer's
 //!   own endpoints go to [`crate::api`], everything else to [`proxy`];
 //!   [`downstream`]: the client connection's timeouts (request head, idle keep-alive
-//!   connection, a client that takes no output) and its 408.
+//!   connection, a client that takes no output) and its 408; [`h2`]: HTTP/2 from clients
+//!   (the `h2c` preface on the plain listener, the HTTP/2 server's limits, a connection's life).
 //! - [`proxy`]: the one forwarding loop — placement, attempts over either transport, the retry
 //!   rule each failure carries, `lb`'s answers in a replica's stead;
 //!   [`upstream`]: the batching HTTP/1.1 client to the replicas (one of the two transports);
@@ -21,6 +22,7 @@ pub(crate) mod access;
 pub(crate) mod body;
 pub(crate) mod downstream;
 pub(crate) mod front;
+pub(crate) mod h2;
 pub(crate) mod hop;
 pub(crate) mod key;
 pub(crate) mod observe;

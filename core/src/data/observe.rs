@@ -85,6 +85,7 @@ struct Line {
     target: Box<str>,
     tls: Option<&'static str>,
     sni: Option<Arc<str>>,
+    proto: &'static str,
 }
 
 /// One request being observed; counted (and logged) when dropped.
@@ -119,6 +120,7 @@ impl Observation {
             target: access::target(req.uri()).into(),
             tls: peer.tls.as_ref().map(|t| t.version),
             sni: peer.tls.as_ref().and_then(|t| t.sni.clone()),
+            proto: access::proto(req.version()),
         });
         Observation {
             recorder,
@@ -189,6 +191,7 @@ impl Drop for Observation {
                 bytes: self.bytes,
                 tls: line.tls,
                 sni: line.sni,
+                proto: line.proto,
             };
             if !sink.send(record) {
                 metrics.access_dropped();

@@ -1,5 +1,5 @@
 //! TLS from clients: the rustls server configuration a worker accepts with ([`acceptor`]:
-//! certificates by SNI from the shared [`CertStore`], ALPN `http/1.1`, TLS 1.2 and 1.3 or 1.3
+//! certificates by SNI from the shared [`CertStore`], ALPN `h2` then `http/1.1`, TLS 1.2 and 1.3 or 1.3
 //! only) and the handshake of one accepted connection ([`handshake`]: bounded by the header
 //! timeout, counted by version or by a fixed reason). After it, the connection is served by
 //! the same code as a plain one (`front::connection` over [`ClientIo`]).
@@ -29,7 +29,12 @@ pub(crate) struct ConnTls {
     pub(crate) version: &'static str,
     /// The name the client asked for (SNI), if any.
     pub(crate) sni: Option<Arc<str>>,
+    /// ALPN chose `h2`: the connection speaks HTTP/2.
+    pub(crate) h2: bool,
 }
+
+/// The ALPN name of HTTP/2 over TLS (RFC 9113 §3.2).
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 impl ClientIo for TlsStream<TcpStream> {
     #[inline]
@@ -47,7 +52,7 @@ const SESSION_CACHE_ENTRIES: usize = 20_000;
 pub(crate) struct TlsSetupError(#[from] rustls::Error);
 
 /// The acceptor of a TLS listener: certificates from `certs` (swapped live), versions from
-/// `min_version` (never below 1.2), ALPN `http/1.1`.
+/// `min_version` (never below 1.2), ALPN `h2` then `http/1.1`.
 pub(crate) fn acceptor(
     certs: Arc<CertStore>,
     min_version: MinVersion,
@@ -61,9 +66,15 @@ pub(crate) fn acceptor(
         .with_protocol_versions(versions)?
         .with_no_client_auth()
         .with_cert_resolver(certs);
-    // `acme-tls/1` is only ever chosen by an ACME CA validating TLS-ALPN-01 (`[tls.acme]`):
-    // it gets the challenge certificate (`CertStore`) and the connection is closed at once.
-    config.alpn_protocols = vec![b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    // HTTP/2 first, then HTTP/1.1 (a client offering both gets HTTP/2; one offering no ALPN
+    // speaks HTTP/1.1). `acme-tls/1` is only ever chosen by an ACME CA validating TLS-ALPN-01
+    // (`[tls.acme]`): it gets the challenge certificate (`CertStore`) and the connection is
+    // closed at once.
+    config.alpn_protocols = vec![
+        ALPN_H2.to_vec(),
+        b"http/1.1".to_vec(),
+        ACME_TLS_ALPN.to_vec(),
+    ];
     // Sessions a returning client may resume (rustls keeps 256 by default; nginx's 10 MB
     // shared cache holds about 40 000): a few hundred bytes each, evicted oldest first.
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
@@ -92,6 +103,7 @@ pub(crate) async fn handshake(
             let info = ConnTls {
                 version: if tls13 { "1.3" } else { "1.2" },
                 sni: conn.server_name().map(Arc::from),
+                h2: conn.alpn_protocol() == Some(ALPN_H2),
             };
             return Some((tls, info));
         }

@@ -17,6 +17,7 @@
 //! This module imports nothing else of `lb` (`state` holds it in `Shared` and `Backend`).
 
 pub(crate) mod exposition;
+pub(crate) mod http2;
 pub(crate) mod process;
 pub(crate) mod tls;
 
@@ -254,6 +255,8 @@ pub(crate) struct WorkerMetrics {
     send_timeouts: AtomicU64,
     /// TLS handshakes and their failures on this worker.
     tls: tls::TlsCounters,
+    /// HTTP/2 connections and streams on this worker.
+    http2: http2::Http2Counters,
 }
 
 impl WorkerMetrics {
@@ -296,6 +299,12 @@ impl WorkerMetrics {
     /// This worker's TLS handshake counters.
     pub(crate) fn tls(&self) -> &tls::TlsCounters {
         &self.tls
+    }
+
+    /// This worker's HTTP/2 counters.
+    #[inline]
+    pub(crate) fn http2(&self) -> &http2::Http2Counters {
+        &self.http2
     }
 }
 
@@ -425,6 +434,8 @@ pub(crate) struct Scrape {
     pub tls_handshakes: [u64; 2],
     /// TLS handshakes failed, by [`tls::HandshakeError::ALL`].
     pub tls_errors: [u64; 5],
+    /// HTTP/2 connections and streams.
+    pub http2: http2::Http2Totals,
 }
 
 impl Metrics {
@@ -454,6 +465,7 @@ impl Metrics {
             access_dropped: AtomicU64::new(0),
             send_timeouts: AtomicU64::new(0),
             tls: tls::TlsCounters::default(),
+            http2: http2::Http2Counters::default(),
         });
         if worker.index >= self.workers {
             tracing::warn!(
@@ -536,6 +548,15 @@ impl Metrics {
             .sum()
     }
 
+    /// HTTP/2 connections and streams now, over all workers.
+    pub(crate) fn http2(&self) -> http2::Http2Totals {
+        let mut totals = http2::Http2Totals::default();
+        for worker in &lock(&self.registry).workers {
+            worker.http2.add_to(&mut totals);
+        }
+        totals
+    }
+
     /// Sum every worker's and every replica's counters, by hostname.
     pub(crate) fn scrape(&self) -> Scrape {
         // Replicas upgraded here are released after the lock: the last reference to one may be
@@ -575,6 +596,7 @@ impl Metrics {
                 worker
                     .tls
                     .add_to(&mut scrape.tls_handshakes, &mut scrape.tls_errors);
+                worker.http2.add_to(&mut scrape.http2);
             }
             scrape.access_dropped += self.access_lost.load(Ordering::Relaxed);
             if unrouted.count() > 0 || !unrouted.codes.is_empty() {

@@ -18,7 +18,8 @@ const STATUS: &str = concat!(
     r#""vacancies":[{"id":4,"hostname":"S4","failed_attempts":2,"reason":"exited"},{"id":5,"hostname":"web","failed_attempts":0,"reason":"down","address":"127.0.0.1:9000"}],"#,
     r#""ring":{"algorithm":"ring","slots":512,"virtual_nodes":9,"probing":"linear","hash":"spec","key":"header:X-Request-Id","key_fallback":"random","bounded_load":null},"#,
     r#""config":{"path":"config/lb.local.toml","live":true,"plugin_dirs":["plugins","/usr/lib/lb"],"last_applied":"2025-01-01T00:00:00.000Z","last_error":{"message":"line 1, column 1: bad","at":"2025-01-01T00:00:01.000Z"},"needs_restart":["listen"],"write_error":null},"#,
-    r#""tls":{"listen":"127.0.0.1:5443","certificates":[{"names":["site.test","*.site.test"],"cert":"certs/site.pem","not_after":"2027-01-01T00:00:00Z","days_left":29}]}}"#,
+    r#""tls":{"listen":"127.0.0.1:5443","certificates":[{"names":["site.test","*.site.test"],"cert":"certs/site.pem","not_after":"2027-01-01T00:00:00Z","days_left":29}]},"#,
+    r#""http2":{"connections_open":3,"streams_in_flight":7}}"#,
 );
 
 #[test]
@@ -56,6 +57,13 @@ fn a_status_reads_as_the_analysis_uses_it_and_writes_back_byte_for_byte() {
         ("web.internal", true)
     );
     assert!(status.replicas[0].tls.is_none());
+    assert_eq!(
+        (
+            status.http2.connections_open,
+            status.http2.streams_in_flight
+        ),
+        (3, 7)
+    );
     let listener = status.tls.as_ref().unwrap();
     assert_eq!(listener.certificates[0].names, ["site.test", "*.site.test"]);
     assert_eq!(listener.certificates[0].days_left, 29);
@@ -154,6 +162,7 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
                 })
                 .collect(),
         }),
+        http2: owned.http2,
     };
     assert_eq!(serde_json::to_string(&borrowed).unwrap(), STATUS);
 }
