@@ -158,6 +158,23 @@ pub(crate) fn metrics(shared: &Shared) -> String {
     );
     page.sample("lb_client_send_timeouts_total", &[], scrape.send_timeouts);
     tls_families(&mut page, shared, &scrape);
+    let tunnels = shared.tunnels.counts();
+    page.family(
+        "lb_tunnels_open",
+        Kind::Gauge,
+        "WebSocket tunnels open now, by the replica they go to.",
+    );
+    for (hostname, count) in &tunnels {
+        page.sample("lb_tunnels_open", &[("replica", &**hostname)], count.open);
+    }
+    page.family(
+        "lb_tunnels_total",
+        Kind::Counter,
+        "WebSocket tunnels opened (a replica's 101 to an Upgrade: websocket), by replica.",
+    );
+    for (hostname, count) in &tunnels {
+        page.sample("lb_tunnels_total", &[("replica", &**hostname)], count.total);
+    }
 
     let facts = process::read();
     let gauges: [(&str, Kind, &str, Option<f64>); 5] = [

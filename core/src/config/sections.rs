@@ -104,6 +104,9 @@ pub(crate) struct ProxySection {
     /// client's (for the `client_ip` key), and the `X-Forwarded-Proto` and `X-Forwarded-Host`
     /// it sends are passed on instead of replaced.
     pub trust_forwarded_for: bool,
+    /// A WebSocket tunnel (after `101 Switching Protocols`) on which no byte goes either way
+    /// for this long is closed. Tunnels get this instead of `client_idle_timeout_ms`.
+    pub tunnel_idle_timeout_ms: u64,
 }
 
 impl Default for ProxySection {
@@ -119,6 +122,7 @@ impl Default for ProxySection {
             response_timeout_ms: 30_000,
             connect_timeout_ms: 2_000,
             trust_forwarded_for: false,
+            tunnel_idle_timeout_ms: 3_600_000,
         }
     }
 }

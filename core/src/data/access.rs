@@ -66,6 +66,9 @@ pub(crate) struct Record {
     pub(crate) tls: Option<&'static str>,
     /// The name the client asked for in its TLS handshake (SNI), if any.
     pub(crate) sni: Option<Arc<str>>,
+    /// A WebSocket tunnel (status 101, logged when it closes): the bytes the client sent
+    /// through it (`bytes`: what it received). `None` for any other request.
+    pub(crate) bytes_in: Option<u64>,
 }
 
 /// A worker's end of the access log.
@@ -466,6 +469,8 @@ pub(crate) fn write_json(record: &Record, out: &mut Vec<u8>) {
         bytes: u64,
         tls: &'a str,
         sni: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes_in: Option<u64>,
     }
     let line = Json {
         ts: humantime::format_rfc3339_millis(record.ts).to_string(),
@@ -480,6 +485,7 @@ pub(crate) fn write_json(record: &Record, out: &mut Vec<u8>) {
         bytes: record.bytes,
         tls: record.tls.unwrap_or(""),
         sni: record.sni.as_deref().unwrap_or(""),
+        bytes_in: record.bytes_in,
     };
     serde_json::to_writer(&mut *out, &line).expect("an access log line serializes");
     out.push(b'\n');
@@ -527,6 +533,9 @@ pub(crate) fn write_text(record: &Record, out: &mut Vec<u8>) {
     quoted(record.tls.unwrap_or(""), out);
     out.extend_from_slice(b" sni=");
     quoted(record.sni.as_deref().unwrap_or(""), out);
+    if let Some(n) = record.bytes_in {
+        let _ = write!(out, " bytes_in={n}");
+    }
     out.push(b'\n');
 }
 
@@ -576,6 +585,7 @@ mod tests {
             bytes: 57,
             tls: None,
             sni: None,
+            bytes_in: None,
         }
     }
 

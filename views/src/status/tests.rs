@@ -108,6 +108,7 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
                     server_name: text(&t.server_name),
                     verify: t.verify,
                 }),
+                tunnels: r.tunnels,
             })
             .collect(),
         retries: owned.retries,

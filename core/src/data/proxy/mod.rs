@@ -52,12 +52,14 @@ mod error;
 mod outgoing;
 mod respond;
 mod transport;
+mod upgrade;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use error::AttemptError;
 pub(crate) use respond::error_response;
@@ -79,6 +81,8 @@ pub(crate) struct Proxy {
     retries: usize,
     /// Where upstream errors are counted (the worker's).
     recorder: Arc<Recorder>,
+    /// `[proxy] tunnel_idle_timeout_ms`: how long a WebSocket tunnel may carry nothing.
+    tunnel_idle: std::time::Duration,
 }
 
 impl Proxy {
@@ -93,6 +97,7 @@ impl Proxy {
             shared,
             retries: settings.retries,
             recorder,
+            tunnel_idle: std::time::Duration::from_millis(settings.tunnel_idle_timeout_ms),
         }
     }
 
@@ -102,10 +107,25 @@ impl Proxy {
     /// replica.
     pub(crate) async fn forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: &Peer,
         exchange: &mut Exchange,
     ) -> Response<ProxyBody> {
+        // hyper marks an HTTP/1.1 request carrying `Upgrade` (one look at empty extensions for
+        // any other request).
+        if req.extensions().get::<OnUpgrade>().is_some() {
+            match upgrade::offer(req.headers()) {
+                upgrade::Offer::WebSocket => {
+                    return Box::pin(self.websocket(req, peer, exchange)).await;
+                }
+                upgrade::Offer::Unsupported(offer) => {
+                    return error_response(&ApiError::UpgradeUnsupported(offer));
+                }
+                upgrade::Offer::Plain => {
+                    req.extensions_mut().remove::<OnUpgrade>();
+                }
+            }
+        }
         let Some((slot, first)) = self.place(&req, peer, exchange) else {
             return error_response(&ApiError::Unavailable(
                 "no replica is available to serve the request".into(),
