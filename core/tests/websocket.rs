@@ -477,6 +477,25 @@ async fn other_upgrades_are_served_plain_or_refused_with_a_reason() {
         message.contains("websocket") && message.contains("foo/1"),
         "{message}"
     );
+    // A replica's refusal of the upgrade (no Sec-WebSocket-Key) reaches the client as it is.
+    let refused = lb
+        .send(
+            "GET",
+            "/chat?room=a",
+            b"",
+            &[
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("Sec-WebSocket-Key"),
+        "{}",
+        refused.body
+    );
     let post = lb
         .send(
             "POST",
@@ -487,4 +506,41 @@ async fn other_upgrades_are_served_plain_or_refused_with_a_reason() {
         .await;
     assert_eq!(post.status, 400, "{}", post.body);
     assert!(post.body.contains("GET"), "{}", post.body);
+}
+
+/// A graceful SIGTERM closes open tunnels at the end of its drain, and `lb` exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_closes_tunnels_at_the_end_of_the_drain() {
+    let Some(python) = python("sigterm_closes_tunnels_at_the_end_of_the_drain") else {
+        return;
+    };
+    let echo = Echo::start(&python, "ws-0");
+    let mut lb = lb_for(&[&echo], "");
+    all_up(&lb, 1).await;
+    let mut clients = Clients::start(&python);
+    let base = format!("ws://{}/chat", lb.addr);
+    let open = clients.cmd(
+        json!({"cmd": "open", "base": base, "sockets": 3, "rooms": 3}),
+        Duration::from_secs(30),
+    );
+    assert_eq!(opened(&open).len(), 3);
+    let signalled = Instant::now();
+    common::signal(lb.pid(), libc::SIGTERM);
+    // Still open during the drain (3 s; checked only if the check ends within it).
+    let early = clients.cmd(json!({"cmd": "echo"}), Duration::from_secs(30));
+    if signalled.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(early["ok"].as_object().unwrap().len(), 3, "{early}");
+    }
+    let closed = clients.cmd(
+        json!({"cmd": "wait_closed", "ids": [0, 1, 2], "timeout": 20}),
+        Duration::from_secs(30),
+    );
+    assert_eq!(closed["closed"].as_object().unwrap().len(), 3, "{closed}");
+    assert!(signalled.elapsed() >= Duration::from_millis(3000));
+    let status = lb.signal_and_wait(0, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "lb did not exit 0 after the drain: {status:?}\n{}",
+        lb.log()
+    );
 }

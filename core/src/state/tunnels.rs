@@ -76,7 +76,7 @@ impl Tunnels {
         }
     }
 
-    /// Tunnels by replica hostname (every hostname that ever had one).
+    /// Tunnels by replica hostname (every hostname that had one, up to [`KEPT`] of them).
     pub(crate) fn counts(&self) -> BTreeMap<Arc<str>, Count> {
         self.lock().clone()
     }
@@ -115,10 +115,18 @@ pub(crate) struct Open {
     hostname: Arc<str>,
 }
 
+/// Hostnames kept beyond which those without an open tunnel are forgotten (replaced replicas
+/// get new names: the map must not grow for ever).
+const KEPT: usize = 1024;
+
 impl Drop for Open {
     fn drop(&mut self) {
-        if let Some(count) = self.tunnels.lock().get_mut(&self.hostname) {
+        let mut counts = self.tunnels.lock();
+        if let Some(count) = counts.get_mut(&self.hostname) {
             count.open = count.open.saturating_sub(1);
+        }
+        if counts.len() > KEPT {
+            counts.retain(|_, c| c.open > 0);
         }
     }
 }
