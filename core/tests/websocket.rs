@@ -592,3 +592,51 @@ async fn a_client_that_stops_reading_stalls_its_tunnel_and_lb_buffers_nothing_mo
     assert_eq!(unstall["received"], sent, "{unstall}");
     assert_eq!(unstall["same"], true, "{unstall}");
 }
+
+/// An upgrade whose replica refuses the connection (killed, still in the ring) goes to the next
+/// replica in the ring's order: nothing was sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_its_replica_refuses_goes_to_the_next_replica() {
+    let Some(python) = python("an_upgrade_its_replica_refuses_goes_to_the_next_replica") else {
+        return;
+    };
+    let mut echoes = [Echo::start(&python, "ws-0"), Echo::start(&python, "ws-1")];
+    let config = {
+        let mut config = "[ring]\nkey = \"query:room\"\nalgorithm = \"rendezvous\"\n\
+            [health]\npath = \"/healthz\"\ninterval_ms = 5000\nfall = 20\nrise = 1\n"
+            .to_owned();
+        for (i, e) in echoes.iter().enumerate() {
+            config.push_str(&format!(
+                "[[replicas]]\nhostname = \"ws-{i}\"\nid = {}\naddress = \"127.0.0.1:{}\"\n",
+                i + 1,
+                e.port
+            ));
+        }
+        config
+    };
+    let lb = Lb::start(&config);
+    all_up(&lb, 2).await;
+    // A room of ws-0's; ws-0 killed, but its heartbeats are far apart: still in the ring.
+    let mut room = None;
+    for i in 0..100 {
+        let name = format!("room-{i}");
+        if owner_of(&lb, &name).await == "ws-0" {
+            room = Some(name);
+            break;
+        }
+    }
+    let room = room.expect("a room of ws-0's among 100");
+    echoes[0].kill();
+    assert_eq!(lb.rep().await.0, 2);
+    let retries_before = lb.status().await["retries"].as_u64().unwrap();
+    let mut clients = Clients::start(&python);
+    let base = format!("ws://{}/chat", lb.addr);
+    let open = clients.cmd(
+        json!({"cmd": "reconnect_room", "base": base, "room": room}),
+        Duration::from_secs(30),
+    );
+    assert_eq!(open["backend"], "ws-1", "{open}");
+    assert_eq!(owner_of(&lb, &room).await, "ws-0", "still ws-0's");
+    let retries = lb.status().await["retries"].as_u64().unwrap();
+    assert_eq!(retries, retries_before + 1);
+}
