@@ -333,6 +333,8 @@ async fn serve(options: Options) -> Result<(), Error> {
         drain_ms = drain.as_millis() as u64,
         "shutting down: no new connections; letting requests in flight finish"
     );
+    // WebSocket tunnels close at the end of the drain.
+    shared.tunnels.shutdown(drain);
     tokio::task::spawn_blocking(move || {
         workers.stop(drain);
         // The workers' ends of the access log are gone: write out the last lines.

@@ -19,6 +19,7 @@ use crate::metrics::{Metrics, ReplicaMetrics};
 
 pub(crate) mod health;
 pub(crate) mod tls;
+pub(crate) mod tunnels;
 
 /// A replica in the ring, with counters the proxy updates in place. (Its heartbeat counters are
 /// kept beside it, in [`Shared::health`].)
@@ -391,6 +392,9 @@ pub(crate) struct Shared {
     pub backend_tls: Arc<ArcSwap<TlsTable>>,
     /// The certificates the TLS listener serves (swapped whole by the controller).
     pub certs: Arc<tls::CertStore>,
+    /// The open WebSocket tunnels by replica, and the signal that tells them the ring changed
+    /// (touched only by tunnels, never by the plain request path).
+    pub tunnels: Arc<tunnels::Tunnels>,
 }
 
 /// TLS settings by backend address (`HOST:PORT`).

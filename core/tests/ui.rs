@@ -750,8 +750,8 @@ async fn with_a_token_the_page_asks_for_it_and_still_draws_the_ring() {
         );
         assert_eq!(
             page.eval("[...document.querySelectorAll('#replicas td.unknown')].length"),
-            12,
-            "kind, health, requests/s and in flight unknown for 3 replicas"
+            15,
+            "kind, health, requests/s, in flight and open tunnels unknown for 3 replicas"
         );
 
         // A wrong token, typed and sent with Enter, is refused.

@@ -123,6 +123,9 @@ pub struct ReplicaStatus<S = String> {
     /// How `lb` speaks TLS to it (a backend by address with `tls = true`); `null`: plain HTTP.
     #[serde(default)]
     pub tls: Option<BackendTlsInfo<S>>,
+    /// WebSocket tunnels open to it now (each also counts in `in_flight` while open).
+    #[serde(default)]
+    pub tunnels: u64,
 }
 
 /// How `lb` speaks TLS to a backend by address.

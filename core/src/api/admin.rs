@@ -124,6 +124,7 @@ fn vacancy_view(vacancy: &Vacancy) -> VacancyView<Text<'_>> {
 pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     let snapshot = shared.snapshot.load();
     let config = shared.config.load();
+    let tunnels = shared.tunnels.counts();
     let mut replicas = snapshot
         .backends
         .iter()
@@ -146,6 +147,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
                 in_flight: b.in_flight.load(Ordering::Relaxed),
                 requests: b.requests.load(Ordering::Relaxed),
                 tls: b.tls.as_deref().map(backend_tls_view),
+                tunnels: tunnels.get(b.hostname.as_str()).map_or(0, |c| c.open),
             }
         })
         .collect::<Vec<_>>();
@@ -168,6 +170,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
             in_flight: 0,
             requests: 0,
             tls: v.tls.as_deref().map(backend_tls_view),
+            tunnels: 0,
         })
     }));
     replicas.sort_by_key(|r| r.id);

@@ -69,6 +69,12 @@ pub(crate) enum ApiError {
     /// 504: the chosen replica (and those tried after it) did not answer in time.
     #[error("{0}")]
     GatewayTimeout(String),
+    /// 501: an `Upgrade` to a protocol other than `websocket` (the offer, as sent, shortened).
+    #[error(
+        "lb forwards only 'Upgrade: websocket' (an 'h2c' upgrade is served as plain HTTP/1.1); \
+         this request asks for 'Upgrade: {0}'"
+    )]
+    UpgradeUnsupported(String),
     /// 405: `CONNECT`, which asks for a tunnel; answered with `Allow`.
     #[error("lb is a reverse proxy and does not tunnel: CONNECT is not supported")]
     NoTunnel,
@@ -102,6 +108,7 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::LoopDetected(_) => StatusCode::LOOP_DETECTED,
+            ApiError::UpgradeUnsupported(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 

@@ -189,6 +189,23 @@ pub(crate) fn metrics(shared: &Shared) -> String {
         page.family(name, kind, help);
         page.sample(name, &[], value);
     }
+    let tunnels = shared.tunnels.counts();
+    page.family(
+        "lb_tunnels_open",
+        Kind::Gauge,
+        "WebSocket tunnels open now, by the replica they go to.",
+    );
+    for (hostname, count) in &tunnels {
+        page.sample("lb_tunnels_open", &[("replica", &**hostname)], count.open);
+    }
+    page.family(
+        "lb_tunnels_total",
+        Kind::Counter,
+        "WebSocket tunnels opened (a replica's 101 to an Upgrade: websocket), by replica.",
+    );
+    for (hostname, count) in &tunnels {
+        page.sample("lb_tunnels_total", &[("replica", &**hostname)], count.total);
+    }
 
     let facts = process::read();
     let gauges: [(&str, Kind, &str, Option<f64>); 5] = [

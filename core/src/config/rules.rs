@@ -363,6 +363,13 @@ impl Config {
                 "proxy.client_idle_timeout_ms must be at least 1".into(),
             ));
         }
+        if self.proxy.tunnel_idle_timeout_ms == 0 {
+            let at = check::key_offset(&self.text, "proxy", "tunnel_idle_timeout_ms").unwrap_or(0);
+            problems.push(self.problem(
+                at..at,
+                "proxy.tunnel_idle_timeout_ms must be at least 1".into(),
+            ));
+        }
         if self.proxy.client_send_timeout_ms == 0 {
             let at = check::key_offset(&self.text, "proxy", "client_send_timeout_ms").unwrap_or(0);
             problems.push(self.problem(

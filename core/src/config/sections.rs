@@ -120,6 +120,9 @@ pub(crate) struct ProxySection {
     /// HTTP/2: send a PING when a connection received nothing for this long, and close it when
     /// no answer comes within 20 s. 0: no pings.
     pub h2_keepalive_interval_ms: u64,
+    /// A WebSocket tunnel (after `101 Switching Protocols`) on which no byte goes either way
+    /// for this long is closed. Tunnels get this instead of `client_idle_timeout_ms`.
+    pub tunnel_idle_timeout_ms: u64,
 }
 
 impl Default for ProxySection {
@@ -140,6 +143,7 @@ impl Default for ProxySection {
             h2_initial_stream_window: 1024 * 1024,
             h2_initial_connection_window: 2 * 1024 * 1024,
             h2_keepalive_interval_ms: 30_000,
+            tunnel_idle_timeout_ms: 3_600_000,
         }
     }
 }

@@ -66,6 +66,9 @@ pub(crate) struct Record {
     pub(crate) tls: Option<&'static str>,
     /// The name the client asked for in its TLS handshake (SNI), if any.
     pub(crate) sni: Option<Arc<str>>,
+    /// A WebSocket tunnel (status 101, logged when it closes): the bytes the client sent
+    /// through it (`bytes`: what it received). `None` for any other request.
+    pub(crate) bytes_in: Option<u64>,
     /// The protocol the client spoke: `HTTP/1.1`, `HTTP/1.0` or `HTTP/2` ([`proto`]).
     pub(crate) proto: &'static str,
 }
@@ -480,6 +483,8 @@ pub(crate) fn write_json(record: &Record, out: &mut Vec<u8>) {
         tls: &'a str,
         sni: &'a str,
         proto: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes_in: Option<u64>,
     }
     let line = Json {
         ts: humantime::format_rfc3339_millis(record.ts).to_string(),
@@ -495,6 +500,7 @@ pub(crate) fn write_json(record: &Record, out: &mut Vec<u8>) {
         tls: record.tls.unwrap_or(""),
         sni: record.sni.as_deref().unwrap_or(""),
         proto: record.proto,
+        bytes_in: record.bytes_in,
     };
     serde_json::to_writer(&mut *out, &line).expect("an access log line serializes");
     out.push(b'\n');
@@ -544,6 +550,9 @@ pub(crate) fn write_text(record: &Record, out: &mut Vec<u8>) {
     quoted(record.sni.as_deref().unwrap_or(""), out);
     out.extend_from_slice(b" proto=");
     out.extend_from_slice(record.proto.as_bytes());
+    if let Some(n) = record.bytes_in {
+        let _ = write!(out, " bytes_in={n}");
+    }
     out.push(b'\n');
 }
 
@@ -594,6 +603,7 @@ mod tests {
             tls: None,
             sni: None,
             proto: "HTTP/1.1",
+            bytes_in: None,
         }
     }
 

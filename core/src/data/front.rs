@@ -283,8 +283,12 @@ async fn connection<S: ClientIo>(
         let app = Arc::clone(&app);
         let peer = Arc::clone(&peer);
         async move {
-            let resp = app.handle(req, &peer, &mut observation.exchange).await;
+            let mut resp = app.handle(req, &peer, &mut observation.exchange).await;
             observation.answered(resp.status());
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                // A WebSocket tunnel counts and logs the request when it closes.
+                super::tunnel::hand_over(&mut resp, &mut observation);
+            }
             Ok::<_, Infallible>(resp.map(|body| body.tracked(busy, observation)))
         }
     });
@@ -295,7 +299,9 @@ async fn connection<S: ClientIo>(
         // Never more than a replica accepts: room is left for the fields lb adds.
         .max_headers(MAX_CLIENT_HEADERS)
         .max_header_size(MAX_CLIENT_HEAD)
-        .serve_connection(stream, service);
+        .serve_connection(stream, service)
+        // A WebSocket's 101 hands the socket over to its tunnel (`super::tunnel`).
+        .with_upgrades();
     let tick = tokio::time::sleep_until(accepted + watchdog.period());
     tokio::pin!(tick);
     let mut stopping = false;
@@ -318,7 +324,10 @@ async fn connection<S: ClientIo>(
     };
     match verdict {
         Verdict::RequestTimeout => {
-            let stream = conn.into_parts().io.into_inner().into_inner();
+            let Some(parts) = conn.into_parts() else {
+                return;
+            };
+            let stream = parts.io.into_inner().into_inner();
             downstream::answer_request_timeout(stream, header_timeout).await;
         }
         Verdict::SendTimeout => {
@@ -326,7 +335,10 @@ async fn connection<S: ClientIo>(
             // closed, not pooled, when its body is dropped midway); a reset frees the output
             // the client never took at once, instead of leaving the kernel to retry it.
             metrics.send_timeout();
-            let stream = conn.into_parts().io.into_inner().into_inner();
+            let Some(parts) = conn.into_parts() else {
+                return;
+            };
+            let stream = parts.io.into_inner().into_inner();
             let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
             tracing::debug!(client = %remote, "client took nothing for the send timeout: cut");
         }

@@ -10,7 +10,8 @@
 //! - [`proxy`]: the one forwarding loop — placement, attempts over either transport, the retry
 //!   rule each failure carries, `lb`'s answers in a replica's stead;
 //!   [`upstream`]: the batching HTTP/1.1 client to the replicas (one of the two transports);
-//!   [`body`]: the one response body type; [`hop`]: the hop-by-hop header rules and the
+//!   [`tunnel`]: a WebSocket's bytes both ways after the replica's `101` (the upgrade path is
+//!   `proxy/upgrade.rs`); [`body`]: the one response body type; [`hop`]: the hop-by-hop header rules and the
 //!   `X-Forwarded-*` fields; [`key`]: what a request is hashed by.
 //! - [`observe`]: what each proxied request is counted and logged as, once its response is
 //!   done; [`access`]: the access log's writer.
@@ -28,5 +29,6 @@ pub(crate) mod key;
 pub(crate) mod observe;
 pub(crate) mod proxy;
 pub(crate) mod tls;
+pub(crate) mod tunnel;
 pub(crate) mod upstream;
 pub(crate) mod workers;

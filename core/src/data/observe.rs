@@ -99,6 +99,8 @@ pub(crate) struct Observation {
     bytes: u64,
     /// The replica's body was cut off midway.
     cut_off: bool,
+    /// A WebSocket tunnel: the bytes the client sent through it (`bytes` is what it received).
+    bytes_in: Option<u64>,
     line: Option<Line>,
     /// Filled in by the front.
     pub(crate) exchange: Exchange,
@@ -128,9 +130,33 @@ impl Observation {
             status: None,
             bytes: 0,
             cut_off: false,
+            bytes_in: None,
             line,
             exchange: Exchange::default(),
         }
+    }
+
+    /// Take this observation away (to a WebSocket tunnel, which counts it when it closes),
+    /// leaving one in its place that counts nothing.
+    pub(crate) fn detach(&mut self) -> Observation {
+        let shell = Observation {
+            recorder: Arc::clone(&self.recorder),
+            started: self.started,
+            status: self.status,
+            bytes: 0,
+            cut_off: false,
+            bytes_in: None,
+            line: None,
+            exchange: Exchange::default(),
+        };
+        std::mem::replace(self, shell)
+    }
+
+    /// The tunnel this request opened closed: `up` bytes went from the client to the replica,
+    /// `down` the other way.
+    pub(crate) fn tunnel_closed(&mut self, up: u64, down: u64) {
+        self.bytes_in = Some(up);
+        self.bytes = down;
     }
 
     /// Whether upstream time is measured (for the access log).
@@ -192,6 +218,7 @@ impl Drop for Observation {
                 tls: line.tls,
                 sni: line.sni,
                 proto: line.proto,
+                bytes_in: self.bytes_in,
             };
             if !sink.send(record) {
                 metrics.access_dropped();

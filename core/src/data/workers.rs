@@ -161,6 +161,9 @@ pub(crate) fn listen(
     Ok(sockets)
 }
 
+/// How long past the drain time a worker waits for its WebSocket tunnels to close.
+const TUNNEL_CLOSE: Duration = Duration::from_secs(2);
+
 /// Running worker threads.
 pub(crate) struct Workers {
     threads: Vec<JoinHandle<()>>,
@@ -271,10 +274,17 @@ impl Workers {
                             Some(Ok(tls)) => Some(tls),
                             None => None,
                         };
+                        let tunnels = Arc::clone(&shared);
                         let app = Arc::new(App::new(
                             shared, controller, settings, access, proxies, recorder, redirect,
                         ));
-                        front::serve(listener, tls, app, limit, stopped).await;
+                        front::serve(listener, tls, app, limit, stopped.clone()).await;
+                        // WebSocket tunnels outlive their connections: they close at the end
+                        // of the drain (`Tunnels::shutdown`); this runtime must last until then.
+                        let drain = stopped.borrow().unwrap_or_default();
+                        if proxies {
+                            super::tunnel::outlast(&tunnels, drain + TUNNEL_CLOSE).await;
+                        }
                     });
                 })
                 .map_err(WorkersError::Spawn)?;

@@ -10,10 +10,10 @@ use crate::ring::{Member, RingTable};
 const STATUS: &str = concat!(
     r#"{"listen":"127.0.0.1:5000","via":"1.1 lb-3f2a","supervisor":"process","uptime_ms":1234,"N":4,"#,
     r#""replicas":["#,
-    r#"{"hostname":"Server 1","id":1,"kind":"managed","health":"up","address":"127.0.0.1:40001","healthy":true,"missed_heartbeats":0,"handle":{"pid":42},"pipelining":true,"in_flight":2,"requests":10,"tls":null},"#,
-    r#"{"hostname":"Server 2","id":2,"kind":"managed","health":"up","address":"10.0.0.2:5000","healthy":false,"missed_heartbeats":1,"handle":{"container_id":"c0ffee"},"pipelining":false,"in_flight":0,"requests":0,"tls":null},"#,
-    r#"{"hostname":"Server 3","id":3,"kind":"managed","health":"up","address":"10.0.0.3:5000","healthy":true,"missed_heartbeats":0,"handle":{"swarm_task":{"service":"s1","task":"t1","container_id":"c2"}},"pipelining":true,"in_flight":0,"requests":3,"tls":null},"#,
-    r#"{"hostname":"web","id":5,"kind":"address","health":"down","address":"127.0.0.1:9000","healthy":false,"missed_heartbeats":0,"handle":{"address":"127.0.0.1:9000"},"pipelining":false,"in_flight":0,"requests":0,"tls":{"server_name":"web.internal","verify":true}}],"#,
+    r#"{"hostname":"Server 1","id":1,"kind":"managed","health":"up","address":"127.0.0.1:40001","healthy":true,"missed_heartbeats":0,"handle":{"pid":42},"pipelining":true,"in_flight":2,"requests":10,"tls":null,"tunnels":3},"#,
+    r#"{"hostname":"Server 2","id":2,"kind":"managed","health":"up","address":"10.0.0.2:5000","healthy":false,"missed_heartbeats":1,"handle":{"container_id":"c0ffee"},"pipelining":false,"in_flight":0,"requests":0,"tls":null,"tunnels":0},"#,
+    r#"{"hostname":"Server 3","id":3,"kind":"managed","health":"up","address":"10.0.0.3:5000","healthy":true,"missed_heartbeats":0,"handle":{"swarm_task":{"service":"s1","task":"t1","container_id":"c2"}},"pipelining":true,"in_flight":0,"requests":3,"tls":null,"tunnels":0},"#,
+    r#"{"hostname":"web","id":5,"kind":"address","health":"down","address":"127.0.0.1:9000","healthy":false,"missed_heartbeats":0,"handle":{"address":"127.0.0.1:9000"},"pipelining":false,"in_flight":0,"requests":0,"tls":{"server_name":"web.internal","verify":true},"tunnels":0}],"#,
     r#""retries":7,"#,
     r#""vacancies":[{"id":4,"hostname":"S4","failed_attempts":2,"reason":"exited"},{"id":5,"hostname":"web","failed_attempts":0,"reason":"down","address":"127.0.0.1:9000"}],"#,
     r#""ring":{"algorithm":"ring","slots":512,"virtual_nodes":9,"probing":"linear","hash":"spec","key":"header:X-Request-Id","key_fallback":"random","bounded_load":null},"#,
@@ -64,6 +64,7 @@ fn a_status_reads_as_the_analysis_uses_it_and_writes_back_byte_for_byte() {
         ),
         (3, 7)
     );
+    assert_eq!(status.replicas[0].tunnels, 3);
     let listener = status.tls.as_ref().unwrap();
     assert_eq!(listener.certificates[0].names, ["site.test", "*.site.test"]);
     assert_eq!(listener.certificates[0].days_left, 29);
@@ -116,6 +117,7 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
                     server_name: text(&t.server_name),
                     verify: t.verify,
                 }),
+                tunnels: r.tunnels,
             })
             .collect(),
         retries: owned.retries,

@@ -333,6 +333,7 @@ impl Controller {
             metrics,
             backend_tls: Arc::default(),
             certs: Arc::new(crate::state::tls::CertStore::default()),
+            tunnels: Arc::default(),
         });
         warn_unverified(config);
         let (handle, rx) = ControllerHandle::channel();
@@ -712,6 +713,9 @@ impl Controller {
             key: self.ring.key.clone(),
             bounded_load: self.ring.bounded_load,
         }));
+        // Open WebSocket tunnels look their slot up again (one `watch` send, never a wait).
+        let drain = Duration::from_millis(self.health.borrow().drain_timeout_ms);
+        self.shared.tunnels.ring_changed(drain);
     }
 
     /// A large table was built off the controller for the server ids `key_ids` (with the

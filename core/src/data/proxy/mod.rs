@@ -22,8 +22,8 @@
 //!    in the current snapshot ([`Proxy::next_replica`]; a replica that failed has usually left
 //!    the ring by then), else `lb` answers 502, or 504 for a timeout ([`respond`]).
 //!
-//! Files: `transport.rs` (the two transports and the wait), `error.rs` (the attempt's error
-//! and its retry rule), `answer.rs` (what the hyper transport accepts as an answer),
+//! Files: `transport.rs` (the two transports and the wait), `upgrade.rs` (requests that carry
+//! `Upgrade`: WebSockets), `error.rs` (the attempt's error and its retry rule), `answer.rs` (what the hyper transport accepts as an answer),
 //! `outgoing.rs` (a request body that can be sent again while no attempt read it), `respond.rs`
 //! (`lb`'s answers in a replica's stead).
 //!
@@ -38,26 +38,27 @@
 //! - **HTTP/2 or TLS from clients**: not here. The downstream side is `front.rs`'s
 //!   `connection()` (hyper's server, over [`crate::data::downstream`]'s counted socket);
 //!   whatever it accepts arrives here as the same `Request<Incoming>`.
-//! - **WebSockets (an `Upgrade`)**: today `Upgrade` is a hop-by-hop field, stripped, so an
-//!   upgrade request reaches its replica as a plain request and a `101` is an invalid answer
-//!   ([`answer`]); `front.rs` refuses `CONNECT`. An upgrade path belongs beside step 3: forward
-//!   `Upgrade`/`Connection: upgrade` over the hyper transport, and once the replica's `101`
-//!   came (the attempt is then past retrying, `Retry::No`), take both upgraded connections
-//!   (`hyper::upgrade::on` on the client's request and on the replica's response), copy
-//!   between them on a task of their own, and keep the [`crate::state::InFlight`] with that
-//!   task instead of a body.
+//! - **WebSockets (an `Upgrade`)**: done for HTTP/1.1 in [`upgrade`]: [`Proxy::forward`] sees
+//!   hyper's [`OnUpgrade`] mark (a request that carried `Upgrade`), and a `websocket` offer
+//!   goes to [`Proxy::websocket`]: placed like any request, sent over a fresh connection with
+//!   its own retry rule, and on the replica's `101` both upgraded sockets go to
+//!   [`crate::data::tunnel`], which keeps the [`crate::state::InFlight`] instead of a body.
+//!   RFC 8441 (extended `CONNECT` over HTTP/2) plugs in there once the HTTP/2 front accepts it
+//!   (see [`upgrade`]).
 
 mod answer;
 mod error;
 mod outgoing;
 mod respond;
 mod transport;
+mod upgrade;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use error::AttemptError;
 pub(crate) use respond::error_response;
@@ -79,6 +80,8 @@ pub(crate) struct Proxy {
     retries: usize,
     /// Where upstream errors are counted (the worker's).
     recorder: Arc<Recorder>,
+    /// `[proxy] tunnel_idle_timeout_ms`: how long a WebSocket tunnel may carry nothing.
+    tunnel_idle: std::time::Duration,
 }
 
 impl Proxy {
@@ -93,6 +96,7 @@ impl Proxy {
             shared,
             retries: settings.retries,
             recorder,
+            tunnel_idle: std::time::Duration::from_millis(settings.tunnel_idle_timeout_ms),
         }
     }
 
@@ -102,10 +106,25 @@ impl Proxy {
     /// replica.
     pub(crate) async fn forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: &Peer,
         exchange: &mut Exchange,
     ) -> Response<ProxyBody> {
+        // hyper marks an HTTP/1.1 request carrying `Upgrade` (one look at empty extensions for
+        // any other request).
+        if req.extensions().get::<OnUpgrade>().is_some() {
+            match upgrade::offer(req.headers()) {
+                upgrade::Offer::WebSocket => {
+                    return Box::pin(self.websocket(req, peer, exchange)).await;
+                }
+                upgrade::Offer::Unsupported(offer) => {
+                    return error_response(&ApiError::UpgradeUnsupported(offer));
+                }
+                upgrade::Offer::Plain => {
+                    req.extensions_mut().remove::<OnUpgrade>();
+                }
+            }
+        }
         let Some((slot, first)) = self.place(&req, peer, exchange) else {
             return error_response(&ApiError::Unavailable(
                 "no replica is available to serve the request".into(),

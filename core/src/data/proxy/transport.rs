@@ -40,6 +40,8 @@ use crate::state::{Backend, TlsTable};
 pub(crate) struct Transports {
     /// hyper's client: any request, its body streamed.
     client: Client<Connector, Outgoing>,
+    /// Its connector, for the fresh connection of each WebSocket upgrade ([`super::upgrade`]).
+    connector: Connector,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled (`[proxy] pipelining`).
     upstreams: Option<Upstreams>,
     /// How long a replica may take to start its response.
@@ -59,9 +61,10 @@ impl Transports {
             .pool_max_idle_per_host(1024)
             // A response head larger than the batching client takes is refused here too.
             .http1_max_buf_size(upstream::MAX_HEAD)
-            .build(connector);
+            .build(connector.clone());
         Transports {
             client,
+            connector,
             upstreams: settings
                 .pipelining
                 .then(|| Upstreams::with_connect_timeout(connect_timeout)),
@@ -73,6 +76,16 @@ impl Transports {
     /// `[proxy] trust_forwarded_for`.
     pub(crate) fn trust_forwarded_for(&self) -> bool {
         self.trust_forwarded_for
+    }
+
+    /// The connector hyper's client dials with (TCP, or TLS by address).
+    pub(super) fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// How long a replica may take to start its response.
+    pub(super) fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 }
 
@@ -265,7 +278,7 @@ const FAILED_CHECK: Duration = Duration::from_millis(50);
 /// safe to repeat), stop waiting as soon as the replica is taken out of the ring as failed, so
 /// the request can go to the new owner at once instead of when the replica resumes or the
 /// timeout ends.
-async fn wait<F: Future>(
+pub(super) async fn wait<F: Future>(
     answer: F,
     backend: &Backend,
     limit: Duration,

@@ -1,0 +1,374 @@
+//! Requests that ask for an upgrade (HTTP/1.1 `Upgrade`, which hyper marks with an
+//! [`OnUpgrade`] extension: the plain request path pays one empty-extensions check for it).
+//!
+//! What the request offers ([`offer`]) decides:
+//!
+//! - `Connection: upgrade` and `Upgrade: websocket` (token lists, any case): a WebSocket. It is
+//!   placed by the ring's key like any request and sent with `Upgrade: websocket`,
+//!   `Connection: upgrade` and its `Sec-WebSocket-*` fields over a **fresh** HTTP/1.1
+//!   connection to the replica (never a pooled one; plain or TLS by address, through the same
+//!   [`crate::connect::Connector`]). A replica that cannot be connected to (nothing was sent,
+//!   [`super::error::Retry::Yes`]) is replaced by the next one in the placement's order, within
+//!   `[proxy] retries`; once the request went out it is never sent again. The replica's `101`
+//!   becomes the client's `101` (its fields, hop-by-hop ones but `Upgrade`/`Connection`
+//!   dropped) and both upgraded sockets go to a [`Tunnel`] on a task of its own; any other
+//!   answer (400, 426, …) goes to the client as a normal response.
+//! - only `h2c` offered, or `Upgrade` without `Connection: upgrade` (no upgrade by RFC 9110
+//!   §7.8): served as a plain HTTP/1.1 request, `Upgrade` dropped like any hop-by-hop field (as
+//!   nginx does).
+//! - anything else (`Upgrade: foo`): 501 with failure JSON saying only `websocket` is forwarded.
+//!
+//! RFC 8441 (a WebSocket over HTTP/2, extended `CONNECT` with `:protocol = websocket`) plugs in
+//! here too once the HTTP/2 front offers it: hyper gives such a request the same
+//! [`OnUpgrade`]; it would be sent to the replica as this HTTP/1.1 upgrade (a `200` to the
+//! client instead of a `101`), and the tunnel is the same.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use tower_service::Service as _;
+
+use super::answer::{Answer, Rules, MAX_HEAD};
+use super::error::{AttemptError, Replay};
+use super::outgoing::Outgoing;
+use super::transport::wait;
+use super::{error_response, respond, Proxy};
+use crate::api::ApiError;
+use crate::connect::ConnectError;
+use crate::data::body::{ProxyBody, Source};
+use crate::data::hop;
+use crate::data::key::Peer;
+use crate::data::observe::Exchange;
+use crate::data::tunnel::{Handoff, Tunnel};
+use crate::data::upstream::UpstreamError;
+use crate::state::Backend;
+
+/// What an upgrade request offers, as `lb` treats it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Offer {
+    /// `websocket`, with `Connection: upgrade`: tunnelled.
+    WebSocket,
+    /// No upgrade `lb` acts on (only `h2c`, or no `Connection: upgrade`): a plain request.
+    Plain,
+    /// Something else: refused (the offer, shortened).
+    Unsupported(String),
+}
+
+/// Longest offer quoted back in a 501.
+const QUOTED: usize = 64;
+
+/// What `headers` offer (see the module's documentation).
+pub(super) fn offer(headers: &HeaderMap) -> Offer {
+    let tokens = hop::connection_tokens(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
+    if !tokens.iter().any(|t| t == "upgrade") {
+        return Offer::Plain;
+    }
+    let mut websocket = false;
+    let mut others = false;
+    for protocol in headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or("?").split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let name = protocol.split('/').next().unwrap_or_default();
+        if name.eq_ignore_ascii_case("websocket") {
+            websocket = true;
+        } else if !name.eq_ignore_ascii_case("h2c") {
+            others = true;
+        }
+    }
+    if websocket {
+        Offer::WebSocket
+    } else if others {
+        let sent: Vec<&str> = headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?"))
+            .collect();
+        let mut quoted = sent.join(", ");
+        if quoted.len() > QUOTED {
+            let mut end = QUOTED;
+            while !quoted.is_char_boundary(end) {
+                end -= 1;
+            }
+            quoted.truncate(end);
+            quoted.push('…');
+        }
+        Offer::Unsupported(quoted)
+    } else {
+        Offer::Plain
+    }
+}
+
+impl Proxy {
+    /// A WebSocket upgrade: placed, sent to its replica over a fresh connection, and on a
+    /// `101` joined to it by a [`Tunnel`] (see the module's documentation).
+    pub(super) async fn websocket(
+        &self,
+        mut req: Request<Incoming>,
+        peer: &Peer,
+        exchange: &mut Exchange,
+    ) -> Response<ProxyBody> {
+        use http_body::Body as _;
+        if req.method() != Method::GET {
+            return error_response(&ApiError::BadRequest(format!(
+                "a WebSocket upgrade is a GET request (RFC 6455 §4.1), not {}",
+                req.method()
+            )));
+        }
+        if !req.body().is_end_stream() {
+            return error_response(&ApiError::BadRequest(
+                "a WebSocket upgrade request carries no body".into(),
+            ));
+        }
+        let client = hyper::upgrade::on(&mut req);
+        let Some((slot, first)) = self.place(&req, peer, exchange) else {
+            return error_response(&ApiError::Unavailable(
+                "no replica is available to serve the request".into(),
+            ));
+        };
+        let owner = {
+            let snapshot = self.shared.snapshot.load();
+            snapshot
+                .placement
+                .owner_of_slot(slot)
+                .map_or(first.incarnation, |m| snapshot.backends[m].incarnation)
+        };
+        let (mut parts, _) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        hop::strip(&mut parts.headers);
+        hop::add_forwarded(
+            &mut parts.headers,
+            &peer.forwarded_for,
+            &peer.proto,
+            self.transports.trust_forwarded_for(),
+        );
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        exchange.replica = Some(first);
+        let mut tried: Vec<u64> = Vec::new();
+        // Once sent, never again; before (a connection refused, a TLS handshake failed), yes.
+        let replay = Replay {
+            repeatable: false,
+            body_whole: true,
+        };
+        let mut client = Some(client);
+        loop {
+            let backend = Arc::clone(exchange.replica.as_ref().expect("proxy chose a replica"));
+            let in_flight = backend.begin_request();
+            let error = match self.upgrade_attempt(&parts.headers, &path, &backend).await {
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    let Some(client) = client.take() else {
+                        unreachable!("a 101 ends the loop");
+                    };
+                    return self.open_tunnel(resp, client, backend, in_flight, slot, owner);
+                }
+                Ok(resp) => {
+                    let (mut head, body) = resp.into_parts();
+                    hop::strip(&mut head.headers);
+                    return Response::from_parts(head, ProxyBody::from(Source::Hyper(body)))
+                        .map(|b| b.in_flight(in_flight));
+                }
+                Err(error) => error,
+            };
+            drop(in_flight);
+            if let Some(kind) = error.kind() {
+                self.recorder.upstream_error(&backend, kind);
+            }
+            tried.push(backend.id);
+            let next = (error.retry().allows(replay) && tried.len() <= self.retries)
+                .then(|| self.next_replica(slot, &tried))
+                .flatten();
+            let Some(next) = next else {
+                return match error {
+                    AttemptError::Upstream(e @ UpstreamError::TimedOut(_)) => {
+                        respond::timed_out(&backend, &e.to_string())
+                    }
+                    e => respond::did_not_answer(&backend, &e.to_string()),
+                };
+            };
+            self.shared
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(from = %backend.hostname, to = %next.hostname, %error, "WebSocket upgrade: trying the next replica");
+            exchange.replica = Some(next);
+        }
+    }
+
+    /// One attempt: a fresh connection to `backend`, the upgrade request (`headers`, `path`),
+    /// its response head within the response timeout.
+    async fn upgrade_attempt(
+        &self,
+        headers: &HeaderMap,
+        path: &PathAndQuery,
+        backend: &Backend,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(if backend.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        uri.authority = Some(backend.authority.clone());
+        uri.path_and_query = Some(path.clone());
+        let uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+        let mut connector = self.transports.connector().clone();
+        let connected = match poll_fn(|cx| connector.poll_ready(cx)).await {
+            Ok(()) => connector.call(uri).await,
+            Err(e) => Err(e),
+        };
+        let io = connected.map_err(|e| match e {
+            ConnectError::Tls { .. } => AttemptError::Tls(e.to_string()),
+            e => AttemptError::Unreached(format!("connecting to {}: {e}", backend.addr)),
+        })?;
+        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(MAX_HEAD.max(8192))
+            .handshake::<_, Outgoing>(io)
+            .await
+            .map_err(|e| AttemptError::Unreached(e.to_string()))?;
+        // The connection runs until the upgrade hands its socket over (or it ends).
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        let mut request = Request::new(Outgoing::Empty);
+        *request.method_mut() = Method::GET;
+        *request.uri_mut() = Uri::from(path.clone());
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers.clone();
+        if !request.headers().contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::from_str(&backend.addr) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
+        let rules = Rules::watch(&mut request);
+        let sent = rules.check(sender.send_request(request));
+        match wait(sent, backend, self.transports.response_timeout(), false).await {
+            Ok(Answer::Invalid(reason)) => Err(UpstreamError::Invalid(reason).into()),
+            Ok(Answer::Response(resp)) if resp.status().as_u16() > 599 => Err(
+                UpstreamError::Invalid(format!("status code {}", resp.status().as_u16())).into(),
+            ),
+            Ok(Answer::Response(resp)) => Ok(resp),
+            Ok(Answer::Failed(e)) => Err(UpstreamError::NotStarted(e.to_string()).into()),
+            Err(waited) => Err(waited.into()),
+        }
+    }
+
+    /// The replica said `101`: the client's `101` (the replica's fields), and the tunnel that
+    /// joins both sockets once hyper hands them over, on a task of its own.
+    fn open_tunnel(
+        &self,
+        mut resp: Response<Incoming>,
+        client: OnUpgrade,
+        backend: Arc<Backend>,
+        in_flight: crate::state::InFlight,
+        slot: u32,
+        owner: u64,
+    ) -> Response<ProxyBody> {
+        let replica = hyper::upgrade::on(&mut resp);
+        let (mut head, _) = resp.into_parts();
+        let protocol = head
+            .headers
+            .get(header::UPGRADE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("websocket"));
+        hop::strip(&mut head.headers);
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        head.headers.insert(header::UPGRADE, protocol);
+        head.version = Version::HTTP_11;
+        let (handoff, observation) = Handoff::new();
+        head.extensions = http::Extensions::new();
+        head.extensions.insert(handoff);
+        tokio::spawn(
+            Tunnel {
+                client,
+                replica,
+                backend,
+                in_flight,
+                slot,
+                owner,
+                shared: Arc::clone(&self.shared),
+                idle: self.tunnel_idle,
+                observation,
+            }
+            .run(),
+        );
+        Response::from_parts(head, ProxyBody::full(Bytes::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(connection: &[&'static str], upgrade: &[&'static str]) -> Offer {
+        let mut headers = HeaderMap::new();
+        for c in connection {
+            headers.append(header::CONNECTION, HeaderValue::from_static(c));
+        }
+        for u in upgrade {
+            headers.append(header::UPGRADE, HeaderValue::from_static(u));
+        }
+        offer(&headers)
+    }
+
+    #[test]
+    fn websocket_is_found_in_token_lists_in_any_case() {
+        assert_eq!(with(&["Upgrade"], &["websocket"]), Offer::WebSocket);
+        assert_eq!(
+            with(&["keep-alive, UPGRADE"], &["WebSocket"]),
+            Offer::WebSocket
+        );
+        assert_eq!(
+            with(&["keep-alive", "upgrade"], &["foo, websocket"]),
+            Offer::WebSocket
+        );
+        assert_eq!(
+            with(&["upgrade"], &["h2c", "websocket/13"]),
+            Offer::WebSocket
+        );
+    }
+
+    #[test]
+    fn h2c_or_no_connection_upgrade_is_a_plain_request_and_the_rest_refused() {
+        assert_eq!(with(&["Upgrade, HTTP2-Settings"], &["h2c"]), Offer::Plain);
+        assert_eq!(with(&[], &["websocket"]), Offer::Plain);
+        assert_eq!(with(&["close"], &["foo"]), Offer::Plain);
+        assert_eq!(with(&["upgrade"], &[]), Offer::Plain);
+        assert_eq!(
+            with(&["upgrade"], &["foo/2, h2c"]),
+            Offer::Unsupported("foo/2, h2c".into())
+        );
+        let Offer::Unsupported(long) = with(
+            &["upgrade"],
+            &[concat!(
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+            )],
+        ) else {
+            panic!("refused");
+        };
+        assert_eq!(long.chars().count(), QUOTED + 1);
+    }
+}
