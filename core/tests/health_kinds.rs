@@ -117,7 +117,7 @@ impl Drop for Mute {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn tcp_passes_a_mute_listener_that_http_fails_and_a_closed_port_leaves() {
+async fn tcp_passes_a_mute_listener_that_http_fails_live_and_a_closed_port_leaves() {
     let mute = Mute::start().await;
 
     // kind = "http": the listener never answers GET, so it never joins.
@@ -125,10 +125,12 @@ async fn tcp_passes_a_mute_listener_that_http_fails_and_a_closed_port_leaves() {
     let reason = until_down_because(&http, "b-0", "no answer within").await;
     assert!(!reason.contains("gRPC"), "{reason}");
     assert_eq!(http.rep().await.0, 1, "a down backend stays listed");
-    drop(http);
 
-    // kind = "tcp": the connection is enough.
-    let tcp = lb_for("kind = \"tcp\"\npath = \"/ignored\"", &[mute.port]);
+    // kind = "tcp" saved into the running lb's file: live, the connection is enough.
+    let text = std::fs::read_to_string(&http.config).unwrap();
+    let text = text.replace("kind = \"http\"", "kind = \"tcp\"\npath = \"/ignored\"");
+    common::save_by_rename(&http.config, &text);
+    let tcp = http;
     until_up(&tcp, "b-0").await;
     assert_eq!(tcp.get("/_lb/ring").await.json()["owners"][0], "b-0");
 
