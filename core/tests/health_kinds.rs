@@ -195,8 +195,16 @@ struct GrpcServer {
 
 impl GrpcServer {
     fn start(python: &PathBuf) -> GrpcServer {
+        GrpcServer::start_with(python, &[])
+    }
+
+    /// With more arguments (`--tls CERT KEY`).
+    fn start_with(python: &PathBuf, args: &[&str]) -> GrpcServer {
         let mut child = Command::new(python)
             .arg(SERVER)
+            .args(args)
+            // grpcio's core logs only errors (not each refused handshake).
+            .env("GRPC_VERBOSITY", "ERROR")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -292,6 +300,72 @@ async fn grpc_service_is_the_service_checked() {
     // "shard" going down takes the backend out though the server as a whole still serves.
     server.set("shard", "SERVICE_UNKNOWN");
     until_down_because(&lb, "b-0", "SERVICE_UNKNOWN").await;
+}
+
+/// A CA's certificate (PEM) and a certificate for `backend.test` it signed with its key (PEM):
+/// made with rcgen.
+fn certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "health test CA");
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["backend.test".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_and_tcp_checks_over_tls() {
+    let Some(python) = python("grpc_and_tcp_checks_over_tls") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ca, cert, key) = (
+        file("ca.pem", &ca),
+        file("cert.pem", &cert),
+        file("key.pem", &key),
+    );
+    let other_ca = file("other-ca.pem", &certificates().0);
+    let mut server = GrpcServer::start_with(&python, &["--tls", &cert, &key]);
+    let port = server.port;
+    let entry = |ca: &str| {
+        format!(
+            "[[replicas]]\nhostname = \"b-0\"\nid = 1\naddress = \"127.0.0.1:{}\"\n\
+             tls = true\nserver_name = \"backend.test\"\nca = \"{ca}\"\n",
+            port
+        )
+    };
+
+    // gRPC over TLS: h2 by ALPN with the entry's settings.
+    let lb = Lb::start(&format!(
+        "[health]\nkind = \"grpc\"\n{HEALTH}{}",
+        entry(&ca)
+    ));
+    until_up(&lb, "b-0").await;
+    server.set("-", "NOT_SERVING");
+    until_down_because(&lb, "b-0", "NOT_SERVING").await;
+    server.set("-", "SERVING");
+    until_up(&lb, "b-0").await;
+
+    // tcp: the handshake is part of the check; a certificate of another CA fails it.
+    let good = Lb::start(&format!("[health]\nkind = \"tcp\"\n{HEALTH}{}", entry(&ca)));
+    until_up(&good, "b-0").await;
+    let bad = Lb::start(&format!(
+        "[health]\nkind = \"tcp\"\n{HEALTH}{}",
+        entry(&other_ca)
+    ));
+    let reason = until_down_because(&bad, "b-0", "TLS: certificate not trusted").await;
+    assert!(!reason.contains("gRPC"), "{reason}");
 }
 
 /// An HTTP/2 server on 127.0.0.1 that answers every request 200 `application/grpc` with
