@@ -159,7 +159,8 @@ impl Prober {
         let tls = self.settings(addr);
         let tcp = match self.dial(addr, "http").await? {
             Conn::Plain(tcp) => tcp,
-            Conn::Tls(_) => unreachable!("an http URI is dialled without TLS"),
+            // An `http` URI is dialled without TLS: never here, and no panic if it were.
+            Conn::Tls(_) => return Err(ProbeError::Grpc(GrpcFailure::NoH2)),
         };
         let authority = address_of(addr);
         let Some(tls) = tls else {
