@@ -378,7 +378,9 @@ mod tests {
         assert_eq!(
             fields_of::<HealthSection>(),
             [
+                "kind",
                 "path",
+                "grpc_service",
                 "interval_ms",
                 "timeout_ms",
                 "fall",

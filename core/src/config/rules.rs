@@ -15,7 +15,7 @@ use super::load::ConfigError;
 use super::names::{check_address, check_hostname, check_instance};
 use super::own;
 use super::problem::Problem;
-use super::sections::{AddressMode, Config, ReplicaEntry, SupervisorKind, MAX_SLOTS};
+use super::sections::{AddressMode, Config, HealthKind, ReplicaEntry, SupervisorKind, MAX_SLOTS};
 
 impl Config {
     /// Whether the configured replicas can be placed with `hash`. The ring is built (probing
@@ -287,6 +287,22 @@ impl Config {
             let at = check::key_offset(&self.text, "health", "path").unwrap_or(0);
             problems.push(self.problem(at..at, why));
         }
+        if let Some(service) = &h.grpc_service {
+            let at = check::key_offset(&self.text, "health", "grpc_service").unwrap_or(0);
+            if h.kind != HealthKind::Grpc {
+                problems.push(self.problem(
+                    at..at,
+                    format!(
+                        "health.grpc_service is only for kind = \"grpc\" (the service a gRPC \
+                         health check asks about); kind is \"{}\": remove grpc_service or set \
+                         kind = \"grpc\"",
+                        h.kind
+                    ),
+                ));
+            } else if let Err(why) = check_grpc_service(service) {
+                problems.push(self.problem(at..at, why));
+            }
+        }
         problems.extend(self.supervisor_problems());
         let mut names = HashSet::new();
         let mut ids = HashSet::new();
@@ -435,6 +451,21 @@ pub(super) fn check_health_path(path: &str) -> Result<(), String> {
             "health.path {:?} must be an absolute path such as \"/heartbeat\" or \"/healthz\" \
              (printable ASCII, no spaces or '#', at most 1024 bytes)",
             path.chars().take(40).collect::<String>()
+        ))
+    }
+}
+
+/// The gRPC service a health check asks about: printable ASCII without spaces, at most 1024
+/// bytes (`""`: the server as a whole).
+pub(super) fn check_grpc_service(service: &str) -> Result<(), String> {
+    if service.len() <= 1024 && service.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "health.grpc_service {:?} must be a gRPC service name such as \"shard\" or \
+             \"pkg.Service\" (printable ASCII, no spaces, at most 1024 bytes), or \"\" for the \
+             server as a whole",
+            service.chars().take(40).collect::<String>()
         ))
     }
 }

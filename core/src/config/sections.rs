@@ -327,9 +327,15 @@ impl RingSection {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct HealthSection {
-    /// The path the health checks of backends by address ask for with `GET` (a 200 is healthy);
-    /// the replicas `lb` runs are always asked `/heartbeat`.
+    /// What the health checks of backends by address are ([`HealthKind`]); the replicas `lb`
+    /// runs are always asked `GET /heartbeat`.
+    pub kind: HealthKind,
+    /// The path the health checks of backends by address ask for with `GET` (a 200 is healthy)
+    /// with `kind = "http"`; the replicas `lb` runs are always asked `/heartbeat`.
     pub path: String,
+    /// With `kind = "grpc"`: the service asked about (`HealthCheckRequest.service`); not given
+    /// (or `""`): the server as a whole.
+    pub grpc_service: Option<String>,
     /// Time between two heartbeats to a replica.
     pub interval_ms: u64,
     /// How long one heartbeat may take.
@@ -344,15 +350,51 @@ pub(crate) struct HealthSection {
     pub drain_timeout_ms: u64,
 }
 
+/// What a health check of a backend by address is (`[health] kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum HealthKind {
+    /// `GET path` answered 200.
+    #[default]
+    Http,
+    /// The standard `grpc.health.v1.Health/Check` over HTTP/2 answered SERVING.
+    Grpc,
+    /// A TCP connection (and the TLS handshake of a `tls = true` backend) completes.
+    Tcp,
+}
+
+impl std::fmt::Display for HealthKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HealthKind::Http => "http",
+            HealthKind::Grpc => "grpc",
+            HealthKind::Tcp => "tcp",
+        })
+    }
+}
+
+/// One health check as the prober runs it: the kind with what it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HealthCheck<'a> {
+    /// `GET` this path; healthy on 200.
+    Http(&'a str),
+    /// `grpc.health.v1.Health/Check` for this service (`""`: the server); healthy on SERVING.
+    Grpc(&'a str),
+    /// A connection (and a TLS handshake) completes.
+    Tcp,
+}
+
 impl HealthSection {
-    /// The path a backend's health checks ask for: `path` for a backend by address; the
-    /// assignment's `/heartbeat` for the replicas `lb` runs (their contract, whatever the file
-    /// says).
-    pub(crate) fn check_path(&self, by_address: bool) -> &str {
-        if by_address {
-            &self.path
-        } else {
-            "/heartbeat"
+    /// The check of a backend: by its `kind` for a backend by address; the assignment's
+    /// `GET /heartbeat` for the replicas `lb` runs (their contract, whatever the file says).
+    pub(crate) fn check(&self, by_address: bool) -> HealthCheck<'_> {
+        if !by_address {
+            return HealthCheck::Http("/heartbeat");
+        }
+        match self.kind {
+            HealthKind::Http => HealthCheck::Http(&self.path),
+            HealthKind::Grpc => HealthCheck::Grpc(self.grpc_service.as_deref().unwrap_or("")),
+            HealthKind::Tcp => HealthCheck::Tcp,
         }
     }
 }
@@ -360,7 +402,9 @@ impl HealthSection {
 impl Default for HealthSection {
     fn default() -> Self {
         HealthSection {
+            kind: HealthKind::Http,
             path: "/heartbeat".into(),
+            grpc_service: None,
             interval_ms: 500,
             timeout_ms: 300,
             fall: 2,

@@ -849,3 +849,42 @@ fn the_ca_file_is_read_relative_to_the_file_and_its_problems_have_a_place() {
     let config = Config::parse_file(&text, &path).unwrap();
     assert!(!config.replicas[0].tls_settings.as_ref().unwrap().verify);
 }
+
+#[test]
+fn health_kinds_are_read_and_checked() {
+    use super::sections::{HealthCheck, HealthKind};
+    let c = Config::parse("").unwrap();
+    assert_eq!(c.health.kind, HealthKind::Http);
+    assert_eq!(c.health.check(true), HealthCheck::Http("/heartbeat"));
+
+    let c = Config::parse("[health]\nkind = \"grpc\"\ngrpc_service = \"shard\"\n").unwrap();
+    assert_eq!(c.health.check(true), HealthCheck::Grpc("shard"));
+    // The replicas lb runs keep their contract whatever the kind.
+    assert_eq!(c.health.check(false), HealthCheck::Http("/heartbeat"));
+    let c = Config::parse("[health]\nkind = \"grpc\"\n").unwrap();
+    assert_eq!(c.health.check(true), HealthCheck::Grpc(""));
+    let c = Config::parse("[health]\nkind = \"tcp\"\npath = \"/ignored\"\n").unwrap();
+    assert_eq!(c.health.check(true), HealthCheck::Tcp);
+
+    let found = problems("[health]\nkind = \"udp\"\n");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].line, 2);
+    for kind in ["http", "grpc", "tcp"] {
+        assert!(found[0].message.contains(kind), "{}", found[0].message);
+    }
+
+    let found = problems("[health]\nkind = \"tcp\"\ngrpc_service = \"shard\"\n");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].line, 3);
+    assert!(
+        found[0].message.contains("only for kind = \"grpc\""),
+        "{}",
+        found[0].message
+    );
+    let found = problems("[health]\ngrpc_service = \"shard\"\n");
+    assert_eq!(found.len(), 1, "{found:#?}");
+
+    let found = problems("[health]\nkind = \"grpc\"\ngrpc_service = \"a b\"\n");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].message.contains("health.grpc_service"));
+}

@@ -1,4 +1,5 @@
-//! Heartbeats: `GET /heartbeat` to every replica in the ring every `interval_ms`.
+//! Heartbeats: `GET /heartbeat` to every replica in the ring every `interval_ms` (to a backend
+//! by address: the check of `[health] kind`, [`crate::config::HealthCheck`]).
 //!
 //! After `fall` misses in a row the controller is told the replica is dead; what happens next is
 //! the controller's decision. A check counts as missed only when it was refused, failed, or
@@ -34,12 +35,12 @@ pub(crate) async fn run(
         let snapshot = shared.snapshot.load_full();
         let beats = snapshot.backends.iter().map(|b| {
             let prober = &prober;
-            let path = settings.check_path(b.is_address());
+            let check = settings.check(b.is_address());
             async move {
                 let sent = tokio::time::Instant::now();
                 // Its authority: `addr`, or for a TLS backend with its settings' id (connections
                 // made under replaced settings are pooled apart and never reused).
-                let result = prober.beat(b.authority.as_str(), path, timeout).await;
+                let result = prober.beat(b.authority.as_str(), check, timeout).await;
                 (b, result, sent.elapsed())
             }
         });

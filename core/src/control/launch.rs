@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{own, BackendTls, HealthSection};
+use crate::config::{own, BackendTls, HealthCheck, HealthSection};
 use crate::state::{Backend, TlsTable};
 
 use super::probe::{ProbeError, Prober};
@@ -114,13 +114,18 @@ impl Running {
 #[async_trait]
 pub(crate) trait Heartbeats: Send + Sync {
     /// One heartbeat ([`Prober::beat`]).
-    async fn beat(&self, addr: &str, path: &str, timeout: Duration) -> Result<(), ProbeError>;
+    async fn beat(
+        &self,
+        addr: &str,
+        check: HealthCheck<'_>,
+        timeout: Duration,
+    ) -> Result<(), ProbeError>;
 
     /// Poll until the first heartbeat answers ([`Prober::wait_alive`]).
     async fn wait_alive(
         &self,
         addr: &str,
-        path: &str,
+        check: HealthCheck<'_>,
         deadline: Duration,
     ) -> Result<(), ProbeError>;
 
@@ -129,7 +134,7 @@ pub(crate) trait Heartbeats: Send + Sync {
     async fn wait_healthy(
         &self,
         addr: &str,
-        path: &str,
+        check: HealthCheck<'_>,
         rise: u32,
         interval: Duration,
         timeout: Duration,
@@ -140,24 +145,29 @@ pub(crate) trait Heartbeats: Send + Sync {
 
 #[async_trait]
 impl Heartbeats for Prober {
-    async fn beat(&self, addr: &str, path: &str, timeout: Duration) -> Result<(), ProbeError> {
-        Prober::beat(self, addr, path, timeout).await
+    async fn beat(
+        &self,
+        addr: &str,
+        check: HealthCheck<'_>,
+        timeout: Duration,
+    ) -> Result<(), ProbeError> {
+        Prober::beat(self, addr, check, timeout).await
     }
 
     async fn wait_alive(
         &self,
         addr: &str,
-        path: &str,
+        check: HealthCheck<'_>,
         deadline: Duration,
     ) -> Result<(), ProbeError> {
-        Prober::wait_alive(self, addr, path, deadline).await
+        Prober::wait_alive(self, addr, check, deadline).await
     }
 
     #[allow(clippy::too_many_arguments)] // the checks' settings, as `Prober::wait_healthy`
     async fn wait_healthy(
         &self,
         addr: &str,
-        path: &str,
+        check: HealthCheck<'_>,
         rise: u32,
         interval: Duration,
         timeout: Duration,
@@ -168,10 +178,12 @@ impl Heartbeats for Prober {
             // Its own client: the backend is not in the table of the ring yet.
             Some(tls) => {
                 Prober::fixed(tls)
-                    .wait_healthy(addr, path, rise, interval, timeout, deadline)
+                    .wait_healthy(addr, check, rise, interval, timeout, deadline)
                     .await
             }
-            None => Prober::wait_healthy(self, addr, path, rise, interval, timeout, deadline).await,
+            None => {
+                Prober::wait_healthy(self, addr, check, rise, interval, timeout, deadline).await
+            }
         }
     }
 }
@@ -283,7 +295,7 @@ impl Launcher {
             self.prober
                 .wait_healthy(
                     &started.address,
-                    &health.path,
+                    health.check(true),
                     health.rise,
                     Duration::from_millis(health.interval_ms),
                     Duration::from_millis(health.timeout_ms),
@@ -293,7 +305,7 @@ impl Launcher {
                 .await
         } else {
             self.prober
-                .wait_alive(&started.address, health.check_path(false), deadline)
+                .wait_alive(&started.address, health.check(false), deadline)
                 .await
         };
         let alive = checks.map_err(|source| LaunchError::NotAlive {
@@ -339,7 +351,7 @@ impl Launcher {
                 Ok(started) => {
                     let beat = self
                         .prober
-                        .beat(&started.address, health.check_path(false), timeout)
+                        .beat(&started.address, health.check(false), timeout)
                         .await;
                     match beat {
                         Ok(()) => {

@@ -264,6 +264,12 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
         field(name, a.to_string(), b.to_string());
     }
     field("health.path", o.path.clone(), n.path.clone());
+    field("health.kind", o.kind.to_string(), n.kind.to_string());
+    field(
+        "health.grpc_service",
+        format!("{:?}", o.grpc_service.as_deref().unwrap_or("")),
+        format!("{:?}", n.grpc_service.as_deref().unwrap_or("")),
+    );
     field(
         "plugins.dirs",
         format!("{:?}", old.plugins.dirs),

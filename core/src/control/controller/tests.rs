@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, HealthCheck};
 use crate::control::command::ControlError;
 use crate::control::probe::ProbeError;
 use crate::control::supervisor::{Membership, Started, SupervisorError};
@@ -137,11 +137,11 @@ struct Answering;
 
 #[async_trait]
 impl Heartbeats for Answering {
-    async fn beat(&self, _: &str, _: &str, _: Duration) -> Result<(), ProbeError> {
+    async fn beat(&self, _: &str, _: HealthCheck<'_>, _: Duration) -> Result<(), ProbeError> {
         Ok(())
     }
 
-    async fn wait_alive(&self, _: &str, _: &str, _: Duration) -> Result<(), ProbeError> {
+    async fn wait_alive(&self, _: &str, _: HealthCheck<'_>, _: Duration) -> Result<(), ProbeError> {
         Ok(())
     }
 
@@ -149,7 +149,7 @@ impl Heartbeats for Answering {
     async fn wait_healthy(
         &self,
         _: &str,
-        _: &str,
+        _: HealthCheck<'_>,
         _: u32,
         _: Duration,
         _: Duration,

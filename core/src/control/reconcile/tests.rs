@@ -328,6 +328,21 @@ fn changes_are_described_for_the_log() {
         ]
     );
     assert!(changes(&old, &old, &now, &reconcile(&now, &old, &old)).is_empty());
+
+    let grpc = config(
+        "[health]\nkind = \"grpc\"\ngrpc_service = \"shard\"\n",
+        &THREE,
+    );
+    let plan = reconcile(&now, &grpc, &old);
+    assert_eq!(
+        changes(&old, &grpc, &now, &plan),
+        [
+            "health.kind http → grpc",
+            "health.grpc_service \"\" → \"shard\""
+        ]
+    );
+    // Live, like the rest of [health]: nothing waits for a restart.
+    assert!(plan.needs_restart.is_empty(), "{:?}", plan.needs_restart);
 }
 
 #[test]
