@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::downstream::Busy;
 use super::observe::Observation;
 use crate::state::{Backend, InFlight, Shared};
 
@@ -41,27 +42,42 @@ const UPGRADE_WAIT: Duration = Duration::from_secs(10);
 /// How long closing a side may wait for its socket to take the shutdown.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// Put on the client's `101` response: the front hands the request's observation over through
-/// it ([`hand_over`]), so that the tunnel counts and logs it when it closes.
+/// What the front hands a tunnel: the request's observation and, for an HTTP/2 stream, the
+/// stream's [`Busy`] (its connection is not idle while the tunnel is open).
+pub(crate) type Handed = (Observation, Option<Busy>);
+
+/// Put on the client's `101` (HTTP/1.1) or `200` (an HTTP/2 extended `CONNECT`) response: the
+/// front hands the request's observation over through it ([`hand_over`]), so that the tunnel
+/// counts and logs it when it closes.
 #[derive(Clone)]
-pub(crate) struct Handoff(Arc<Mutex<Option<oneshot::Sender<Observation>>>>);
+pub(crate) struct Handoff(Arc<Mutex<Option<oneshot::Sender<Handed>>>>);
 
 impl Handoff {
     /// A hand-over and the end the tunnel waits on.
-    pub(crate) fn new() -> (Handoff, oneshot::Receiver<Observation>) {
+    pub(crate) fn new() -> (Handoff, oneshot::Receiver<Handed>) {
         let (tx, rx) = oneshot::channel();
         (Handoff(Arc::new(Mutex::new(Some(tx)))), rx)
     }
 }
 
-/// If `resp` opens a tunnel, give it `observation` (leaving an uncounted one in its place).
-/// Called by the front for a `101` only.
-pub(crate) fn hand_over<B>(resp: &mut Response<B>, observation: &mut Observation) {
-    if let Some(Handoff(slot)) = resp.extensions_mut().remove::<Handoff>() {
-        let tx = slot.lock().ok().and_then(|mut s| s.take());
-        if let Some(tx) = tx {
-            let _ = tx.send(observation.detach());
+/// If `resp` opens a tunnel, give it `observation` (leaving an uncounted one in its place) and
+/// `busy` (an HTTP/2 stream's: kept until the tunnel closes); `busy` comes back when `resp`
+/// opens none. Called by the front for a `101`, or a `200` to an HTTP/2 `CONNECT`, only.
+pub(crate) fn hand_over<B>(
+    resp: &mut Response<B>,
+    observation: &mut Observation,
+    busy: Option<Busy>,
+) -> Option<Busy> {
+    let Some(Handoff(slot)) = resp.extensions_mut().remove::<Handoff>() else {
+        return busy;
+    };
+    let tx = slot.lock().ok().and_then(|mut s| s.take());
+    match tx {
+        Some(tx) => {
+            let _ = tx.send((observation.detach(), busy));
+            None
         }
+        None => busy,
     }
 }
 
@@ -96,8 +112,8 @@ pub(crate) struct Tunnel {
     pub(crate) shared: Arc<Shared>,
     /// `[proxy] tunnel_idle_timeout_ms`.
     pub(crate) idle: Duration,
-    /// The request's observation, from the front.
-    pub(crate) observation: oneshot::Receiver<Observation>,
+    /// The request's observation (and an HTTP/2 stream's [`Busy`]), from the front.
+    pub(crate) observation: oneshot::Receiver<Handed>,
 }
 
 impl Tunnel {
@@ -125,8 +141,8 @@ impl Tunnel {
             tokio::join!(client, replica, observation)
         })
         .await;
-        let (client, replica, mut observation) = match joined {
-            Ok((Ok(client), Ok(replica), Ok(observation))) => (client, replica, observation),
+        let (client, replica, (mut observation, busy)) = match joined {
+            Ok((Ok(client), Ok(replica), Ok(handed))) => (client, replica, handed),
             Ok((client, replica, _)) => {
                 let why = client.err().or(replica.err()).map(|e| e.to_string());
                 tracing::debug!(replica = %hostname, error = ?why, "tunnel not opened");
@@ -204,10 +220,11 @@ impl Tunnel {
         }
         tracing::debug!(replica = %hostname, ?closed, up = meter.up(), down = meter.down(), "tunnel closed");
         observation.tunnel_closed(meter.up(), meter.down());
-        // Dropped in this order: the observation (counted, logged), then the count in flight
-        // and the registry's count.
+        // Dropped in this order: the observation (counted, logged), then the count in flight,
+        // the stream in progress on its HTTP/2 connection and the registry's count.
         drop(observation);
         drop(in_flight);
+        drop(busy);
     }
 }
 
