@@ -903,3 +903,106 @@ async fn an_http2_connect_is_refused_clearly_unless_it_is_a_websocket_the_replic
         .unwrap();
     assert_eq!(round_trip(&mut ws, "hi").await, Some("ws-0 hi".into()));
 }
+
+// ---- WebSockets and TLS: wss:// at lb's TLS listener, and tunnels to backends over TLS ----
+
+/// `lb tls self-signed` for `127.0.0.1` into `dir`: (ca.pem, cert.pem, key.pem).
+fn self_signed(dir: &std::path::Path) -> (String, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args([
+            "tls",
+            "self-signed",
+            "--name",
+            "127.0.0.1",
+            "--name",
+            "localhost",
+            "--out",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lb tls self-signed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    (path("ca.pem"), path("cert.pem"), path("key.pem"))
+}
+
+/// Every socket of `answer` (an "open") on its room's owner; the rooms' backends.
+async fn on_owners(lb: &Lb, answer: &Value) -> BTreeSet<String> {
+    let sockets = opened(answer);
+    let mut backends = BTreeSet::new();
+    for (room, backend) in sockets.values() {
+        assert_eq!(*backend, owner_of(lb, room).await, "room {room}");
+        backends.insert(backend.clone());
+    }
+    backends
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wss_through_lbs_tls_listener_reaches_the_rooms_owners() {
+    let Some(python) = python("wss_through_lbs_tls_listener_reaches_the_rooms_owners") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = self_signed(dir.path());
+    let echoes: Vec<Echo> = ["ws-0", "ws-1"]
+        .iter()
+        .map(|n| Echo::start(&python, n))
+        .collect();
+    let lb = lb_for(
+        &echoes.iter().collect::<Vec<_>>(),
+        &format!(
+            "[tls]\nlisten = \"127.0.0.1:0\"\n[[tls.certificates]]\ncert = \"{cert}\"\nkey = \"{key}\"\n"
+        ),
+    );
+    all_up(&lb, 2).await;
+    let https = lb.https.expect("lb's TLS listener");
+    let mut clients = Clients::start(&python);
+    clients.cmd(json!({"cmd": "trust", "ca": ca}), Duration::from_secs(10));
+    let open = clients.cmd(
+        json!({"cmd": "open", "base": format!("wss://{https}/chat"), "sockets": 8, "rooms": 8}),
+        Duration::from_secs(60),
+    );
+    on_owners(&lb, &open).await;
+    let echo = clients.cmd(json!({"cmd": "echo"}), Duration::from_secs(60));
+    assert_eq!(echo["ok"].as_object().unwrap().len(), 8, "{echo}");
+    assert_eq!(tunnels_metric(&lb, "lb_tunnels_open").await, 8);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tunnel_to_a_backend_over_tls_echoes() {
+    let Some(python) = python("a_tunnel_to_a_backend_over_tls_echoes") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = self_signed(dir.path());
+    let process = Process::start(
+        Command::new(&python).args([ECHO, "--name", "wss-0", "--cert", &cert, "--key", &key]),
+    );
+    let line = process.line(Duration::from_secs(20));
+    let port: u16 = line
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("ws_echo.py said {line:?}"));
+    let lb = Lb::start(&format!(
+        "[ring]\nkey = \"query:room\"\n\
+         [health]\npath = \"/healthz\"\ninterval_ms = 100\ntimeout_ms = 1000\nfall = 2\nrise = 1\n\
+         [[replicas]]\nhostname = \"wss-0\"\nid = 1\naddress = \"127.0.0.1:{port}\"\ntls = true\nca = \"{ca}\"\n"
+    ));
+    all_up(&lb, 1).await;
+    let mut clients = Clients::start(&python);
+    let open = clients.cmd(
+        json!({"cmd": "open", "base": format!("ws://{}/chat", lb.addr), "sockets": 4, "rooms": 2}),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        on_owners(&lb, &open).await,
+        BTreeSet::from(["wss-0".to_owned()])
+    );
+    let echo = clients.cmd(json!({"cmd": "echo"}), Duration::from_secs(60));
+    assert_eq!(echo["ok"].as_object().unwrap().len(), 4, "{echo}");
+    drop(process);
+}
