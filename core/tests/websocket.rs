@@ -738,7 +738,7 @@ async fn websockets_over_one_http2_connection_land_on_their_owners_and_rehome_al
     let echoes: Vec<Echo> = names.iter().map(|n| Echo::start(&python, n)).collect();
     let lb = lb_for(
         &echoes.iter().collect::<Vec<_>>(),
-        "[proxy]\nclient_idle_timeout_ms = 500\n",
+        "[proxy]\nclient_idle_timeout_ms = 500\n[log]\naccess = \"stdout\"\naccess_format = \"json\"\n",
     );
     all_up(&lb, 3).await;
     let authority = lb.addr.to_string();
@@ -847,13 +847,40 @@ async fn websockets_over_one_http2_connection_land_on_their_owners_and_rehome_al
         round_trip(&mut again, "back").await,
         Some(format!("{now_owner} back"))
     );
-    let survivors = sockets.iter().filter(|(_, o, _)| *o != victim).count() as u64;
+    let closed = sockets.iter().filter(|(_, o, _)| *o == victim).count();
+    let survivors = (sockets.len() - closed) as u64;
     eventually(
         Duration::from_secs(10),
         "the closed tunnels uncounted",
         || async { (tunnels_metric(&lb, "lb_tunnels_open").await == survivors + 1).then_some(()) },
     )
     .await;
+    // Each closed tunnel was logged once, as the HTTP/2 request it was: a 200 with its bytes.
+    let logged = eventually(
+        Duration::from_secs(10),
+        "the closed tunnels logged",
+        || async {
+            let lines: Vec<Value> = lb
+                .stdout()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|l| l["method"] == "CONNECT")
+                .collect();
+            (lines.len() == closed).then_some(lines)
+        },
+    )
+    .await;
+    for line in &logged {
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["proto"], "HTTP/2", "{line}");
+        assert_eq!(line["replica"], victim.as_str(), "{line}");
+        assert!(line["bytes_in"].as_u64().unwrap() > 0, "{line}");
+        assert!(line["bytes"].as_u64().unwrap() > 0, "{line}");
+        assert!(
+            line["path"].as_str().unwrap().starts_with("/chat?room="),
+            "{line}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,9 @@
 //! A WebSocket tunnel: after a replica answered an `Upgrade: websocket` request with `101
-//! Switching Protocols` ([`super::proxy`]'s upgrade path), the client's connection and the
-//! replica's are joined and bytes copied both ways on a task of their own ([`Tunnel::run`]) for
-//! the life of the socket.
+//! Switching Protocols` ([`super::proxy`]'s upgrade path), the client's side — its HTTP/1.1
+//! connection, or its HTTP/2 stream for an extended `CONNECT` (RFC 8441) — and the replica's
+//! connection are joined and bytes copied both ways on a task of their own ([`Tunnel::run`])
+//! for the life of the socket. For an HTTP/2 stream, ending the copy ends the stream
+//! (END_STREAM, a reset if the client still sends) and nothing else of its connection.
 //!
 //! - **Bounded:** two fixed 16 KiB buffers ([`BUFFER`]); a side that stops reading stalls the
 //!   other side's copy (backpressure through both TCP windows), `lb` never buffers more.
@@ -15,8 +17,9 @@
 //! - **Shutdown:** a graceful SIGTERM closes it at the end of the drain.
 //! - **Counted:** open in [`crate::state::tunnels::Tunnels`] (status, metrics) and, like a
 //!   request, in flight at its replica ([`InFlight`]) and in progress at its worker until it
-//!   closes; then its observation is dropped: counted as a `101` and, with the access log on,
-//!   one line (bytes both ways, duration).
+//!   closes (an HTTP/2 stream's [`Busy`] too: its connection is not idle meanwhile); then its
+//!   observation is dropped: counted as a `101` (a `200` over HTTP/2) and, with the access log
+//!   on, one line (bytes both ways, duration).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
