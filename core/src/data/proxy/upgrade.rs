@@ -472,6 +472,19 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_key_is_sixteen_random_bytes_in_base64() {
+        use base64::Engine as _;
+        let a = fresh_key();
+        let b = fresh_key();
+        assert_ne!(a, b);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(a.as_bytes())
+            .unwrap();
+        assert_eq!(bytes.len(), 16);
+        assert_eq!(a.len(), 24);
+    }
+
+    #[test]
     fn h2c_or_no_connection_upgrade_is_a_plain_request_and_the_rest_refused() {
         assert_eq!(with(&["Upgrade, HTTP2-Settings"], &["h2c"]), Offer::Plain);
         assert_eq!(with(&[], &["websocket"]), Offer::Plain);
