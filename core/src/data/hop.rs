@@ -158,12 +158,14 @@ pub(crate) fn add_forwarded(
 
 /// Prepare a client's request head to go to a replica, as both hyper forwarding paths need it
 /// (the transport's and the WebSocket upgrade's): the hop-by-hop fields stripped ([`strip`]),
-/// the forwarding fields added for `peer` ([`add_forwarded`], `trust` being `[proxy]
-/// trust_forwarded_for`), and the target it goes with, in origin form: its path and query (`/`
-/// when it has none). Allocates only as [`strip`] and [`add_forwarded`] do.
+/// the forwarding fields added ([`add_forwarded`]: `forwarded_for` and `proto` are the client's
+/// `Peer::forwarded_for` and `Peer::proto`, `trust` is `[proxy] trust_forwarded_for`), and the
+/// target it goes with, in origin form: its path and query (`/` when it has none). Allocates
+/// only as [`strip`] and [`add_forwarded`] do.
 pub(crate) fn outgoing_head(
     parts: &mut http::request::Parts,
-    peer: &crate::data::key::Peer,
+    forwarded_for: &HeaderValue,
+    proto: &HeaderValue,
     trust: bool,
 ) -> PathAndQuery {
     let path_and_query = parts
@@ -172,7 +174,7 @@ pub(crate) fn outgoing_head(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     strip(&mut parts.headers);
-    add_forwarded(&mut parts.headers, &peer.forwarded_for, &peer.proto, trust);
+    add_forwarded(&mut parts.headers, forwarded_for, proto, trust);
     path_and_query
 }
 
@@ -247,7 +249,7 @@ mod tests {
 
     #[test]
     fn an_outgoing_head_is_stripped_forwarded_and_its_target_in_origin_form() {
-        let peer = crate::data::key::Peer::new([10, 0, 0, 9].into(), None);
+        let client = HeaderValue::from_static("10.0.0.9");
         let req = Request::builder()
             .uri("/chat?room=a")
             .header(header::HOST, "lb.example")
@@ -258,7 +260,7 @@ mod tests {
             .body(())
             .unwrap();
         let (mut parts, ()) = req.into_parts();
-        let path = outgoing_head(&mut parts, &peer, false);
+        let path = outgoing_head(&mut parts, &client, &PROTO_HTTP, false);
         assert_eq!(path.as_str(), "/chat?room=a");
         for gone in ["connection", "upgrade", "x-secret"] {
             assert!(!parts.headers.contains_key(gone), "{gone}");
@@ -274,7 +276,10 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        assert_eq!(outgoing_head(&mut parts, &peer, false).as_str(), "/");
+        assert_eq!(
+            outgoing_head(&mut parts, &client, &PROTO_HTTP, false).as_str(),
+            "/"
+        );
     }
 
     #[test]

@@ -233,7 +233,12 @@ impl Proxy {
                 .map_or(first.incarnation, |m| snapshot.backends[m].incarnation)
         };
         let (mut parts, _) = req.into_parts();
-        let path = hop::outgoing_head(&mut parts, peer, self.transports.trust_forwarded_for());
+        let path = hop::outgoing_head(
+            &mut parts,
+            &peer.forwarded_for,
+            &peer.proto,
+            self.transports.trust_forwarded_for(),
+        );
         let headers = &mut parts.headers;
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
