@@ -997,6 +997,48 @@ async fn wss_through_lbs_tls_listener_reaches_the_rooms_owners() {
     let echo = clients.cmd(json!({"cmd": "echo"}), Duration::from_secs(60));
     assert_eq!(echo["ok"].as_object().unwrap().len(), 8, "{echo}");
     assert_eq!(tunnels_metric(&lb, "lb_tunnels_open").await, 8);
+
+    // And over HTTP/2 by ALPN on the same listener (RFC 8441 inside TLS).
+    let mut h2 = h2_over_tls(https, &ca).await;
+    // An ordinary request first (the answer comes after lb's SETTINGS).
+    assert_eq!(h2_get(&mut h2, "localhost", "/healthz").await.0, 200);
+    let mut ws = h2_websocket(&mut h2, "localhost", "/chat?room=tls-h2", "websocket")
+        .await
+        .unwrap();
+    let owner = owner_of(&lb, "tls-h2").await;
+    assert_eq!(round_trip(&mut ws, "hi").await, Some(format!("{owner} hi")));
+}
+
+/// One HTTP/2 connection to `lb`'s TLS listener at `addr` (ALPN `h2` only, trusting `ca`).
+async fn h2_over_tls(addr: std::net::SocketAddr, ca: &str) -> H2Sender {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .expect("a TLS handshake within 10 s")
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
 }
 
 #[tokio::test(flavor = "multi_thread")]
