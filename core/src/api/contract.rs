@@ -75,6 +75,13 @@ pub(crate) enum ApiError {
          this request asks for 'Upgrade: {0}'"
     )]
     UpgradeUnsupported(String),
+    /// 501: an HTTP/2 extended `CONNECT` (RFC 8441) for a `:protocol` other than `websocket`
+    /// (the protocol, as sent, shortened).
+    #[error(
+        "lb tunnels only the 'websocket' protocol of an extended CONNECT (RFC 8441); \
+         this request asks for ':protocol = {0}'"
+    )]
+    ConnectProtocolUnsupported(String),
     /// 405: `CONNECT`, which asks for a tunnel; answered with `Allow`.
     #[error("lb is a reverse proxy and does not tunnel: CONNECT is not supported")]
     NoTunnel,
@@ -108,7 +115,9 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::LoopDetected(_) => StatusCode::LOOP_DETECTED,
-            ApiError::UpgradeUnsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::UpgradeUnsupported(_) | ApiError::ConnectProtocolUnsupported(_) => {
+                StatusCode::NOT_IMPLEMENTED
+            }
         }
     }
 

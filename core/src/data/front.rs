@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -117,7 +118,10 @@ impl App {
         if !self.proxies {
             return error_response(&ApiError::NotFound(req.uri().path().to_owned()));
         }
-        if req.method() == Method::CONNECT {
+        // An HTTP/2 extended CONNECT (RFC 8441, `:protocol`) goes on to the proxy's tunnel.
+        if req.method() == Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_none()
+        {
             return error_response(&ApiError::NoTunnel);
         }
         // Sent by this lb before (a backend's address leads back here): never round again.
@@ -287,7 +291,7 @@ async fn connection<S: ClientIo>(
             observation.answered(resp.status());
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 // A WebSocket tunnel counts and logs the request when it closes.
-                super::tunnel::hand_over(&mut resp, &mut observation);
+                super::tunnel::hand_over(&mut resp, &mut observation, None);
             }
             Ok::<_, Infallible>(resp.map(|body| body.tracked(busy, observation)))
         }
@@ -399,18 +403,29 @@ async fn connection_h2<S: ClientIo>(
         let mut observation =
             Observation::begin(Arc::clone(&service_app.recorder), &req, &peer, remote.ip());
         *req.version_mut() = http::Version::HTTP_11;
+        let connect = req.method() == Method::CONNECT;
         let app = Arc::clone(&service_app);
         let peer = Arc::clone(&peer);
         async move {
             // HTTP/2 has no field count of its own (only the list's size): the same cap as
             // an HTTP/1.1 head, so a replica never gets more than it accepts.
-            let resp = if req.headers().len() > MAX_CLIENT_HEADERS {
+            let mut resp = if req.headers().len() > MAX_CLIENT_HEADERS {
                 error_response(&ApiError::TooManyFields(MAX_CLIENT_HEADERS))
             } else {
                 app.handle(req, &peer, &mut observation.exchange).await
             };
             observation.answered(resp.status());
-            Ok::<_, Infallible>(resp.map(|body| body.tracked(busy, observation)))
+            let mut busy = Some(busy);
+            if connect && resp.status().is_success() {
+                // A WebSocket over this stream (RFC 8441): the tunnel counts and logs the
+                // request when it closes, and keeps the stream in progress until then (hyper
+                // drops the response body when it hands the stream over).
+                busy = super::tunnel::hand_over(&mut resp, &mut observation, busy.take());
+            }
+            Ok::<_, Infallible>(match busy {
+                Some(busy) => resp.map(|body| Either::Left(body.tracked(busy, observation))),
+                None => resp.map(|_| Either::Right(http_body_util::Empty::new())),
+            })
         }
     });
     h2::serve(

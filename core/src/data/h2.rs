@@ -17,9 +17,13 @@
 //! `h2_max_concurrent_streams` streams are open, and each holds at most [`MAX_SEND_BUFFER`]
 //! bytes of response waiting for the client's flow-control window.
 //!
-//! RFC 8441 (WebSockets over HTTP/2, extended CONNECT) plugs in at [`builder`]:
-//! `enable_connect_protocol()` there, and the `CONNECT` with `:protocol` then reaches the
-//! front's service like any request.
+//! WebSockets over HTTP/2 (RFC 8441): [`builder`] sends `SETTINGS_ENABLE_CONNECT_PROTOCOL`, so
+//! a client may open a WebSocket on a stream with an extended `CONNECT` (`:protocol =
+//! websocket`). It reaches the front's service like any request and goes to the proxy's tunnel
+//! (`Proxy::extended_connect`); on its `200` hyper hands the stream over as an upgraded socket,
+//! and the tunnel keeps the stream in progress (the connection is not idle) until it closes.
+//! Closing the tunnel ends the stream (END_STREAM, or a reset if the client still sends);
+//! the connection's other streams go on.
 
 use std::error::Error as StdError;
 use std::io;
@@ -212,7 +216,8 @@ pub(crate) fn builder(settings: &ProxySection) -> http2::Builder<TokioExecutor> 
         .initial_connection_window_size(settings.h2_initial_connection_window)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
-        .max_send_buf_size(MAX_SEND_BUFFER);
+        .max_send_buf_size(MAX_SEND_BUFFER)
+        .enable_connect_protocol();
     if settings.h2_keepalive_interval_ms > 0 {
         builder
             .keep_alive_interval(Duration::from_millis(settings.h2_keepalive_interval_ms))

@@ -16,7 +16,7 @@
 //!   request that comes back to it (a loop); `Host` itself goes on unchanged.
 use bytes::BytesMut;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
-use http::uri::Uri;
+use http::uri::{PathAndQuery, Uri};
 use http::Request;
 
 use crate::state::Via;
@@ -156,6 +156,28 @@ pub(crate) fn add_forwarded(
     headers.append(header::VIA, Via::mine().value().clone());
 }
 
+/// Prepare a client's request head to go to a replica, as both hyper forwarding paths need it
+/// (the transport's and the WebSocket upgrade's): the hop-by-hop fields stripped ([`strip`]),
+/// the forwarding fields added ([`add_forwarded`]: `forwarded_for` and `proto` are the client's
+/// `Peer::forwarded_for` and `Peer::proto`, `trust` is `[proxy] trust_forwarded_for`), and the
+/// target it goes with, in origin form: its path and query (`/` when it has none). Allocates
+/// only as [`strip`] and [`add_forwarded`] do.
+pub(crate) fn outgoing_head(
+    parts: &mut http::request::Parts,
+    forwarded_for: &HeaderValue,
+    proto: &HeaderValue,
+    trust: bool,
+) -> PathAndQuery {
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    strip(&mut parts.headers);
+    add_forwarded(&mut parts.headers, forwarded_for, proto, trust);
+    path_and_query
+}
+
 /// Make a request that came over HTTP/2 (a stream) one that can go to a replica over
 /// HTTP/1.1, as RFC 9113 §8.3.1 and §8.2.3 say: `Host` from `:authority` (replacing any
 /// `Host` the client sent), its cookie fields joined into one with `; `, and the target in
@@ -223,6 +245,41 @@ mod tests {
         from_h2(&mut req);
         assert_eq!(req.uri(), "/p");
         assert_eq!(req.headers()[header::HOST], "h");
+    }
+
+    #[test]
+    fn an_outgoing_head_is_stripped_forwarded_and_its_target_in_origin_form() {
+        let client = HeaderValue::from_static("10.0.0.9");
+        let req = Request::builder()
+            .uri("/chat?room=a")
+            .header(header::HOST, "lb.example")
+            .header(header::CONNECTION, "upgrade, x-secret")
+            .header(header::UPGRADE, "websocket")
+            .header("x-secret", "1")
+            .header("x-request-id", "7")
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = req.into_parts();
+        let path = outgoing_head(&mut parts, &client, &PROTO_HTTP, false);
+        assert_eq!(path.as_str(), "/chat?room=a");
+        for gone in ["connection", "upgrade", "x-secret"] {
+            assert!(!parts.headers.contains_key(gone), "{gone}");
+        }
+        assert_eq!(parts.headers["x-request-id"], "7");
+        assert_eq!(parts.headers[X_FORWARDED_FOR], "10.0.0.9");
+        assert_eq!(parts.headers[X_FORWARDED_PROTO], "http");
+        assert_eq!(parts.headers[X_FORWARDED_HOST], "lb.example");
+        assert!(parts.headers.contains_key(header::VIA));
+        // A target without a path: `/` goes out.
+        let (mut parts, ()) = Request::builder()
+            .uri("http://h")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            outgoing_head(&mut parts, &client, &PROTO_HTTP, false).as_str(),
+            "/"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! A WebSocket tunnel: after a replica answered an `Upgrade: websocket` request with `101
-//! Switching Protocols` ([`super::proxy`]'s upgrade path), the client's connection and the
-//! replica's are joined and bytes copied both ways on a task of their own ([`Tunnel::run`]) for
-//! the life of the socket.
+//! Switching Protocols` ([`super::proxy`]'s upgrade path), the client's side — its HTTP/1.1
+//! connection, or its HTTP/2 stream for an extended `CONNECT` (RFC 8441) — and the replica's
+//! connection are joined and bytes copied both ways on a task of their own ([`Tunnel::run`])
+//! for the life of the socket. For an HTTP/2 stream, ending the copy ends the stream
+//! (END_STREAM, a reset if the client still sends) and nothing else of its connection.
 //!
 //! - **Bounded:** two fixed 16 KiB buffers ([`BUFFER`]); a side that stops reading stalls the
 //!   other side's copy (backpressure through both TCP windows), `lb` never buffers more.
@@ -15,8 +17,9 @@
 //! - **Shutdown:** a graceful SIGTERM closes it at the end of the drain.
 //! - **Counted:** open in [`crate::state::tunnels::Tunnels`] (status, metrics) and, like a
 //!   request, in flight at its replica ([`InFlight`]) and in progress at its worker until it
-//!   closes; then its observation is dropped: counted as a `101` and, with the access log on,
-//!   one line (bytes both ways, duration).
+//!   closes (an HTTP/2 stream's [`Busy`] too: its connection is not idle meanwhile); then its
+//!   observation is dropped: counted as a `101` (a `200` over HTTP/2) and, with the access log
+//!   on, one line (bytes both ways, duration).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::downstream::Busy;
 use super::observe::Observation;
 use crate::state::{Backend, InFlight, Shared};
 
@@ -41,27 +45,42 @@ const UPGRADE_WAIT: Duration = Duration::from_secs(10);
 /// How long closing a side may wait for its socket to take the shutdown.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// Put on the client's `101` response: the front hands the request's observation over through
-/// it ([`hand_over`]), so that the tunnel counts and logs it when it closes.
+/// What the front hands a tunnel: the request's observation and, for an HTTP/2 stream, the
+/// stream's [`Busy`] (its connection is not idle while the tunnel is open).
+pub(crate) type Handed = (Observation, Option<Busy>);
+
+/// Put on the client's `101` (HTTP/1.1) or `200` (an HTTP/2 extended `CONNECT`) response: the
+/// front hands the request's observation over through it ([`hand_over`]), so that the tunnel
+/// counts and logs it when it closes.
 #[derive(Clone)]
-pub(crate) struct Handoff(Arc<Mutex<Option<oneshot::Sender<Observation>>>>);
+pub(crate) struct Handoff(Arc<Mutex<Option<oneshot::Sender<Handed>>>>);
 
 impl Handoff {
     /// A hand-over and the end the tunnel waits on.
-    pub(crate) fn new() -> (Handoff, oneshot::Receiver<Observation>) {
+    pub(crate) fn new() -> (Handoff, oneshot::Receiver<Handed>) {
         let (tx, rx) = oneshot::channel();
         (Handoff(Arc::new(Mutex::new(Some(tx)))), rx)
     }
 }
 
-/// If `resp` opens a tunnel, give it `observation` (leaving an uncounted one in its place).
-/// Called by the front for a `101` only.
-pub(crate) fn hand_over<B>(resp: &mut Response<B>, observation: &mut Observation) {
-    if let Some(Handoff(slot)) = resp.extensions_mut().remove::<Handoff>() {
-        let tx = slot.lock().ok().and_then(|mut s| s.take());
-        if let Some(tx) = tx {
-            let _ = tx.send(observation.detach());
+/// If `resp` opens a tunnel, give it `observation` (leaving an uncounted one in its place) and
+/// `busy` (an HTTP/2 stream's: kept until the tunnel closes); `busy` comes back when `resp`
+/// opens none. Called by the front for a `101`, or a `200` to an HTTP/2 `CONNECT`, only.
+pub(crate) fn hand_over<B>(
+    resp: &mut Response<B>,
+    observation: &mut Observation,
+    busy: Option<Busy>,
+) -> Option<Busy> {
+    let Some(Handoff(slot)) = resp.extensions_mut().remove::<Handoff>() else {
+        return busy;
+    };
+    let tx = slot.lock().ok().and_then(|mut s| s.take());
+    match tx {
+        Some(tx) => {
+            let _ = tx.send((observation.detach(), busy));
+            None
         }
+        None => busy,
     }
 }
 
@@ -96,8 +115,8 @@ pub(crate) struct Tunnel {
     pub(crate) shared: Arc<Shared>,
     /// `[proxy] tunnel_idle_timeout_ms`.
     pub(crate) idle: Duration,
-    /// The request's observation, from the front.
-    pub(crate) observation: oneshot::Receiver<Observation>,
+    /// The request's observation (and an HTTP/2 stream's [`Busy`]), from the front.
+    pub(crate) observation: oneshot::Receiver<Handed>,
 }
 
 impl Tunnel {
@@ -125,8 +144,8 @@ impl Tunnel {
             tokio::join!(client, replica, observation)
         })
         .await;
-        let (client, replica, mut observation) = match joined {
-            Ok((Ok(client), Ok(replica), Ok(observation))) => (client, replica, observation),
+        let (client, replica, (mut observation, busy)) = match joined {
+            Ok((Ok(client), Ok(replica), Ok(handed))) => (client, replica, handed),
             Ok((client, replica, _)) => {
                 let why = client.err().or(replica.err()).map(|e| e.to_string());
                 tracing::debug!(replica = %hostname, error = ?why, "tunnel not opened");
@@ -204,10 +223,11 @@ impl Tunnel {
         }
         tracing::debug!(replica = %hostname, ?closed, up = meter.up(), down = meter.down(), "tunnel closed");
         observation.tunnel_closed(meter.up(), meter.down());
-        // Dropped in this order: the observation (counted, logged), then the count in flight
-        // and the registry's count.
+        // Dropped in this order: the observation (counted, logged), then the count in flight,
+        // the stream in progress on its HTTP/2 connection and the registry's count.
         drop(observation);
         drop(in_flight);
+        drop(busy);
     }
 }
 

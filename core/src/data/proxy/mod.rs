@@ -43,8 +43,10 @@
 //!   goes to [`Proxy::websocket`]: placed like any request, sent over a fresh connection with
 //!   its own retry rule, and on the replica's `101` both upgraded sockets go to
 //!   [`crate::data::tunnel`], which keeps the [`crate::state::InFlight`] instead of a body.
-//!   RFC 8441 (extended `CONNECT` over HTTP/2) plugs in there once the HTTP/2 front accepts it
-//!   (see [`upgrade`]).
+//!   RFC 8441 (a WebSocket over HTTP/2: an extended `CONNECT` with `:protocol`, which the
+//!   front lets through and hyper marks with the same [`OnUpgrade`]) goes to
+//!   [`Proxy::extended_connect`]: sent to the replica as the same HTTP/1.1 upgrade, the client
+//!   answered `200` on its stream, the same tunnel.
 
 mod answer;
 mod error;
@@ -110,9 +112,12 @@ impl Proxy {
         peer: &Peer,
         exchange: &mut Exchange,
     ) -> Response<ProxyBody> {
-        // hyper marks an HTTP/1.1 request carrying `Upgrade` (one look at empty extensions for
-        // any other request).
+        // hyper marks an HTTP/1.1 request carrying `Upgrade` and an HTTP/2 `CONNECT` (one look
+        // at empty extensions for any other request).
         if req.extensions().get::<OnUpgrade>().is_some() {
+            if req.method() == http::Method::CONNECT {
+                return Box::pin(self.extended_connect(req, peer, exchange)).await;
+            }
             match upgrade::offer(req.headers()) {
                 upgrade::Offer::WebSocket => {
                     return Box::pin(self.websocket(req, peer, exchange)).await;

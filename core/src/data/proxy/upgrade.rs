@@ -18,19 +18,25 @@
 //!   nginx does).
 //! - anything else (`Upgrade: foo`): 501 with failure JSON saying only `websocket` is forwarded.
 //!
-//! RFC 8441 (a WebSocket over HTTP/2, extended `CONNECT` with `:protocol = websocket`) plugs in
-//! here too once the HTTP/2 front offers it: hyper gives such a request the same
-//! [`OnUpgrade`]; it would be sent to the replica as this HTTP/1.1 upgrade (a `200` to the
-//! client instead of a `101`), and the tunnel is the same.
+//! RFC 8441 (a WebSocket over HTTP/2): an extended `CONNECT` with `:protocol = websocket`
+//! ([`Proxy::extended_connect`]; hyper gives it the same [`OnUpgrade`]) is placed by the key
+//! like any request (`:path` and its query; `:authority` as `Host`) and sent to the replica as
+//! this HTTP/1.1 upgrade — `GET`, a fresh `Sec-WebSocket-Key` of `lb`'s, the client's
+//! `Sec-WebSocket-Version` (`13` if none), `-Protocol` and `-Extensions`. On the replica's `101`
+//! the client gets `200` with only the negotiated `Sec-WebSocket-Protocol`/`-Extensions` (never
+//! `Sec-WebSocket-Accept`) and its stream goes to the same [`Tunnel`]; a refusal (not `101`) is
+//! passed on as it is, but a `2xx` (which would open the stream to nothing) is a 502. Another
+//! `:protocol` is a 501 naming it; a plain `CONNECT` stays the front's 405.
 
 use std::future::poll_fn;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use tower_service::Service as _;
 
@@ -62,6 +68,20 @@ pub(super) enum Offer {
 
 /// Longest offer quoted back in a 501.
 const QUOTED: usize = 64;
+
+/// `sent`, shortened to [`QUOTED`] bytes (an ellipsis after), to be quoted back.
+fn quoted(sent: &str) -> String {
+    let mut quoted = sent.to_owned();
+    if quoted.len() > QUOTED {
+        let mut end = QUOTED;
+        while !quoted.is_char_boundary(end) {
+            end -= 1;
+        }
+        quoted.truncate(end);
+        quoted.push('…');
+    }
+    quoted
+}
 
 /// What `headers` offer (see the module's documentation).
 pub(super) fn offer(headers: &HeaderMap) -> Offer {
@@ -98,19 +118,41 @@ pub(super) fn offer(headers: &HeaderMap) -> Offer {
             .iter()
             .map(|v| v.to_str().unwrap_or("?"))
             .collect();
-        let mut quoted = sent.join(", ");
-        if quoted.len() > QUOTED {
-            let mut end = QUOTED;
-            while !quoted.is_char_boundary(end) {
-                end -= 1;
-            }
-            quoted.truncate(end);
-            quoted.push('…');
-        }
-        Offer::Unsupported(quoted)
+        Offer::Unsupported(quoted(&sent.join(", ")))
     } else {
         Offer::Plain
     }
+}
+
+/// Which client side a tunnel opens for: what the upgrade request came as and what the client
+/// is answered on the replica's `101`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// An HTTP/1.1 `Upgrade: websocket`: the client gets the replica's `101`.
+    Http1,
+    /// An HTTP/2 extended `CONNECT` (RFC 8441): the client gets a `200` on its stream.
+    Http2,
+}
+
+/// The fields of a replica's `101` that an RFC 8441 client gets on its `200` (RFC 8441 §5:
+/// the negotiated subprotocol and extensions; never `Sec-WebSocket-Accept`, which answers a key
+/// only `lb` sent).
+const NEGOTIATED: [HeaderName; 2] = [
+    HeaderName::from_static("sec-websocket-protocol"),
+    HeaderName::from_static("sec-websocket-extensions"),
+];
+/// The WebSocket key `lb` sends a replica for an RFC 8441 client (which sends none).
+const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+/// The WebSocket version; RFC 8441 clients send it too, `13` when they do not.
+const SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
+
+/// A fresh `Sec-WebSocket-Key` (RFC 6455 §4.1: 16 random bytes, base64): it only proves to
+/// `lb` that the replica speaks WebSocket, so it needs no cryptographic randomness.
+fn fresh_key() -> HeaderValue {
+    use base64::Engine as _;
+    let bytes = fastrand::u128(..).to_le_bytes();
+    let key = base64::engine::general_purpose::STANDARD.encode(bytes);
+    HeaderValue::from_str(&key).expect("base64 is a valid field value")
 }
 
 impl Proxy {
@@ -135,6 +177,49 @@ impl Proxy {
             ));
         }
         let client = hyper::upgrade::on(&mut req);
+        self.tunnel_to_replica(req, client, peer, exchange, Side::Http1)
+            .await
+    }
+
+    /// An HTTP/2 extended `CONNECT` (RFC 8441; hyper marks its `:protocol` with a
+    /// [`Protocol`]): `websocket` goes to its replica as an HTTP/1.1 upgrade (a fresh key, the
+    /// client's `Sec-WebSocket-*` fields) and on the `101` the client's stream is joined to it
+    /// by the same [`Tunnel`], the client answered `200`; any other protocol is a 501 naming
+    /// it. `req` is already an HTTP/1.1-shaped request ([`hop::from_h2`]).
+    pub(super) async fn extended_connect(
+        &self,
+        mut req: Request<Incoming>,
+        peer: &Peer,
+        exchange: &mut Exchange,
+    ) -> Response<ProxyBody> {
+        let websocket = req
+            .extensions()
+            .get::<Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+        if !websocket {
+            let asked = req
+                .extensions()
+                .get::<Protocol>()
+                .map_or_else(String::new, |p| quoted(p.as_str()));
+            return error_response(&ApiError::ConnectProtocolUnsupported(asked));
+        }
+        let client = hyper::upgrade::on(&mut req);
+        self.tunnel_to_replica(req, client, peer, exchange, Side::Http2)
+            .await
+    }
+
+    /// Place `req` (a WebSocket request from the `side` given, whose socket `client` resolves
+    /// to) and send it to its replica as an HTTP/1.1 upgrade; on the replica's `101`, answer
+    /// the client and open the tunnel. A replica that was not reached is replaced by the next
+    /// one within `[proxy] retries`; any other answer goes to the client as it is.
+    async fn tunnel_to_replica(
+        &self,
+        req: Request<Incoming>,
+        client: OnUpgrade,
+        peer: &Peer,
+        exchange: &mut Exchange,
+        side: Side,
+    ) -> Response<ProxyBody> {
         let Some((slot, first)) = self.place(&req, peer, exchange) else {
             return error_response(&ApiError::Unavailable(
                 "no replica is available to serve the request".into(),
@@ -148,24 +233,23 @@ impl Proxy {
                 .map_or(first.incarnation, |m| snapshot.backends[m].incarnation)
         };
         let (mut parts, _) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        hop::strip(&mut parts.headers);
-        hop::add_forwarded(
-            &mut parts.headers,
+        let path = hop::outgoing_head(
+            &mut parts,
             &peer.forwarded_for,
             &peer.proto,
             self.transports.trust_forwarded_for(),
         );
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts
-            .headers
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let headers = &mut parts.headers;
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if side == Side::Http2 {
+            // An RFC 8441 client proves nothing by a key: lb's own, checked by nobody but
+            // the replica (its Accept is not passed on).
+            headers.insert(SEC_WEBSOCKET_KEY, fresh_key());
+            headers
+                .entry(SEC_WEBSOCKET_VERSION)
+                .or_insert(HeaderValue::from_static("13"));
+        }
         exchange.replica = Some(first);
         let mut tried: Vec<u64> = Vec::new();
         // Once sent, never again; before (a connection refused, a TLS handshake failed), yes.
@@ -182,7 +266,22 @@ impl Proxy {
                     let Some(client) = client.take() else {
                         unreachable!("a 101 ends the loop");
                     };
-                    return self.open_tunnel(resp, client, backend, in_flight, slot, owner);
+                    let opened = Opened {
+                        backend,
+                        in_flight,
+                        slot,
+                        owner,
+                    };
+                    return self.open_tunnel(resp, client, opened, side);
+                }
+                Ok(resp) if side == Side::Http2 && resp.status().is_success() => {
+                    // A 2xx would open the client's stream as a tunnel to nothing.
+                    let status = resp.status().as_u16();
+                    drop(in_flight);
+                    return respond::did_not_answer(
+                        &backend,
+                        &format!("its answer to the WebSocket upgrade was {status}, not 101"),
+                    );
                 }
                 Ok(resp) => {
                     let (mut head, body) = resp.into_parts();
@@ -274,32 +373,51 @@ impl Proxy {
         }
     }
 
-    /// The replica said `101`: the client's `101` (the replica's fields), and the tunnel that
-    /// joins both sockets once hyper hands them over, on a task of its own.
+    /// The replica said `101`: the client's answer (its `101` with the replica's fields over
+    /// HTTP/1.1; a `200` with the negotiated ones over HTTP/2), and the tunnel that joins both
+    /// sockets once hyper hands them over, on a task of its own.
     fn open_tunnel(
         &self,
         mut resp: Response<Incoming>,
         client: OnUpgrade,
-        backend: Arc<Backend>,
-        in_flight: crate::state::InFlight,
-        slot: u32,
-        owner: u64,
+        opened: Opened,
+        side: Side,
     ) -> Response<ProxyBody> {
         let replica = hyper::upgrade::on(&mut resp);
         let (mut head, _) = resp.into_parts();
-        let protocol = head
-            .headers
-            .get(header::UPGRADE)
-            .cloned()
-            .unwrap_or(HeaderValue::from_static("websocket"));
-        hop::strip(&mut head.headers);
-        head.headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        head.headers.insert(header::UPGRADE, protocol);
+        match side {
+            Side::Http1 => {
+                let protocol = head
+                    .headers
+                    .get(header::UPGRADE)
+                    .cloned()
+                    .unwrap_or(HeaderValue::from_static("websocket"));
+                hop::strip(&mut head.headers);
+                head.headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                head.headers.insert(header::UPGRADE, protocol);
+            }
+            Side::Http2 => {
+                let mut negotiated = HeaderMap::new();
+                for name in NEGOTIATED {
+                    for value in head.headers.get_all(&name) {
+                        negotiated.append(name.clone(), value.clone());
+                    }
+                }
+                head.headers = negotiated;
+                head.status = StatusCode::OK;
+            }
+        }
         head.version = Version::HTTP_11;
         let (handoff, observation) = Handoff::new();
         head.extensions = http::Extensions::new();
         head.extensions.insert(handoff);
+        let Opened {
+            backend,
+            in_flight,
+            slot,
+            owner,
+        } = opened;
         tokio::spawn(
             Tunnel {
                 client,
@@ -316,6 +434,14 @@ impl Proxy {
         );
         Response::from_parts(head, ProxyBody::full(Bytes::new()))
     }
+}
+
+/// A replica that answered `101`: what its tunnel holds.
+struct Opened {
+    backend: Arc<Backend>,
+    in_flight: crate::state::InFlight,
+    slot: u32,
+    owner: u64,
 }
 
 #[cfg(test)]
@@ -348,6 +474,19 @@ mod tests {
             with(&["upgrade"], &["h2c", "websocket/13"]),
             Offer::WebSocket
         );
+    }
+
+    #[test]
+    fn a_fresh_key_is_sixteen_random_bytes_in_base64() {
+        use base64::Engine as _;
+        let a = fresh_key();
+        let b = fresh_key();
+        assert_ne!(a, b);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(a.as_bytes())
+            .unwrap();
+        assert_eq!(bytes.len(), 16);
+        assert_eq!(a.len(), 24);
     }
 
     #[test]
