@@ -14,7 +14,7 @@ use serde::Serialize;
 use lb_balance::Placement;
 
 use crate::config::key::KeyRule;
-use crate::config::BackendTls;
+use crate::config::{BackendTls, Protocol};
 use crate::metrics::{Metrics, ReplicaMetrics};
 
 pub(crate) mod health;
@@ -57,6 +57,9 @@ pub(crate) struct Backend {
     /// HTTP. A TLS backend never goes over the batching client (plain TCP): its `pipelining`
     /// is off.
     pub tls: Option<Arc<BackendTls>>,
+    /// What `lb` speaks to it (`protocol` of a backend by address): HTTP/1.1, or HTTP/2 over
+    /// one multiplexed connection per worker (then never pipelined).
+    pub protocol: Protocol,
     /// Its counters for `/_lb/metrics` (one block per worker thread), given when it is first
     /// published in a snapshot.
     pub metrics: OnceLock<Arc<ReplicaMetrics>>,
@@ -88,6 +91,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             pipelining: true,
             tls: None,
+            protocol: Protocol::Http1,
             metrics: OnceLock::new(),
         })
     }
@@ -123,6 +127,15 @@ impl Backend {
             pipelining: self.pipelining && tls.is_none(),
             tls,
             authority,
+            ..self
+        }
+    }
+
+    /// The same backend spoken to in `protocol`; over HTTP/2, never pipelined.
+    pub(crate) fn with_protocol(self, protocol: Protocol) -> Self {
+        Backend {
+            pipelining: self.pipelining && !protocol.is_http2(),
+            protocol,
             ..self
         }
     }
@@ -177,6 +190,9 @@ pub(crate) struct Vacancy {
     /// A backend by address spoken to over TLS: its settings.
     #[serde(skip)]
     pub tls: Option<Arc<BackendTls>>,
+    /// What `lb` speaks to it (a backend by address).
+    #[serde(skip)]
+    pub protocol: Protocol,
 }
 
 /// A problem with the configuration file, and when it was seen.
