@@ -439,6 +439,40 @@ mod tests {
     }
 
     #[test]
+    fn addresses_take_a_protocol_that_agrees_with_tls() {
+        let add = parse_scale(
+            br#"{"n": 3, "addresses": ["10.0.0.5:80", {"address": "10.0.0.6:50051", "protocol": "h2c"}, {"address": "10.0.0.7:443", "tls": true, "protocol": "h2"}]}"#,
+            Scale::Add,
+        )
+        .unwrap();
+        assert_eq!(
+            add.protocols,
+            [Protocol::Http1, Protocol::H2c, Protocol::H2]
+        );
+        for (body, says) in [
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "protocol": "h2"}]}"#,
+                "is HTTP/2 over TLS: it needs \"tls\": true",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "tls": true, "protocol": "h2c"}]}"#,
+                "cannot be used with \"tls\": true",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "protocol": "h3"}]}"#,
+                "'protocol' for address 'a:1' must be \"http1\", \"h2c\" or \"h2\", got \"h3\"",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "protocol": 2}]}"#,
+                "'protocol' in an 'addresses' entry must be a string",
+            ),
+        ] {
+            let error = parse_scale(body.as_bytes(), Scale::Add).unwrap_err();
+            assert!(error.to_string().contains(says), "{body}: {error}");
+        }
+    }
+
+    #[test]
     fn addresses_take_strings_or_objects_with_tls_settings() {
         let add = parse_scale(
             br#"{"n": 3, "addresses": ["10.0.0.5:80", {"address": "10.0.0.6:443", "tls": true, "server_name": "api.internal", "ca": "certs/ca.pem"}, {"address": "10.0.0.7:443", "tls": true, "tls_verify": false}]}"#,

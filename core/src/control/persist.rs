@@ -258,6 +258,30 @@ id = 2
     }
 
     #[test]
+    fn a_new_backend_by_address_is_written_with_its_protocol_unless_http1() {
+        let file = "[[replicas]]\nhostname = \"a\"\nid = 1\n";
+        let entries = [
+            (1, "a", None, None),
+            (2, "grpc-1", Some("10.0.0.5:50051"), None),
+            (3, "web-1", Some("10.0.0.6:80"), None),
+        ];
+        let out = with_protocols(
+            file,
+            &entries,
+            &[Protocol::Http1, Protocol::H2c, Protocol::Http1],
+        )
+        .unwrap();
+        let config = crate::config::Config::parse(&out).unwrap();
+        let r = &config.replicas;
+        assert_eq!(r[1].protocol(), Protocol::H2c, "{out}");
+        assert!(r[2].protocol.is_none(), "{out}");
+        assert_eq!(out.matches("protocol").count(), 1, "{out}");
+        // A kept entry that stops being a backend by address loses it.
+        let out = with_replicas(&out, &[(2, "grpc-1", None, None)]).unwrap();
+        assert!(!out.contains("protocol"), "{out}");
+    }
+
+    #[test]
     fn a_new_backend_over_tls_is_written_with_its_keys() {
         let dir = tempfile::tempdir().unwrap();
         crate::selfsigned::self_signed(&["api.internal".to_owned()], dir.path()).unwrap();
