@@ -116,6 +116,18 @@ fn the_services_example_is_valid() {
     assert_eq!(config.health.path, "/");
 }
 
+/// The gRPC example the README runs: three backends by address over h2c, by `x-shard`.
+#[test]
+fn the_grpc_example_is_valid() {
+    let text = include_str!("../../../config/examples/grpc.toml");
+    let config = Config::parse(text).unwrap();
+    assert_eq!(config.replicas.len(), 3);
+    assert!(config
+        .replicas
+        .iter()
+        .all(|r| r.address().is_some() && r.protocol() == Protocol::H2c));
+}
+
 #[test]
 fn address_rules() {
     for good in [
