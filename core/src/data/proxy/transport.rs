@@ -246,7 +246,7 @@ impl HyperRequest {
             .then(|| parts.headers.get("grpc-timeout"))
             .flatten()
             .and_then(|t| grpc_timeout(t.as_bytes()))
-            .map(|t| tokio::time::Instant::now() + t);
+            .and_then(|t| tokio::time::Instant::now().checked_add(t));
         let path_and_query = parts
             .uri
             .path_and_query()
