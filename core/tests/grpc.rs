@@ -17,7 +17,7 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{eventually, free_port, Lb};
+use common::{eventually, free_port, save_by_rename, Lb};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lb_balance::hash::{request_id_from_header, RingHash, SpecHash};
@@ -443,4 +443,43 @@ async fn with_no_replica_reachable_a_grpc_call_gets_unavailable_from_lb() {
     // Plain HTTP is answered as before: a JSON 503.
     let plain = lb.get("/home").await;
     assert_eq!(plain.status, 503, "{}", plain.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_protocol_changed_in_the_saved_file_swaps_the_backend_in_place() {
+    let test = "a_protocol_changed_in_the_saved_file_swaps_the_backend_in_place";
+    let Some(python) = python(test) else {
+        return;
+    };
+    let server = Server::start(&python, "grpc-0");
+    let lb = lb_for(&[&server]);
+    all_up(&lb, 1).await;
+    let mut client = Client::start(&python);
+    let target = lb.addr.to_string();
+    let call = json!({"cmd": "call", "target": target, "method": "Who", "shard": "a"});
+    let answer = client.cmd(call.clone(), Duration::from_secs(30));
+    assert_eq!(answer["answer"], "grpc-0", "{answer}");
+
+    let protocol_is = |wanted: &'static str| {
+        let lb = &lb;
+        async move {
+            eventually(Duration::from_secs(20), wanted, || async {
+                let status = lb.status().await;
+                let r = &status["replicas"][0];
+                (r["protocol"] == wanted && r["health"] == "up").then_some(())
+            })
+            .await;
+        }
+    };
+    // protocol removed (http1): the same backend, spoken to over HTTP/1.1.
+    let text = std::fs::read_to_string(&lb.config).unwrap();
+    save_by_rename(&lb.config, &text.replace("protocol = \"h2c\"\n", ""));
+    protocol_is("http1").await;
+    let status = lb.status().await;
+    assert_eq!(status["replicas"][0]["id"], 1, "{status}");
+    // And back: gRPC answered again.
+    save_by_rename(&lb.config, &text);
+    protocol_is("h2c").await;
+    let answer = client.cmd(call, Duration::from_secs(30));
+    assert_eq!(answer["answer"], "grpc-0", "{answer}");
 }
