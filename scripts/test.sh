@@ -63,25 +63,26 @@ if ! command -v h2load >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; the
 fi
 
 # The WebSocket tests (core/tests/websocket.rs) run the stock Python `websockets` library (servers
-# and clients), from PyPI in a venv of the project's (Debian's python3 refuses a system-wide pip).
-if ! target/ws-venv/bin/python3 -c 'import websockets.asyncio.server' >/dev/null 2>&1; then
-    echo "websockets: installing from PyPI into target/ws-venv"
+# and clients), the gRPC tests (core/tests/grpc.rs) stock `grpcio`, from PyPI in a venv of the
+# project's (Debian's python3 refuses a system-wide pip).
+if ! target/ws-venv/bin/python3 -c 'import websockets.asyncio.server, grpc, grpc_health.v1' >/dev/null 2>&1; then
+    echo "websockets, grpcio: installing from PyPI into target/ws-venv"
     if ! python3 -m venv target/ws-venv >/dev/null 2>&1; then
         if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
         $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-venv >/dev/null
         python3 -m venv --clear target/ws-venv
     fi
-    target/ws-venv/bin/pip install -q 'websockets>=13'
+    target/ws-venv/bin/pip install -q 'websockets>=13' grpcio grpcio-health-checking
 fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # The Docker, Swarm, browser, metrics, ACME, testssl, HTTP/2 and WebSocket tests fail instead
 # of skipping when the engine, the swarm, the images, Chromium, promtool, pebble, testssl, h2load
-# or Python websockets are missing.
+# or Python websockets or grpcio are missing.
 set +e
-LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 LB_REQUIRE_PEBBLE=1 LB_REQUIRE_TESTSSL=1 LB_REQUIRE_H2LOAD=1 LB_REQUIRE_WEBSOCKETS=1 cargo test --workspace "$@" 2>&1 | tee "$log"
+LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 LB_REQUIRE_PEBBLE=1 LB_REQUIRE_TESTSSL=1 LB_REQUIRE_H2LOAD=1 LB_REQUIRE_WEBSOCKETS=1 LB_REQUIRE_GRPC=1 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

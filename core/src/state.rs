@@ -14,7 +14,7 @@ use serde::Serialize;
 use lb_balance::Placement;
 
 use crate::config::key::KeyRule;
-use crate::config::BackendTls;
+use crate::config::{BackendTls, Protocol};
 use crate::metrics::{Metrics, ReplicaMetrics};
 
 pub(crate) mod health;
@@ -57,6 +57,9 @@ pub(crate) struct Backend {
     /// HTTP. A TLS backend never goes over the batching client (plain TCP): its `pipelining`
     /// is off.
     pub tls: Option<Arc<BackendTls>>,
+    /// What `lb` speaks to it (`protocol` of a backend by address): HTTP/1.1, or HTTP/2 over
+    /// one multiplexed connection per worker (then never pipelined).
+    pub protocol: Protocol,
     /// Its counters for `/_lb/metrics` (one block per worker thread), given when it is first
     /// published in a snapshot.
     pub metrics: OnceLock<Arc<ReplicaMetrics>>,
@@ -88,6 +91,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             pipelining: true,
             tls: None,
+            protocol: Protocol::Http1,
             metrics: OnceLock::new(),
         })
     }
@@ -122,6 +126,26 @@ impl Backend {
         Backend {
             pipelining: self.pipelining && tls.is_none(),
             tls,
+            authority,
+            ..self
+        }
+    }
+
+    /// The same backend spoken to in `protocol`; over HTTP/2, never pipelined. Over HTTP/2 with
+    /// TLS (`h2`) its authority loses the settings' id again ([`Backend::with_tls`]): hyper's
+    /// HTTP/2 client sends the URI's authority as `:authority`, which may not carry user info
+    /// (RFC 9113 §8.3.1). Its pooled connection is then kept across a reload that changes its
+    /// TLS settings, until it closes (README, "gRPC and HTTP/2 to backends").
+    pub(crate) fn with_protocol(self, protocol: Protocol) -> Self {
+        let authority = match protocol {
+            Protocol::H2 => {
+                Authority::try_from(self.addr.as_str()).unwrap_or(self.authority.clone())
+            }
+            Protocol::Http1 | Protocol::H2c => self.authority.clone(),
+        };
+        Backend {
+            pipelining: self.pipelining && !protocol.is_http2(),
+            protocol,
             authority,
             ..self
         }
@@ -177,6 +201,9 @@ pub(crate) struct Vacancy {
     /// A backend by address spoken to over TLS: its settings.
     #[serde(skip)]
     pub tls: Option<Arc<BackendTls>>,
+    /// What `lb` speaks to it (a backend by address).
+    #[serde(skip)]
+    pub protocol: Protocol,
 }
 
 /// A problem with the configuration file, and when it was seen.
@@ -404,6 +431,42 @@ pub(crate) type TlsTable = std::collections::HashMap<String, Arc<BackendTls>>;
 mod tests {
     use super::*;
     use http::HeaderMap;
+
+    /// HTTP/2 backends are never pipelined; over TLS (`h2`) their authority carries no user
+    /// info (it becomes the `:authority` they are sent), over HTTP/1.1 it keeps the settings' id.
+    #[test]
+    fn a_backends_protocol_sets_its_pipelining_and_authority() {
+        let backend = || {
+            Backend::new(
+                "api-1".into(),
+                1,
+                "127.0.0.1:8443".into(),
+                true,
+                lb_views::status::Handle::default(),
+            )
+            .unwrap()
+            .with_pipelining(true)
+        };
+        let tls = |protocol| {
+            let dir = std::path::Path::new(".");
+            let built = BackendTls::build("127.0.0.1:8443", None, None, false, dir, protocol);
+            Some(Arc::new(built.unwrap()))
+        };
+        let h1 = backend().with_protocol(Protocol::Http1);
+        assert!(h1.pipelining);
+        let h2c = backend().with_protocol(Protocol::H2c);
+        assert!(!h2c.pipelining);
+        assert_eq!(h2c.authority.as_str(), "127.0.0.1:8443");
+        let h1_tls = backend()
+            .with_tls(tls(Protocol::Http1))
+            .with_protocol(Protocol::Http1);
+        assert!(h1_tls.authority.as_str().ends_with("@127.0.0.1:8443"));
+        let h2 = backend()
+            .with_tls(tls(Protocol::H2))
+            .with_protocol(Protocol::H2);
+        assert_eq!(h2.authority.as_str(), "127.0.0.1:8443");
+        assert!(!h2.pipelining);
+    }
 
     #[test]
     fn a_request_carries_the_mark_only_when_one_of_its_via_fields_names_it() {

@@ -123,6 +123,10 @@ pub struct ReplicaStatus<S = String> {
     /// How `lb` speaks TLS to it (a backend by address with `tls = true`); `null`: plain HTTP.
     #[serde(default)]
     pub tls: Option<BackendTlsInfo<S>>,
+    /// What `lb` speaks to it: `"http1"`, `"h2c"` or `"h2"` (`protocol` of a backend by
+    /// address); absent in the JSON of an `lb` older than HTTP/2 to backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<S>,
     /// WebSocket tunnels open to it now (each also counts in `in_flight` while open).
     #[serde(default)]
     pub tunnels: u64,

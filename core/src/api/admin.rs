@@ -147,6 +147,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
                 in_flight: b.in_flight.load(Ordering::Relaxed),
                 requests: b.requests.load(Ordering::Relaxed),
                 tls: b.tls.as_deref().map(backend_tls_view),
+                protocol: Some(b.protocol.as_str().into()),
                 tunnels: tunnels.get(b.hostname.as_str()).map_or(0, |c| c.open),
             }
         })
@@ -170,6 +171,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
             in_flight: 0,
             requests: 0,
             tls: v.tls.as_deref().map(backend_tls_view),
+            protocol: Some(v.protocol.as_str().into()),
             tunnels: 0,
         })
     }));

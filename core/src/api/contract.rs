@@ -6,7 +6,7 @@ use http::StatusCode;
 use lb_views::{Replicas, Reply};
 use serde_json::Value;
 
-use crate::config::{check_address, check_hostname};
+use crate::config::{check_address, check_hostname, Protocol};
 use crate::control::{AddedTls, ControlError, ScaleRequest};
 
 /// Most replicas one `/add` or `/rm` may name in `n`.
@@ -247,7 +247,7 @@ pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, Api
             )));
         }
     }
-    let (addresses, tls) = address_entries(&fields)?;
+    let (addresses, tls, protocols) = address_entries(&fields)?;
     if addresses.len() > n {
         return Err(bad(format!(
             "'addresses' lists {} addresses for n = {n} new entries",
@@ -270,6 +270,7 @@ pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, Api
         hostnames,
         addresses,
         tls,
+        protocols,
     })
 }
 
@@ -278,12 +279,13 @@ const MAX_CA_PATH: usize = 4096;
 
 /// The `addresses` of an `/add`: each `"HOST:PORT"`, or an object `{"address": "HOST:PORT",
 /// "tls": true, "server_name": …, "ca": …, "tls_verify": …}` with the keys of a `[[replicas]]`
-/// entry. The addresses, and how to speak TLS to each.
-fn address_entries(
-    fields: &serde_json::Map<String, Value>,
-) -> Result<(Vec<String>, Vec<Option<AddedTls>>), ApiError> {
+/// entry (and `"protocol"`). The addresses, how to speak TLS to each, and what protocol.
+type AddressEntries = (Vec<String>, Vec<Option<AddedTls>>, Vec<Protocol>);
+
+/// See [`AddressEntries`].
+fn address_entries(fields: &serde_json::Map<String, Value>) -> Result<AddressEntries, ApiError> {
     let items = match fields.get("addresses") {
-        None | Some(Value::Null) => return Ok((Vec::new(), Vec::new())),
+        None | Some(Value::Null) => return Ok((Vec::new(), Vec::new(), Vec::new())),
         Some(Value::Array(items)) => items,
         Some(other) => {
             return Err(bad(format!(
@@ -293,16 +295,19 @@ fn address_entries(
     };
     let mut addresses = Vec::with_capacity(items.len());
     let mut tls = Vec::with_capacity(items.len());
+    let mut protocols = Vec::with_capacity(items.len());
     for item in items {
         match item {
             Value::String(address) => {
                 addresses.push(address.clone());
                 tls.push(None);
+                protocols.push(Protocol::Http1);
             }
             Value::Object(entry) => {
-                let (address, added) = address_object(entry)?;
+                let (address, added, protocol) = address_object(entry)?;
                 addresses.push(address);
                 tls.push(added);
+                protocols.push(protocol);
             }
             other => {
                 return Err(bad(format!(
@@ -311,18 +316,25 @@ fn address_entries(
             }
         }
     }
-    Ok((addresses, tls))
+    Ok((addresses, tls, protocols))
 }
 
-/// One `addresses` object: its address and TLS settings.
+/// One `addresses` object: its address, TLS settings and protocol.
 fn address_object(
     entry: &serde_json::Map<String, Value>,
-) -> Result<(String, Option<AddedTls>), ApiError> {
-    const KEYS: [&str; 5] = ["address", "tls", "server_name", "ca", "tls_verify"];
+) -> Result<(String, Option<AddedTls>, Protocol), ApiError> {
+    const KEYS: [&str; 6] = [
+        "address",
+        "tls",
+        "server_name",
+        "ca",
+        "tls_verify",
+        "protocol",
+    ];
     if let Some(key) = entry.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(bad(format!(
             "unknown field '{key}' in an 'addresses' entry; it takes 'address' and optionally \
-             'tls', 'server_name', 'ca' and 'tls_verify'"
+             'tls', 'server_name', 'ca', 'tls_verify' and 'protocol'"
         )));
     }
     let text = |key: &str| -> Result<Option<String>, ApiError> {
@@ -347,7 +359,29 @@ fn address_object(
         return Err(bad("an 'addresses' entry needs 'address' (\"HOST:PORT\")"));
     };
     let (server_name, ca, verify) = (text("server_name")?, text("ca")?, flag("tls_verify")?);
-    if flag("tls")? != Some(true) {
+    let protocol = match text("protocol")? {
+        None => Protocol::Http1,
+        Some(name) => Protocol::parse(&name).ok_or_else(|| {
+            bad(format!(
+                "'protocol' for address '{address}' must be \"http1\", \"h2c\" or \"h2\", got {name:?}"
+            ))
+        })?,
+    };
+    let wants_tls = flag("tls")? == Some(true);
+    match (protocol, wants_tls) {
+        (Protocol::H2, false) => {
+            return Err(bad(format!(
+                "'protocol': \"h2\" for address '{address}' is HTTP/2 over TLS: it needs \"tls\": true (in clear text: \"h2c\")"
+            )))
+        }
+        (Protocol::H2c, true) => {
+            return Err(bad(format!(
+                "'protocol': \"h2c\" for address '{address}' is HTTP/2 in clear text: it cannot be used with \"tls\": true (over TLS: \"h2\")"
+            )))
+        }
+        _ => {}
+    }
+    if !wants_tls {
         if let Some(key) = [
             ("server_name", server_name.is_some()),
             ("ca", ca.is_some()),
@@ -360,7 +394,7 @@ fn address_object(
                 "'{key}' for address '{address}' needs \"tls\": true"
             )));
         }
-        return Ok((address, None));
+        return Ok((address, None, protocol));
     }
     if let Some(name) = &server_name {
         crate::config::backend_tls::server_name(name).map_err(|e| bad(e.to_string()))?;
@@ -379,6 +413,7 @@ fn address_object(
             ca,
             verify: verify.unwrap_or(true),
         }),
+        protocol,
     ))
 }
 
@@ -409,6 +444,40 @@ mod tests {
         match parse_scale(body.as_bytes(), scale) {
             Err(ApiError::BadRequest(m)) => m,
             other => panic!("expected 400 for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn addresses_take_a_protocol_that_agrees_with_tls() {
+        let add = parse_scale(
+            br#"{"n": 3, "addresses": ["10.0.0.5:80", {"address": "10.0.0.6:50051", "protocol": "h2c"}, {"address": "10.0.0.7:443", "tls": true, "protocol": "h2"}]}"#,
+            Scale::Add,
+        )
+        .unwrap();
+        assert_eq!(
+            add.protocols,
+            [Protocol::Http1, Protocol::H2c, Protocol::H2]
+        );
+        for (body, says) in [
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "protocol": "h2"}]}"#,
+                "is HTTP/2 over TLS: it needs \"tls\": true",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "tls": true, "protocol": "h2c"}]}"#,
+                "cannot be used with \"tls\": true",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "protocol": "h3"}]}"#,
+                "'protocol' for address 'a:1' must be \"http1\", \"h2c\" or \"h2\", got \"h3\"",
+            ),
+            (
+                r#"{"n": 1, "addresses": [{"address": "a:1", "protocol": 2}]}"#,
+                "'protocol' in an 'addresses' entry must be a string",
+            ),
+        ] {
+            let error = parse_scale(body.as_bytes(), Scale::Add).unwrap_err();
+            assert!(error.to_string().contains(says), "{body}: {error}");
         }
     }
 

@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use contract::PROXIED_METHODS;
 pub(crate) use contract::{parse_scale, replicas_body, ApiError, Scale, MAX_BODY};
 
-use crate::config::BackendTls;
+use crate::config::{BackendTls, Protocol};
 use crate::control::{AddedTls, ControllerHandle, ScaleRequest};
 use crate::state::{Shared, Snapshot};
 
@@ -86,12 +86,19 @@ async fn build_tls(
         .iter()
         .cloned()
         .zip(request.tls.iter().cloned())
+        .zip(
+            request
+                .protocols
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(Protocol::Http1)),
+        )
         .collect();
     let base_dir = base_dir.to_path_buf();
     let built = tokio::task::spawn_blocking(move || {
         wanted
             .into_iter()
-            .map(|(address, tls)| match tls {
+            .map(|((address, tls), protocol)| match tls {
                 Some(AddedTls::Asked {
                     server_name,
                     ca,
@@ -103,6 +110,7 @@ async fn build_tls(
                         ca.as_deref(),
                         verify,
                         &base_dir,
+                        protocol,
                     )
                     .map_err(|e| format!("address '{address}': {e}"))?;
                     if !verify {

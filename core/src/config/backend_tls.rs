@@ -4,7 +4,8 @@
 //! never the controller's loop: the CA file is read here).
 //!
 //! Defaults: the name verified (and sent as SNI) is the host of `address` (an IP address is
-//! verified as an IP SAN); the roots are the system's; TLS 1.2 and 1.3; ALPN `http/1.1`.
+//! verified as an IP SAN); the roots are the system's; TLS 1.2 and 1.3; ALPN `http/1.1` (`h2`
+//! only with `protocol = "h2"`: [`Protocol`], what `lb` speaks to a backend by address).
 //! `tls_verify = false` accepts any certificate ([`NoVerification`]): logged as a warning.
 
 use std::path::{Path, PathBuf};
@@ -18,12 +19,53 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use sha2::Digest as _;
 
+/// What `lb` speaks to a backend (`protocol` on a `[[replicas]]` entry with `address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Protocol {
+    /// HTTP/1.1 (the default; the only one for replicas `lb` runs).
+    #[default]
+    Http1,
+    /// HTTP/2 in clear text with prior knowledge (no upgrade): gRPC servers.
+    H2c,
+    /// HTTP/2 over TLS (`tls = true`; ALPN `h2` only).
+    H2,
+}
+
+impl Protocol {
+    /// Its name in `lb.toml`, `/add` and `/_lb/status`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
+        }
+    }
+
+    /// Whether it is HTTP/2 (`h2c` or `h2`).
+    #[inline]
+    pub(crate) fn is_http2(self) -> bool {
+        !matches!(self, Protocol::Http1)
+    }
+
+    /// The value named `name`, if it is one.
+    pub(crate) fn parse(name: &str) -> Option<Protocol> {
+        match name {
+            "http1" => Some(Protocol::Http1),
+            "h2c" => Some(Protocol::H2c),
+            "h2" => Some(Protocol::H2),
+            _ => None,
+        }
+    }
+}
+
 /// The largest CA file read (the same bound as a configuration file).
 pub(crate) const MAX_CA_BYTES: u64 = 1024 * 1024;
 
 /// How `lb` speaks TLS to one backend by address.
 pub(crate) struct BackendTls {
-    /// The rustls client settings (roots or [`NoVerification`], ALPN `http/1.1`).
+    /// The rustls client settings (roots or [`NoVerification`], ALPN `http/1.1`, or `h2` only
+    /// for `protocol = "h2"`).
     pub config: Arc<ClientConfig>,
     /// Sent as SNI and verified against the certificate.
     pub server_name: ServerName<'static>,
@@ -199,19 +241,21 @@ fn provider() -> Arc<CryptoProvider> {
 
 impl BackendTls {
     /// The settings for a backend at `address`: `server_name` (default: the host of `address`),
-    /// roots from `ca` (relative to `base_dir`; default: the system's) unless `verify` is off.
+    /// roots from `ca` (relative to `base_dir`; default: the system's) unless `verify` is off;
+    /// ALPN `h2` only for `protocol` [`Protocol::H2`], else `http/1.1`.
     pub(crate) fn build(
         address: &str,
         server_name_setting: Option<&str>,
         ca: Option<&str>,
         verify: bool,
         base_dir: &Path,
+        protocol: Protocol,
     ) -> Result<BackendTls, BackendTlsError> {
         let name_text = server_name_setting.unwrap_or_else(|| host_of(address));
         let name = server_name(name_text)?;
         let mut hasher = sha2::Sha256::new();
         hasher.update(name_text.as_bytes());
-        hasher.update([0, u8::from(verify)]);
+        hasher.update([0, u8::from(verify), protocol as u8]);
         let provider = provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
@@ -234,7 +278,10 @@ impl BackendTls {
                 .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
                 .with_no_client_auth()
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = match protocol {
+            Protocol::H2 => vec![b"h2".to_vec()],
+            Protocol::Http1 | Protocol::H2c => vec![b"http/1.1".to_vec()],
+        };
         static IDS: AtomicU64 = AtomicU64::new(1);
         Ok(BackendTls {
             id: IDS.fetch_add(1, Ordering::Relaxed),

@@ -193,6 +193,7 @@ impl Config {
                 r.ca.as_ref().map(|c| c.get_ref().as_str()),
                 verify,
                 &base_dir,
+                r.protocol(),
             );
             match built {
                 Ok(tls) => r.tls_settings = Some(Arc::new(tls)),

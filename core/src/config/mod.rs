@@ -30,7 +30,7 @@ mod rules;
 mod sections;
 pub(crate) mod tls;
 
-pub(crate) use backend_tls::BackendTls;
+pub(crate) use backend_tls::{BackendTls, Protocol};
 pub(crate) use certs::{load_all, unix_now, LoadedCert};
 pub(crate) use load::{read_text, ConfigError, Loaded, Source, EMBEDDED};
 pub use load::{DEFAULTS_PATH, DEFAULT_PATH};

@@ -10,6 +10,7 @@ use lb_balance::hash::{self, RingHash};
 use lb_balance::{Algorithm, Balancer, RingError};
 
 use super::backend_tls;
+use super::backend_tls::Protocol;
 use super::check;
 use super::load::ConfigError;
 use super::names::{check_address, check_hostname, check_instance};
@@ -124,6 +125,35 @@ impl Config {
             ));
         }
         problems
+    }
+
+    /// `protocol` on one `[[replicas]]` entry: only on a backend by address; `h2` needs
+    /// `tls = true`, `h2c` forbids it; an HTTP/2 backend is never pipelined.
+    fn protocol_problems(&self, r: &ReplicaEntry) -> Vec<Problem> {
+        let Some(protocol) = &r.protocol else {
+            return Vec::new();
+        };
+        let span = protocol.span();
+        let why = match (*protocol.get_ref(), r.address.is_some(), r.wants_tls()) {
+            (_, false, _) => Some(format!(
+                "protocol = \"{}\" applies only to a backend by address (an entry with address = \"HOST:PORT\"); the replicas lb runs speak HTTP/1.1",
+                protocol.get_ref().as_str()
+            )),
+            (Protocol::H2, true, false) => Some(
+                "protocol = \"h2\" is HTTP/2 over TLS: it needs tls = true on this entry (for HTTP/2 in clear text, protocol = \"h2c\")"
+                    .into(),
+            ),
+            (Protocol::H2c, true, true) => Some(
+                "protocol = \"h2c\" is HTTP/2 in clear text: it cannot be used with tls = true (for HTTP/2 over TLS, protocol = \"h2\")"
+                    .into(),
+            ),
+            (p, true, _) if p.is_http2() && r.pipelining == Some(true) => Some(format!(
+                "pipelining = true cannot be used with protocol = \"{}\" (the batching client speaks HTTP/1.1)",
+                p.as_str()
+            )),
+            _ => None,
+        };
+        why.map(|why| self.problem(span, why)).into_iter().collect()
     }
 
     /// `[tls]` rules that need no file: at least one certificate, an address of its own.
@@ -337,6 +367,7 @@ impl Config {
                 }
             }
             problems.extend(self.backend_tls_problems(r));
+            problems.extend(self.protocol_problems(r));
             if let Err(why) = check_hostname(r.hostname.get_ref()) {
                 problems.push(self.problem(r.hostname.span(), why.to_string()));
             } else if !names.insert(r.hostname.get_ref()) {

@@ -13,7 +13,7 @@ use lb_balance::ring::{Probing, RingParams};
 use lb_balance::{Algorithm, Balancer};
 
 use super::acme::AcmeSettings;
-use super::backend_tls::BackendTls;
+use super::backend_tls::{BackendTls, Protocol};
 use super::key::{KeyFallback, KeyRule, KeySource};
 use super::tls::{CertificateFiles, TlsSection};
 
@@ -507,6 +507,10 @@ pub(crate) struct ReplicaEntry {
     /// With `tls = true`: DANGER, `false` accepts any certificate (default `true`).
     #[serde(default)]
     pub tls_verify: Option<Spanned<bool>>,
+    /// A backend by address only: what `lb` speaks to it, `http1` (default), `h2c` (HTTP/2 in
+    /// clear text, no `tls`) or `h2` (HTTP/2 over TLS: `tls = true`).
+    #[serde(default)]
+    pub protocol: Option<Spanned<Protocol>>,
     /// The TLS settings built from the four above when the file was read (`tls = true` only).
     #[serde(skip)]
     pub tls_settings: Option<Arc<BackendTls>>,
@@ -516,6 +520,13 @@ impl ReplicaEntry {
     /// The configured address, for a backend by address.
     pub(crate) fn address(&self) -> Option<&str> {
         self.address.as_ref().map(|a| a.get_ref().as_str())
+    }
+
+    /// What `lb` speaks to it (`protocol`; default `http1`).
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol
+            .as_ref()
+            .map_or_else(Protocol::default, |p| *p.get_ref())
     }
 
     /// Whether it asks for TLS (`tls = true`).

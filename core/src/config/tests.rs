@@ -116,6 +116,18 @@ fn the_services_example_is_valid() {
     assert_eq!(config.health.path, "/");
 }
 
+/// The gRPC example the README runs: three backends by address over h2c, by `x-shard`.
+#[test]
+fn the_grpc_example_is_valid() {
+    let text = include_str!("../../../config/examples/grpc.toml");
+    let config = Config::parse(text).unwrap();
+    assert_eq!(config.replicas.len(), 3);
+    assert!(config
+        .replicas
+        .iter()
+        .all(|r| r.address().is_some() && r.protocol() == Protocol::H2c));
+}
+
 #[test]
 fn address_rules() {
     for good in [
@@ -887,4 +899,58 @@ fn health_kinds_are_read_and_checked() {
     let found = problems("[health]\nkind = \"grpc\"\ngrpc_service = \"a b\"\n");
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(found[0].message.contains("health.grpc_service"));
+}
+
+#[test]
+fn protocol_is_for_backends_by_address_and_agrees_with_tls() {
+    // On a replica lb runs: an error at the value, whatever it is.
+    for value in ["http1", "h2c", "h2"] {
+        let (line, column, message) =
+            invalid(&tls_entry(false, &format!("protocol = \"{value}\"\n")));
+        assert_eq!((line, column), (4, 12), "{value}");
+        assert_eq!(
+            message,
+            format!("protocol = \"{value}\" applies only to a backend by address (an entry with address = \"HOST:PORT\"); the replicas lb runs speak HTTP/1.1")
+        );
+    }
+    let (line, _, message) = invalid(&tls_entry(true, "protocol = \"h2\"\n"));
+    assert_eq!(line, 5);
+    assert!(message.contains("it needs tls = true"), "{message}");
+    let (line, _, message) = invalid(&tls_entry(
+        true,
+        "tls = true\ntls_verify = false\nprotocol = \"h2c\"\n",
+    ));
+    assert_eq!(line, 7);
+    assert!(
+        message.contains("cannot be used with tls = true"),
+        "{message}"
+    );
+    let (line, _, message) = invalid(&tls_entry(true, "protocol = \"h2c\"\npipelining = true\n"));
+    assert_eq!(line, 5);
+    assert!(
+        message.contains("pipelining = true cannot be used"),
+        "{message}"
+    );
+    // Not a protocol at all: the value's position and the choices.
+    let (line, _, message) = invalid(&tls_entry(true, "protocol = \"h3\"\n"));
+    assert_eq!(line, 5);
+    assert!(message.contains("h2c"), "{message}");
+
+    let h2c = Config::parse(&tls_entry(true, "protocol = \"h2c\"\n")).unwrap();
+    assert_eq!(h2c.replicas[0].protocol(), Protocol::H2c);
+    let plain = Config::parse(&tls_entry(true, "")).unwrap();
+    assert_eq!(plain.replicas[0].protocol(), Protocol::Http1);
+    let h2 = Config::parse(&tls_entry(
+        true,
+        "tls = true\ntls_verify = false\nprotocol = \"h2\"\n",
+    ))
+    .unwrap();
+    assert_eq!(h2.replicas[0].protocol(), Protocol::H2);
+    let tls = h2.replicas[0].tls_settings.as_ref().unwrap();
+    assert_eq!(tls.config.alpn_protocols, [b"h2".to_vec()]);
+    // The same TLS keys under another protocol are other settings (a reload swaps them).
+    let h1 = Config::parse(&tls_entry(true, "tls = true\ntls_verify = false\n")).unwrap();
+    let h1_tls = h1.replicas[0].tls_settings.as_ref().unwrap();
+    assert_eq!(h1_tls.config.alpn_protocols, [b"http/1.1".to_vec()]);
+    assert_ne!(**tls, **h1_tls);
 }

@@ -9,7 +9,7 @@ use lb_balance::RingError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::supervisor::SupervisorEvent;
-use crate::config::BackendTls;
+use crate::config::{BackendTls, Protocol};
 
 /// A validated `/add` or `/rm` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub(crate) struct ScaleRequest {
     /// `/add` only: how to speak TLS to each of `addresses` (paired by position; shorter:
     /// plain HTTP for the rest).
     pub tls: Vec<Option<AddedTls>>,
+    /// `/add` only: what `lb` speaks to each of `addresses` (paired by position; shorter:
+    /// `http1` for the rest).
+    pub protocols: Vec<Protocol>,
 }
 
 /// TLS to a backend an `/add` names by address (`{"address": …, "tls": true, …}`).

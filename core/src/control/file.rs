@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lb_balance::RingHash;
 
-use crate::config::{read_text, BackendTls, Config, LoadedCert};
+use crate::config::{read_text, BackendTls, Config, LoadedCert, Protocol};
 
 use super::persist::{self, PersistError};
 
@@ -101,8 +101,14 @@ pub(crate) fn read_and_check(path: &Path, last_text: &str, dirs: &[PathBuf]) -> 
 }
 
 /// One `[[replicas]]` entry to write back, owned (it crosses to a blocking thread): server id,
-/// hostname, the address of a backend by address, and its TLS settings.
-pub(crate) type OwnedEntry = (u64, String, Option<String>, Option<Arc<BackendTls>>);
+/// hostname, the address of a backend by address, its TLS settings and its protocol.
+pub(crate) type OwnedEntry = (
+    u64,
+    String,
+    Option<String>,
+    Option<Arc<BackendTls>>,
+    Protocol,
+);
 
 /// How a write-back ended.
 #[derive(Debug)]
@@ -126,10 +132,11 @@ pub(crate) enum WriteOutcome {
 pub(crate) fn write_back(path: &Path, last_text: &str, entries: &[OwnedEntry]) -> WriteOutcome {
     let borrowed: Vec<persist::Entry<'_>> = entries
         .iter()
-        .map(|(id, hostname, address, tls)| {
+        .map(|(id, hostname, address, tls, _)| {
             (*id, hostname.as_str(), address.as_deref(), tls.as_deref())
         })
         .collect();
+    let protocols: Vec<Protocol> = entries.iter().map(|e| e.4).collect();
     let failed = |e: &dyn std::fmt::Display| {
         WriteOutcome::Failed(format!(
             "could not write the replica list back to {}: {e}",
@@ -143,7 +150,7 @@ pub(crate) fn write_back(path: &Path, last_text: &str, entries: &[OwnedEntry]) -
     if text != last_text {
         return WriteOutcome::SaveFirst;
     }
-    let new = match persist::with_replicas(&text, &borrowed) {
+    let new = match persist::with_protocols(&text, &borrowed, &protocols) {
         Ok(new) => new,
         Err(e) => return failed(&e),
     };

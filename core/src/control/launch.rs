@@ -95,6 +95,7 @@ impl Running {
     /// `started` as a backend with `pipelining`; `None` if its address is not `host:port`.
     fn new(started: Started, pipelining: bool, tls: Option<Arc<BackendTls>>) -> Option<Running> {
         let handle = started.handle;
+        let protocol = started.spec.protocol;
         let backend = Backend::new(
             started.spec.hostname,
             started.spec.id,
@@ -103,7 +104,12 @@ impl Running {
             handle.describe(),
         )?;
         Some(Running {
-            backend: Arc::new(backend.with_pipelining(pipelining).with_tls(tls)),
+            backend: Arc::new(
+                backend
+                    .with_pipelining(pipelining)
+                    .with_tls(tls)
+                    .with_protocol(protocol),
+            ),
             handle,
             joined: tokio::time::Instant::now(),
         })

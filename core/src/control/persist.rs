@@ -11,7 +11,7 @@ use std::path::Path;
 
 use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
 
-use crate::config::BackendTls;
+use crate::config::{BackendTls, Protocol};
 
 /// Why the replica list could not be written back.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,19 @@ pub(crate) type Entry<'a> = (u64, &'a str, Option<&'a str>, Option<&'a BackendTl
 
 /// `text` with its `[[replicas]]` set to `replicas`, in that order for new entries; everything
 /// else untouched (a kept entry's other keys, such as `pipelining`, stay as the user wrote them).
+#[cfg(test)]
 pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String, PersistError> {
+    with_protocols(text, replicas, &[])
+}
+
+/// [`with_replicas`], a new backend by address written with its `protocol` when it is not
+/// `http1` (`protocols` paired by position with `replicas`; shorter: `http1` for the rest).
+pub(crate) fn with_protocols(
+    text: &str,
+    replicas: &[Entry<'_>],
+    protocols: &[Protocol],
+) -> Result<String, PersistError> {
+    let protocol_of = |i: usize| protocols.get(i).copied().unwrap_or_default();
     if text.trim().is_empty() {
         return Err(PersistError::Empty);
     }
@@ -47,8 +59,8 @@ pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String
     else {
         // Absent, or written as an inline array: write it as [[replicas]] tables.
         let mut tables = ArrayOfTables::new();
-        for &(id, hostname, address, tls) in replicas {
-            tables.push(entry(id, hostname, address, tls));
+        for (i, &(id, hostname, address, tls)) in replicas.iter().enumerate() {
+            tables.push(entry(id, hostname, address, tls, protocol_of(i)));
         }
         doc.insert("replicas", Item::ArrayOfTables(tables));
         return Ok(doc.to_string());
@@ -66,7 +78,7 @@ pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String
                 set_keeping_decor(table, "address", address);
                 if address.is_none() {
                     // TLS keys belong to backends by address only.
-                    for key in ["tls", "server_name", "ca", "tls_verify"] {
+                    for key in ["tls", "server_name", "ca", "tls_verify", "protocol"] {
                         table.remove(key);
                     }
                 }
@@ -85,9 +97,9 @@ pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String
             }
         }
     }
-    for &(id, hostname, address, tls) in replicas {
+    for (i, &(id, hostname, address, tls)) in replicas.iter().enumerate() {
         if !kept.contains(&id) {
-            let mut table = entry(id, hostname, address, tls);
+            let mut table = entry(id, hostname, address, tls, protocol_of(i));
             if !orphaned.is_empty() {
                 prepend_comments(&mut table, &orphaned.concat());
                 orphaned.clear();
@@ -140,7 +152,13 @@ fn set_keeping_decor(table: &mut Table, key: &str, wanted: Option<&str>) {
     table.insert(key, Item::Value(new));
 }
 
-fn entry(id: u64, hostname: &str, address: Option<&str>, tls: Option<&BackendTls>) -> Table {
+fn entry(
+    id: u64,
+    hostname: &str,
+    address: Option<&str>,
+    tls: Option<&BackendTls>,
+    protocol: Protocol,
+) -> Table {
     let mut table = Table::new();
     table.insert("hostname", value(hostname));
     table.insert("id", value(i64::try_from(id).unwrap_or(i64::MAX)));
@@ -157,6 +175,9 @@ fn entry(id: u64, hostname: &str, address: Option<&str>, tls: Option<&BackendTls
             if !tls.verify {
                 table.insert("tls_verify", value(false));
             }
+        }
+        if protocol != Protocol::Http1 {
+            table.insert("protocol", value(protocol.as_str()));
         }
     }
     table
@@ -237,6 +258,30 @@ id = 2
     }
 
     #[test]
+    fn a_new_backend_by_address_is_written_with_its_protocol_unless_http1() {
+        let file = "[[replicas]]\nhostname = \"a\"\nid = 1\n";
+        let entries = [
+            (1, "a", None, None),
+            (2, "grpc-1", Some("10.0.0.5:50051"), None),
+            (3, "web-1", Some("10.0.0.6:80"), None),
+        ];
+        let out = with_protocols(
+            file,
+            &entries,
+            &[Protocol::Http1, Protocol::H2c, Protocol::Http1],
+        )
+        .unwrap();
+        let config = crate::config::Config::parse(&out).unwrap();
+        let r = &config.replicas;
+        assert_eq!(r[1].protocol(), Protocol::H2c, "{out}");
+        assert!(r[2].protocol.is_none(), "{out}");
+        assert_eq!(out.matches("protocol").count(), 1, "{out}");
+        // A kept entry that stops being a backend by address loses it.
+        let out = with_replicas(&out, &[(2, "grpc-1", None, None)]).unwrap();
+        assert!(!out.contains("protocol"), "{out}");
+    }
+
+    #[test]
     fn a_new_backend_over_tls_is_written_with_its_keys() {
         let dir = tempfile::tempdir().unwrap();
         crate::selfsigned::self_signed(&["api.internal".to_owned()], dir.path()).unwrap();
@@ -246,9 +291,18 @@ id = 2
             Some("ca.pem"),
             true,
             dir.path(),
+            Protocol::Http1,
         )
         .unwrap();
-        let unverified = BackendTls::build("10.0.0.7:443", None, None, false, dir.path()).unwrap();
+        let unverified = BackendTls::build(
+            "10.0.0.7:443",
+            None,
+            None,
+            false,
+            dir.path(),
+            Protocol::Http1,
+        )
+        .unwrap();
         let out = with_replicas(
             "",
             &[

@@ -103,6 +103,7 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
             address: entry.address().map(str::to_owned),
             pipelining: entry.pipelining,
             tls: entry.tls_settings.clone(),
+            protocol: entry.protocol(),
         })
         .collect();
     let mut needs_restart = Vec::new();
@@ -365,6 +366,7 @@ pub(crate) fn plan_add(
         names.push(name);
     }
     let mut addresses = request.addresses.iter().cloned();
+    let mut protocols = request.protocols.iter().copied();
     let mut tls = request
         .tls
         .iter()
@@ -378,6 +380,7 @@ pub(crate) fn plan_add(
             address: addresses.next(),
             pipelining: None,
             tls: tls.next().flatten().cloned(),
+            protocol: protocols.next().unwrap_or_default(),
         })
         .collect())
 }

@@ -117,6 +117,7 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
                     server_name: text(&t.server_name),
                     verify: t.verify,
                 }),
+                protocol: r.protocol.as_deref().map(text),
                 tunnels: r.tunnels,
             })
             .collect(),

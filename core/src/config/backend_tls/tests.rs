@@ -20,6 +20,7 @@ fn a_ca_file_made_with_rcgen_gives_settings_with_its_name_and_alpn() {
         Some("ca.pem"),
         true,
         dir.path(),
+        Protocol::Http1,
     )
     .unwrap();
     assert_eq!(
@@ -29,8 +30,15 @@ fn a_ca_file_made_with_rcgen_gives_settings_with_its_name_and_alpn() {
     assert_eq!(tls.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     assert!(tls.verify);
     // The default name is the host of the address; an IP is verified as an IP.
-    let by_ip =
-        BackendTls::build("127.0.0.1:8443", None, Some("ca.pem"), true, dir.path()).unwrap();
+    let by_ip = BackendTls::build(
+        "127.0.0.1:8443",
+        None,
+        Some("ca.pem"),
+        true,
+        dir.path(),
+        Protocol::Http1,
+    )
+    .unwrap();
     assert!(matches!(by_ip.server_name, ServerName::IpAddress(_)));
     assert_ne!(tls, by_ip);
     let again = BackendTls::build(
@@ -39,6 +47,7 @@ fn a_ca_file_made_with_rcgen_gives_settings_with_its_name_and_alpn() {
         Some("ca.pem"),
         true,
         dir.path(),
+        Protocol::Http1,
     )
     .unwrap();
     assert_eq!(tls, again, "the same entry and file give equal settings");
@@ -50,10 +59,12 @@ fn a_ca_file_made_with_rcgen_gives_settings_with_its_name_and_alpn() {
         Some("ca.pem"),
         true,
         dir.path(),
+        Protocol::Http1,
     )
     .unwrap();
     assert_ne!(tls, renewed);
-    let unverified = BackendTls::build("[::1]:8443", None, None, false, dir.path()).unwrap();
+    let unverified =
+        BackendTls::build("[::1]:8443", None, None, false, dir.path(), Protocol::Http1).unwrap();
     assert!(!unverified.verify);
     assert!(matches!(unverified.server_name, ServerName::IpAddress(_)));
 }
@@ -68,6 +79,7 @@ fn bad_ca_files_are_refused_with_the_file_and_the_reason() {
             Some(ca),
             true,
             dir.path(),
+            Protocol::Http1,
         )
         .unwrap_err()
         .to_string()

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::config::BackendTls;
+use crate::config::{BackendTls, Protocol};
 use crate::control::launch::{self, Running};
 use crate::control::supervisor::Handle;
 use crate::state::Backend;
@@ -71,15 +71,15 @@ impl Controller {
             return;
         }
         tracing::info!(hostname = %old.hostname, id, from = %old.addr, to = %address, "backend's name resolves to another address; moved");
-        let (pipelining, tls) = (old.pipelining, old.tls.clone());
-        if let Some(old) = self.swap(id, address, pipelining, tls) {
+        let (pipelining, tls, protocol) = (old.pipelining, old.tls.clone(), old.protocol);
+        if let Some(old) = self.swap(id, address, pipelining, tls, protocol) {
             self.publish();
             drop(self.retire(vec![old], false));
         }
     }
 
     /// Replace the backend with server id `id` by the same backend (name, id, handle) at
-    /// `address` with `pipelining` and `tls`; returns the old one, for the caller to retire once
+    /// `address` with `pipelining`, `tls` and `protocol`; returns the old one, for the caller to retire once
     /// it has published (requests in flight to it finish there).
     pub(super) fn swap(
         &mut self,
@@ -87,6 +87,7 @@ impl Controller {
         address: String,
         pipelining: bool,
         tls: Option<Arc<BackendTls>>,
+        protocol: Protocol,
     ) -> Option<Running> {
         let old = self.replicas.get(&id)?;
         let new = Backend::new(
@@ -98,6 +99,7 @@ impl Controller {
         )?
         .with_pipelining(pipelining)
         .with_tls(tls)
+        .with_protocol(protocol)
         .incarnation_of(&old.backend);
         let new = Running {
             backend: Arc::new(new),

@@ -861,6 +861,7 @@ fn vacancy_of(spec: &ReplicaSpec, failed_attempts: u32, reason: String) -> Vacan
         address: spec.address.clone(),
         pipelining: spec.pipelining,
         tls: spec.tls.clone(),
+        protocol: spec.protocol,
     }
 }
 
@@ -872,6 +873,7 @@ fn spec_of(vacancy: &Vacancy) -> ReplicaSpec {
         address: vacancy.address.clone(),
         pipelining: vacancy.pipelining,
         tls: vacancy.tls.clone(),
+        protocol: vacancy.protocol,
     }
 }
 

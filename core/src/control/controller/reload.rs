@@ -10,7 +10,7 @@ use std::sync::Arc;
 use lb_balance::RingHash;
 use tokio::sync::oneshot;
 
-use crate::config::Config;
+use crate::config::{Config, Protocol};
 use crate::control::file::{self, FileRead, OwnedEntry, WriteOutcome};
 use crate::control::reconcile::{changes, reconcile};
 use crate::state::{timestamp, ConfigStatus, Issue};
@@ -166,13 +166,13 @@ impl Controller {
                     r.backend.hostname.clone(),
                     r.handle.address().map(str::to_owned),
                     r.backend.tls.clone(),
+                    r.backend.protocol,
                 )
             })
-            .chain(
-                self.vacancies
-                    .values()
-                    .map(|v| (v.id, v.hostname.clone(), v.address.clone(), v.tls.clone())),
-            )
+            .chain(self.vacancies.values().map(|v| {
+                let (id, hostname) = (v.id, v.hostname.clone());
+                (id, hostname, v.address.clone(), v.tls.clone(), v.protocol)
+            }))
             .collect();
         entries.sort_unstable_by_key(|e| e.0);
         entries
@@ -294,15 +294,28 @@ impl Controller {
                 .tls_settings
                 .clone()
                 .filter(|_| r.backend.is_address());
-            let wanted = entry.pipelining.unwrap_or(!r.backend.is_address()) && tls.is_none();
+            let protocol = if r.backend.is_address() {
+                entry.protocol()
+            } else {
+                Protocol::Http1
+            };
+            let wanted = entry.pipelining.unwrap_or(!r.backend.is_address())
+                && tls.is_none()
+                && !protocol.is_http2();
             if r.backend.pipelining != wanted {
                 tracing::info!(hostname = %entry.hostname.get_ref(), id, pipelining = wanted, "configuration change: pipelining of a replica");
             }
             if r.backend.tls != tls {
                 tracing::info!(hostname = %entry.hostname.get_ref(), id, tls = tls.is_some(), "configuration change: TLS settings of a backend by address");
             }
-            if r.backend.pipelining != wanted || r.backend.tls != tls {
-                repipeline.push((id, wanted, tls));
+            if r.backend.protocol != protocol {
+                tracing::info!(hostname = %entry.hostname.get_ref(), id, protocol = protocol.as_str(), "configuration change: protocol of a backend by address");
+            }
+            if r.backend.pipelining != wanted
+                || r.backend.tls != tls
+                || r.backend.protocol != protocol
+            {
+                repipeline.push((id, wanted, tls, protocol));
             }
         }
         // Ring parameters and hash swap with the remaining replicas in one store; new replicas

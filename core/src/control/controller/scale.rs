@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::config::{BackendTls, HealthSection};
+use crate::config::{BackendTls, HealthSection, Protocol};
 use crate::control::command::{ControlError, ScaleReply, ScaleRequest};
 use crate::control::guard::panic_message;
 use crate::control::launch::{LaunchError, Launcher, Running};
@@ -36,8 +36,8 @@ pub(super) struct Change {
     pub(super) stop: Vec<u64>,
     /// Vacancies no longer wanted.
     pub(super) forget: Vec<u64>,
-    /// Replicas kept with a new pipelining or TLS setting: server id → the settings.
-    pub(super) repipeline: Vec<(u64, bool, Option<Arc<BackendTls>>)>,
+    /// Replicas kept with a new pipelining, TLS or protocol setting: server id → the settings.
+    pub(super) repipeline: Vec<(u64, bool, Option<Arc<BackendTls>>, Protocol)>,
     /// Replicas to start.
     pub(super) start: Vec<ReplicaSpec>,
     /// How they start.
@@ -91,9 +91,9 @@ impl Controller {
         // The same replicas with a new setting (nothing to stop).
         let swapped: Vec<Running> = repipeline
             .into_iter()
-            .filter_map(|(id, on, tls)| {
+            .filter_map(|(id, on, tls, protocol)| {
                 let address = self.replicas.get(&id)?.backend.addr.clone();
-                self.swap(id, address, on, tls)
+                self.swap(id, address, on, tls, protocol)
             })
             .collect();
         let new_params = params.is_some();

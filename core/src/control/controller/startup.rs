@@ -39,6 +39,7 @@ impl Controller {
                 address: r.address().map(str::to_owned),
                 pipelining: r.pipelining,
                 tls: r.tls_settings.clone(),
+                protocol: r.protocol(),
             };
             if spec.address.is_some() {
                 // Not ours to start: checked on a task of its own, and in the ring once healthy.

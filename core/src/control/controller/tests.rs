@@ -263,6 +263,7 @@ fn scale_request(n: usize, hostnames: &[&str]) -> ScaleRequest {
         hostnames: hostnames.iter().map(|h| (*h).to_owned()).collect(),
         addresses: Vec::new(),
         tls: Vec::new(),
+        protocols: Vec::new(),
     }
 }
 

@@ -56,6 +56,7 @@ impl Controller {
                 address,
                 pipelining: Some(dead.pipelining),
                 tls: dead.tls.clone(),
+                protocol: dead.protocol,
             };
             self.vacancies.insert(
                 id,

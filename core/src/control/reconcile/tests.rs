@@ -44,6 +44,7 @@ fn scale(n: usize, hostnames: &[&str]) -> ScaleRequest {
         hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
         addresses: Vec::new(),
         tls: Vec::new(),
+        protocols: Vec::new(),
     }
 }
 
@@ -73,6 +74,7 @@ fn backends_by_address_are_matched_by_their_address_too() {
             address: Some("10.0.0.6:80".into()),
             pipelining: None,
             tls: None,
+            protocol: crate::config::Protocol::Http1,
         }]
     );
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::BackendTls;
+use crate::config::{BackendTls, Protocol};
 
 pub(crate) use handle::Handle;
 
@@ -39,6 +39,8 @@ pub(crate) struct ReplicaSpec {
     /// A backend by address spoken to over TLS: the settings it was configured or added with
     /// (the settings of the file in force win: `Launcher::tls`).
     pub tls: Option<Arc<BackendTls>>,
+    /// What `lb` speaks to a backend by address (`http1` for a replica).
+    pub protocol: Protocol,
 }
 
 impl ReplicaSpec {
@@ -50,6 +52,7 @@ impl ReplicaSpec {
             address: None,
             pipelining: None,
             tls: None,
+            protocol: Protocol::Http1,
         }
     }
 

@@ -6,7 +6,8 @@
 //! both transports:
 //!
 //! - nothing reached the replica (it could not be connected to, or the TLS handshake with it
-//!   failed): [`Retry::Yes`] — any request,
+//!   failed), or an HTTP/2 replica refused the stream unprocessed (`REFUSED_STREAM`, or a
+//!   `GOAWAY` whose last stream id is below it: RFC 9113 §8.7): [`Retry::Yes`] — any request,
 //!   as long as its body is still whole (an attempt that could not connect never read it);
 //! - the replica may have had the request but gave no response head (the connection ended
 //!   before it, no head within the response timeout, the replica left the ring as failed while
@@ -14,6 +15,8 @@
 //!   to repeat (RFC 9110 §9.2.1); the batching client takes nothing else;
 //! - the replica answered, badly (an invalid response is an answer), or its response failed
 //!   after it began, or the client's own request body failed: [`Retry::No`].
+//!
+//! A gRPC call is never repeatable ([`super::transport`]): only the first rule sends it on.
 
 use hyper_util::client::legacy;
 
@@ -63,6 +66,10 @@ pub(crate) enum AttemptError {
     /// error chain).
     #[error("{0}")]
     Unreached(String),
+    /// An HTTP/2 replica refused the stream before processing it (`REFUSED_STREAM`, or a
+    /// `GOAWAY` whose last stream id is below it): nothing of the request was processed.
+    #[error("{0}")]
+    Refused(String),
     /// The TLS handshake with the replica failed (its certificate not trusted, for another
     /// name, …): nothing of the request was sent.
     #[error("{0}")]
@@ -78,6 +85,7 @@ impl AttemptError {
         match self {
             AttemptError::Unreached(_)
             | AttemptError::Tls(_)
+            | AttemptError::Refused(_)
             | AttemptError::Upstream(UpstreamError::Connect { .. }) => Retry::Yes,
             AttemptError::Upstream(
                 UpstreamError::NotStarted(_)
@@ -97,7 +105,8 @@ impl AttemptError {
             AttemptError::Unreached(_) | AttemptError::Upstream(UpstreamError::Connect { .. }) => {
                 UpstreamErrorKind::Connect
             }
-            AttemptError::Upstream(UpstreamError::NotStarted(_) | UpstreamError::Io(_)) => {
+            AttemptError::Refused(_)
+            | AttemptError::Upstream(UpstreamError::NotStarted(_) | UpstreamError::Io(_)) => {
                 UpstreamErrorKind::Reset
             }
             AttemptError::Upstream(UpstreamError::TimedOut(_) | UpstreamError::ReplicaFailed) => {
@@ -118,12 +127,34 @@ impl AttemptError {
                 Some(_) => AttemptError::Tls(error_chain(e)),
                 None => AttemptError::Unreached(error_chain(e)),
             }
+        } else if refused_unprocessed(e) {
+            AttemptError::Refused(error_chain(e))
         } else if is_parse_error(e) {
             AttemptError::Upstream(UpstreamError::Invalid(error_chain(e)))
         } else {
             AttemptError::Upstream(UpstreamError::NotStarted(error_chain(e)))
         }
     }
+}
+
+/// Whether an HTTP/2 replica provably did not process the request: the `h2` error in the
+/// chain is a `REFUSED_STREAM` reset, or a `GOAWAY` it received (`h2` gives that error only to
+/// the streams above the `GOAWAY`'s last stream id).
+fn refused_unprocessed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return never_processed(h2.reason(), h2.is_go_away(), h2.is_remote());
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The rule of [`refused_unprocessed`] on an `h2` error's `reason`, whether it is a `GOAWAY`
+/// and whether the replica sent it.
+fn never_processed(reason: Option<h2::Reason>, go_away: bool, remote: bool) -> bool {
+    reason == Some(h2::Reason::REFUSED_STREAM) || (go_away && remote)
 }
 
 /// Whether hyper's client failed because the replica's response was not valid HTTP.
@@ -225,6 +256,59 @@ mod tests {
                     assert_eq!(e.retry().allows(replay), before, "{e:?} {replay:?}");
                 }
             }
+        }
+    }
+
+    /// HTTP/2: only a stream the replica provably never processed goes on to the next replica
+    /// whatever the request (a gRPC call is never repeatable).
+    #[test]
+    fn an_http2_stream_refused_unprocessed_is_retried_and_nothing_else() {
+        use h2::Reason;
+        assert!(never_processed(Some(Reason::REFUSED_STREAM), false, true));
+        assert!(never_processed(Some(Reason::REFUSED_STREAM), false, false));
+        // A GOAWAY the replica sent: h2 gives it only to streams above its last stream id.
+        assert!(never_processed(Some(Reason::NO_ERROR), true, true));
+        assert!(never_processed(Some(Reason::PROTOCOL_ERROR), true, true));
+        // lb's own GOAWAY, a stream reset after the replica took it, a cut connection: maybe
+        // processed.
+        assert!(!never_processed(Some(Reason::NO_ERROR), true, false));
+        assert!(!never_processed(Some(Reason::CANCEL), false, true));
+        assert!(!never_processed(Some(Reason::INTERNAL_ERROR), false, true));
+        assert!(!never_processed(None, false, false));
+
+        // Found in an error's source chain, as hyper wraps it.
+        #[derive(Debug, thiserror::Error)]
+        #[error("http2 error")]
+        struct Wrapper(#[source] h2::Error);
+        let refused = Wrapper(h2::Error::from(Reason::REFUSED_STREAM));
+        assert!(refused_unprocessed(&refused));
+        let cancelled = Wrapper(h2::Error::from(Reason::CANCEL));
+        assert!(!refused_unprocessed(&cancelled));
+        assert!(!refused_unprocessed(&std::io::Error::other("reset")));
+
+        let grpc_call = Replay {
+            repeatable: false,
+            body_whole: true,
+        };
+        let refused = AttemptError::Refused("stream refused".into());
+        assert_eq!(refused.retry(), Retry::Yes);
+        assert!(refused.retry().allows(grpc_call));
+        assert_eq!(refused.kind(), Some(UpstreamErrorKind::Reset));
+        // Its body already read: nothing can be sent again.
+        assert!(!refused.retry().allows(Replay {
+            repeatable: false,
+            body_whole: false,
+        }));
+        for maybe_processed in [
+            AttemptError::Upstream(UpstreamError::NotStarted("stream reset: CANCEL".into())),
+            AttemptError::Upstream(UpstreamError::TimedOut(Duration::from_millis(5))),
+            AttemptError::Upstream(UpstreamError::ReplicaFailed),
+            AttemptError::Upstream(UpstreamError::Invalid("status code 999".into())),
+        ] {
+            assert!(
+                !maybe_processed.retry().allows(grpc_call),
+                "{maybe_processed:?}"
+            );
         }
     }
 

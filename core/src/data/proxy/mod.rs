@@ -10,7 +10,8 @@
 //! 2. send the attempt and wait for the response head ([`transport::Outbound::send`]: at most
 //!    the response timeout; a repeatable request stops waiting when its replica leaves the ring
 //!    as failed);
-//! 3. a response is the answer (a replica's 404 becomes the assignment's 400); the body streams
+//! 3. a response is the answer (a replica's 404 becomes the assignment's 400, but not a
+//!    backend by address's nor a gRPC call's); the body streams
 //!    back in a [`ProxyBody`] that keeps the request counted in flight at its replica until it
 //!    is done;
 //! 4. a failure is an [`AttemptError`]: counted at its replica, then the loop asks it one
@@ -20,7 +21,9 @@
 //!    request still allows ([`error::Replay`]) and the retries left (`[proxy] retries`). If
 //!    allowed, the request goes to the next replica in the placement's fallback order, looked up
 //!    in the current snapshot ([`Proxy::next_replica`]; a replica that failed has usually left
-//!    the ring by then), else `lb` answers 502, or 504 for a timeout ([`respond`]).
+//!    the ring by then), else `lb` answers 502, or 504 for a timeout ([`respond`]) — a gRPC call
+//!    (`content-type: application/grpc…`) HTTP 200 with a `grpc-status` instead
+//!    ([`respond::grpc`]: `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`, `INVALID_ARGUMENT`).
 //!
 //! Files: `transport.rs` (the two transports and the wait), `upgrade.rs` (requests that carry
 //! `Upgrade`: WebSockets), `error.rs` (the attempt's error and its retry rule), `answer.rs` (what the hyper transport accepts as an answer),
@@ -29,12 +32,12 @@
 //!
 //! # Where the next protocols plug in
 //!
-//! - **HTTP/2 to the replicas** (or gRPC, which needs it): a third [`transport::Outbound`]
-//!   variant with its own client in [`transport::Transports`] (e.g. hyper's `http2` handshake,
-//!   one multiplexed connection per replica and worker), chosen in `Outbound::new` by what the
-//!   replica speaks. Its failures map onto [`AttemptError`] with their own [`error::Retry`]: a
-//!   stream refused (`REFUSED_STREAM`) or above a `GOAWAY`'s last stream id was never
-//!   processed, `Retry::Yes`. The loop, placement, counting and answers do not change.
+//! - **HTTP/2 to the replicas** (done): [`transport::Transports`] holds a second hyper client,
+//!   `http2_only` (one multiplexed connection per replica and worker), used by
+//!   [`transport::Outbound::send`] for a backend whose `protocol` is `h2c` or `h2`. Its
+//!   failures map onto [`AttemptError`]: a stream refused (`REFUSED_STREAM`) or above a
+//!   `GOAWAY`'s last stream id was never processed, [`AttemptError::Refused`] (`Retry::Yes`).
+//!   The loop, placement and counting did not change; gRPC calls get gRPC-shaped answers.
 //! - **HTTP/2 or TLS from clients**: not here. The downstream side is `front.rs`'s
 //!   `connection()` (hyper's server, over [`crate::data::downstream`]'s counted socket);
 //!   whatever it accepts arrives here as the same `Request<Incoming>`.
@@ -130,10 +133,15 @@ impl Proxy {
                 }
             }
         }
+        // A gRPC call is answered the gRPC way when no replica answers it (a `POST` first: one
+        // comparison for any other request).
+        let grpc = req.method() == http::Method::POST && transport::is_grpc(req.headers());
         let Some((slot, first)) = self.place(&req, peer, exchange) else {
-            return error_response(&ApiError::Unavailable(
-                "no replica is available to serve the request".into(),
-            ));
+            const NONE: &str = "no replica is available to serve the request";
+            if grpc {
+                return respond::grpc(respond::GrpcStatus::Unavailable, &format!("lb: {NONE}"));
+            }
+            return error_response(&ApiError::Unavailable(NONE.into()));
         };
         let mut outbound = Outbound::new(&self.transports, req, &first, peer);
         exchange.replica = Some(first);
@@ -144,10 +152,18 @@ impl Proxy {
             let error = match outbound.send(&self.transports, backend, peer).await {
                 // The assignment's replicas have /home and /heartbeat only; a service by
                 // address answers its own 404s.
-                Ok(resp) if resp.status() == StatusCode::NOT_FOUND && !backend.is_address() => {
+                Ok(resp)
+                    if resp.status() == StatusCode::NOT_FOUND && !backend.is_address() && !grpc =>
+                {
                     return respond::not_in_replicas(outbound.path());
                 }
                 Ok(resp) => return resp.map(|body| body.in_flight(in_flight)),
+                Err(error @ AttemptError::Client(_)) if grpc => {
+                    return respond::grpc(
+                        respond::GrpcStatus::InvalidArgument,
+                        &format!("lb: {error}"),
+                    );
+                }
                 Err(error @ AttemptError::Client(_)) => {
                     return error_response(&ApiError::BadRequest(error.to_string()));
                 }
@@ -163,8 +179,16 @@ impl Proxy {
                 .flatten();
             let Some(next) = next else {
                 return match error {
+                    AttemptError::Upstream(e @ UpstreamError::TimedOut(_)) if grpc => {
+                        respond::grpc_timed_out(backend, &e.to_string())
+                    }
                     AttemptError::Upstream(e @ UpstreamError::TimedOut(_)) => {
                         respond::timed_out(backend, &e.to_string())
+                    }
+                    e if grpc => {
+                        let invalid =
+                            matches!(e, AttemptError::Upstream(UpstreamError::Invalid(_)));
+                        respond::grpc_did_not_answer(backend, &e.to_string(), invalid)
                     }
                     e => respond::did_not_answer(backend, &e.to_string()),
                 };

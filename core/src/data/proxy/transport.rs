@@ -1,9 +1,16 @@
-//! The two ways an attempt reaches its replica, behind one enum ([`Outbound`]): the batching
+//! The ways an attempt reaches its replica, behind one enum ([`Outbound`]): the batching
 //! HTTP/1.1 client ([`crate::data::upstream`]) for bodiless `GET`/`HEAD` to replicas that take
-//! pipelined requests, and a hyper client connection for everything else (request bodies
-//! streamed, [`super::outgoing`]; answers held to the batching client's rules,
-//! [`super::answer`]). A backend that speaks TLS is never pipelined: hyper's connection, over
-//! `https` ([`crate::connect`]).
+//! pipelined requests, and a hyper client for everything else (request bodies streamed,
+//! [`super::outgoing`]; answers held to the batching client's rules, [`super::answer`]) — its
+//! HTTP/1.1 client, or its HTTP/2 client (`http2_only`: one multiplexed connection per backend
+//! and worker, windows and pings from `[proxy] h2_*`) for a backend by address with
+//! `protocol = "h2c"` or `"h2"` ([`crate::config::Protocol`]). A backend that speaks TLS or
+//! HTTP/2 is never pipelined: hyper's connection, over `https` for TLS ([`crate::connect`]).
+//!
+//! A gRPC request ([`is_grpc`]) waits for its response head no longer than its `grpc-timeout`
+//! ([`grpc_timeout`]) when that is shorter than the response timeout, and its `te: trailers`
+//! (removed with the hop-by-hop fields) is put back for an HTTP/2 backend: gRPC servers refuse
+//! a call without it.
 //!
 //! Each keeps the request the way it needs it between attempts — the batching client the
 //! client's request as it came (a head is serialized per attempt, [`request_head`]), hyper its
@@ -21,7 +28,7 @@ use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::answer::{Answer, Rules};
 use super::error::{AttemptError, Replay};
@@ -40,6 +47,8 @@ use crate::state::{Backend, TlsTable};
 pub(crate) struct Transports {
     /// hyper's client: any request, its body streamed.
     client: Client<Connector, Outgoing>,
+    /// hyper's HTTP/2 client, for backends by address with `protocol = "h2c"` or `"h2"`.
+    h2: Client<Connector, Outgoing>,
     /// Its connector, for the fresh connection of each WebSocket upgrade ([`super::upgrade`]).
     connector: Connector,
     /// Batching connections for bodiless `GET`/`HEAD`, if enabled (`[proxy] pipelining`).
@@ -62,8 +71,22 @@ impl Transports {
             // A response head larger than the batching client takes is refused here too.
             .http1_max_buf_size(upstream::MAX_HEAD)
             .build(connector.clone());
+        let mut h2 = Client::builder(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .http2_only(true)
+            .http2_initial_stream_window_size(settings.h2_initial_stream_window)
+            .http2_initial_connection_window_size(settings.h2_initial_connection_window)
+            .http2_max_header_list_size(settings.h2_max_header_list_size);
+        if settings.h2_keepalive_interval_ms > 0 {
+            h2.http2_keep_alive_interval(Duration::from_millis(settings.h2_keepalive_interval_ms))
+                .http2_keep_alive_timeout(Duration::from_secs(20));
+        }
+        let h2 = h2.build(connector.clone());
         Transports {
             client,
+            h2,
             connector,
             upstreams: settings
                 .pipelining
@@ -98,13 +121,14 @@ pub(crate) enum Outbound<'t> {
         /// The client's request.
         req: Request<Incoming>,
     },
-    /// Over a hyper client connection.
+    /// Over a hyper client connection (HTTP/1.1 or HTTP/2, by the replica's protocol).
     Hyper(HyperRequest),
 }
 
 impl<'t> Outbound<'t> {
     /// `req`, for its first replica `first`: over the batching client when it is on, `first`
-    /// takes pipelined requests and `req` is [`batchable`]; else over hyper.
+    /// takes pipelined requests (never one that speaks TLS or HTTP/2) and `req` is
+    /// [`batchable`]; else over hyper.
     /// `peer`: the client (its address for `X-Forwarded-For`, its scheme for `-Proto`).
     pub(crate) fn new(
         transports: &'t Transports,
@@ -181,7 +205,14 @@ impl<'t> Outbound<'t> {
                     Ok(Err(e)) | Err(e) => Err(AttemptError::Upstream(e)),
                 }
             }
-            Outbound::Hyper(hyper) => hyper.send(&transports.client, backend, limit).await,
+            Outbound::Hyper(hyper) => {
+                let client = if backend.protocol.is_http2() {
+                    &transports.h2
+                } else {
+                    &transports.client
+                };
+                hyper.send(client, backend, limit).await
+            }
         }
     }
 }
@@ -195,12 +226,27 @@ pub(crate) struct HyperRequest {
     held: Option<Arc<Held>>,
     /// Bodiless and safe to repeat.
     repeatable: bool,
+    /// The client asked for trailers (`TE: trailers`, stripped with the hop-by-hop fields):
+    /// given again to an HTTP/2 backend.
+    te_trailers: bool,
+    /// A gRPC request's `grpc-timeout`, as a deadline for the response head.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl HyperRequest {
     fn new(req: Request<Incoming>, peer: &Peer, trust_forwarded: bool) -> Self {
         use http_body::Body as _;
         let (mut parts, body) = req.into_parts();
+        let te_trailers = parts
+            .headers
+            .get(header::TE)
+            .is_some_and(|te| asks_trailers(te.as_bytes()));
+        let grpc = is_grpc(&parts.headers);
+        let deadline = grpc
+            .then(|| parts.headers.get("grpc-timeout"))
+            .flatten()
+            .and_then(|t| grpc_timeout(t.as_bytes()))
+            .and_then(|t| tokio::time::Instant::now().checked_add(t));
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -214,12 +260,16 @@ impl HyperRequest {
             trust_forwarded,
         );
         let held = (!body.is_end_stream()).then(|| Held::new(body));
-        let repeatable = held.is_none() && safe_to_repeat(&parts.method);
+        // A gRPC call is never sent twice once it may have reached a replica, whatever its
+        // method.
+        let repeatable = held.is_none() && safe_to_repeat(&parts.method) && !grpc;
         HyperRequest {
             parts,
             path_and_query,
             held,
             repeatable,
+            te_trailers,
+            deadline,
         }
     }
 
@@ -244,8 +294,24 @@ impl HyperRequest {
         let mut request = Request::new(outgoing);
         *request.method_mut() = self.parts.method.clone();
         *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
-        *request.version_mut() = self.parts.version;
         *request.headers_mut() = self.parts.headers.clone();
+        let http2 = backend.protocol.is_http2();
+        if http2 {
+            *request.version_mut() = http::Version::HTTP_2;
+            if self.te_trailers {
+                request
+                    .headers_mut()
+                    .insert(header::TE, http::HeaderValue::from_static("trailers"));
+            }
+        } else {
+            *request.version_mut() = self.parts.version;
+        }
+        let limit = match self.deadline {
+            Some(deadline) => {
+                limit.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            }
+            None => limit,
+        };
 
         let rules = Rules::watch(&mut request);
         let sent = rules.check(client.request(request));
@@ -259,6 +325,11 @@ impl HyperRequest {
             Ok(Answer::Response(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 hop::strip(&mut parts.headers);
+                if http2 {
+                    // Sent on as the client's connection speaks (hyper's HTTP/1.1 server would
+                    // warn of each HTTP/2 response it writes).
+                    parts.version = http::Version::HTTP_11;
+                }
                 Ok(Response::from_parts(parts, Source::Hyper(body).into()))
             }
             Ok(Answer::Failed(e)) => Err(AttemptError::from_hyper(
@@ -318,4 +389,107 @@ fn batchable(req: &Request<Incoming>) -> bool {
     (req.method() == Method::GET || req.method() == Method::HEAD)
         && req.body().is_end_stream()
         && !req.headers().contains_key(header::EXPECT)
+}
+
+/// Whether a request is a gRPC call: its `content-type` starts with `application/grpc`
+/// (`application/grpc+proto`, `application/grpc-web`, …). gRPC calls are `POST`s: callers on
+/// the hot path look at the method first.
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|ct| {
+        let ct = ct.as_bytes();
+        ct.len() >= 16 && ct[..16].eq_ignore_ascii_case(b"application/grpc")
+    })
+}
+
+/// Whether a `TE` field value lists `trailers` (RFC 9110 §10.1.4).
+fn asks_trailers(te: &[u8]) -> bool {
+    te.split(|&b| b == b',').any(|item| {
+        let name = item.split(|&b| b == b';').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(b"trailers")
+    })
+}
+
+/// A `grpc-timeout` value (gRPC over HTTP/2: at most 8 ASCII digits and a unit, `H` hours, `M`
+/// minutes, `S` seconds, `m` milliseconds, `u` microseconds, `n` nanoseconds); `None` when it
+/// is malformed (then it is ignored).
+pub(crate) fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_by_their_unit() {
+        assert_eq!(grpc_timeout(b"1S"), Some(Duration::from_secs(1)));
+        assert_eq!(grpc_timeout(b"100m"), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout(b"500u"), Some(Duration::from_micros(500)));
+        assert_eq!(grpc_timeout(b"20n"), Some(Duration::from_nanos(20)));
+        assert_eq!(grpc_timeout(b"2M"), Some(Duration::from_secs(120)));
+        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            grpc_timeout(b"99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+    }
+
+    #[test]
+    fn malformed_grpc_timeouts_are_ignored() {
+        for bad in [
+            &b""[..],
+            b"S",
+            b"100",
+            b"123456789S",
+            b"1s",
+            b"1x",
+            b"-1S",
+            b" 1S",
+            b"1 S",
+            b"1.5S",
+            b"\xff1S",
+        ] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_is_told_by_its_content_type() {
+        let with = |ct: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            is_grpc(&h)
+        };
+        assert!(with("application/grpc"));
+        assert!(with("application/grpc+proto"));
+        assert!(with("Application/GRPC;charset=utf-8"));
+        assert!(with("application/grpc-web"));
+        assert!(!with("application/json"));
+        assert!(!with("application/grp"));
+        assert!(!is_grpc(&http::HeaderMap::new()));
+    }
+
+    #[test]
+    fn te_trailers_is_found_among_others() {
+        assert!(asks_trailers(b"trailers"));
+        assert!(asks_trailers(b"gzip, Trailers"));
+        assert!(asks_trailers(b"deflate;q=0.5 , trailers;q=1"));
+        assert!(!asks_trailers(b"gzip"));
+        assert!(!asks_trailers(b"trailersx"));
+    }
 }
