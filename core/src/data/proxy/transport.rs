@@ -247,14 +247,8 @@ impl HyperRequest {
             .flatten()
             .and_then(|t| grpc_timeout(t.as_bytes()))
             .and_then(|t| tokio::time::Instant::now().checked_add(t));
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        hop::strip(&mut parts.headers);
-        hop::add_forwarded(
-            &mut parts.headers,
+        let path_and_query = hop::outgoing_head(
+            &mut parts,
             &peer.forwarded_for,
             &peer.proto,
             trust_forwarded,
