@@ -82,7 +82,7 @@ trap 'rm -f "$log"' EXIT
 # of skipping when the engine, the swarm, the images, Chromium, promtool, pebble, testssl, h2load
 # or Python websockets or grpcio are missing.
 set +e
-LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 LB_REQUIRE_PEBBLE=1 LB_REQUIRE_TESTSSL=1 LB_REQUIRE_H2LOAD=1 LB_REQUIRE_WEBSOCKETS=1 LB_REQUIRE_GRPC=1 cargo test --workspace "$@" 2>&1 | tee "$log"
+LB_REQUIRE_DOCKER=1 LB_REQUIRE_BROWSER=1 LB_REQUIRE_PROMTOOL=1 LB_REQUIRE_PEBBLE=1 LB_REQUIRE_TESTSSL=1 LB_REQUIRE_H2LOAD=1 LB_REQUIRE_WEBSOCKETS=1 LB_REQUIRE_GRPC=1 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
