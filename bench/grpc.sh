@@ -5,9 +5,9 @@
 # `content-type: application/grpc`, `te: trailers`, an `x-shard` header and a framed empty
 # message) in alternating rounds (direct lb direct lb …) of SECONDS each. lb fronts that one
 # server by address with `protocol = "h2c"`, so the ratio lb / direct of the median req/s is what
-# lb costs (issue 27's goal: ≥ 0.6). Both go to the server's port, where grpc_server.py's relay
-# passes HTTP/2 to the gRPC server (it also answers lb's HTTP/1.1 health checks there): the
-# relay is on both paths.
+# lb costs (issue 27's goal: ≥ 0.6). Both go straight to the grpcio server's own port (no relay
+# on either path); lb health-checks it there with `[health] kind = "grpc"` (the stock
+# grpc.health.v1 servicer).
 #
 #   bench/grpc.sh                 # 3 rounds of 10 s per target
 #   bench/grpc.sh --short         # CI: 1 round of 3 s
@@ -65,7 +65,7 @@ cat > "$run/lb.toml" <<TOML
 [ring]
 key = "header:x-shard"
 [health]
-path = "/healthz"
+kind = "grpc"
 interval_ms = 500
 rise = 1
 [[replicas]]

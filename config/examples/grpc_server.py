@@ -7,22 +7,17 @@ generic handler with raw bytes), and a client to call it through lb.
 The service `demo.Shard` has `Who` (answers `SERVER holds SHARD`, the shard read from the
 `x-shard` metadata lb hashes) and `Count` (streams N messages). `serve` prints its name.
 
-lb's health checks are HTTP/1.1 `GET [health] path`: `serve` answers them on the same port (a
-connection that does not begin with HTTP/2's preface gets `200 NAME`) and passes every HTTP/2
-connection to the gRPC server, which listens on a port of its own on 127.0.0.1. It also serves
-the standard `grpc.health.v1.Health` (SERVING).
+It also serves the stock `grpc.health.v1.Health` servicer (SERVING for "" and for `demo.Shard`)
+on the same port: grpc.toml's `[health] kind = "grpc"` asks it.
 
 Needs `pip install grpcio grpcio-health-checking` (scripts/test.sh puts them in target/ws-venv).
 """
 
 import argparse
-import asyncio
 from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
-PREFACE = b"PRI * HTTP/2.0"
 
 
 def shard_of(context):
@@ -50,50 +45,14 @@ def serve(name, port):
         )
     )
     checks = health.HealthServicer()
-    checks.set("", health_pb2.HealthCheckResponse.SERVING)
+    for service in ("", "demo.Shard"):
+        checks.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-    inner = server.add_insecure_port("127.0.0.1:0")
+    if server.add_insecure_port(f"127.0.0.1:{port}") != port:
+        raise SystemExit(f"{name}: cannot listen on 127.0.0.1:{port}")
     server.start()
     print(f"{name}: gRPC on 127.0.0.1:{port}", flush=True)
-    asyncio.run(front(name, port, inner))
-
-
-async def pipe(reader, writer):
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
-
-
-async def front(name, port, inner):
-    async def connection(reader, writer):
-        try:
-            first = await asyncio.wait_for(reader.readexactly(len(PREFACE)), 10)
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
-            writer.close()
-            return
-        if first == PREFACE:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", inner)
-            up_writer.write(first)
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-            return
-        # An HTTP/1.1 health check.
-        body = name.encode()
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nconnection: close\r\n"
-            + f"content-length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        await writer.drain()
-        writer.close()
-
-    listener = await asyncio.start_server(connection, "127.0.0.1", port)
-    async with listener:
-        await listener.serve_forever()
+    server.wait_for_termination()
 
 
 def call(target, shard, n):

@@ -1,7 +1,9 @@
 //! gRPC through the ring (issue 27), against the stock Python `grpcio` library: its servers are
-//! the backends (by address, `protocol = "h2c"`, `tests/fixtures/grpc_fixture.py server`: each
-//! answers with its name) and its clients the clients (`grpc_fixture.py client`, driven line by
-//! line), sharded by `[ring] key = "header:x-shard"` (gRPC metadata).
+//! the backends (by address, `protocol = "h2c"`, or `"h2"` over TLS;
+//! `tests/fixtures/grpc_fixture.py server`: each answers with its name, and its stock
+//! `grpc.health.v1` servicer answers lb's `[health] kind = "grpc"` checks on the same port) and
+//! its clients the clients (`grpc_fixture.py client`, driven line by line), sharded by
+//! `[ring] key = "header:x-shard"` (gRPC metadata).
 //!
 //! Needs Python with `grpcio` and `grpcio-health-checking`: `LB_WS_PYTHON`, else
 //! `target/ws-venv` (made by `scripts/test.sh`), else `python3`. Without it each test says SKIP —
@@ -109,8 +111,16 @@ struct Server {
 
 impl Server {
     fn start(python: &PathBuf, name: &str) -> Server {
-        let process =
-            Process::start(Command::new(python).args([FIXTURE, "server", "--name", name]));
+        Server::start_with(python, name, &[])
+    }
+
+    /// With more arguments (`--tls CERT KEY`).
+    fn start_with(python: &PathBuf, name: &str, args: &[&str]) -> Server {
+        let process = Process::start(
+            Command::new(python)
+                .args([FIXTURE, "server", "--name", name])
+                .args(args),
+        );
         let line = process.line(Duration::from_secs(30));
         let port = line
             .strip_prefix("listening ")
@@ -119,7 +129,7 @@ impl Server {
         Server { process, port }
     }
 
-    /// Kill it, by its pid.
+    /// Kill it (the grpcio server's own process), by its pid.
     fn kill(&mut self) {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
@@ -147,13 +157,15 @@ impl Client {
     }
 }
 
-/// lb in front of `servers` (by address, h2c, health-checked over HTTP/1.1 by the fixture's
-/// relay), shards by the `x-shard` metadata.
+/// The `[ring]` and `[health]` of every lb here: shards by the `x-shard` metadata, checks with
+/// `grpc.health.v1.Health/Check` for the fixture's service (the stock servicer answers it).
+const RING_AND_HEALTH: &str = "[ring]\nkey = \"header:x-shard\"\nalgorithm = \"rendezvous\"\n\
+     [health]\nkind = \"grpc\"\ngrpc_service = \"lb.test.Shard\"\ninterval_ms = 100\n\
+     timeout_ms = 500\nfall = 2\nrise = 1\n";
+
+/// lb in front of `servers` (by address, h2c, health-checked with gRPC on their port).
 fn lb_for(servers: &[&Server]) -> Lb {
-    let mut config = String::from(
-        "[ring]\nkey = \"header:x-shard\"\nalgorithm = \"rendezvous\"\n\
-         [health]\npath = \"/healthz\"\ninterval_ms = 100\ntimeout_ms = 500\nfall = 2\nrise = 1\n",
-    );
+    let mut config = String::from(RING_AND_HEALTH);
     for (i, s) in servers.iter().enumerate() {
         config.push_str(&format!(
             "[[replicas]]\nhostname = \"grpc-{i}\"\nid = {}\naddress = \"127.0.0.1:{}\"\nprotocol = \"h2c\"\n",
@@ -482,4 +494,81 @@ async fn a_protocol_changed_in_the_saved_file_swaps_the_backend_in_place() {
     protocol_is("h2c").await;
     let answer = client.cmd(call, Duration::from_secs(30));
     assert_eq!(answer["answer"], "grpc-0", "{answer}");
+}
+
+/// A CA's certificate (PEM) and a certificate for `backend.test` it signed, with its key (PEM):
+/// made with rcgen.
+fn certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "grpc test CA");
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["backend.test".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_over_tls_to_an_h2_backend_answers_and_its_trailers_pass() {
+    let test = "grpc_over_tls_to_an_h2_backend_answers_and_its_trailers_pass";
+    let Some(python) = python(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ca, cert, key) = (
+        file("ca.pem", &ca),
+        file("cert.pem", &cert),
+        file("key.pem", &key),
+    );
+    // The grpcio server speaks only TLS (h2 by ALPN) on its port: its health checks and calls
+    // through lb both go over TLS.
+    let server = Server::start_with(&python, "grpc-0", &["--tls", &cert, &key]);
+    let lb = Lb::start(&format!(
+        "{RING_AND_HEALTH}[[replicas]]\nhostname = \"grpc-0\"\nid = 1\n\
+         address = \"127.0.0.1:{}\"\nprotocol = \"h2\"\ntls = true\n\
+         server_name = \"backend.test\"\nca = \"{ca}\"\n",
+        server.port
+    ));
+    all_up(&lb, 1).await;
+    let status = lb.status().await;
+    let replica = &status["replicas"][0];
+    assert_eq!(replica["protocol"], "h2", "{status}");
+    assert_eq!(replica["tls"]["server_name"], "backend.test", "{status}");
+    assert_eq!(replica["tls"]["verify"], true, "{status}");
+
+    let mut client = Client::start(&python);
+    let target = lb.addr.to_string();
+    // Unary calls through lb are answered by the server.
+    let who = client.cmd(
+        json!({"cmd": "who", "target": target, "shards": shards(4), "repeat": 2}),
+        Duration::from_secs(60),
+    );
+    for shard in shards(4) {
+        assert_eq!(who["answers"][&shard], json!(["grpc-0", "grpc-0"]), "{who}");
+    }
+    // The server's NOT_FOUND and its message (trailers) reach the client as they are.
+    let missing = client.cmd(
+        json!({"cmd": "call", "target": target, "method": "Missing", "shard": "tenant-1"}),
+        Duration::from_secs(30),
+    );
+    assert_eq!(missing["code"], "NOT_FOUND", "{missing}");
+    assert_eq!(missing["details"], "no such key on grpc-0", "{missing}");
+    // A server stream over TLS arrives whole and in order.
+    let count = client.cmd(
+        json!({"cmd": "count", "target": target, "shard": "tenant-1", "n": 1000}),
+        Duration::from_secs(60),
+    );
+    assert_eq!(count["code"], "OK", "{count}");
+    assert_eq!(count["count"], 1000, "{count}");
+    assert_eq!(count["in_order"], true, "{count}");
 }
