@@ -12,13 +12,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::python::Process;
 use common::{eventually, free_port, save_by_rename, Lb};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,77 +30,9 @@ const FIXTURE: &str = concat!(
     "/tests/fixtures/grpc_fixture.py"
 );
 
-/// A Python that has `grpcio`, or `None` (after saying SKIP; a panic under `LB_REQUIRE_GRPC=1`).
+/// A Python with the stock library these tests run, or `None` (SKIP).
 fn python(test: &str) -> Option<PathBuf> {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ws-venv/bin/python3");
-    let candidates = std::env::var_os("LB_WS_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([venv, PathBuf::from("python3")]);
-    for python in candidates {
-        let works = Command::new(&python)
-            .args(["-c", "import grpc, grpc_health.v1.health"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if works {
-            return Some(python);
-        }
-    }
-    let why = "no Python with `grpcio` and `grpcio-health-checking`: run scripts/test.sh, or \
-               python3 -m venv target/ws-venv && target/ws-venv/bin/pip install grpcio \
-               grpcio-health-checking";
-    assert!(
-        std::env::var_os("LB_REQUIRE_GRPC").is_none(),
-        "{test}: {why}"
-    );
-    eprintln!("SKIP {test}: {why}");
-    None
-}
-
-/// A line-reading child process, killed when dropped.
-struct Process {
-    child: Child,
-    lines: Receiver<String>,
-    stdin: Option<ChildStdin>,
-}
-
-impl Process {
-    fn start(command: &mut Command) -> Process {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python");
-        let (tx, lines) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Process {
-            child,
-            lines,
-            stdin,
-        }
-    }
-
-    fn line(&self, limit: Duration) -> String {
-        self.lines
-            .recv_timeout(limit)
-            .unwrap_or_else(|_| panic!("no line from the Python process within {limit:?}"))
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    common::python::python(test, &common::python::GRPC)
 }
 
 /// A `grpc_fixture.py server`.

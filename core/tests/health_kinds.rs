@@ -3,18 +3,18 @@
 //! the stock `grpcio-health-checking` servicer, `tests/fixtures/health_server.py`), and a hostile
 //! gRPC answer too large to read.
 //!
-//! The gRPC tests need Python with `grpcio` and `grpcio-health-checking`: `LB_GRPC_PYTHON`, else
+//! The gRPC tests need Python with `grpcio` and `grpcio-health-checking`: `LB_WS_PYTHON`, else
 //! `target/ws-venv` (made by `scripts/test.sh`), else `python3`. Without it each says SKIP —
 //! unless `LB_REQUIRE_GRPC=1` (CI), when it fails.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::Duration;
 
+use common::python::Process;
 use common::{eventually, Lb};
 use serde_json::Value;
 
@@ -156,40 +156,14 @@ async fn tcp_passes_a_mute_listener_that_http_fails_live_and_a_closed_port_leave
     }
 }
 
-/// A Python that has `grpcio` and `grpcio-health-checking`, or `None` (after saying SKIP; a
-/// panic under `LB_REQUIRE_GRPC=1`).
+/// A Python with `grpcio` and its health servicer, or `None` (SKIP).
 fn python(test: &str) -> Option<PathBuf> {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ws-venv/bin/python3");
-    let candidates = std::env::var_os("LB_GRPC_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([venv, PathBuf::from("python3")]);
-    for python in candidates {
-        let works = Command::new(&python)
-            .args(["-c", "import grpc, grpc_health.v1.health"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if works {
-            return Some(python);
-        }
-    }
-    let why = "no Python with `grpcio` and `grpcio-health-checking`: run scripts/test.sh, or \
-               python3 -m venv target/ws-venv && \
-               target/ws-venv/bin/pip install grpcio grpcio-health-checking";
-    assert!(
-        std::env::var_os("LB_REQUIRE_GRPC").is_none(),
-        "{test}: {why}"
-    );
-    eprintln!("SKIP {test}: {why}");
-    None
+    common::python::python(test, &common::python::GRPC)
 }
 
 /// `health_server.py`, killed when dropped.
 struct GrpcServer {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
+    process: Process,
     port: u16,
 }
 
@@ -200,56 +174,27 @@ impl GrpcServer {
 
     /// With more arguments (`--tls CERT KEY`).
     fn start_with(python: &PathBuf, args: &[&str]) -> GrpcServer {
-        let mut child = Command::new(python)
-            .arg(SERVER)
-            .args(args)
-            // grpcio's core logs only errors (not each refused handshake).
-            .env("GRPC_VERBOSITY", "ERROR")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python");
-        let (tx, lines) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let stdin = child.stdin.take().unwrap();
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("health_server.py did not start");
+        let process = Process::start(
+            Command::new(python)
+                .arg(SERVER)
+                .args(args)
+                // grpcio's core logs only errors (not each refused handshake).
+                .env("GRPC_VERBOSITY", "ERROR"),
+        );
+        let line = process.line(Duration::from_secs(30));
         let port = line
             .strip_prefix("listening ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("health_server.py said {line:?}"));
-        GrpcServer {
-            child,
-            stdin,
-            lines,
-            port,
-        }
+        GrpcServer { process, port }
     }
 
     /// Set `service`'s (`-`: the server's) serving status.
     fn set(&mut self, service: &str, status: &str) {
-        writeln!(self.stdin, "set {service} {status}").unwrap();
-        self.stdin.flush().unwrap();
-        let answer = self
-            .lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("no answer from health_server.py");
-        assert_eq!(answer, "ok");
-    }
-}
-
-impl Drop for GrpcServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let stdin = self.process.stdin.as_mut().unwrap();
+        writeln!(stdin, "set {service} {status}").unwrap();
+        stdin.flush().unwrap();
+        assert_eq!(self.process.line(Duration::from_secs(10)), "ok");
     }
 }
 

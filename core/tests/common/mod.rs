@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod engine;
+pub mod python;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
