@@ -249,14 +249,24 @@ async fn streams_beyond_the_limit_are_refused_and_the_rest_answered() {
     let mut send = send.ready().await.unwrap();
     let mut responses = Vec::new();
     for i in 0..20 {
-        let req = http::Request::get(format!("http://{}/home", lb.addr))
-            .header("x-request-id", i.to_string())
-            .body(())
-            .unwrap();
-        match send.send_request(req, true) {
-            Ok((response, _)) => responses.push(response),
-            Err(_) => break,
-        }
+        let request = || {
+            http::Request::get(format!("http://{}/home", lb.addr))
+                .header("x-request-id", i.to_string())
+                .body(())
+                .unwrap()
+        };
+        let response = match send.send_request(request(), true) {
+            Ok((response, _)) => response,
+            // lb's SETTINGS arrived and the client is at the limit: it waits for a free stream.
+            Err(_) => {
+                send = tokio::time::timeout(Duration::from_secs(30), send.ready())
+                    .await
+                    .expect("a free stream within 30 s")
+                    .unwrap();
+                send.send_request(request(), true).unwrap().0
+            }
+        };
+        responses.push(response);
     }
     let mut ok = 0;
     let mut refused = 0;
