@@ -17,7 +17,7 @@ use crate::control::supervisor::{
     DockerSupervisor, ProcessSupervisor, Supervisor, SwarmSupervisor,
 };
 use crate::control::{watch, Command, Controller, ControllerHandle};
-use crate::data::access::AccessLog;
+use crate::data::live::{self, Front, FrontCommand};
 use crate::data::workers::{self, Workers};
 use crate::state::{Meta, Shared};
 
@@ -145,31 +145,22 @@ async fn serve(options: Options) -> Result<(), Error> {
                 .map(|(soft, _)| soft)
         }
     };
-    let mut proxy = config.proxy;
     if let Some(open_files) = open_files {
         tracing::debug!(limit = open_files, "open files");
-        // The TLS listener has a socket per worker, like the plain one.
-        let tls_listeners = if config.tls.is_some() {
-            proxy.worker_count()
-        } else {
-            0
-        };
-        let listeners =
-            proxy.worker_count() + usize::from(config.admin.listen.is_some()) + tls_listeners;
-        let reserved = workers::files_reserved(listeners, config.limits.max_replicas);
-        let allowed = workers::connection_limit(proxy.max_connections, open_files, reserved);
-        if allowed != proxy.max_connections {
-            tracing::warn!(
-                max_connections = proxy.max_connections,
-                allowed,
-                open_files,
-                reserved,
-                "max_connections lowered to what the open files limit allows \
-                 (two per connection, the reserve for replicas, listeners and files)"
-            );
-            proxy.max_connections = allowed;
-        }
     }
+    // The TLS listener has a socket per worker, like the plain one.
+    let traffic_workers = config.proxy.worker_count();
+    let tls_listeners = if config.tls.is_some() {
+        traffic_workers
+    } else {
+        0
+    };
+    let listening = traffic_workers + usize::from(config.admin.listen.is_some()) + tls_listeners;
+    let descriptors = live::Descriptors {
+        open_files,
+        reserved: live::files_reserved(listening, config.limits.max_replicas),
+        traffic_workers,
+    };
     if let Some(seed) = &loaded.created_from {
         tracing::info!(config = %loaded.source, from = %seed, "configuration file created");
     }
@@ -204,8 +195,7 @@ async fn serve(options: Options) -> Result<(), Error> {
         ),
         None => None,
     };
-    let token = config.admin.effective_token();
-    if token.is_none() {
+    if config.admin.effective_token().is_none() {
         let open_to_others = admin
             .as_ref()
             .and_then(|a| a.local_addr().ok())
@@ -271,6 +261,7 @@ async fn serve(options: Options) -> Result<(), Error> {
     }
     controller.start().await;
     let health_settings = controller.health_settings();
+    let controller_front = controller.front_settings();
     let settings = health_settings.clone();
     if let Source::File(path) = &loaded.source {
         watch::spawn(path.clone(), handle.clone())
@@ -286,29 +277,22 @@ async fn serve(options: Options) -> Result<(), Error> {
     tokio::spawn(controller.run());
     spawn_health_checks(Arc::clone(&shared), health_settings, handle.clone())?;
 
-    let access_log = AccessLog::start(&config.access_log(), config.log.access_format, &shared)
-        .map_err(setup("the access log"))?;
+    // The data plane's settings, followed live: the workers take each new version for the
+    // connections they accept from then on.
+    let (front, live) = Front::start(config.front(), descriptors, tls_local, &shared)
+        .map_err(setup("the data plane's settings"))?;
+    let (front_tx, front_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(front.follow(controller_front, handle.clone(), front_rx));
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
-    let tls = match (tls_sockets, &config.tls) {
-        (Some(sockets), Some(section)) => Some(workers::TlsSockets {
-            sockets,
-            certs: Arc::clone(&shared.certs),
-            min_version: section.min_version,
-            redirect: tls_local.filter(|_| section.redirect_http),
-        }),
-        _ => None,
-    };
     let workers = Workers::start(
         workers::Sockets {
             traffic: listeners,
-            tls,
+            tls: tls_sockets.unwrap_or_default(),
             admin,
         },
-        token,
-        proxy,
+        &live,
         &shared,
         &handle,
-        access_log.as_ref(),
     )
     .map_err(setup("the worker threads"))?;
     if let Some(addr) = admin_addr {
@@ -319,7 +303,7 @@ async fn serve(options: Options) -> Result<(), Error> {
     }
     // Tests and scripts wait for this line.
     println!("lb listening on http://{local}");
-    signals.until_shutdown(&handle, access_log.as_ref()).await;
+    signals.until_shutdown(&handle, &front_tx).await;
     let drain = Duration::from_millis(settings.borrow().drain_timeout_ms);
     let in_flight: usize = shared
         .snapshot
@@ -335,10 +319,13 @@ async fn serve(options: Options) -> Result<(), Error> {
     );
     // WebSocket tunnels close at the end of the drain.
     shared.tunnels.shutdown(drain);
+    let (logs_tx, logs) = tokio::sync::oneshot::channel();
+    let _ = front_tx.send(FrontCommand::Stop(logs_tx));
+    let access_logs = logs.await.unwrap_or_default();
     tokio::task::spawn_blocking(move || {
         workers.stop(drain);
-        // The workers' ends of the access log are gone: write out the last lines.
-        if let Some(access_log) = access_log {
+        // The workers' ends of the access logs are gone: write out the last lines.
+        for access_log in access_logs {
             access_log.close();
         }
     })
@@ -400,7 +387,11 @@ impl Signals {
     }
 
     /// Answer SIGHUP until SIGTERM or SIGINT; after that, a second SIGINT ends the process.
-    async fn until_shutdown(self, controller: &ControllerHandle, access_log: Option<&AccessLog>) {
+    async fn until_shutdown(
+        self,
+        controller: &ControllerHandle,
+        front: &tokio::sync::mpsc::UnboundedSender<FrontCommand>,
+    ) {
         let Signals {
             mut hangup,
             mut terminate,
@@ -411,9 +402,7 @@ impl Signals {
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: re-reading the configuration");
                     controller.send(Command::Reload);
-                    if let Some(access_log) = access_log {
-                        access_log.reopen();
-                    }
+                    let _ = front.send(FrontCommand::Reopen);
                 }
                 _ = terminate.recv() => {
                     tracing::info!("SIGTERM: shutting down");

@@ -422,6 +422,10 @@ pub(crate) struct Shared {
     /// The open WebSocket tunnels by replica, and the signal that tells them the ring changed
     /// (touched only by tunnels, never by the plain request path).
     pub tunnels: Arc<tunnels::Tunnels>,
+    /// The admin token the protected routes need (`[admin] token`, or `LB_ADMIN_TOKEN`); `None`:
+    /// open. Stored by the controller at start and on every applied configuration, read by the
+    /// API on each protected request (so a changed token holds on open connections too).
+    pub admin_token: arc_swap::ArcSwapOption<String>,
 }
 
 /// TLS settings by backend address (`HOST:PORT`).

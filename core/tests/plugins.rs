@@ -325,8 +325,9 @@ async fn listing_plugins_loads_none() {
     ] {
         assert!(!maps.contains(file), "{file} was loaded by listing");
     }
-    // A change of [plugins] dirs waits for a restart: the running lb keeps its directories.
-    let other = tempfile::tempdir().unwrap();
+    // [plugins] dirs is live: a save naming another directory is searched from then on (the
+    // hash in use is re-resolved there), and nothing waits for a restart.
+    let other = plugin_dir(&["murmur3"], &[]);
     let text = std::fs::read_to_string(&lb.config).unwrap();
     std::fs::write(
         &lb.config,
@@ -336,15 +337,21 @@ async fn listing_plugins_loads_none() {
         ),
     )
     .unwrap();
-    eventually(DEADLINE, "plugins in needs_restart", || async {
-        let status = lb.status().await;
-        status["config"]["needs_restart"]
-            .as_array()?
-            .iter()
-            .any(|f| f == "plugins")
-            .then_some(())
+    let listing = eventually(DEADLINE, "the new directory searched", || async {
+        let listing = lb.get("/_lb/plugins").await.json();
+        (listing["search_path"][0] == other.path().display().to_string()).then_some(listing)
     })
     .await;
-    let listing = lb.get("/_lb/plugins").await.json();
-    assert_eq!(listing["search_path"][0], dir.path().display().to_string());
+    let old = dir.path().display().to_string();
+    assert!(
+        listing["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| !p["path"].as_str().unwrap_or_default().starts_with(&old)),
+        "the old directory is no longer listed: {listing}"
+    );
+    let status = lb.status().await;
+    assert_eq!(status["config"]["needs_restart"], serde_json::json!([]));
+    assert_eq!(status["config"]["last_error"], Value::Null);
 }

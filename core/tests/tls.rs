@@ -373,6 +373,55 @@ async fn with_min_version_1_3_tls_1_2_is_refused_and_plain_http_is_redirected() 
     wait_for_replica_over(&mut tls).await;
 }
 
+/// `min_version` and `redirect_http` change live: a save to 1.3 refuses TLS 1.2 handshakes from
+/// then on and turns the redirect on; a save back to 1.2 takes them again, without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn min_version_and_redirect_change_live() {
+    let site = Site::start("1.2", ONE_REPLICA);
+    let v12 = site.ca.client(&[&rustls::version::TLS12]);
+    assert!(connect(&v12, site.https(), "site.test").await.is_ok());
+    let text = std::fs::read_to_string(&site.lb.config).unwrap();
+    let strict = text.replace(
+        "min_version = \"1.2\"",
+        "min_version = \"1.3\"\nredirect_http = true",
+    );
+    assert_ne!(strict, text);
+    save_config(&site.lb, &strict);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connect(&v12, site.https(), "site.test").await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "TLS 1.2 still taken:\n{}",
+            site.lb.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v13 = site.ca.client(&[&rustls::version::TLS13]);
+    assert!(connect(&v13, site.https(), "site.test").await.is_ok());
+    // A new connection (the client's pooled one is told to close after its next answer).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let plain = site.lb.send("GET", "/home", b"", &[]).await;
+        if plain.status == 308 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no redirect: {}", plain.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    save_config(&site.lb, &text);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connect(&v12, site.https(), "site.test").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "TLS 1.2 still refused:\n{}",
+            site.lb.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = site.lb.status().await;
+    assert_eq!(status["config"]["needs_restart"], serde_json::json!([]));
+}
+
 /// Poll `/home` over `tls` until the replica answers (at most 20 s).
 async fn wait_for_replica_over(tls: &mut TlsStream<AsyncTcp>) {
     let deadline = Instant::now() + Duration::from_secs(20);

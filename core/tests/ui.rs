@@ -28,8 +28,10 @@ use serde_json::{json, Value};
 
 use common::{eventually, Lb};
 
-/// How long a change may take to show on the page (it polls once a second).
-const LIVE: Duration = Duration::from_secs(3);
+/// How long a change may take to show on the page: it polls once a second, but Chromium shares
+/// two cores with `lb`, its replicas and (in CI) the rest of the suite, so the deadline is wide;
+/// how often it polls is asserted separately.
+const LIVE: Duration = Duration::from_secs(10);
 /// How long a browser may take to start, load the page or answer one protocol call.
 const BROWSER: Duration = Duration::from_secs(30);
 
@@ -388,7 +390,6 @@ fn attributes<'a>(dom: &'a str, tag: &str, name: &str) -> Vec<Option<&'a str>> {
         .collect()
 }
 
-/// `GET /_lb/ui` is open (like `/_lb/ring`), HTML, and locked down by its headers.
 /// Three replicas whose heartbeats tolerate a loaded machine (1 s to answer, 5 misses): the
 /// tests that compare the page with `/_lb/ring` need the ring not to change under them because
 /// a replica was slow to answer (a killed one is still seen at once, by its exit).
@@ -398,6 +399,7 @@ fn steady() -> String {
         .replace("fall = 2", "fall = 5")
 }
 
+/// `GET /_lb/ui` is open (like `/_lb/ring`), HTML, and locked down by its headers.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_page_is_open_html_under_a_strict_policy() {
     let lb = Lb::start(&format!("[admin]\ntoken = \"s3cret\"\n{}", steady()));
@@ -556,13 +558,15 @@ async fn the_rendered_page_shows_every_replica_and_the_whole_ring() {
 }
 
 /// One page open in Chromium while `lb` changes under it: `/add`, `/rm`, a killed replica,
-/// traffic and a rejected save of `lb.toml` each show within 3 s, in the same document (no
-/// reload), and the page polls at most once a second.
+/// traffic and a rejected save of `lb.toml` each show within [`LIVE`], in the same document (no
+/// reload), and the page polls at most once a second. Health checks are lenient ([`steady`]):
+/// a replica that misses two 200 ms checks on a loaded machine would change the ring under the
+/// slot counts compared here.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_open_page_follows_every_change_live() {
     let Some(bin) = chromium() else { return };
     let _one = ONE_BROWSER.lock().await;
-    let lb = Lb::start(common::THREE);
+    let lb = Lb::start(&steady());
     let url = format!("http://{}/_lb/ui", lb.addr);
     let started = Instant::now();
     let mut page = tokio::task::block_in_place(|| Browser::open(&bin, &url));

@@ -29,29 +29,27 @@ pub(crate) fn owns(path: &str) -> bool {
     matches!(path, "/rep" | "/add" | "/rm") || path == "/_lb" || path.starts_with("/_lb/")
 }
 
-/// Who may use which of the load balancer's endpoints on one listener.
+/// Which of the load balancer's endpoints one listener serves (who may use them: the admin
+/// token in [`Shared::admin_token`], live).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Access {
-    /// The admin token protected routes need (none: open).
-    pub(crate) token: Option<Arc<str>>,
     /// Whether `/add`, `/rm` and `/_lb/*` are served here (not when `[admin] listen` moves them
     /// to an address of their own). `/rep` is served everywhere.
     pub(crate) admin_routes: bool,
 }
 
-impl Access {
-    /// Whether `req` carries the token (always, when there is none).
-    fn allows(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| bearer_token(v.as_bytes()))
-            .unwrap_or_default();
-        constant_time_eq(given, token.as_bytes())
-    }
+/// Whether `req` carries the admin token in force (always, when there is none).
+fn allows(shared: &Shared, req: &Request<Incoming>) -> bool {
+    let token = shared.admin_token.load();
+    let Some(token) = token.as_deref() else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| bearer_token(v.as_bytes()))
+        .unwrap_or_default();
+    constant_time_eq(given, token.as_bytes())
 }
 
 /// The token of `Authorization: Bearer <token>` credentials: the scheme in any case (RFC 9110
@@ -162,7 +160,7 @@ impl Api {
         if path != "/rep" && !self.access.admin_routes {
             return error_response(&ApiError::Elsewhere(path.to_owned()));
         }
-        if protected(path) && !self.access.allows(&req) {
+        if protected(path) && !allows(&self.shared, &req) {
             return error_response(&ApiError::Unauthorized(path.to_owned()));
         }
         let result = match req.uri().path() {

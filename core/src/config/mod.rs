@@ -36,8 +36,8 @@ pub(crate) use load::{read_text, ConfigError, Loaded, Source, EMBEDDED};
 pub use load::{DEFAULTS_PATH, DEFAULT_PATH};
 pub(crate) use names::{check_address, check_hostname, check_instance};
 pub(crate) use sections::{
-    AccessFormat, AccessTarget, AddressMode, Config, HealthCheck, HealthSection, ProxySection,
-    ReplicaEntry, SupervisorKind, SupervisorSection,
+    AccessFormat, AccessTarget, AddressMode, Config, FrontSettings, HealthCheck, HealthSection,
+    ProxySection, ReplicaEntry, SupervisorKind, SupervisorSection,
 };
 
 #[cfg(test)]

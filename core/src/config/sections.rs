@@ -204,7 +204,8 @@ impl Default for LimitsSection {
     }
 }
 
-/// `[log]`: the access log, one line per proxied request. Needs a restart.
+/// `[log]`: the access log, one line per proxied request. Live: a changed target or format is
+/// used for requests from then on.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LogSection {
@@ -535,7 +536,35 @@ impl ReplicaEntry {
     }
 }
 
+/// What the data plane takes live from each applied configuration: the `[proxy]` settings, the
+/// access log and the TLS listener's handshake rules. The controller publishes it; the workers
+/// serve new connections (and requests) by the latest one, open connections keep theirs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FrontSettings {
+    /// `[proxy]` (`workers` is read at start only).
+    pub proxy: ProxySection,
+    /// `[log] access`, resolved.
+    pub access_target: AccessTarget,
+    /// `[log] access_format`.
+    pub access_format: AccessFormat,
+    /// `[tls] min_version` (TLS 1.2 without `[tls]`: no listener uses it then).
+    pub tls_min_version: super::tls::MinVersion,
+    /// `[tls] redirect_http`.
+    pub redirect_http: bool,
+}
+
 impl Config {
+    /// The settings the data plane follows live ([`FrontSettings`]).
+    pub(crate) fn front(&self) -> FrontSettings {
+        FrontSettings {
+            proxy: self.proxy,
+            access_target: self.access_log(),
+            access_format: self.log.access_format,
+            tls_min_version: self.tls.as_ref().map(|t| t.min_version).unwrap_or_default(),
+            redirect_http: self.tls.as_ref().is_some_and(|t| t.redirect_http),
+        }
+    }
+
     /// Where `[log] access` sends lines (a relative path is relative to the file's directory).
     pub(crate) fn access_log(&self) -> AccessTarget {
         match self.log.access.get_ref().as_str() {

@@ -20,8 +20,7 @@ pub(crate) struct TlsSection {
     #[serde(default)]
     pub min_version: MinVersion,
     /// Answer requests on the plain `listen` with `308 Permanent Redirect` to the same URL on
-    /// the TLS listener (never `lb`'s own endpoints: `/rep`, `/add`, `/rm`, `/_lb/…`). Needs a
-    /// restart.
+    /// the TLS listener (never `lb`'s own endpoints: `/rep`, `/add`, `/rm`, `/_lb/…`). Live.
     #[serde(default)]
     pub redirect_http: bool,
     /// The certificates, chosen by the client's SNI among each one's names; the first is the

@@ -149,6 +149,9 @@ pub(crate) enum Command {
     /// The ACME task (`control/acme/`) has news: a certificate to serve, or an order that
     /// failed or succeeded again.
     Acme(AcmeEvent),
+    /// The data plane could not take part of an applied configuration (an access log file it
+    /// cannot open): why, for the log and `config.last_error`. It kept that part as it was.
+    FrontRefused(String),
     /// The health checker gave up on a replica.
     ReplicaFailed {
         /// Its server id.
@@ -191,6 +194,7 @@ impl Command {
             Command::Reload => "a reload",
             Command::CertificatesChanged => "a certificate file change",
             Command::Acme(_) => "news from the ACME client",
+            Command::FrontRefused(_) => "a setting the data plane could not take",
             Command::ReplicaFailed { .. } => "a failed replica",
             Command::Supervisor(_) => "a supervisor event",
             Command::Shutdown { .. } => "the shutdown",

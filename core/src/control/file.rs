@@ -6,7 +6,7 @@
 //! The controller runs at most one of these at a time per file, so a write-back never races
 //! its own read (see `Controller::kick_file`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,8 +48,9 @@ pub(crate) enum FileRead {
 }
 
 /// Read `path`, and unless it still holds `last_text`, check it whole, resolve its hash
-/// (plugins from `dirs`) and read its certificates. Blocking: run it on a blocking thread.
-pub(crate) fn read_and_check(path: &Path, last_text: &str, dirs: &[PathBuf]) -> FileRead {
+/// (plugins from the file's own `[plugins] dirs`, then the defaults: the directories are live)
+/// and read its certificates. Blocking: run it on a blocking thread.
+pub(crate) fn read_and_check(path: &Path, last_text: &str) -> FileRead {
     let text = match read_text(path) {
         Ok(text) => text,
         Err(e) => {
@@ -84,7 +85,7 @@ pub(crate) fn read_and_check(path: &Path, last_text: &str, dirs: &[PathBuf]) -> 
         }
     };
     match config
-        .resolve_hash_in(dirs)
+        .resolve_hash()
         .and_then(|hash| Ok((hash, config.load_certificates()?)))
     {
         Ok((hash, certs)) => FileRead::Valid {

@@ -113,28 +113,16 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
     if desired.supervisor != startup.supervisor {
         needs_restart.push("supervisor");
     }
-    if desired.proxy != startup.proxy {
-        needs_restart.push("proxy");
+    // Every other `[proxy]` setting, `[log]`, `[plugins]`, the admin token and the TLS
+    // handshake rules are live (`Config::front`, the controller's `apply`).
+    if desired.proxy.workers != startup.proxy.workers {
+        needs_restart.push("proxy.workers");
     }
-    if desired.plugins != startup.plugins {
-        needs_restart.push("plugins");
-    }
-    if desired.log != startup.log {
-        needs_restart.push("log");
-    }
-    if desired.admin != startup.admin {
-        needs_restart.push("admin");
+    if desired.admin.listen != startup.admin.listen {
+        needs_restart.push("admin.listen");
     }
     if desired.tls_listen() != startup.tls_listen() {
         needs_restart.push("tls.listen");
-    }
-    let min_version = |c: &Config| c.tls.as_ref().map(|t| t.min_version);
-    if min_version(desired) != min_version(startup) {
-        needs_restart.push("tls.min_version");
-    }
-    let redirect = |c: &Config| c.tls.as_ref().is_some_and(|t| t.redirect_http);
-    if redirect(desired) != redirect(startup) {
-        needs_restart.push("tls.redirect_http");
     }
     Plan {
         stop,

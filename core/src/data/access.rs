@@ -120,7 +120,8 @@ pub(crate) enum AccessLogError {
 /// The running access log: the writer thread and the workers' way to it.
 #[derive(Debug)]
 pub(crate) struct AccessLog {
-    sink: Sink,
+    /// `None` once retired: the writer ends when the workers' sinks are gone too.
+    sink: Option<Sink>,
     reopen: Arc<AtomicBool>,
     done: Receiver<()>,
 }
@@ -166,20 +167,33 @@ impl AccessLog {
             })
             .map_err(AccessLogError::Spawn)?;
         Ok(Some(AccessLog {
-            sink: Sink { tx },
+            sink: Some(Sink { tx }),
             reopen,
             done,
         }))
     }
 
     /// The end workers send records to.
-    pub(crate) fn sink(&self) -> Sink {
+    /// (`None` once [retired](AccessLog::retire).)
+    pub(crate) fn sink(&self) -> Option<Sink> {
         self.sink.clone()
+    }
+
+    /// Replaced by another: hand out no more sinks, and let the writer end once the lines of
+    /// the connections still sending to it are written ([`AccessLog::finished`]).
+    pub(crate) fn retire(mut self) -> AccessLog {
+        self.sink = None;
+        self
     }
 
     /// Reopen the file (SIGHUP: logrotate moved it away). Takes effect within a second.
     pub(crate) fn reopen(&self) {
         self.reopen.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the writer has ended (every sink is gone and its lines are written).
+    pub(crate) fn finished(&self) -> bool {
+        !matches!(self.done.try_recv(), Err(mpsc::TryRecvError::Empty))
     }
 
     /// Write out what is buffered and stop the writer, once the workers are gone (their ends of

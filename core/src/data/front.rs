@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,19 +17,19 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use super::body::ProxyBody;
 use super::downstream::{self, Activity, ClientIo, ClientStream, Verdict, Watchdog};
 use super::h2::{self, Protocol};
 use super::hop;
 use super::key::Peer;
+use super::live::Live;
 use super::observe::{Exchange, Observation, Recorder};
 use super::proxy::{error_response, Proxy};
 use super::tls::ConnTls;
 use crate::api::{self, Access, Api, ApiError};
-use crate::config::ProxySection;
 use crate::control::ControllerHandle;
+use crate::metrics::WorkerMetrics;
 use crate::state::tls::{CertStore, ACME_CHALLENGE_PREFIX};
 use crate::state::{Shared, Via};
 
@@ -63,35 +64,67 @@ pub(crate) struct App {
     certs: Arc<CertStore>,
     /// The HTTP/2 server's settings (`[proxy] h2_*`, [`h2::builder`]).
     http2: http2::Builder<TokioExecutor>,
+    /// Set once newer settings replaced this app ([`App::retire`]): read once per HTTP/1.1
+    /// response.
+    retired: AtomicBool,
+    /// The same, for HTTP/2 connections to wait on.
+    retiring: watch::Sender<bool>,
 }
 
-impl App {
-    /// An app over `shared` that sends changes to `controller` and counts requests with
-    /// `recorder` (its worker's). `proxies`: false on the admin address, which serves only the
-    /// load balancer's own endpoints.
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        controller: ControllerHandle,
-        settings: ProxySection,
-        access: Access,
-        proxies: bool,
-        recorder: Recorder,
-        redirect: Option<SocketAddr>,
-    ) -> Self {
-        let recorder = Arc::new(recorder);
-        App {
-            certs: Arc::clone(&shared.certs),
-            api: Api::new(Arc::clone(&shared), controller, access),
-            proxy: Proxy::new(shared, &settings, Arc::clone(&recorder)),
-            http2: h2::builder(&settings),
-            proxies,
+/// What a worker's [`App`]s are built from besides the live settings: fixed for the worker's
+/// life.
+pub(crate) struct Seed {
+    /// The shared state.
+    pub(crate) shared: Arc<Shared>,
+    /// Where changes go.
+    pub(crate) controller: ControllerHandle,
+    /// Which of lb's own endpoints this listener serves.
+    pub(crate) access: Access,
+    /// Whether requests for other paths are proxied (false on the admin address).
+    pub(crate) proxies: bool,
+    /// The worker's counters (kept across settings changes).
+    pub(crate) metrics: Arc<WorkerMetrics>,
+}
+
+impl Seed {
+    /// The app new connections are served by under `live`.
+    pub(crate) fn app(&self, live: &Live) -> Arc<App> {
+        let recorder = Arc::new(Recorder {
+            metrics: Arc::clone(&self.metrics),
+            access: live.access.clone(),
+        });
+        let settings = &live.proxy;
+        Arc::new(App {
+            certs: Arc::clone(&self.shared.certs),
+            api: Api::new(
+                Arc::clone(&self.shared),
+                self.controller.clone(),
+                self.access.clone(),
+            ),
+            proxy: Proxy::new(Arc::clone(&self.shared), settings, Arc::clone(&recorder)),
+            http2: h2::builder(settings),
+            proxies: self.proxies,
             header_timeout: Duration::from_millis(settings.client_header_timeout_ms),
             idle_timeout: Duration::from_millis(settings.client_idle_timeout_ms),
             send_timeout: Duration::from_millis(settings.client_send_timeout_ms),
             recorder,
             via: Via::mine(),
-            redirect: redirect.filter(|_| proxies),
-        }
+            redirect: live.redirect.filter(|_| self.proxies),
+            retired: AtomicBool::new(false),
+            retiring: watch::Sender::new(false),
+        })
+    }
+}
+
+impl App {
+    /// Newer settings replaced this app: its connections move to them without an error. An
+    /// HTTP/1.1 connection answers its next request with `Connection: close` (the client
+    /// learns it from the response, so no request is ever sent on a socket being closed; one
+    /// that stays idle ends by its idle timeout), an HTTP/2 one gets a graceful GOAWAY (streams
+    /// in progress finish). Clients reconnect to the new app.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.retiring.send_replace(true);
     }
 
     /// Answer one request from `peer`, noting in `exchange` what a proxied one went through.
@@ -159,23 +192,30 @@ async fn acme_answer(certs: &CertStore, token: &str) -> Response<ProxyBody> {
     response
 }
 
-/// Accept connections on `listener` and serve them with `app` until `stop` holds a drain time;
-/// then stop accepting, let every connection finish the request it is on (idle keep-alive
-/// connections close at once), and return when all are done or the drain time has passed.
+/// Accept connections on `listener` (and the TLS listener `tls`) and serve them with an [`App`]
+/// built by `seed` from the latest `live` settings (open connections keep the one they started
+/// with) until `stop` holds a drain time; then stop accepting, let every connection finish the
+/// request it is on (idle keep-alive connections close at once), and return when all are done
+/// or the drain time has passed.
 ///
-/// At most `limit` connections are open at once: beyond it nothing is accepted (clients wait in
-/// the kernel's queue) until one closes.
+/// On a traffic listener at most [`Live::per_worker`] connections are open at once: beyond it
+/// nothing is accepted (clients wait in the kernel's queue) until one closes.
 pub(crate) async fn serve(
     listener: TcpListener,
-    tls: Option<TlsListener>,
-    app: Arc<App>,
-    limit: Option<usize>,
+    tls: Option<TcpListener>,
+    seed: Seed,
+    mut live: watch::Receiver<Arc<Live>>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
+    let mut settings = Arc::clone(&live.borrow_and_update());
+    let mut app = seed.app(&settings);
     let mut connections = tokio::task::JoinSet::new();
+    let mut following = true;
     let drain = loop {
         // TLS connections count from the accept, before their handshake, like plain ones.
+        let limit = settings.per_worker.filter(|_| seed.proxies);
         let full = limit.is_some_and(|limit| connections.len() >= limit);
+        let acceptor = settings.acceptor.as_ref().filter(|_| tls.is_some());
         tokio::select! {
             accepted = listener.accept(), if !full => match accepted {
                 Ok((stream, remote)) => {
@@ -184,9 +224,9 @@ pub(crate) async fn serve(
                 }
                 Err(e) => accept_failed(&e).await,
             },
-            accepted = accept_tls(tls.as_ref()), if !full && tls.is_some() => match (accepted, &tls) {
-                (Ok((stream, remote)), Some(tls)) => {
-                    let acceptor = tls.acceptor.clone();
+            accepted = accept_tls(tls.as_ref()), if !full && acceptor.is_some() => match (accepted, acceptor) {
+                (Ok((stream, remote)), Some(acceptor)) => {
+                    let acceptor = acceptor.clone();
                     let app = Arc::clone(&app);
                     let stop = stop.clone();
                     connections.spawn(async move {
@@ -210,6 +250,15 @@ pub(crate) async fn serve(
             },
             // Reap finished connections as they end.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            // New settings: new connections are served by an app built from them.
+            changed = live.changed(), if following => match changed {
+                Ok(()) => {
+                    settings = Arc::clone(&live.borrow_and_update());
+                    app.retire();
+                    app = seed.app(&settings);
+                }
+                Err(_) => following = false,
+            },
             changed = stop.changed() => match (changed, *stop.borrow()) {
                 (Ok(()), Some(drain)) => break drain,
                 (Ok(()), None) => {}
@@ -218,6 +267,7 @@ pub(crate) async fn serve(
         }
     };
     drop(listener);
+    drop(tls);
     let drained = tokio::time::timeout(drain, async {
         while connections.join_next().await.is_some() {}
     })
@@ -230,18 +280,10 @@ pub(crate) async fn serve(
     }
 }
 
-/// A TLS listener of a worker: its socket and the acceptor its connections shake hands with.
-pub(crate) struct TlsListener {
-    /// The worker's socket on `[tls] listen`.
-    pub(crate) listener: TcpListener,
-    /// The handshake's configuration (certificates swapped live behind it).
-    pub(crate) acceptor: TlsAcceptor,
-}
-
 /// The next connection on the TLS listener, if there is one (never ready otherwise).
-async fn accept_tls(tls: Option<&TlsListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+async fn accept_tls(tls: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match tls {
-        Some(tls) => tls.listener.accept().await,
+        Some(listener) => listener.accept().await,
         None => std::future::pending().await,
     }
 }
@@ -292,6 +334,12 @@ async fn connection<S: ClientIo>(
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 // A WebSocket tunnel counts and logs the request when it closes.
                 super::tunnel::hand_over(&mut resp, &mut observation, None);
+            } else if app.retired.load(Ordering::Relaxed) {
+                // Newer settings: the client opens its next connection to them.
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
             }
             Ok::<_, Infallible>(resp.map(|body| body.tracked(busy, observation)))
         }
@@ -429,7 +477,16 @@ async fn connection_h2<S: ClientIo>(
         }
     });
     h2::serve(
-        stream, service, &app.http2, watchdog, stop, &metrics, remote,
+        stream,
+        service,
+        &app.http2,
+        watchdog,
+        h2::Ending {
+            stop,
+            retired: app.retiring.subscribe(),
+        },
+        &metrics,
+        remote,
     )
     .await;
 }

@@ -226,8 +226,16 @@ pub(crate) fn builder(settings: &ProxySection) -> http2::Builder<TokioExecutor> 
     builder
 }
 
-/// Serve one HTTP/2 connection over `io` with `service` until it ends: on `stop` (a drain),
-/// GOAWAY and let the streams in progress finish; when the `watchdog` finds it idle (no
+/// What ends an HTTP/2 connection gracefully: a GOAWAY, then the streams in progress finish.
+pub(crate) struct Ending {
+    /// The workers' stop: `Some(drain time)` once they drain.
+    pub(crate) stop: watch::Receiver<Option<Duration>>,
+    /// Newer settings replaced the connection's app ([`super::front::App::retire`]).
+    pub(crate) retired: watch::Receiver<bool>,
+}
+
+/// Serve one HTTP/2 connection over `io` with `service` until it ends: on a stop or once
+/// retired (`ending`), GOAWAY and let the streams in progress finish; when the `watchdog` finds it idle (no
 /// stream for `client_idle_timeout_ms`), GOAWAY and close; past the send timeout, cut. Counted
 /// in `metrics` (open, and whether it ended by a protocol error).
 pub(crate) async fn serve<C, S, B>(
@@ -235,7 +243,7 @@ pub(crate) async fn serve<C, S, B>(
     service: S,
     builder: &http2::Builder<TokioExecutor>,
     mut watchdog: Watchdog,
-    mut stop: watch::Receiver<Option<Duration>>,
+    ending: Ending,
     metrics: &WorkerMetrics,
     remote: SocketAddr,
 ) where
@@ -246,6 +254,10 @@ pub(crate) async fn serve<C, S, B>(
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
     TokioExecutor: Http2ServerConnExec<S::Future, B>,
 {
+    let Ending {
+        mut stop,
+        mut retired,
+    } = ending;
     let counters = metrics.http2();
     counters.opened();
     let conn = builder.serve_connection(io, service);
@@ -280,6 +292,10 @@ pub(crate) async fn serve<C, S, B>(
                 }
             }
             _ = stop.wait_for(Option::is_some), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = retired.wait_for(|retired| *retired), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -26,6 +26,7 @@ pub(crate) mod front;
 pub(crate) mod h2;
 pub(crate) mod hop;
 pub(crate) mod key;
+pub(crate) mod live;
 pub(crate) mod observe;
 pub(crate) mod proxy;
 pub(crate) mod tls;

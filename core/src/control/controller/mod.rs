@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use lb_balance::{Balancer, Placement, RingError, RingHash};
 
 use crate::config::key::KeyRule;
-use crate::config::{Config, HealthSection, Loaded, Source};
+use crate::config::{Config, FrontSettings, HealthSection, Loaded, Source};
 use crate::state::{
     timestamp, Backend, ConfigStatus, Issue, Meta, Shared, Snapshot, TlsTable, Vacancy,
 };
@@ -249,6 +249,8 @@ pub(crate) struct Controller {
     /// The algorithm, hash and rules snapshots are published with.
     ring: RingParams,
     health: watch::Sender<HealthSection>,
+    /// What the data plane follows live ([`Config::front`]).
+    front: watch::Sender<FrontSettings>,
     /// Replicas in the ring, with their supervisor handles.
     replicas: BTreeMap<u64, Running>,
     vacancies: BTreeMap<u64, Vacancy>,
@@ -334,6 +336,7 @@ impl Controller {
             backend_tls: Arc::default(),
             certs: Arc::new(crate::state::tls::CertStore::default()),
             tunnels: Arc::default(),
+            admin_token: Default::default(),
         });
         warn_unverified(config);
         let (handle, rx) = ControllerHandle::channel();
@@ -358,6 +361,7 @@ impl Controller {
                 bounded_load: config.ring.bounded_load(),
             },
             health: watch::Sender::new(config.health.clone()),
+            front: watch::Sender::new(config.front()),
             replicas: BTreeMap::new(),
             vacancies: BTreeMap::new(),
             crash_streak: BTreeMap::new(),
@@ -377,7 +381,28 @@ impl Controller {
             rng: fastrand::Rng::new(),
             rx,
         };
+        controller.store_admin_token(config);
         Ok((controller, shared, handle))
+    }
+
+    /// The data plane's settings ([`Config::front`]), updated when the file changes them.
+    pub(crate) fn front_settings(&self) -> watch::Receiver<FrontSettings> {
+        self.front.subscribe()
+    }
+
+    /// Make `config`'s admin token (or `LB_ADMIN_TOKEN`) the one protected routes need, on
+    /// every listener and open connection; say so when the routes become open.
+    fn store_admin_token(&self, config: &Config) {
+        let token = config.admin.effective_token();
+        let had = self.shared.admin_token.load().is_some();
+        if had && token.is_none() {
+            tracing::warn!(
+                "[admin] token removed: /add, /rm and /_lb/* are open to anyone who can reach them"
+            );
+        } else if had && self.shared.admin_token.load().as_deref() != token.as_ref() {
+            tracing::info!("configuration change: the admin token (the new one holds from now on)");
+        }
+        self.shared.admin_token.store(token.map(Arc::new));
     }
 
     /// Heartbeat settings, updated when the file changes them.
@@ -468,6 +493,10 @@ impl Controller {
             }
             Command::CertificatesChanged => self.certificates_changed(),
             Command::Acme(event) => self.acme_event(event),
+            Command::FrontRefused(message) => {
+                tracing::error!("{message}");
+                self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
+            }
             Command::ReplicaFailed {
                 id,
                 incarnation,

@@ -102,11 +102,9 @@ impl Controller {
         let last_text = file.last_text.clone();
         if let Some(hangup) = file.read_again.take() {
             file.busy = true;
-            let dirs = self.startup.plugin_dirs();
             tokio::spawn(async move {
-                let work = tokio::task::spawn_blocking(move || {
-                    file::read_and_check(&path, &last_text, &dirs)
-                });
+                let work =
+                    tokio::task::spawn_blocking(move || file::read_and_check(&path, &last_text));
                 let read = match tokio::time::timeout(file::READ_LIMIT, work).await {
                     Ok(Ok(read)) => read,
                     Ok(Err(e)) => FileRead::Refused {
@@ -275,6 +273,14 @@ impl Controller {
             tracing::warn!(field, "changed in the file; takes effect after a restart");
         }
         self.health.send_replace(config.health.clone());
+        // The data plane's settings: each worker serves its new connections by them.
+        let front = config.front();
+        self.front.send_if_modified(|f| {
+            let changed = *f != front;
+            *f = front;
+            changed
+        });
+        self.store_admin_token(&config);
         self.follow_acme(&config);
         // New TLS settings for the backends that start (or are checked again) from now on.
         self.launcher.tls.store(Arc::new(tls_by_address(&config)));
@@ -337,11 +343,13 @@ impl Controller {
         }));
         self.resolve_again();
         tracing::info!("configuration file applied");
+        let config_dirs = config.plugin_dirs();
         self.applied = config;
         self.update_config_status(|s| {
             s.last_applied = Some(timestamp());
             s.last_error = None;
             s.needs_restart = plan.needs_restart.iter().map(|f| f.to_string()).collect();
+            s.plugin_dirs = config_dirs;
         });
     }
 }

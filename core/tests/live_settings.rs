@@ -1,0 +1,280 @@
+//! Every setting that used to wait for a restart changes live, through a save of `lb.toml`:
+//! `[proxy]` (timeouts, retries, limits, `max_connections`, pipelining, HTTP/2 and tunnel
+//! settings), `[log]` (the access log's target and format), `[admin] token` and `[plugins] dirs`
+//! — under traffic, without a failed request. New connections take the new settings at once;
+//! an open HTTP/1.1 connection is told `Connection: close` on its next answer and its client
+//! reconnects to them. (`[tls] min_version` and `redirect_http`: `tests/tls.rs`.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{eventually, save_by_rename, Lb, Traffic, THREE};
+
+/// How long a save may take to be applied and reach the workers.
+const APPLIED: Duration = Duration::from_secs(10);
+
+/// Version `i` of a file changing every formerly restart-only setting, with its access log in
+/// `access-{i % 2}.log` (text, or JSON every other pair), token `token-{i}` and plugins looked
+/// up in `plugins-{i % 2}` of `dir`.
+fn version(i: usize, dir: &Path) -> String {
+    let format = if (i / 2).is_multiple_of(2) { "text" } else { "json" };
+    format!(
+        "[proxy]\n\
+         pipelining = {pipelining}\n\
+         retries = {retries}\n\
+         response_timeout_ms = {response}\n\
+         connect_timeout_ms = {connect}\n\
+         client_header_timeout_ms = {header}\n\
+         client_idle_timeout_ms = {idle}\n\
+         client_send_timeout_ms = {send}\n\
+         max_connections = {max}\n\
+         trust_forwarded_for = {trust}\n\
+         h2_max_concurrent_streams = {streams}\n\
+         h2_keepalive_interval_ms = {keepalive}\n\
+         tunnel_idle_timeout_ms = {tunnel}\n\
+         [log]\naccess = \"access-{file}.log\"\naccess_format = \"{format}\"\n\
+         [admin]\ntoken = \"token-{i}\"\n\
+         [plugins]\ndirs = [\"{plugins}\"]\n{THREE}",
+        pipelining = i.is_multiple_of(2),
+        retries = i % 3,
+        response = 5_000 + 100 * i,
+        connect = 1_000 + i,
+        header = 10_000 + i,
+        idle = 60_000 + i,
+        send = 30_000 + i,
+        max = 200 + 10 * i,
+        trust = i % 2 == 1,
+        streams = 100 + i,
+        keepalive = if i.is_multiple_of(2) { 20_000 } else { 0 },
+        tunnel = 60_000 + i,
+        file = i % 2,
+        plugins = dir.join(format!("plugins-{}", i % 2)).display(),
+    )
+}
+
+/// Send `GET target` on a new connection and read the answer's status line.
+fn get_fresh(lb: &Lb, target: &str) -> String {
+    let mut stream = TcpStream::connect(lb.addr).unwrap();
+    stream
+        .write_all(
+            format!("GET {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// The lines of `path` (none while it does not exist).
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Twenty saves, each changing every formerly restart-only setting, while four clients send
+/// requests without pause: every answer is a 200 from a replica, each save's token is the one
+/// that works once it is applied, each save's access log target and format get the requests
+/// that follow, and nothing is reported as needing a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_saves_of_every_formerly_restart_only_setting_lose_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    for k in 0..2 {
+        std::fs::create_dir(dir.path().join(format!("plugins-{k}"))).unwrap();
+    }
+    let lb = Arc::new(Lb::start(&version(0, dir.path())));
+    let base = lb.config.parent().unwrap().to_path_buf();
+    eventually(APPLIED, "three replicas", || async {
+        (lb.rep().await.0 == 3).then_some(())
+    })
+    .await;
+    let traffic = Traffic::start(&lb, 4);
+    for i in 1..=20 {
+        save_by_rename(&lb.config, &version(i, dir.path()));
+        let token = format!("Bearer token-{i}");
+        eventually(APPLIED, &format!("token-{i} taken"), || async {
+            let status = lb
+                .send("GET", "/_lb/status", b"", &[("Authorization", &token)])
+                .await;
+            (status.status == 200).then_some(())
+        })
+        .await;
+        // The access log: this save's file gets this save's requests, in this save's format.
+        let log = base.join(format!("access-{}.log", i % 2));
+        let json = (i / 2) % 2 == 1;
+        let target = format!("/home?save={i}");
+        eventually(APPLIED, &format!("save {i} logged"), || async {
+            assert_eq!(get_fresh(&lb, &target), "HTTP/1.1 200 OK");
+            let found = lines(&log).into_iter().find(|l| l.contains(&target))?;
+            assert_eq!(found.starts_with('{'), json, "{found}");
+            Some(())
+        })
+        .await;
+    }
+    let answers = traffic.finish().await;
+    let failed: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(answers.len() >= 100, "only {} requests", answers.len());
+    let status = lb
+        .send(
+            "GET",
+            "/_lb/status",
+            b"",
+            &[("Authorization", "Bearer token-20")],
+        )
+        .await
+        .json();
+    assert_eq!(status["config"]["needs_restart"], serde_json::json!([]));
+    assert_eq!(status["config"]["last_error"], serde_json::Value::Null);
+    assert_eq!(
+        status["config"]["plugin_dirs"][0],
+        dir.path().join("plugins-0").display().to_string()
+    );
+    let old = lb
+        .send(
+            "GET",
+            "/_lb/status",
+            b"",
+            &[("Authorization", "Bearer token-19")],
+        )
+        .await;
+    assert_eq!(old.status, 401, "the previous token no longer works");
+}
+
+/// An HTTP/1.1 connection opened before a save keeps working: its next answer says
+/// `Connection: close` and lb closes it after that answer (so the client reconnects to the new
+/// settings, and never sends a request on a socket being closed).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_connection_is_closed_after_its_next_answer_once_settings_change() {
+    let text = format!("[proxy]\nretries = 1\n{THREE}");
+    let lb = Lb::start(&text);
+    eventually(APPLIED, "three replicas", || async {
+        (lb.rep().await.0 == 3).then_some(())
+    })
+    .await;
+    let mut stream = TcpStream::connect(lb.addr).unwrap();
+    let request = b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n";
+    stream.write_all(request).unwrap();
+    let first = common::read_response(&mut stream, Duration::from_secs(10)).expect("an answer");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(!first.to_ascii_lowercase().contains("connection: close"));
+    save_by_rename(&lb.config, &text.replace("retries = 1", "retries = 2"));
+    // A new connection is served as soon as the workers have the new settings; until then the
+    // open one stays keep-alive.
+    let deadline = Instant::now() + APPLIED;
+    let last = loop {
+        stream.write_all(request).unwrap();
+        let answer =
+            common::read_response(&mut stream, Duration::from_secs(10)).expect("an answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        if answer.to_ascii_lowercase().contains("connection: close") {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "never told to close");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(last.contains("Server "), "{last}");
+    // Closed by lb after that answer: the next read sees the end.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let n = stream.read_to_end(&mut rest).unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&rest));
+}
+
+/// `max_connections` changes live: with one worker and a limit of one connection, a second
+/// client waits in the kernel's queue; raising the limit serves it without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn raising_max_connections_serves_a_waiting_client() {
+    let text = format!(
+        "[proxy]\nworkers = 1\nmax_connections = 1\nclient_idle_timeout_ms = 60000\n{THREE}"
+    );
+    let lb = Lb::start(&text);
+    // Connections of their own, closed after each answer (the test's pooled client would keep
+    // one open and take the only place).
+    eventually(APPLIED, "a replica answering", || async {
+        (get_fresh(&lb, "/home") == "HTTP/1.1 200 OK").then_some(())
+    })
+    .await;
+    // Hold the one connection allowed.
+    let mut first = TcpStream::connect(lb.addr).unwrap();
+    first
+        .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .unwrap();
+    let answer = common::read_response(&mut first, Duration::from_secs(10)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut second = TcpStream::connect(lb.addr).unwrap();
+    second
+        .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        common::read_response(&mut second, Duration::from_millis(500)),
+        None,
+        "the second connection is not served while the first is open"
+    );
+    save_by_rename(
+        &lb.config,
+        &text.replace("max_connections = 1", "max_connections = 10"),
+    );
+    let answer = common::read_response(&mut second, APPLIED).expect("served once raised");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// An access log target lb cannot open is refused with the reason in `config.last_error`, and
+/// the log it had keeps getting lines; a later good target is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_access_log_that_cannot_be_opened_keeps_the_one_in_use() {
+    let text = |access: &str| format!("[log]\naccess = \"{access}\"\n{THREE}");
+    let lb = Lb::start(&text("a.log"));
+    let base = lb.config.parent().unwrap().to_path_buf();
+    eventually(APPLIED, "three replicas", || async {
+        (lb.rep().await.0 == 3).then_some(())
+    })
+    .await;
+    save_by_rename(&lb.config, &text("no-such-dir/b.log"));
+    let error = eventually(APPLIED, "the refusal", || async {
+        let status = lb.status().await;
+        status["config"]["last_error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        error.contains("[log] access") && error.contains("no-such-dir"),
+        "{error}"
+    );
+    eventually(APPLIED, "a line in a.log after the refusal", || async {
+        assert_eq!(get_fresh(&lb, "/home?after=refusal"), "HTTP/1.1 200 OK");
+        lines(&base.join("a.log"))
+            .iter()
+            .any(|l| l.contains("after=refusal"))
+            .then_some(())
+    })
+    .await;
+    save_by_rename(&lb.config, &text("c.log"));
+    eventually(APPLIED, "a line in c.log", || async {
+        assert_eq!(get_fresh(&lb, "/home?after=fix"), "HTTP/1.1 200 OK");
+        lines(&base.join("c.log"))
+            .iter()
+            .any(|l| l.contains("after=fix"))
+            .then_some(())
+    })
+    .await;
+    assert!(!base.join("no-such-dir").exists());
+}
