@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config::{Config, HealthSection, Source, SupervisorKind};
@@ -18,8 +19,9 @@ use crate::control::supervisor::{
 };
 use crate::control::{watch, Command, Controller, ControllerHandle};
 use crate::data::live::{self, Front, FrontCommand};
-use crate::data::workers::{self, Workers};
-use crate::state::{Meta, Shared};
+use crate::data::sockets::Bound;
+use crate::data::workers::Workers;
+use crate::state::{Listening, Meta, Shared};
 
 /// Why `lb` could not start, or stopped with an error. Its `source()` chain says why.
 #[derive(Debug, thiserror::Error)]
@@ -165,41 +167,30 @@ async fn serve(options: Options) -> Result<(), Error> {
         tracing::info!(config = %loaded.source, from = %seed, "configuration file created");
     }
     tracing::info!(config = %loaded.source, "configuration loaded");
+    let listen_override = listen;
     let listen = listen.unwrap_or(config.listen);
-    let listeners = workers::listen(listen, config.proxy.worker_count())
-        .map_err(|e| Error::Listen(Box::new(e)))?;
-    let admin = match config.admin.listen {
-        Some(addr) => Some(
-            workers::listen(addr, 1)
-                .map_err(|e| Error::Listen(Box::new(e)))?
-                .remove(0),
-        ),
-        None => None,
+    let bind = |addr, count| {
+        Bound::bind(addr, count)
+            .map(Arc::new)
+            .map_err(|e| Error::Listen(Box::new(e)))
     };
+    let plain = bind(listen, traffic_workers)?;
+    let admin = config.admin.listen.map(|addr| bind(addr, 1)).transpose()?;
     // Certificates are checked before anything listens: a bad one stops the start.
     let certs = config
         .load_certificates()
         .map_err(config_error(&loaded.source))?;
-    let tls_sockets = match &config.tls {
-        Some(tls) => Some(
-            workers::listen(tls.listen, config.proxy.worker_count())
-                .map_err(|e| Error::Listen(Box::new(e)))?,
-        ),
-        None => None,
-    };
-    let tls_local = match &tls_sockets {
-        Some(sockets) => Some(
-            sockets[0]
-                .local_addr()
-                .map_err(setup("the TLS listener's address"))?,
-        ),
-        None => None,
-    };
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| bind(tls.listen, traffic_workers))
+        .transpose()?;
+    let listeners = live::Listeners { plain, tls, admin };
     if config.admin.effective_token().is_none() {
-        let open_to_others = admin
+        let open_to_others = listeners
+            .admin
             .as_ref()
-            .and_then(|a| a.local_addr().ok())
-            .map_or(!listen.ip().is_loopback(), |a| !a.ip().is_loopback());
+            .map_or(!listen.ip().is_loopback(), |a| !a.local.ip().is_loopback());
         if open_to_others {
             tracing::warn!(
                 "/add, /rm and /_lb/* are open to anyone who can reach this address: \
@@ -207,9 +198,6 @@ async fn serve(options: Options) -> Result<(), Error> {
             );
         }
     }
-    let local = listeners[0]
-        .local_addr()
-        .map_err(setup("the listener's address"))?;
 
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let supervisor: Arc<dyn Supervisor> = match config.supervisor.kind {
@@ -232,13 +220,16 @@ async fn serve(options: Options) -> Result<(), Error> {
         .await
         .map_err(setup("cannot set up the swarm supervisor"))?,
     };
+    let addresses = Listening {
+        listen: listeners.plain.local,
+        admin: listeners.admin.as_ref().map(|a| a.local),
+        tls: listeners.tls.as_ref().map(|t| t.local),
+    };
     let meta = Meta {
-        listen: local,
-        admin: admin.as_ref().and_then(|a| a.local_addr().ok()),
-        tls: tls_local,
+        listening: Arc::new(ArcSwap::from_pointee(addresses)),
         supervisor: supervisor.kind(),
         started: Instant::now(),
-        workers: listeners.len() + usize::from(admin.is_some()),
+        workers: traffic_workers + usize::from(listeners.admin.is_some()),
         base_dir: config.base_dir().to_path_buf(),
     };
     let hash = config
@@ -279,30 +270,26 @@ async fn serve(options: Options) -> Result<(), Error> {
 
     // The data plane's settings, followed live: the workers take each new version for the
     // connections they accept from then on.
-    let (front, live) = Front::start(config.front(), descriptors, tls_local, &shared)
-        .map_err(setup("the data plane's settings"))?;
+    let (front, live) = Front::start(
+        config.front(),
+        descriptors,
+        listeners,
+        listen_override,
+        &shared,
+    )
+    .map_err(setup("the data plane's settings"))?;
     let (front_tx, front_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(front.follow(controller_front, handle.clone(), front_rx));
-    let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
-    let workers = Workers::start(
-        workers::Sockets {
-            traffic: listeners,
-            tls: tls_sockets.unwrap_or_default(),
-            admin,
-        },
-        &live,
-        &shared,
-        &handle,
-    )
-    .map_err(setup("the worker threads"))?;
-    if let Some(addr) = admin_addr {
+    let workers = Workers::start(&live, traffic_workers, &shared, &handle)
+        .map_err(setup("the worker threads"))?;
+    if let Some(addr) = addresses.admin {
         println!("lb admin on http://{addr}");
     }
-    if let Some(addr) = tls_local {
+    if let Some(addr) = addresses.tls {
         println!("lb listening on https://{addr}");
     }
     // Tests and scripts wait for this line.
-    println!("lb listening on http://{local}");
+    println!("lb listening on http://{}", addresses.listen);
     signals.until_shutdown(&handle, &front_tx).await;
     let drain = Duration::from_millis(settings.borrow().drain_timeout_ms);
     let in_flight: usize = shared

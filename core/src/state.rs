@@ -308,15 +308,33 @@ impl Snapshot {
     }
 }
 
-/// Facts fixed for the life of the process.
-#[derive(Debug)]
-pub(crate) struct Meta {
+/// Where `lb` listens now: the bound addresses, moved live by the data plane when a save
+/// changes them (`data/live.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listening {
     /// Address the proxy listens on.
     pub listen: SocketAddr,
     /// Address `/add`, `/rm` and `/_lb/*` are served on when `[admin] listen` moves them.
     pub admin: Option<SocketAddr>,
     /// Address of the TLS listener (`[tls] listen`), if any.
     pub tls: Option<SocketAddr>,
+}
+
+impl Listening {
+    /// Every address: a backend at any of them would be `lb` itself.
+    pub(crate) fn all(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen)
+            .chain(self.admin)
+            .chain(self.tls)
+            .collect()
+    }
+}
+
+/// Facts about the process (its addresses move with the listeners).
+#[derive(Debug)]
+pub(crate) struct Meta {
+    /// Where it listens now (stored by the data plane only).
+    pub listening: Arc<ArcSwap<Listening>>,
     /// The supervisor's kind.
     pub supervisor: &'static str,
     /// When the load balancer started.
@@ -329,13 +347,10 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    /// Every address `lb` listens on (the traffic listener, the admin one, the TLS one): a
+    /// Every address `lb` listens on now (the traffic listener, the admin one, the TLS one): a
     /// backend at any of them would be `lb` itself.
-    pub(crate) fn listening(&self) -> Vec<SocketAddr> {
-        std::iter::once(self.listen)
-            .chain(self.admin)
-            .chain(self.tls)
-            .collect()
+    pub(crate) fn addresses(&self) -> Vec<SocketAddr> {
+        self.listening.load().all()
     }
 }
 

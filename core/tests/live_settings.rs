@@ -3,12 +3,14 @@
 //! settings), `[log]` (the access log's target and format), `[admin] token` and `[plugins] dirs`
 //! — under traffic, without a failed request. New connections take the new settings at once;
 //! an open HTTP/1.1 connection is told `Connection: close` on its next answer and its client
-//! reconnects to them. (`[tls] min_version` and `redirect_http`: `tests/tls.rs`.)
+//! reconnects to them. Listeners move: `listen`, `[admin] listen` and `[tls] listen` bind their
+//! new address first, then the old one stops accepting. (`[tls] min_version` and
+//! `redirect_http`: `tests/tls.rs`.)
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +24,11 @@ const APPLIED: Duration = Duration::from_secs(10);
 /// `access-{i % 2}.log` (text, or JSON every other pair), token `token-{i}` and plugins looked
 /// up in `plugins-{i % 2}` of `dir`.
 fn version(i: usize, dir: &Path) -> String {
-    let format = if (i / 2).is_multiple_of(2) { "text" } else { "json" };
+    let format = if (i / 2).is_multiple_of(2) {
+        "text"
+    } else {
+        "json"
+    };
     format!(
         "[proxy]\n\
          pipelining = {pipelining}\n\
@@ -277,4 +283,152 @@ async fn an_access_log_that_cannot_be_opened_keeps_the_one_in_use() {
     })
     .await;
     assert!(!base.join("no-such-dir").exists());
+}
+
+/// Whether something accepts TCP connections at `addr`.
+fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+}
+
+/// `[admin] listen` and `[tls] listen` move live, three times each, while four clients send
+/// requests to `listen` without pause: the new address serves as soon as the save is applied,
+/// the old one stops accepting, no request fails; a move to an address already taken keeps the
+/// listener where it is and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_and_tls_listeners_move_live_under_traffic() {
+    let certs = tempfile::tempdir().unwrap();
+    lb::self_signed(&["localhost".to_owned()], certs.path()).unwrap();
+    let text = |admin: &str, tls: &str| {
+        format!(
+            "[admin]\nlisten = \"{admin}\"\n[tls]\nlisten = \"{tls}\"\n\
+             [[tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n{THREE}",
+            certs.path().join("cert.pem").display(),
+            certs.path().join("key.pem").display(),
+        )
+    };
+    let lb = Arc::new(Lb::start(&text("127.0.0.1:0", "127.0.0.1:0")));
+    let ca = certs.path().join("ca.pem");
+    eventually(APPLIED, "three replicas", || async {
+        (lb.send_to(lb.admin.unwrap(), "GET", "/rep", b"", &[])
+            .await
+            .json()["message"]["N"]
+            == 3)
+            .then_some(())
+    })
+    .await;
+    let traffic = Traffic::start(&lb, 4);
+    let (mut admin, mut https) = (lb.admin.unwrap(), lb.https.unwrap());
+    for round in 0..3 {
+        let (to_admin, to_https) = (common::free_port(), common::free_port());
+        save_by_rename(
+            &lb.config,
+            &text(
+                &format!("127.0.0.1:{to_admin}"),
+                &format!("127.0.0.1:{to_https}"),
+            ),
+        );
+        let moved: SocketAddr = format!("127.0.0.1:{to_admin}").parse().unwrap();
+        let status = eventually(APPLIED, &format!("round {round}: admin moved"), || async {
+            if !accepts(moved) {
+                return None;
+            }
+            let status = lb.send_to(moved, "GET", "/_lb/status", b"", &[]).await;
+            (status.status == 200).then(|| status.json())
+        })
+        .await;
+        eventually(APPLIED, &format!("round {round}: https moved"), || async {
+            tokio::task::spawn_blocking({
+                let ca = ca.clone();
+                move || common::fetch_https(to_https, "localhost", &ca, "/home", "7")
+            })
+            .await
+            .unwrap()
+        })
+        .await;
+        eventually(
+            APPLIED,
+            &format!("round {round}: old addresses closed"),
+            || async { (!accepts(admin) && !accepts(https)).then_some(()) },
+        )
+        .await;
+        assert_eq!(status["config"]["last_error"], serde_json::Value::Null);
+        assert_eq!(status["tls"]["listen"], format!("127.0.0.1:{to_https}"));
+        admin = moved;
+        https = format!("127.0.0.1:{to_https}").parse().unwrap();
+    }
+    // An address something else holds: refused, the listener stays.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    save_by_rename(
+        &lb.config,
+        &text(&taken_addr.to_string(), &https.to_string()),
+    );
+    let error = eventually(APPLIED, "the refused move", || async {
+        let status = lb
+            .send_to(admin, "GET", "/_lb/status", b"", &[])
+            .await
+            .json();
+        status["config"]["last_error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        error.contains("[admin] listen")
+            && error.contains(&taken_addr.to_string())
+            && error.contains("address already in use")
+            && error.contains(&format!("still listening on {admin}")),
+        "{error}"
+    );
+    assert!(accepts(admin));
+    let answers = traffic.finish().await;
+    let failed: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(answers.len() >= 100, "only {} requests", answers.len());
+}
+
+/// The file's `listen` moves live when no `--listen` is given: the new address serves, the old
+/// one stops accepting, `/_lb/status` shows the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_traffic_listener_moves_live() {
+    let first: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let text = |addr: SocketAddr| format!("listen = \"{addr}\"\n{THREE}");
+    let lb = Lb::start_as_configured(&text(first));
+    assert_eq!(lb.addr, first);
+    eventually(APPLIED, "three replicas", || async {
+        (lb.rep().await.0 == 3).then_some(())
+    })
+    .await;
+    let mut at = first;
+    for round in 0..3 {
+        let next: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
+        save_by_rename(&lb.config, &text(next));
+        let status = eventually(APPLIED, &format!("round {round}: moved"), || async {
+            if !accepts(next) {
+                return None;
+            }
+            let answer = lb.send_to(next, "GET", "/_lb/status", b"", &[]).await;
+            (answer.status == 200).then(|| answer.json())
+        })
+        .await;
+        assert_eq!(status["listen"], next.to_string());
+        eventually(
+            APPLIED,
+            &format!("round {round}: old address closed"),
+            || async { (!accepts(at)).then_some(()) },
+        )
+        .await;
+        let home = lb.send_to(next, "GET", "/home", b"", &[]).await;
+        assert_eq!(home.status, 200, "{}", home.body);
+        at = next;
+    }
 }

@@ -252,8 +252,10 @@ async fn replacement_of_a_dead_replica_is_written_back() {
     );
 }
 
+/// `--listen` on the command line wins over the file: a save that changes `listen` moves
+/// nothing, says why in `config.last_error`, and the rest of it is applied.
 #[tokio::test(flavor = "multi_thread")]
-async fn listen_change_is_reported_as_needing_a_restart() {
+async fn a_saved_listen_does_not_move_a_listener_given_on_the_command_line() {
     let lb = Lb::start(&config(&S123, 9, "linear"));
     let text = format!(
         "listen = \"127.0.0.1:5999\"\n{}",
@@ -261,11 +263,16 @@ async fn listen_change_is_reported_as_needing_a_restart() {
     );
     std::fs::write(&lb.config, text).unwrap();
     wait_for_ring(&lb, "8 virtual nodes", |r| r["virtual_nodes"] == 8).await;
+    let error = eventually(DEADLINE, "the reason in last_error", || async {
+        let status = lb.status().await;
+        status["config"]["last_error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(error.contains("--listen 127.0.0.1:0"), "{error}");
     let status = lb.status().await;
-    assert_eq!(
-        status["config"]["needs_restart"],
-        serde_json::json!(["listen"])
-    );
+    assert_eq!(status["config"]["needs_restart"], serde_json::json!([]));
     assert_eq!(status["listen"], lb.addr.to_string());
 }
 

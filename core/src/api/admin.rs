@@ -180,8 +180,9 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let listening = shared.meta.listening.load();
     let status = Status {
-        listen: shared.meta.listen.to_string().into(),
+        listen: listening.listen.to_string().into(),
         via: Some(Via::mine().value().to_str().unwrap_or_default().into()),
         supervisor: shared.meta.supervisor.into(),
         uptime_ms: u64::try_from(shared.meta.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -191,8 +192,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
         vacancies: snapshot.vacancies.iter().map(vacancy_view).collect(),
         ring: ring_info(&snapshot),
         config: config_view(&config),
-        tls: shared
-            .meta
+        tls: listening
             .tls
             .map(|listen| tls_view(listen, &certificates, now)),
         http2: {

@@ -202,7 +202,7 @@ impl Api {
         }
         let body = read_body(req).await?;
         let mut request = parse_scale(&body, scale)?;
-        let listening = self.shared.meta.listening();
+        let listening = self.shared.meta.addresses();
         for address in &request.addresses {
             let is_local = &crate::config::own::on_this_machine;
             if let Some(own) = crate::config::own::reached_listener(address, &listening, is_local) {

@@ -537,7 +537,7 @@ impl ReplicaEntry {
 }
 
 /// What the data plane takes live from each applied configuration: the `[proxy]` settings, the
-/// access log and the TLS listener's handshake rules. The controller publishes it; the workers
+/// access log, the TLS listener's handshake rules and the listeners' addresses. The controller publishes it; the workers
 /// serve new connections (and requests) by the latest one, open connections keep theirs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FrontSettings {
@@ -551,6 +551,12 @@ pub(crate) struct FrontSettings {
     pub tls_min_version: super::tls::MinVersion,
     /// `[tls] redirect_http`.
     pub redirect_http: bool,
+    /// `listen`.
+    pub listen: SocketAddr,
+    /// `[admin] listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `[tls] listen`.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -562,6 +568,9 @@ impl Config {
             access_format: self.log.access_format,
             tls_min_version: self.tls.as_ref().map(|t| t.min_version).unwrap_or_default(),
             redirect_http: self.tls.as_ref().is_some_and(|t| t.redirect_http),
+            listen: self.listen,
+            admin_listen: self.admin.listen,
+            tls_listen: self.tls_listen(),
         }
     }
 

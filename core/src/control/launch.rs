@@ -8,14 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::net::SocketAddr;
-
 use async_trait::async_trait;
 
 use arc_swap::ArcSwap;
 
 use crate::config::{own, BackendTls, HealthCheck, HealthSection};
-use crate::state::{Backend, TlsTable};
+use crate::state::{Backend, Listening, TlsTable};
 
 use super::probe::{ProbeError, Prober};
 use super::supervisor::{Handle, ReplicaSpec, Started, Supervisor, SupervisorError};
@@ -200,9 +198,9 @@ impl Heartbeats for Prober {
 pub(crate) struct Launcher {
     pub(crate) supervisor: Arc<dyn Supervisor>,
     pub(crate) prober: Arc<dyn Heartbeats>,
-    /// Where `lb` itself listens ([`crate::state::Meta::listening`]): a backend by address
-    /// that resolves to one of these is refused.
-    pub(crate) listening: Vec<SocketAddr>,
+    /// Where `lb` itself listens now ([`crate::state::Meta::listening`]): a backend by
+    /// address that resolves to one of these is refused.
+    pub(crate) listening: Arc<ArcSwap<Listening>>,
     /// The TLS settings of the backends by address with `tls = true`, by their configured
     /// `HOST:PORT` (published by the controller when it applies a configuration).
     pub(crate) tls: Arc<ArcSwap<TlsTable>>,
@@ -270,7 +268,8 @@ impl Launcher {
         address: &str,
     ) -> Result<String, LaunchError> {
         let resolved = resolve(hostname, address).await?;
-        if own::reached_listener(&resolved, &self.listening, &own::on_this_machine).is_some() {
+        let listening = self.listening.load().all();
+        if own::reached_listener(&resolved, &listening, &own::on_this_machine).is_some() {
             return Err(LaunchError::Itself {
                 hostname: hostname.to_owned(),
                 address: address.to_owned(),

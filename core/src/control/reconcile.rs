@@ -107,21 +107,19 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
         })
         .collect();
     let mut needs_restart = Vec::new();
-    if desired.listen != startup.listen {
-        needs_restart.push("listen");
-    }
     if desired.supervisor != startup.supervisor {
         needs_restart.push("supervisor");
     }
-    // Every other `[proxy]` setting, `[log]`, `[plugins]`, the admin token and the TLS
-    // handshake rules are live (`Config::front`, the controller's `apply`).
+    // Every other `[proxy]` setting, `[log]`, `[plugins]`, the admin token, the TLS handshake
+    // rules and the listeners' addresses are live (`Config::front`, the controller's `apply`);
+    // a listener that appears or goes away is not.
     if desired.proxy.workers != startup.proxy.workers {
         needs_restart.push("proxy.workers");
     }
-    if desired.admin.listen != startup.admin.listen {
+    if desired.admin.listen.is_some() != startup.admin.listen.is_some() {
         needs_restart.push("admin.listen");
     }
-    if desired.tls_listen() != startup.tls_listen() {
+    if desired.tls_listen().is_some() != startup.tls_listen().is_some() {
         needs_restart.push("tls.listen");
     }
     Plan {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use http::{Method, Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -17,6 +18,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use super::body::ProxyBody;
 use super::downstream::{self, Activity, ClientIo, ClientStream, Verdict, Watchdog};
@@ -26,6 +28,7 @@ use super::key::Peer;
 use super::live::Live;
 use super::observe::{Exchange, Observation, Recorder};
 use super::proxy::{error_response, Proxy};
+use super::sockets::Bound;
 use super::tls::ConnTls;
 use crate::api::{self, Access, Api, ApiError};
 use crate::control::ControllerHandle;
@@ -82,6 +85,8 @@ pub(crate) struct Seed {
     pub(crate) access: Access,
     /// Whether requests for other paths are proxied (false on the admin address).
     pub(crate) proxies: bool,
+    /// Which listeners' sockets it serves.
+    pub(crate) role: Role,
     /// The worker's counters (kept across settings changes).
     pub(crate) metrics: Arc<WorkerMetrics>,
 }
@@ -192,22 +197,108 @@ async fn acme_answer(certs: &CertStore, token: &str) -> Response<ProxyBody> {
     response
 }
 
-/// Accept connections on `listener` (and the TLS listener `tls`) and serve them with an [`App`]
-/// built by `seed` from the latest `live` settings (open connections keep the one they started
-/// with) until `stop` holds a drain time; then stop accepting, let every connection finish the
-/// request it is on (idle keep-alive connections close at once), and return when all are done
-/// or the drain time has passed.
+/// Which listener sockets a worker serves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    /// Traffic worker `i`: socket `i` of `listen` and of `[tls] listen`.
+    Traffic(usize),
+    /// The `[admin] listen` thread.
+    Admin,
+}
+
+impl Role {
+    /// Its plain listener's set in `live`.
+    fn plain(self, live: &Live) -> Option<&Arc<Bound>> {
+        match self {
+            Role::Traffic(_) => Some(&live.listeners.plain),
+            Role::Admin => live.listeners.admin.as_ref(),
+        }
+    }
+
+    /// Its TLS listener's set in `live`.
+    fn tls(self, live: &Live) -> Option<&Arc<Bound>> {
+        match self {
+            Role::Traffic(_) => live.listeners.tls.as_ref(),
+            Role::Admin => None,
+        }
+    }
+
+    /// Its own socket of `bound`, ready for the worker's runtime.
+    fn socket(self, bound: &Bound) -> std::io::Result<TcpListener> {
+        let index = match self {
+            Role::Traffic(i) => i,
+            Role::Admin => 0,
+        };
+        TcpListener::from_std(bound.socket(index)?)
+    }
+}
+
+/// A listener a worker accepts on, and the set its socket is of.
+struct Accepting {
+    bound: Arc<Bound>,
+    listener: TcpListener,
+}
+
+impl Accepting {
+    /// The worker's socket of `bound`.
+    fn take(role: Role, bound: &Arc<Bound>) -> std::io::Result<Accepting> {
+        Ok(Accepting {
+            bound: Arc::clone(bound),
+            listener: role.socket(bound)?,
+        })
+    }
+
+    /// Move to `next` if it is another set (a moved listener); hand back the old listener, to
+    /// take what its queue holds and then close.
+    fn follow(&mut self, role: Role, next: Option<&Arc<Bound>>) -> Option<TcpListener> {
+        let next = next.filter(|next| !Arc::ptr_eq(next, &self.bound))?;
+        match Accepting::take(role, next) {
+            Ok(moved) => Some(std::mem::replace(self, moved).listener),
+            Err(e) => {
+                tracing::error!(error = %e, address = %next.local, "worker cannot use its new socket");
+                None
+            }
+        }
+    }
+}
+
+/// Accept connections on the worker's sockets of its listeners in `live` (its `seed.role`) and
+/// serve them with an [`App`] built by `seed` from the latest `live` settings (open
+/// connections keep the one they started with, and move after their next answer) until `stop`
+/// holds a drain time; then stop accepting, let every connection finish the request it is on
+/// (idle keep-alive connections close at once), and return when all are done or the drain time
+/// has passed. A moved listener: the worker accepts on the new socket, takes the connections
+/// already queued on the old one, and closes it.
 ///
 /// On a traffic listener at most [`Live::per_worker`] connections are open at once: beyond it
 /// nothing is accepted (clients wait in the kernel's queue) until one closes.
 pub(crate) async fn serve(
-    listener: TcpListener,
-    tls: Option<TcpListener>,
     seed: Seed,
     mut live: watch::Receiver<Arc<Live>>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
     let mut settings = Arc::clone(&live.borrow_and_update());
+    let role = seed.role;
+    let taken = role
+        .plain(&settings)
+        .map(|bound| Accepting::take(role, bound))
+        .transpose()
+        .and_then(|plain| {
+            let tls = role
+                .tls(&settings)
+                .map(|bound| Accepting::take(role, bound))
+                .transpose()?;
+            Ok((plain, tls))
+        });
+    let (Some(mut plain), mut tls) = (match taken {
+        Ok(taken) => taken,
+        Err(e) => {
+            tracing::error!(error = %e, "worker cannot use its socket");
+            return;
+        }
+    }) else {
+        return;
+    };
     let mut app = seed.app(&settings);
     let mut connections = tokio::task::JoinSet::new();
     let mut following = true;
@@ -217,45 +308,42 @@ pub(crate) async fn serve(
         let full = limit.is_some_and(|limit| connections.len() >= limit);
         let acceptor = settings.acceptor.as_ref().filter(|_| tls.is_some());
         tokio::select! {
-            accepted = listener.accept(), if !full => match accepted {
+            accepted = plain.listener.accept(), if !full => match accepted {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(plain(stream, remote, Arc::clone(&app), stop.clone()));
+                    connections.spawn(plain_connection(stream, remote, Arc::clone(&app), stop.clone()));
                 }
                 Err(e) => accept_failed(&e).await,
             },
             accepted = accept_tls(tls.as_ref()), if !full && acceptor.is_some() => match (accepted, acceptor) {
                 (Ok((stream, remote)), Some(acceptor)) => {
-                    let acceptor = acceptor.clone();
-                    let app = Arc::clone(&app);
-                    let stop = stop.clone();
-                    connections.spawn(async move {
-                        let accepted = tokio::time::Instant::now();
-                        let counters = app.recorder.metrics.tls();
-                        let shaken = super::tls::handshake(&acceptor, stream, app.header_timeout, counters).await;
-                        match shaken {
-                            // ALPN chose HTTP/2.
-                            Some((stream, info)) if info.h2 => {
-                                connection_h2(stream, remote, app, stop, Some(info), accepted).await;
-                            }
-                            Some((stream, info)) => {
-                                connection(stream, remote, app, stop, Some(info), accepted).await;
-                            }
-                            None => {}
-                        }
-                    });
+                    connections.spawn(tls_connection(stream, remote, acceptor.clone(), Arc::clone(&app), stop.clone()));
                 }
                 (Err(e), _) => accept_failed(&e).await,
                 (Ok(_), None) => {}
             },
             // Reap finished connections as they end.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            // New settings: new connections are served by an app built from them.
+            // New settings: new connections are served by an app built from them, on the
+            // listeners' new sockets if they moved.
             changed = live.changed(), if following => match changed {
                 Ok(()) => {
                     settings = Arc::clone(&live.borrow_and_update());
                     app.retire();
                     app = seed.app(&settings);
+                    if let Some(old) = plain.follow(role, role.plain(&settings)) {
+                        while let Some(Ok((stream, remote))) = old.accept().now_or_never() {
+                            let _ = stream.set_nodelay(true);
+                            connections.spawn(plain_connection(stream, remote, Arc::clone(&app), stop.clone()));
+                        }
+                    }
+                    if let Some(tls) = &mut tls {
+                        if let Some(old) = tls.follow(role, role.tls(&settings)) {
+                            while let (Some(Ok((stream, remote))), Some(acceptor)) = (old.accept().now_or_never(), &settings.acceptor) {
+                                connections.spawn(tls_connection(stream, remote, acceptor.clone(), Arc::clone(&app), stop.clone()));
+                            }
+                        }
+                    }
                 }
                 Err(_) => following = false,
             },
@@ -266,7 +354,7 @@ pub(crate) async fn serve(
             },
         }
     };
-    drop(listener);
+    drop(plain);
     drop(tls);
     let drained = tokio::time::timeout(drain, async {
         while connections.join_next().await.is_some() {}
@@ -280,10 +368,34 @@ pub(crate) async fn serve(
     }
 }
 
+/// Serve a connection of the TLS listener: its handshake (within the header timeout), then
+/// HTTP/2 or HTTP/1.1 as ALPN settled.
+async fn tls_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Arc<App>,
+    stop: watch::Receiver<Option<Duration>>,
+) {
+    let accepted = tokio::time::Instant::now();
+    let counters = app.recorder.metrics.tls();
+    let shaken = super::tls::handshake(&acceptor, stream, app.header_timeout, counters).await;
+    match shaken {
+        // ALPN chose HTTP/2.
+        Some((stream, info)) if info.h2 => {
+            connection_h2(stream, remote, app, stop, Some(info), accepted).await;
+        }
+        Some((stream, info)) => {
+            connection(stream, remote, app, stop, Some(info), accepted).await;
+        }
+        None => {}
+    }
+}
+
 /// The next connection on the TLS listener, if there is one (never ready otherwise).
-async fn accept_tls(tls: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+async fn accept_tls(tls: Option<&Accepting>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match tls {
-        Some(listener) => listener.accept().await,
+        Some(tls) => tls.listener.accept().await,
         None => std::future::pending().await,
     }
 }
@@ -402,7 +514,7 @@ async fn connection<S: ClientIo>(
 /// with prior knowledge), else HTTP/1.1. The bytes read to tell are given back to the
 /// protocol's parser ([`h2::sniff`]: no extra read for HTTP/1.1); a client that sends nothing
 /// within the header timeout is closed without an answer.
-async fn plain(
+async fn plain_connection(
     stream: TcpStream,
     remote: SocketAddr,
     app: Arc<App>,

@@ -17,11 +17,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::access::{AccessLog, AccessLogError, Sink};
+use super::sockets::Bound;
 use super::tls::TlsSetupError;
 use crate::config::tls::MinVersion;
 use crate::config::{AccessFormat, AccessTarget, FrontSettings, ProxySection};
 use crate::control::{Command, ControllerHandle};
-use crate::state::Shared;
+use crate::state::{Listening, Shared};
 
 /// Descriptors kept for everything but connections and replicas: the standard streams, the
 /// configuration file and its watcher, the access log, the runtimes' event loops and signals,
@@ -53,6 +54,39 @@ pub(crate) fn connection_limit(max_connections: usize, open_files: u64, reserved
     }
 }
 
+/// A new set of `count` sockets for the listener `what` when its address changed from
+/// `bound`'s to `wanted` (bound before the old one is let go); `None` when it did not change or
+/// could not be bound (said to `controller`: the old address stays).
+fn rebind(
+    what: &str,
+    bound: &Bound,
+    wanted: SocketAddr,
+    count: usize,
+    controller: &ControllerHandle,
+) -> Option<Arc<Bound>> {
+    if wanted == bound.requested {
+        return None;
+    }
+    match Bound::bind(wanted, count) {
+        Ok(moved) => {
+            tracing::info!(
+                from = %bound.local,
+                to = %moved.local,
+                "configuration change: {what} moved (the old address stops accepting; its \
+                 connections finish)"
+            );
+            Some(Arc::new(moved))
+        }
+        Err(e) => {
+            controller.send(Command::FrontRefused(format!(
+                "{what}: {e}; still listening on {}",
+                bound.local
+            )));
+            None
+        }
+    }
+}
+
 /// What the workers serve new connections by.
 #[derive(Clone)]
 pub(crate) struct Live {
@@ -66,6 +100,31 @@ pub(crate) struct Live {
     pub(crate) acceptor: Option<TlsAcceptor>,
     /// `[tls] redirect_http` on: the TLS listener's address plain requests are sent to (308).
     pub(crate) redirect: Option<SocketAddr>,
+    /// The listeners' sockets: a worker takes its own from each; a moved listener is a new
+    /// set.
+    pub(crate) listeners: Listeners,
+}
+
+/// The listening sockets of every listener.
+#[derive(Debug, Clone)]
+pub(crate) struct Listeners {
+    /// `listen`'s, one per traffic worker.
+    pub(crate) plain: Arc<Bound>,
+    /// `[tls] listen`'s, one per traffic worker, if `[tls]` is on.
+    pub(crate) tls: Option<Arc<Bound>>,
+    /// `[admin] listen`'s (one), if set.
+    pub(crate) admin: Option<Arc<Bound>>,
+}
+
+impl Listeners {
+    /// Where they listen.
+    fn addresses(&self) -> Listening {
+        Listening {
+            listen: self.plain.local,
+            admin: self.admin.as_ref().map(|b| b.local),
+            tls: self.tls.as_ref().map(|b| b.local),
+        }
+    }
 }
 
 /// Why the data plane could not start with its first settings.
@@ -100,13 +159,17 @@ pub(crate) enum FrontCommand {
     Stop(oneshot::Sender<Vec<AccessLog>>),
 }
 
-/// The follower of the controller's [`FrontSettings`]: owns the access logs and the acceptor,
-/// publishes [`Live`]s.
+/// The follower of the controller's [`FrontSettings`]: owns the access logs, the acceptor and
+/// the listeners' sockets, publishes [`Live`]s.
 pub(crate) struct Front {
     shared: Arc<Shared>,
     descriptors: Descriptors,
-    /// The TLS listener's address, if there is one (the redirect's target).
-    tls_listener: Option<SocketAddr>,
+    /// The listeners, bound.
+    listeners: Listeners,
+    /// `--listen` given on the command line: it wins over the file's `listen`.
+    listen_override: Option<SocketAddr>,
+    /// The `max_connections` the open-files limit last lowered (said once).
+    lowered: Option<usize>,
     /// The settings the current [`Live`] was built from.
     settings: FrontSettings,
     /// The access log in use, and what it was started for.
@@ -120,16 +183,17 @@ pub(crate) struct Front {
 }
 
 impl Front {
-    /// The data plane's first settings, from `settings`; the workers follow the receiver.
-    /// `tls_listener`: the TLS listener's address, when `[tls]` is on.
+    /// The data plane's first settings, from `settings`, over the `listeners` bound at start
+    /// (`listen_override`: `--listen`, if given); the workers follow the receiver.
     pub(crate) fn start(
         settings: FrontSettings,
         descriptors: Descriptors,
-        tls_listener: Option<SocketAddr>,
+        listeners: Listeners,
+        listen_override: Option<SocketAddr>,
         shared: &Arc<Shared>,
     ) -> Result<(Front, watch::Receiver<Arc<Live>>), FrontError> {
         let access = AccessLog::start(&settings.access_target, settings.access_format, shared)?;
-        let acceptor = match tls_listener {
+        let acceptor = match &listeners.tls {
             Some(_) => Some((
                 super::tls::acceptor(Arc::clone(&shared.certs), settings.tls_min_version)?,
                 settings.tls_min_version,
@@ -139,7 +203,8 @@ impl Front {
         let mut front = Front {
             shared: Arc::clone(shared),
             descriptors,
-            tls_listener,
+            listen_override,
+            lowered: None,
             access_for: (settings.access_target.clone(), settings.access_format),
             settings,
             access,
@@ -151,15 +216,18 @@ impl Front {
                 access: None,
                 acceptor: None,
                 redirect: None,
+                listeners: listeners.clone(),
             })),
+            listeners,
         };
         front.publish();
         let rx = front.live.subscribe();
         Ok((front, rx))
     }
 
-    /// The effective `[proxy] max_connections` (logged when the open-files limit lowers it).
-    fn limited(&self, mut proxy: ProxySection) -> ProxySection {
+    /// The effective `[proxy] max_connections` (logged when the open-files limit lowers a value
+    /// it did not lower before).
+    fn limited(&mut self, mut proxy: ProxySection) -> ProxySection {
         let Descriptors {
             open_files,
             reserved,
@@ -167,7 +235,8 @@ impl Front {
         } = self.descriptors;
         if let Some(open_files) = open_files {
             let allowed = connection_limit(proxy.max_connections, open_files, reserved);
-            if allowed != proxy.max_connections {
+            if allowed != proxy.max_connections && self.lowered != Some(proxy.max_connections) {
+                self.lowered = Some(proxy.max_connections);
                 tracing::warn!(
                     max_connections = proxy.max_connections,
                     allowed,
@@ -176,8 +245,8 @@ impl Front {
                     "max_connections lowered to what the open files limit allows \
                      (two per connection, the reserve for replicas, listeners and files)"
                 );
-                proxy.max_connections = allowed;
             }
+            proxy.max_connections = allowed;
         }
         proxy
     }
@@ -195,7 +264,13 @@ impl Front {
             per_worker,
             access: self.access.as_ref().and_then(AccessLog::sink),
             acceptor: self.acceptor.as_ref().map(|(a, _)| a.clone()),
-            redirect: self.tls_listener.filter(|_| self.settings.redirect_http),
+            redirect: self
+                .listeners
+                .tls
+                .as_ref()
+                .map(|b| b.local)
+                .filter(|_| self.settings.redirect_http),
+            listeners: self.listeners.clone(),
         };
         self.live.send_replace(Arc::new(live));
     }
@@ -232,8 +307,66 @@ impl Front {
                 }
             }
         }
+        self.move_listeners(&settings, controller);
         self.settings = settings;
         self.publish();
+    }
+
+    /// Bind the listeners whose address `settings` change, before the workers leave the old
+    /// ones; one that cannot be bound keeps its old address and is said to `controller`. (A
+    /// listener that appears or goes away waits for a restart: `config.needs_restart`.)
+    fn move_listeners(&mut self, settings: &FrontSettings, controller: &ControllerHandle) {
+        let before = self.listeners.addresses();
+        let workers = self.descriptors.traffic_workers;
+        match self.listen_override {
+            Some(given) if settings.listen != self.settings.listen => {
+                controller.send(Command::FrontRefused(format!(
+                    "listen: --listen {given} on the command line wins over the file's listen = \
+                     \"{}\"; still listening on {}",
+                    settings.listen, self.listeners.plain.local
+                )));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(moved) = rebind(
+                    "listen",
+                    &self.listeners.plain,
+                    settings.listen,
+                    workers,
+                    controller,
+                ) {
+                    self.listeners.plain = moved;
+                }
+            }
+        }
+        if let (Some(bound), Some(wanted)) = (&self.listeners.admin, settings.admin_listen) {
+            if let Some(moved) = rebind("[admin] listen", bound, wanted, 1, controller) {
+                self.listeners.admin = Some(moved);
+            }
+        }
+        if let (Some(bound), Some(wanted)) = (&self.listeners.tls, settings.tls_listen) {
+            if let Some(moved) = rebind("[tls] listen", bound, wanted, workers, controller) {
+                self.listeners.tls = Some(moved);
+            }
+        }
+        let after = self.listeners.addresses();
+        if after != before {
+            self.shared.meta.listening.store(Arc::new(after));
+            // Scripts and tests read the addresses from these lines, as at start.
+            if after.admin != before.admin {
+                if let Some(addr) = after.admin {
+                    println!("lb admin on http://{addr}");
+                }
+            }
+            if after.tls != before.tls {
+                if let Some(addr) = after.tls {
+                    println!("lb listening on https://{addr}");
+                }
+            }
+            if after.listen != before.listen {
+                println!("lb listening on http://{}", after.listen);
+            }
+        }
     }
 
     /// Follow `settings` (the controller's) until told to stop; `commands`: SIGHUP's reopen

@@ -29,6 +29,7 @@ pub(crate) mod key;
 pub(crate) mod live;
 pub(crate) mod observe;
 pub(crate) mod proxy;
+pub(crate) mod sockets;
 pub(crate) mod tls;
 pub(crate) mod tunnel;
 pub(crate) mod upstream;

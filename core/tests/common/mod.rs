@@ -137,6 +137,17 @@ impl Lb {
         Lb::spawn(command, Some(dir), path)
     }
 
+    /// [`Lb::start`] without `--listen 127.0.0.1:0`: `lb` listens where the file says (the
+    /// file's `listen` then moves live).
+    pub fn start_as_configured(config: &str) -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
+        command.arg("--config").arg(&path);
+        Lb::spawn_with(command, Some(dir), path, false)
+    }
+
     /// [`Lb::start`] with extra environment variables (e.g. `LB_FAILPOINTS`, `DOCKER_HOST`).
     pub fn start_with_env<V: AsRef<std::ffi::OsStr>>(config: &str, env: &[(&str, V)]) -> Lb {
         let dir = tempfile::tempdir().unwrap();
@@ -206,10 +217,21 @@ impl Lb {
         None
     }
 
-    fn spawn(mut command: Command, dir: Option<tempfile::TempDir>, path: PathBuf) -> Lb {
+    fn spawn(command: Command, dir: Option<tempfile::TempDir>, path: PathBuf) -> Lb {
+        Lb::spawn_with(command, dir, path, true)
+    }
+
+    /// Run `command` (with `--listen 127.0.0.1:0` when `any_port`) and wait until it listens.
+    fn spawn_with(
+        mut command: Command,
+        dir: Option<tempfile::TempDir>,
+        path: PathBuf,
+        any_port: bool,
+    ) -> Lb {
+        if any_port {
+            command.arg("--listen").arg("127.0.0.1:0");
+        }
         let mut child = command
-            .arg("--listen")
-            .arg("127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -349,7 +349,7 @@ impl Controller {
             launcher: Launcher {
                 supervisor,
                 prober: heartbeats,
-                listening: shared.meta.listening(),
+                listening: Arc::clone(&shared.meta.listening),
                 tls: Arc::new(ArcSwap::from_pointee(tls_by_address(config))),
             },
             launching: BTreeSet::new(),

@@ -187,9 +187,11 @@ impl Rig {
             created_from: None,
         };
         let meta = Meta {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
-            admin: None,
-            tls: None,
+            listening: Arc::new(arc_swap::ArcSwap::from_pointee(crate::state::Listening {
+                listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
+                admin: None,
+                tls: None,
+            })),
             supervisor: "fake",
             started: std::time::Instant::now(),
             workers: 1,
