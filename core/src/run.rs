@@ -280,8 +280,8 @@ async fn serve(options: Options) -> Result<(), Error> {
     .map_err(setup("the data plane's settings"))?;
     let (front_tx, front_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(front.follow(controller_front, handle.clone(), front_rx));
-    let workers = Workers::start(&live, traffic_workers, &shared, &handle)
-        .map_err(setup("the worker threads"))?;
+    let workers = Workers::start(&live, &shared, &handle).map_err(setup("the worker threads"))?;
+    tokio::spawn(Arc::clone(&workers).follow());
     if let Some(addr) = addresses.admin {
         println!("lb admin on http://{addr}");
     }

@@ -432,3 +432,60 @@ async fn the_traffic_listener_moves_live() {
         at = next;
     }
 }
+
+/// The indexes of `lb`'s traffic worker threads (named `lb-worker-N`), from `/proc`.
+fn worker_threads(pid: u32) -> Vec<usize> {
+    let mut found: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| {
+                    let comm = std::fs::read_to_string(task.ok()?.path().join("comm")).ok()?;
+                    comm.trim().strip_prefix("lb-worker-")?.parse().ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_unstable();
+    found
+}
+
+/// `[proxy] workers` changes live under traffic: more start at once; fewer stop once their
+/// connections are done (each moves after its next answer; an idle one closes by the idle
+/// timeout); no request fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_start_and_stop_live_under_traffic() {
+    let text = |workers: usize| {
+        format!("[proxy]\nworkers = {workers}\nclient_idle_timeout_ms = 2000\n{THREE}")
+    };
+    let lb = Arc::new(Lb::start(&text(1)));
+    eventually(APPLIED, "three replicas", || async {
+        (lb.rep().await.0 == 3).then_some(())
+    })
+    .await;
+    assert_eq!(worker_threads(lb.pid()), vec![0]);
+    let traffic = Traffic::start(&lb, 4);
+    for workers in [3, 2, 1, 4, 2] {
+        save_by_rename(&lb.config, &text(workers));
+        let wanted: Vec<usize> = (0..workers).collect();
+        eventually(
+            Duration::from_secs(20),
+            &format!("{workers} workers"),
+            || async { (worker_threads(lb.pid()) == wanted).then_some(()) },
+        )
+        .await;
+        // Each worker still there takes connections: a new one is answered.
+        assert_eq!(get_fresh(&lb, "/home"), "HTTP/1.1 200 OK");
+    }
+    let answers = traffic.finish().await;
+    let failed: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(answers.len() >= 100, "only {} requests", answers.len());
+    let status = lb.status().await;
+    assert_eq!(status["config"]["needs_restart"], serde_json::json!([]));
+    assert_eq!(status["config"]["last_error"], serde_json::Value::Null);
+}

@@ -110,12 +110,9 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
     if desired.supervisor != startup.supervisor {
         needs_restart.push("supervisor");
     }
-    // Every other `[proxy]` setting, `[log]`, `[plugins]`, the admin token, the TLS handshake
-    // rules and the listeners' addresses are live (`Config::front`, the controller's `apply`);
+    // `[proxy]` (workers too), `[log]`, `[plugins]`, the admin token, the TLS handshake rules
+    // and the listeners' addresses are live (`Config::front`, the controller's `apply`);
     // a listener that appears or goes away is not.
-    if desired.proxy.workers != startup.proxy.workers {
-        needs_restart.push("proxy.workers");
-    }
     if desired.admin.listen.is_some() != startup.admin.listen.is_some() {
         needs_restart.push("admin.listen");
     }

@@ -200,7 +200,8 @@ async fn acme_answer(certs: &CertStore, token: &str) -> Response<ProxyBody> {
 /// Which listener sockets a worker serves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Role {
-    /// Traffic worker `i`: socket `i` of `listen` and of `[tls] listen`.
+    /// Traffic worker `i`: socket `i` of `listen` and of `[tls] listen` (and those of stopped
+    /// workers, shared out: see [`Accepting`]).
     Traffic(usize),
     /// The `[admin] listen` thread.
     Admin,
@@ -223,42 +224,112 @@ impl Role {
         }
     }
 
-    /// Its own socket of `bound`, ready for the worker's runtime.
-    fn socket(self, bound: &Bound) -> std::io::Result<TcpListener> {
-        let index = match self {
-            Role::Traffic(i) => i,
-            Role::Admin => 0,
-        };
-        TcpListener::from_std(bound.socket(index)?)
+    /// The indexes of a set of `len` sockets it serves when `workers` traffic workers run:
+    /// its own, and every `workers`-th after it (the sockets of workers that were stopped are
+    /// never closed while clients may be queued on them: they are shared out).
+    fn indexes(self, len: usize, workers: usize) -> Vec<usize> {
+        match self {
+            Role::Traffic(i) => (i..len).step_by(workers.max(1)).collect(),
+            Role::Admin => vec![0],
+        }
     }
 }
 
-/// A listener a worker accepts on, and the set its socket is of.
+/// The sockets of one listener a worker accepts on, and the set they are of.
 struct Accepting {
     bound: Arc<Bound>,
-    listener: TcpListener,
+    /// The indexes in `bound` it serves, with their sockets.
+    sockets: Vec<(usize, TcpListener)>,
+    /// Where the next accept starts looking: each socket gets its turn.
+    next: usize,
 }
 
 impl Accepting {
-    /// The worker's socket of `bound`.
-    fn take(role: Role, bound: &Arc<Bound>) -> std::io::Result<Accepting> {
+    /// The sockets of `bound` that `role` serves when `workers` traffic workers run.
+    fn take(role: Role, bound: &Arc<Bound>, workers: usize) -> std::io::Result<Accepting> {
+        let sockets = role
+            .indexes(bound.len(), workers)
+            .into_iter()
+            .map(|k| Ok((k, TcpListener::from_std(bound.socket(k)?)?)))
+            .collect::<std::io::Result<_>>()?;
         Ok(Accepting {
             bound: Arc::clone(bound),
-            listener: role.socket(bound)?,
+            sockets,
+            next: 0,
         })
     }
 
-    /// Move to `next` if it is another set (a moved listener); hand back the old listener, to
-    /// take what its queue holds and then close.
-    fn follow(&mut self, role: Role, next: Option<&Arc<Bound>>) -> Option<TcpListener> {
-        let next = next.filter(|next| !Arc::ptr_eq(next, &self.bound))?;
-        match Accepting::take(role, next) {
-            Ok(moved) => Some(std::mem::replace(self, moved).listener),
+    /// Follow the listener's set in new settings, `next`, with `workers` traffic workers. The
+    /// same set: take the sockets now this worker's and let go of the others (another worker
+    /// takes them; the set keeps them open). Another set (the listener moved, or grew): take
+    /// its sockets and hand back the old ones, to take what their queues hold before they are
+    /// let go.
+    fn follow(
+        &mut self,
+        role: Role,
+        next: Option<&Arc<Bound>>,
+        workers: usize,
+    ) -> Vec<TcpListener> {
+        let Some(next) = next else {
+            return Vec::new();
+        };
+        if Arc::ptr_eq(next, &self.bound) {
+            let wanted = role.indexes(next.len(), workers);
+            if self
+                .sockets
+                .iter()
+                .map(|(k, _)| *k)
+                .eq(wanted.iter().copied())
+            {
+                return Vec::new();
+            }
+            let mut kept: Vec<(usize, TcpListener)> = std::mem::take(&mut self.sockets)
+                .into_iter()
+                .filter(|(k, _)| wanted.contains(k))
+                .collect();
+            for k in wanted {
+                if kept.iter().any(|(j, _)| *j == k) {
+                    continue;
+                }
+                match next.socket(k).and_then(TcpListener::from_std) {
+                    Ok(listener) => kept.push((k, listener)),
+                    Err(e) => tracing::error!(error = %e, "worker cannot take a socket"),
+                }
+            }
+            kept.sort_unstable_by_key(|(k, _)| *k);
+            self.sockets = kept;
+            return Vec::new();
+        }
+        match Accepting::take(role, next, workers) {
+            Ok(moved) => std::mem::replace(self, moved)
+                .sockets
+                .into_iter()
+                .map(|(_, listener)| listener)
+                .collect(),
             Err(e) => {
-                tracing::error!(error = %e, address = %next.local, "worker cannot use its new socket");
-                None
+                tracing::error!(error = %e, address = %next.local, "worker cannot use its new sockets");
+                Vec::new()
             }
         }
+    }
+
+    /// The next connection on any of its sockets (never ready without one).
+    async fn accept(&mut self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        let count = self.sockets.len();
+        if count == 0 {
+            return std::future::pending().await;
+        }
+        std::future::poll_fn(|cx| {
+            for step in 0..count {
+                let k = (self.next + step) % count;
+                if let std::task::Poll::Ready(accepted) = self.sockets[k].1.poll_accept(cx) {
+                    self.next = (k + 1) % count;
+                    return std::task::Poll::Ready(accepted);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 }
 
@@ -272,21 +343,26 @@ impl Accepting {
 ///
 /// On a traffic listener at most [`Live::per_worker`] connections are open at once: beyond it
 /// nothing is accepted (clients wait in the kernel's queue) until one closes.
+///
+/// A traffic worker whose index the settings no longer have (`[proxy] workers` lowered) stops
+/// accepting (the others take its sockets, and what is queued on them) and returns
+/// [`Ended::Retired`] once its connections are done (they move after their next answer, as on
+/// any change).
 pub(crate) async fn serve(
     seed: Seed,
     mut live: watch::Receiver<Arc<Live>>,
     mut stop: watch::Receiver<Option<Duration>>,
-) {
+) -> Ended {
     let mut settings = Arc::clone(&live.borrow_and_update());
     let role = seed.role;
     let taken = role
         .plain(&settings)
-        .map(|bound| Accepting::take(role, bound))
+        .map(|bound| Accepting::take(role, bound, settings.workers))
         .transpose()
         .and_then(|plain| {
             let tls = role
                 .tls(&settings)
-                .map(|bound| Accepting::take(role, bound))
+                .map(|bound| Accepting::take(role, bound, settings.workers))
                 .transpose()?;
             Ok((plain, tls))
         });
@@ -294,10 +370,10 @@ pub(crate) async fn serve(
         Ok(taken) => taken,
         Err(e) => {
             tracing::error!(error = %e, "worker cannot use its socket");
-            return;
+            return Ended::Stopped;
         }
     }) else {
-        return;
+        return Ended::Stopped;
     };
     let mut app = seed.app(&settings);
     let mut connections = tokio::task::JoinSet::new();
@@ -308,14 +384,14 @@ pub(crate) async fn serve(
         let full = limit.is_some_and(|limit| connections.len() >= limit);
         let acceptor = settings.acceptor.as_ref().filter(|_| tls.is_some());
         tokio::select! {
-            accepted = plain.listener.accept(), if !full => match accepted {
+            accepted = plain.accept(), if !full => match accepted {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
                     connections.spawn(plain_connection(stream, remote, Arc::clone(&app), stop.clone()));
                 }
                 Err(e) => accept_failed(&e).await,
             },
-            accepted = accept_tls(tls.as_ref()), if !full && acceptor.is_some() => match (accepted, acceptor) {
+            accepted = accept_tls(tls.as_mut()), if !full && acceptor.is_some() => match (accepted, acceptor) {
                 (Ok((stream, remote)), Some(acceptor)) => {
                     connections.spawn(tls_connection(stream, remote, acceptor.clone(), Arc::clone(&app), stop.clone()));
                 }
@@ -331,14 +407,19 @@ pub(crate) async fn serve(
                     settings = Arc::clone(&live.borrow_and_update());
                     app.retire();
                     app = seed.app(&settings);
-                    if let Some(old) = plain.follow(role, role.plain(&settings)) {
+                    if matches!(role, Role::Traffic(i) if i >= settings.workers) {
+                        // No longer wanted: the other workers take its sockets (and what is
+                        // queued on them); it finishes its connections.
+                        break None;
+                    }
+                    for old in plain.follow(role, role.plain(&settings), settings.workers) {
                         while let Some(Ok((stream, remote))) = old.accept().now_or_never() {
                             let _ = stream.set_nodelay(true);
                             connections.spawn(plain_connection(stream, remote, Arc::clone(&app), stop.clone()));
                         }
                     }
                     if let Some(tls) = &mut tls {
-                        if let Some(old) = tls.follow(role, role.tls(&settings)) {
+                        for old in tls.follow(role, role.tls(&settings), settings.workers) {
                             while let (Some(Ok((stream, remote))), Some(acceptor)) = (old.accept().now_or_never(), &settings.acceptor) {
                                 connections.spawn(tls_connection(stream, remote, acceptor.clone(), Arc::clone(&app), stop.clone()));
                             }
@@ -348,14 +429,28 @@ pub(crate) async fn serve(
                 Err(_) => following = false,
             },
             changed = stop.changed() => match (changed, *stop.borrow()) {
-                (Ok(()), Some(drain)) => break drain,
+                (Ok(()), Some(drain)) => break Some(drain),
                 (Ok(()), None) => {}
-                (Err(_), _) => break Duration::ZERO,
+                (Err(_), _) => break Some(Duration::ZERO),
             },
         }
     };
     drop(plain);
     drop(tls);
+    let (drain, ended) = match drain {
+        Some(drain) => (drain, Ended::Stopped),
+        None => {
+            // Retired: its connections end by themselves, unless lb stops meanwhile.
+            let stopping = tokio::select! {
+                () = async { while connections.join_next().await.is_some() {} } => None,
+                stopping = stop.wait_for(Option::is_some) => stopping.ok().and_then(|d| *d),
+            };
+            match stopping {
+                None => return Ended::Retired,
+                Some(drain) => (drain, Ended::Retired),
+            }
+        }
+    };
     let drained = tokio::time::timeout(drain, async {
         while connections.join_next().await.is_some() {}
     })
@@ -366,6 +461,16 @@ pub(crate) async fn serve(
             "drain time over: closing connections with requests still in flight"
         );
     }
+    ended
+}
+
+/// Why a worker stopped serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// lb stops (or the worker could not start).
+    Stopped,
+    /// The settings no longer want it (`[proxy] workers` lowered).
+    Retired,
 }
 
 /// Serve a connection of the TLS listener: its handshake (within the header timeout), then
@@ -393,9 +498,9 @@ async fn tls_connection(
 }
 
 /// The next connection on the TLS listener, if there is one (never ready otherwise).
-async fn accept_tls(tls: Option<&Accepting>) -> std::io::Result<(TcpStream, SocketAddr)> {
+async fn accept_tls(tls: Option<&mut Accepting>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match tls {
-        Some(tls) => tls.listener.accept().await,
+        Some(tls) => tls.accept().await,
         None => std::future::pending().await,
     }
 }

@@ -64,17 +64,24 @@ fn rebind(
     count: usize,
     controller: &ControllerHandle,
 ) -> Option<Arc<Bound>> {
-    if wanted == bound.requested {
+    let moved = if wanted != bound.requested {
+        Bound::bind(wanted, count)
+    } else if count > bound.len() {
+        // More workers: more sockets beside the ones there (never fewer: see `Listeners`).
+        bound.grown(count)
+    } else {
         return None;
-    }
-    match Bound::bind(wanted, count) {
+    };
+    match moved {
         Ok(moved) => {
-            tracing::info!(
-                from = %bound.local,
-                to = %moved.local,
-                "configuration change: {what} moved (the old address stops accepting; its \
-                 connections finish)"
-            );
+            if moved.local != bound.local {
+                tracing::info!(
+                    from = %bound.local,
+                    to = %moved.local,
+                    "configuration change: {what} moved (the old address stops accepting; its \
+                     connections finish)"
+                );
+            }
             Some(Arc::new(moved))
         }
         Err(e) => {
@@ -100,6 +107,8 @@ pub(crate) struct Live {
     pub(crate) acceptor: Option<TlsAcceptor>,
     /// `[tls] redirect_http` on: the TLS listener's address plain requests are sent to (308).
     pub(crate) redirect: Option<SocketAddr>,
+    /// How many traffic workers serve (`[proxy] workers`; no more than `listen` has sockets).
+    pub(crate) workers: usize,
     /// The listeners' sockets: a worker takes its own from each; a moved listener is a new
     /// set.
     pub(crate) listeners: Listeners,
@@ -108,9 +117,10 @@ pub(crate) struct Live {
 /// The listening sockets of every listener.
 #[derive(Debug, Clone)]
 pub(crate) struct Listeners {
-    /// `listen`'s, one per traffic worker.
+    /// `listen`'s, one per traffic worker (more after `workers` was lowered: the sockets of
+    /// stopped workers are shared out, never closed while clients may be queued on them).
     pub(crate) plain: Arc<Bound>,
-    /// `[tls] listen`'s, one per traffic worker, if `[tls]` is on.
+    /// `[tls] listen`'s, likewise, if `[tls]` is on.
     pub(crate) tls: Option<Arc<Bound>>,
     /// `[admin] listen`'s (one), if set.
     pub(crate) admin: Option<Arc<Bound>>,
@@ -216,6 +226,7 @@ impl Front {
                 access: None,
                 acceptor: None,
                 redirect: None,
+                workers: listeners.plain.len(),
                 listeners: listeners.clone(),
             })),
             listeners,
@@ -270,6 +281,7 @@ impl Front {
                 .as_ref()
                 .map(|b| b.local)
                 .filter(|_| self.settings.redirect_http),
+            workers: self.descriptors.traffic_workers,
             listeners: self.listeners.clone(),
         };
         self.live.send_replace(Arc::new(live));
@@ -317,28 +329,25 @@ impl Front {
     /// listener that appears or goes away waits for a restart: `config.needs_restart`.)
     fn move_listeners(&mut self, settings: &FrontSettings, controller: &ControllerHandle) {
         let before = self.listeners.addresses();
-        let workers = self.descriptors.traffic_workers;
-        match self.listen_override {
-            Some(given) if settings.listen != self.settings.listen => {
+        if let Some(given) = self.listen_override {
+            if settings.listen != self.settings.listen {
                 controller.send(Command::FrontRefused(format!(
                     "listen: --listen {given} on the command line wins over the file's listen = \
                      \"{}\"; still listening on {}",
                     settings.listen, self.listeners.plain.local
                 )));
             }
-            Some(_) => {}
-            None => {
-                if let Some(moved) = rebind(
-                    "listen",
-                    &self.listeners.plain,
-                    settings.listen,
-                    workers,
-                    controller,
-                ) {
-                    self.listeners.plain = moved;
-                }
-            }
         }
+        let listen = match self.listen_override {
+            Some(_) => self.listeners.plain.requested,
+            None => settings.listen,
+        };
+        let workers = settings.proxy.worker_count();
+        if let Some(moved) = rebind("listen", &self.listeners.plain, listen, workers, controller) {
+            self.listeners.plain = moved;
+        }
+        // No more traffic workers than the plain listener has sockets (growing it may fail).
+        let workers = workers.min(self.listeners.plain.len());
         if let (Some(bound), Some(wanted)) = (&self.listeners.admin, settings.admin_listen) {
             if let Some(moved) = rebind("[admin] listen", bound, wanted, 1, controller) {
                 self.listeners.admin = Some(moved);
@@ -348,6 +357,15 @@ impl Front {
             if let Some(moved) = rebind("[tls] listen", bound, wanted, workers, controller) {
                 self.listeners.tls = Some(moved);
             }
+        }
+        if self.descriptors.traffic_workers != workers {
+            tracing::info!(
+                from = self.descriptors.traffic_workers,
+                to = workers,
+                "configuration change: workers (new ones start; stopped ones finish their \
+                 connections first)"
+            );
+            self.descriptors.traffic_workers = workers;
         }
         let after = self.listeners.addresses();
         if after != before {

@@ -59,6 +59,12 @@ pub(crate) fn listen(
     count: usize,
 ) -> Result<Vec<std::net::TcpListener>, ListenError> {
     check_free(addr)?;
+    reuse_port(addr, count)
+}
+
+/// `count` sockets on `addr` with `SO_REUSEPORT`, without checking that nothing else listens
+/// there (for more sockets beside this process' own).
+fn reuse_port(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, ListenError> {
     let mut sockets = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count.max(1) {
@@ -104,6 +110,34 @@ impl Bound {
             local,
             sockets,
         })
+    }
+
+    /// This set with more sockets, up to `count`, on its address (its port, when port 0 was
+    /// asked for): the same sockets first (new descriptors of them), then new ones beside them.
+    pub(crate) fn grown(&self, count: usize) -> Result<Bound, ListenError> {
+        let err = |error| ListenError {
+            addr: self.local,
+            error,
+        };
+        let mut sockets = self
+            .sockets
+            .iter()
+            .map(std::net::TcpListener::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(err)?;
+        if count > sockets.len() {
+            sockets.extend(reuse_port(self.local, count - sockets.len())?);
+        }
+        Ok(Bound {
+            requested: self.requested,
+            local: self.local,
+            sockets,
+        })
+    }
+
+    /// How many sockets (workers) it has.
+    pub(crate) fn len(&self) -> usize {
+        self.sockets.len()
     }
 
     /// Worker `index`'s socket (a descriptor of its own on the same socket).

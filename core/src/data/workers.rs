@@ -6,7 +6,7 @@
 //! connection serving it stay on one thread. Workers share only the controller's immutable
 //! snapshots (`ArcSwap`) and its command channel.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use super::front::{self, Role, Seed};
 use super::live::Live;
 use crate::api::Access;
 use crate::control::ControllerHandle;
+use crate::metrics::WorkerMetrics;
 use crate::state::Shared;
 
 /// Why the workers could not start.
@@ -29,18 +30,26 @@ pub(crate) enum WorkersError {
 /// How long past the drain time a worker waits for its WebSocket tunnels to close.
 const TUNNEL_CLOSE: Duration = Duration::from_secs(2);
 
-/// Running worker threads.
+/// Running worker threads; traffic workers come and go with `[proxy] workers`.
 pub(crate) struct Workers {
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// `Some(drain time)` once the workers are to stop.
     stop: watch::Sender<Option<Duration>>,
+    live: watch::Receiver<Arc<Live>>,
+    shared: Arc<Shared>,
+    controller: ControllerHandle,
+    /// Whether there is an admin listener (lb's own routes are served there only).
+    admin: bool,
+    /// How many traffic workers run (roles `0..n`), and the metric blocks by role index (a
+    /// worker started again in a role counts in the block of the one before it).
+    traffic: Mutex<(usize, Vec<Arc<WorkerMetrics>>)>,
 }
 
 impl Workers {
     /// Serve each traffic listener (with its TLS listener, if any) and the admin listener on a
     /// thread of its own, each taking its sockets from, and building its [`front::App`]s from,
-    /// the latest `live` settings: `traffic` traffic workers, and an admin thread when `live`
-    /// has an admin listener.
+    /// the latest `live` settings: `live.workers` traffic workers, and an admin thread when `live` has an admin listener. [`Workers::follow`] starts more when a
+    /// save asks for more; the ones a save no longer wants stop by themselves (`front::serve`).
     ///
     /// With an `admin` listener (`[admin] listen`), `/add`, `/rm` and `/_lb/*` are served there
     /// only, on a thread of its own; the admin token (`Shared::admin_token`) protects the routes
@@ -48,60 +57,125 @@ impl Workers {
     /// requests in a block of `shared.metrics` of its own.
     pub(crate) fn start(
         live: &watch::Receiver<Arc<Live>>,
-        traffic: usize,
         shared: &Arc<Shared>,
         controller: &ControllerHandle,
-    ) -> Result<Workers, WorkersError> {
-        let (stop, stopped) = watch::channel(None);
-        let admin = live.borrow().listeners.admin.is_some();
-        let roles = (0..traffic.max(1))
-            .map(Role::Traffic)
-            .chain(admin.then_some(Role::Admin));
-        let mut threads = Vec::new();
-        for (i, role) in roles.enumerate() {
-            let proxies = matches!(role, Role::Traffic(_));
-            let seed = Seed {
-                shared: Arc::clone(shared),
-                controller: controller.clone(),
-                access: Access {
-                    // With an admin listener, lb's own routes are served there only.
-                    admin_routes: !proxies || !admin,
-                },
-                proxies,
-                role,
-                metrics: shared.metrics.worker(),
-            };
-            let live = live.clone();
-            let stopped = stopped.clone();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(WorkersError::Spawn)?;
-            let thread = std::thread::Builder::new()
-                .name(format!("lb-worker-{i}"))
-                .spawn(move || {
-                    runtime.block_on(async move {
-                        let tunnels = Arc::clone(&seed.shared);
-                        front::serve(seed, live, stopped.clone()).await;
-                        // WebSocket tunnels outlive their connections: they close at the end
-                        // of the drain (`Tunnels::shutdown`); this runtime must last until then.
-                        let drain = stopped.borrow().unwrap_or_default();
-                        if proxies {
-                            super::tunnel::outlast(&tunnels, drain + TUNNEL_CLOSE).await;
-                        }
-                    });
-                })
-                .map_err(WorkersError::Spawn)?;
-            threads.push(thread);
+    ) -> Result<Arc<Workers>, WorkersError> {
+        let (stop, _) = watch::channel(None);
+        let (traffic, admin) = {
+            let live = live.borrow();
+            (live.workers, live.listeners.admin.is_some())
+        };
+        let workers = Arc::new(Workers {
+            threads: Mutex::new(Vec::new()),
+            stop,
+            live: live.clone(),
+            shared: Arc::clone(shared),
+            controller: controller.clone(),
+            admin,
+            traffic: Mutex::new((0, Vec::new())),
+        });
+        workers.resize(traffic)?;
+        if admin {
+            workers.spawn(Role::Admin, shared.metrics.worker())?;
         }
-        Ok(Workers { threads, stop })
+        Ok(workers)
+    }
+
+    /// Start traffic workers up to `count` (fewer: the extra ones stop by themselves).
+    fn resize(&self, count: usize) -> Result<(), WorkersError> {
+        let mut traffic = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+        let (running, blocks) = &mut *traffic;
+        *running = (*running).min(count);
+        while *running < count {
+            let index = *running;
+            if blocks.len() <= index {
+                blocks.push(self.shared.metrics.worker());
+            }
+            self.spawn(Role::Traffic(index), Arc::clone(&blocks[index]))?;
+            *running += 1;
+        }
+        Ok(())
+    }
+
+    /// Start a worker thread in `role`, counting in `metrics`.
+    fn spawn(&self, role: Role, metrics: Arc<WorkerMetrics>) -> Result<(), WorkersError> {
+        let proxies = matches!(role, Role::Traffic(_));
+        let seed = Seed {
+            shared: Arc::clone(&self.shared),
+            controller: self.controller.clone(),
+            access: Access {
+                // With an admin listener, lb's own routes are served there only.
+                admin_routes: !proxies || !self.admin,
+            },
+            proxies,
+            role,
+            metrics,
+        };
+        let live = self.live.clone();
+        let stopped = self.stop.subscribe();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(WorkersError::Spawn)?;
+        let name = match role {
+            Role::Traffic(i) => format!("lb-worker-{i}"),
+            Role::Admin => "lb-admin".to_owned(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let tunnels = Arc::clone(&seed.shared);
+                    let mut stopped = stopped;
+                    let ended = front::serve(seed, live, stopped.clone()).await;
+                    if !proxies {
+                        return;
+                    }
+                    // WebSocket tunnels outlive their connections and run on this runtime:
+                    // a worker a save no longer wants lasts until they are closed (or lb
+                    // stops); on a stop they close at the end of the drain
+                    // (`Tunnels::shutdown`).
+                    if ended == front::Ended::Retired {
+                        while tunnels.tunnels.open_now() > 0 && stopped.borrow().is_none() {
+                            let _ =
+                                tokio::time::timeout(Duration::from_millis(100), stopped.changed())
+                                    .await;
+                        }
+                    }
+                    let drain = stopped.borrow().unwrap_or_default();
+                    super::tunnel::outlast(&tunnels, drain + TUNNEL_CLOSE).await;
+                });
+            })
+            .map_err(WorkersError::Spawn)?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(thread);
+        Ok(())
+    }
+
+    /// Start the traffic workers each new version of the settings asks for, until the workers
+    /// stop. Runs on the control plane's runtime.
+    pub(crate) async fn follow(self: Arc<Self>) {
+        let mut live = self.live.clone();
+        live.mark_unchanged();
+        while live.changed().await.is_ok() {
+            if self.stop.borrow().is_some() {
+                return;
+            }
+            let count = live.borrow_and_update().workers;
+            if let Err(e) = self.resize(count) {
+                tracing::error!(error = %e, "cannot start more workers");
+            }
+        }
     }
 
     /// Stop accepting on every worker, let requests in flight finish for up to `drain`, and
     /// wait for the threads to end.
-    pub(crate) fn stop(self, drain: Duration) {
-        let _ = self.stop.send(Some(drain));
-        for thread in self.threads {
+    pub(crate) fn stop(&self, drain: Duration) {
+        self.stop.send_replace(Some(drain));
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
             let _ = thread.join();
         }
     }

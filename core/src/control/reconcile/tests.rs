@@ -182,9 +182,9 @@ fn ring_changes_swap_and_restart_fields_are_reported() {
         &THREE,
     );
     let plan = reconcile(&members(&THREE, &[]), &file, &startup);
-    // Pipelining, the plugin directories, the token, the access log and the listen address
-    // are live; a new admin listener is not.
-    assert_eq!(plan.needs_restart, vec!["proxy.workers", "admin.listen"]);
+    // Workers, pipelining, the plugin directories, the token, the access log and the listen
+    // address are live; a new admin listener is not.
+    assert_eq!(plan.needs_restart, vec!["admin.listen"]);
     assert_eq!(
         plan.balancer,
         Balancer::Ring(RingParams {
