@@ -367,13 +367,7 @@ async fn a_wrong_ca_or_name_never_joins_and_tls_verify_false_accepts_with_a_warn
     std::fs::write(dir.path().join("bad.pem"), "garbage").unwrap();
     let broken = fixed.replace(&other_file, dir.path().join("bad.pem").to_str().unwrap());
     common::save_by_rename(&lb.config, &broken);
-    let error = eventually(Duration::from_secs(10), "the refusal", || async {
-        let status = lb.status().await;
-        status["config"]["last_error"]["message"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .await;
+    let error = lb.last_error(Duration::from_secs(10)).await;
     assert!(
         error.contains("bad.pem: holds no PEM certificate"),
         "{error}"

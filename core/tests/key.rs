@@ -181,13 +181,7 @@ async fn every_key_sticks_spreads_falls_back_and_changes_live() {
     // A bad key changes nothing: the error is shown, requests stay routed by the path.
     let before = served(&lb, "/items/7", &[]).await;
     std::fs::write(&lb.config, config("cookie:", "random", "")).unwrap();
-    let error = eventually(DEADLINE, "the error in status", || async {
-        let status = lb.status().await;
-        status["config"]["last_error"]["message"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .await;
+    let error = lb.last_error(DEADLINE).await;
     assert!(
         error.contains("line 3, column 7") && error.contains("names no cookie"),
         "{error}"

@@ -127,15 +127,7 @@ async fn twenty_saves_of_every_formerly_restart_only_setting_lose_no_request() {
         })
         .await;
     }
-    let answers = traffic.finish().await;
-    let failed: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
-    assert!(
-        failed.is_empty(),
-        "{} failed: {:?}",
-        failed.len(),
-        failed.first()
-    );
-    assert!(answers.len() >= 100, "only {} requests", answers.len());
+    traffic.finish_all_ok(100).await;
     let status = lb
         .send(
             "GET",
@@ -254,13 +246,7 @@ async fn an_access_log_that_cannot_be_opened_keeps_the_one_in_use() {
     })
     .await;
     save_by_rename(&lb.config, &text("no-such-dir/b.log"));
-    let error = eventually(APPLIED, "the refusal", || async {
-        let status = lb.status().await;
-        status["config"]["last_error"]["message"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .await;
+    let error = lb.last_error(APPLIED).await;
     assert!(
         error.contains("[log] access") && error.contains("no-such-dir"),
         "{error}"
@@ -381,15 +367,7 @@ async fn admin_and_tls_listeners_move_live_under_traffic() {
         "{error}"
     );
     assert!(accepts(admin));
-    let answers = traffic.finish().await;
-    let failed: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
-    assert!(
-        failed.is_empty(),
-        "{} failed: {:?}",
-        failed.len(),
-        failed.first()
-    );
-    assert!(answers.len() >= 100, "only {} requests", answers.len());
+    traffic.finish_all_ok(100).await;
 }
 
 /// The file's `listen` moves live when no `--listen` is given: the new address serves, the old
@@ -476,15 +454,7 @@ async fn workers_start_and_stop_live_under_traffic() {
         // Each worker still there takes connections: a new one is answered.
         assert_eq!(get_fresh(&lb, "/home"), "HTTP/1.1 200 OK");
     }
-    let answers = traffic.finish().await;
-    let failed: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
-    assert!(
-        failed.is_empty(),
-        "{} failed: {:?}",
-        failed.len(),
-        failed.first()
-    );
-    assert!(answers.len() >= 100, "only {} requests", answers.len());
+    traffic.finish_all_ok(100).await;
     let status = lb.status().await;
     assert_eq!(status["config"]["needs_restart"], serde_json::json!([]));
     assert_eq!(status["config"]["last_error"], serde_json::Value::Null);

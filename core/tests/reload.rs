@@ -263,13 +263,7 @@ async fn a_saved_listen_does_not_move_a_listener_given_on_the_command_line() {
     );
     std::fs::write(&lb.config, text).unwrap();
     wait_for_ring(&lb, "8 virtual nodes", |r| r["virtual_nodes"] == 8).await;
-    let error = eventually(DEADLINE, "the reason in last_error", || async {
-        let status = lb.status().await;
-        status["config"]["last_error"]["message"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .await;
+    let error = lb.last_error(DEADLINE).await;
     assert!(error.contains("--listen 127.0.0.1:0"), "{error}");
     let status = lb.status().await;
     assert_eq!(status["config"]["needs_restart"], serde_json::json!([]));

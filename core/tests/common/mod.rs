@@ -369,6 +369,18 @@ impl Lb {
         a.json()
     }
 
+    /// `config.last_error.message` of `/_lb/status` once there is one (a refused save, a
+    /// setting the data plane could not take), waiting at most `limit`.
+    pub async fn last_error(&self, limit: Duration) -> String {
+        eventually(limit, "config.last_error", || async {
+            let status = self.status().await;
+            status["config"]["last_error"]["message"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .await
+    }
+
     /// Pids of the replicas, from `/_lb/status`.
     pub async fn replica_pids(&self) -> Vec<(String, u32)> {
         self.status().await["replicas"]
@@ -528,6 +540,22 @@ impl Traffic {
             })
             .collect();
         Traffic { stop, clients }
+    }
+
+    /// Stop the clients; assert that every answer was a 200 and that there were at least
+    /// `least`. How many there were.
+    pub async fn finish_all_ok(self, least: usize) -> usize {
+        let answers = self.finish().await;
+        let failed: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} failed, first: {:?}",
+            failed.len(),
+            answers.len(),
+            failed.first()
+        );
+        assert!(answers.len() >= least, "only {} requests", answers.len());
+        answers.len()
     }
 
     /// Stop the clients and return every answer they got.
