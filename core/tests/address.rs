@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use lb_balance::hash::RingHash as _;
-use serde_json::Value;
 
 use common::{alive, eventually, free_port, Lb};
 
@@ -92,17 +91,6 @@ fn entry(name: &str, id: u64, address: &str) -> String {
     format!("[[replicas]]\nhostname = \"{name}\"\nid = {id}\naddress = \"{address}\"\n")
 }
 
-/// The replica `/_lb/status` shows for `hostname`.
-async fn status_of(lb: &Lb, hostname: &str) -> Value {
-    lb.status().await["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["hostname"] == hostname)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 /// Which service answers request id `id`, and which one the ring says owns it.
 async fn answer_and_owner(lb: &Lb, id: u64) -> (u16, String, String) {
     let ring = lb.get("/_lb/ring").await.json();
@@ -136,7 +124,7 @@ async fn services_by_address_follow_the_ring_leave_it_when_down_and_come_back() 
             .then_some(())
     })
     .await;
-    let api1 = status_of(&lb, "api-1").await;
+    let api1 = common::status_of(&lb, "api-1").await;
     assert_eq!(api1["kind"], "address", "{api1}");
     assert_eq!(api1["handle"]["address"], services[0].address(), "{api1}");
     assert_eq!(api1["pipelining"], false, "{api1}");
@@ -158,7 +146,7 @@ async fn services_by_address_follow_the_ring_leave_it_when_down_and_come_back() 
     // missed checks, stays listed, and nothing is started in its place.
     services[0].kill();
     eventually(Duration::from_secs(10), "api-1 out of the ring", || async {
-        (status_of(&lb, "api-1").await["health"] == "down").then_some(())
+        (common::status_of(&lb, "api-1").await["health"] == "down").then_some(())
     })
     .await;
     assert_eq!(lb.rep().await.0, 3, "a down backend is still listed");
@@ -173,7 +161,7 @@ async fn services_by_address_follow_the_ring_leave_it_when_down_and_come_back() 
     // Back on the same port: back in the ring with the same id, hence the same slots.
     services[0].restart();
     eventually(Duration::from_secs(10), "api-1 back", || async {
-        let s = status_of(&lb, "api-1").await;
+        let s = common::status_of(&lb, "api-1").await;
         (s["health"] == "up" && s["id"] == 1).then_some(())
     })
     .await;
@@ -300,7 +288,7 @@ async fn with_only_backends_by_address_nothing_is_started() {
     let s = Service::start("only");
     let lb = Lb::start(&format!("{HEALTH}{}", entry("only", 1, &s.address())));
     eventually(Duration::from_secs(10), "the backend up", || async {
-        (status_of(&lb, "only").await["health"] == "up").then_some(())
+        (common::status_of(&lb, "only").await["health"] == "up").then_some(())
     })
     .await;
     let a = lb.send("GET", "/home", b"", &[]).await;
@@ -410,7 +398,7 @@ async fn backends_by_address_get_pipelined_requests_only_when_their_entry_allows
             entry("rec", 1, &backend.addr.to_string())
         )));
         eventually(Duration::from_secs(10), "the backend up", || async {
-            (status_of(&lb, "rec").await["health"] == "up").then_some(())
+            (common::status_of(&lb, "rec").await["health"] == "up").then_some(())
         })
         .await;
         let statuses: Vec<u16> = futures_util::stream::iter(0..200)
@@ -448,16 +436,16 @@ async fn an_entrys_pipelining_changes_live() {
     );
     let lb = Lb::start(&text);
     eventually(Duration::from_secs(10), "the backend up", || async {
-        (status_of(&lb, "rec").await["health"] == "up").then_some(())
+        (common::status_of(&lb, "rec").await["health"] == "up").then_some(())
     })
     .await;
-    assert_eq!(status_of(&lb, "rec").await["pipelining"], false);
+    assert_eq!(common::status_of(&lb, "rec").await["pipelining"], false);
     std::fs::write(&lb.config, format!("{text}pipelining = true\n")).unwrap();
     eventually(Duration::from_secs(10), "pipelining on", || async {
-        (status_of(&lb, "rec").await["pipelining"] == true).then_some(())
+        (common::status_of(&lb, "rec").await["pipelining"] == true).then_some(())
     })
     .await;
-    let s = status_of(&lb, "rec").await;
+    let s = common::status_of(&lb, "rec").await;
     assert_eq!(
         (s["id"].as_u64(), s["health"].as_str()),
         (Some(1), Some("up")),
@@ -538,7 +526,7 @@ async fn a_backend_down_at_start_up_holds_nothing_up() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(status_of(&lb, "gone").await["health"], "down");
+    assert_eq!(common::status_of(&lb, "gone").await["health"], "down");
     assert_eq!(lb.rep().await.1, ["gone", "Server 2"]);
 }
 

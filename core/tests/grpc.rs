@@ -428,22 +428,6 @@ async fn a_protocol_changed_in_the_saved_file_swaps_the_backend_in_place() {
     assert_eq!(answer["answer"], "grpc-0", "{answer}");
 }
 
-/// A CA's certificate (PEM) and a certificate for `backend.test` it signed, with its key (PEM):
-/// made with rcgen.
-fn certificates() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "grpc test CA");
-    let ca = params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["backend.test".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_over_tls_to_an_h2_backend_answers_and_its_trailers_pass() {
     let test = "grpc_over_tls_to_an_h2_backend_answers_and_its_trailers_pass";
@@ -451,7 +435,7 @@ async fn grpc_over_tls_to_an_h2_backend_answers_and_its_trailers_pass() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates();
+    let (ca, cert, key) = common::backend_certificates();
     let file = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use common::python::Process;
 use common::{eventually, Lb};
-use serde_json::Value;
 
 const SERVER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -40,23 +39,12 @@ fn lb_for(kind: &str, ports: &[u16]) -> Lb {
     Lb::start(&config)
 }
 
-/// The status of backend `hostname` (`Null` when not listed).
-async fn status_of(lb: &Lb, hostname: &str) -> Value {
-    lb.status().await["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["hostname"] == hostname)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 /// Wait until `hostname` is up (in the ring).
 async fn until_up(lb: &Lb, hostname: &str) {
     eventually(
         Duration::from_secs(20),
         &format!("{hostname} up"),
-        || async { (status_of(lb, hostname).await["health"] == "up").then_some(()) },
+        || async { (common::status_of(lb, hostname).await["health"] == "up").then_some(()) },
     )
     .await;
 }
@@ -247,29 +235,13 @@ async fn grpc_service_is_the_service_checked() {
     until_down_because(&lb, "b-0", "SERVICE_UNKNOWN").await;
 }
 
-/// A CA's certificate (PEM) and a certificate for `backend.test` it signed with its key (PEM):
-/// made with rcgen.
-fn certificates() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "health test CA");
-    let ca = params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["backend.test".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_and_tcp_checks_over_tls() {
     let Some(python) = python("grpc_and_tcp_checks_over_tls") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates();
+    let (ca, cert, key) = common::backend_certificates();
     let file = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
@@ -280,7 +252,7 @@ async fn grpc_and_tcp_checks_over_tls() {
         file("cert.pem", &cert),
         file("key.pem", &key),
     );
-    let other_ca = file("other-ca.pem", &certificates().0);
+    let other_ca = file("other-ca.pem", &common::backend_certificates().0);
     let mut server = GrpcServer::start_with(&python, &["--tls", &cert, &key]);
     let port = server.port;
     let entry = |ca: &str| {

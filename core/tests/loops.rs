@@ -85,17 +85,6 @@ fn relay_to(to: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// The entry of `hostname` in `/_lb/status` (replicas, down ones included).
-async fn status_of(lb: &Lb, hostname: &str) -> Value {
-    lb.status().await["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["hostname"] == hostname)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 /// The vacancy of `hostname` once `attempts` tries to bring it into the ring have failed.
 async fn vacancy_after(lb: &Lb, hostname: &str, attempts: u64) -> Value {
     let what = format!("{attempts} failed attempts of {hostname}");
@@ -177,7 +166,7 @@ async fn a_file_entry_that_resolves_to_lb_itself_never_joins() {
         reason.contains("resolves to this load balancer itself") && reason.contains(&address),
         "{vacancy}"
     );
-    assert_eq!(status_of(&lb, "self").await["health"], "down");
+    assert_eq!(common::status_of(&lb, "self").await["health"], "down");
     assert!(!owners(&lb).await.contains(&"self".to_owned()));
     let home = lb.send("GET", "/home", b"", &[]).await;
     assert_eq!(home.status, 200, "{}", home.body);
@@ -203,7 +192,7 @@ async fn a_backend_that_leads_back_to_lb_never_passes_its_health_check() {
         vacancy["reason"].as_str().unwrap().contains("508"),
         "{vacancy}"
     );
-    assert_eq!(status_of(&lb, "around").await["health"], "down");
+    assert_eq!(common::status_of(&lb, "around").await["health"], "down");
     assert!(!owners(&lb).await.contains(&"around".to_owned()));
     // A client's own /heartbeat is still proxied to a replica (the assignment's contract).
     let beat = lb.send("GET", "/heartbeat", b"", &[]).await;
@@ -230,7 +219,7 @@ async fn a_chain_of_two_lbs_works_and_a_forged_mark_is_a_508() {
         entry("lb-b", 1, &b.addr.to_string(), "pipelining = true\n")
     ));
     eventually(DEADLINE, "B in A's ring", || async {
-        (status_of(&a, "lb-b").await["health"] == "up").then_some(())
+        (common::status_of(&a, "lb-b").await["health"] == "up").then_some(())
     })
     .await;
     let via_a = a.status().await["via"].as_str().unwrap().to_owned();

@@ -699,3 +699,31 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The entry of replica or backend `hostname` in `/_lb/status` (down ones included; `Null` when
+/// it is not listed).
+pub async fn status_of(lb: &Lb, hostname: &str) -> Value {
+    lb.status().await["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["hostname"] == hostname)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// A test CA's certificate (PEM) and a certificate for `backend.test` it signed, with its key
+/// (PEM): made with rcgen, for backends spoken to over TLS.
+pub fn backend_certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "lb test CA");
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["backend.test".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
