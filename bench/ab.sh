@@ -29,10 +29,9 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-if ! command -v wrk >/dev/null; then
-    apt-get -o DPkg::Lock::Timeout=600 update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+need_wrk
 
 rev=$(git rev-parse --short "$BASE")
 run=$(mktemp -d)
@@ -51,8 +50,7 @@ trap cleanup EXIT
 
 echo "== building new (working tree) and base ($rev)"
 cargo build --release --quiet -p lb
-git worktree add --quiet --detach "$worktree" "$rev"
-(cd "$worktree" && cargo build --release --quiet -p lb --target-dir "$OLDPWD/target/ab-base")
+build_revision "$rev" "$worktree"
 declare -A BIN=([new]=target/release/lb [base]=target/ab-base/release/lb)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -20,6 +20,21 @@ bench_install() {
     HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 }
 
+# Install wrk from Debian if it is missing (the benchmarks that need nothing else).
+need_wrk() {
+    if ! command -v wrk >/dev/null; then
+        apt-get -o DPkg::Lock::Timeout=600 update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null
+    fi
+}
+
+# build_revision REV WORKTREE: lb built from git revision REV, checked out in a temporary
+# worktree at WORKTREE, into target/ab-base (kept between runs: a second build is quick).
+build_revision() {
+    git worktree add --quiet --detach "$2" "$1"
+    (cd "$2" && cargo build --release --quiet -p lb --target-dir "$OLDPWD/target/ab-base")
+}
+
 # Stop every process in `pids` (TERM, then KILL after 5 s) and remove `run`.
 bench_cleanup() {
     local pid

@@ -5,7 +5,9 @@
 //! - [`run`] with [`Options`]: the load balancer, until SIGTERM or SIGINT;
 //! - [`check`]: `lb check`, a configuration file's problems without starting anything;
 //! - [`swarm_down`]: `lb swarm down`, removing an instance's replica services;
-//! - [`self_signed`]: `lb tls self-signed`, a local CA and a certificate for trying HTTPS.
+//! - [`self_signed`]: `lb tls self-signed`, a local CA and a certificate for trying HTTPS;
+//! - [`keep`]: `lb keep`, the keeper each process replica runs under (`keep.rs`);
+//! - [`upgrade`]: `lb upgrade`, a running `lb`'s binary upgraded without dropping a connection.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,11 +44,19 @@ pub(crate) mod data;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+#[allow(unsafe_code)] // signal masks, PR_SET_PDEATHSIG and descriptors around fork/exec
+mod keep;
+mod logs;
 pub(crate) mod metrics;
 mod run;
 mod selfsigned;
 pub(crate) mod state;
+#[allow(unsafe_code)] // descriptors kept open across the new binary's exec
+mod upgrade;
+mod upgrade_command;
 
 pub use commands::{check, swarm_down, CheckError, Checked, SwarmDownError};
+pub use keep::{keep, Ended, Keep, KeepError};
 pub use run::{run, Error, Options, DEFAULTS_PATH, DEFAULT_PATH};
 pub use selfsigned::{self_signed, SelfSigned, SelfSignedError};
+pub use upgrade_command::{upgrade, UpgradeCommandError, Upgraded};

@@ -17,7 +17,8 @@ use lb_balance::{Algorithm, Balancer};
     version,
     about,
     args_conflicts_with_subcommands = true,
-    after_help = "Signals: SIGHUP re-reads the configuration; SIGTERM and SIGINT stop accepting, \
+    after_help = "Signals: SIGHUP re-reads the configuration; SIGUSR2 upgrades the binary (lb \
+                  upgrade); SIGTERM and SIGINT stop accepting, \
                   let in-flight requests finish (up to drain_timeout_ms), stop the replicas and \
                   exit 0; a second SIGINT exits at once.\n\
                   Documentation: README.md; the contract (endpoints, JSON bodies, hash math): \
@@ -79,9 +80,39 @@ enum Cmd {
     /// HTTPS helpers.
     #[command(subcommand)]
     Tls(TlsCmd),
+    /// Upgrade a running lb on this machine to the binary now at the path it was started from
+    /// (SIGUSR2): the new process takes the listening sockets and the replicas, the old one
+    /// finishes its connections and exits; no connection is refused or dropped. Waits until
+    /// the new generation serves (exit 0) or says why not (exit 1; the old one goes on
+    /// serving).
+    Upgrade {
+        /// Where the running lb serves /_lb/status (its admin address with [admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        url: String,
+        /// The admin token, if one is set.
+        #[arg(long, env = "LB_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// How long to wait for the new generation, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Run as a replica (what the process supervisor starts).
     #[command(hide = true)]
     Replica(server::ServerArgs),
+    /// Run a replica and kill it once every lb holding the lifeline is gone (what the process
+    /// supervisor runs each replica under).
+    #[command(hide = true)]
+    Keep {
+        /// The replica's name, for its log lines.
+        #[arg(long)]
+        name: String,
+        /// The lifeline's read end.
+        #[arg(long)]
+        lifeline_fd: i32,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,10 +172,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Replica(args)) => server::run(args),
+        Some(Cmd::Keep {
+            name,
+            lifeline_fd,
+            command,
+        }) => keep(name, lifeline_fd, command),
         Some(Cmd::Check { path }) => check(path),
         Some(Cmd::Share(args)) => share(&args),
         Some(Cmd::Swarm(SwarmCmd::Down { instance })) => swarm_down(&instance),
         Some(Cmd::Tls(TlsCmd::SelfSigned { names, out })) => self_signed(&names, &out),
+        Some(Cmd::Upgrade {
+            url,
+            token,
+            timeout,
+        }) => upgrade(&url, token.as_deref(), timeout),
         None => lb::run(lb::Options {
             create_dirs: cli.config != std::path::Path::new(DEFAULT_PATH),
             config: cli.config,
@@ -160,6 +201,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `lb keep --name NAME --lifeline-fd N -- PROGRAM ARGS…`: ends as the replica ended.
+fn keep(name: String, lifeline_fd: i32, command: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    let ended = lb::keep(lb::Keep {
+        name,
+        lifeline_fd,
+        command,
+    })?;
+    ended.mirror()
+}
+
+/// `lb upgrade [--url URL] [--token T] [--timeout S]`.
+fn upgrade(url: &str, token: Option<&str>, timeout: u64) -> anyhow::Result<()> {
+    let done = lb::upgrade(url, token, std::time::Duration::from_secs(timeout))?;
+    println!(
+        "upgraded: pid {} (generation {}) -> pid {} (generation {})",
+        done.from_pid, done.from_generation, done.pid, done.generation
+    );
+    Ok(())
 }
 
 /// `lb swarm down --instance NAME`.

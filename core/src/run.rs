@@ -2,6 +2,7 @@
 //! start the supervisor, the controller, health checks, the file watcher and the workers, then
 //! wait for a signal and shut down in order.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -14,14 +15,15 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::config::{Config, HealthSection, Source, SupervisorKind};
 use crate::control::health;
 use crate::control::probe::Prober;
+use crate::control::supervisor::process::{Adoptee, Lifeline};
 use crate::control::supervisor::{
-    DockerSupervisor, ProcessSupervisor, Supervisor, SwarmSupervisor,
+    DockerSupervisor, Handle, ProcessSupervisor, Supervisor, SwarmSupervisor,
 };
 use crate::control::{watch, Command, Controller, ControllerHandle};
 use crate::data::live::{self, Front, FrontCommand};
-use crate::data::sockets::Bound;
 use crate::data::workers::Workers;
 use crate::state::{Listening, Meta, Shared};
+use crate::upgrade::{self, Inherited, UpgradeError};
 
 /// Why `lb` could not start, or stopped with an error. Its `source()` chain says why.
 #[derive(Debug, thiserror::Error)]
@@ -124,15 +126,19 @@ async fn serve(options: Options) -> Result<(), Error> {
         create_dirs,
         listen,
     } = options;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    // Before anything slow: from here on SIGHUP and SIGTERM no longer kill the process.
+    crate::logs::to_stderr();
+    // Before anything slow: from here on SIGHUP, SIGTERM and SIGUSR2 no longer kill the
+    // process.
     let signals = Signals::install().map_err(setup("signal handlers"))?;
+    // What an upgrade starts again: this executable (its path now, before a new build
+    // replaces the file) with these arguments.
+    let again = Again {
+        exe: std::env::current_exe().ok(),
+        args: std::env::args_os().skip(1).collect(),
+    };
+    // Started by an upgrade: the listeners, the lifeline and the replicas of the lb before.
+    let mut inherited = Inherited::take().map_err(setup("the upgrade's handover"))?;
+    let generation = inherited.as_ref().map_or(1, |i| i.generation);
     let loaded = Config::load_runtime(&config_path, &defaults, create_dirs)
         .map_err(config_error(config_path.display()))?;
     let config = &loaded.config;
@@ -169,13 +175,25 @@ async fn serve(options: Options) -> Result<(), Error> {
     tracing::info!(config = %loaded.source, "configuration loaded");
     let listen_override = listen;
     let listen = listen.unwrap_or(config.listen);
-    let bind = |addr, count| {
-        Bound::bind(addr, count)
+    let mut handed = |pick: fn(&mut Inherited) -> Option<upgrade::InheritedListener>| {
+        inherited.as_mut().and_then(pick)
+    };
+    let (plain, admin, tls) = (
+        handed(|i| i.plain.take()),
+        handed(|i| i.admin.take()),
+        handed(|i| i.tls.take()),
+    );
+    let bind = |inherited, addr, count| {
+        upgrade::listener_at(inherited, addr, count)
             .map(Arc::new)
             .map_err(|e| Error::Listen(Box::new(e)))
     };
-    let plain = bind(listen, traffic_workers)?;
-    let admin = config.admin.listen.map(|addr| bind(addr, 1)).transpose()?;
+    let plain = bind(plain, listen, traffic_workers)?;
+    let admin = config
+        .admin
+        .listen
+        .map(|addr| bind(admin, addr, 1))
+        .transpose()?;
     // Certificates are checked before anything listens: a bad one stops the start.
     let certs = config
         .load_certificates()
@@ -183,7 +201,7 @@ async fn serve(options: Options) -> Result<(), Error> {
     let tls = config
         .tls
         .as_ref()
-        .map(|tls| bind(tls.listen, traffic_workers))
+        .map(|settings| bind(tls, settings.listen, traffic_workers))
         .transpose()?;
     let listeners = live::Listeners { plain, tls, admin };
     if config.admin.effective_token().is_none() {
@@ -200,10 +218,24 @@ async fn serve(options: Options) -> Result<(), Error> {
     }
 
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    // Held by every generation of lb: process replicas die with the last one.
+    let lifeline = match inherited.as_mut().and_then(|i| i.lifeline.take()) {
+        Some(lifeline) => lifeline,
+        None => Lifeline::new().map_err(setup("the replicas' lifeline"))?,
+    };
+    let lifeline = Arc::new(lifeline);
     let supervisor: Arc<dyn Supervisor> = match config.supervisor.kind {
         SupervisorKind::Process => Arc::new(
-            ProcessSupervisor::new(&config.supervisor.command, events_tx)
-                .map_err(setup("cannot set up the process supervisor"))?,
+            ProcessSupervisor::new(
+                &config.supervisor.command,
+                Arc::clone(&lifeline),
+                inherited
+                    .as_mut()
+                    .map(|i| std::mem::take(&mut i.replicas))
+                    .unwrap_or_default(),
+                events_tx,
+            )
+            .map_err(setup("cannot set up the process supervisor"))?,
         ),
         SupervisorKind::Docker => DockerSupervisor::connect(
             &config.supervisor,
@@ -220,6 +252,11 @@ async fn serve(options: Options) -> Result<(), Error> {
         .await
         .map_err(setup("cannot set up the swarm supervisor"))?,
     };
+    if let Some(inherited) = inherited.as_mut() {
+        // Process replicas of the lb before, which a [supervisor] changed with the upgrade
+        // no longer runs.
+        crate::control::supervisor::process::release(std::mem::take(&mut inherited.replicas));
+    }
     let addresses = Listening {
         listen: listeners.plain.local,
         admin: listeners.admin.as_ref().map(|a| a.local),
@@ -229,6 +266,8 @@ async fn serve(options: Options) -> Result<(), Error> {
         listening: Arc::new(ArcSwap::from_pointee(addresses)),
         supervisor: supervisor.kind(),
         started: Instant::now(),
+        started_at: std::time::SystemTime::now(),
+        generation,
         workers: traffic_workers + usize::from(listeners.admin.is_some()),
         base_dir: config.base_dir().to_path_buf(),
     };
@@ -290,7 +329,23 @@ async fn serve(options: Options) -> Result<(), Error> {
     }
     // Tests and scripts wait for this line.
     println!("lb listening on http://{}", addresses.listen);
-    signals.until_shutdown(&handle, &front_tx).await;
+    upgrade::notify_systemd();
+    if let Some(inherited) = &mut inherited {
+        inherited.ready();
+        tracing::info!(
+            generation,
+            previous = inherited.from,
+            "upgrade: this lb serves now; the previous one drains and exits"
+        );
+    }
+    let upgrades = Upgrades {
+        again,
+        generation,
+        lifeline,
+        controller: handle.clone(),
+        front: front_tx.clone(),
+    };
+    let ending = signals.until_shutdown(&handle, &front_tx, upgrades).await;
     let drain = Duration::from_millis(settings.borrow().drain_timeout_ms);
     let in_flight: usize = shared
         .snapshot
@@ -299,13 +354,33 @@ async fn serve(options: Options) -> Result<(), Error> {
         .iter()
         .map(|b| b.in_flight.load(Ordering::Relaxed))
         .sum();
-    tracing::info!(
-        in_flight,
-        drain_ms = drain.as_millis() as u64,
-        "shutting down: no new connections; letting requests in flight finish"
-    );
     // WebSocket tunnels close at the end of the drain.
     shared.tunnels.shutdown(drain);
+    if let Ending::Upgraded { pid, keep } = &ending {
+        tracing::info!(
+            new_pid = pid,
+            in_flight,
+            drain_ms = drain.as_millis() as u64,
+            "upgrade: the new lb serves; this one stops accepting, lets its connections finish \
+             (each closes after its next answer) and exits without stopping the replicas"
+        );
+        // From now on the new lb alone manages the replicas (no respawn here during the drain).
+        handle.detach(keep.clone()).await;
+        let _ = front_tx.send(FrontCommand::HandedOver);
+        let waiting = Arc::clone(&workers);
+        let ended = tokio::task::spawn_blocking(move || waiting.wait_ended(drain))
+            .await
+            .unwrap_or(false);
+        if !ended {
+            tracing::info!("drain time over: closing the connections left");
+        }
+    } else {
+        tracing::info!(
+            in_flight,
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: no new connections; letting requests in flight finish"
+        );
+    }
     let (logs_tx, logs) = tokio::sync::oneshot::channel();
     let _ = front_tx.send(FrontCommand::Stop(logs_tx));
     let access_logs = logs.await.unwrap_or_default();
@@ -318,8 +393,10 @@ async fn serve(options: Options) -> Result<(), Error> {
     })
     .await
     .map_err(setup("stopping the workers"))?;
-    tracing::info!("stopping replicas");
-    handle.shutdown().await;
+    if let Ending::Shutdown = ending {
+        tracing::info!("stopping replicas");
+        handle.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -356,12 +433,80 @@ fn spawn_health_checks(
     Ok(())
 }
 
+/// What starts this `lb` again: its executable and arguments.
+struct Again {
+    /// `None` if the OS did not say where the executable is.
+    exe: Option<PathBuf>,
+    args: Vec<OsString>,
+}
+
+/// What a binary upgrade needs from this process.
+struct Upgrades {
+    again: Again,
+    generation: u64,
+    lifeline: Arc<Lifeline>,
+    controller: ControllerHandle,
+    front: tokio::sync::mpsc::UnboundedSender<FrontCommand>,
+}
+
+impl Upgrades {
+    /// Start the new binary with this process' listeners and replicas; once it is ready, its
+    /// pid and the handles of the replicas it adopted (or found itself: containers).
+    async fn start(&self) -> Result<(u32, Vec<Handle>), UpgradeError> {
+        let exe = self.again.exe.as_deref().ok_or_else(|| {
+            UpgradeError::Prepare(std::io::Error::other(
+                "the OS did not say where lb's executable is",
+            ))
+        })?;
+        let (reply, listeners) = tokio::sync::oneshot::channel();
+        let _ = self.front.send(FrontCommand::Listeners(reply));
+        let listeners = listeners.await.map_err(|_| {
+            UpgradeError::Prepare(std::io::Error::other("the data plane is shutting down"))
+        })?;
+        let handed = self.controller.handover().await;
+        let replicas = handed
+            .iter()
+            .filter_map(|r| match r.handle {
+                Handle::Pid(pid) => Some(Adoptee {
+                    hostname: r.hostname.clone(),
+                    id: r.id,
+                    pid,
+                    address: r.address.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let pid = upgrade::start_new(upgrade::Plan {
+            exe,
+            args: &self.again.args,
+            generation: self.generation + 1,
+            plain: &listeners.plain,
+            tls: listeners.tls.as_deref(),
+            admin: listeners.admin.as_deref(),
+            lifeline: Some(&self.lifeline),
+            replicas,
+        })
+        .await?;
+        Ok((pid, handed.into_iter().map(|r| r.handle).collect()))
+    }
+}
+
+/// How the signal loop ended.
+enum Ending {
+    /// SIGTERM or SIGINT: stop everything.
+    Shutdown,
+    /// A binary upgrade: the new `lb` (pid) serves and runs the replicas (`keep`).
+    Upgraded { pid: u32, keep: Vec<Handle> },
+}
+
 /// The signals `lb` answers, like nginx: SIGHUP re-reads the configuration (and reopens the
-/// access log file); SIGTERM and SIGINT shut down gracefully; a second SIGINT exits at once.
+/// access log file); SIGUSR2 upgrades the binary; SIGTERM and SIGINT shut down gracefully; a
+/// second SIGINT exits at once.
 struct Signals {
     hangup: Signal,
     terminate: Signal,
     interrupt: Signal,
+    upgrade: Signal,
 }
 
 impl Signals {
@@ -370,22 +515,57 @@ impl Signals {
             hangup: signal(SignalKind::hangup())?,
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
+            upgrade: signal(SignalKind::user_defined2())?,
         })
     }
 
-    /// Answer SIGHUP until SIGTERM or SIGINT; after that, a second SIGINT ends the process.
+    /// Answer SIGHUP and SIGUSR2 until SIGTERM or SIGINT, or an upgrade that succeeded; after
+    /// that, a second SIGINT ends the process.
     async fn until_shutdown(
         self,
         controller: &ControllerHandle,
         front: &tokio::sync::mpsc::UnboundedSender<FrontCommand>,
-    ) {
+        upgrades: Upgrades,
+    ) -> Ending {
         let Signals {
             mut hangup,
             mut terminate,
             mut interrupt,
+            mut upgrade,
         } = self;
-        loop {
+        let upgrades = Arc::new(upgrades);
+        let mut upgrading: Option<tokio::task::JoinHandle<_>> = None;
+        let ending = loop {
+            let upgraded = async {
+                match upgrading.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = upgrade.recv() => {
+                    if upgrading.is_some() {
+                        tracing::warn!("SIGUSR2: an upgrade is already under way");
+                        continue;
+                    }
+                    tracing::info!("SIGUSR2: upgrading: starting {}", upgrades.again.exe.as_deref().map_or("lb".into(), |p| p.display().to_string()));
+                    let upgrades = Arc::clone(&upgrades);
+                    upgrading = Some(tokio::spawn(async move { upgrades.start().await }));
+                }
+                result = upgraded => {
+                    upgrading = None;
+                    match result {
+                        Ok(Ok((pid, keep))) => break Ending::Upgraded { pid, keep },
+                        Ok(Err(e)) => controller.send(Command::UpgradeFailed(format!(
+                            "upgrade failed: {e}; this lb (pid {}) goes on serving",
+                            std::process::id()
+                        ))),
+                        Err(e) => controller.send(Command::UpgradeFailed(format!(
+                            "upgrade failed: {e}; this lb (pid {}) goes on serving",
+                            std::process::id()
+                        ))),
+                    }
+                }
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: re-reading the configuration");
                     controller.send(Command::Reload);
@@ -393,18 +573,23 @@ impl Signals {
                 }
                 _ = terminate.recv() => {
                     tracing::info!("SIGTERM: shutting down");
-                    break;
+                    break Ending::Shutdown;
                 }
                 _ = interrupt.recv() => {
                     tracing::info!("SIGINT: shutting down (interrupt again to exit at once)");
-                    break;
+                    break Ending::Shutdown;
                 }
             }
+        };
+        if let Some(task) = upgrading {
+            // Shutting down during an upgrade: the new process is stopped by its task's end.
+            task.abort();
         }
         tokio::spawn(async move {
             interrupt.recv().await;
             tracing::warn!("second SIGINT: exiting at once");
             std::process::exit(130);
         });
+        ending
     }
 }

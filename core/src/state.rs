@@ -339,6 +339,10 @@ pub(crate) struct Meta {
     pub supervisor: &'static str,
     /// When the load balancer started.
     pub started: Instant,
+    /// The same moment on the wall clock.
+    pub started_at: std::time::SystemTime,
+    /// 1 for an `lb` started by hand, one more at each binary upgrade.
+    pub generation: u64,
     /// Threads serving requests (traffic workers and the admin address's thread).
     pub workers: usize,
     /// The configuration file's folder: what relative paths given to the REST API (an `/add`'s

@@ -253,6 +253,33 @@ async fn a_restarted_load_balancer_adopts_its_containers() {
     lb.home(&[]).await;
 }
 
+/// A binary upgrade (SIGUSR2) in Docker mode: the new lb finds the same containers in the
+/// engine and serves through them; clients see nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_keeps_the_containers_and_drops_no_request() {
+    if !docker_ready(&["lb-replica:latest"]) {
+        return;
+    }
+    let scope = Scope::new();
+    let lb = Arc::new(Lb::start(&scope.config(3)));
+    let successor = common::upgrade::Successor::default();
+    let before = status_container_ids(&lb).await;
+    assert_eq!(before.len(), 3);
+    let traffic = Traffic::start(&lb, 4);
+    for generation in 2..=3 {
+        let (_, now) = common::upgrade::upgrade(&lb, &successor).await;
+        assert_eq!(now, generation);
+    }
+    traffic.finish_all_ok(100).await;
+    assert_eq!(
+        status_container_ids(&lb).await,
+        before,
+        "not the same containers"
+    );
+    assert_eq!(scope.containers().len(), 3, "a container was added or lost");
+    assert_eq!(lb.rep().await.0, 3);
+}
+
 /// The docker-compose stack: `docker-compose up -d`, every SPEC row on the published port, and
 /// `docker-compose down` leaves no replica container and no network behind.
 #[tokio::test(flavor = "multi_thread")]

@@ -333,6 +333,32 @@ async fn a_killed_task_is_replaced_and_keeps_its_id_and_slots() {
     assert_eq!(scope.services().len(), 3);
 }
 
+/// A binary upgrade (SIGUSR2) in Swarm mode: the new lb lists the same services and tasks and
+/// routes every id as before; clients see nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_keeps_the_services_and_the_ring() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let lb = Arc::new(Lb::start(&scope.config(&THREE)));
+    let successor = common::upgrade::Successor::default();
+    eventually(DEADLINE, "three replicas", || async {
+        (lb.rep().await.0 == 3).then_some(())
+    })
+    .await;
+    let before = routing(&lb).await;
+    let ring = owners(&lb).await;
+    let services = scope.services();
+    let traffic = Traffic::start(&lb, 2);
+    let (_, generation) = common::upgrade::upgrade(&lb, &successor).await;
+    assert_eq!(generation, 2);
+    traffic.finish_all_ok(20).await;
+    assert_eq!(scope.services(), services, "services changed");
+    assert_eq!(owners(&lb).await, ring);
+    assert_eq!(routing(&lb).await, before);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn services_outlive_lb_until_swarm_down() {
     if !swarm_ready() {

@@ -21,6 +21,9 @@ pub struct Status<S = String> {
     /// Milliseconds since `lb` started.
     #[serde(default)]
     pub uptime_ms: u64,
+    /// The process serving: its pid, generation (binary upgrades) and start time.
+    #[serde(default)]
+    pub process: Option<ProcessInfo<S>>,
     /// `N`: the replicas `/rep` lists (in the ring, and vacancies).
     #[serde(rename = "N", default)]
     pub n: usize,
@@ -43,6 +46,17 @@ pub struct Status<S = String> {
     /// HTTP/2 from clients: connections open and streams in flight.
     #[serde(default)]
     pub http2: Http2Info,
+}
+
+/// The `lb` process that answered: a binary upgrade replaces it with the next generation.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProcessInfo<S = String> {
+    /// Its pid.
+    pub pid: u32,
+    /// 1 for an `lb` started by hand (or a service manager), one more at each upgrade.
+    pub generation: u64,
+    /// When it started (RFC 3339).
+    pub started: S,
 }
 
 /// HTTP/2 clients now (h2 by ALPN and h2c with prior knowledge).

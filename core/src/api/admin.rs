@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use lb_balance::Balancer;
 use lb_views::status::{
     BackendTlsInfo, CertificateInfo, ConfigInfo, Handle as HandleView, Health, Http2Info,
-    Issue as IssueView, Kind, ReplicaStatus, RingInfo, Status, SwarmTask, TlsInfo,
+    Issue as IssueView, Kind, ProcessInfo, ReplicaStatus, RingInfo, Status, SwarmTask, TlsInfo,
     Vacancy as VacancyView,
 };
 use lb_views::{Member, RingTable};
@@ -186,6 +186,13 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
         via: Some(Via::mine().value().to_str().unwrap_or_default().into()),
         supervisor: shared.meta.supervisor.into(),
         uptime_ms: u64::try_from(shared.meta.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        process: Some(ProcessInfo {
+            pid: std::process::id(),
+            generation: shared.meta.generation,
+            started: humantime::format_rfc3339_seconds(shared.meta.started_at)
+                .to_string()
+                .into(),
+        }),
         n: snapshot.listed().len(),
         replicas,
         retries: Some(shared.retries.load(Ordering::Relaxed)),

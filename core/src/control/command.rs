@@ -8,7 +8,7 @@ use std::sync::Arc;
 use lb_balance::RingError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::supervisor::SupervisorEvent;
+use super::supervisor::{Handle, SupervisorEvent};
 use crate::config::{BackendTls, Protocol};
 
 /// A validated `/add` or `/rm` request.
@@ -164,11 +164,41 @@ pub(crate) enum Command {
     },
     /// The supervisor noticed something.
     Supervisor(SupervisorEvent),
+    /// A binary upgrade: the replicas it runs, for the new `lb` to adopt.
+    Handover {
+        /// Answered with every replica a supervisor runs for it.
+        reply: oneshot::Sender<Vec<HandedOver>>,
+    },
+    /// A binary upgrade succeeded: stop the replicas not in `keep` (started after the
+    /// handover), then stop taking commands without stopping the others (the new `lb` runs
+    /// them now).
+    Detach {
+        /// The handles handed over.
+        keep: Vec<Handle>,
+        /// Answered once the others are stopped.
+        reply: oneshot::Sender<()>,
+    },
+    /// An upgrade failed (the new binary exited or did not get ready): why, for the log and
+    /// `config.last_error`. This `lb` goes on serving.
+    UpgradeFailed(String),
     /// Stop every replica and stop taking commands.
     Shutdown {
         /// Answered once every replica is stopped.
         reply: oneshot::Sender<()>,
     },
+}
+
+/// A replica a supervisor runs, as an upgrade hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HandedOver {
+    /// Its hostname.
+    pub(crate) hostname: String,
+    /// Its server id.
+    pub(crate) id: u64,
+    /// Where it serves: `host:port`.
+    pub(crate) address: String,
+    /// How its supervisor refers to it.
+    pub(crate) handle: Handle,
 }
 
 /// What the ACME task tells the controller.
@@ -197,6 +227,9 @@ impl Command {
             Command::FrontRefused(_) => "a setting the data plane could not take",
             Command::ReplicaFailed { .. } => "a failed replica",
             Command::Supervisor(_) => "a supervisor event",
+            Command::Handover { .. } => "an upgrade's handover",
+            Command::Detach { .. } => "an upgrade's end",
+            Command::UpgradeFailed(_) => "a failed upgrade",
             Command::Shutdown { .. } => "the shutdown",
         }
     }
@@ -241,6 +274,20 @@ impl ControllerHandle {
     /// Remove replicas; returns once they are out of the ring and stopped.
     pub(crate) async fn remove(&self, request: ScaleRequest) -> ScaleReply {
         self.ask(|reply| Command::Remove { request, reply }).await
+    }
+
+    /// The replicas to hand over to a new `lb` (empty if the controller is gone).
+    pub(crate) async fn handover(&self) -> Vec<HandedOver> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Handover { reply });
+        answer.await.unwrap_or_default()
+    }
+
+    /// Let go of the replicas handed over (`keep`) and stop the controller.
+    pub(crate) async fn detach(&self, keep: Vec<Handle>) {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Detach { keep, reply });
+        let _ = done.await;
     }
 
     /// Stop all replicas; returns when they are gone.

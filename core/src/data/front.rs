@@ -407,9 +407,12 @@ pub(crate) async fn serve(
                     settings = Arc::clone(&live.borrow_and_update());
                     app.retire();
                     app = seed.app(&settings);
-                    if matches!(role, Role::Traffic(i) if i >= settings.workers) {
-                        // No longer wanted: the other workers take its sockets (and what is
-                        // queued on them); it finishes its connections.
+                    if settings.handed_over
+                        || matches!(role, Role::Traffic(i) if i >= settings.workers)
+                    {
+                        // No longer wanted: the other workers (or, after an upgrade, the new
+                        // lb) take its sockets and what is queued on them; it finishes its
+                        // connections.
                         break None;
                     }
                     for old in plain.follow(role, role.plain(&settings), settings.workers) {

@@ -112,6 +112,9 @@ pub(crate) struct Live {
     /// The listeners' sockets: a worker takes its own from each; a moved listener is a new
     /// set.
     pub(crate) listeners: Listeners,
+    /// A binary upgrade handed the listeners to the next `lb`: every worker stops accepting
+    /// and finishes its connections (each closes after its next answer).
+    pub(crate) handed_over: bool,
 }
 
 /// The listening sockets of every listener.
@@ -167,6 +170,11 @@ pub(crate) enum FrontCommand {
     /// Shutting down: stop following, hand back every access log still writing (to be closed
     /// once the workers are gone).
     Stop(oneshot::Sender<Vec<AccessLog>>),
+    /// An upgrade: the listeners in use now, to hand to the new process.
+    Listeners(oneshot::Sender<Listeners>),
+    /// The new process of an upgrade serves: stop accepting, stop following the settings
+    /// (the listeners are the new process' to move now).
+    HandedOver,
 }
 
 /// The follower of the controller's [`FrontSettings`]: owns the access logs, the acceptor and
@@ -190,6 +198,8 @@ pub(crate) struct Front {
     /// The acceptor in use and the `min_version` it was built for.
     acceptor: Option<(TlsAcceptor, MinVersion)>,
     live: watch::Sender<Arc<Live>>,
+    /// Set by [`FrontCommand::HandedOver`].
+    handed_over: bool,
 }
 
 impl Front {
@@ -228,8 +238,10 @@ impl Front {
                 redirect: None,
                 workers: listeners.plain.len(),
                 listeners: listeners.clone(),
+                handed_over: false,
             })),
             listeners,
+            handed_over: false,
         };
         front.publish();
         let rx = front.live.subscribe();
@@ -283,6 +295,7 @@ impl Front {
                 .filter(|_| self.settings.redirect_http),
             workers: self.descriptors.traffic_workers,
             listeners: self.listeners.clone(),
+            handed_over: self.handed_over,
         };
         self.live.send_replace(Arc::new(live));
     }
@@ -430,6 +443,14 @@ impl Front {
                         for log in self.access.iter().chain(&self.retired) {
                             log.reopen();
                         }
+                    }
+                    Some(FrontCommand::Listeners(reply)) => {
+                        let _ = reply.send(self.listeners.clone());
+                    }
+                    Some(FrontCommand::HandedOver) => {
+                        self.handed_over = true;
+                        following = false;
+                        self.publish();
                     }
                     Some(FrontCommand::Stop(reply)) => {
                         let mut logs = std::mem::take(&mut self.retired);

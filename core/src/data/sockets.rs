@@ -145,3 +145,46 @@ impl Bound {
         self.sockets[index % self.sockets.len()].try_clone()
     }
 }
+
+impl Bound {
+    /// The descriptors of its sockets, to hand to a new `lb` (an upgrade).
+    pub(crate) fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.sockets.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// A set of sockets an earlier `lb` handed over: `fds`, each listening on `local`. The
+    /// sockets are the same (never closed in between): connections queued on them wait for
+    /// whichever process accepts first.
+    pub(crate) fn adopt(
+        requested: SocketAddr,
+        local: SocketAddr,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<Bound, ListenError> {
+        let err = |error| ListenError {
+            addr: requested,
+            error,
+        };
+        if fds.is_empty() {
+            return Err(err(std::io::Error::other("no socket handed over")));
+        }
+        let mut sockets = Vec::with_capacity(fds.len());
+        for fd in fds {
+            let socket = Socket::from(fd);
+            let listening = socket.is_listener().map_err(err)?;
+            let at = socket.local_addr().map_err(err)?.as_socket();
+            if !listening || at != Some(local) {
+                return Err(err(std::io::Error::other(format!(
+                    "a handed-over descriptor is not a socket listening on {local}"
+                ))));
+            }
+            socket.set_nonblocking(true).map_err(err)?;
+            sockets.push(socket.into());
+        }
+        Ok(Bound {
+            requested,
+            local,
+            sockets,
+        })
+    }
+}

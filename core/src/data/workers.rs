@@ -170,6 +170,21 @@ impl Workers {
         }
     }
 
+    /// Wait until every worker thread has ended by itself (after a handover, once its
+    /// connections are done), for at most `limit`; whether they all did.
+    pub(crate) fn wait_ended(&self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let ended = (self.threads.lock().unwrap_or_else(|e| e.into_inner()))
+                .iter()
+                .all(JoinHandle::is_finished);
+            if ended || std::time::Instant::now() >= deadline {
+                return ended;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stop accepting on every worker, let requests in flight finish for up to `drain`, and
     /// wait for the threads to end.
     pub(crate) fn stop(&self, drain: Duration) {

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod engine;
 pub mod python;
+pub mod upgrade;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -146,6 +147,17 @@ impl Lb {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
         command.arg("--config").arg(&path);
         Lb::spawn_with(command, Some(dir), path, false)
+    }
+
+    /// [`Lb::start`] running `program` (a copy of `lb`, which a test may replace) with `config`
+    /// written beside it.
+    pub fn start_program(program: &std::path::Path, config: &str) -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = Command::new(program);
+        command.arg("--config").arg(&path);
+        Lb::spawn(command, Some(dir), path)
     }
 
     /// [`Lb::start`] with extra environment variables (e.g. `LB_FAILPOINTS`, `DOCKER_HOST`).

@@ -8,7 +8,7 @@ use crate::ring::{Member, RingTable};
 /// A status body byte for byte as `lb` writes it (compact, fields in this order): a process,
 /// a container, a Swarm task and a backend by address that is down, a vacancy, a refused file.
 const STATUS: &str = concat!(
-    r#"{"listen":"127.0.0.1:5000","via":"1.1 lb-3f2a","supervisor":"process","uptime_ms":1234,"N":4,"#,
+    r#"{"listen":"127.0.0.1:5000","via":"1.1 lb-3f2a","supervisor":"process","uptime_ms":1234,"process":{"pid":4242,"generation":3,"started":"2025-01-01T00:00:00Z"},"N":4,"#,
     r#""replicas":["#,
     r#"{"hostname":"Server 1","id":1,"kind":"managed","health":"up","address":"127.0.0.1:40001","healthy":true,"missed_heartbeats":0,"handle":{"pid":42},"pipelining":true,"in_flight":2,"requests":10,"tls":null,"tunnels":3},"#,
     r#"{"hostname":"Server 2","id":2,"kind":"managed","health":"up","address":"10.0.0.2:5000","healthy":false,"missed_heartbeats":1,"handle":{"container_id":"c0ffee"},"pipelining":false,"in_flight":0,"requests":0,"tls":null,"tunnels":0},"#,
@@ -28,6 +28,8 @@ fn a_status_reads_as_the_analysis_uses_it_and_writes_back_byte_for_byte() {
     assert_eq!(status.id_of("Server 2"), Some(2));
     assert_eq!(status.id_of("S9"), None);
     assert_eq!((status.n, status.retries), (4, Some(7)));
+    let process = status.process.as_ref().unwrap();
+    assert_eq!((process.pid, process.generation), (4242, 3));
     assert_eq!(status.via.as_deref(), Some("1.1 lb-3f2a"));
     let handles: Vec<_> = status.replicas.iter().map(|r| &r.handle).collect();
     assert_eq!((handles[0].pid, handles[0].container()), (Some(42), None));
@@ -88,6 +90,11 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
         via: owned.via.as_deref().map(text),
         supervisor: text(&owned.supervisor),
         uptime_ms: owned.uptime_ms,
+        process: owned.process.as_ref().map(|p| ProcessInfo {
+            pid: p.pid,
+            generation: p.generation,
+            started: text(&p.started),
+        }),
         n: owned.n,
         replicas: owned
             .replicas

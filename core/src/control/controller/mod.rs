@@ -47,7 +47,7 @@ use crate::state::{
     timestamp, Backend, ConfigStatus, Issue, Meta, Shared, Snapshot, TlsTable, Vacancy,
 };
 
-use super::command::{Command, ControllerHandle, ScaleReply, ScaleRequest};
+use super::command::{Command, ControllerHandle, HandedOver, ScaleReply, ScaleRequest};
 use super::file::{FileRead, WriteOutcome};
 use super::guard::panic_message;
 use super::launch::{Heartbeats, LaunchError, Launcher, Running};
@@ -523,6 +523,36 @@ impl Controller {
             }
             Command::Supervisor(SupervisorEvent::Members { listed_at, members }) => {
                 self.follow(listed_at, members);
+            }
+            Command::Handover { reply } => {
+                let mut replicas: Vec<HandedOver> = (self.replicas.values())
+                    .filter(|r| r.handle.is_supervised())
+                    .map(|r| HandedOver {
+                        hostname: r.backend.hostname.clone(),
+                        id: r.backend.id,
+                        address: r.backend.addr.clone(),
+                        handle: r.handle.clone(),
+                    })
+                    .collect();
+                replicas.sort_by_key(|r| r.id);
+                let _ = reply.send(replicas);
+            }
+            Command::Detach { keep, reply } => {
+                let others: Vec<Handle> = (self.replicas.values())
+                    .map(|r| r.handle.clone())
+                    .filter(|h| h.is_supervised() && !keep.contains(h))
+                    .collect();
+                for handle in others {
+                    tracing::info!(%handle, "stopping a replica started after the handover");
+                    let _ = self.launcher.supervisor.stop(&handle).await;
+                }
+                tracing::info!("the new lb runs the replicas now");
+                let _ = reply.send(());
+                return false;
+            }
+            Command::UpgradeFailed(message) => {
+                tracing::error!("{message}");
+                self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
             }
             Command::Shutdown { reply } => {
                 self.launcher.supervisor.stop_all().await;

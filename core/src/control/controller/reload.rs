@@ -270,7 +270,11 @@ impl Controller {
             tracing::info!("configuration change: {change}");
         }
         for field in &plan.needs_restart {
-            tracing::warn!(field, "changed in the file; takes effect after a restart");
+            tracing::warn!(
+                field,
+                "changed in the file; takes effect after a restart, or an upgrade without \
+                 dropping a connection (lb upgrade, or SIGUSR2)"
+            );
         }
         self.health.send_replace(config.health.clone());
         // The data plane's settings: each worker serves its new connections by them.

@@ -194,6 +194,8 @@ impl Rig {
             })),
             supervisor: "fake",
             started: std::time::Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            generation: 1,
             workers: 1,
             base_dir: std::path::PathBuf::new(),
         };

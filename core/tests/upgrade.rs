@@ -1,0 +1,124 @@
+//! Binary upgrades (SIGUSR2): the new `lb` takes the listening sockets and the replicas, the old
+//! one drains and exits; clients see nothing. A new binary that fails leaves the old serving.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::upgrade::{serving, upgrade, Successor};
+use common::{alive, eventually, signal, Lb, Traffic, THREE};
+
+/// `lb` at a path of its own the test may replace: a hard link beside the built binary (a
+/// copy would be a file open for writing, which another test's fork may hold while this one
+/// runs it: "text file busy").
+fn copy_of_lb() -> (tempfile::TempDir, PathBuf) {
+    let built = Path::new(env!("CARGO_BIN_EXE_lb"));
+    let dir = tempfile::tempdir_in(built.parent().unwrap()).unwrap();
+    let path = dir.path().join("lb");
+    std::fs::hard_link(built, &path).unwrap();
+    (dir, path)
+}
+
+/// Put the built `lb` back at `path` (a new link renamed over it).
+fn reinstall_lb(path: &Path) {
+    let new = path.with_extension("new");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_lb"), &new).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
+/// Put `contents` (executable) at `path` the way an install does: a new file renamed over the
+/// old (a running binary cannot be written in place).
+fn install(path: &Path, contents: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let new = path.with_extension("new");
+    std::fs::write(&new, contents).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_upgrades_under_traffic_lose_no_request_and_keep_every_replica() {
+    let (_dir, program) = copy_of_lb();
+    let lb = Arc::new(Lb::start_program(&program, THREE));
+    let successor = Successor::default();
+    let first = serving(&lb).await;
+    assert_eq!(first, (lb.pid(), 1));
+    let mut replicas = lb.replica_pids().await;
+    replicas.sort();
+    assert_eq!(replicas.len(), 3);
+
+    let traffic = Traffic::start(&lb, 8);
+    for generation in 2..=4 {
+        let (pid, now) = upgrade(&lb, &successor).await;
+        assert_eq!(now, generation);
+        assert!(alive(pid));
+        // Requests go on through the new one before the next upgrade.
+        let served = lb.served().await;
+        eventually(Duration::from_secs(10), "requests served", || async {
+            (lb.served().await > served + 50).then_some(())
+        })
+        .await;
+    }
+    let answered = traffic.finish_all_ok(500).await;
+    eprintln!("{answered} requests, all 200, across 3 upgrades");
+
+    // The same replica processes, adopted three times; none was restarted.
+    let mut after = lb.replica_pids().await;
+    after.sort();
+    assert_eq!(after, replicas);
+    let status = lb.status().await;
+    assert!(status["vacancies"].as_array().unwrap().is_empty());
+    assert!(
+        status["config"]["last_error"].is_null(),
+        "{}",
+        status["config"]["last_error"]
+    );
+
+    // They still die with the last lb, however it ends.
+    let last = successor.take().unwrap();
+    signal(last, libc::SIGKILL);
+    eventually(Duration::from_secs(10), "every replica gone", || async {
+        replicas.iter().all(|(_, pid)| !alive(*pid)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_binary_that_fails_leaves_the_old_one_serving() {
+    let (_dir, program) = copy_of_lb();
+    let lb = Lb::start_program(&program, THREE);
+    let successor = Successor::default();
+    let replicas = lb.replica_pids().await;
+    // A build that exits at start.
+    install(&program, b"#!/bin/sh\necho 'a broken build' >&2\nexit 3\n");
+    signal(lb.pid(), libc::SIGUSR2);
+    let error = lb.last_error(Duration::from_secs(40)).await;
+    assert!(error.contains("upgrade failed"), "{error}");
+    assert!(error.contains("exited before it was ready"), "{error}");
+    assert!(error.contains("exit status: 3"), "{error}");
+    assert!(error.contains("goes on serving"), "{error}");
+    assert!(
+        lb.log().contains("a broken build"),
+        "the new binary's own words are in the log"
+    );
+    // Still the same process, serving with the same replicas.
+    assert_eq!(serving(&lb).await, (lb.pid(), 1));
+    for _ in 0..20 {
+        let id = fastrand::u32(100_000..1_000_000).to_string();
+        let answer = lb.send("GET", "/home", b"", &[("X-Request-Id", &id)]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(lb.replica_pids().await, replicas);
+
+    // A good build then upgrades as usual.
+    reinstall_lb(&program);
+    let (_, generation) = upgrade(&lb, &successor).await;
+    assert_eq!(generation, 2);
+    let mut after = lb.replica_pids().await;
+    after.sort();
+    let mut before = replicas;
+    before.sort();
+    assert_eq!(after, before);
+}
