@@ -104,7 +104,7 @@ def main():
     ap.add_argument("--other", required=True, help="lb built from another commit")
     ap.add_argument("--run", required=True, help="a scratch directory")
     ap.add_argument("--out", required=True, help="where the results go (JSON)")
-    ap.add_argument("--seconds", type=int, default=75, help="wrk's run")
+    ap.add_argument("--seconds", type=int, default=60, help="wrk's run")
     args = ap.parse_args()
 
     run = args.run
@@ -156,7 +156,12 @@ def main():
         builds = [args.other, args.lb, args.other]
         upgrades = moves = 0
         started = time.monotonic()
+        # Spread over wrk's run (all but its last 10 s), so traffic meets every state.
+        pace = max(0.0, (args.seconds - 10) / 20)
         for i in range(20):
+            wait = started + i * pace - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             name, flip = flips[i % len(flips)]
             before = status(s["admin"], s["token"])["config"]["last_applied"]
             s[name] = flip(s[name])

@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OTHER=HEAD SECONDS_=75
+OTHER=HEAD SECONDS_=60
 while [ $# -gt 0 ]; do
     case "$1" in
         --other) OTHER=$2; shift ;;
