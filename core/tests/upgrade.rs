@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::upgrade::{serving, upgrade, Successor};
+use common::upgrade::{serving, status, upgrade, Successor};
 use common::{alive, eventually, signal, Lb, Traffic, THREE};
 
 /// `lb` at a path of its own the test may replace: a hard link beside the built binary (a
@@ -121,4 +121,97 @@ async fn a_new_binary_that_fails_leaves_the_old_one_serving() {
     let mut before = replicas;
     before.sort();
     assert_eq!(after, before);
+}
+
+/// The TLS and admin listeners are handed over too: HTTPS clients opening a connection per
+/// request and the admin address are served throughout two upgrades, on the same addresses.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tls_and_admin_listeners_are_handed_over() {
+    let certs = tempfile::tempdir().unwrap();
+    lb::self_signed(&["localhost".to_owned()], certs.path()).unwrap();
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[tls]\nlisten = \"127.0.0.1:0\"\n\
+         [[tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n{THREE}",
+        certs.path().join("cert.pem").display(),
+        certs.path().join("key.pem").display(),
+    );
+    let (_dir, program) = copy_of_lb();
+    let lb = Arc::new(Lb::start_program(&program, &config));
+    let successor = Successor::default();
+    let (admin, https) = (lb.admin.unwrap(), lb.https.unwrap());
+    eventually(Duration::from_secs(20), "three replicas", || async {
+        (status(&lb).await["replicas"].as_array().unwrap().len() == 3).then_some(())
+    })
+    .await;
+    // HTTPS clients, a new TLS connection per request, without pause.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ca = certs.path().join("ca.pem");
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ca) = (Arc::clone(&stop), ca.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0, 0);
+                let start = std::time::Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && start.elapsed() < Duration::from_secs(60)
+                {
+                    let id = fastrand::u32(100_000..1_000_000).to_string();
+                    match common::fetch_https(https.port(), "localhost", &ca, "/home", &id) {
+                        Some(_) => ok += 1,
+                        None => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let traffic = Traffic::start(&lb, 4);
+    for generation in 2..=3 {
+        let (_, now) = upgrade(&lb, &successor).await;
+        assert_eq!(now, generation);
+        let st = status(&lb).await;
+        assert_eq!(st["tls"]["listen"], https.to_string());
+        assert_eq!(st["listen"], lb.addr.to_string());
+    }
+    traffic.finish_all_ok(100).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for client in clients {
+        let (o, f) = client.join().unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} HTTPS requests failed",
+        ok + failed
+    );
+    assert!(ok >= 10, "only {ok} HTTPS requests");
+    // The admin address is the same one, answering.
+    let answer = lb.send_to(admin, "GET", "/rep", b"", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+/// A new binary that starts but never says it is ready is stopped after 30 s; the old one
+/// serves meanwhile and after, and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_binary_that_never_gets_ready_is_stopped() {
+    let (_dir, program) = copy_of_lb();
+    let lb = Lb::start_program(&program, THREE);
+    install(&program, b"#!/bin/sh\nexec sleep 300\n");
+    signal(lb.pid(), libc::SIGUSR2);
+    // Served while it waits.
+    for _ in 0..10 {
+        let answer = lb.get("/home").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let error = lb.last_error(Duration::from_secs(60)).await;
+    assert!(
+        error.contains("was not ready within 30s; it was stopped"),
+        "{error}"
+    );
+    assert_eq!(serving(&lb).await, (lb.pid(), 1));
+    let answer = lb.get("/home").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
 }

@@ -6,9 +6,18 @@ use std::time::{Duration, Instant};
 
 use super::{alive, eventually, signal, Lb};
 
+/// `/_lb/status` where `lb` serves it (its admin address, if it has one).
+pub async fn status(lb: &Lb) -> serde_json::Value {
+    let answer = lb
+        .send_to(lb.admin.unwrap_or(lb.addr), "GET", "/_lb/status", b"", &[])
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.json()
+}
+
 /// The `lb` serving now, as `/_lb/status` names it: (pid, generation).
 pub async fn serving(lb: &Lb) -> (u32, u64) {
-    let status = lb.status().await;
+    let status = status(lb).await;
     let process = &status["process"];
     (
         process["pid"].as_u64().expect("status.process.pid") as u32,
