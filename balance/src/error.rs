@@ -64,10 +64,42 @@ pub enum PlaceError {
         /// Number of slots `M`.
         slots: u32,
     },
+    /// A replica's weight is outside `1..=MAX_WEIGHT`.
+    #[error("the weight of server {server_id} must be an integer from 1 to {max}, not {weight}", max = MAX_WEIGHT)]
+    InvalidWeight {
+        /// The server id.
+        server_id: u64,
+        /// The weight given.
+        weight: u32,
+    },
+    /// Weights were given, but not one per server id.
+    #[error("{weights} weights for {replicas} replicas: give one per replica, or none")]
+    WeightCount {
+        /// Number of replicas.
+        replicas: usize,
+        /// Number of weights.
+        weights: usize,
+    },
+    /// The ring with weights: `K·Σw > M`.
+    #[error(
+        "K·Σw > M: total weight {total_weight} × {virtual_nodes} virtual nodes = {total} exceeds {slots} slots",
+        total = u128::from(*.total_weight) * u128::from(*.virtual_nodes)
+    )]
+    TooMuchWeight {
+        /// `Σw` over the replicas.
+        total_weight: u64,
+        /// Virtual nodes per unit of weight `K`.
+        virtual_nodes: u32,
+        /// Number of slots `M`.
+        slots: u32,
+    },
     /// Φ failed (a plugin panicked).
     #[error(transparent)]
     Hash(#[from] HashError),
 }
+
+/// The largest weight a replica may have.
+pub const MAX_WEIGHT: u32 = 1000;
 
 /// [`PlaceError`] by the name it had when only the ring existed; the same type.
 pub type RingError = PlaceError;

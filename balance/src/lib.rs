@@ -17,8 +17,12 @@
 //!   quadratic probing); [`maglev`], Maglev hashing (permutation preference lists, round-robin
 //!   fill; `M` prime); [`rendezvous`], rendezvous (highest random weight) hashing, one winner per
 //!   slot.
-//! - [`compare`]: how two tables differ (owners by server id, the share of slots that moved),
-//!   for the tests, the example and the analysis.
+//! - [`compare`]: how two tables differ (owners by server id, the share of slots that moved)
+//!   and the whole transfer a change makes ([`compare::plan`]), for the tests, the example, the
+//!   analysis and plans.
+//!
+//! Every algorithm also takes a weight per replica ([`Balancer::place_weighted`], 1 to
+//! [`MAX_WEIGHT`]): a replica of weight `w` serves about `w/Σw` of the slots.
 //!
 //! No file imports one that imports it back (`scripts/check-layers.py` checks it).
 //!
@@ -60,6 +64,6 @@ mod table;
 
 pub use algorithm::{maglev, rendezvous, ring};
 pub use balancer::{Algorithm, Balancer, Probing, RingParams};
-pub use error::{is_prime, PlaceError, RingError};
+pub use error::{is_prime, PlaceError, RingError, MAX_WEIGHT};
 pub use hash::RingHash;
 pub use table::Placement;

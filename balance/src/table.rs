@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::balancer::{Algorithm, Balancer};
-use crate::error::PlaceError;
+use crate::error::{PlaceError, MAX_WEIGHT};
 use crate::hash::RingHash;
 
 /// Marker for "no member here" while a table is being filled. Member indices are always
@@ -62,13 +62,34 @@ pub(crate) fn member_order(server_ids: &[u64]) -> Result<Vec<usize>, PlaceError>
     Ok(order)
 }
 
+/// The rules on weights every table obeys: none given means 1 each; otherwise one per server
+/// id, each in `1..=MAX_WEIGHT`. The weights, one per member.
+pub(crate) fn member_weights(server_ids: &[u64], weights: &[u32]) -> Result<Vec<u32>, PlaceError> {
+    if weights.is_empty() {
+        return Ok(vec![1; server_ids.len()]);
+    }
+    if weights.len() != server_ids.len() {
+        return Err(PlaceError::WeightCount {
+            replicas: server_ids.len(),
+            weights: weights.len(),
+        });
+    }
+    for (&server_id, &weight) in server_ids.iter().zip(weights) {
+        if !(1..=MAX_WEIGHT).contains(&weight) {
+            return Err(PlaceError::InvalidWeight { server_id, weight });
+        }
+    }
+    Ok(weights.to_vec())
+}
+
 /// Where each member has its marks on the circle (the ring's virtual nodes), for display.
 /// Maglev and rendezvous place no marks.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Marks {
-    /// Marks per member (`K` for the ring).
-    pub(crate) per_member: usize,
-    /// Member `k`'s marks at `[k·per_member, (k+1)·per_member)`.
+    /// Member `k`'s marks are `slots[starts[k]..starts[k + 1]]` (`K·w` for the ring); empty:
+    /// no marks.
+    pub(crate) starts: Vec<usize>,
+    /// Every member's marks, member after member.
     pub(crate) slots: Vec<u32>,
 }
 
@@ -80,14 +101,16 @@ pub(crate) enum Fallback {
     /// replica in ring order; a Maglev table's neighbouring slots belong to effectively random
     /// replicas, so a failed replica's retries spread over the others.
     Clockwise,
-    /// The members by descending `(weight(seeds[k], slot), server id)`: for rendezvous, the
-    /// member with the next highest weight for the slot — exactly the replica the slot would
-    /// move to if the ones ruled out left.
+    /// The members by descending `score(seeds[k], weights[k], slot)` (then server id): for
+    /// rendezvous, the member with the next highest score for the slot — exactly the replica
+    /// the slot would move to if the ones ruled out left.
     HighestWeight {
-        /// Per member (in member order), the seed of its weights.
+        /// Per member (in member order), the seed of its scores.
         seeds: Vec<u64>,
-        /// A member's weight for a slot, from its seed.
-        weight: fn(u64, u32) -> u64,
+        /// Per member, its weight.
+        weights: Vec<u32>,
+        /// A member's score for a slot, from its seed and weight (a total order).
+        score: fn(u64, u32, u32) -> (u64, u64),
     },
 }
 
@@ -100,6 +123,8 @@ pub struct Placement {
     hash: Arc<dyn RingHash>,
     /// Server ids in the order given to [`Balancer::place`]; member `k` is `ids[k]`.
     ids: Vec<u64>,
+    /// Member `k`'s weight (1 unless weights were given).
+    weights: Vec<u32>,
     marks: Marks,
     /// Per slot, the member index serving it; empty when there are no members.
     owners: Vec<u32>,
@@ -116,7 +141,7 @@ impl Placement {
     pub(crate) fn new(
         balancer: Balancer,
         hash: Arc<dyn RingHash>,
-        ids: Vec<u64>,
+        (ids, weights): (Vec<u64>, Vec<u32>),
         owners: Vec<u32>,
         marks: Marks,
         fallback: Fallback,
@@ -126,6 +151,7 @@ impl Placement {
             balancer,
             hash,
             ids,
+            weights,
             marks,
             owners,
             fallback,
@@ -137,7 +163,7 @@ impl Placement {
         Placement::new(
             balancer,
             hash,
-            Vec::new(),
+            (Vec::new(), Vec::new()),
             Vec::new(),
             Marks::default(),
             Fallback::Clockwise,
@@ -175,15 +201,21 @@ impl Placement {
         &self.ids
     }
 
-    /// The slots of `member`'s marks (the ring's virtual nodes, in `j` order); empty if
-    /// `member >= len()` or the algorithm has none (Maglev and rendezvous: which slots a member
-    /// serves is in [`Placement::owners`]).
+    /// Per member, its weight (1 each unless weights were given to
+    /// [`Balancer::place_weighted`]).
+    pub fn weights(&self) -> &[u32] {
+        &self.weights
+    }
+
+    /// The slots of `member`'s marks (the ring's virtual nodes, in `j` order: `K·w` of them);
+    /// empty if `member >= len()` or the algorithm has none (Maglev and rendezvous: which
+    /// slots a member serves is in [`Placement::owners`]).
     pub fn virtual_slots(&self, member: usize) -> &[u32] {
-        let k = self.marks.per_member;
-        member
-            .checked_mul(k)
-            .and_then(|start| self.marks.slots.get(start..start.checked_add(k)?))
-            .unwrap_or(&[])
+        let starts = &self.marks.starts;
+        match (starts.get(member), starts.get(member.wrapping_add(1))) {
+            (Some(&start), Some(&end)) => self.marks.slots.get(start..end).unwrap_or(&[]),
+            _ => &[],
+        }
     }
 
     /// The slot request `request_id` lands on: `H(r) mod M`.
@@ -230,15 +262,20 @@ impl Placement {
             Fallback::Clockwise => (0..m)
                 .map(|k| self.owners[(start + k) % m] as usize)
                 .find(|&member| !skip(member)),
-            Fallback::HighestWeight { seeds, weight } => {
+            Fallback::HighestWeight {
+                seeds,
+                weights,
+                score,
+            } => {
                 // `start < M ≤ u32::MAX`.
                 let slot = start as u32;
                 seeds
                     .iter()
+                    .zip(weights)
                     .zip(&self.ids)
                     .enumerate()
                     .filter(|&(member, _)| !skip(member))
-                    .max_by_key(|&(_, (&seed, &id))| (weight(seed, slot), id))
+                    .max_by_key(|&(_, ((&seed, &weight), &id))| (score(seed, weight, slot), id))
                     .map(|(member, _)| member)
             }
         }

@@ -26,7 +26,8 @@ pub use crate::error::is_prime;
 use crate::error::PlaceError;
 use crate::hash::{splitmix64, RingHash};
 use crate::table::{
-    check_slot_each, check_slots, member_order, Fallback, Marks, Placement, NO_MEMBER,
+    check_slot_each, check_slots, member_order, member_weights, Fallback, Marks, Placement,
+    NO_MEMBER,
 };
 
 /// Maglev's parameters themselves: `M ≥ 1`, `M` prime.
@@ -54,13 +55,14 @@ pub fn preferences(server_id: u64, slots: u32) -> (u32, u32) {
     (offset as u32, skip as u32)
 }
 
-/// Fill a table of `m` slots from preference lists `(offset, skip)`, given in turn order; the
-/// result holds indices into `lists`. Every `skip` must be coprime with `m` (then each list
-/// visits every slot and the loop ends), and there must be at least one list.
+/// Fill a table of `m` slots from preference lists `(offset, skip)`, given in turn order, each
+/// taking `turns[k]` slots per round (its weight); the result holds indices into `lists`. Every
+/// `skip` must be coprime with `m` (then each list visits every slot and the loop ends), and
+/// there must be at least one list.
 ///
-/// Each turn gives every list, in order, the next slot on it that is still free. Cost: `M`
-/// placements plus the skipped taken slots, about `M·ln(M/N)` at worst in total.
-fn fill(m: u32, lists: &[(u32, u32)]) -> Vec<u32> {
+/// Each round gives every list, in order, its next `turns` slots on it that are still free.
+/// Cost: `M` placements plus the skipped taken slots, about `M·ln(M/N)` at worst in total.
+fn fill(m: u32, lists: &[(u32, u32)], turns: &[u32]) -> Vec<u32> {
     let mut table = vec![NO_MEMBER; m as usize];
     // Where each list is: its next candidate slot.
     let mut next: Vec<u64> = lists.iter().map(|&(offset, _)| u64::from(offset)).collect();
@@ -69,20 +71,30 @@ fn fill(m: u32, lists: &[(u32, u32)]) -> Vec<u32> {
     loop {
         for (list, &(_, skip)) in lists.iter().enumerate() {
             let skip = u64::from(skip);
-            let mut slot = next[list];
-            // A free slot exists (filled < M) and the list reaches every slot.
-            while table[slot as usize] != NO_MEMBER {
-                slot = (slot + skip) % m64;
-            }
-            // N ≤ M ≤ u32::MAX, so list indices fit.
-            table[slot as usize] = list as u32;
-            next[list] = (slot + skip) % m64;
-            filled += 1;
-            if filled == table.len() {
-                return table;
+            for _ in 0..turns[list] {
+                let mut slot = next[list];
+                // A free slot exists (filled < M) and the list reaches every slot.
+                while table[slot as usize] != NO_MEMBER {
+                    slot = (slot + skip) % m64;
+                }
+                // N ≤ M ≤ u32::MAX, so list indices fit.
+                table[slot as usize] = list as u32;
+                next[list] = (slot + skip) % m64;
+                filled += 1;
+                if filled == table.len() {
+                    return table;
+                }
             }
         }
     }
+}
+
+/// The greatest common divisor of `a` and `b` (`gcd(0, b) = b`).
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// Build the Maglev table of `slots` slots for `server_ids` (member `k` is `server_ids[k]`; the
@@ -98,9 +110,25 @@ pub fn build(
     hash: Arc<dyn RingHash>,
     server_ids: &[u64],
 ) -> Result<Placement, PlaceError> {
+    build_weighted(slots, hash, server_ids, &[])
+}
+
+/// [`build`] with weights: in each round of the fill, member `k` takes `weights[k]` turns (none
+/// given: 1 each; the weights in smallest terms, so 2:4 fills as 1:2), so it owns `w/Σw` of the
+/// slots to within a round's worth. With every weight equal this is exactly [`build`]'s table.
+///
+/// Checks, in this order: `slots ≥ 1`, `slots` prime, no id is 0, no id repeats, the weights
+/// (one per id, each in `1..=MAX_WEIGHT`), `N ≤ M`.
+pub fn build_weighted(
+    slots: u32,
+    hash: Arc<dyn RingHash>,
+    server_ids: &[u64],
+    weights: &[u32],
+) -> Result<Placement, PlaceError> {
     let balancer = Balancer::Maglev { slots };
     validate(slots)?;
     let order = member_order(server_ids)?;
+    let weights = member_weights(server_ids, weights)?;
     check_capacity(slots, server_ids.len())?;
     if order.is_empty() {
         return Ok(Placement::empty(balancer, hash));
@@ -109,7 +137,10 @@ pub fn build(
         .iter()
         .map(|&member| preferences(server_ids[member], slots))
         .collect();
-    let mut table = fill(slots, &lists);
+    // Turns in the weights' proportions, smallest terms: equal weights fill as weights of 1.
+    let gcd = weights.iter().fold(0, |a, &w| gcd(a, w)).max(1);
+    let turns: Vec<u32> = order.iter().map(|&member| weights[member] / gcd).collect();
+    let mut table = fill(slots, &lists, &turns);
     // Turn positions back into member indices.
     for cell in &mut table {
         *cell = order[*cell as usize] as u32;
@@ -117,7 +148,7 @@ pub fn build(
     Ok(Placement::new(
         balancer,
         hash,
-        server_ids.to_vec(),
+        (server_ids.to_vec(), weights),
         table,
         Marks::default(),
         Fallback::Clockwise,

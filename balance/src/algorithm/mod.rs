@@ -75,11 +75,34 @@ impl Balancer {
         hash: Arc<dyn RingHash>,
         server_ids: &[u64],
     ) -> Result<Placement, PlaceError> {
+        self.place_from_weighted(previous, hash, server_ids, &[])
+    }
+
+    /// [`Balancer::place_from`] with weights ([`Balancer::place_weighted`]); a table with
+    /// weights is always built anew.
+    pub fn place_from_weighted(
+        &self,
+        previous: &Placement,
+        hash: Arc<dyn RingHash>,
+        server_ids: &[u64],
+        weights: &[u32],
+    ) -> Result<Placement, PlaceError> {
+        let unweighted = weights.iter().all(|&w| w == 1);
         match *self {
-            Balancer::Rendezvous { slots } if self.can_rebuild(previous, &hash) => {
+            Balancer::Rendezvous { slots } if unweighted && self.can_rebuild(previous, &hash) => {
                 rendezvous::rebuild(slots, previous, server_ids)
             }
-            _ => self.place(hash, server_ids),
+            _ => self.place_weighted(hash, server_ids, weights),
+        }
+    }
+
+    /// Whether members of these weights fit: [`Balancer::check_capacity`], except that for the
+    /// ring each member places `K·w` virtual nodes (`K·Σw ≤ M`). Weights themselves are
+    /// checked by [`Balancer::place_weighted`].
+    pub fn check_weighted_capacity(&self, weights: &[u32]) -> Result<(), PlaceError> {
+        match *self {
+            Balancer::Ring(params) => ring::check_weighted_capacity(params, weights),
+            _ => self.check_capacity(weights.len()),
         }
     }
 
@@ -106,10 +129,26 @@ impl Balancer {
         hash: Arc<dyn RingHash>,
         server_ids: &[u64],
     ) -> Result<Placement, PlaceError> {
+        self.place_weighted(hash, server_ids, &[])
+    }
+
+    /// [`Balancer::place`] with a weight per member (`weights[k]` for `server_ids[k]`, each in
+    /// `1..=MAX_WEIGHT`; none: 1 each): a member of weight `w` serves about `w/Σw` of the
+    /// slots — the ring places `K·w` virtual nodes for it, Maglev gives it `w` turns per round
+    /// of its fill, rendezvous scores it `−w / ln u`. With every weight 1 the tables are those
+    /// of [`Balancer::place`].
+    pub fn place_weighted(
+        &self,
+        hash: Arc<dyn RingHash>,
+        server_ids: &[u64],
+        weights: &[u32],
+    ) -> Result<Placement, PlaceError> {
         match *self {
-            Balancer::Ring(params) => ring::build(params, hash, server_ids),
-            Balancer::Maglev { slots } => maglev::build(slots, hash, server_ids),
-            Balancer::Rendezvous { slots } => rendezvous::build(slots, hash, server_ids),
+            Balancer::Ring(params) => ring::build_weighted(params, hash, server_ids, weights),
+            Balancer::Maglev { slots } => maglev::build_weighted(slots, hash, server_ids, weights),
+            Balancer::Rendezvous { slots } => {
+                rendezvous::build_weighted(slots, hash, server_ids, weights)
+            }
         }
     }
 }

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use crate::balancer::{Algorithm, Balancer};
 use crate::error::PlaceError;
 use crate::hash::{splitmix64, RingHash};
-use crate::table::{check_slot_each, check_slots, member_order, Fallback, Marks, Placement};
+use crate::table::{
+    check_slot_each, check_slots, member_order, member_weights, Fallback, Marks, Placement,
+};
 
 /// The seed of replica `server_id`'s weights: `splitmix64(server_id, 1)`.
 #[inline]
@@ -45,17 +47,51 @@ pub fn weight(slot: u32, server_id: u64) -> u64 {
     seeded_weight(seed(server_id), slot)
 }
 
+/// A member's score for a slot in a weighted table, from its hash `h = w(s, i)` and its weight,
+/// as a total order: `(−weight / ln u, h)` with `u = (⌊h / 2¹¹⌋ + ½) / 2⁵³` in (0, 1) — the
+/// logarithmic method of weighted rendezvous hashing: a replica of weight `w` wins `w/Σw` of
+/// the slots, and a weight change moves slots only to or from that replica. The score is
+/// positive, so its bits order as the number does; equal scores fall back to `h`. For equal
+/// weights this orders members exactly as `h` does (the score never decreases as `h` grows).
+#[inline]
+fn logarithmic(h: u64, weight: u32) -> (u64, u64) {
+    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let score = -f64::from(weight) / u.ln();
+    (score.to_bits(), h)
+}
+
+/// A member's score for a slot in a table whose weights are all equal: `h` alone (the same
+/// order as [`logarithmic`], without a logarithm per slot and member).
+fn by_hash(seed: u64, _weight: u32, slot: u32) -> (u64, u64) {
+    (0, seeded_weight(seed, slot))
+}
+
+/// A member's score for a slot in a weighted table ([`logarithmic`]).
+fn by_weight(seed: u64, weight: u32, slot: u32) -> (u64, u64) {
+    logarithmic(seeded_weight(seed, slot), weight)
+}
+
+/// How a table with these weights scores members: by hash when they are all equal.
+fn scorer(weights: &[u32]) -> fn(u64, u32, u32) -> (u64, u64) {
+    if weights.windows(2).all(|pair| pair[0] == pair[1]) {
+        by_hash
+    } else {
+        by_weight
+    }
+}
+
 /// `N ≤ M`, once `M ≥ 1`: every replica can own a slot.
 pub(crate) fn check_capacity(slots: u32, replicas: usize) -> Result<(), PlaceError> {
     check_slots(slots)?;
     check_slot_each(Algorithm::Rendezvous, replicas, slots)
 }
 
-/// Rendezvous's fallback: after a slot's owner, the member with the next highest weight for it.
-fn fallback(server_ids: &[u64]) -> Fallback {
+/// Rendezvous's fallback: after a slot's owner, the member with the next highest score for it.
+fn fallback(server_ids: &[u64], weights: &[u32]) -> Fallback {
     Fallback::HighestWeight {
         seeds: server_ids.iter().map(|&id| seed(id)).collect(),
-        weight: seeded_weight,
+        weights: weights.to_vec(),
+        score: scorer(weights),
     }
 }
 
@@ -72,38 +108,62 @@ pub fn build(
     hash: Arc<dyn RingHash>,
     server_ids: &[u64],
 ) -> Result<Placement, PlaceError> {
+    build_weighted(slots, hash, server_ids, &[])
+}
+
+/// [`build`] with weights (none given: 1 each): slot `s` goes to the member with the highest
+/// score `−w / ln u(s, i)` ([`logarithmic`]), so a member of weight `w` owns about `w/Σw` of
+/// the slots and a weight change moves slots only to or from that member. With every weight
+/// equal this is exactly [`build`]'s table.
+///
+/// Checks, in this order: `slots ≥ 1`, no id is 0, no id repeats, the weights (one per id, each
+/// in `1..=MAX_WEIGHT`), `N ≤ M`.
+pub fn build_weighted(
+    slots: u32,
+    hash: Arc<dyn RingHash>,
+    server_ids: &[u64],
+    weights: &[u32],
+) -> Result<Placement, PlaceError> {
     let balancer = Balancer::Rendezvous { slots };
     check_slots(slots)?;
     let order = member_order(server_ids)?;
+    let weights = member_weights(server_ids, weights)?;
     check_capacity(slots, server_ids.len())?;
     if order.is_empty() {
         return Ok(Placement::empty(balancer, hash));
     }
-    let seeds: Vec<(u64, u64)> = order
+    let score = scorer(&weights);
+    let seeds: Vec<(u64, u32, u64)> = order
         .iter()
-        .map(|&member| (seed(server_ids[member]), server_ids[member]))
+        .map(|&member| {
+            (
+                seed(server_ids[member]),
+                weights[member],
+                server_ids[member],
+            )
+        })
         .collect();
     let table = (0..slots)
         .map(|slot| {
-            let step = u64::from(slot) + 1;
-            let mut best = (0u64, 0u64, 0usize);
-            for (k, &(seed, id)) in seeds.iter().enumerate() {
-                let w = splitmix64(seed, step);
-                if k == 0 || (w, id) > (best.0, best.1) {
-                    best = (w, id, k);
+            let mut best = ((0u64, 0u64), 0u64, 0usize);
+            for (k, &(seed, weight, id)) in seeds.iter().enumerate() {
+                let s = score(seed, weight, slot);
+                if k == 0 || (s, id) > (best.0, best.1) {
+                    best = (s, id, k);
                 }
             }
             // N ≤ M ≤ u32::MAX (checked), so member indices fit.
             order[best.2] as u32
         })
         .collect();
+    let fallback = fallback(server_ids, &weights);
     Ok(Placement::new(
         balancer,
         hash,
-        server_ids.to_vec(),
+        (server_ids.to_vec(), weights),
         table,
         Marks::default(),
-        fallback(server_ids),
+        fallback,
     ))
 }
 
@@ -115,7 +175,8 @@ pub fn build(
 /// O(M·(1 + added) + removed·M) instead of O(M·N): a replica leaving or joining a table of
 /// millions of slots costs tens of milliseconds, not seconds.
 ///
-/// Falls back to [`build`] when `previous` has no members or not `slots` slots.
+/// For tables without weights (every weight 1); falls back to [`build`] when `previous` has
+/// no members, not `slots` slots, or weights.
 pub(crate) fn rebuild(
     slots: u32,
     previous: &Placement,
@@ -127,7 +188,12 @@ pub(crate) fn rebuild(
     let order = member_order(server_ids)?;
     check_capacity(slots, server_ids.len())?;
     let before = previous.server_ids();
-    if order.is_empty() || before.is_empty() || previous.owners().len() != slots as usize {
+    let uniform = |weights: &[u32]| weights.iter().all(|&w| w == 1);
+    if order.is_empty()
+        || before.is_empty()
+        || previous.owners().len() != slots as usize
+        || !uniform(previous.weights())
+    {
         return build(slots, hash, server_ids);
     }
     // Member index of each kept id in the new table; which ids were added.
@@ -184,10 +250,10 @@ pub(crate) fn rebuild(
     Ok(Placement::new(
         balancer,
         hash,
-        server_ids.to_vec(),
+        (server_ids.to_vec(), vec![1; server_ids.len()]),
         table,
         Marks::default(),
-        fallback(server_ids),
+        fallback(server_ids, &vec![1; server_ids.len()]),
     ))
 }
 

@@ -19,7 +19,9 @@ pub use crate::balancer::{Probing, RingParams};
 pub use crate::error::RingError;
 use crate::error::{vnode_total, PlaceError};
 use crate::hash::RingHash;
-use crate::table::{check_slots, member_order, Fallback, Marks, Placement, NO_MEMBER};
+use crate::table::{
+    check_slots, member_order, member_weights, Fallback, Marks, Placement, NO_MEMBER,
+};
 
 /// Offset of the `k`-th probe, already reduced mod `m` (`k < m ≤ 2³²`, so `k²` fits in `u64`).
 #[inline]
@@ -52,6 +54,27 @@ pub(crate) fn check_capacity(params: RingParams, replicas: usize) -> Result<(), 
     Ok(())
 }
 
+/// `K·Σw ≤ M` for members of weights `weights` (each places `K·w` virtual nodes), once the
+/// parameters are valid. All weights 1: the same rule and error as [`check_capacity`].
+pub(crate) fn check_weighted_capacity(
+    params: RingParams,
+    weights: &[u32],
+) -> Result<(), PlaceError> {
+    if weights.iter().all(|&w| w == 1) {
+        return check_capacity(params, weights.len());
+    }
+    validate(params)?;
+    let total_weight: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    if u128::from(total_weight) * u128::from(params.virtual_nodes) > u128::from(params.slots) {
+        return Err(PlaceError::TooMuchWeight {
+            total_weight,
+            virtual_nodes: params.virtual_nodes,
+            slots: params.slots,
+        });
+    }
+    Ok(())
+}
+
 /// Build the assignment's ring from parameters, hash functions and server ids. Member index `k`
 /// in the returned [`Placement`] refers to `server_ids[k]`. A request that its slot's owner
 /// cannot serve falls back clockwise: to the next replica in ring order.
@@ -70,23 +93,49 @@ pub fn build(
     hash: Arc<dyn RingHash>,
     server_ids: &[u64],
 ) -> Result<Placement, PlaceError> {
+    build_weighted(params, hash, server_ids, &[])
+}
+
+/// [`build`] with weights: member `k` (weight `weights[k]`; none given: 1 each) places `K·w`
+/// virtual nodes, `j = 0..K·w` at `Φ(i, j) mod M`, so it serves about `w/Σw` of the slots.
+/// With every weight 1 this is exactly [`build`]'s ring.
+///
+/// Checks, in this order: `slots ≥ 1`, `virtual_nodes ≥ 1`, no id is 0, no id repeats, the
+/// weights (one per id, each in `1..=MAX_WEIGHT`), `K·Σw ≤ M`.
+pub fn build_weighted(
+    params: RingParams,
+    hash: Arc<dyn RingHash>,
+    server_ids: &[u64],
+    weights: &[u32],
+) -> Result<Placement, PlaceError> {
     let balancer = Balancer::Ring(params);
     validate(params)?;
     let order = member_order(server_ids)?;
-    check_capacity(params, server_ids.len())?;
+    let weights = member_weights(server_ids, weights)?;
+    check_weighted_capacity(params, &weights)?;
     let n = server_ids.len();
     if n == 0 {
         return Ok(Placement::empty(balancer, hash));
     }
 
-    // From here N·K ≤ M ≤ u32::MAX, so `n * k` cannot overflow and member indices fit in u32.
+    // From here K·Σw ≤ M ≤ u32::MAX, so the counts below cannot overflow and member indices
+    // fit in u32.
     let k = params.virtual_nodes as usize;
     let m = u64::from(params.slots);
     let mut table = vec![NO_MEMBER; params.slots as usize];
-    let mut vnode_slots = vec![0u32; n * k];
+    // Member k's marks start at starts[k] (members in index order), K·w of them.
+    let mut starts = Vec::with_capacity(n + 1);
+    let mut total = 0usize;
+    for &w in &weights {
+        starts.push(total);
+        total += k * w as usize;
+    }
+    starts.push(total);
+    let mut vnode_slots = vec![0u32; total];
     for &member in &order {
         let server_id = server_ids[member];
-        for j in 0..params.virtual_nodes {
+        let count = params.virtual_nodes * weights[member];
+        for j in 0..count {
             let home = hash.virtual_node(server_id, u64::from(j))? % m;
             let slot = place(&mut table, home, params.probing, member as u32).ok_or(
                 PlaceError::ProbeExhausted {
@@ -94,17 +143,17 @@ pub fn build(
                     replica: j,
                 },
             )?;
-            vnode_slots[member * k + j as usize] = slot;
+            vnode_slots[starts[member] + j as usize] = slot;
         }
     }
     fill_owners(&mut table);
     Ok(Placement::new(
         balancer,
         hash,
-        server_ids.to_vec(),
+        (server_ids.to_vec(), weights),
         table,
         Marks {
-            per_member: k,
+            starts,
             slots: vnode_slots,
         },
         Fallback::Clockwise,

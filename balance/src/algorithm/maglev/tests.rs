@@ -51,13 +51,16 @@ fn the_papers_example_fill() {
     // Turn 2: B0 wants 0 (taken) → 4 (taken) → 1; B1 takes 2; B2 takes 5.
     // Turn 3: B0 wants 5 (taken) → 2 (taken) → 6, the last free slot.
     // Table: 0 B1, 1 B0, 2 B1, 3 B0, 4 B2, 5 B2, 6 B0 — the paper's "before" row.
-    assert_eq!(fill(7, &[(3, 4), (0, 2), (3, 1)]), [1, 0, 1, 0, 2, 2, 0]);
+    assert_eq!(
+        fill(7, &[(3, 4), (0, 2), (3, 1)], &[1, 1, 1]),
+        [1, 0, 1, 0, 2, 2, 0]
+    );
     // B1 removed (B0 is list 0, B2 list 1):
     // Turn 1: B0 takes 3; B2 wants 3 → 4. Turn 2: B0 takes 0; B2 takes 5.
     // Turn 3: B0 wants 4 (taken) → 1; B2 takes 6. Turn 4: B0 wants 5, 2 → 2.
     // Table: B0 B0 B0 B0 B2 B2 B2. B1's slots 0 and 2 went to B0, and slot 6 moved from B0 to
     // B2 as well: Maglev's disruption is small, not minimal (3 of 7 slots moved where 2 had to).
-    assert_eq!(fill(7, &[(3, 4), (3, 1)]), [0, 0, 0, 0, 1, 1, 1]);
+    assert_eq!(fill(7, &[(3, 4), (3, 1)], &[1, 1]), [0, 0, 0, 0, 1, 1, 1]);
 }
 
 #[test]
