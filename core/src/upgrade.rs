@@ -65,7 +65,8 @@ pub(crate) enum UpgradeError {
         /// How it ended.
         status: String,
     },
-    /// The new process did not say it was ready in time; it was killed.
+    /// The new process did not say it was ready in time (or closed its end without saying it
+    /// and went on running); it was killed.
     #[error("the new lb ({}, pid {pid}) was not ready within {}s; it was stopped", exe.display(), READY_TIMEOUT.as_secs())]
     NotReady {
         /// The executable.
@@ -309,13 +310,16 @@ pub(crate) async fn start_new(plan: Plan<'_>) -> Result<u32, UpgradeError> {
             Ok(())
         });
     }
-    let mut child = command.spawn().map_err(|error| UpgradeError::Spawn {
+    let child = command.spawn().map_err(|error| UpgradeError::Spawn {
         exe: plan.exe.to_path_buf(),
         error,
     })?;
+    // Until it is ready the new process is this one's to stop: also when the wait is abandoned
+    // (a SIGTERM during the upgrade drops this future).
+    let mut child = Unready(Some(child));
     // Only the child writes: end-of-file then means it is gone.
     drop(ready_write);
-    let pid = child.id();
+    let pid = child.pid();
     tracing::info!(pid, exe = %plan.exe.display(), generation = plan.generation, "upgrade: the new lb started; waiting for it to be ready");
     let said = async {
         let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_read)?;
@@ -331,22 +335,55 @@ pub(crate) async fn start_new(plan: Plan<'_>) -> Result<u32, UpgradeError> {
     };
     let outcome = tokio::time::timeout(READY_TIMEOUT, said).await;
     if let Ok(Ok(true)) = outcome {
+        // It serves: it outlives this process.
+        child.0.take();
         return Ok(pid);
     }
-    let timed_out = outcome.is_err();
-    if timed_out {
-        let _ = child.kill();
-    }
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .map_err(|e| UpgradeError::Prepare(std::io::Error::other(e)))?
-        .map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
+    // Not ready: how it ended, if it did (a process that closed the pipe gets a second to
+    // exit); one still running is killed.
+    let finished = outcome.is_ok();
+    let exited = child.0.take().map(|mut child| {
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            while finished && std::time::Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Some(status.to_string());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        })
+    });
+    let exited = match exited {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
     let exe = plan.exe.to_path_buf();
-    Err(if timed_out {
-        UpgradeError::NotReady { exe, pid }
-    } else {
-        UpgradeError::Exited { exe, pid, status }
+    Err(match exited {
+        Some(status) => UpgradeError::Exited { exe, pid, status },
+        None => UpgradeError::NotReady { exe, pid },
     })
+}
+
+/// A new process not (yet) ready: killed and reaped if dropped with it inside.
+struct Unready(Option<std::process::Child>);
+
+impl Unready {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, std::process::Child::id)
+    }
+}
+
+impl Drop for Unready {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            tracing::warn!(pid = child.id(), "upgrade abandoned: stopping the new lb");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Tell systemd (a `Type=notify` unit: `$NOTIFY_SOCKET`) that this process serves and is the

@@ -215,3 +215,40 @@ async fn a_new_binary_that_never_gets_ready_is_stopped() {
     let answer = lb.get("/home").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
+
+/// SIGTERM while an upgrade waits for the new process: lb shuts down and takes the new process
+/// with it (nothing of lb is left running).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_during_an_upgrade_stops_the_new_process() {
+    let (_dir, program) = copy_of_lb();
+    let mut lb = Lb::start_program(&program, THREE);
+    let replicas = lb.replica_pids().await;
+    install(&program, b"#!/bin/sh\nexec sleep 300\n");
+    signal(lb.pid(), libc::SIGUSR2);
+    let new: u32 = eventually(Duration::from_secs(20), "the new process", || async {
+        let log = lb.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("waiting for it to be ready"))?;
+        line.split("pid=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+    .await;
+    assert!(alive(new));
+    let status = lb.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    eventually(
+        Duration::from_secs(10),
+        "the new process stopped",
+        || async { (!alive(new)).then_some(()) },
+    )
+    .await;
+    for (name, pid) in replicas {
+        assert!(!alive(pid), "{name} (pid {pid}) outlived lb");
+    }
+    lb.addr = "127.0.0.1:9".parse().unwrap(); // nothing to talk to any more
+}
