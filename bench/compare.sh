@@ -98,10 +98,10 @@ declare -A PROXY_PIDS=(
     [nginx]="$(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
     [haproxy]="$HAPROXY_PID"
 )
-REPLICA_PIDS="$(pgrep -P "$LB_PID" | tr '\n' ' ')"
+REPLICA_PIDS="$(replica_pids "$LB_PORT")"
 declare -A REPLICAS_OF=(
     [direct]="$REPLICA_PIDS" [lb]="$REPLICA_PIDS" [nginx]="$REPLICA_PIDS"
-    [haproxy]="$REPLICA_PIDS" [lb-unbatched]="$(pgrep -P "$LB2_PID" | tr '\n' ' ')"
+    [haproxy]="$REPLICA_PIDS" [lb-unbatched]="$(replica_pids "$LB2_PORT")"
 )
 
 declare -A URL=(

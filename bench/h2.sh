@@ -87,7 +87,7 @@ pids+=("$NGINX_PID")
 wait_port "$NGINX_PORT"
 
 declare -A PROXY_PIDS=([lb]="$LB_PID" [nginx]="$(pgrep -P "$NGINX_PID" | tr '\n' ' ')")
-REPLICA_PIDS="$(pgrep -P "$LB_PID" | tr '\n' ' ')"
+REPLICA_PIDS="$(replica_pids "$LB_PORT")"
 declare -A PORT=([lb]="$LB_PORT" [nginx]="$NGINX_PORT")
 TARGETS=(lb nginx)
 

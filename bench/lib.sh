@@ -72,6 +72,13 @@ import json, sys, urllib.request
 status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/_lb/status"))
 for r in status["replicas"]: print(r["address"])' "$1"; }
 
+# The pids of the replicas the lb on port $1 runs, space-separated (from /_lb/status: each runs
+# under a keeper, `lb keep`, so they are lb's grandchildren, not its children).
+replica_pids() { python3 -c '
+import json, sys, urllib.request
+status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/_lb/status"))
+print(" ".join(str(r["handle"]["pid"]) for r in status["replicas"]))' "$1"; }
+
 # CPU time (user + system, clock ticks) of the processes given, read from /proc.
 cpu_ticks() {
     local sum=0 p

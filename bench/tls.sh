@@ -119,7 +119,7 @@ declare -A PROXY_PIDS=(
     [nginx]="$(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
     [haproxy]="$HAPROXY_PID"
 )
-REPLICA_PIDS="$(pgrep -P "$LB_PID" | tr '\n' ' ')"
+REPLICA_PIDS="$(replica_pids "$LB_PORT")"
 declare -A PORT=([lb]="$LB_TLS_PORT" [nginx]="$NGINX_PORT" [haproxy]="$HAPROXY_PORT")
 TARGETS=(lb nginx haproxy)
 
