@@ -48,6 +48,7 @@ pub mod fuzzing;
 mod keep;
 mod logs;
 pub(crate) mod metrics;
+mod plan_command;
 mod run;
 mod selfsigned;
 pub(crate) mod state;
@@ -57,6 +58,7 @@ mod upgrade_command;
 
 pub use commands::{check, swarm_down, CheckError, Checked, SwarmDownError};
 pub use keep::{keep, Ended, Keep, KeepError};
+pub use plan_command::{plan, PlanCommandError, PlanRequest};
 pub use run::{run, Error, Options, DEFAULTS_PATH, DEFAULT_PATH};
 pub use selfsigned::{self_signed, SelfSigned, SelfSignedError};
 pub use upgrade_command::{upgrade, UpgradeCommandError, Upgraded};

@@ -96,6 +96,35 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Show what a change would move before it is made: per replica its share before → after
+    /// and the keys it gains and loses, and the total moved against the least possible. Asks
+    /// the running lb (POST /_lb/plan) about a new file or an API change; with --from, compares
+    /// two files offline.
+    Plan {
+        /// A new configuration file.
+        new: Option<PathBuf>,
+        /// Offline: the file the change starts from (instead of the running lb).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Replicas an /add would add.
+        #[arg(long)]
+        add: Option<usize>,
+        /// A replica an /rm would remove, by hostname (repeat for more).
+        #[arg(long)]
+        rm: Vec<String>,
+        /// A new weight, HOSTNAME=W (repeat for more).
+        #[arg(long)]
+        weight: Vec<String>,
+        /// Where the running lb serves /_lb/plan (its admin address with [admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        url: String,
+        /// The admin token, if one is set.
+        #[arg(long, env = "LB_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the plan as JSON (with every slot's owner after the change).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run as a replica (what the process supervisor starts).
     #[command(hide = true)]
     Replica(server::ServerArgs),
@@ -186,6 +215,27 @@ fn main() -> ExitCode {
             token,
             timeout,
         }) => upgrade(&url, token.as_deref(), timeout),
+        Some(Cmd::Plan {
+            new,
+            from,
+            add,
+            rm,
+            weight,
+            url,
+            token,
+            json,
+        }) => plan(
+            &lb::PlanRequest {
+                new,
+                from,
+                add,
+                rm,
+                weights: weight,
+                url,
+                token,
+            },
+            json,
+        ),
         None => lb::run(lb::Options {
             create_dirs: cli.config != std::path::Path::new(DEFAULT_PATH),
             config: cli.config,
@@ -201,6 +251,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `lb plan`: the table, or the JSON with `--json`.
+fn plan(request: &lb::PlanRequest, json: bool) -> anyhow::Result<()> {
+    let plan = lb::plan(request)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", plan.table());
+    }
+    Ok(())
 }
 
 /// `lb keep --name NAME --lifeline-fd N -- PROGRAM ARGS…`: ends as the replica ended.

@@ -1,6 +1,7 @@
 //! What readers see: an immutable [`Snapshot`] of the ring and its replicas, published by the
 //! controller through an [`ArcSwap`]. The proxy's hot path only ever `load()`s it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -262,8 +263,11 @@ pub(crate) struct Snapshot {
     pub key: KeyRule,
     /// Consistent hashing with bounded loads (`[ring] bounded_load`): a request goes to the first
     /// replica in its slot's order whose requests in flight are below
-    /// ⌈c · (all in flight + 1) / N⌉. `None`: off.
+    /// ⌈c · (all in flight + 1) · w / Σw⌉ (`w` its weight in the table). `None`: off.
     pub bounded_load: Option<f64>,
+    /// Configured weights other than 1, by server id (the table's own, [`Placement::weights`],
+    /// are what requests are placed by).
+    pub weights: BTreeMap<u64, u32>,
 }
 
 impl Snapshot {
@@ -275,15 +279,19 @@ impl Snapshot {
             return owner;
         };
         let load = |m: usize| self.backends[m].in_flight.load(Ordering::Relaxed);
-        let n = self.backends.len().max(1);
+        let weights = self.placement.weights();
+        let weight = |m: usize| f64::from(weights.get(m).copied().unwrap_or(1));
+        let total_weight: f64 = (0..self.backends.len()).map(weight).sum::<f64>().max(1.0);
         let total: usize = (0..self.backends.len()).map(load).sum();
-        // f64 is exact far beyond any number of requests in flight.
-        let cap = (c * (total + 1) as f64 / n as f64).ceil() as usize;
-        if load(owner) < cap {
+        // A member's cap is its weight's part of c · (total + 1); with every weight 1 that is
+        // c · (total + 1) / N. f64 is exact far beyond any number of requests in flight.
+        let fill = c * (total + 1) as f64 / total_weight;
+        let cap = |m: usize| (fill * weight(m)).ceil() as usize;
+        if load(owner) < cap(owner) {
             return owner;
         }
         self.placement
-            .next_member(slot, |m| load(m) >= cap)
+            .next_member(slot, |m| load(m) >= cap(m))
             .unwrap_or(owner)
     }
 }

@@ -117,7 +117,7 @@ pub fn upgrade(
 }
 
 /// The socket address of `http://HOST:PORT`.
-fn address(base: &str) -> Result<SocketAddr, UpgradeCommandError> {
+pub(crate) fn address(base: &str) -> Result<SocketAddr, UpgradeCommandError> {
     let bad = || UpgradeCommandError::Url(base.to_owned());
     let host_port = base.strip_prefix("http://").ok_or_else(bad)?;
     if host_port.contains('/') {
@@ -140,45 +140,70 @@ fn status(
         url: base.to_owned(),
         reason,
     };
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| fail(e.to_string()))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| fail(e.to_string()))?;
-    let authorization = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let host = base.trim_start_matches("http://");
-    write!(
-        stream,
-        "GET /_lb/status HTTP/1.1\r\nHost: {host}\r\n{authorization}Connection: close\r\n\r\n"
-    )
-    .map_err(|e| fail(e.to_string()))?;
-    let mut answer = Vec::new();
-    stream
-        .take(MOST)
-        .read_to_end(&mut answer)
-        .map_err(|e| fail(e.to_string()))?;
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| fail("no HTTP answer".into()))?;
-    let head = String::from_utf8_lossy(&answer[..split]);
-    let body = &answer[split + 4..];
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .ok_or_else(|| fail("no status code".into()))?;
-    match code {
-        "200" => serde_json::from_slice(body).map_err(|e| fail(format!("not a status: {e}"))),
+    let (code, body) = exchange(base, addr, "GET /_lb/status", token, None).map_err(fail)?;
+    match code.as_str() {
+        "200" => serde_json::from_slice(&body).map_err(|e| fail(format!("not a status: {e}"))),
         "401" | "403" => Err(fail(format!(
             "{code}: give the admin token (--token or LB_ADMIN_TOKEN)"
         ))),
         _ => Err(fail(format!(
             "{code}: {}",
-            String::from_utf8_lossy(body).trim()
+            String::from_utf8_lossy(&body).trim()
         ))),
     }
+}
+
+/// One HTTP/1.1 exchange with the `lb` at `addr` (`base` is `http://HOST:PORT`): `request` is
+/// the method and path (`"GET /_lb/status"`), `body` a JSON body. The status code and the
+/// body of the answer (at most [`MOST`] bytes), or why there was none.
+pub(crate) fn exchange(
+    base: &str,
+    addr: SocketAddr,
+    request: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> Result<(String, Vec<u8>), String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let host = base.trim_start_matches("http://");
+    let content = body
+        .map(|b| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            )
+        })
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{request} HTTP/1.1\r\nHost: {host}\r\n{authorization}{content}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(body) = body {
+        stream.write_all(body).map_err(|e| e.to_string())?;
+    }
+    let mut answer = Vec::new();
+    stream
+        .take(MOST)
+        .read_to_end(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| "no HTTP answer".to_owned())?;
+    let head = String::from_utf8_lossy(&answer[..split]);
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| "no status code".to_owned())?
+        .to_owned();
+    Ok((code, answer[split + 4..].to_vec()))
 }
 
 #[cfg(test)]

@@ -52,6 +52,15 @@ pub struct Member<S = String, L = Vec<u32>> {
     pub hostname: S,
     /// Its server id.
     pub id: u64,
-    /// The slots its virtual nodes hash to (empty for Maglev and rendezvous, which have none).
+    /// The slots its virtual nodes hash to (empty for Maglev and rendezvous, which have none;
+    /// `K·w` of them on the ring).
     pub slots: L,
+    /// Its weight in this table (1 in the JSON of an `lb` older than weights).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// The weight a replica has when none is given.
+fn one() -> u32 {
+    1
 }

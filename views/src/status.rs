@@ -144,6 +144,15 @@ pub struct ReplicaStatus<S = String> {
     /// WebSocket tunnels open to it now (each also counts in `in_flight` while open).
     #[serde(default)]
     pub tunnels: u64,
+    /// Its weight (`[[replicas]] weight`, `/add`'s `weights`): it serves about `w/Σw` of the
+    /// slots; 1 in the JSON of an `lb` older than weights.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// The weight a replica has when none is given.
+fn one() -> u32 {
+    1
 }
 
 /// How `lb` speaks TLS to a backend by address.

@@ -58,12 +58,30 @@ impl Balancer {
         u64::from(self.slots()).saturating_mul(1 + changed as u64)
     }
 
-    /// Whether [`Balancer::place_from`] can update `previous` instead of building anew.
+    /// Whether [`Balancer::place_from`] can update `previous` instead of building anew (an
+    /// unweighted rendezvous table of the same parameters and hash).
     fn can_rebuild(&self, previous: &Placement, hash: &Arc<dyn RingHash>) -> bool {
         matches!(self, Balancer::Rendezvous { .. })
             && previous.balancer() == *self
             && Arc::ptr_eq(previous.hash(), hash)
             && !previous.server_ids().is_empty()
+            && previous.weights().iter().all(|&w| w == 1)
+    }
+
+    /// [`Balancer::rebuild_cost`] for members with `weights` (a table with weights is always
+    /// built anew: [`Balancer::build_cost`]).
+    pub fn rebuild_cost_weighted(
+        &self,
+        previous: &Placement,
+        hash: &Arc<dyn RingHash>,
+        server_ids: &[u64],
+        weights: &[u32],
+    ) -> u64 {
+        if weights.iter().all(|&w| w == 1) {
+            self.rebuild_cost(previous, hash, server_ids)
+        } else {
+            self.build_cost(server_ids.len())
+        }
     }
 
     /// [`Balancer::place`], reusing `previous` where the algorithm allows (rendezvous with the

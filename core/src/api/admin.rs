@@ -149,6 +149,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
                 tls: b.tls.as_deref().map(backend_tls_view),
                 protocol: Some(b.protocol.as_str().into()),
                 tunnels: tunnels.get(b.hostname.as_str()).map_or(0, |c| c.open),
+                weight: snapshot.weights.get(&b.id).copied().unwrap_or(1),
             }
         })
         .collect::<Vec<_>>();
@@ -173,6 +174,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
             tls: v.tls.as_deref().map(backend_tls_view),
             protocol: Some(v.protocol.as_str().into()),
             tunnels: 0,
+            weight: snapshot.weights.get(&v.id).copied().unwrap_or(1),
         })
     }));
     replicas.sort_by_key(|r| r.id);
@@ -318,6 +320,7 @@ pub(crate) fn ring(snapshot: &Snapshot, page: Option<Page>) -> Vec<u8> {
                 hostname: b.hostname.as_str(),
                 id: b.id,
                 slots: snapshot.placement.virtual_slots(k),
+                weight: snapshot.placement.weights().get(k).copied().unwrap_or(1),
             })
             .collect(),
         from: page.map(|_| start as u32),

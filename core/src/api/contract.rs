@@ -7,7 +7,7 @@ use lb_views::{Replicas, Reply};
 use serde_json::Value;
 
 use crate::config::{check_address, check_hostname, Protocol};
-use crate::control::{AddedTls, ControlError, ScaleRequest};
+use crate::control::{AddedTls, ControlError, PlanChange, ScaleRequest};
 
 /// Most replicas one `/add` or `/rm` may name in `n`.
 pub(crate) const MAX_BATCH: u64 = 64;
@@ -139,6 +139,7 @@ impl From<ControlError> for ApiError {
             | ControlError::NoRoom { .. }
             | ControlError::TooFew { .. }
             | ControlError::UnknownName { .. }
+            | ControlError::Unplaceable(_)
             | ControlError::TooMany { .. } => ApiError::BadRequest(e.to_string()),
             ControlError::StartFailed(_) | ControlError::Failed => {
                 ApiError::Internal(e.to_string())
@@ -201,13 +202,13 @@ pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, Api
         return Err(bad(format!("field '{key}' is given more than once")));
     }
     let known: &[&str] = match scale {
-        Scale::Add => &["n", "hostnames", "addresses"],
+        Scale::Add => &["n", "hostnames", "addresses", "weights"],
         Scale::Remove => &["n", "hostnames"],
     };
     if let Some(key) = fields.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(bad(match scale {
             Scale::Add => format!(
-                "unknown field '{key}'; the body takes 'n' and optionally 'hostnames' and 'addresses'"
+                "unknown field '{key}'; the body takes 'n' and optionally 'hostnames', 'addresses' and 'weights'"
             ),
             Scale::Remove => {
                 format!("unknown field '{key}'; the body takes 'n' and optionally 'hostnames'")
@@ -265,13 +266,143 @@ pub(crate) fn parse_scale(body: &[u8], scale: Scale) -> Result<ScaleRequest, Api
             )));
         }
     }
+    let weights = match fields.get("weights") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(value) => weights(value, n)?,
+    };
     Ok(ScaleRequest {
         n,
         hostnames,
         addresses,
         tls,
         protocols,
+        weights,
     })
+}
+
+/// An `/add`'s `weights`: a list of at most `n` integers from 1 to [`lb_balance::MAX_WEIGHT`],
+/// paired by position with the new entries.
+fn weights(value: &Value, n: usize) -> Result<Vec<u32>, ApiError> {
+    let max = lb_balance::MAX_WEIGHT;
+    let Value::Array(items) = value else {
+        return Err(bad(format!(
+            "'weights' must be a list of integers from 1 to {max} (one per new entry), got {value}"
+        )));
+    };
+    if items.len() > n {
+        return Err(bad(format!(
+            "'weights' lists {} weights for n = {n} new entries",
+            items.len()
+        )));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.as_u64()
+                .and_then(|w| u32::try_from(w).ok())
+                .filter(|w| (1..=max).contains(w))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "weights[{i}] must be an integer from 1 to {max}, got {item}"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// A `POST /_lb/plan` body, checked as far as it can be without the running state.
+#[derive(Debug)]
+pub(crate) enum PlanBody {
+    /// `{"rm": …, "add": …, "weights": {…}}`, any of them (applied in that order).
+    Change(Box<PlanChange>),
+    /// `{"config": "<lb.toml text>"}`.
+    Config(String),
+}
+
+/// What a plan body may be, for the messages that refuse one.
+const PLAN_BODIES: &str = r#"a plan body is {"add": <an /add body>}, {"rm": <an /rm body naming every replica it removes>}, {"weights": {"HOSTNAME": W}} (any of these three together) or {"config": "<lb.toml text>"}"#;
+
+/// Check a `POST /_lb/plan` body.
+pub(crate) fn parse_plan(body: &[u8]) -> Result<PlanBody, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "request body is not valid JSON: {e}; {PLAN_BODIES}"
+        ))
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(bad(PLAN_BODIES));
+    };
+    if let Some(key) = repeated_key(body) {
+        return Err(bad(format!("field '{key}' is given more than once")));
+    }
+    if fields.is_empty() {
+        return Err(bad(format!("nothing to plan: {PLAN_BODIES}")));
+    }
+    if let Some(key) = fields
+        .keys()
+        .find(|k| !["add", "rm", "weights", "config"].contains(&k.as_str()))
+    {
+        return Err(bad(format!("unknown field '{key}'; {PLAN_BODIES}")));
+    }
+    if let Some(config) = fields.get("config") {
+        if fields.len() > 1 {
+            return Err(bad(format!(
+                "'config' plans a whole file and goes alone; {PLAN_BODIES}"
+            )));
+        }
+        return match config {
+            Value::String(text) => Ok(PlanBody::Config(text.clone())),
+            other => Err(bad(format!(
+                "'config' must be the text of an lb.toml as a string, got {other}"
+            ))),
+        };
+    }
+    let scale = |key: &str, scale: Scale| -> Result<Option<ScaleRequest>, ApiError> {
+        let Some(value) = fields.get(key) else {
+            return Ok(None);
+        };
+        let text = serde_json::to_vec(value).unwrap_or_default();
+        parse_scale(&text, scale)
+            .map(Some)
+            .map_err(|e| bad(format!("'{key}': {e}")))
+    };
+    let add = scale("add", Scale::Add)?;
+    let rm = scale("rm", Scale::Remove)?;
+    if let Some(rm) = &rm {
+        if rm.hostnames.len() != rm.n {
+            return Err(bad(format!(
+                "'rm': a planned /rm must name every replica it removes ({} named for n = {}):                  /rm picks the others at random",
+                rm.hostnames.len(),
+                rm.n
+            )));
+        }
+    }
+    let weights = match fields.get("weights") {
+        None => Vec::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(name, w)| {
+                let max = lb_balance::MAX_WEIGHT;
+                let weight = w
+                    .as_u64()
+                    .and_then(|w| u32::try_from(w).ok())
+                    .filter(|w| (1..=max).contains(w))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "'weights': the weight of '{name}' must be an integer from 1 to {max}, got {w}"
+                        ))
+                    })?;
+                Ok((name.clone(), weight))
+            })
+            .collect::<Result<_, ApiError>>()?,
+        Some(other) => {
+            return Err(bad(format!(
+                "'weights' must be an object of hostnames and weights such as {{\"Server 1\": 4}}, got {other}"
+            )))
+        }
+    };
+    Ok(PlanBody::Change(Box::new(PlanChange { rm, add, weights })))
 }
 
 /// Longest `ca` path an `/add` may give.
@@ -445,6 +576,47 @@ mod tests {
             Err(ApiError::BadRequest(m)) => m,
             other => panic!("expected 400 for {body}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn weights_pair_with_the_new_entries_and_bad_ones_say_which() {
+        let add = parse_scale(br#"{"n": 3, "weights": [2, 1000]}"#, Scale::Add).unwrap();
+        assert_eq!(add.weights, [2, 1000]);
+        assert!(parse_scale(br#"{"n": 1}"#, Scale::Add)
+            .unwrap()
+            .weights
+            .is_empty());
+        for (body, says) in [
+            (
+                r#"{"n": 1, "weights": [0]}"#,
+                "weights[0] must be an integer from 1 to 1000, got 0",
+            ),
+            (
+                r#"{"n": 2, "weights": [1, -3]}"#,
+                "weights[1] must be an integer from 1 to 1000, got -3",
+            ),
+            (r#"{"n": 1, "weights": [1001]}"#, "got 1001"),
+            (r#"{"n": 1, "weights": [1.5]}"#, "got 1.5"),
+            (r#"{"n": 1, "weights": ["2"]}"#, r#"got "2""#),
+            (
+                r#"{"n": 1, "weights": [1, 2]}"#,
+                "'weights' lists 2 weights for n = 1 new entries",
+            ),
+            (
+                r#"{"n": 1, "weights": 2}"#,
+                "'weights' must be a list of integers",
+            ),
+            (r#"{"n": 1, "weights": [99999999999]}"#, "got 99999999999"),
+        ] {
+            assert!(
+                err(body, Scale::Add).contains(says),
+                "{body}: {}",
+                err(body, Scale::Add)
+            );
+        }
+        assert!(
+            err(r#"{"n": 1, "weights": [2]}"#, Scale::Remove).contains("unknown field 'weights'")
+        );
     }
 
     #[test]

@@ -18,10 +18,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use contract::PROXIED_METHODS;
-pub(crate) use contract::{parse_scale, replicas_body, ApiError, Scale, MAX_BODY};
+pub(crate) use contract::{
+    parse_plan, parse_scale, replicas_body, ApiError, PlanBody, Scale, MAX_BODY,
+};
 
-use crate::config::{BackendTls, Protocol};
-use crate::control::{AddedTls, ControllerHandle, ScaleRequest};
+use crate::config::{BackendTls, Config, Protocol};
+use crate::control::{AddedTls, ControllerHandle, PlanAsk, ScaleRequest};
 use crate::state::{Shared, Snapshot};
 
 /// Whether `path` is one of the load balancer's own endpoints (everything else is proxied).
@@ -132,7 +134,7 @@ async fn build_tls(
 fn protected(path: &str) -> bool {
     matches!(
         path,
-        "/add" | "/rm" | "/_lb/status" | "/_lb/plugins" | "/_lb/metrics"
+        "/add" | "/rm" | "/_lb/status" | "/_lb/plugins" | "/_lb/metrics" | "/_lb/plan"
     )
 }
 
@@ -171,6 +173,7 @@ impl Api {
             "/_lb/ui" => ui::page(req.method()),
             "/_lb/metrics" => self.metrics(req.method()).await,
             "/_lb/ring" => self.ring(&req).await,
+            "/_lb/plan" => self.plan(req).await,
             _ => self.views(&req),
         };
         result.unwrap_or_else(|e| error_response(&e))
@@ -278,6 +281,44 @@ impl Api {
                 .await
                 .map_err(|e| ApiError::Internal(format!("building the ring view failed: {e}")))?,
             };
+        Ok(json_response(StatusCode::OK, body))
+    }
+
+    /// `POST /_lb/plan`: what an `/add`, an `/rm`, new weights or a configuration file would
+    /// move, as JSON; nothing changes. A file is checked (and its hash resolved, plugins only
+    /// from the directories this `lb` loads from) off the workers.
+    async fn plan(&self, req: Request<Incoming>) -> Result<Response<Bytes>, ApiError> {
+        if req.method() != Method::POST {
+            return Err(ApiError::MethodNotAllowed {
+                path: "/_lb/plan",
+                allowed: "POST",
+            });
+        }
+        let body = read_body(req).await?;
+        let ask = match parse_plan(&body)? {
+            PlanBody::Change(change) => PlanAsk::Change(change),
+            PlanBody::Config(text) => {
+                let base = self.shared.meta.base_dir.join("lb.toml");
+                let dirs = self.shared.config.load().plugin_dirs.clone();
+                tokio::task::spawn_blocking(move || {
+                    let config =
+                        Config::parse_file(&text, &base).map_err(|e| format!("'config': {e}"))?;
+                    let hash = config
+                        .resolve_hash_in(&dirs)
+                        .map_err(|e| format!("'config': {e}"))?;
+                    Ok(PlanAsk::Config {
+                        config: Box::new(config),
+                        hash,
+                    })
+                })
+                .await
+                .map_err(|e| ApiError::Internal(format!("checking the file failed: {e}")))?
+                .map_err(ApiError::BadRequest)?
+            }
+        };
+        let plan = self.controller.plan(ask).await?;
+        let body = serde_json::to_vec(&plan)
+            .map_err(|e| ApiError::Internal(format!("writing the plan failed: {e}")))?;
         Ok(json_response(StatusCode::OK, body))
     }
 
@@ -447,7 +488,14 @@ mod tests {
 
     #[test]
     fn only_state_changing_and_revealing_routes_are_protected() {
-        for path in ["/add", "/rm", "/_lb/status", "/_lb/plugins", "/_lb/metrics"] {
+        for path in [
+            "/add",
+            "/rm",
+            "/_lb/status",
+            "/_lb/plugins",
+            "/_lb/metrics",
+            "/_lb/plan",
+        ] {
             assert!(protected(path), "{path}");
         }
         for path in ["/rep", "/_lb/ring", "/_lb/ui", "/home"] {

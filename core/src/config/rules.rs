@@ -25,13 +25,20 @@ impl Config {
     /// seconds, which a check must not.
     pub(super) fn check_placement(&self, hash: Arc<dyn RingHash>) -> Result<(), RingError> {
         match self.balancer() {
-            balancer @ Balancer::Ring(_) => balancer.place(hash, &self.replica_ids()).map(drop),
-            balancer => balancer.check_capacity(self.replicas.len()),
+            balancer @ Balancer::Ring(_) => balancer
+                .place_weighted(hash, &self.replica_ids(), &self.replica_weights())
+                .map(drop),
+            balancer => balancer.check_weighted_capacity(&self.replica_weights()),
         }
     }
 
     fn replica_ids(&self) -> Vec<u64> {
         self.replicas.iter().map(|r| *r.id.get_ref()).collect()
+    }
+
+    /// The listed replicas' weights, in the order of [`Config::replica_ids`].
+    pub(crate) fn replica_weights(&self) -> Vec<u32> {
+        self.replicas.iter().map(ReplicaEntry::weight).collect()
     }
 
     /// `[supervisor]` settings that do not fit its `kind`.
@@ -255,6 +262,14 @@ impl Config {
                     slots
                 }
             }
+            // Too much weight for the ring: at `virtual_nodes` if the file sets it, else at the
+            // heaviest replica's weight.
+            RingError::TooMuchWeight { .. } if self.ring.virtual_nodes.span().is_empty() => self
+                .replicas
+                .iter()
+                .filter_map(|r| r.weight.as_ref())
+                .max_by_key(|w| *w.get_ref())
+                .map_or_else(|| self.ring.virtual_nodes.span(), |w| w.span()),
             _ => self.ring.virtual_nodes.span(),
         }
     }
@@ -376,6 +391,18 @@ impl Config {
                     format!("duplicate hostname {:?}", r.hostname.get_ref()),
                 ));
             }
+            if let Some(weight) = &r.weight {
+                let w = *weight.get_ref();
+                if !(1..=i64::from(lb_balance::MAX_WEIGHT)).contains(&w) {
+                    problems.push(self.problem(
+                        weight.span(),
+                        format!(
+                            "weight must be an integer from 1 to {}, not {w}",
+                            lb_balance::MAX_WEIGHT
+                        ),
+                    ));
+                }
+            }
             if *r.id.get_ref() == 0 {
                 problems.push(self.problem(r.id.span(), "replica ids start at 1".into()));
             } else if !ids.insert(*r.id.get_ref()) {
@@ -461,7 +488,9 @@ impl Config {
             // compiled-in hash the whole table is built now.
             let capacity = match hash::builtin(name) {
                 Some(hash) => self.check_placement(hash),
-                None => self.balancer().check_capacity(self.replicas.len()),
+                None => self
+                    .balancer()
+                    .check_weighted_capacity(&self.replica_weights()),
             };
             if let Err(e) = capacity {
                 problems.push(self.problem(self.span_of(&e), e.to_string()));

@@ -512,6 +512,11 @@ pub(crate) struct ReplicaEntry {
     /// clear text, no `tls`) or `h2` (HTTP/2 over TLS: `tls = true`).
     #[serde(default)]
     pub protocol: Option<Spanned<Protocol>>,
+    /// Its weight: an integer from 1 to [`lb_balance::MAX_WEIGHT`] (default 1); a replica of
+    /// weight `w` serves about `w/Σw` of the slots. Checked by `validate` (an `i64` here so that
+    /// 0 and negative numbers are told with their place, not as a type error).
+    #[serde(default)]
+    pub weight: Option<Spanned<i64>>,
     /// The TLS settings built from the four above when the file was read (`tls = true` only).
     #[serde(skip)]
     pub tls_settings: Option<Arc<BackendTls>>,
@@ -528,6 +533,16 @@ impl ReplicaEntry {
         self.protocol
             .as_ref()
             .map_or_else(Protocol::default, |p| *p.get_ref())
+    }
+
+    /// Its weight (`weight`; default 1). Only meaningful for a checked file: a weight out of
+    /// range there is a problem, here 1.
+    pub(crate) fn weight(&self) -> u32 {
+        self.weight
+            .as_ref()
+            .and_then(|w| u32::try_from(*w.get_ref()).ok())
+            .filter(|w| (1..=lb_balance::MAX_WEIGHT).contains(w))
+            .unwrap_or(1)
     }
 
     /// Whether it asks for TLS (`tls = true`).

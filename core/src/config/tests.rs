@@ -954,3 +954,54 @@ fn protocol_is_for_backends_by_address_and_agrees_with_tls() {
     assert_eq!(h1_tls.config.alpn_protocols, [b"http/1.1".to_vec()]);
     assert_ne!(**tls, **h1_tls);
 }
+
+#[test]
+fn weights_are_integers_from_1_to_the_max_told_with_their_place() {
+    let entry =
+        |weight: &str| format!("[[replicas]]\nhostname = \"A\"\nid = 1\nweight = {weight}\n");
+    for bad in ["0", "-2", "1001"] {
+        let (line, column, message) = invalid(&entry(bad));
+        assert_eq!((line, column), (4, 10), "{bad}: {message}");
+        assert!(
+            message.contains("weight must be an integer from 1 to 1000"),
+            "{bad}: {message}"
+        );
+        assert!(message.contains(bad), "{bad}: {message}");
+    }
+    for bad in ["1.5", "\"2\"", "true"] {
+        let (line, _, message) = invalid(&entry(bad));
+        assert_eq!(line, 4, "{bad}: {message}");
+    }
+    let config = Config::parse(&entry("7")).unwrap();
+    assert_eq!(config.replica_weights(), [7]);
+    let (line, _, message) = invalid(&entry("1000"));
+    assert_eq!(
+        line, 4,
+        "the weight that overflows the default ring: {message}"
+    );
+    assert!(message.contains("total weight 1000"), "{message}");
+    let maglev = format!(
+        "[ring]\nalgorithm = \"maglev\"\nslots = 509\n{}",
+        entry("1000")
+    );
+    assert_eq!(Config::parse(&maglev).unwrap().replica_weights(), [1000]);
+    let unweighted = Config::parse("[[replicas]]\nhostname = \"A\"\nid = 1\n").unwrap();
+    assert_eq!(unweighted.replica_weights(), [1]);
+}
+
+#[test]
+fn the_ring_holds_k_virtual_nodes_per_unit_of_weight() {
+    // K·Σw ≤ M: 4 · (1 + 3) = 16 fits 16 slots, 4 · (1 + 4) = 20 does not.
+    let text = |w: u32| {
+        format!(
+            "[ring]\nslots = 16\nvirtual_nodes = 4\n[[replicas]]\nhostname = \"A\"\nid = 1\n[[replicas]]\nhostname = \"B\"\nid = 2\nweight = {w}\n"
+        )
+    };
+    assert!(Config::parse(&text(3)).is_ok());
+    let (line, _, message) = invalid(&text(4));
+    assert_eq!(line, 3, "{message}");
+    assert!(message.contains("total weight 5"), "{message}");
+    // Maglev and rendezvous: only N ≤ M counts.
+    let maglev = "[ring]\nalgorithm = \"maglev\"\nslots = 7\n[[replicas]]\nhostname = \"A\"\nid = 1\nweight = 1000\n";
+    assert!(Config::parse(maglev).is_ok());
+}

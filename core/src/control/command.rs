@@ -27,6 +27,9 @@ pub(crate) struct ScaleRequest {
     /// `/add` only: what `lb` speaks to each of `addresses` (paired by position; shorter:
     /// `http1` for the rest).
     pub protocols: Vec<Protocol>,
+    /// `/add` only: the new entries' weights, paired by position (shorter: 1 for the rest);
+    /// each from 1 to [`lb_balance::MAX_WEIGHT`].
+    pub weights: Vec<u32>,
 }
 
 /// TLS to a backend an `/add` names by address (`{"address": …, "tls": true, …}`).
@@ -107,6 +110,9 @@ pub(crate) enum ControlError {
     /// or did not answer); they stay replicas.
     #[error("{}", .0.join("; "))]
     RemoveFailed(Vec<String>),
+    /// A planned change does not fit the ring (capacity with its weights, e.g. `K·Σw > M`).
+    #[error("the change does not fit the ring: {0}")]
+    Unplaceable(RingError),
     /// The controller has stopped.
     #[error("the load balancer is shutting down")]
     ShuttingDown,
@@ -121,6 +127,46 @@ pub(crate) enum ControlError {
 /// The reply to `/add` and `/rm`: the hostnames in the ring afterwards, or why nothing changed.
 pub(crate) type ScaleReply = Result<Vec<String>, ControlError>;
 
+/// Changes through the API, planned in this order: an `/rm` naming every replica it removes,
+/// an `/add`, new weights by hostname.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PlanChange {
+    /// The `/rm`.
+    pub rm: Option<ScaleRequest>,
+    /// The `/add`.
+    pub add: Option<ScaleRequest>,
+    /// New weights, by hostname (replicas running or added by `add`).
+    pub weights: Vec<(String, u32)>,
+}
+
+/// What `POST /_lb/plan` asks about; nothing is changed by asking.
+pub(crate) enum PlanAsk {
+    /// Changes through the API.
+    Change(Box<PlanChange>),
+    /// A configuration file: its replicas, weights and ring, checked, with its hash resolved.
+    Config {
+        /// The configuration.
+        config: Box<crate::config::Config>,
+        /// Its hash functions.
+        hash: std::sync::Arc<dyn lb_balance::RingHash>,
+    },
+}
+
+impl std::fmt::Debug for PlanAsk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanAsk::Change(change) => f.debug_tuple("Change").field(change).finish(),
+            PlanAsk::Config { hash, .. } => f
+                .debug_struct("Config")
+                .field("hash", &hash.name())
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The reply to a plan: what the change would move, or why it cannot be made.
+pub(crate) type PlanReply = Result<lb_views::Plan, ControlError>;
+
 /// What the controller can be asked to do (by the REST API, the health checker, the file
 /// watcher, the signal loop and the supervisor).
 #[derive(Debug)]
@@ -131,6 +177,13 @@ pub(crate) enum Command {
         request: ScaleRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<ScaleReply>,
+    },
+    /// `POST /_lb/plan`.
+    Plan {
+        /// What to plan.
+        ask: PlanAsk,
+        /// Where the plan goes.
+        reply: oneshot::Sender<PlanReply>,
     },
     /// `DELETE /rm`.
     Remove {
@@ -220,6 +273,7 @@ impl Command {
         match self {
             Command::Add { .. } => "an /add",
             Command::Remove { .. } => "an /rm",
+            Command::Plan { .. } => "a plan",
             Command::FileChanged => "a file change",
             Command::Reload => "a reload",
             Command::CertificatesChanged => "a certificate file change",
@@ -269,6 +323,17 @@ impl ControllerHandle {
     /// Add replicas; returns the hostnames in the ring afterwards.
     pub(crate) async fn add(&self, request: ScaleRequest) -> ScaleReply {
         self.ask(|reply| Command::Add { request, reply }).await
+    }
+
+    /// What a change would move (`POST /_lb/plan`).
+    pub(crate) async fn plan(&self, ask: PlanAsk) -> PlanReply {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Plan { ask, reply });
+        match answer.await {
+            Ok(reply) => reply,
+            Err(_) if self.tx.is_closed() => Err(ControlError::ShuttingDown),
+            Err(_) => Err(ControlError::Failed),
+        }
     }
 
     /// Remove replicas; returns once they are out of the ring and stopped.

@@ -102,13 +102,14 @@ pub(crate) fn read_and_check(path: &Path, last_text: &str) -> FileRead {
 }
 
 /// One `[[replicas]]` entry to write back, owned (it crosses to a blocking thread): server id,
-/// hostname, the address of a backend by address, its TLS settings and its protocol.
+/// hostname, the address of a backend by address, its TLS settings, its protocol and weight.
 pub(crate) type OwnedEntry = (
     u64,
     String,
     Option<String>,
     Option<Arc<BackendTls>>,
     Protocol,
+    u32,
 );
 
 /// How a write-back ended.
@@ -133,11 +134,17 @@ pub(crate) enum WriteOutcome {
 pub(crate) fn write_back(path: &Path, last_text: &str, entries: &[OwnedEntry]) -> WriteOutcome {
     let borrowed: Vec<persist::Entry<'_>> = entries
         .iter()
-        .map(|(id, hostname, address, tls, _)| {
+        .map(|(id, hostname, address, tls, ..)| {
             (*id, hostname.as_str(), address.as_deref(), tls.as_deref())
         })
         .collect();
-    let protocols: Vec<Protocol> = entries.iter().map(|e| e.4).collect();
+    let extras: Vec<persist::Extra> = entries
+        .iter()
+        .map(|e| persist::Extra {
+            protocol: e.4,
+            weight: e.5,
+        })
+        .collect();
     let failed = |e: &dyn std::fmt::Display| {
         WriteOutcome::Failed(format!(
             "could not write the replica list back to {}: {e}",
@@ -151,7 +158,7 @@ pub(crate) fn write_back(path: &Path, last_text: &str, entries: &[OwnedEntry]) -
     if text != last_text {
         return WriteOutcome::SaveFirst;
     }
-    let new = match persist::with_protocols(&text, &borrowed, &protocols) {
+    let new = match persist::with_extras(&text, &borrowed, &extras) {
         Ok(new) => new,
         Err(e) => return failed(&e),
     };

@@ -26,12 +26,13 @@ pub(crate) mod guard;
 pub(crate) mod health;
 pub(crate) mod launch;
 pub(crate) mod persist;
+pub(crate) mod plan;
 pub(crate) mod probe;
 mod reconcile;
 pub(crate) mod supervisor;
 pub(crate) mod watch;
 
 pub(crate) use command::{
-    AcmeEvent, AddedTls, Command, ControlError, ControllerHandle, ScaleRequest,
+    AcmeEvent, AddedTls, Command, ControlError, ControllerHandle, PlanAsk, PlanChange, ScaleRequest,
 };
 pub(crate) use controller::Controller;

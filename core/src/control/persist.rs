@@ -38,17 +38,37 @@ pub(crate) type Entry<'a> = (u64, &'a str, Option<&'a str>, Option<&'a BackendTl
 /// else untouched (a kept entry's other keys, such as `pipelining`, stay as the user wrote them).
 #[cfg(test)]
 pub(crate) fn with_replicas(text: &str, replicas: &[Entry<'_>]) -> Result<String, PersistError> {
-    with_protocols(text, replicas, &[])
+    with_extras(text, replicas, &[])
 }
 
-/// [`with_replicas`], a new backend by address written with its `protocol` when it is not
-/// `http1` (`protocols` paired by position with `replicas`; shorter: `http1` for the rest).
-pub(crate) fn with_protocols(
+/// What a new entry is written with besides an [`Entry`]: a backend by address's `protocol`
+/// (written when it is not `http1`) and the `weight` (written when it is not 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Extra {
+    /// What `lb` speaks to it.
+    pub(crate) protocol: Protocol,
+    /// Its weight.
+    pub(crate) weight: u32,
+}
+
+impl Default for Extra {
+    fn default() -> Self {
+        Extra {
+            protocol: Protocol::Http1,
+            weight: 1,
+        }
+    }
+}
+
+/// [`with_replicas`], a new entry written with its [`Extra`] keys (`extras` paired by position
+/// with `replicas`; shorter: the defaults for the rest). A kept entry keeps the keys its
+/// user wrote (its weight came from them).
+pub(crate) fn with_extras(
     text: &str,
     replicas: &[Entry<'_>],
-    protocols: &[Protocol],
+    extras: &[Extra],
 ) -> Result<String, PersistError> {
-    let protocol_of = |i: usize| protocols.get(i).copied().unwrap_or_default();
+    let extra_of = |i: usize| extras.get(i).copied().unwrap_or_default();
     if text.trim().is_empty() {
         return Err(PersistError::Empty);
     }
@@ -60,7 +80,7 @@ pub(crate) fn with_protocols(
         // Absent, or written as an inline array: write it as [[replicas]] tables.
         let mut tables = ArrayOfTables::new();
         for (i, &(id, hostname, address, tls)) in replicas.iter().enumerate() {
-            tables.push(entry(id, hostname, address, tls, protocol_of(i)));
+            tables.push(entry(id, hostname, address, tls, extra_of(i)));
         }
         doc.insert("replicas", Item::ArrayOfTables(tables));
         return Ok(doc.to_string());
@@ -99,7 +119,7 @@ pub(crate) fn with_protocols(
     }
     for (i, &(id, hostname, address, tls)) in replicas.iter().enumerate() {
         if !kept.contains(&id) {
-            let mut table = entry(id, hostname, address, tls, protocol_of(i));
+            let mut table = entry(id, hostname, address, tls, extra_of(i));
             if !orphaned.is_empty() {
                 prepend_comments(&mut table, &orphaned.concat());
                 orphaned.clear();
@@ -157,11 +177,14 @@ fn entry(
     hostname: &str,
     address: Option<&str>,
     tls: Option<&BackendTls>,
-    protocol: Protocol,
+    extra: Extra,
 ) -> Table {
     let mut table = Table::new();
     table.insert("hostname", value(hostname));
     table.insert("id", value(i64::try_from(id).unwrap_or(i64::MAX)));
+    if extra.weight != 1 {
+        table.insert("weight", value(i64::from(extra.weight)));
+    }
     if let Some(address) = address {
         table.insert("address", value(address));
         if let Some(tls) = tls {
@@ -176,8 +199,8 @@ fn entry(
                 table.insert("tls_verify", value(false));
             }
         }
-        if protocol != Protocol::Http1 {
-            table.insert("protocol", value(protocol.as_str()));
+        if extra.protocol != Protocol::Http1 {
+            table.insert("protocol", value(extra.protocol.as_str()));
         }
     }
     table
@@ -265,12 +288,11 @@ id = 2
             (2, "grpc-1", Some("10.0.0.5:50051"), None),
             (3, "web-1", Some("10.0.0.6:80"), None),
         ];
-        let out = with_protocols(
-            file,
-            &entries,
-            &[Protocol::Http1, Protocol::H2c, Protocol::Http1],
-        )
-        .unwrap();
+        let extras = [Protocol::Http1, Protocol::H2c, Protocol::Http1].map(|protocol| Extra {
+            protocol,
+            weight: 1,
+        });
+        let out = with_extras(file, &entries, &extras).unwrap();
         let config = crate::config::Config::parse(&out).unwrap();
         let r = &config.replicas;
         assert_eq!(r[1].protocol(), Protocol::H2c, "{out}");
@@ -279,6 +301,25 @@ id = 2
         // A kept entry that stops being a backend by address loses it.
         let out = with_replicas(&out, &[(2, "grpc-1", None, None)]).unwrap();
         assert!(!out.contains("protocol"), "{out}");
+    }
+
+    #[test]
+    fn a_new_entry_is_written_with_its_weight_unless_1_and_a_kept_one_keeps_the_users() {
+        let file = "[[replicas]]\nhostname = \"a\"\nid = 1\nweight = 5 # big box\n";
+        let entries = [
+            (1, "a", None, None),
+            (2, "b", None, None),
+            (3, "c", None, None),
+        ];
+        let extras = [2, 3, 1].map(|weight| Extra {
+            protocol: Protocol::Http1,
+            weight,
+        });
+        let out = with_extras(file, &entries, &extras).unwrap();
+        assert!(out.contains("weight = 5 # big box"), "{out}");
+        let config = crate::config::Config::parse(&out).unwrap();
+        assert_eq!(config.replica_weights(), [5, 3, 1], "{out}");
+        assert_eq!(out.matches("weight").count(), 2, "{out}");
     }
 
     #[test]

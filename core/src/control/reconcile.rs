@@ -25,6 +25,8 @@ pub(crate) struct Members {
     pub(crate) adding: BTreeMap<u64, String>,
     /// The configured `HOST:PORT` of every running or vacant backend by address.
     pub(crate) addresses: BTreeMap<u64, String>,
+    /// Weights other than 1, by server id.
+    pub(crate) weights: BTreeMap<u64, u32>,
 }
 
 impl Members {
@@ -190,6 +192,23 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
             None => out.push(format!("replica {} added (id {})", spec.hostname, spec.id)),
         }
     }
+    for entry in &new.replicas {
+        let id = *entry.id.get_ref();
+        let kept = members
+            .running
+            .get(&id)
+            .or_else(|| members.vacant.get(&id))
+            .filter(|_| !plan.stop.contains(&id) && !plan.forget.contains(&id));
+        let before = members.weights.get(&id).copied().unwrap_or(1);
+        if let Some(name) = kept {
+            if before != entry.weight() {
+                out.push(format!(
+                    "replica {name} weight {before} → {} (id {id})",
+                    entry.weight()
+                ));
+            }
+        }
+    }
     let mut field = |name: &str, a: String, b: String| {
         if a != b {
             out.push(format!("{name} {a} → {b}"));
@@ -332,8 +351,18 @@ pub(crate) fn plan_add(
         .chain(&ids)
         .copied()
         .collect();
+    // Weights: the members' own, then the request's by position (1 for the rest).
+    let mut asked = request.weights.iter().copied();
+    let weights: Vec<u32> = all
+        .iter()
+        .map(|id| match members.weights.get(id) {
+            _ if ids.contains(id) => asked.next().unwrap_or(1),
+            Some(&w) => w,
+            None => 1,
+        })
+        .collect();
     balancer
-        .place(Arc::clone(hash), &all)
+        .place_weighted(Arc::clone(hash), &all, &weights)
         .map_err(|source| ControlError::NoRoom {
             n: request.n,
             source,

@@ -10,10 +10,10 @@ use crate::ring::{Member, RingTable};
 const STATUS: &str = concat!(
     r#"{"listen":"127.0.0.1:5000","via":"1.1 lb-3f2a","supervisor":"process","uptime_ms":1234,"process":{"pid":4242,"generation":3,"started":"2025-01-01T00:00:00Z"},"N":4,"#,
     r#""replicas":["#,
-    r#"{"hostname":"Server 1","id":1,"kind":"managed","health":"up","address":"127.0.0.1:40001","healthy":true,"missed_heartbeats":0,"handle":{"pid":42},"pipelining":true,"in_flight":2,"requests":10,"tls":null,"tunnels":3},"#,
-    r#"{"hostname":"Server 2","id":2,"kind":"managed","health":"up","address":"10.0.0.2:5000","healthy":false,"missed_heartbeats":1,"handle":{"container_id":"c0ffee"},"pipelining":false,"in_flight":0,"requests":0,"tls":null,"tunnels":0},"#,
-    r#"{"hostname":"Server 3","id":3,"kind":"managed","health":"up","address":"10.0.0.3:5000","healthy":true,"missed_heartbeats":0,"handle":{"swarm_task":{"service":"s1","task":"t1","container_id":"c2"}},"pipelining":true,"in_flight":0,"requests":3,"tls":null,"tunnels":0},"#,
-    r#"{"hostname":"web","id":5,"kind":"address","health":"down","address":"127.0.0.1:9000","healthy":false,"missed_heartbeats":0,"handle":{"address":"127.0.0.1:9000"},"pipelining":false,"in_flight":0,"requests":0,"tls":{"server_name":"web.internal","verify":true},"tunnels":0}],"#,
+    r#"{"hostname":"Server 1","id":1,"kind":"managed","health":"up","address":"127.0.0.1:40001","healthy":true,"missed_heartbeats":0,"handle":{"pid":42},"pipelining":true,"in_flight":2,"requests":10,"tls":null,"tunnels":3,"weight":1},"#,
+    r#"{"hostname":"Server 2","id":2,"kind":"managed","health":"up","address":"10.0.0.2:5000","healthy":false,"missed_heartbeats":1,"handle":{"container_id":"c0ffee"},"pipelining":false,"in_flight":0,"requests":0,"tls":null,"tunnels":0,"weight":2},"#,
+    r#"{"hostname":"Server 3","id":3,"kind":"managed","health":"up","address":"10.0.0.3:5000","healthy":true,"missed_heartbeats":0,"handle":{"swarm_task":{"service":"s1","task":"t1","container_id":"c2"}},"pipelining":true,"in_flight":0,"requests":3,"tls":null,"tunnels":0,"weight":1},"#,
+    r#"{"hostname":"web","id":5,"kind":"address","health":"down","address":"127.0.0.1:9000","healthy":false,"missed_heartbeats":0,"handle":{"address":"127.0.0.1:9000"},"pipelining":false,"in_flight":0,"requests":0,"tls":{"server_name":"web.internal","verify":true},"tunnels":0,"weight":1}],"#,
     r#""retries":7,"#,
     r#""vacancies":[{"id":4,"hostname":"S4","failed_attempts":2,"reason":"exited"},{"id":5,"hostname":"web","failed_attempts":0,"reason":"down","address":"127.0.0.1:9000"}],"#,
     r#""ring":{"algorithm":"ring","slots":512,"virtual_nodes":9,"probing":"linear","hash":"spec","key":"header:X-Request-Id","key_fallback":"random","bounded_load":null},"#,
@@ -67,6 +67,10 @@ fn a_status_reads_as_the_analysis_uses_it_and_writes_back_byte_for_byte() {
         (3, 7)
     );
     assert_eq!(status.replicas[0].tunnels, 3);
+    assert_eq!(
+        (status.replicas[0].weight, status.replicas[1].weight),
+        (1, 2)
+    );
     let listener = status.tls.as_ref().unwrap();
     assert_eq!(listener.certificates[0].names, ["site.test", "*.site.test"]);
     assert_eq!(listener.certificates[0].days_left, 29);
@@ -126,6 +130,7 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
                 }),
                 protocol: r.protocol.as_deref().map(text),
                 tunnels: r.tunnels,
+                weight: r.weight,
             })
             .collect(),
         retries: owned.retries,
@@ -197,7 +202,7 @@ fn a_status_from_an_older_lb_reads_with_defaults() {
 fn a_ring_table_reads_and_writes_back_byte_for_byte() {
     let page = concat!(
         r#"{"algorithm":"ring","slots":8,"virtual_nodes":2,"probing":"quadratic","hash":"spec","key":"cookie:sid","key_fallback":"client_ip","bounded_load":1.25,"#,
-        r#""replicas":[{"hostname":"a","id":1,"slots":[0,5]},{"hostname":"b","id":2,"slots":[2,6]}],"#,
+        r#""replicas":[{"hostname":"a","id":1,"slots":[0,5],"weight":1},{"hostname":"b","id":2,"slots":[2,6,7,1],"weight":2}],"#,
         r#""from":2,"count":3,"owners":["b","b","b"]}"#
     );
     let table: RingTable = serde_json::from_str(page).unwrap();
@@ -205,7 +210,8 @@ fn a_ring_table_reads_and_writes_back_byte_for_byte() {
         (table.slots, table.from, table.count),
         (8, Some(2), Some(3))
     );
-    assert_eq!(table.replicas[1].slots, [2, 6]);
+    assert_eq!(table.replicas[1].slots, [2, 6, 7, 1]);
+    assert_eq!(table.replicas[1].weight, 2);
     assert_eq!(serde_json::to_string(&table).unwrap(), page);
     let slots = [0u32, 5];
     let lent: RingTable<&str, &[u32]> = RingTable {
@@ -221,6 +227,7 @@ fn a_ring_table_reads_and_writes_back_byte_for_byte() {
             hostname: "a",
             id: 1,
             slots: &slots[..0],
+            weight: 3,
         }],
         from: None,
         count: None,
@@ -229,7 +236,7 @@ fn a_ring_table_reads_and_writes_back_byte_for_byte() {
     let whole = serde_json::to_string(&lent).unwrap();
     assert_eq!(
         whole,
-        r#"{"algorithm":"maglev","slots":3,"virtual_nodes":0,"probing":"none","hash":"spec","key":"path","key_fallback":"random","bounded_load":null,"replicas":[{"hostname":"a","id":1,"slots":[]}],"owners":["a","a","a"]}"#
+        r#"{"algorithm":"maglev","slots":3,"virtual_nodes":0,"probing":"none","hash":"spec","key":"path","key_fallback":"random","bounded_load":null,"replicas":[{"hostname":"a","id":1,"slots":[],"weight":3}],"owners":["a","a","a"]}"#
     );
     let read: RingTable = serde_json::from_str(&whole).unwrap();
     assert_eq!(

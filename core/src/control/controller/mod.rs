@@ -21,6 +21,7 @@
 mod addresses;
 mod certs;
 mod membership;
+mod plans;
 mod reload;
 mod scale;
 mod startup;
@@ -80,15 +81,33 @@ struct PlacementKey {
     /// The hash's identity (its `Arc`'s address; the controller holds the `Arc`).
     hash: usize,
     ids: Vec<u64>,
+    /// One weight per id.
+    weights: Vec<u32>,
 }
 
 impl PlacementKey {
-    fn new(balancer: Balancer, hash: &Arc<dyn RingHash>, ids: Vec<u64>) -> PlacementKey {
+    fn new(
+        balancer: Balancer,
+        hash: &Arc<dyn RingHash>,
+        ids: Vec<u64>,
+        weights: Vec<u32>,
+    ) -> PlacementKey {
         PlacementKey {
             balancer,
             hash: Arc::as_ptr(hash).cast::<()>() as usize,
             ids,
+            weights,
         }
+    }
+
+    /// What `placement` was built from.
+    fn of(placement: &Placement) -> PlacementKey {
+        PlacementKey::new(
+            placement.balancer(),
+            placement.hash(),
+            placement.server_ids().to_vec(),
+            placement.weights().to_vec(),
+        )
     }
 }
 
@@ -178,8 +197,6 @@ enum Done {
     Placed {
         /// Which build.
         build: u64,
-        /// The server ids it was built for.
-        key_ids: Vec<u64>,
         /// The table, or why it could not be built.
         placement: Result<Box<Placement>, String>,
     },
@@ -253,6 +270,8 @@ pub(crate) struct Controller {
     front: watch::Sender<FrontSettings>,
     /// Replicas in the ring, with their supervisor handles.
     replicas: BTreeMap<u64, Running>,
+    /// Per server id, its weight (`[[replicas]] weight`, `/add`'s `weights`); absent: 1.
+    weights: BTreeMap<u64, u32>,
     vacancies: BTreeMap<u64, Vacancy>,
     /// Vacancies whose replica is being started right now (at most one start per id).
     launching: BTreeSet<u64>,
@@ -308,7 +327,7 @@ impl Controller {
         let config = &loaded.config;
         let balancer = config.balancer();
         let empty = balancer.place(Arc::clone(&hash), &[])?;
-        let placed = Some(PlacementKey::new(balancer, &hash, Vec::new()));
+        let placed = Some(PlacementKey::of(&empty));
         let file = match &loaded.source {
             Source::File(path) => Some(ConfigFile::new(path.clone(), loaded.text.clone())),
             Source::Embedded | Source::Copy(_) => None,
@@ -321,6 +340,7 @@ impl Controller {
                 vacancies: Vec::new(),
                 key: config.ring.key_rule(),
                 bounded_load: config.ring.bounded_load(),
+                weights: BTreeMap::new(),
             }),
             config: ArcSwap::from_pointee(ConfigStatus {
                 path: loaded.source.to_string(),
@@ -363,6 +383,7 @@ impl Controller {
             health: watch::Sender::new(config.health.clone()),
             front: watch::Sender::new(config.front()),
             replicas: BTreeMap::new(),
+            weights: BTreeMap::new(),
             vacancies: BTreeMap::new(),
             crash_streak: BTreeMap::new(),
             membership,
@@ -486,6 +507,7 @@ impl Controller {
         match command {
             Command::Add { request, reply } => self.add(request, reply, scale::ADD_RETRIES),
             Command::Remove { request, reply } => self.remove(request, reply),
+            Command::Plan { ask, reply } => self.plan(ask, reply),
             Command::FileChanged => self.read_file(false),
             Command::Reload => {
                 self.read_file(true);
@@ -591,11 +613,7 @@ impl Controller {
                 waiters,
                 listed,
             } => self.written(outcome, waiters, listed),
-            Done::Placed {
-                build,
-                key_ids,
-                placement,
-            } => self.placed(build, key_ids, placement),
+            Done::Placed { build, placement } => self.placed(build, placement),
             Done::Resolved {
                 id,
                 handle,
@@ -626,11 +644,23 @@ impl Controller {
 
     /// What the table for the current replica set and parameters is built from.
     fn wanted_placement(&self) -> PlacementKey {
-        PlacementKey::new(
-            self.ring.balancer,
-            &self.ring.hash,
-            self.replicas.keys().copied().collect(),
-        )
+        let ids: Vec<u64> = self.replicas.keys().copied().collect();
+        let weights = ids.iter().map(|id| self.weight_of(*id)).collect();
+        PlacementKey::new(self.ring.balancer, &self.ring.hash, ids, weights)
+    }
+
+    /// Server id `id`'s weight (1 unless one was given).
+    fn weight_of(&self, id: u64) -> u32 {
+        self.weights.get(&id).copied().unwrap_or(1)
+    }
+
+    /// Give server id `id` the weight `weight` (the ring changes at the next publish).
+    fn set_weight(&mut self, id: u64, weight: u32) {
+        if weight == 1 {
+            self.weights.remove(&id);
+        } else {
+            self.weights.insert(id, weight);
+        }
     }
 
     /// Publish the current replica set as a new snapshot. The table is built here when it is
@@ -647,15 +677,18 @@ impl Controller {
             return;
         }
         let current = self.shared.snapshot.load_full();
-        let cost =
-            self.ring
-                .balancer
-                .rebuild_cost(&current.placement, &self.ring.hash, &wanted.ids);
+        let cost = self.ring.balancer.rebuild_cost_weighted(
+            &current.placement,
+            &self.ring.hash,
+            &wanted.ids,
+            &wanted.weights,
+        );
         if cost <= INLINE_BUILD_COST || !self.running {
-            let built = self.ring.balancer.place_from(
+            let built = self.ring.balancer.place_from_weighted(
                 &current.placement,
                 Arc::clone(&self.ring.hash),
                 &wanted.ids,
+                &wanted.weights,
             );
             match built {
                 Ok(placement) => {
@@ -674,11 +707,27 @@ impl Controller {
         // else the table requests use now, with what changed besides it.
         let interim_balancer = current.placement.balancer();
         let interim_hash = Arc::clone(current.placement.hash());
-        let interim = PlacementKey::new(interim_balancer, &interim_hash, wanted.ids.clone());
-        let interim_cost =
-            interim_balancer.rebuild_cost(&current.placement, &interim_hash, &wanted.ids);
+        let interim = PlacementKey::new(
+            interim_balancer,
+            &interim_hash,
+            wanted.ids.clone(),
+            wanted.weights.clone(),
+        );
+        let interim_cost = interim_balancer.rebuild_cost_weighted(
+            &current.placement,
+            &interim_hash,
+            &wanted.ids,
+            &wanted.weights,
+        );
         let rebuilt = (interim != wanted && interim_cost <= INLINE_BUILD_COST)
-            .then(|| interim_balancer.place_from(&current.placement, interim_hash, &wanted.ids))
+            .then(|| {
+                interim_balancer.place_from_weighted(
+                    &current.placement,
+                    interim_hash,
+                    &wanted.ids,
+                    &wanted.weights,
+                )
+            })
             .and_then(Result::ok);
         match rebuilt {
             Some(placement) => {
@@ -691,17 +740,19 @@ impl Controller {
                 vacancies: self.vacancies.values().cloned().collect(),
                 key: self.ring.key.clone(),
                 bounded_load: self.ring.bounded_load,
+                weights: self.weights.clone(),
             })),
         }
         if self.tables.building.is_none() {
-            self.build(wanted.ids, Base::Published(current));
+            self.build(wanted, Base::Published(current));
         }
     }
 
-    /// Build the table for `ids` with the wanted balancer and hash on a blocking thread, from
-    /// `base` (rendezvous moves only what must move); the result comes back as
+    /// Build the table `key` says (the wanted balancer and hash, ids and weights) on a blocking
+    /// thread, from `base` (rendezvous moves only what must move); the result comes back as
     /// [`Done::Placed`].
-    fn build(&mut self, ids: Vec<u64>, base: Base) {
+    fn build(&mut self, key: PlacementKey, base: Base) {
+        let PlacementKey { ids, weights, .. } = key;
         self.tables.builds += 1;
         let build = self.tables.builds;
         self.tables.building = Some(build);
@@ -716,14 +767,13 @@ impl Controller {
         let done = self.done.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let key_ids = ids.clone();
             let placement = tokio::task::spawn_blocking(move || {
                 let base = match &base {
                     Base::Published(snapshot) => &snapshot.placement,
                     Base::Built(placement) => &**placement,
                 };
                 balancer
-                    .place_from(base, hash, &ids)
+                    .place_from_weighted(base, hash, &ids, &weights)
                     .map_err(|e| e.to_string())
             })
             .await
@@ -734,7 +784,6 @@ impl Controller {
             );
             let _ = done.send(Done::Placed {
                 build,
-                key_ids,
                 placement: placement.map(Box::new),
             });
         });
@@ -771,16 +820,17 @@ impl Controller {
             vacancies: self.vacancies.values().cloned().collect(),
             key: self.ring.key.clone(),
             bounded_load: self.ring.bounded_load,
+            weights: self.weights.clone(),
         }));
         // Open WebSocket tunnels look their slot up again (one `watch` send, never a wait).
         let drain = Duration::from_millis(self.health.borrow().drain_timeout_ms);
         self.shared.tunnels.ring_changed(drain);
     }
 
-    /// A large table was built off the controller for the server ids `key_ids` (with the
-    /// balancer and hash of that moment). Published if the state still wants it; otherwise the
-    /// state now is built from it (for rendezvous, moving only what changed meanwhile).
-    fn placed(&mut self, build: u64, key_ids: Vec<u64>, placement: Result<Box<Placement>, String>) {
+    /// A large table was built off the controller (for the replicas, weights, balancer and hash
+    /// of that moment). Published if the state still wants it; otherwise the state now is
+    /// built from it (for rendezvous, moving only what changed meanwhile).
+    fn placed(&mut self, build: u64, placement: Result<Box<Placement>, String>) {
         if self.tables.building != Some(build) {
             return;
         }
@@ -788,14 +838,14 @@ impl Controller {
         let wanted = self.wanted_placement();
         match placement {
             Ok(placement) => {
-                let built = PlacementKey::new(placement.balancer(), placement.hash(), key_ids);
+                let built = PlacementKey::of(&placement);
                 if built == wanted {
                     self.store(*placement);
                     self.tables.placed = Some(wanted);
                 } else if built.balancer == wanted.balancer && built.hash == wanted.hash {
                     // Replicas changed meanwhile (they are published with the previous
                     // parameters until then): bring this table up to date.
-                    self.build(wanted.ids, Base::Built(placement));
+                    self.build(wanted, Base::Built(placement));
                 } else {
                     self.publish();
                 }
@@ -832,6 +882,7 @@ impl Controller {
                         .filter_map(|v| Some((v.id, v.address.clone()?))),
                 )
                 .collect(),
+            weights: self.weights.clone(),
         }
     }
 

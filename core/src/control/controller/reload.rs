@@ -3,7 +3,7 @@
 //! list. The file's I/O runs on blocking tasks, one at a time, and reports back as a
 //! [`Done`]; the controller never waits for a file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -165,11 +165,20 @@ impl Controller {
                     r.handle.address().map(str::to_owned),
                     r.backend.tls.clone(),
                     r.backend.protocol,
+                    self.weight_of(r.backend.id),
                 )
             })
             .chain(self.vacancies.values().map(|v| {
                 let (id, hostname) = (v.id, v.hostname.clone());
-                (id, hostname, v.address.clone(), v.tls.clone(), v.protocol)
+                let weight = self.weight_of(id);
+                (
+                    id,
+                    hostname,
+                    v.address.clone(),
+                    v.tls.clone(),
+                    v.protocol,
+                    weight,
+                )
             }))
             .collect();
         entries.sort_unstable_by_key(|e| e.0);
@@ -327,6 +336,15 @@ impl Controller {
             {
                 repipeline.push((id, wanted, tls, protocol));
             }
+        }
+        // Weights: the file's, for every id it lists (a changed one re-places the ring with the
+        // swap below); a replica set of this load balancer's own forgets the others'.
+        for entry in &config.replicas {
+            self.set_weight(*entry.id.get_ref(), entry.weight());
+        }
+        if self.membership.is_none() {
+            let listed: BTreeSet<u64> = config.replicas.iter().map(|r| *r.id.get_ref()).collect();
+            self.weights.retain(|id, _| listed.contains(id));
         }
         // Ring parameters and hash swap with the remaining replicas in one store; new replicas
         // join only after their first heartbeat.

@@ -208,6 +208,10 @@ impl Controller {
                 return;
             }
         };
+        // The new ids' weights, by position (1 for the rest), in force when they join.
+        for (i, spec) in specs.iter().enumerate() {
+            self.set_weight(spec.id, request.weights.get(i).copied().unwrap_or(1));
+        }
         drop(self.carry_out(Change {
             start: specs,
             starts: Starts::Together {

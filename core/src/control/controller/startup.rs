@@ -20,6 +20,15 @@ impl Controller {
     /// rest and wait for their first heartbeats. A replica that does not come up leaves a
     /// vacancy that is retried with backoff once the controller runs.
     pub(crate) async fn start(&mut self) {
+        let weights: Vec<(u64, u32)> = self
+            .startup
+            .replicas
+            .iter()
+            .map(|r| (*r.id.get_ref(), r.weight()))
+            .collect();
+        for (id, weight) in weights {
+            self.set_weight(id, weight);
+        }
         if self.membership.is_some() {
             self.start_shared().await;
             return;

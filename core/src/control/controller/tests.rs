@@ -268,6 +268,7 @@ fn scale_request(n: usize, hostnames: &[&str]) -> ScaleRequest {
         addresses: Vec::new(),
         tls: Vec::new(),
         protocols: Vec::new(),
+        weights: Vec::new(),
     }
 }
 

@@ -27,6 +27,7 @@ fn members(running: &[(u64, &str)], vacant: &[(u64, &str)]) -> Members {
         vacant: set(vacant),
         adding: BTreeMap::new(),
         addresses: BTreeMap::new(),
+        weights: BTreeMap::new(),
     }
 }
 
@@ -45,6 +46,7 @@ fn scale(n: usize, hostnames: &[&str]) -> ScaleRequest {
         addresses: Vec::new(),
         tls: Vec::new(),
         protocols: Vec::new(),
+        weights: Vec::new(),
     }
 }
 
@@ -541,4 +543,62 @@ fn room_counts_what_fits_in_the_ring() {
     assert_eq!(room(&ring(27), 3, 5), 0);
     assert_eq!(room(&ring(512), 3, 5), 5);
     assert_eq!(room(&ring(27), 0, 0), 0);
+}
+
+#[test]
+fn a_changed_weight_is_logged_and_keeps_the_replica() {
+    let old = config("", &THREE);
+    let new = Config::parse(
+        "[[replicas]]\nhostname = \"Server 1\"\nid = 1\nweight = 4\n\
+         [[replicas]]\nhostname = \"Server 2\"\nid = 2\n\
+         [[replicas]]\nhostname = \"Server 3\"\nid = 3\n",
+    )
+    .unwrap();
+    let mut now = members(&THREE, &[]);
+    now.weights.insert(2, 3);
+    let plan = reconcile(&now, &new, &old);
+    assert!(plan.stop.is_empty() && plan.start.is_empty(), "{plan:?}");
+    assert_eq!(
+        changes(&old, &new, &now, &plan),
+        [
+            "replica Server 1 weight 1 → 4 (id 1)",
+            "replica Server 2 weight 3 → 1 (id 2)"
+        ]
+    );
+}
+
+#[test]
+fn add_counts_weights_against_the_rings_room() {
+    // K = 4, M = 16: three replicas of weight 1 hold 12 virtual nodes.
+    let balancer = Balancer::Ring(RingParams {
+        slots: 16,
+        virtual_nodes: 4,
+        probing: Probing::Linear,
+    });
+    let now = members(&THREE, &[]);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut request = scale(1, &[]);
+    assert!(plan_add(&now, &request, &balancer, &spec_hash(), 64, &mut rng).is_ok());
+    request.weights = vec![2];
+    let refused = plan_add(&now, &request, &balancer, &spec_hash(), 64, &mut rng);
+    assert!(
+        matches!(
+            refused,
+            Err(ControlError::NoRoom {
+                n: 1,
+                source: RingError::TooMuchWeight {
+                    total_weight: 5,
+                    ..
+                }
+            })
+        ),
+        "{refused:?}"
+    );
+    // The members' own weights count too.
+    let mut heavy = members(&THREE[..2], &[]);
+    heavy.weights.insert(1, 2);
+    request.weights = vec![1];
+    assert!(plan_add(&heavy, &request, &balancer, &spec_hash(), 64, &mut rng).is_ok());
+    heavy.weights.insert(2, 2);
+    assert!(plan_add(&heavy, &request, &balancer, &spec_hash(), 64, &mut rng).is_err());
 }
