@@ -62,7 +62,7 @@ pub mod hash;
 pub mod plugin;
 mod table;
 
-pub use algorithm::{maglev, rendezvous, ring};
+pub use algorithm::{maglev, rendezvous, ring, MAX_SCALE};
 pub use balancer::{Algorithm, Balancer, Probing, RingParams};
 pub use error::{is_prime, PlaceError, RingError, MAX_WEIGHT};
 pub use hash::RingHash;

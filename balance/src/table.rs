@@ -65,6 +65,15 @@ pub(crate) fn member_order(server_ids: &[u64]) -> Result<Vec<usize>, PlaceError>
 /// The rules on weights every table obeys: none given means 1 each; otherwise one per server
 /// id, each in `1..=MAX_WEIGHT`. The weights, one per member.
 pub(crate) fn member_weights(server_ids: &[u64], weights: &[u32]) -> Result<Vec<u32>, PlaceError> {
+    member_weights_up_to(server_ids, weights, MAX_WEIGHT)
+}
+
+/// [`member_weights`] with weights up to `limit` (weights in finer units: [`Balancer::place_scaled`]).
+pub(crate) fn member_weights_up_to(
+    server_ids: &[u64],
+    weights: &[u32],
+    limit: u32,
+) -> Result<Vec<u32>, PlaceError> {
     if weights.is_empty() {
         return Ok(vec![1; server_ids.len()]);
     }
@@ -75,7 +84,7 @@ pub(crate) fn member_weights(server_ids: &[u64], weights: &[u32]) -> Result<Vec<
         });
     }
     for (&server_id, &weight) in server_ids.iter().zip(weights) {
-        if !(1..=MAX_WEIGHT).contains(&weight) {
+        if !(1..=limit).contains(&weight) {
             return Err(PlaceError::InvalidWeight { server_id, weight });
         }
     }
@@ -123,8 +132,10 @@ pub struct Placement {
     hash: Arc<dyn RingHash>,
     /// Server ids in the order given to [`Balancer::place`]; member `k` is `ids[k]`.
     ids: Vec<u64>,
-    /// Member `k`'s weight (1 unless weights were given).
+    /// Member `k`'s weight (1 unless weights were given), in units of `1/scale`.
     weights: Vec<u32>,
+    /// The units of `weights` ([`Balancer::place_scaled`]; 1 otherwise).
+    scale: u32,
     marks: Marks,
     /// Per slot, the member index serving it; empty when there are no members.
     owners: Vec<u32>,
@@ -152,10 +163,23 @@ impl Placement {
             hash,
             ids,
             weights,
+            scale: 1,
             marks,
             owners,
             fallback,
         }
+    }
+
+    /// The table with its weights read in units of `1/scale`.
+    pub(crate) fn with_scale(mut self, scale: u32) -> Placement {
+        self.scale = scale.max(1);
+        self
+    }
+
+    /// The units of [`Placement::weights`]: a member of weight `w` in the table counts as
+    /// `w / scale` ([`Balancer::place_scaled`]; 1 for every other table).
+    pub fn scale(&self) -> u32 {
+        self.scale
     }
 
     /// A table with no members: every lookup returns `None`.

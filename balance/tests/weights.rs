@@ -191,3 +191,63 @@ fn a_weighted_rendezvous_table_falls_back_by_score() {
         assert_eq!(ids[next], owner_ids(&without)[slot as usize], "slot {slot}");
     }
 }
+
+#[test]
+fn scaled_weights_are_fractions_of_a_weight_and_whole_ones_give_the_same_tables() {
+    let ring = Balancer::Ring(RingParams {
+        slots: 4096,
+        virtual_nodes: 8,
+        ..RingParams::default()
+    });
+    let ids = [1, 2, 3];
+    for balancer in [ring, MAGLEV, RENDEZVOUS] {
+        let whole = balancer
+            .place_weighted(Arc::new(SpecHash), &ids, &[1, 2, 3])
+            .unwrap();
+        let scaled = balancer
+            .place_scaled(Arc::new(SpecHash), &ids, &[1000, 2000, 3000], 1000)
+            .unwrap();
+        assert_eq!(scaled.scale(), 1000);
+        assert_eq!(owner_ids(&scaled), owner_ids(&whole), "{balancer}");
+        // Scale 1 is place_weighted itself.
+        let one = balancer
+            .place_scaled(Arc::new(SpecHash), &ids, &[1, 2, 3], 1)
+            .unwrap();
+        assert_eq!((one.scale(), owner_ids(&one)), (1, owner_ids(&whole)));
+    }
+    // A quarter of a weight of 1 on the ring: 2 of its 8 virtual nodes, the first two.
+    let quarter = ring
+        .place_scaled(Arc::new(SpecHash), &ids, &[250, 1000, 1000], 1000)
+        .unwrap();
+    let full = ring.place(Arc::new(SpecHash), &ids).unwrap();
+    assert_eq!(quarter.virtual_slots(0).len(), 2);
+    assert_eq!(quarter.virtual_slots(0), &full.virtual_slots(0)[..2]);
+    // Maglev and rendezvous: a tenth of a weight of 1 next to two of 1 serves about 1/21.
+    for balancer in [MAGLEV, RENDEZVOUS] {
+        let table = balancer
+            .place_scaled(Arc::new(SpecHash), &ids, &[100, 1000, 1000], 1000)
+            .unwrap();
+        let share = f64::from(table.slot_counts()[0]) / f64::from(table.slots());
+        assert!((share - 1.0 / 21.0).abs() < 0.01, "{balancer}: {share}");
+    }
+    // Rendezvous: a growing weight only takes slots.
+    let small = RENDEZVOUS
+        .place_scaled(Arc::new(SpecHash), &ids, &[100, 1000, 1000], 1000)
+        .unwrap();
+    let larger = RENDEZVOUS
+        .place_scaled(Arc::new(SpecHash), &ids, &[600, 1000, 1000], 1000)
+        .unwrap();
+    for (before, after) in owner_ids(&small).iter().zip(owner_ids(&larger)) {
+        assert!(*before == after || after == 1, "{before} → {after}");
+    }
+    // The limit scales too.
+    assert!(matches!(
+        MAGLEV.place_scaled(
+            Arc::new(SpecHash),
+            &ids,
+            &[1, 1, MAX_WEIGHT * 1000 + 1],
+            1000
+        ),
+        Err(PlaceError::InvalidWeight { .. })
+    ));
+}

@@ -278,3 +278,55 @@ async fn weights_share_the_table_and_plans_predict_every_change() {
     assert_eq!(owners(&ring(&lb).await), before);
     assert_eq!(weights_in_status(&lb).await["Server 4"], 4);
 }
+
+/// The `effective_weight` of `hostname` in `/_lb/status` (`None`: it has its whole weight).
+async fn effective_weight(lb: &Lb, hostname: &str) -> Option<f64> {
+    let status = lb.status().await;
+    let replica = status["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["hostname"] == hostname)
+        .unwrap_or_else(|| panic!("no {hostname} in {status}"))
+        .clone();
+    replica["effective_weight"].as_f64()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_replica_takes_its_weight_gradually_with_slow_start() {
+    let text = config(&[(1, 1), (2, 1), (3, 1)])
+        .replace("slots = 65537\n", "slots = 65537\nslow_start_ms = 6000\n");
+    let lb = Arc::new(Lb::start(&text));
+    // The first replicas of a ring start whole: nobody else serves their keys.
+    assert_eq!(effective_weight(&lb, "Server 1").await, None);
+    let traffic = common::Traffic::start(&lb, 4);
+    lb.ok("POST", "/add", br#"{"n": 1, "weights": [2]}"#).await;
+    let mut seen = Vec::new();
+    let started = std::time::Instant::now();
+    loop {
+        match effective_weight(&lb, "Server 4").await {
+            Some(w) => {
+                if seen.last() != Some(&w) {
+                    seen.push(w);
+                }
+            }
+            None => break,
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the ramp did not end: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It rose step by step from a small part of its weight of 2, never down.
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert!(seen[0] > 0.0 && seen[0] <= 1.0, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert!(seen.iter().all(|&w| w < 2.0), "{seen:?}");
+    // Over: the table gives it its whole weight (2 of 5), and no client saw an error.
+    let table = owners(&ring(&lb).await);
+    let share = shares(&table)["Server 4"];
+    assert!((share - 0.4).abs() < 0.001, "{share}");
+    traffic.finish_all_ok(1).await;
+    assert!(lb.log().contains("slow start"), "{}", lb.log());
+}

@@ -101,7 +101,7 @@ pub enum Health {
 }
 
 /// One replica.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ReplicaStatus<S = String> {
     /// Its hostname.
     pub hostname: S,
@@ -148,6 +148,10 @@ pub struct ReplicaStatus<S = String> {
     /// slots; 1 in the JSON of an `lb` older than weights.
     #[serde(default = "one")]
     pub weight: u32,
+    /// While it ramps in (`[ring] slow_start_ms`): the weight the table gives it now, a part
+    /// of `weight`; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_weight: Option<f64>,
 }
 
 /// The weight a replica has when none is given.

@@ -25,6 +25,9 @@ use crate::error::PlaceError;
 use crate::hash::RingHash;
 use crate::table::Placement;
 
+/// The finest units [`Balancer::place_scaled`] takes weights in.
+pub const MAX_SCALE: u32 = 1000;
+
 impl Balancer {
     /// A rough count of the steps [`Balancer::place`] takes for `replicas` members (one step is
     /// a hash evaluation or a table write), to decide whether a table is cheap enough to build
@@ -148,6 +151,34 @@ impl Balancer {
         server_ids: &[u64],
     ) -> Result<Placement, PlaceError> {
         self.place_weighted(hash, server_ids, &[])
+    }
+
+    /// [`Balancer::place_weighted`] with weights in units of `1/scale` (`scale` from 1 to
+    /// [`MAX_SCALE`]; each weight from 1 to `MAX_WEIGHT·scale`): fractional weights, for a
+    /// replica ramping in (slow start). The ring places `round(K·w/scale)` virtual nodes (at
+    /// least one; the first of its `K·w`), Maglev and rendezvous use the weights' proportions
+    /// (every weight `scale` times larger gives [`Balancer::place_weighted`]'s table).
+    /// [`Placement::scale`] tells the units.
+    pub fn place_scaled(
+        &self,
+        hash: Arc<dyn RingHash>,
+        server_ids: &[u64],
+        weights: &[u32],
+        scale: u32,
+    ) -> Result<Placement, PlaceError> {
+        if scale <= 1 {
+            return self.place_weighted(hash, server_ids, weights);
+        }
+        let scale = scale.min(MAX_SCALE);
+        match *self {
+            Balancer::Ring(params) => ring::build_scaled(params, hash, server_ids, weights, scale),
+            Balancer::Maglev { slots } => {
+                maglev::build_scaled(slots, hash, server_ids, weights, scale)
+            }
+            Balancer::Rendezvous { slots } => {
+                rendezvous::build_scaled(slots, hash, server_ids, weights, scale)
+            }
+        }
     }
 
     /// [`Balancer::place`] with a weight per member (`weights[k]` for `server_ids[k]`, each in

@@ -23,10 +23,10 @@
 use std::sync::Arc;
 
 use crate::balancer::{Algorithm, Balancer};
-use crate::error::PlaceError;
+use crate::error::{PlaceError, MAX_WEIGHT};
 use crate::hash::{splitmix64, RingHash};
 use crate::table::{
-    check_slot_each, check_slots, member_order, member_weights, Fallback, Marks, Placement,
+    check_slot_each, check_slots, member_order, member_weights_up_to, Fallback, Marks, Placement,
 };
 
 /// The seed of replica `server_id`'s weights: `splitmix64(server_id, 1)`.
@@ -124,10 +124,34 @@ pub fn build_weighted(
     server_ids: &[u64],
     weights: &[u32],
 ) -> Result<Placement, PlaceError> {
+    build_up_to(slots, hash, server_ids, weights, MAX_WEIGHT)
+}
+
+/// [`build_weighted`] with weights in units of `1/scale` (each in `1..=MAX_WEIGHT·scale`): only
+/// the weights' proportions count, so every weight `scale` times larger gives the same table.
+pub(crate) fn build_scaled(
+    slots: u32,
+    hash: Arc<dyn RingHash>,
+    server_ids: &[u64],
+    weights: &[u32],
+    scale: u32,
+) -> Result<Placement, PlaceError> {
+    let limit = MAX_WEIGHT.saturating_mul(scale);
+    Ok(build_up_to(slots, hash, server_ids, weights, limit)?.with_scale(scale))
+}
+
+/// [`build_weighted`] with weights up to `limit`.
+fn build_up_to(
+    slots: u32,
+    hash: Arc<dyn RingHash>,
+    server_ids: &[u64],
+    weights: &[u32],
+    limit: u32,
+) -> Result<Placement, PlaceError> {
     let balancer = Balancer::Rendezvous { slots };
     check_slots(slots)?;
     let order = member_order(server_ids)?;
-    let weights = member_weights(server_ids, weights)?;
+    let weights = member_weights_up_to(server_ids, weights, limit)?;
     check_capacity(slots, server_ids.len())?;
     if order.is_empty() {
         return Ok(Placement::empty(balancer, hash));

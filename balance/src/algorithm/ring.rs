@@ -17,10 +17,11 @@ use std::sync::Arc;
 use crate::balancer::Balancer;
 pub use crate::balancer::{Probing, RingParams};
 pub use crate::error::RingError;
-use crate::error::{vnode_total, PlaceError};
+use crate::error::{vnode_total, PlaceError, MAX_WEIGHT};
 use crate::hash::RingHash;
 use crate::table::{
-    check_slots, member_order, member_weights, Fallback, Marks, Placement, NO_MEMBER,
+    check_slots, member_order, member_weights, member_weights_up_to, Fallback, Marks, Placement,
+    NO_MEMBER,
 };
 
 /// Offset of the `k`-th probe, already reduced mod `m` (`k < m ≤ 2³²`, so `k²` fits in `u64`).
@@ -108,34 +109,75 @@ pub fn build_weighted(
     server_ids: &[u64],
     weights: &[u32],
 ) -> Result<Placement, PlaceError> {
-    let balancer = Balancer::Ring(params);
     validate(params)?;
     let order = member_order(server_ids)?;
     let weights = member_weights(server_ids, weights)?;
     check_weighted_capacity(params, &weights)?;
+    let counts = weights.iter().map(|&w| params.virtual_nodes * w).collect();
+    build_marks(params, hash, server_ids, (order, weights, counts))
+}
+
+/// [`build_weighted`] with weights in units of `1/scale` (each in `1..=MAX_WEIGHT·scale`):
+/// member `k` places `round(K·w/scale)` virtual nodes (at least one), the first of the `K·w`
+/// it has at full weight, so a weight that grows only adds marks.
+pub(crate) fn build_scaled(
+    params: RingParams,
+    hash: Arc<dyn RingHash>,
+    server_ids: &[u64],
+    weights: &[u32],
+    scale: u32,
+) -> Result<Placement, PlaceError> {
+    validate(params)?;
+    let order = member_order(server_ids)?;
+    let weights = member_weights_up_to(server_ids, weights, MAX_WEIGHT.saturating_mul(scale))?;
+    let counts: Vec<u32> = weights
+        .iter()
+        .map(|&w| {
+            let marks = (u64::from(params.virtual_nodes) * u64::from(w) + u64::from(scale / 2))
+                / u64::from(scale);
+            u32::try_from(marks.max(1)).unwrap_or(u32::MAX)
+        })
+        .collect();
+    let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    if total > u64::from(params.slots) {
+        return Err(PlaceError::TooMuchWeight {
+            total_weight: weights.iter().map(|&w| u64::from(w)).sum::<u64>() / u64::from(scale),
+            virtual_nodes: params.virtual_nodes,
+            slots: params.slots,
+        });
+    }
+    Ok(build_marks(params, hash, server_ids, (order, weights, counts))?.with_scale(scale))
+}
+
+/// Place `counts[k]` marks for member `k` (members in `order`), checked to fit.
+fn build_marks(
+    params: RingParams,
+    hash: Arc<dyn RingHash>,
+    server_ids: &[u64],
+    (order, weights, counts): (Vec<usize>, Vec<u32>, Vec<u32>),
+) -> Result<Placement, PlaceError> {
+    let balancer = Balancer::Ring(params);
     let n = server_ids.len();
     if n == 0 {
         return Ok(Placement::empty(balancer, hash));
     }
 
-    // From here K·Σw ≤ M ≤ u32::MAX, so the counts below cannot overflow and member indices
-    // fit in u32.
-    let k = params.virtual_nodes as usize;
+    // From here Σcounts ≤ M ≤ u32::MAX, so the counts below cannot overflow and member
+    // indices fit in u32.
     let m = u64::from(params.slots);
     let mut table = vec![NO_MEMBER; params.slots as usize];
-    // Member k's marks start at starts[k] (members in index order), K·w of them.
+    // Member k's marks start at starts[k] (members in index order), counts[k] of them.
     let mut starts = Vec::with_capacity(n + 1);
     let mut total = 0usize;
-    for &w in &weights {
+    for &count in &counts {
         starts.push(total);
-        total += k * w as usize;
+        total += count as usize;
     }
     starts.push(total);
     let mut vnode_slots = vec![0u32; total];
     for &member in &order {
         let server_id = server_ids[member];
-        let count = params.virtual_nodes * weights[member];
-        for j in 0..count {
+        for j in 0..counts[member] {
             let home = hash.virtual_node(server_id, u64::from(j))? % m;
             let slot = place(&mut table, home, params.probing, member as u32).ok_or(
                 PlaceError::ProbeExhausted {

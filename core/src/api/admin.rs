@@ -125,11 +125,20 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
     let snapshot = shared.snapshot.load();
     let config = shared.config.load();
     let tunnels = shared.tunnels.counts();
+    let table_weights = snapshot.placement.weights();
+    let scale = f64::from(snapshot.placement.scale());
     let mut replicas = snapshot
         .backends
         .iter()
-        .map(|b| {
+        .enumerate()
+        .map(|(k, b)| {
             let missed = shared.health.missed_of(b);
+            let weight = snapshot.weights.get(&b.id).copied().unwrap_or(1);
+            // The table's weight for it, when it is not the configured one (slow start).
+            let effective = table_weights
+                .get(k)
+                .map(|&w| f64::from(w) / scale)
+                .filter(|&w| (w - f64::from(weight)).abs() > 1e-9);
             ReplicaStatus {
                 hostname: b.hostname.as_str().into(),
                 id: b.id,
@@ -149,7 +158,8 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
                 tls: b.tls.as_deref().map(backend_tls_view),
                 protocol: Some(b.protocol.as_str().into()),
                 tunnels: tunnels.get(b.hostname.as_str()).map_or(0, |c| c.open),
-                weight: snapshot.weights.get(&b.id).copied().unwrap_or(1),
+                weight,
+                effective_weight: effective,
             }
         })
         .collect::<Vec<_>>();
@@ -175,6 +185,7 @@ pub(crate) fn status(shared: &Shared) -> Vec<u8> {
             protocol: Some(v.protocol.as_str().into()),
             tunnels: 0,
             weight: snapshot.weights.get(&v.id).copied().unwrap_or(1),
+            effective_weight: None,
         })
     }));
     replicas.sort_by_key(|r| r.id);

@@ -16,7 +16,9 @@ use super::load::ConfigError;
 use super::names::{check_address, check_hostname, check_instance};
 use super::own;
 use super::problem::Problem;
-use super::sections::{AddressMode, Config, HealthKind, ReplicaEntry, SupervisorKind, MAX_SLOTS};
+use super::sections::{
+    AddressMode, Config, HealthKind, ReplicaEntry, SupervisorKind, MAX_SLOTS, MAX_SLOW_START_MS,
+};
 
 impl Config {
     /// Whether the configured replicas can be placed with `hash`. The ring is built (probing
@@ -283,6 +285,15 @@ impl Config {
                 self.ring.bounded_load.span(),
                 format!(
                     "ring.bounded_load must be 0 (off) or a factor from 1.0 to 100.0 such as 1.25, not {c}"
+                ),
+            ));
+        }
+        let slow = *self.ring.slow_start_ms.get_ref();
+        if slow > MAX_SLOW_START_MS {
+            problems.push(self.problem(
+                self.ring.slow_start_ms.span(),
+                format!(
+                    "ring.slow_start_ms must be from 0 (off) to {MAX_SLOW_START_MS} (an hour), not {slow}"
                 ),
             ));
         }

@@ -280,7 +280,13 @@ pub(crate) struct RingSection {
     pub key_fallback: KeyFallback,
     /// Consistent hashing with bounded loads: the factor `c` (≥ 1); 0 is off.
     pub bounded_load: Spanned<f64>,
+    /// Slow start: a replica joining the ring (new, replaced, back after failing) ramps its
+    /// weight up over this many milliseconds (at most [`MAX_SLOW_START_MS`]); 0 is off.
+    pub slow_start_ms: Spanned<u64>,
 }
+
+/// The longest `[ring] slow_start_ms`: an hour.
+pub(crate) const MAX_SLOW_START_MS: u64 = 3_600_000;
 
 impl Default for RingSection {
     fn default() -> Self {
@@ -294,6 +300,7 @@ impl Default for RingSection {
             key: Spanned::new(0..0, KeySource::default()),
             key_fallback: KeyFallback::default(),
             bounded_load: Spanned::new(0..0, 0.0),
+            slow_start_ms: Spanned::new(0..0, 0),
         }
     }
 }
@@ -307,6 +314,12 @@ impl RingSection {
             virtual_nodes: *self.virtual_nodes.get_ref(),
             probing: self.probing,
         }
+    }
+
+    /// How long a joining replica ramps in, when slow start is on.
+    pub(crate) fn slow_start(&self) -> Option<std::time::Duration> {
+        let ms = *self.slow_start_ms.get_ref();
+        (ms > 0).then(|| std::time::Duration::from_millis(ms.min(MAX_SLOW_START_MS)))
     }
 
     /// The bounded-loads factor, when on.

@@ -1005,3 +1005,21 @@ fn the_ring_holds_k_virtual_nodes_per_unit_of_weight() {
     let maglev = "[ring]\nalgorithm = \"maglev\"\nslots = 7\n[[replicas]]\nhostname = \"A\"\nid = 1\nweight = 1000\n";
     assert!(Config::parse(maglev).is_ok());
 }
+
+#[test]
+fn slow_start_is_off_by_default_and_at_most_an_hour() {
+    assert_eq!(Config::parse("").unwrap().ring.slow_start(), None);
+    let on = Config::parse("[ring]\nslow_start_ms = 10000\n").unwrap();
+    assert_eq!(
+        on.ring.slow_start(),
+        Some(std::time::Duration::from_secs(10))
+    );
+    let (line, column, message) = invalid("[ring]\nslow_start_ms = 3600001\n");
+    assert_eq!((line, column), (2, 17), "{message}");
+    assert!(
+        message.contains("at most") || message.contains("to 3600000"),
+        "{message}"
+    );
+    let (line, _, _) = invalid("[ring]\nslow_start_ms = -5\n");
+    assert_eq!(line, 2);
+}

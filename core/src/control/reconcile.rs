@@ -247,6 +247,11 @@ pub(crate) fn changes(old: &Config, new: &Config, members: &Members, plan: &Plan
         old.ring.bounded_load.get_ref().to_string(),
         new.ring.bounded_load.get_ref().to_string(),
     );
+    field(
+        "slow_start_ms",
+        old.ring.slow_start_ms.get_ref().to_string(),
+        new.ring.slow_start_ms.get_ref().to_string(),
+    );
     let (o, n) = (&old.health, &new.health);
     for (name, a, b) in [
         ("health.interval_ms", o.interval_ms, n.interval_ms),

@@ -10,7 +10,7 @@ use crate::ring::{Member, RingTable};
 const STATUS: &str = concat!(
     r#"{"listen":"127.0.0.1:5000","via":"1.1 lb-3f2a","supervisor":"process","uptime_ms":1234,"process":{"pid":4242,"generation":3,"started":"2025-01-01T00:00:00Z"},"N":4,"#,
     r#""replicas":["#,
-    r#"{"hostname":"Server 1","id":1,"kind":"managed","health":"up","address":"127.0.0.1:40001","healthy":true,"missed_heartbeats":0,"handle":{"pid":42},"pipelining":true,"in_flight":2,"requests":10,"tls":null,"tunnels":3,"weight":1},"#,
+    r#"{"hostname":"Server 1","id":1,"kind":"managed","health":"up","address":"127.0.0.1:40001","healthy":true,"missed_heartbeats":0,"handle":{"pid":42},"pipelining":true,"in_flight":2,"requests":10,"tls":null,"tunnels":3,"weight":1,"effective_weight":0.25},"#,
     r#"{"hostname":"Server 2","id":2,"kind":"managed","health":"up","address":"10.0.0.2:5000","healthy":false,"missed_heartbeats":1,"handle":{"container_id":"c0ffee"},"pipelining":false,"in_flight":0,"requests":0,"tls":null,"tunnels":0,"weight":2},"#,
     r#"{"hostname":"Server 3","id":3,"kind":"managed","health":"up","address":"10.0.0.3:5000","healthy":true,"missed_heartbeats":0,"handle":{"swarm_task":{"service":"s1","task":"t1","container_id":"c2"}},"pipelining":true,"in_flight":0,"requests":3,"tls":null,"tunnels":0,"weight":1},"#,
     r#"{"hostname":"web","id":5,"kind":"address","health":"down","address":"127.0.0.1:9000","healthy":false,"missed_heartbeats":0,"handle":{"address":"127.0.0.1:9000"},"pipelining":false,"in_flight":0,"requests":0,"tls":{"server_name":"web.internal","verify":true},"tunnels":0,"weight":1}],"#,
@@ -131,6 +131,7 @@ fn a_status_written_from_borrowed_text_is_the_same_bytes() {
                 protocol: r.protocol.as_deref().map(text),
                 tunnels: r.tunnels,
                 weight: r.weight,
+                effective_weight: r.effective_weight,
             })
             .collect(),
         retries: owned.retries,

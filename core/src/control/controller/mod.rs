@@ -22,6 +22,7 @@ mod addresses;
 mod certs;
 mod membership;
 mod plans;
+mod ramp;
 mod reload;
 mod scale;
 mod startup;
@@ -81,8 +82,10 @@ struct PlacementKey {
     /// The hash's identity (its `Arc`'s address; the controller holds the `Arc`).
     hash: usize,
     ids: Vec<u64>,
-    /// One weight per id.
+    /// One weight per id, in units of `1/scale`.
     weights: Vec<u32>,
+    /// The units of `weights` (1, or [`ramp::SCALE`] while a replica ramps in).
+    scale: u32,
 }
 
 impl PlacementKey {
@@ -90,13 +93,38 @@ impl PlacementKey {
         balancer: Balancer,
         hash: &Arc<dyn RingHash>,
         ids: Vec<u64>,
-        weights: Vec<u32>,
+        (weights, scale): (Vec<u32>, u32),
     ) -> PlacementKey {
         PlacementKey {
             balancer,
             hash: Arc::as_ptr(hash).cast::<()>() as usize,
             ids,
             weights,
+            scale,
+        }
+    }
+
+    /// Build this key's table with `balancer` and `hash` (the key's own or the interim ones),
+    /// from `base` where the algorithm allows.
+    fn place(
+        &self,
+        balancer: Balancer,
+        base: &Placement,
+        hash: Arc<dyn RingHash>,
+    ) -> Result<Placement, RingError> {
+        if self.scale > 1 {
+            balancer.place_scaled(hash, &self.ids, &self.weights, self.scale)
+        } else {
+            balancer.place_from_weighted(base, hash, &self.ids, &self.weights)
+        }
+    }
+
+    /// What [`PlacementKey::place`] costs ([`Balancer::rebuild_cost`]).
+    fn cost(&self, balancer: Balancer, base: &Placement, hash: &Arc<dyn RingHash>) -> u64 {
+        if self.scale > 1 {
+            balancer.build_cost(self.ids.len())
+        } else {
+            balancer.rebuild_cost_weighted(base, hash, &self.ids, &self.weights)
         }
     }
 
@@ -106,7 +134,7 @@ impl PlacementKey {
             placement.balancer(),
             placement.hash(),
             placement.server_ids().to_vec(),
-            placement.weights().to_vec(),
+            (placement.weights().to_vec(), placement.scale()),
         )
     }
 }
@@ -119,6 +147,8 @@ struct RingParams {
     key: KeyRule,
     /// `[ring] bounded_load`.
     bounded_load: Option<f64>,
+    /// `[ring] slow_start_ms`, when on.
+    slow_start: Option<Duration>,
 }
 
 /// The tables the controller published and is building.
@@ -214,6 +244,8 @@ enum Done {
         /// The pairs, read and checked, or why they were refused.
         result: Result<Vec<crate::config::LoadedCert>, String>,
     },
+    /// The next step of the replicas ramping in (slow start).
+    Ramp,
     /// Replicas this load balancer changed are gone from (or made in) the runtime:
     /// membership listings asked for from now on speak for them again.
     Settled {
@@ -236,6 +268,7 @@ impl Done {
             Done::Placed { .. } => "a built table",
             Done::Resolved { .. } => "a resolved backend",
             Done::Settled { .. } => "a settled change",
+            Done::Ramp => "a slow start's step",
             Done::CertificatesRead { .. } => "certificates read",
         }
     }
@@ -272,6 +305,10 @@ pub(crate) struct Controller {
     replicas: BTreeMap<u64, Running>,
     /// Per server id, its weight (`[[replicas]] weight`, `/add`'s `weights`); absent: 1.
     weights: BTreeMap<u64, u32>,
+    /// Replicas ramping in (slow start), with when they joined.
+    ramping: BTreeMap<u64, Instant>,
+    /// A tick of the ramps is on its way.
+    ramp_tick: bool,
     vacancies: BTreeMap<u64, Vacancy>,
     /// Vacancies whose replica is being started right now (at most one start per id).
     launching: BTreeSet<u64>,
@@ -379,11 +416,14 @@ impl Controller {
                 hash,
                 key: config.ring.key_rule(),
                 bounded_load: config.ring.bounded_load(),
+                slow_start: config.ring.slow_start(),
             },
             health: watch::Sender::new(config.health.clone()),
             front: watch::Sender::new(config.front()),
             replicas: BTreeMap::new(),
             weights: BTreeMap::new(),
+            ramping: BTreeMap::new(),
+            ramp_tick: false,
             vacancies: BTreeMap::new(),
             crash_streak: BTreeMap::new(),
             membership,
@@ -620,6 +660,7 @@ impl Controller {
                 address,
             } => self.resolved(id, &handle, address),
             Done::Settled { ids } => self.settled(ids),
+            Done::Ramp => self.ramp_step(),
             Done::CertificatesRead { result } => self.certificates_read(result),
         }
     }
@@ -645,7 +686,17 @@ impl Controller {
     /// What the table for the current replica set and parameters is built from.
     fn wanted_placement(&self) -> PlacementKey {
         let ids: Vec<u64> = self.replicas.keys().copied().collect();
-        let weights = ids.iter().map(|id| self.weight_of(*id)).collect();
+        let parts: Vec<f64> = ids.iter().map(|id| self.ramp_fraction(*id)).collect();
+        let weights = if parts.iter().all(|&f| f >= 1.0) {
+            (ids.iter().map(|id| self.weight_of(*id)).collect(), 1)
+        } else {
+            let scaled = ids
+                .iter()
+                .zip(&parts)
+                .map(|(id, &f)| ramp::scaled(self.weight_of(*id), f))
+                .collect();
+            (scaled, ramp::SCALE)
+        };
         PlacementKey::new(self.ring.balancer, &self.ring.hash, ids, weights)
     }
 
@@ -670,6 +721,7 @@ impl Controller {
     /// algorithm and hash requests use now (when that is cheap), so failover never waits for a
     /// build, and the new parameters take effect when their table is ready.
     fn publish(&mut self) {
+        self.follow_ramps();
         let wanted = self.wanted_placement();
         if self.tables.placed.as_ref() == Some(&wanted) {
             let placement = self.shared.snapshot.load().placement.clone();
@@ -677,18 +729,12 @@ impl Controller {
             return;
         }
         let current = self.shared.snapshot.load_full();
-        let cost = self.ring.balancer.rebuild_cost_weighted(
-            &current.placement,
-            &self.ring.hash,
-            &wanted.ids,
-            &wanted.weights,
-        );
+        let cost = wanted.cost(self.ring.balancer, &current.placement, &self.ring.hash);
         if cost <= INLINE_BUILD_COST || !self.running {
-            let built = self.ring.balancer.place_from_weighted(
+            let built = wanted.place(
+                self.ring.balancer,
                 &current.placement,
                 Arc::clone(&self.ring.hash),
-                &wanted.ids,
-                &wanted.weights,
             );
             match built {
                 Ok(placement) => {
@@ -711,23 +757,11 @@ impl Controller {
             interim_balancer,
             &interim_hash,
             wanted.ids.clone(),
-            wanted.weights.clone(),
+            (wanted.weights.clone(), wanted.scale),
         );
-        let interim_cost = interim_balancer.rebuild_cost_weighted(
-            &current.placement,
-            &interim_hash,
-            &wanted.ids,
-            &wanted.weights,
-        );
+        let interim_cost = interim.cost(interim_balancer, &current.placement, &interim_hash);
         let rebuilt = (interim != wanted && interim_cost <= INLINE_BUILD_COST)
-            .then(|| {
-                interim_balancer.place_from_weighted(
-                    &current.placement,
-                    interim_hash,
-                    &wanted.ids,
-                    &wanted.weights,
-                )
-            })
+            .then(|| interim.place(interim_balancer, &current.placement, interim_hash))
             .and_then(Result::ok);
         match rebuilt {
             Some(placement) => {
@@ -752,7 +786,6 @@ impl Controller {
     /// thread, from `base` (rendezvous moves only what must move); the result comes back as
     /// [`Done::Placed`].
     fn build(&mut self, key: PlacementKey, base: Base) {
-        let PlacementKey { ids, weights, .. } = key;
         self.tables.builds += 1;
         let build = self.tables.builds;
         self.tables.building = Some(build);
@@ -761,7 +794,7 @@ impl Controller {
         tracing::info!(
             algorithm = %balancer,
             slots = balancer.slots(),
-            replicas = ids.len(),
+            replicas = key.ids.len(),
             "building a large table off the controller; requests keep the current one meanwhile"
         );
         let done = self.done.clone();
@@ -772,9 +805,7 @@ impl Controller {
                     Base::Published(snapshot) => &snapshot.placement,
                     Base::Built(placement) => &**placement,
                 };
-                balancer
-                    .place_from_weighted(base, hash, &ids, &weights)
-                    .map_err(|e| e.to_string())
+                key.place(balancer, base, hash).map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(format!("the build failed: {e}")));

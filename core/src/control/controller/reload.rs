@@ -353,6 +353,7 @@ impl Controller {
             hash,
             key: config.ring.key_rule(),
             bounded_load: config.ring.bounded_load(),
+            slow_start: config.ring.slow_start(),
         };
         drop(self.carry_out(Change {
             stop: plan.stop,
