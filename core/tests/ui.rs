@@ -797,6 +797,13 @@ async fn with_a_token_the_page_asks_for_it_and_still_draws_the_ring() {
             ),
             json!(["up", "up", "up"])
         );
+        // The last column: each replica's weight (1 by default).
+        assert_eq!(
+            page.eval(
+                "[...document.querySelectorAll('#replicas tr')].map(tr => tr.lastElementChild.textContent)"
+            ),
+            json!(["1", "1", "1"])
+        );
         assert_eq!(
             page.eval("sessionStorage.getItem('lb.adminToken')"),
             "s3cret"

@@ -177,6 +177,11 @@ async fn weights_share_the_table_and_plans_predict_every_change() {
     .await;
     assert_eq!(owners(&after), owners(&planned));
     assert_eq!(weights_in_status(&lb).await["Server 4"], 4);
+    let metrics = lb.get("/_lb/metrics").await.body;
+    assert!(
+        metrics.contains("lb_replica_weight{replica=\"Server 4\"} 4\n"),
+        "{metrics}"
+    );
     let written = std::fs::read_to_string(&lb.config).unwrap();
     assert!(written.contains("weight = 4"), "{written}");
 

@@ -74,7 +74,7 @@ impl Plan {
         let pct = |x: f64| format!("{:.2}%", x * 100.0);
         let mut out = format!(
             "{:<24} {:>4} {:>10}    {:>10} {:>8} {:>10} {:>10}\n",
-            "replica", "id", "share", "→ after", "weight", "keys in", "keys out"
+            "replica", "id", "before", "after", "weight", "keys in", "keys out"
         );
         for r in &self.replicas {
             let weight = if r.weight_before == r.weight_after {

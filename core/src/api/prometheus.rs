@@ -112,6 +112,20 @@ pub(crate) fn metrics(shared: &Shared) -> String {
         page.sample("lb_ring_slots", &[("replica", hostname)], *owned);
     }
     page.family(
+        "lb_replica_weight",
+        Kind::Gauge,
+        "A replica's weight ([[replicas]] weight, /add's weights): it serves about w/Σw of the \
+         slots.",
+    );
+    for (id, hostname, _, _) in &replicas {
+        let weight = snapshot.weights.get(id).copied().unwrap_or(1);
+        page.sample(
+            "lb_replica_weight",
+            &[("replica", hostname)],
+            u64::from(weight),
+        );
+    }
+    page.family(
         "lb_replicas",
         Kind::Gauge,
         "N, the number of replicas /rep lists.",

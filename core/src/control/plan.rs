@@ -69,12 +69,15 @@ pub(crate) fn view(
             .or_else(|| before_names.get(&id).cloned())
             .unwrap_or_default()
     };
+    // In whole weights: a table built while a replica ramps in counts in finer units, rounded
+    // up here (a ramping replica shows at least 1).
     let weight_in = |table: &Placement, id: u64| {
+        let scale = table.scale().max(1);
         table
             .server_ids()
             .iter()
             .position(|&i| i == id)
-            .map_or(0, |k| table.weights()[k])
+            .map_or(0, |k| table.weights()[k].div_ceil(scale))
     };
     let mut replicas: Vec<PlanReplica> = transfer
         .parts
