@@ -556,14 +556,8 @@ impl Signals {
                     upgrading = None;
                     match result {
                         Ok(Ok((pid, keep))) => break Ending::Upgraded { pid, keep },
-                        Ok(Err(e)) => controller.send(Command::UpgradeFailed(format!(
-                            "upgrade failed: {e}; this lb (pid {}) goes on serving",
-                            std::process::id()
-                        ))),
-                        Err(e) => controller.send(Command::UpgradeFailed(format!(
-                            "upgrade failed: {e}; this lb (pid {}) goes on serving",
-                            std::process::id()
-                        ))),
+                        Ok(Err(e)) => upgrade_failed(controller, &e),
+                        Err(e) => upgrade_failed(controller, &e),
                     }
                 }
                 _ = hangup.recv() => {
@@ -592,4 +586,12 @@ impl Signals {
         });
         ending
     }
+}
+
+/// Say why an upgrade failed (log and `config.last_error`); this `lb` goes on serving.
+fn upgrade_failed(controller: &ControllerHandle, why: &dyn std::fmt::Display) {
+    controller.send(Command::Failed(format!(
+        "upgrade failed: {why}; this lb (pid {}) goes on serving",
+        std::process::id()
+    )));
 }

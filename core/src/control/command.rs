@@ -202,9 +202,11 @@ pub(crate) enum Command {
     /// The ACME task (`control/acme/`) has news: a certificate to serve, or an order that
     /// failed or succeeded again.
     Acme(AcmeEvent),
-    /// The data plane could not take part of an applied configuration (an access log file it
-    /// cannot open): why, for the log and `config.last_error`. It kept that part as it was.
-    FrontRefused(String),
+    /// Something outside the controller failed and the operator must hear of it, for the log
+    /// and `config.last_error`: the data plane could not take part of an applied configuration
+    /// (an access log file it cannot open; it kept that part as it was), or an upgrade failed
+    /// (the new binary exited or did not get ready; this `lb` goes on serving).
+    Failed(String),
     /// The health checker gave up on a replica.
     ReplicaFailed {
         /// Its server id.
@@ -231,9 +233,6 @@ pub(crate) enum Command {
         /// Answered once the others are stopped.
         reply: oneshot::Sender<()>,
     },
-    /// An upgrade failed (the new binary exited or did not get ready): why, for the log and
-    /// `config.last_error`. This `lb` goes on serving.
-    UpgradeFailed(String),
     /// Stop every replica and stop taking commands.
     Shutdown {
         /// Answered once every replica is stopped.
@@ -278,12 +277,11 @@ impl Command {
             Command::Reload => "a reload",
             Command::CertificatesChanged => "a certificate file change",
             Command::Acme(_) => "news from the ACME client",
-            Command::FrontRefused(_) => "a setting the data plane could not take",
+            Command::Failed(_) => "a failure outside the controller",
             Command::ReplicaFailed { .. } => "a failed replica",
             Command::Supervisor(_) => "a supervisor event",
             Command::Handover { .. } => "an upgrade's handover",
             Command::Detach { .. } => "an upgrade's end",
-            Command::UpgradeFailed(_) => "a failed upgrade",
             Command::Shutdown { .. } => "the shutdown",
         }
     }

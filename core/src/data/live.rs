@@ -85,7 +85,7 @@ fn rebind(
             Some(Arc::new(moved))
         }
         Err(e) => {
-            controller.send(Command::FrontRefused(format!(
+            controller.send(Command::Failed(format!(
                 "{what}: {e}; still listening on {}",
                 bound.local
             )));
@@ -316,7 +316,7 @@ impl Front {
                         .extend(std::mem::replace(&mut self.access, access).map(AccessLog::retire));
                     self.access_for = access_for;
                 }
-                Err(e) => controller.send(Command::FrontRefused(format!(
+                Err(e) => controller.send(Command::Failed(format!(
                     "[log] access: {e}; the access log stays as it was"
                 ))),
             }
@@ -326,7 +326,7 @@ impl Front {
                 match super::tls::acceptor(Arc::clone(&self.shared.certs), settings.tls_min_version)
                 {
                     Ok(acceptor) => self.acceptor = Some((acceptor, settings.tls_min_version)),
-                    Err(e) => controller.send(Command::FrontRefused(format!(
+                    Err(e) => controller.send(Command::Failed(format!(
                         "[tls] min_version: {e}; handshakes stay as they were"
                     ))),
                 }
@@ -344,7 +344,7 @@ impl Front {
         let before = self.listeners.addresses();
         if let Some(given) = self.listen_override {
             if settings.listen != self.settings.listen {
-                controller.send(Command::FrontRefused(format!(
+                controller.send(Command::Failed(format!(
                     "listen: --listen {given} on the command line wins over the file's listen = \
                      \"{}\"; still listening on {}",
                     settings.listen, self.listeners.plain.local

@@ -555,7 +555,7 @@ impl Controller {
             }
             Command::CertificatesChanged => self.certificates_changed(),
             Command::Acme(event) => self.acme_event(event),
-            Command::FrontRefused(message) => {
+            Command::Failed(message) => {
                 tracing::error!("{message}");
                 self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
             }
@@ -611,10 +611,6 @@ impl Controller {
                 tracing::info!("the new lb runs the replicas now");
                 let _ = reply.send(());
                 return false;
-            }
-            Command::UpgradeFailed(message) => {
-                tracing::error!("{message}");
-                self.update_config_status(|s| s.last_error = Some(Issue::now(message)));
             }
             Command::Shutdown { reply } => {
                 self.launcher.supervisor.stop_all().await;
