@@ -290,7 +290,12 @@ impl Lb {
             dir,
             log,
             out,
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            // A pooled connection idle for 250 ms is not reused: tests set lb's
+            // client_idle_timeout_ms as low as 500, and a request sent on a connection lb is
+            // closing for idleness at that moment is reset (a race, not an lb fault).
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_millis(250))
+                .build(HttpConnector::new()),
         }
     }
 

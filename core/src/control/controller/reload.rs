@@ -343,8 +343,11 @@ impl Controller {
             self.set_weight(*entry.id.get_ref(), entry.weight());
         }
         if self.membership.is_none() {
+            // Ids of `/add`s still starting are not in the file yet: they keep theirs.
             let listed: BTreeSet<u64> = config.replicas.iter().map(|r| *r.id.get_ref()).collect();
-            self.weights.retain(|id, _| listed.contains(id));
+            let adding = &self.adding;
+            self.weights
+                .retain(|id, _| listed.contains(id) || adding.contains_key(id));
         }
         // Ring parameters and hash swap with the remaining replicas in one store; new replicas
         // join only after their first heartbeat.

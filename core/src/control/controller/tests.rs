@@ -471,3 +471,27 @@ async fn a_shared_membership_follows_listings_but_not_older_than_its_own_changes
     assert_eq!(rig.ring(), [3]);
     assert!(rig.ctl.vacancies.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_save_sets_weights_keeps_those_of_adds_still_starting_and_forgets_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    let text = text_with(&[1, 2]);
+    std::fs::write(&path, &text).unwrap();
+    let mut rig = Rig::start(&text, Some(path.clone()), Fake::default()).await;
+    // An /add still starting id 9 (weight 3; not in the file until it is written back), and a
+    // weight left from an id no longer listed.
+    rig.ctl.adding.insert(9, "S9".into());
+    rig.ctl.set_weight(9, 3);
+    rig.ctl.set_weight(7, 5);
+    std::fs::write(&path, format!("{text}weight = 2\n")).unwrap();
+    rig.handle.send(Command::FileChanged);
+    rig.until("the saved weight applied", |rig| rig.ctl.weight_of(2) == 2)
+        .await;
+    assert_eq!((rig.ctl.weight_of(9), rig.ctl.weight_of(7)), (3, 1));
+    rig.until("the ring re-placed", |rig| {
+        rig.shared.snapshot.load().placement.weights() == [1, 2]
+    })
+    .await;
+    assert_eq!(rig.ring(), [1, 2]);
+}
