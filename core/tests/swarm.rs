@@ -213,11 +213,12 @@ async fn two_load_balancers_of_one_instance_share_the_ring() {
         b.log()
     );
     agree(&a, &b, 3, "both rings the same with 3 replicas").await;
-    let file = std::fs::read_to_string(&b.config).unwrap();
-    assert!(
-        file.contains("Server 2") && !file.contains("Elsewhere"),
-        "{file}"
-    );
+    // The write-back runs off the controller: it may land after the rings agree.
+    eventually(DEADLINE, "B's file lists the swarm's replicas", || async {
+        let file = std::fs::read_to_string(&b.config).unwrap();
+        (file.contains("Server 2") && !file.contains("Elsewhere")).then_some(())
+    })
+    .await;
     assert_eq!(scope.services().len(), 3, "B created nothing");
     let through_a = routing(&a).await;
     assert_eq!(through_a, routing(&b).await);
@@ -935,4 +936,122 @@ async fn an_engine_that_does_not_answer_fails_rm_and_add_cleanly() {
         (scope.services().len() == 2).then_some(())
     })
     .await;
+}
+
+/// Each replica's weight as `lb` shows it in `/_lb/status` (hostname → weight).
+async fn weights(lb: &Lb) -> BTreeMap<String, u64> {
+    let status = lb.status().await;
+    status["replicas"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|r| {
+                    let name = r["hostname"].as_str().unwrap_or_default().to_owned();
+                    (name, r["weight"].as_u64().unwrap_or(0))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `io.lb.weight` label of server id `id`'s service.
+fn weight_label(scope: &Scope, id: u64) -> String {
+    docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{index .Spec.Labels \"io.lb.weight\"}}",
+        &format!("{}-{id}", scope.instance),
+    ])
+    .trim()
+    .to_owned()
+}
+
+/// Weights in Swarm mode live in the services' `io.lb.weight` labels: a weight in A's file is
+/// created as the label and B (whose file says 1) follows it; `docker service update
+/// --label-add` reweighs both rings without restarting the task; a save of A's file sets the
+/// label and B follows; a label that is not a weight counts as 1. The two rings agree at every
+/// step.
+#[tokio::test(flavor = "multi_thread")]
+async fn weights_live_in_the_services_labels_and_every_lb_follows_them() {
+    if !swarm_ready() {
+        return;
+    }
+    let scope = Scope::new();
+    let a = Lb::start(
+        &scope
+            .config(&THREE)
+            .replacen("id = 2\n", "id = 2\nweight = 2\n", 1),
+    );
+    eventually(DEADLINE, "A's three services", || async {
+        (a.rep().await.0 == 3).then_some(())
+    })
+    .await;
+    assert_eq!(weight_label(&scope, 2), "2");
+    assert_eq!(weight_label(&scope, 1), "1");
+    let b = Lb::start(&scope.config(&THREE));
+    let both = |want: [u64; 3], what: &'static str| {
+        let (a, b) = (&a, &b);
+        async move {
+            let want: BTreeMap<String, u64> = THREE
+                .iter()
+                .zip(want)
+                .map(|((name, _), w)| ((*name).to_owned(), w))
+                .collect();
+            eventually(DEADLINE, what, || async {
+                let same = weights(a).await == want
+                    && weights(b).await == want
+                    && owners(a).await == owners(b).await;
+                same.then_some(())
+            })
+            .await;
+        }
+    };
+    both([1, 2, 1], "B follows the label A created").await;
+    let file = || std::fs::read_to_string(&b.config).unwrap();
+    eventually(DEADLINE, "B's file written back", || async {
+        file().contains("weight = 2").then_some(())
+    })
+    .await;
+
+    // The label changed by hand: both rings, the task keeps running.
+    let task = scope.container_of("Server 2").expect("Server 2 runs");
+    let service2 = format!("{}-2", scope.instance);
+    docker(&[
+        "service",
+        "update",
+        "-d",
+        "--label-add",
+        "io.lb.weight=3",
+        &service2,
+    ]);
+    both([1, 3, 1], "both follow the changed label").await;
+    assert_eq!(scope.container_of("Server 2"), Some(task), "not restarted");
+
+    // A save of A's file: the label, then B.
+    let text = std::fs::read_to_string(&a.config).unwrap();
+    assert!(
+        text.contains("weight = 3"),
+        "A wrote the label's weight back: {text}"
+    );
+    std::fs::write(
+        &a.config,
+        text.replacen("id = 1\n", "id = 1\nweight = 4\n", 1),
+    )
+    .unwrap();
+    both([4, 3, 1], "A's saved weight in both rings").await;
+    assert_eq!(weight_label(&scope, 1), "4");
+
+    // Not a weight: 1.
+    docker(&[
+        "service",
+        "update",
+        "-d",
+        "--label-add",
+        "io.lb.weight=heavy",
+        &service2,
+    ]);
+    both([4, 1, 1], "a label that is not a weight counts as 1").await;
+    // Every request still answered by the ring both agree on.
+    assert_eq!(routing(&a).await, routing(&b).await);
 }

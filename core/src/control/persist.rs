@@ -62,7 +62,8 @@ impl Default for Extra {
 
 /// [`with_replicas`], a new entry written with its [`Extra`] keys (`extras` paired by position
 /// with `replicas`; shorter: the defaults for the rest). A kept entry keeps the keys its
-/// user wrote (its weight came from them).
+/// user wrote, except its weight when an extra is given for it and differs (a weight the
+/// runtime changed, Swarm's label): set in place, keeping the comment around it.
 pub(crate) fn with_extras(
     text: &str,
     replicas: &[Entry<'_>],
@@ -94,6 +95,10 @@ pub(crate) fn with_extras(
         match id.and_then(wanted) {
             Some(&(id, hostname, address, _)) if !kept.contains(&id) => {
                 kept.push(id);
+                let position = replicas.iter().position(|(i, ..)| *i == id);
+                if let Some(extra) = position.and_then(|i| extras.get(i)) {
+                    set_weight_keeping_decor(table, extra.weight);
+                }
                 set_keeping_decor(table, "hostname", Some(hostname));
                 set_keeping_decor(table, "address", address);
                 if address.is_none() {
@@ -170,6 +175,24 @@ fn set_keeping_decor(table: &mut Table, key: &str, wanted: Option<&str>) {
         *new.decor_mut() = decor;
     }
     table.insert(key, Item::Value(new));
+}
+
+/// Set `table`'s `weight` to `weight` unless it already is (no key is weight 1), keeping the
+/// comments and spacing around the old value.
+fn set_weight_keeping_decor(table: &mut Table, weight: u32) {
+    let current = table.get("weight").and_then(Item::as_integer).unwrap_or(1);
+    if current == i64::from(weight) {
+        return;
+    }
+    let decor = table
+        .get("weight")
+        .and_then(Item::as_value)
+        .map(|v| v.decor().clone());
+    let mut new = toml_edit::Value::from(i64::from(weight));
+    if let Some(decor) = decor {
+        *new.decor_mut() = decor;
+    }
+    table.insert("weight", Item::Value(new));
 }
 
 fn entry(
@@ -311,14 +334,26 @@ id = 2
             (2, "b", None, None),
             (3, "c", None, None),
         ];
-        let extras = [2, 3, 1].map(|weight| Extra {
-            protocol: Protocol::Http1,
-            weight,
-        });
-        let out = with_extras(file, &entries, &extras).unwrap();
+        let extras = |w: [u32; 3]| {
+            w.map(|weight| Extra {
+                protocol: Protocol::Http1,
+                weight,
+            })
+        };
+        let out = with_extras(file, &entries, &extras([5, 3, 1])).unwrap();
         assert!(out.contains("weight = 5 # big box"), "{out}");
         let config = crate::config::Config::parse(&out).unwrap();
         assert_eq!(config.replica_weights(), [5, 3, 1], "{out}");
+        assert_eq!(out.matches("weight").count(), 2, "{out}");
+        // No extras: kept entries keep their weights.
+        let same = with_replicas(&out, &entries).unwrap();
+        assert_eq!(same, out);
+        // A weight changed elsewhere (Swarm's label): set in place with its comment; 1 is
+        // written as 1 where the user had a key, left out where there was none.
+        let out = with_extras(&out, &entries, &extras([1, 7, 1])).unwrap();
+        assert!(out.contains("weight = 1 # big box"), "{out}");
+        let config = crate::config::Config::parse(&out).unwrap();
+        assert_eq!(config.replica_weights(), [1, 7, 1], "{out}");
         assert_eq!(out.matches("weight").count(), 2, "{out}");
     }
 

@@ -106,6 +106,7 @@ pub(crate) fn reconcile(members: &Members, desired: &Config, startup: &Config) -
             pipelining: entry.pipelining,
             tls: entry.tls_settings.clone(),
             protocol: entry.protocol(),
+            weight: entry.weight(),
         })
         .collect();
     let mut needs_restart = Vec::new();
@@ -144,7 +145,7 @@ impl Plan {
 /// added, removed or renamed by whoever saved it. A save expresses only that change: ids it did
 /// not touch keep whatever the runtime says, so a file text older than a listing (saved before
 /// this load balancer wrote the listing's change back) never undoes the listing.
-pub(crate) fn file_touched(base: &BTreeMap<u64, String>, desired: &Config) -> BTreeSet<u64> {
+pub(crate) fn file_touched(base: &FileList, desired: &Config) -> BTreeSet<u64> {
     let saved: BTreeMap<u64, &String> = desired
         .replicas
         .iter()
@@ -152,10 +153,26 @@ pub(crate) fn file_touched(base: &BTreeMap<u64, String>, desired: &Config) -> BT
         .collect();
     let changed = base
         .iter()
-        .filter(|(id, name)| saved.get(id) != Some(name))
+        .filter(|(id, (name, _))| saved.get(id) != Some(&name))
         .map(|(id, _)| *id);
     let added = saved.keys().filter(|id| !base.contains_key(id)).copied();
     changed.chain(added).collect()
+}
+
+/// A file's replica list as a shared membership compares saves with it: id → (hostname,
+/// weight).
+pub(crate) type FileList = BTreeMap<u64, (String, u32)>;
+
+/// The replicas of `desired` whose weight a save changed relative to `base` (entries new to
+/// the file included), with the weight saved: the only weights a save speaks for when the
+/// replica set is shared — every other replica keeps the weight the runtime lists.
+pub(crate) fn weights_touched(base: &FileList, desired: &Config) -> BTreeMap<u64, u32> {
+    desired
+        .replicas
+        .iter()
+        .map(|r| (*r.id.get_ref(), r.weight()))
+        .filter(|(id, weight)| base.get(id).map(|(_, w)| w) != Some(weight))
+        .collect()
 }
 
 /// How many of `wanted` more replicas fit in a ring that already holds `base` (the capacity
@@ -384,6 +401,7 @@ pub(crate) fn plan_add(
     }
     let mut addresses = request.addresses.iter().cloned();
     let mut protocols = request.protocols.iter().copied();
+    let mut weights = request.weights.iter().copied();
     let mut tls = request
         .tls
         .iter()
@@ -398,6 +416,7 @@ pub(crate) fn plan_add(
             pipelining: None,
             tls: tls.next().flatten().cloned(),
             protocol: protocols.next().unwrap_or_default(),
+            weight: weights.next().unwrap_or(1),
         })
         .collect())
 }

@@ -54,7 +54,7 @@ use super::file::{FileRead, WriteOutcome};
 use super::guard::panic_message;
 use super::launch::{Heartbeats, LaunchError, Launcher, Running};
 use super::probe::Prober;
-use super::reconcile::Members;
+use super::reconcile::{FileList, Members};
 use super::supervisor::{Handle, ReplicaSpec, Supervisor, SupervisorEvent};
 
 use membership::SharedMembership;
@@ -221,7 +221,7 @@ enum Done {
         /// Whom to tell (answered `/add`s and `/rm`s).
         waiters: Vec<oneshot::Sender<()>>,
         /// The replica list (id → hostname) it wrote.
-        listed: BTreeMap<u64, String>,
+        listed: FileList,
     },
     /// A large table was built off the controller.
     Placed {
@@ -952,11 +952,11 @@ impl Controller {
 }
 
 /// The replica list of a configuration: id → hostname.
-fn listed_in(config: &Config) -> BTreeMap<u64, String> {
+fn listed_in(config: &Config) -> FileList {
     config
         .replicas
         .iter()
-        .map(|r| (*r.id.get_ref(), r.hostname.get_ref().clone()))
+        .map(|r| (*r.id.get_ref(), (r.hostname.get_ref().clone(), r.weight())))
         .collect()
 }
 
@@ -1002,8 +1002,8 @@ fn vacancy_of(spec: &ReplicaSpec, failed_attempts: u32, reason: String) -> Vacan
     }
 }
 
-/// What to start (or health-check) to fill `vacancy`.
-fn spec_of(vacancy: &Vacancy) -> ReplicaSpec {
+/// What to start (or health-check) to fill `vacancy`, a replica of weight `weight`.
+fn spec_of(vacancy: &Vacancy, weight: u32) -> ReplicaSpec {
     ReplicaSpec {
         hostname: vacancy.hostname.clone(),
         id: vacancy.id,
@@ -1011,6 +1011,7 @@ fn spec_of(vacancy: &Vacancy) -> ReplicaSpec {
         pipelining: vacancy.pipelining,
         tls: vacancy.tls.clone(),
         protocol: vacancy.protocol,
+        weight,
     }
 }
 

@@ -3,7 +3,7 @@
 //! list. The file's I/O runs on blocking tasks, one at a time, and reports back as a
 //! [`Done`]; the controller never waits for a file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 
 use crate::config::{Config, Protocol};
 use crate::control::file::{self, FileRead, OwnedEntry, WriteOutcome};
-use crate::control::reconcile::{changes, reconcile};
+use crate::control::reconcile::{changes, reconcile, FileList};
+use crate::control::supervisor::ReplicaSpec;
 use crate::state::{timestamp, ConfigStatus, Issue};
 
 use super::scale::{Change, Starts};
@@ -125,9 +126,9 @@ impl Controller {
             file.write_due = false;
             file.busy = true;
             let waiters = std::mem::take(&mut file.waiters);
-            let listed: BTreeMap<u64, String> = entries
+            let listed: FileList = entries
                 .iter()
-                .map(|(id, hostname, ..)| (*id, hostname.clone()))
+                .map(|(id, hostname, .., weight)| (*id, (hostname.clone(), *weight)))
                 .collect();
             tokio::spawn(async move {
                 let work = tokio::task::spawn_blocking(move || {
@@ -190,7 +191,7 @@ impl Controller {
         &mut self,
         outcome: WriteOutcome,
         waiters: Vec<oneshot::Sender<()>>,
-        listed: BTreeMap<u64, String>,
+        listed: FileList,
     ) {
         let Some(file) = &mut self.file else {
             return;
@@ -274,7 +275,7 @@ impl Controller {
     fn apply(&mut self, config: Config, hash: Arc<dyn RingHash>) {
         let members = self.members();
         let mut plan = reconcile(&members, &config, &self.startup);
-        self.only_what_the_save_changed(&mut plan, &config);
+        let saved_weights = self.only_what_the_save_changed(&mut plan, &config);
         for change in changes(&self.applied, &config, &members, &plan) {
             tracing::info!("configuration change: {change}");
         }
@@ -337,13 +338,26 @@ impl Controller {
                 repipeline.push((id, wanted, tls, protocol));
             }
         }
-        // Weights: the file's, for every id it lists (a changed one re-places the ring with the
-        // swap below); a replica set of this load balancer's own forgets the others'.
-        for entry in &config.replicas {
-            self.set_weight(*entry.id.get_ref(), entry.weight());
-        }
-        if self.membership.is_none() {
-            // Ids of `/add`s still starting are not in the file yet: they keep theirs.
+        // Weights (a changed one re-places the ring with the swap below).
+        if let Some(saved) = saved_weights {
+            // Shared: the weights the save changed, set in the runtime too for the replicas
+            // it keeps (a replica it starts is created with its weight).
+            let starting: BTreeSet<u64> = plan.start.iter().map(|s| s.id).collect();
+            let mut relabel = Vec::new();
+            for (&id, &weight) in &saved {
+                self.set_weight(id, weight);
+                let kept = members.running.get(&id).or(members.vacant.get(&id));
+                if let (Some(hostname), false) = (kept, starting.contains(&id)) {
+                    relabel.push(ReplicaSpec::managed(hostname.clone(), id).weighing(weight));
+                }
+            }
+            self.relabel(relabel);
+        } else {
+            // The file's, for every id it lists; the others' are forgotten, except the ids of
+            // `/add`s still starting (not in the file yet).
+            for entry in &config.replicas {
+                self.set_weight(*entry.id.get_ref(), entry.weight());
+            }
             let listed: BTreeSet<u64> = config.replicas.iter().map(|r| *r.id.get_ref()).collect();
             let adding = &self.adding;
             self.weights

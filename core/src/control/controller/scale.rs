@@ -153,7 +153,7 @@ impl Controller {
         let mut forgotten = Vec::new();
         for id in ids {
             if let Some(vacancy) = self.vacancies.remove(id) {
-                forgotten.push(spec_of(&vacancy));
+                forgotten.push(spec_of(&vacancy, self.weight_of(*id)));
             }
             if let Some(membership) = &mut self.membership {
                 membership.to_create.remove(id);
@@ -208,9 +208,9 @@ impl Controller {
                 return;
             }
         };
-        // The new ids' weights, by position (1 for the rest), in force when they join.
-        for (i, spec) in specs.iter().enumerate() {
-            self.set_weight(spec.id, request.weights.get(i).copied().unwrap_or(1));
+        // The new ids' weights (the request's, by position), in force when they join.
+        for spec in &specs {
+            self.set_weight(spec.id, spec.weight);
         }
         drop(self.carry_out(Change {
             start: specs,

@@ -49,6 +49,7 @@ impl Controller {
                 pipelining: r.pipelining,
                 tls: r.tls_settings.clone(),
                 protocol: r.protocol(),
+                weight: r.weight(),
             };
             if spec.address.is_some() {
                 // Not ours to start: checked on a task of its own, and in the ring once healthy.
@@ -118,7 +119,10 @@ impl Controller {
             .startup
             .replicas
             .iter()
-            .map(|r| ReplicaSpec::managed(r.hostname.get_ref().clone(), *r.id.get_ref()))
+            .map(|r| {
+                ReplicaSpec::managed(r.hostname.get_ref().clone(), *r.id.get_ref())
+                    .weighing(r.weight())
+            })
             .collect();
         let (specs, results) = match listed {
             Some(listed) if listed.is_empty() => {
@@ -160,6 +164,11 @@ impl Controller {
                     if let Some(membership) = &mut self.membership {
                         membership.overflow = left_out.len();
                     }
+                }
+                // The services' weights (their labels), not the file's.
+                self.weights.clear();
+                for spec in &listed {
+                    self.set_weight(spec.id, spec.weight);
                 }
                 if listed != seeds {
                     tracing::info!(

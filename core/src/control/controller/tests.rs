@@ -29,6 +29,8 @@ struct Fake {
     next: AtomicU32,
     /// `Some`: the runtime holds the replica set (like Swarm), listing these.
     listing: Option<Mutex<Vec<ReplicaSpec>>>,
+    /// Every weight set in the runtime ([`Membership::set_weight`]).
+    weights_set: Mutex<Vec<ReplicaSpec>>,
 }
 
 impl Fake {
@@ -112,8 +114,18 @@ impl Membership for Fake {
         Ok(())
     }
 
+    async fn set_weight(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
+        self.weights_set.lock().unwrap().push(spec.clone());
+        for listed in self.listing.as_ref().unwrap().lock().unwrap().iter_mut() {
+            if listed.same_replica(spec) {
+                listed.weight = spec.weight;
+            }
+        }
+        Ok(())
+    }
+
     async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError> {
-        let listed = self.members().await?.contains(spec);
+        let listed = self.members().await?.iter().any(|l| l.same_replica(spec));
         if !listed {
             return Err(SupervisorError::Gone {
                 hostname: spec.hostname.clone(),
@@ -494,4 +506,77 @@ async fn a_save_sets_weights_keeps_those_of_adds_still_starting_and_forgets_the_
     })
     .await;
     assert_eq!(rig.ring(), [1, 2]);
+}
+
+/// Swarm's weights: a listed weight (the service's label) re-places the ring unless the ring
+/// has no room for it; a save that changes a weight sets it in the runtime for the replica it
+/// keeps, and only that one.
+#[tokio::test(start_paused = true)]
+async fn a_shared_membership_follows_listed_weights_and_a_save_sets_them_in_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    let text = text_with(&[1, 2]);
+    std::fs::write(&path, &text).unwrap();
+    let listed = |w1: u32, w2: u32| {
+        vec![
+            ReplicaSpec::managed("Server 1", 1).weighing(w1),
+            ReplicaSpec::managed("Server 2", 2).weighing(w2),
+        ]
+    };
+    let fake = Fake::shared(listed(1, 1));
+    let mut rig = Rig::start(&text, Some(path.clone()), fake).await;
+    assert_eq!(rig.ring(), [1, 2]);
+    let list = |rig: &mut Rig, members: Vec<ReplicaSpec>| {
+        rig.fake.list(members.clone());
+        rig.handle
+            .send(Command::Supervisor(SupervisorEvent::Members {
+                listed_at: Instant::now(),
+                members,
+            }));
+    };
+
+    // Another lb (or `docker service update --label-add io.lb.weight=3`) reweighs id 2.
+    list(&mut rig, listed(1, 3));
+    rig.until("the listed weight applied", |rig| {
+        rig.shared.snapshot.load().placement.weights() == [1, 3]
+    })
+    .await;
+    rig.until("written back", |_| {
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("weight = 3")
+    })
+    .await;
+
+    // A weight the ring has no room for (K·Σw > M): kept as it was.
+    list(&mut rig, listed(1000, 3));
+    rig.until("the listing handled", |rig| rig.ctl.rx.is_empty())
+        .await;
+    assert_eq!((rig.ctl.weight_of(1), rig.ctl.weight_of(2)), (1, 3));
+
+    // A save that changes id 1's weight: set here and in the runtime; id 2 (weight 3, as
+    // written back) is not touched.
+    list(&mut rig, listed(1, 3));
+    let saved =
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("id = 1\n", "id = 1\nweight = 4\n", 1);
+    std::fs::write(&path, saved).unwrap();
+    rig.handle.send(Command::FileChanged);
+    rig.until("set in the runtime", |rig| {
+        !rig.fake.weights_set.lock().unwrap().is_empty()
+    })
+    .await;
+    rig.until("the saved weight applied", |rig| {
+        rig.shared.snapshot.load().placement.weights() == [4, 3]
+    })
+    .await;
+    let set = rig.fake.weights_set.lock().unwrap().clone();
+    assert_eq!(set, [ReplicaSpec::managed("Server 1", 1).weighing(4)]);
+    // Listings after it agree (the runtime holds the new weight): nothing moves back.
+    let now = rig.fake.members().await.unwrap();
+    list(&mut rig, now);
+    rig.until("the listing handled", |rig| rig.ctl.rx.is_empty())
+        .await;
+    assert_eq!((rig.ctl.weight_of(1), rig.ctl.weight_of(2)), (4, 3));
 }

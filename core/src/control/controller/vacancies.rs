@@ -57,6 +57,7 @@ impl Controller {
                 pipelining: Some(dead.pipelining),
                 tls: dead.tls.clone(),
                 protocol: dead.protocol,
+                weight: self.weight_of(id),
             };
             self.vacancies.insert(
                 id,
@@ -136,7 +137,7 @@ impl Controller {
         if !self.launching.insert(id) {
             return; // already starting; its result fills the vacancy
         }
-        let spec = spec_of(vacancy);
+        let spec = spec_of(vacancy, self.weight_of(id));
         // Shared membership: a service is created only for a seed or a file entry; any other
         // vacancy is a service that exists (or existed) and is found again.
         let find = self.membership.is_some() && !self.membership_creates(id);

@@ -77,6 +77,7 @@ fn backends_by_address_are_matched_by_their_address_too() {
             pipelining: None,
             tls: None,
             protocol: crate::config::Protocol::Http1,
+            weight: 1,
         }]
     );
 
@@ -491,7 +492,10 @@ fn a_membership_listing_leaves_ids_being_changed_here_alone() {
 fn a_shared_file_save_acts_only_on_the_ids_it_changed() {
     // What lb last wrote: 1, 2, 3. The swarm since: 2 removed (another lb's /rm), 4 added
     // (another lb's /add); lb has not written that back yet.
-    let base = set(&[(1, "a"), (2, "b"), (3, "c")]);
+    let base: FileList = set(&[(1, "a"), (2, "b"), (3, "c")])
+        .into_iter()
+        .map(|(id, name)| (id, (name, 1)))
+        .collect();
     let now = members(&[(1, "a"), (3, "c"), (4, "d")], &[]);
     // A save that changed only a setting: the old replica list, nothing to do.
     let save = config(
@@ -526,6 +530,32 @@ fn a_shared_file_save_acts_only_on_the_ids_it_changed() {
     plan.only(&file_touched(&base, &save));
     assert_eq!(plan.forget, [3], "{plan:?}");
     assert!(plan.start.is_empty(), "2 is not re-created: {plan:?}");
+}
+
+/// A shared save speaks for a weight only where it changed it (or lists a new entry): the
+/// others keep what the runtime lists, even when the saved text is older than the listing.
+#[test]
+fn a_shared_file_save_speaks_only_for_the_weights_it_changed() {
+    let base: FileList = [(1, ("a".to_owned(), 1)), (2, ("b".to_owned(), 3))].into();
+    let save = Config::parse(
+        "[[replicas]]\nhostname = \"a\"\nid = 1\nweight = 4\n\
+         [[replicas]]\nhostname = \"b\"\nid = 2\nweight = 3\n\
+         [[replicas]]\nhostname = \"c\"\nid = 5\n",
+    )
+    .unwrap();
+    assert_eq!(
+        weights_touched(&base, &save),
+        BTreeMap::from([(1, 4), (5, 1)])
+    );
+    // Nothing changed: nothing to speak for (2 keeps a weight of 3 the runtime may have changed).
+    let same = Config::parse(
+        "[[replicas]]\nhostname = \"a\"\nid = 1\n\
+         [[replicas]]\nhostname = \"b\"\nid = 2\nweight = 3\n",
+    )
+    .unwrap();
+    assert!(weights_touched(&base, &same).is_empty());
+    // Weight 1 written out or left out is the same weight.
+    assert_eq!(file_touched(&base, &same), BTreeSet::new());
 }
 
 #[test]

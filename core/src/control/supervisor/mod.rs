@@ -41,6 +41,9 @@ pub(crate) struct ReplicaSpec {
     pub tls: Option<Arc<BackendTls>>,
     /// What `lb` speaks to a backend by address (`http1` for a replica).
     pub protocol: Protocol,
+    /// Its weight on the ring (1..=1000). Swarm keeps it as the service's `io.lb.weight`
+    /// label, so that every load balancer of the instance places it alike.
+    pub weight: u32,
 }
 
 impl ReplicaSpec {
@@ -53,7 +56,14 @@ impl ReplicaSpec {
             pipelining: None,
             tls: None,
             protocol: Protocol::Http1,
+            weight: 1,
         }
+    }
+
+    /// The same replica with weight `weight`.
+    pub(crate) fn weighing(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
     }
 
     /// Whether it is the same replica as `other` for the supervisor (hostname and id).
@@ -183,4 +193,9 @@ pub(crate) trait Membership: Send + Sync {
     /// Where an existing replica runs now, without starting anything (the service's running
     /// task).
     async fn locate(&self, spec: &ReplicaSpec) -> Result<Started, SupervisorError>;
+
+    /// Give an existing replica the weight `spec.weight` in the runtime, for every load
+    /// balancer that follows it (Swarm: the service's `io.lb.weight` label; the task keeps
+    /// running).
+    async fn set_weight(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError>;
 }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::super::engine;
 use super::super::{Handle, SupervisorEvent};
-use super::labels::{label_filter, newly_repeated, Listing};
+use super::labels::{label_filter, newly_repeated, Listing, WEIGHT_LABEL};
 use super::services::list_all;
 use super::SwarmSupervisor;
 
@@ -83,6 +83,8 @@ impl SwarmSupervisor {
         let mut failing = false;
         // Services left out for a repeated id or hostname, warned about once each.
         let mut repeated_before = std::collections::BTreeSet::new();
+        // Weight labels that are not weights, warned about once each (service, value).
+        let mut bad_weights_before = std::collections::BTreeSet::new();
         loop {
             tokio::select! {
                 _ = resync.tick() => {}
@@ -90,7 +92,11 @@ impl SwarmSupervisor {
             }
             let listed_at = tokio::time::Instant::now();
             match list_all(&self.docker, &self.instance).await {
-                Ok(Listing { kept, repeated }) => {
+                Ok(Listing {
+                    kept,
+                    repeated,
+                    bad_weights,
+                }) => {
                     if failing {
                         tracing::info!("listing the swarm's services works again");
                         failing = false;
@@ -99,6 +105,12 @@ impl SwarmSupervisor {
                         tracing::warn!(%service, hostname = %spec.hostname, id = spec.id, "service repeats a server id or hostname of another; ignored");
                     }
                     repeated_before = repeated.into_iter().map(|(_, s)| s).collect();
+                    for (service, value) in &bad_weights {
+                        if !bad_weights_before.contains(&(service.clone(), value.clone())) {
+                            tracing::warn!(%service, label = WEIGHT_LABEL, %value, max = lb_balance::MAX_WEIGHT, "service's weight label is not a weight (an integer from 1 to max); the replica weighs 1");
+                        }
+                    }
+                    bad_weights_before = bad_weights.into_iter().collect();
                     let members = kept.into_iter().map(|(spec, _)| spec).collect();
                     if events
                         .send(SupervisorEvent::Members { listed_at, members })

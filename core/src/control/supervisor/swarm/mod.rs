@@ -188,4 +188,8 @@ impl Membership for SwarmSupervisor {
         let service = self.find_service(spec).await?;
         self.running_task(spec, &service).await
     }
+
+    async fn set_weight(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
+        self.relabel(spec).await
+    }
 }

@@ -11,7 +11,7 @@ use bollard::models::{
     ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
     TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
-use bollard::query_parameters::ListServicesOptions;
+use bollard::query_parameters::{ListServicesOptions, UpdateServiceOptions};
 use bollard::Docker;
 
 use super::super::engine::{
@@ -20,7 +20,8 @@ use super::super::engine::{
 };
 use super::super::{ReplicaSpec, Started, SupervisorError};
 use super::labels::{
-    distinct, label_filter, service_name, spec_from_labels, Listing, INSTANCE_LABEL,
+    distinct, label_filter, service_name, spec_from_labels, weight_label, Listing, INSTANCE_LABEL,
+    WEIGHT_LABEL,
 };
 use super::SwarmSupervisor;
 
@@ -45,6 +46,7 @@ pub(super) async fn list_all(docker: &Docker, instance: &str) -> Result<Listing,
             ..Default::default()
         }))
         .await?;
+    let mut bad_weights = Vec::new();
     let mut found: Vec<(ReplicaSpec, String, bool)> = services
         .into_iter()
         .filter_map(|s| {
@@ -56,7 +58,11 @@ pub(super) async fn list_all(docker: &Docker, instance: &str) -> Result<Listing,
             }
             let replica = spec_from_labels(&labels)?;
             let canonical = spec.name.as_deref() == Some(&service_name(instance, replica.id));
-            Some((replica, s.id?, canonical))
+            let service = s.id?;
+            if let Err(value) = weight_label(&labels) {
+                bad_weights.push((service.clone(), value));
+            }
+            Some((replica, service, canonical))
         })
         .collect();
     // Per id, the service lb would have named so first, then by service id: every lb of the
@@ -67,6 +73,7 @@ pub(super) async fn list_all(docker: &Docker, instance: &str) -> Result<Listing,
             .into_iter()
             .map(|(spec, service, _)| (spec, service))
             .collect(),
+        bad_weights,
     ))
 }
 
@@ -151,6 +158,55 @@ impl SwarmSupervisor {
                 hostname: spec.hostname.clone(),
                 id: spec.id,
             })
+    }
+
+    /// Set the weight label of `spec`'s service to `spec.weight`: the service's labels only,
+    /// so its task keeps running. Retried when another writer updated the service meanwhile
+    /// (the engine refuses an update of an older version).
+    pub(super) async fn relabel(&self, spec: &ReplicaSpec) -> Result<(), SupervisorError> {
+        let service = self.find_service(spec).await?;
+        let mut last = String::new();
+        for _ in 0..3 {
+            let found = self
+                .docker
+                .inspect_service(&service, None)
+                .await
+                .map_err(EngineError::from)?;
+            let (Some(mut current), Some(version)) =
+                (found.spec, found.version.and_then(|v| v.index))
+            else {
+                return Err(SupervisorError::Engine(format!(
+                    "service {service} has no spec or version"
+                )));
+            };
+            let labels = current.labels.get_or_insert_with(HashMap::new);
+            let weight = spec.weight.to_string();
+            if labels.get(WEIGHT_LABEL) == Some(&weight) {
+                return Ok(());
+            }
+            labels.insert(WEIGHT_LABEL.to_owned(), weight);
+            let options = UpdateServiceOptions {
+                version: i32::try_from(version).unwrap_or(i32::MAX),
+                ..Default::default()
+            };
+            match self
+                .docker
+                .update_service(&service, current, options, None)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if status_of(&e) == Some(404) => {
+                    return Err(SupervisorError::Gone {
+                        hostname: spec.hostname.clone(),
+                        id: spec.id,
+                    })
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(SupervisorError::Engine(format!(
+            "cannot update the weight label of service {service}: {last}"
+        )))
     }
 
     /// The service named for `spec` (`<instance>-<id>`), if it is this instance's and that
@@ -340,9 +396,12 @@ impl SwarmSupervisor {
             (ATTEMPT_LABEL.to_owned(), attempt.to_owned()),
         ]);
         let name = service_name(&self.instance, spec.id);
+        // The weight on the service only: changing it must not restart the task.
+        let mut service_labels = labels.clone();
+        service_labels.insert(WEIGHT_LABEL.to_owned(), spec.weight.to_string());
         ServiceSpec {
             name: Some(name.clone()),
-            labels: Some(labels.clone()),
+            labels: Some(service_labels),
             task_template: Some(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some(self.image.clone()),
