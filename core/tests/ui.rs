@@ -811,6 +811,171 @@ async fn with_a_token_the_page_asks_for_it_and_still_draws_the_ring() {
     });
 }
 
+/// The slots whose owner `/_lb/plan` says would change with `body`, against `/_lb/ring` now;
+/// and the ring's owners now.
+async fn planned_moves(lb: &Lb, body: &str) -> (Vec<u64>, Value) {
+    let before = lb.get("/_lb/ring").await.json()["owners"].clone();
+    let plan = lb.ok("POST", "/_lb/plan", body.as_bytes()).await.json();
+    let after = plan["owners"].as_array().unwrap();
+    let moves = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(after)
+        .enumerate()
+        .filter(|(_, (b, a))| b != a)
+        .map(|(i, _)| i as u64)
+        .collect();
+    (moves, before)
+}
+
+/// JavaScript: the slots lit as moving on the ring.
+const LIT: &str = "[...document.querySelectorAll('#slots path.moves')].map(p => +p.dataset.slot)";
+
+/// The "what if" panel: each of its three changes lights exactly the slots `POST /_lb/plan`
+/// says would move, changes nothing, shows the shares table, and lets go of a preview the ring
+/// has since left behind; a bad entry is said, not sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_what_if_panel_lights_the_slots_a_change_would_move_and_changes_nothing() {
+    let Some(bin) = chromium() else { return };
+    let _one = ONE_BROWSER.lock().await;
+    let lb = Lb::start(&steady());
+    let url = format!("http://{}/_lb/ui", lb.addr);
+    let mut page = tokio::task::block_in_place(|| Browser::open(&bin, &url));
+    tokio::task::block_in_place(|| {
+        page.wait_for(
+            BROWSER,
+            "the first render",
+            "document.body.dataset.status === 'ok' && \
+             document.getElementById('whatif-replica').options.length === 3",
+        )
+    });
+    // Fill the form as a user would (the kind first: it shows the fields), then Preview.
+    let preview = |page: &mut Browser, kind: &str, fill: &str| {
+        tokio::task::block_in_place(|| {
+            page.eval(&format!(
+                "(() => {{ const k = document.getElementById('whatif-kind'); k.value = '{kind}'; \
+                 k.dispatchEvent(new Event('change')); {fill}; \
+                 document.getElementById('whatif-result').textContent = ''; \
+                 document.getElementById('whatif-go').click(); }})()"
+            ));
+            page.wait_for(
+                LIVE,
+                "the preview",
+                "document.getElementById('whatif-result').textContent",
+            );
+            page.eval(LIT)
+        })
+    };
+
+    // A weight: Server 1 at 3.
+    let (want, ring) = planned_moves(&lb, r#"{"weights": {"Server 1": 3}}"#).await;
+    let lit = preview(
+        &mut page,
+        "weight",
+        "document.getElementById('whatif-replica').value = 'Server 1'; \
+         document.getElementById('whatif-weight').value = '3'",
+    );
+    assert!(!want.is_empty());
+    assert_eq!(lit, json!(want));
+    tokio::task::block_in_place(|| {
+        let shown = page.eval(
+            "[document.getElementById('whatif-result').textContent, \
+              document.getElementById('ring').classList.contains('preview'), \
+              document.querySelectorAll('#whatif-rows tr').length, \
+              document.querySelector('#whatif-rows tr[data-hostname=\"Server 1\"]').children[1].textContent]",
+        );
+        let text = shown[0].as_str().unwrap();
+        assert!(
+            text.contains(&format!("{} of 512 slots", want.len()))
+                && text.contains("Nothing was changed"),
+            "{text}"
+        );
+        assert_eq!(shown[1], json!(true));
+        assert_eq!(shown[2], json!(3));
+        assert_eq!(shown[3], json!("1 → 3"));
+    });
+    // Nothing changed.
+    assert_eq!(lb.get("/_lb/ring").await.json()["owners"], ring);
+    let status = lb.status().await;
+    assert!(status["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["weight"] == 1));
+
+    // Remove Server 2: every slot of its moves (and, with linear probing, a virtual node it
+    // had pushed along may go back home).
+    let (want, ring) = planned_moves(&lb, r#"{"rm": {"n": 1, "hostnames": ["Server 2"]}}"#).await;
+    let its: Vec<u64> = ring
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| *o == "Server 2")
+        .map(|(i, _)| i as u64)
+        .collect();
+    assert!(
+        its.iter().all(|slot| want.contains(slot)),
+        "{its:?} {want:?}"
+    );
+    let lit = preview(
+        &mut page,
+        "rm",
+        "document.getElementById('whatif-replica').value = 'Server 2'",
+    );
+    assert_eq!(lit, json!(want));
+    assert_eq!(lb.rep().await.0, 3, "still three replicas");
+
+    // A bad number is said, nothing sent, the last preview let go of.
+    tokio::task::block_in_place(|| {
+        page.eval("document.getElementById('whatif-clear').click()");
+        assert_eq!(page.eval(LIT), json!([]));
+        let said = preview_error(&mut page);
+        assert!(said.contains("whole number"), "{said}");
+    });
+
+    // Add 2, preview, then really add 2: the preview was exact, and the page lets go of it
+    // once the ring it was made on is gone.
+    let (want, _) = planned_moves(&lb, r#"{"add": {"n": 2}}"#).await;
+    let lit = preview(
+        &mut page,
+        "add",
+        "document.getElementById('whatif-n').value = '2'",
+    );
+    assert_eq!(lit, json!(want));
+    let planned = lb
+        .ok("POST", "/_lb/plan", br#"{"add": {"n": 2}}"#)
+        .await
+        .json()["owners"]
+        .clone();
+    lb.ok("POST", "/add", br#"{"n": 2}"#).await;
+    assert_eq!(lb.get("/_lb/ring").await.json()["owners"], planned);
+    tokio::task::block_in_place(|| {
+        page.wait_for(
+            LIVE,
+            "the stale preview let go of",
+            "!document.getElementById('ring').classList.contains('preview') && \
+             document.getElementById('whatif-result').textContent.includes('changed since')",
+        );
+        assert_eq!(page.eval(LIT), json!([]));
+    });
+}
+
+/// Ask for a preview adding "0" replicas; what the panel says.
+fn preview_error(page: &mut Browser) -> String {
+    page.eval(
+        "(() => { const k = document.getElementById('whatif-kind'); k.value = 'add'; \
+         k.dispatchEvent(new Event('change')); \
+         document.getElementById('whatif-n').value = '0'; \
+         document.getElementById('whatif-go').click(); \
+         return document.getElementById('whatif-result').textContent; })()",
+    )
+    .as_str()
+    .unwrap_or_default()
+    .to_owned()
+}
+
 /// Not a test: `cargo test -p lb --test ui -- --ignored` writes `docs/ui.png` (1280×800) of
 /// the page over five replicas with traffic, for the README.
 #[tokio::test(flavor = "multi_thread")]
