@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::experiments::A3Phase;
 
-/// Run the assignment's experiments A-1..A-5 against the load balancer and write charts, data
+/// Run the assignment's experiments A-1..A-6 against the load balancer and write charts, data
 /// and a report.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
@@ -22,7 +22,7 @@ pub struct Cli {
 /// The experiments to run.
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
-    /// one report.
+    /// one report.
     All,
     /// N = 3, requests per replica.
     A1,
@@ -40,18 +40,30 @@ pub enum Which {
     /// time offline for N = 2..100; shares live at N = 3; a hot key with and without bounded
     /// loads).
     A5,
+    /// weights, slow start and plans (weighted shares against w/Σw and the keys a weight
+    /// change moves, offline for N = 3..50; live: a plan against the /add made, and a replica
+    /// ramping in with slow start under traffic).
+    A6,
 }
 
 impl Which {
     /// The experiments selected, in running order.
     pub fn experiments(self) -> &'static [Which] {
         match self {
-            Which::All => &[Which::A1, Which::A2, Which::A3, Which::A4, Which::A5],
+            Which::All => &[
+                Which::A1,
+                Which::A2,
+                Which::A3,
+                Which::A4,
+                Which::A5,
+                Which::A6,
+            ],
             Which::A1 => &[Which::A1],
             Which::A2 => &[Which::A2],
             Which::A3 => &[Which::A3],
             Which::A4 => &[Which::A4],
             Which::A5 => &[Which::A5],
+            Which::A6 => &[Which::A6],
         }
     }
 }
@@ -99,6 +111,16 @@ pub struct Options {
         value_parser = clap::value_parser!(u64).range(1..=1000)
     )]
     pub a5_counts: Vec<u64>,
+    /// A-6's replica counts of the offline weighted tables, comma-separated (each 1..=1000;
+    /// weights cycle 1, 2, 3).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_values_t = crate::experiments::a6::COUNTS,
+        value_parser = clap::value_parser!(u64).range(1..=1000)
+    )]
+    pub a6_counts: Vec<u64>,
     /// A-3's parts to run, comma-separated: checks, kill, hang, slowloris, supervisors (the kill
     /// per supervisor), stall (hostile saves of lb.toml with a kill at the same moment), loop
     /// (lb's own address at /add, a request with its own loop mark).

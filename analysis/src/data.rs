@@ -13,6 +13,7 @@ use crate::experiments::a3::supervisors::SupervisorRun;
 use crate::experiments::a3::{PhaseOutcome, A3};
 use crate::experiments::a4::A4;
 use crate::experiments::a5::A5;
+use crate::experiments::a6::A6;
 use crate::experiments::Measurement;
 
 /// How the run was made.
@@ -47,6 +48,8 @@ pub struct Results {
     pub a4: Option<A4>,
     ///
     pub a5: Option<A5>,
+    ///
+    pub a6: Option<A6>,
     /// Wall time of the whole run, seconds.
     pub elapsed_s: f64,
 }
@@ -286,6 +289,9 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<Vec<String>> {
     }
     if let Some(a5) = &results.a5 {
         a5_csvs(dir, a5, &mut written)?;
+    }
+    if let Some(a6) = &results.a6 {
+        a6_csvs(dir, a6, &mut written)?;
     }
     Ok(written)
 }
@@ -619,6 +625,170 @@ fn a5_csvs(dir: &Path, a5: &A5, written: &mut Vec<String>) -> Result<()> {
             ]);
         }
         hot.write(dir, "a5_hot_key.csv", written)?;
+    }
+    Ok(())
+}
+
+/// The columns of `a6_plan.csv`: one row, the plan against the `/add` made.
+pub const PLAN_HEADER: [&str; 21] = [
+    "slots",
+    "added",
+    "weight",
+    "plan_ms",
+    "unchanged_by_plan",
+    "joined_ms",
+    "plan_owners",
+    "ring_owners",
+    "owners_equal",
+    "slots_moved",
+    "requests_moved",
+    "requests_minimum",
+    "share_after",
+    "total_weight_after",
+    "sample",
+    "sample_failed",
+    "routed_as_ring",
+    "moved_predicted",
+    "moved_actual",
+    "as_planned",
+    "restored",
+];
+
+fn a6_csvs(dir: &Path, a6: &A6, written: &mut Vec<String>) -> Result<()> {
+    let mut offline = Csv::new(&[
+        "algorithm",
+        "hash",
+        "n",
+        "total_weight",
+        "slot_error_points",
+        "request_error_points",
+        "ring_marks_match",
+    ]);
+    let mut shares = Csv::new(&[
+        "algorithm",
+        "hash",
+        "n",
+        "id",
+        "weight",
+        "target",
+        "slot_share",
+        "request_share",
+        "marks",
+    ]);
+    let mut change = Csv::new(&[
+        "algorithm",
+        "hash",
+        "n",
+        "id",
+        "from",
+        "to",
+        "slots_moved",
+        "slots_minimum",
+        "slots_over_minimum",
+        "requests_moved",
+        "requests_minimum",
+        "over_minimum",
+        "only_to_changed",
+        "moved_elsewhere",
+    ]);
+    for c in &a6.curves {
+        let (algorithm, hash) = (c.setup.algorithm.to_owned(), c.setup.hash.to_owned());
+        for p in &c.points {
+            offline.row(&[
+                algorithm.clone(),
+                hash.clone(),
+                p.n.to_string(),
+                p.total_weight.to_string(),
+                f(p.slot_error_points),
+                f(p.request_error_points),
+                opt(p.ring_marks_match),
+            ]);
+            for r in &p.replicas {
+                shares.row(&[
+                    algorithm.clone(),
+                    hash.clone(),
+                    p.n.to_string(),
+                    r.id.to_string(),
+                    r.weight.to_string(),
+                    f(r.target),
+                    f(r.slot_share),
+                    f(r.request_share),
+                    opt(r.marks),
+                ]);
+            }
+            let w = &p.change;
+            change.row(&[
+                algorithm.clone(),
+                hash.clone(),
+                p.n.to_string(),
+                w.id.to_string(),
+                w.from.to_string(),
+                w.to.to_string(),
+                w.slots_moved.to_string(),
+                w.slots_minimum.to_string(),
+                f(w.slots_over_minimum),
+                f(w.requests_moved),
+                f(w.requests_minimum),
+                f(w.over_minimum),
+                w.only_to_changed.to_string(),
+                f(w.moved_elsewhere),
+            ]);
+        }
+    }
+    offline.write(dir, "a6_offline.csv", written)?;
+    shares.write(dir, "a6_offline_shares.csv", written)?;
+    change.write(dir, "a6_weight_change.csv", written)?;
+    if let Some(p) = a6.plan.as_ref().and_then(PhaseOutcome::done) {
+        let mut csv = Csv::new(&PLAN_HEADER);
+        csv.row(&[
+            p.slots.to_string(),
+            p.added.clone(),
+            p.weight.to_string(),
+            f(p.plan_ms),
+            p.unchanged_by_plan.to_string(),
+            f(p.joined_ms),
+            p.plan_owners.to_string(),
+            p.ring_owners.to_string(),
+            p.owners_equal.to_string(),
+            p.slots_moved.to_string(),
+            f(p.requests_moved),
+            f(p.requests_minimum),
+            f(p.share_after),
+            p.total_weight_after.to_string(),
+            p.sample.to_string(),
+            p.sample_failed.to_string(),
+            p.routed_as_ring.to_string(),
+            p.moved_predicted.to_string(),
+            p.moved_actual.to_string(),
+            p.as_planned.to_string(),
+            p.restored.to_string(),
+        ]);
+        csv.write(dir, "a6_plan.csv", written)?;
+    }
+    if let Some(r) = a6.ramp.as_ref().and_then(PhaseOutcome::done) {
+        let mut csv = Csv::new(&[
+            "start_ms",
+            "served",
+            "failed",
+            "to_new",
+            "share",
+            "rate_new",
+            "rate_all",
+            "expected_share",
+        ]);
+        for b in &r.buckets {
+            csv.row(&[
+                b.start_ms.to_string(),
+                b.served.to_string(),
+                b.failed.to_string(),
+                b.to_new.to_string(),
+                f(b.share),
+                f(b.rate_new),
+                f(b.rate_all),
+                opt(b.expected_share.map(f)),
+            ]);
+        }
+        csv.write(dir, "a6_ramp.csv", written)?;
     }
     Ok(())
 }

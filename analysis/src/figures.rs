@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::experiments::a3::slowloris;
 use crate::experiments::a3::{Bin, PhaseOutcome, BIN};
 use crate::experiments::a5::A5;
+use crate::experiments::a6::{Ramp, A6};
 use crate::experiments::Measurement;
 
 /// The chart files (PNG, SVG) of each figure that was drawn.
@@ -39,6 +40,12 @@ pub struct Figures {
     pub a5_moves: Option<[String; 2]>,
     /// the hot key's busiest replica.
     pub a5_hot_key: Option<[String; 2]>,
+    /// weighted shares' largest error against N per setup.
+    pub a6_shares: Option<[String; 2]>,
+    /// keys a weight change moves over the minimum, against N per setup.
+    pub a6_weight_change: Option<[String; 2]>,
+    /// the ramping replica's share and requests per second over time.
+    pub a6_ramp: Option<[String; 2]>,
 }
 
 fn a1_bars(m: &Measurement, title: String) -> Bars {
@@ -503,6 +510,9 @@ pub fn draw(dir: &Path, results: &Results) -> Result<Figures> {
     if let Some(a5) = &results.a5 {
         a5_figures(dir, a5, &mut figures)?;
     }
+    if let Some(a6) = &results.a6 {
+        a6_figures(dir, a6, &mut figures)?;
+    }
     Ok(figures)
 }
 
@@ -621,4 +631,211 @@ fn a5_figures(dir: &Path, a5: &A5, figures: &mut Figures) -> Result<()> {
         )?);
     }
     Ok(())
+}
+
+fn a6_figures(dir: &Path, a6: &A6, figures: &mut Figures) -> Result<()> {
+    use crate::experiments::a6::WeightPoint;
+    let ns: Vec<f64> = a6
+        .curves
+        .first()
+        .map(|c| c.points.iter().map(|p| p.n as f64).collect())
+        .unwrap_or_default();
+    let curves = |only: &[&str], value: fn(&WeightPoint) -> f64| -> Vec<Line> {
+        a6.curves
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| only.is_empty() || only.contains(&c.setup.algorithm))
+            .map(|(i, c)| {
+                let points = c.points.iter().map(|p| (p.n as f64, value(p))).collect();
+                line(&c.setup.label(), points, Some(i), false)
+            })
+            .collect()
+    };
+    let level = |name: &str, y: f64, colour: Option<usize>| {
+        line(name, ns.iter().map(|&n| (n, y)).collect(), colour, true)
+    };
+    let colour_of = |algorithm: &str| {
+        a6.curves
+            .iter()
+            .position(|c| c.setup.algorithm == algorithm)
+    };
+    let panel = |title: String, y_desc: &str, lines: Vec<Line>| {
+        Panel::Lines(Lines {
+            title,
+            x_desc: "N (replicas, weights 1, 2, 3, 1, …; log scale)".into(),
+            y_desc: y_desc.into(),
+            lines,
+            integer_x: false,
+            markers: Vec::new(),
+            y_min: 0.0,
+            log_x: true,
+        })
+    };
+    if !a6.curves.is_empty() {
+        let both = ["maglev", "rendezvous"];
+        let mut slots_zoom = curves(&both, |p| p.slot_error_points);
+        slots_zoom.push(level(
+            "Maglev's target: 0.1 point",
+            0.1,
+            colour_of("maglev"),
+        ));
+        slots_zoom.push(level(
+            "rendezvous's target: 1 point",
+            1.0,
+            colour_of("rendezvous"),
+        ));
+        let requests_zoom = curves(&both, |p| p.request_error_points);
+        figures.a6_shares = Some(charts::render(
+            dir,
+            "a6_shares",
+            (760, 520),
+            2,
+            &[
+                panel(
+                    format!("Slots (M = {}): largest |share − w/Σw|", a6.slots),
+                    "percentage points",
+                    curves(&[], |p| p.slot_error_points),
+                ),
+                panel(
+                    format!(
+                        "{} random request ids: largest |share − w/Σw|",
+                        a6.random_ids
+                    ),
+                    "percentage points",
+                    curves(&[], |p| p.request_error_points),
+                ),
+                panel(
+                    "Slots, Maglev and rendezvous only".into(),
+                    "percentage points",
+                    slots_zoom,
+                ),
+                panel(
+                    "Request ids, Maglev and rendezvous only".into(),
+                    "percentage points",
+                    requests_zoom,
+                ),
+            ],
+        )?);
+        let mut ratio = curves(&[], |p| p.change.over_minimum);
+        ratio.push(level("the minimum", 1.0, None));
+        ratio.push(level(
+            "1.25 × the minimum (Maglev's target)",
+            1.25,
+            colour_of("maglev"),
+        ));
+        figures.a6_weight_change = Some(charts::render(
+            dir,
+            "a6_weight_change",
+            (760, 520),
+            2,
+            &[
+                panel(
+                    "Replica 1's weight 1 → 2: requests moved / minimum".into(),
+                    "moved / minimum",
+                    ratio,
+                ),
+                panel(
+                    "… of them moved elsewhere than to replica 1".into(),
+                    "% of all requests",
+                    curves(&[], |p| 100.0 * p.change.moved_elsewhere),
+                ),
+            ],
+        )?);
+    }
+    if let Some(r) = a6.ramp.as_ref().and_then(|r| r.done()) {
+        figures.a6_ramp = Some(ramp_figure(dir, r)?);
+    }
+    Ok(())
+}
+
+fn ramp_figure(dir: &Path, r: &Ramp) -> Result<[String; 2]> {
+    let half = r.bucket_ms as f64 / 2000.0;
+    let at = |start_ms: i64| start_ms as f64 / 1000.0 + half;
+    let mut markers = Vec::new();
+    if let Some(t) = r.joined_ms {
+        markers.push((t / 1000.0, format!("joined +{t:.0} ms")));
+    }
+    if let Some(t) = r.ramp_done_ms {
+        markers.push((t / 1000.0, format!("whole weight +{:.1} s", t / 1000.0)));
+    }
+    let first = r.buckets.first().map_or(0.0, |b| at(b.start_ms));
+    let last = r.buckets.last().map_or(1.0, |b| at(b.start_ms));
+    let share = Lines {
+        title: format!(
+            "A-6: {}'s share (weight {} joining {} more, slow_start_ms = {})",
+            r.added, r.weight, r.others_weight, r.slow_start_ms
+        ),
+        x_desc: "time since the /add (s)".into(),
+        y_desc: "share of the requests answered (%)".into(),
+        lines: vec![
+            line(
+                "measured",
+                r.buckets
+                    .iter()
+                    .filter(|b| b.served > 0)
+                    .map(|b| (at(b.start_ms), 100.0 * b.share))
+                    .collect(),
+                Some(0),
+                false,
+            ),
+            line(
+                "its effective weight's share (/_lb/status)",
+                r.buckets
+                    .iter()
+                    .filter_map(|b| Some((at(b.start_ms), 100.0 * b.expected_share?)))
+                    .collect(),
+                Some(1),
+                true,
+            ),
+            line(
+                &format!("w / Σw = {:.0} %", 100.0 * r.target_share),
+                vec![
+                    (first, 100.0 * r.target_share),
+                    (last, 100.0 * r.target_share),
+                ],
+                None,
+                true,
+            ),
+        ],
+        integer_x: false,
+        markers: markers.clone(),
+        y_min: 0.0,
+        log_x: false,
+    };
+    let rate = Lines {
+        title: format!("A-6: requests per second, {} clients", r.clients),
+        x_desc: "time since the /add (s)".into(),
+        y_desc: "requests per second".into(),
+        lines: vec![
+            line(
+                &format!("answered by {}", r.added),
+                r.buckets
+                    .iter()
+                    .map(|b| (at(b.start_ms), b.rate_new))
+                    .collect(),
+                Some(0),
+                false,
+            ),
+            line(
+                "answered in all",
+                r.buckets
+                    .iter()
+                    .map(|b| (at(b.start_ms), b.rate_all))
+                    .collect(),
+                Some(2),
+                false,
+            ),
+        ],
+        integer_x: false,
+        markers,
+        y_min: 0.0,
+        log_x: false,
+    };
+    charts::render(
+        dir,
+        "a6_ramp",
+        (1100, 480),
+        1,
+        &[Panel::Lines(share), Panel::Lines(rate)],
+    )
 }

@@ -1,5 +1,5 @@
 //! The load balancer's API as typed calls: `/rep`, `/add`, `/rm`, `/_lb/status`, `/_lb/ring`,
-//! `/_lb/plugins`, and waiting for conditions with a deadline.
+//! `/_lb/plugins`, `/_lb/plan`, and waiting for conditions with a deadline.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,9 @@ pub type Status = lb_views::Status;
 
 /// `GET /_lb/ring`.
 pub type RingDump = lb_views::RingTable;
+
+/// The answer of `POST /_lb/plan`: what a change would move, and every slot's owner after it.
+pub type Plan = lb_views::Plan;
 
 /// One entry of `GET /_lb/plugins`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -137,6 +140,31 @@ impl LbClient {
     /// `POST /add {"n": n, "hostnames": […]}`; the new replica set.
     pub fn add(&self, n: usize, hostnames: &[String]) -> Result<Rep> {
         self.scale(Method::POST, "/add", n, hostnames)
+    }
+
+    /// `POST /add {"n": hostnames.len(), "hostnames": […], "weights": […]}`: replicas with these
+    /// names and weights (paired by position); the new replica set.
+    pub fn add_weighted(&self, hostnames: &[String], weights: &[u32]) -> Result<Rep> {
+        let body =
+            json!({ "n": hostnames.len(), "hostnames": hostnames, "weights": weights }).to_string();
+        let request = format!("POST /add {body}");
+        let answer = self.send(Method::POST, "/add", Some(&body), None)?;
+        match (answer.status, Rep::parse(&answer.body)) {
+            (200, Some(rep)) => Ok(rep),
+            _ => Err(unexpected(
+                &request,
+                &answer,
+                "expected 200 with the new replica set",
+            )),
+        }
+    }
+
+    /// `POST /_lb/plan` with `body` (`{"add": …}`, `{"rm": …}`, `{"weights": …}` or
+    /// `{"config": …}`): what the change would move; nothing is changed.
+    pub fn plan(&self, body: &serde_json::Value) -> Result<Plan> {
+        let text = body.to_string();
+        let answer = self.send(Method::POST, "/_lb/plan", Some(&text), None)?;
+        parse_json(&format!("POST /_lb/plan {text}"), &answer)
     }
 
     /// `DELETE /rm {"n": n, "hostnames": […]}`; the new replica set.

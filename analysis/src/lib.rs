@@ -1,4 +1,4 @@
-//! The assignment's analysis (SPEC §4): experiments A-1..A-5 run against a live `lb`, with charts,
+//! The assignment's analysis (SPEC §4): experiments A-1..A-6 run against a live `lb`, with charts,
 //! raw data and a Markdown report.
 //!
 //! The binary (`src/main.rs`) parses the command line ([`cli`]), starts its own load balancer

@@ -1,4 +1,4 @@
-//! `analysis`: run the assignment's experiments A-1..A-5 against a load balancer and write
+//! `analysis`: run the assignment's experiments A-1..A-6 against a load balancer and write
 //! charts, raw data and `report.md`.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use clap::Parser;
 use analysis::cli::{Cli, Which};
 use analysis::client::LbClient;
 use analysis::data::{self, Results, Settings};
-use analysis::experiments::{a1, a2, a3, a4, a5, Context};
+use analysis::experiments::{a1, a2, a3, a4, a5, a6, Context};
 use analysis::lb_process::{default_lb_bin, OwnedLb};
 use analysis::progress::note;
 use analysis::{figures, report};
@@ -112,10 +112,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         a3: None,
         a4: None,
         a5: None,
+        a6: None,
         elapsed_s: 0.0,
     };
 
-    let failure = experiments(&ctx, cli.which, &o.a5_counts, &mut results).err();
+    let failure = experiments(&ctx, cli.which, o, &mut results).err();
     if let (Some(lb), Some(_)) = (&own, &failure) {
         let log = o.out.join("lb.log");
         std::fs::write(&log, lb.log().text()).with_context(|| log.display().to_string())?;
@@ -152,7 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn experiments(
     ctx: &Context,
     which: Which,
-    a5_counts: &[u64],
+    o: &analysis::cli::Options,
     results: &mut Results,
 ) -> anyhow::Result<()> {
     for step in which.experiments() {
@@ -161,7 +162,8 @@ fn experiments(
             Which::A2 => results.a2 = Some(a2::run(ctx, "A-2").context("A-2")?),
             Which::A3 => results.a3 = Some(a3::run(ctx).context("A-3")?),
             Which::A4 => results.a4 = Some(a4::run(ctx).context("A-4")?),
-            Which::A5 => results.a5 = Some(a5::run(ctx, a5_counts).context("A-5")?),
+            Which::A5 => results.a5 = Some(a5::run(ctx, &o.a5_counts).context("A-5")?),
+            Which::A6 => results.a6 = Some(a6::run(ctx, &o.a6_counts).context("A-6")?),
             Which::All => {}
         }
     }

@@ -430,8 +430,9 @@ fn markers(ctx: &Context) -> Result<(Option<String>, Option<String>)> {
 }
 
 /// Write `changes` into `[ring]`, then wait until the lb applied the file (`done` holds) or
-/// refused it (a new `config.last_error`, whose message is the error).
-fn apply(
+/// refused it (a new `config.last_error`, whose message is the error); the time it took. A-6
+/// switches its live setup and slow start with it too.
+pub(crate) fn apply(
     ctx: &Context,
     path: &std::path::Path,
     changes: &[(&str, Option<Value>)],

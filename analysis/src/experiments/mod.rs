@@ -6,6 +6,7 @@ pub mod a2;
 pub mod a3;
 pub mod a4;
 pub mod a5;
+pub mod a6;
 pub mod offline;
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! `report.md`: the charts, the numbers, and observations computed from them — a section per
-//! experiment (`a1.rs` … `a5.rs`; A-3's control-plane phases in `a3_control.rs`), over the
+//! experiment (`a1.rs` … `a6.rs`; A-3's control-plane phases in `a3_control.rs`), over the
 //! formatting they share (`common.rs`, a leaf). Only this file imports the sections (and `a3.rs`
 //! its control-plane part, `a3_control.rs`); nothing imports back.
 
@@ -9,6 +9,7 @@ mod a3;
 mod a3_control;
 mod a4;
 mod a5;
+mod a6;
 mod common;
 
 use std::fmt::Write as _;
@@ -18,6 +19,7 @@ use self::a2::a2_section;
 use self::a3::a3_section;
 use self::a4::a4_section;
 use self::a5::a5_section;
+use self::a6::a6_section;
 use crate::data::Results;
 use crate::figures::Figures;
 
@@ -66,6 +68,9 @@ pub fn render(results: &Results, figures: &Figures, data_files: &[String]) -> St
     }
     if let Some(a5) = &results.a5 {
         a5_section(&mut md, a5, figures);
+    }
+    if let Some(a6) = &results.a6 {
+        a6_section(&mut md, a6, figures);
     }
     let _ = writeln!(md, "## Raw data\n");
     for f in data_files {
