@@ -136,6 +136,8 @@ pub struct Placement {
     weights: Vec<u32>,
     /// The units of `weights` ([`Balancer::place_scaled`]; 1 otherwise).
     scale: u32,
+    /// `Σ weights`, summed once here rather than per request (bounded loads' caps).
+    weight_sum: u64,
     marks: Marks,
     /// Per slot, the member index serving it; empty when there are no members.
     owners: Vec<u32>,
@@ -162,6 +164,7 @@ impl Placement {
             balancer,
             hash,
             ids,
+            weight_sum: weights.iter().map(|&w| u64::from(w)).sum(),
             weights,
             scale: 1,
             marks,
@@ -229,6 +232,11 @@ impl Placement {
     /// [`Balancer::place_weighted`]).
     pub fn weights(&self) -> &[u32] {
         &self.weights
+    }
+
+    /// The sum of [`Placement::weights`] (0 for an empty table).
+    pub fn weight_sum(&self) -> u64 {
+        self.weight_sum
     }
 
     /// The slots of `member`'s marks (the ring's virtual nodes, in `j` order: `K·w` of them);

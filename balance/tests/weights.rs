@@ -209,6 +209,7 @@ fn scaled_weights_are_fractions_of_a_weight_and_whole_ones_give_the_same_tables(
             .unwrap();
         assert_eq!(scaled.scale(), 1000);
         assert_eq!(owner_ids(&scaled), owner_ids(&whole), "{balancer}");
+        assert_eq!((whole.weight_sum(), scaled.weight_sum()), (6, 6000));
         // Scale 1 is place_weighted itself.
         let one = balancer
             .place_scaled(Arc::new(SpecHash), &ids, &[1, 2, 3], 1)

@@ -281,7 +281,7 @@ impl Snapshot {
         let load = |m: usize| self.backends[m].in_flight.load(Ordering::Relaxed);
         let weights = self.placement.weights();
         let weight = |m: usize| f64::from(weights.get(m).copied().unwrap_or(1));
-        let total_weight: f64 = (0..self.backends.len()).map(weight).sum::<f64>().max(1.0);
+        let total_weight = (self.placement.weight_sum() as f64).max(1.0);
         let total: usize = (0..self.backends.len()).map(load).sum();
         // A member's cap is its weight's part of c · (total + 1); with every weight 1 that is
         // c · (total + 1) / N. f64 is exact far beyond any number of requests in flight.

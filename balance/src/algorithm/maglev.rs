@@ -128,21 +128,9 @@ pub fn build_weighted(
     build_up_to(slots, hash, server_ids, weights, MAX_WEIGHT)
 }
 
-/// [`build_weighted`] with weights in units of `1/scale` (each in `1..=MAX_WEIGHT·scale`): only
-/// the weights' proportions count, so every weight `scale` times larger gives the same table.
-pub(crate) fn build_scaled(
-    slots: u32,
-    hash: Arc<dyn RingHash>,
-    server_ids: &[u64],
-    weights: &[u32],
-    scale: u32,
-) -> Result<Placement, PlaceError> {
-    let limit = MAX_WEIGHT.saturating_mul(scale);
-    Ok(build_up_to(slots, hash, server_ids, weights, limit)?.with_scale(scale))
-}
-
-/// [`build_weighted`] with weights up to `limit`.
-fn build_up_to(
+/// [`build_weighted`] with weights up to `limit` (weights in finer units: only their
+/// proportions count, so every weight `scale` times larger gives the same table).
+pub(crate) fn build_up_to(
     slots: u32,
     hash: Arc<dyn RingHash>,
     server_ids: &[u64],

@@ -21,7 +21,7 @@ pub mod ring;
 use std::sync::Arc;
 
 use crate::balancer::Balancer;
-use crate::error::PlaceError;
+use crate::error::{PlaceError, MAX_WEIGHT};
 use crate::hash::RingHash;
 use crate::table::Placement;
 
@@ -170,15 +170,21 @@ impl Balancer {
             return self.place_weighted(hash, server_ids, weights);
         }
         let scale = scale.min(MAX_SCALE);
-        match *self {
-            Balancer::Ring(params) => ring::build_scaled(params, hash, server_ids, weights, scale),
+        // Maglev and rendezvous count only the weights' proportions: their own build, with
+        // weights up to MAX_WEIGHT·scale, read in units of 1/scale.
+        let limit = MAX_WEIGHT.saturating_mul(scale);
+        let placement = match *self {
+            Balancer::Ring(params) => {
+                return ring::build_scaled(params, hash, server_ids, weights, scale)
+            }
             Balancer::Maglev { slots } => {
-                maglev::build_scaled(slots, hash, server_ids, weights, scale)
+                maglev::build_up_to(slots, hash, server_ids, weights, limit)?
             }
             Balancer::Rendezvous { slots } => {
-                rendezvous::build_scaled(slots, hash, server_ids, weights, scale)
+                rendezvous::build_up_to(slots, hash, server_ids, weights, limit)?
             }
-        }
+        };
+        Ok(placement.with_scale(scale))
     }
 
     /// [`Balancer::place`] with a weight per member (`weights[k]` for `server_ids[k]`, each in
