@@ -118,13 +118,24 @@ impl LbClient {
         Ok(list.plugins)
     }
 
-    fn scale(&self, method: Method, path: &str, n: usize, hostnames: &[String]) -> Result<Rep> {
-        let body = if hostnames.is_empty() {
-            json!({ "n": n })
-        } else {
-            json!({ "n": n, "hostnames": hostnames })
+    /// `/add` or `/rm` with `n`, `hostnames` and (an `/add`) `weights`, each left out when
+    /// empty; the new replica set.
+    fn scale(
+        &self,
+        method: Method,
+        path: &str,
+        n: usize,
+        hostnames: &[String],
+        weights: &[u32],
+    ) -> Result<Rep> {
+        let mut body = json!({ "n": n });
+        if !hostnames.is_empty() {
+            body["hostnames"] = json!(hostnames);
         }
-        .to_string();
+        if !weights.is_empty() {
+            body["weights"] = json!(weights);
+        }
+        let body = body.to_string();
         let request = format!("{method} {path} {body}");
         let answer = self.send(method, path, Some(&body), None)?;
         match (answer.status, Rep::parse(&answer.body)) {
@@ -139,24 +150,13 @@ impl LbClient {
 
     /// `POST /add {"n": n, "hostnames": […]}`; the new replica set.
     pub fn add(&self, n: usize, hostnames: &[String]) -> Result<Rep> {
-        self.scale(Method::POST, "/add", n, hostnames)
+        self.scale(Method::POST, "/add", n, hostnames, &[])
     }
 
     /// `POST /add {"n": hostnames.len(), "hostnames": […], "weights": […]}`: replicas with these
     /// names and weights (paired by position); the new replica set.
     pub fn add_weighted(&self, hostnames: &[String], weights: &[u32]) -> Result<Rep> {
-        let body =
-            json!({ "n": hostnames.len(), "hostnames": hostnames, "weights": weights }).to_string();
-        let request = format!("POST /add {body}");
-        let answer = self.send(Method::POST, "/add", Some(&body), None)?;
-        match (answer.status, Rep::parse(&answer.body)) {
-            (200, Some(rep)) => Ok(rep),
-            _ => Err(unexpected(
-                &request,
-                &answer,
-                "expected 200 with the new replica set",
-            )),
-        }
+        self.scale(Method::POST, "/add", hostnames.len(), hostnames, weights)
     }
 
     /// `POST /_lb/plan` with `body` (`{"add": …}`, `{"rm": …}`, `{"weights": …}` or
@@ -169,7 +169,7 @@ impl LbClient {
 
     /// `DELETE /rm {"n": n, "hostnames": […]}`; the new replica set.
     pub fn rm(&self, n: usize, hostnames: &[String]) -> Result<Rep> {
-        self.scale(Method::DELETE, "/rm", n, hostnames)
+        self.scale(Method::DELETE, "/rm", n, hostnames, &[])
     }
 
     /// Bring the load balancer to `n` replicas with server ids exactly `1..=n`: remove every
